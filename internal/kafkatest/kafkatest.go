@@ -1,0 +1,140 @@
+package kafkatest
+
+import (
+	"context"
+	"crypto/rand"
+	"encoding/hex"
+	"fmt"
+	"os"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/twmb/franz-go/pkg/kadm"
+	"github.com/twmb/franz-go/pkg/kerr"
+	"github.com/twmb/franz-go/pkg/kfake"
+	"github.com/twmb/franz-go/pkg/kgo"
+)
+
+// Backend names accepted in SWITCHYARD_TEST_KAFKA.
+const (
+	BackendKfake = "kfake"
+	BackendReal  = "real"
+)
+
+// Cluster is one Kafka cluster a test can use.
+type Cluster struct {
+	// Name is "source" or "target".
+	Name string
+	// Bootstrap lists host:port seed addresses.
+	Bootstrap []string
+	// Fake is the in-process cluster on the kfake backend, nil on real Kafka.
+	Fake *kfake.Cluster
+}
+
+// Backend returns the backend selected by SWITCHYARD_TEST_KAFKA.
+func Backend() string {
+	if b := strings.TrimSpace(os.Getenv("SWITCHYARD_TEST_KAFKA")); b != "" {
+		return b
+	}
+	return BackendKfake
+}
+
+// Pair returns a source cluster (3 brokers) and a target cluster (2 brokers
+// on kfake, whatever the test bed started on real Kafka). kfake clusters are
+// closed when the test ends.
+func Pair(t testing.TB) (source, target *Cluster) {
+	t.Helper()
+	switch b := Backend(); b {
+	case BackendKfake:
+		return NewFake(t, "source", 3), NewFake(t, "target", 2)
+	case BackendReal:
+		return realPair(t)
+	default:
+		t.Fatalf("SWITCHYARD_TEST_KAFKA=%q: want %q or %q", b, BackendKfake, BackendReal)
+		return nil, nil
+	}
+}
+
+// NewFake starts an in-process kfake cluster with the given number of
+// brokers on 127.0.0.1 and closes it when the test ends. Extra options are
+// appended to the defaults.
+func NewFake(t testing.TB, name string, brokers int, opts ...kfake.Opt) *Cluster {
+	t.Helper()
+	all := append([]kfake.Opt{
+		kfake.NumBrokers(brokers),
+		kfake.ClusterID("kfake-" + name),
+		kfake.DefaultNumPartitions(3),
+		kfake.AllowAutoTopicCreation(),
+	}, opts...)
+	c, err := kfake.NewCluster(all...)
+	if err != nil {
+		t.Fatalf("start kfake cluster %s: %v", name, err)
+	}
+	t.Cleanup(c.Close)
+	return &Cluster{Name: name, Bootstrap: c.ListenAddrs(), Fake: c}
+}
+
+// Topic returns a topic name unique to this test run.
+func Topic(t testing.TB, prefix string) string {
+	t.Helper()
+	var b [4]byte
+	if _, err := rand.Read(b[:]); err != nil {
+		t.Fatalf("random topic suffix: %v", err)
+	}
+	return fmt.Sprintf("%s-%s", prefix, hex.EncodeToString(b[:]))
+}
+
+// Client returns a franz-go client for the cluster, closed when the test ends.
+func (c *Cluster) Client(t testing.TB, opts ...kgo.Opt) *kgo.Client {
+	t.Helper()
+	cl, err := kgo.NewClient(append([]kgo.Opt{kgo.SeedBrokers(c.Bootstrap...)}, opts...)...)
+	if err != nil {
+		t.Fatalf("client for %s: %v", c.Name, err)
+	}
+	t.Cleanup(cl.Close)
+	return cl
+}
+
+// CreateTopic creates a topic on the cluster with replication factor 1 and
+// waits until every partition has a leader.
+func (c *Cluster) CreateTopic(t testing.TB, topic string, partitions int32) {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
+	defer cancel()
+	adm := kadm.NewClient(c.Client(t))
+	resp, err := adm.CreateTopic(ctx, partitions, 1, nil, topic)
+	if err != nil && !errorsIsTopicExists(err) {
+		t.Fatalf("create topic %s on %s: %v", topic, c.Name, err)
+	}
+	if resp.Err != nil && !errorsIsTopicExists(resp.Err) {
+		t.Fatalf("create topic %s on %s: %v", topic, c.Name, resp.Err)
+	}
+	for {
+		md, err := adm.Metadata(ctx, topic)
+		if err == nil {
+			td, ok := md.Topics[topic]
+			if ok && td.Err == nil && len(td.Partitions) == int(partitions) && allLed(td) {
+				return
+			}
+		}
+		select {
+		case <-ctx.Done():
+			t.Fatalf("topic %s on %s: no leaders after 60s (last error %v)", topic, c.Name, err)
+		case <-time.After(50 * time.Millisecond):
+		}
+	}
+}
+
+func allLed(td kadm.TopicDetail) bool {
+	for _, p := range td.Partitions {
+		if p.Leader < 0 || p.Err != nil {
+			return false
+		}
+	}
+	return true
+}
+
+func errorsIsTopicExists(err error) bool {
+	return err == kerr.TopicAlreadyExists || strings.Contains(err.Error(), kerr.TopicAlreadyExists.Message)
+}

@@ -1,0 +1,168 @@
+package proxy
+
+import (
+	"errors"
+	"fmt"
+	"net"
+	"strconv"
+	"time"
+)
+
+// ClusterConfig names one upstream cluster the proxy may route to.
+type ClusterConfig struct {
+	// Name identifies the cluster in switches and status ("source", "target").
+	Name string `yaml:"name" json:"name"`
+	// Bootstrap lists host:port seed brokers.
+	Bootstrap []string `yaml:"bootstrap" json:"bootstrap"`
+}
+
+// Config configures a Proxy. Start from DefaultConfig.
+type Config struct {
+	// Clusters are the upstream clusters; at least one.
+	Clusters []ClusterConfig `yaml:"clusters"`
+	// Active names the cluster routed to at start.
+	Active string `yaml:"active"`
+	// Listen is the bootstrap listener clients are configured with.
+	Listen string `yaml:"listen"`
+	// AdvertiseHost is the host put in rewritten broker addresses; empty
+	// means the host of Listen.
+	AdvertiseHost string `yaml:"advertiseHost"`
+	// BrokerPortBase: virtual broker N listens on port BrokerPortBase+N.
+	// Zero picks the port after Listen's; -1 uses ephemeral ports (tests).
+	BrokerPortBase int `yaml:"brokerPortBase"`
+	// BrokerAddressBase, when set, gives each virtual broker its own loopback
+	// address instead of its own port: broker N listens on
+	// BrokerAddressBase+N (e.g. 127.0.1.0 → 127.0.1.0, 127.0.1.1, ...) at
+	// Listen's port. Overrides BrokerPortBase.
+	BrokerAddressBase string `yaml:"brokerAddressBase"`
+	// ClusterID is the virtual cluster id presented to clients; empty derives
+	// a stable one from the cluster names.
+	ClusterID string `yaml:"clusterID"`
+	// MaxFrameBytes bounds a client request or upstream response frame.
+	MaxFrameBytes int32 `yaml:"maxFrameBytes"`
+	// DialTimeout bounds one upstream dial.
+	DialTimeout time.Duration `yaml:"dialTimeout"`
+	// DrainTimeout bounds how long a switch waits for in-flight requests.
+	DrainTimeout time.Duration `yaml:"drainTimeout"`
+	// HoldBudget bounds how long a HOLD gate parks a request before it is
+	// answered with a retriable error.
+	HoldBudget time.Duration `yaml:"holdBudget"`
+	// Gate is applied at start (e.g. --forbidden-api-keys).
+	Gate Gate `yaml:"-"`
+}
+
+// DefaultConfig returns the defaults: listen on 127.0.0.1:9092 with virtual
+// brokers on the following ports, 100 MiB frames, 10 s dial, drain and hold.
+func DefaultConfig() Config {
+	return Config{
+		Listen:        "127.0.0.1:9092",
+		MaxFrameBytes: 100 << 20,
+		DialTimeout:   10 * time.Second,
+		DrainTimeout:  10 * time.Second,
+		HoldBudget:    10 * time.Second,
+	}
+}
+
+// Validate reports the first configuration error, naming the field.
+func (c *Config) Validate() error {
+	if len(c.Clusters) == 0 {
+		return errors.New("clusters: at least one upstream cluster is required")
+	}
+	seen := map[string]bool{}
+	for i, cl := range c.Clusters {
+		if cl.Name == "" {
+			return fmt.Errorf("clusters[%d].name: empty", i)
+		}
+		if seen[cl.Name] {
+			return fmt.Errorf("clusters[%d].name: %q defined twice", i, cl.Name)
+		}
+		seen[cl.Name] = true
+		if len(cl.Bootstrap) == 0 {
+			return fmt.Errorf("clusters[%d] (%s).bootstrap: at least one host:port is required", i, cl.Name)
+		}
+		for _, a := range cl.Bootstrap {
+			if err := checkHostPort(a); err != nil {
+				return fmt.Errorf("clusters[%d] (%s).bootstrap: %w", i, cl.Name, err)
+			}
+		}
+	}
+	if c.Active == "" {
+		if len(c.Clusters) > 1 {
+			return errors.New("active: required when more than one cluster is configured")
+		}
+		c.Active = c.Clusters[0].Name
+	}
+	if !seen[c.Active] {
+		return fmt.Errorf("active: %w %q", ErrUnknownCluster, c.Active)
+	}
+	if err := checkHostPort(c.Listen); err != nil {
+		return fmt.Errorf("listen: %w", err)
+	}
+	if c.BrokerAddressBase != "" {
+		ip := net.ParseIP(c.BrokerAddressBase)
+		if ip == nil || ip.To4() == nil {
+			return fmt.Errorf("brokerAddressBase: %q is not an IPv4 address", c.BrokerAddressBase)
+		}
+	}
+	if c.BrokerPortBase < -1 || c.BrokerPortBase > 65535 {
+		return fmt.Errorf("brokerPortBase: %d out of range", c.BrokerPortBase)
+	}
+	if c.MaxFrameBytes < 1024 {
+		return fmt.Errorf("maxFrameBytes: %d is below the 1024-byte minimum", c.MaxFrameBytes)
+	}
+	if c.DialTimeout <= 0 {
+		return fmt.Errorf("dialTimeout: %v must be positive", c.DialTimeout)
+	}
+	if c.DrainTimeout <= 0 {
+		return fmt.Errorf("drainTimeout: %v must be positive", c.DrainTimeout)
+	}
+	if c.HoldBudget <= 0 {
+		return fmt.Errorf("holdBudget: %v must be positive", c.HoldBudget)
+	}
+	if len(c.Gate.APIKeys) > 0 {
+		if err := c.Gate.validate(); err != nil {
+			return fmt.Errorf("gate: %w", err)
+		}
+	}
+	return nil
+}
+
+func (g Gate) validate() error {
+	if len(g.APIKeys) == 0 {
+		return fmt.Errorf("%w: no API keys", ErrInvalidGate)
+	}
+	for _, k := range g.APIKeys {
+		if k < 0 {
+			return fmt.Errorf("%w: API key %d", ErrInvalidGate, k)
+		}
+	}
+	if g.Mode != GateReject && g.Mode != GateHold {
+		return fmt.Errorf("%w: mode %v", ErrInvalidGate, g.Mode)
+	}
+	return nil
+}
+
+func checkHostPort(a string) error {
+	host, port, err := net.SplitHostPort(a)
+	if err != nil {
+		return fmt.Errorf("%q: %w", a, err)
+	}
+	if host == "" {
+		return fmt.Errorf("%q: empty host", a)
+	}
+	p, err := strconv.Atoi(port)
+	if err != nil || p < 0 || p > 65535 {
+		return fmt.Errorf("%q: bad port", a)
+	}
+	return nil
+}
+
+// cluster returns the named cluster's config.
+func (c *Config) cluster(name string) (ClusterConfig, bool) {
+	for _, cl := range c.Clusters {
+		if cl.Name == name {
+			return cl, true
+		}
+	}
+	return ClusterConfig{}, false
+}

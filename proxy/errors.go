@@ -1,0 +1,17 @@
+package proxy
+
+import "errors"
+
+// Sentinel errors returned by the Proxy's control methods.
+var (
+	// ErrUnknownCluster: a switch or config names a cluster that is not configured.
+	ErrUnknownCluster = errors.New("unknown cluster")
+	// ErrSwitchInProgress: another switch is running.
+	ErrSwitchInProgress = errors.New("a switch is already in progress")
+	// ErrInvalidGate: a gate names no API keys, or a key or mode out of range.
+	ErrInvalidGate = errors.New("invalid gate")
+	// ErrClosed: the proxy is shutting down.
+	ErrClosed = errors.New("proxy closed")
+	// ErrUnreachable: no broker of a cluster answered.
+	ErrUnreachable = errors.New("cluster unreachable")
+)

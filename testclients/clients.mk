@@ -1,0 +1,4 @@
+# Real Kafka clients used by the tests (filled in by the clients work).
+.PHONY: deps
+deps:
+	@true
