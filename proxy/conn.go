@@ -1,0 +1,362 @@
+package proxy
+
+import (
+	"context"
+	"encoding/binary"
+	"errors"
+	"fmt"
+	"io"
+	"net"
+	"strconv"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"go.uber.org/zap"
+	"golang.org/x/sync/errgroup"
+)
+
+// clientConn is one client connection and the upstream connection it is
+// currently bound to.
+//
+// Two goroutines serve it, sharing one errgroup: the reader takes requests
+// from the client, admits them (gates, switches), forwards them and queues
+// what the writer must answer in request order; the writer answers each
+// queued entry, reading the upstream response or writing a response the
+// proxy made itself. Kafka answers in order per connection, so the queue
+// is all the matching that is needed. Either goroutine failing closes the
+// connection and nothing else.
+type clientConn struct {
+	p     *Proxy
+	nc    net.Conn
+	vnode int32 // -1 for the bootstrap listener
+	log   *zap.Logger
+
+	pending chan *pendingReq
+
+	inflight      atomic.Int64 // admitted and not yet answered
+	inflightFetch atomic.Int64 // the Fetch requests among them
+	held          atomic.Int64 // parked by a gate or a switch
+
+	closeOnce sync.Once
+
+	curMu sync.Mutex
+	cur   *upConn // the upstream connection in use; nil before the first request
+
+	// Owned by the reader goroutine.
+	staleFetchSession bool // the upstream changed; the client's fetch session is unknown there
+}
+
+// upConn is a connection to one broker of one upstream cluster.
+type upConn struct {
+	nc  net.Conn
+	u   *upstream
+	gen uint64
+	// abandoned is set by a switch before it closes nc: requests still in
+	// flight on it are answered by the proxy (Fetch) or end the client
+	// connection (anything else).
+	abandoned atomic.Bool
+	closeOnce sync.Once
+}
+
+func (uc *upConn) close() { uc.closeOnce.Do(func() { uc.nc.Close() }) }
+
+// pendingReq is one entry of a connection's response queue.
+type pendingReq struct {
+	hdr   requestHeader
+	up    *upConn // the response comes from here; nil for local responses
+	local []byte  // a complete response frame made by the proxy
+	fetch bool    // counted in inflightFetch
+	sent  time.Time
+	// closeUp, when set, marks the end of an upstream connection's use: the
+	// writer closes it once every earlier response has been read.
+	closeUp *upConn
+}
+
+func (p *Proxy) newClientConn(nc net.Conn, vnode int32) *clientConn {
+	return &clientConn{
+		p:       p,
+		nc:      nc,
+		vnode:   vnode,
+		log:     p.log.With(zap.String("client", nc.RemoteAddr().String()), zap.Int32("node", vnode)),
+		pending: make(chan *pendingReq, 256),
+	}
+}
+
+// close closes the client connection and its upstream; safe to call more
+// than once and from any goroutine.
+func (c *clientConn) close() {
+	c.closeOnce.Do(func() {
+		c.nc.Close()
+		c.curMu.Lock()
+		if c.cur != nil {
+			c.cur.close()
+		}
+		c.curMu.Unlock()
+	})
+}
+
+// serve runs the connection until the client or the upstream closes it, a
+// fault occurs, or ctx is cancelled. It closes the connection.
+func (c *clientConn) serve(ctx context.Context) {
+	g, gctx := errgroup.WithContext(ctx)
+	g.Go(func() error { return c.readLoop(gctx) })
+	g.Go(func() error { return c.writeLoop(gctx) })
+	g.Go(func() error {
+		<-gctx.Done()
+		c.close()
+		return nil
+	})
+	err := g.Wait()
+	c.close()
+	var fe *connFault
+	if errors.As(err, &fe) {
+		c.p.m.connClosed.WithLabelValues(fe.reason).Inc()
+		if ctx.Err() == nil {
+			c.log.Warn("closing client connection", zap.String("reason", fe.reason), zap.Error(fe.err))
+		}
+	}
+}
+
+// connFault is an error that ends one connection, with a bounded reason
+// for the connection_errors_total metric.
+type connFault struct {
+	reason string
+	err    error
+}
+
+func (f *connFault) Error() string { return f.reason + ": " + f.err.Error() }
+func (f *connFault) Unwrap() error { return f.err }
+
+func fault(reason string, err error) error { return &connFault{reason: reason, err: err} }
+
+// errClientGone ends a connection the client closed; it is not a fault.
+var errClientGone = errors.New("client closed the connection")
+
+func (c *clientConn) readLoop(ctx context.Context) error {
+	var buf []byte
+	for {
+		frame, err := readFrame(c.nc, c.p.cfg.MaxFrameBytes, buf)
+		if err != nil {
+			switch {
+			case errors.Is(err, io.EOF), errors.Is(err, net.ErrClosed), ctx.Err() != nil:
+				return errClientGone
+			case errors.Is(err, errFrameTooLarge), errors.Is(err, errFrameNegative):
+				return fault("frame_too_large", err)
+			default:
+				return fault("client_read", err)
+			}
+		}
+		buf = frame[:0]
+		hdr, err := parseRequestHeader(frame)
+		if err != nil {
+			return fault("bad_header", err)
+		}
+		name := apiName(hdr.Key)
+		c.p.m.requests.WithLabelValues(name).Inc()
+		c.p.m.requestBytes.WithLabelValues(name).Add(float64(len(frame) + 4))
+
+		if hdr.Key == keyApiVersions {
+			resp, err := c.p.apiVersionsResponse(ctx, hdr, frame[hdr.BodyOffset:])
+			if err != nil {
+				return fault("api_versions", err)
+			}
+			if err := c.enqueue(ctx, &pendingReq{hdr: hdr, local: resp}); err != nil {
+				return err
+			}
+			continue
+		}
+
+		adm, err := c.p.admit(ctx, c, hdr.Key)
+		if err != nil {
+			return errClientGone
+		}
+		if adm.reject {
+			resp, err := rejectResponse(hdr, frame[hdr.BodyOffset:])
+			if err != nil {
+				return fault("reject", err)
+			}
+			if resp == nil { // acks=0 Produce: no response expected
+				continue
+			}
+			if err := c.enqueue(ctx, &pendingReq{hdr: hdr, local: resp}); err != nil {
+				return err
+			}
+			continue
+		}
+		// Admitted: inflight was raised by admit.
+		if err := c.forward(ctx, hdr, frame, adm); err != nil {
+			c.doneInflight(hdr.Key == keyFetch)
+			return err
+		}
+	}
+}
+
+// forward sends one admitted request upstream and queues its response.
+func (c *clientConn) forward(ctx context.Context, hdr requestHeader, frame []byte, adm admission) error {
+	up, err := c.upstream(ctx, adm)
+	if err != nil {
+		return fault("upstream_dial", err)
+	}
+	out, expect, local, err := c.p.rewriteRequest(ctx, c, up.u, hdr, frame)
+	if err != nil {
+		return fault("rewrite_request", err)
+	}
+	isFetch := hdr.Key == keyFetch
+	if local != nil {
+		c.doneInflight(isFetch)
+		return c.enqueue(ctx, &pendingReq{hdr: hdr, local: local})
+	}
+	if expect {
+		if err := c.enqueue(ctx, &pendingReq{hdr: hdr, up: up, fetch: isFetch, sent: time.Now()}); err != nil {
+			return err
+		}
+	}
+	if err := writeFrame(up.nc, out); err != nil {
+		if up.abandoned.Load() {
+			// A switch closed this upstream under us; the writer answers
+			// the queued entry (a Fetch early, anything else by closing).
+			if !expect {
+				c.doneInflight(isFetch)
+			}
+			return nil
+		}
+		return fault("upstream_write", fmt.Errorf("write to %s: %w", up.nc.RemoteAddr(), err))
+	}
+	if !expect {
+		c.doneInflight(isFetch)
+	}
+	return nil
+}
+
+func (c *clientConn) doneInflight(fetch bool) {
+	c.inflight.Add(-1)
+	if fetch {
+		c.inflightFetch.Add(-1)
+	}
+}
+
+func (c *clientConn) enqueue(ctx context.Context, pr *pendingReq) error {
+	select {
+	case c.pending <- pr:
+		return nil
+	case <-ctx.Done():
+		return errClientGone
+	}
+}
+
+// upstream returns the upstream connection for this admission, dialling the
+// active cluster when there is none or a switch happened since it was made.
+func (c *clientConn) upstream(ctx context.Context, adm admission) (*upConn, error) {
+	c.curMu.Lock()
+	cur := c.cur
+	c.curMu.Unlock()
+	if cur != nil && cur.gen == adm.gen && cur.u == adm.u {
+		return cur, nil
+	}
+	if cur != nil {
+		// Responses still due on the old connection are read first; the
+		// writer closes it after the last of them.
+		if err := c.enqueue(ctx, &pendingReq{closeUp: cur}); err != nil {
+			return nil, err
+		}
+		c.staleFetchSession = true
+	}
+	addr := c.p.upstreamAddrFor(adm.u, c.vnode)
+	d := net.Dialer{Timeout: c.p.cfg.DialTimeout}
+	nc, err := d.DialContext(ctx, "tcp", addr)
+	if err != nil {
+		adm.u.setErr(fmt.Errorf("dial %s: %w", addr, err))
+		return nil, fmt.Errorf("dial cluster %s broker %s: %w", adm.u.name, addr, err)
+	}
+	up := &upConn{nc: nc, u: adm.u, gen: adm.gen}
+	c.curMu.Lock()
+	c.cur = up
+	c.curMu.Unlock()
+	return up, nil
+}
+
+// abandonUpstream marks the current upstream connection abandoned and closes
+// it. Called by a switch after draining.
+func (c *clientConn) abandonUpstream() {
+	c.curMu.Lock()
+	cur := c.cur
+	c.curMu.Unlock()
+	if cur != nil {
+		cur.abandoned.Store(true)
+		cur.close()
+	}
+}
+
+func (c *clientConn) writeLoop(ctx context.Context) error {
+	var buf []byte
+	for {
+		var pr *pendingReq
+		select {
+		case pr = <-c.pending:
+		case <-ctx.Done():
+			return nil
+		}
+		if pr.closeUp != nil {
+			pr.closeUp.close()
+			continue
+		}
+		if pr.local != nil {
+			if err := c.writeClient(pr.hdr.Key, pr.local); err != nil {
+				return err
+			}
+			continue
+		}
+		frame, err := readFrame(pr.up.nc, c.p.cfg.MaxFrameBytes, buf)
+		if err != nil {
+			if pr.up.abandoned.Load() && pr.fetch {
+				// The switch answered this long-poll fetch early: an empty
+				// response that also ends the client's fetch session, so
+				// its next fetch starts a new one on the new cluster.
+				c.p.m.earlyFetches.Inc()
+				c.p.noteEarlyFetch()
+				resp := emptyFetchResponse(pr.hdr)
+				c.doneInflight(true)
+				if err := c.writeClient(pr.hdr.Key, resp); err != nil {
+					return err
+				}
+				continue
+			}
+			c.doneInflight(pr.fetch)
+			if pr.up.abandoned.Load() {
+				return fault("switch_undrained", fmt.Errorf("%s request in flight when the switch deadline passed", apiName(pr.hdr.Key)))
+			}
+			if errors.Is(err, errFrameTooLarge) || errors.Is(err, errFrameNegative) {
+				return fault("upstream_frame_too_large", err)
+			}
+			return fault("upstream_closed", fmt.Errorf("cluster %s: reading %s response: %w", pr.up.u.name, apiName(pr.hdr.Key), err))
+		}
+		buf = frame[:0]
+		c.p.m.upstreamLatency.WithLabelValues(apiName(pr.hdr.Key)).Observe(time.Since(pr.sent).Seconds())
+		if len(frame) < 4 || int32(binary.BigEndian.Uint32(frame)) != pr.hdr.CorrID {
+			c.doneInflight(pr.fetch)
+			got := "none"
+			if len(frame) >= 4 {
+				got = strconv.Itoa(int(int32(binary.BigEndian.Uint32(frame))))
+			}
+			return fault("upstream_protocol", fmt.Errorf("cluster %s: response correlation id %s, want %d", pr.up.u.name, got, pr.hdr.CorrID))
+		}
+		out, err := c.p.rewriteResponse(ctx, pr.up.u, pr.hdr, frame)
+		c.doneInflight(pr.fetch)
+		if err != nil {
+			return fault("upstream_protocol", fmt.Errorf("cluster %s: %s v%d response: %w", pr.up.u.name, apiName(pr.hdr.Key), pr.hdr.Version, err))
+		}
+		if err := c.writeClient(pr.hdr.Key, out); err != nil {
+			return err
+		}
+	}
+}
+
+// writeClient writes a response frame (payload without its size) to the client.
+func (c *clientConn) writeClient(key int16, frame []byte) error {
+	if err := writeFrame(c.nc, frame); err != nil {
+		return errClientGone
+	}
+	c.p.m.responseBytes.WithLabelValues(apiName(key)).Add(float64(len(frame) + 4))
+	return nil
+}

@@ -1,0 +1,183 @@
+package proxy
+
+import (
+	"encoding/binary"
+	"errors"
+	"fmt"
+	"io"
+	"net"
+
+	"github.com/twmb/franz-go/pkg/kbin"
+	"github.com/twmb/franz-go/pkg/kmsg"
+)
+
+// Frame errors. Each closes the one connection that produced it.
+var (
+	errFrameTooLarge = errors.New("frame exceeds the maximum size")
+	errFrameNegative = errors.New("negative frame size")
+	errBadHeader     = errors.New("malformed request header")
+)
+
+// readFrame reads one size-prefixed Kafka frame and returns its payload
+// (without the 4-byte size). A size over max or below zero is an error and
+// nothing more is read. buf is reused when large enough.
+func readFrame(r io.Reader, max int32, buf []byte) ([]byte, error) {
+	var sz [4]byte
+	if _, err := io.ReadFull(r, sz[:]); err != nil {
+		return nil, err
+	}
+	n := int32(binary.BigEndian.Uint32(sz[:]))
+	if n < 0 {
+		return nil, fmt.Errorf("%w: %d", errFrameNegative, n)
+	}
+	if n > max {
+		return nil, fmt.Errorf("%w: %d > %d bytes", errFrameTooLarge, n, max)
+	}
+	if cap(buf) < int(n) {
+		buf = make([]byte, n)
+	}
+	buf = buf[:n]
+	if _, err := io.ReadFull(r, buf); err != nil {
+		if errors.Is(err, io.EOF) {
+			err = io.ErrUnexpectedEOF
+		}
+		return nil, fmt.Errorf("read %d-byte frame: %w", n, err)
+	}
+	return buf, nil
+}
+
+// requestHeader is the parsed header of a client request.
+//
+// Request header v1: int16 key, int16 version, int32 correlation id,
+// nullable string client id (int16 length even in the flexible header v2),
+// then tagged fields when the request version is flexible.
+type requestHeader struct {
+	Key       int16
+	Version   int16
+	CorrID    int32
+	ClientID  *string
+	// BodyOffset is where the request body starts in the frame.
+	BodyOffset int
+	// Flexible reports a flexible (v2) header; false for keys kmsg does not know.
+	Flexible bool
+	// Known is false for API keys kmsg does not know; their bodies are
+	// forwarded blind.
+	Known bool
+}
+
+// parseRequestHeader parses the header at the start of a request frame.
+func parseRequestHeader(frame []byte) (requestHeader, error) {
+	var h requestHeader
+	if len(frame) < 10 {
+		return h, fmt.Errorf("%w: %d bytes", errBadHeader, len(frame))
+	}
+	b := kbin.Reader{Src: frame}
+	h.Key = b.Int16()
+	h.Version = b.Int16()
+	h.CorrID = b.Int32()
+	h.ClientID = b.NullableString()
+	if !b.Ok() {
+		return h, fmt.Errorf("%w: client id overruns the frame", errBadHeader)
+	}
+	if h.Version < 0 {
+		return h, fmt.Errorf("%w: negative version %d for key %d", errBadHeader, h.Version, h.Key)
+	}
+	if req := kmsg.RequestForKey(h.Key); req != nil {
+		h.Known = true
+		req.SetVersion(h.Version)
+		// A version above what kmsg knows may have changed its header; it is
+		// forwarded blind like an unknown key.
+		if h.Version <= req.MaxVersion() {
+			h.Flexible = req.IsFlexible()
+		} else {
+			h.Known = false
+		}
+	}
+	if h.Flexible {
+		skipTags(&b)
+		if !b.Ok() {
+			return h, fmt.Errorf("%w: tagged fields overrun the frame", errBadHeader)
+		}
+	}
+	h.BodyOffset = len(frame) - len(b.Src)
+	return h, nil
+}
+
+// skipTags skips a tagged-field section.
+func skipTags(b *kbin.Reader) {
+	n := b.Uvarint()
+	for i := uint32(0); i < n && b.Ok(); i++ {
+		b.Uvarint()
+		l := b.Uvarint()
+		b.Span(int(l))
+	}
+}
+
+// appendRequestHeader appends a request header (without the size).
+func appendRequestHeader(dst []byte, h requestHeader) []byte {
+	dst = kbin.AppendInt16(dst, h.Key)
+	dst = kbin.AppendInt16(dst, h.Version)
+	dst = kbin.AppendInt32(dst, h.CorrID)
+	dst = kbin.AppendNullableString(dst, h.ClientID)
+	if h.Flexible {
+		dst = append(dst, 0)
+	}
+	return dst
+}
+
+// responseHeaderLen returns the length of the response header that precedes
+// the body of a response to a request with the given key and version:
+// the correlation id, plus an empty tag section when the response is
+// flexible. ApiVersions always answers with header v0 (KIP-511), so clients
+// that do not know the broker's versions can still parse it.
+func responseHeaderLen(key, version int16, resp []byte) (int, error) {
+	if len(resp) < 4 {
+		return 0, fmt.Errorf("response of %d bytes has no correlation id", len(resp))
+	}
+	if key == keyApiVersions || !isFlexible(key, version) {
+		return 4, nil
+	}
+	b := kbin.Reader{Src: resp[4:]}
+	skipTags(&b)
+	if !b.Ok() {
+		return 0, errors.New("response header tagged fields overrun the frame")
+	}
+	return len(resp) - len(b.Src), nil
+}
+
+// isFlexible reports whether the version of the key uses flexible encoding.
+func isFlexible(key, version int16) bool {
+	req := kmsg.RequestForKey(key)
+	if req == nil {
+		return false
+	}
+	req.SetVersion(version)
+	return req.IsFlexible()
+}
+
+// writeFrame writes the size prefix and the frame payload in one writev.
+func writeFrame(w io.Writer, frame []byte) error {
+	var sz [4]byte
+	binary.BigEndian.PutUint32(sz[:], uint32(len(frame)))
+	bufs := net.Buffers{sz[:], frame}
+	_, err := bufs.WriteTo(w)
+	return err
+}
+
+// responseFrame builds a response frame payload (without the size):
+// correlation id, the response header's tag section when needed, the body.
+func responseFrame(key, version int16, corrID int32, body []byte) []byte {
+	dst := make([]byte, 0, 5+len(body))
+	dst = kbin.AppendInt32(dst, corrID)
+	if key != keyApiVersions && isFlexible(key, version) {
+		dst = append(dst, 0)
+	}
+	return append(dst, body...)
+}
+
+// requestFrame builds a request frame payload (without the size).
+func requestFrame(h requestHeader, body []byte) []byte {
+	dst := make([]byte, 0, 32+len(body))
+	dst = appendRequestHeader(dst, h)
+	return append(dst, body...)
+}

@@ -1,0 +1,280 @@
+package proxy
+
+import (
+	"context"
+	"fmt"
+	"reflect"
+	"sort"
+	"strings"
+	"time"
+
+	"github.com/twmb/franz-go/pkg/kerr"
+	"github.com/twmb/franz-go/pkg/kmsg"
+)
+
+// admission is the outcome of admitting a request: forward it to cluster u
+// (as of switch generation gen), or reject it.
+type admission struct {
+	reject bool
+	u      *upstream
+	gen    uint64
+}
+
+// admit decides what to do with a request: forward it, reject it (REJECT
+// gate, or a hold that outlived the hold budget), or park it while a HOLD
+// gate blocks its key or a switch drains. Parked requests of one
+// connection stay in arrival order because the connection's reader is the
+// one parked. A forwarded request is counted in flight before admit
+// releases the proxy lock, so a switch that starts afterwards waits for it.
+func (p *Proxy) admit(ctx context.Context, c *clientConn, key int16) (admission, error) {
+	var (
+		holding bool
+		timer   *time.Timer
+		expired <-chan time.Time
+	)
+	defer func() {
+		if holding {
+			c.held.Add(-1)
+			p.m.held.Dec()
+		}
+		if timer != nil {
+			timer.Stop()
+		}
+	}()
+	for {
+		p.mu.Lock()
+		if p.closed {
+			p.mu.Unlock()
+			return admission{}, ErrClosed
+		}
+		ch := p.stateCh
+		gated := p.gate.Blocks(key)
+		if gated && p.gate.Mode == GateReject {
+			p.mu.Unlock()
+			p.m.gated.WithLabelValues(apiName(key), "reject").Inc()
+			return admission{reject: true}, nil
+		}
+		if !gated && !p.switching {
+			c.inflight.Add(1)
+			if key == keyFetch {
+				c.inflightFetch.Add(1)
+			}
+			adm := admission{u: p.active, gen: p.gen}
+			p.mu.Unlock()
+			return adm, nil
+		}
+		p.mu.Unlock()
+		if !holding {
+			holding = true
+			c.held.Add(1)
+			p.m.held.Inc()
+			if gated {
+				p.m.gated.WithLabelValues(apiName(key), "hold").Inc()
+			}
+			timer = time.NewTimer(p.cfg.HoldBudget)
+			expired = timer.C
+		}
+		select {
+		case <-ch:
+		case <-expired:
+			p.m.gated.WithLabelValues(apiName(key), "hold_expired").Inc()
+			return admission{reject: true}, nil
+		case <-ctx.Done():
+			return admission{}, ctx.Err()
+		}
+	}
+}
+
+// Retriable errors a gate answers with, per API. Each is one that every
+// major client retries without surfacing it to the application:
+//   - Produce: NOT_ENOUGH_REPLICAS — nothing was written, retry after backoff.
+//   - Fetch, ListOffsets, OffsetForLeaderEpoch: NOT_LEADER_OR_FOLLOWER —
+//     clients refresh metadata and retry (the Java consumer treats most
+//     other fetch errors as fatal).
+//   - OffsetCommit, OffsetFetch, TxnOffsetCommit, InitProducerId,
+//     AddPartitionsToTxn, AddOffsetsToTxn, EndTxn: COORDINATOR_LOAD_IN_PROGRESS
+//     — retried against the same coordinator.
+//   - JoinGroup, SyncGroup, Heartbeat, LeaveGroup, FindCoordinator,
+//     ConsumerGroupHeartbeat: COORDINATOR_NOT_AVAILABLE — clients
+//     rediscover the coordinator and retry.
+var gateErrors = map[int16]int16{
+	keyProduce:                kerr.NotEnoughReplicas.Code,
+	keyFetch:                  kerr.NotLeaderForPartition.Code,
+	keyListOffsets:            kerr.NotLeaderForPartition.Code,
+	keyOffsetForLeaderEpoch:   kerr.NotLeaderForPartition.Code,
+	keyOffsetCommit:           kerr.CoordinatorLoadInProgress.Code,
+	keyOffsetFetch:            kerr.CoordinatorLoadInProgress.Code,
+	keyTxnOffsetCommit:        kerr.CoordinatorLoadInProgress.Code,
+	keyInitProducerID:         kerr.CoordinatorLoadInProgress.Code,
+	keyAddPartitionsToTxn:     kerr.CoordinatorLoadInProgress.Code,
+	keyAddOffsetsToTxn:        kerr.CoordinatorLoadInProgress.Code,
+	keyEndTxn:                 kerr.CoordinatorLoadInProgress.Code,
+	keyJoinGroup:              kerr.CoordinatorNotAvailable.Code,
+	keySyncGroup:              kerr.CoordinatorNotAvailable.Code,
+	keyHeartbeat:              kerr.CoordinatorNotAvailable.Code,
+	keyLeaveGroup:             kerr.CoordinatorNotAvailable.Code,
+	keyFindCoordinator:        kerr.CoordinatorNotAvailable.Code,
+	keyConsumerGroupHeartbeat: kerr.CoordinatorNotAvailable.Code,
+}
+
+func gateable(key int16) bool { _, ok := gateErrors[key]; return ok }
+
+func gateableList() string {
+	keys := make([]int, 0, len(gateErrors))
+	for k := range gateErrors {
+		keys = append(keys, int(k))
+	}
+	sort.Ints(keys)
+	parts := make([]string, len(keys))
+	for i, k := range keys {
+		parts[i] = fmt.Sprintf("%d (%s)", k, apiName(int16(k)))
+	}
+	return strings.Join(parts, ", ")
+}
+
+// rejectResponse builds the response a gate answers a request with: the
+// same topics and partitions as the request, each with the API's retriable
+// error. It returns nil for an acks=0 Produce, which gets no response.
+func rejectResponse(hdr requestHeader, body []byte) ([]byte, error) {
+	code, ok := gateErrors[hdr.Key]
+	if !ok || !hdr.Known {
+		return nil, fmt.Errorf("API key %d v%d cannot be rejected", hdr.Key, hdr.Version)
+	}
+	req := kmsg.RequestForKey(hdr.Key)
+	req.SetVersion(hdr.Version)
+	if err := req.ReadFrom(body); err != nil {
+		return nil, fmt.Errorf("decode %s v%d request: %w", apiName(hdr.Key), hdr.Version, err)
+	}
+	resp := req.ResponseKind()
+	resp.SetVersion(hdr.Version)
+	switch r := req.(type) {
+	case *kmsg.ProduceRequest:
+		if r.Acks == 0 {
+			return nil, nil
+		}
+		pr := resp.(*kmsg.ProduceResponse)
+		for _, t := range r.Topics {
+			rt := kmsg.NewProduceResponseTopic()
+			rt.Topic, rt.TopicID = t.Topic, t.TopicID
+			for _, part := range t.Partitions {
+				rp := kmsg.NewProduceResponseTopicPartition()
+				rp.Partition, rp.ErrorCode = part.Partition, code
+				rt.Partitions = append(rt.Partitions, rp)
+			}
+			pr.Topics = append(pr.Topics, rt)
+		}
+	case *kmsg.FetchRequest:
+		fr := resp.(*kmsg.FetchResponse)
+		for _, t := range r.Topics {
+			rt := kmsg.NewFetchResponseTopic()
+			rt.Topic, rt.TopicID = t.Topic, t.TopicID
+			for _, part := range t.Partitions {
+				rp := kmsg.NewFetchResponseTopicPartition()
+				rp.Partition, rp.ErrorCode = part.Partition, code
+				rp.HighWatermark = -1
+				rt.Partitions = append(rt.Partitions, rp)
+			}
+			fr.Topics = append(fr.Topics, rt)
+		}
+	case *kmsg.ListOffsetsRequest:
+		lr := resp.(*kmsg.ListOffsetsResponse)
+		for _, t := range r.Topics {
+			rt := kmsg.NewListOffsetsResponseTopic()
+			rt.Topic = t.Topic
+			for _, part := range t.Partitions {
+				rp := kmsg.NewListOffsetsResponseTopicPartition()
+				rp.Partition, rp.ErrorCode = part.Partition, code
+				rt.Partitions = append(rt.Partitions, rp)
+			}
+			lr.Topics = append(lr.Topics, rt)
+		}
+	case *kmsg.OffsetForLeaderEpochRequest:
+		or := resp.(*kmsg.OffsetForLeaderEpochResponse)
+		for _, t := range r.Topics {
+			rt := kmsg.NewOffsetForLeaderEpochResponseTopic()
+			rt.Topic = t.Topic
+			for _, part := range t.Partitions {
+				rp := kmsg.NewOffsetForLeaderEpochResponseTopicPartition()
+				rp.Partition, rp.ErrorCode = part.Partition, code
+				rt.Partitions = append(rt.Partitions, rp)
+			}
+			or.Topics = append(or.Topics, rt)
+		}
+	case *kmsg.OffsetCommitRequest:
+		cr := resp.(*kmsg.OffsetCommitResponse)
+		for _, t := range r.Topics {
+			rt := kmsg.NewOffsetCommitResponseTopic()
+			rt.Topic, rt.TopicID = t.Topic, t.TopicID
+			for _, part := range t.Partitions {
+				rp := kmsg.NewOffsetCommitResponseTopicPartition()
+				rp.Partition, rp.ErrorCode = part.Partition, code
+				rt.Partitions = append(rt.Partitions, rp)
+			}
+			cr.Topics = append(cr.Topics, rt)
+		}
+	case *kmsg.TxnOffsetCommitRequest:
+		cr := resp.(*kmsg.TxnOffsetCommitResponse)
+		for _, t := range r.Topics {
+			rt := kmsg.NewTxnOffsetCommitResponseTopic()
+			rt.Topic = t.Topic
+			for _, part := range t.Partitions {
+				rp := kmsg.NewTxnOffsetCommitResponseTopicPartition()
+				rp.Partition, rp.ErrorCode = part.Partition, code
+				rt.Partitions = append(rt.Partitions, rp)
+			}
+			cr.Topics = append(cr.Topics, rt)
+		}
+	case *kmsg.OffsetFetchRequest:
+		fr := resp.(*kmsg.OffsetFetchResponse)
+		fr.ErrorCode = code
+		for _, g := range r.Groups {
+			rg := kmsg.NewOffsetFetchResponseGroup()
+			rg.Group, rg.ErrorCode = g.Group, code
+			fr.Groups = append(fr.Groups, rg)
+		}
+	case *kmsg.FindCoordinatorRequest:
+		fr := resp.(*kmsg.FindCoordinatorResponse)
+		fr.ErrorCode, fr.NodeID = code, -1
+		for _, k := range r.CoordinatorKeys {
+			c := kmsg.NewFindCoordinatorResponseCoordinator()
+			c.Key, c.NodeID, c.ErrorCode = k, -1, code
+			fr.Coordinators = append(fr.Coordinators, c)
+		}
+	case *kmsg.AddPartitionsToTxnRequest:
+		ar := resp.(*kmsg.AddPartitionsToTxnResponse)
+		ar.ErrorCode = code
+		for _, t := range r.Topics {
+			rt := kmsg.NewAddPartitionsToTxnResponseTopic()
+			rt.Topic = t.Topic
+			for _, part := range t.Partitions {
+				rp := kmsg.NewAddPartitionsToTxnResponseTopicPartition()
+				rp.Partition, rp.ErrorCode = part, code
+				rt.Partitions = append(rt.Partitions, rp)
+			}
+			ar.Topics = append(ar.Topics, rt)
+		}
+		for _, tx := range r.Transactions {
+			rtx := kmsg.NewAddPartitionsToTxnResponseTransaction()
+			rtx.TransactionalID = tx.TransactionalID
+			for _, t := range tx.Topics {
+				rt := kmsg.NewAddPartitionsToTxnResponseTransactionTopic()
+				rt.Topic = t.Topic
+				for _, part := range t.Partitions {
+					rp := kmsg.NewAddPartitionsToTxnResponseTransactionTopicPartition()
+					rp.Partition, rp.ErrorCode = part, code
+					rt.Partitions = append(rt.Partitions, rp)
+				}
+				rtx.Topics = append(rtx.Topics, rt)
+			}
+			ar.Transactions = append(ar.Transactions, rtx)
+		}
+	default:
+		// Group membership and transaction APIs: one top-level error code.
+		f := reflect.ValueOf(resp).Elem().FieldByName("ErrorCode")
+		if !f.IsValid() || f.Kind() != reflect.Int16 {
+			return nil, fmt.Errorf("%s response has no top-level error code", apiName(hdr.Key))
+		}
+		f.SetInt(int64(code))
+	}
+	return responseFrame(hdr.Key, hdr.Version, hdr.CorrID, resp.AppendTo(nil)), nil
+}

@@ -1,0 +1,77 @@
+package proxy
+
+import (
+	"strconv"
+
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/twmb/franz-go/pkg/kmsg"
+)
+
+// metrics are the proxy's Prometheus collectors, registered on the
+// Registerer given to New. Label sets are bounded: API keys by name,
+// close reasons from a fixed list, cluster names from the config.
+type metrics struct {
+	connections     prometheus.Gauge
+	connectionsTot  prometheus.Counter
+	connClosed      *prometheus.CounterVec // reason
+	requests        *prometheus.CounterVec // api_key
+	requestBytes    *prometheus.CounterVec // api_key
+	responseBytes   *prometheus.CounterVec // api_key
+	gated           *prometheus.CounterVec // api_key, mode
+	held            prometheus.Gauge
+	switches        *prometheus.CounterVec // to
+	switchDuration  prometheus.Histogram
+	upstreamLatency *prometheus.HistogramVec // api_key
+	earlyFetches    prometheus.Counter
+	activeCluster   *prometheus.GaugeVec // cluster
+}
+
+func newMetrics(reg prometheus.Registerer) (*metrics, error) {
+	const ns, sub = "switchyard", "proxy"
+	m := &metrics{
+		connections: prometheus.NewGauge(prometheus.GaugeOpts{Namespace: ns, Subsystem: sub,
+			Name: "connections", Help: "Open client connections."}),
+		connectionsTot: prometheus.NewCounter(prometheus.CounterOpts{Namespace: ns, Subsystem: sub,
+			Name: "connections_total", Help: "Client connections accepted."}),
+		connClosed: prometheus.NewCounterVec(prometheus.CounterOpts{Namespace: ns, Subsystem: sub,
+			Name: "connection_errors_total", Help: "Client connections closed because of a fault, by reason."}, []string{"reason"}),
+		requests: prometheus.NewCounterVec(prometheus.CounterOpts{Namespace: ns, Subsystem: sub,
+			Name: "requests_total", Help: "Client requests, by API key."}, []string{"api_key"}),
+		requestBytes: prometheus.NewCounterVec(prometheus.CounterOpts{Namespace: ns, Subsystem: sub,
+			Name: "request_bytes_total", Help: "Client request bytes, by API key."}, []string{"api_key"}),
+		responseBytes: prometheus.NewCounterVec(prometheus.CounterOpts{Namespace: ns, Subsystem: sub,
+			Name: "response_bytes_total", Help: "Response bytes written to clients, by API key."}, []string{"api_key"}),
+		gated: prometheus.NewCounterVec(prometheus.CounterOpts{Namespace: ns, Subsystem: sub,
+			Name: "gated_requests_total", Help: "Requests blocked by a gate, by API key and outcome (reject, hold, hold_expired)."}, []string{"api_key", "outcome"}),
+		held: prometheus.NewGauge(prometheus.GaugeOpts{Namespace: ns, Subsystem: sub,
+			Name: "held_requests", Help: "Requests parked now by a HOLD gate or a draining switch."}),
+		switches: prometheus.NewCounterVec(prometheus.CounterOpts{Namespace: ns, Subsystem: sub,
+			Name: "switches_total", Help: "Switches applied, by target cluster."}, []string{"to"}),
+		switchDuration: prometheus.NewHistogram(prometheus.HistogramOpts{Namespace: ns, Subsystem: sub,
+			Name: "switch_duration_seconds", Help: "Time from the start of a switch to its application.",
+			Buckets: prometheus.ExponentialBuckets(0.001, 2, 16)}),
+		upstreamLatency: prometheus.NewHistogramVec(prometheus.HistogramOpts{Namespace: ns, Subsystem: sub,
+			Name: "upstream_latency_seconds", Help: "Time from forwarding a request upstream to reading its response, by API key.",
+			Buckets: prometheus.ExponentialBuckets(0.0001, 2, 18)}, []string{"api_key"}),
+		earlyFetches: prometheus.NewCounter(prometheus.CounterOpts{Namespace: ns, Subsystem: sub,
+			Name: "fetches_answered_early_total", Help: "Long-poll fetches answered by the proxy during a switch instead of waited out."}),
+		activeCluster: prometheus.NewGaugeVec(prometheus.GaugeOpts{Namespace: ns, Subsystem: sub,
+			Name: "active_cluster", Help: "1 for the cluster requests are routed to, 0 for the others."}, []string{"cluster"}),
+	}
+	for _, c := range []prometheus.Collector{m.connections, m.connectionsTot, m.connClosed, m.requests,
+		m.requestBytes, m.responseBytes, m.gated, m.held, m.switches, m.switchDuration,
+		m.upstreamLatency, m.earlyFetches, m.activeCluster} {
+		if err := reg.Register(c); err != nil {
+			return nil, err
+		}
+	}
+	return m, nil
+}
+
+// apiName is the bounded label for an API key.
+func apiName(key int16) string {
+	if n := kmsg.NameForKey(key); n != "" {
+		return n
+	}
+	return "Unknown" + strconv.Itoa(int(key))
+}

@@ -1,0 +1,509 @@
+package proxy
+
+import (
+	"context"
+	"crypto/sha256"
+	"encoding/base64"
+	"errors"
+	"fmt"
+	"net"
+	"sort"
+	"strconv"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+	"go.uber.org/zap"
+)
+
+// Proxy is a wire-level Kafka proxy in front of one or more upstream
+// clusters, one of them active. Create it with New, serve with Run; the
+// control methods (Status, Switch, SetGate, ClearGate, Ready) are safe for
+// concurrent use.
+//
+// Lock order: switchMu before mu. upstream.mu is a leaf.
+type Proxy struct {
+	cfg       Config
+	log       *zap.Logger
+	m         *metrics
+	clusterID string
+	ln        net.Listener // bootstrap listener
+	upstreams map[string]*upstream
+	order     []string // cluster names in config order
+
+	// maxEpoch is the highest leader epoch presented to any client.
+	maxEpoch atomic.Int32
+	// earlyFetches counts fetches answered early during the current switch.
+	earlyFetches atomic.Int64
+	// topicNames maps virtual topic ids to names ([16]byte → string).
+	topicNames sync.Map
+
+	switchMu sync.Mutex // held for the whole of a switch
+
+	mu          sync.Mutex
+	active      *upstream
+	gen         uint64 // bumped by every switch
+	gate        Gate
+	switching   bool
+	stateCh     chan struct{} // closed and replaced when active, gate or switching change
+	vbrokers    []*vbroker    // indexed by virtual node id
+	toVirtual   map[string]map[int32]int32
+	fromVirtual map[string]map[int32]int32
+	conns       map[*clientConn]struct{}
+	switches    uint64
+	lastSwitch  *SwitchReport
+	ready       bool
+	runCtx      context.Context
+	closed      bool
+
+	wg sync.WaitGroup // accept loops and connections
+}
+
+// vbroker is one virtual broker: a local listener clients dial.
+type vbroker struct {
+	id   int32
+	ln   net.Listener
+	host string
+	port int32
+}
+
+// New validates cfg, binds the bootstrap listener and prepares the upstream
+// clusters. It does not contact any cluster; Run does. Metrics are
+// registered on reg (a fresh prometheus.NewRegistry() in tests).
+func New(cfg Config, log *zap.Logger, reg prometheus.Registerer) (*Proxy, error) {
+	if err := cfg.Validate(); err != nil {
+		return nil, fmt.Errorf("proxy config: %w", err)
+	}
+	if log == nil {
+		log = zap.NewNop()
+	}
+	m, err := newMetrics(reg)
+	if err != nil {
+		return nil, fmt.Errorf("proxy metrics: %w", err)
+	}
+	p := &Proxy{
+		cfg:         cfg,
+		log:         log,
+		m:           m,
+		upstreams:   map[string]*upstream{},
+		stateCh:     make(chan struct{}),
+		toVirtual:   map[string]map[int32]int32{},
+		fromVirtual: map[string]map[int32]int32{},
+		conns:       map[*clientConn]struct{}{},
+		gate:        cfg.Gate,
+	}
+	p.clusterID = cfg.ClusterID
+	if p.clusterID == "" {
+		p.clusterID = derivedClusterID(cfg.Clusters)
+	}
+	for _, c := range cfg.Clusters {
+		u, err := newUpstream(c, cfg.DialTimeout, log)
+		if err != nil {
+			p.closeUpstreams()
+			return nil, err
+		}
+		p.upstreams[c.Name] = u
+		p.order = append(p.order, c.Name)
+		p.toVirtual[c.Name] = map[int32]int32{}
+		p.fromVirtual[c.Name] = map[int32]int32{}
+		m.activeCluster.WithLabelValues(c.Name).Set(0)
+	}
+	p.active = p.upstreams[cfg.Active]
+	m.activeCluster.WithLabelValues(cfg.Active).Set(1)
+	ln, err := net.Listen("tcp", cfg.Listen)
+	if err != nil {
+		p.closeUpstreams()
+		return nil, fmt.Errorf("listen %s: %w", cfg.Listen, err)
+	}
+	p.ln = ln
+	return p, nil
+}
+
+// derivedClusterID is a stable virtual cluster id for a set of clusters: the
+// same configuration yields the same id across restarts.
+func derivedClusterID(clusters []ClusterConfig) string {
+	names := make([]string, 0, len(clusters))
+	for _, c := range clusters {
+		names = append(names, c.Name)
+	}
+	sort.Strings(names)
+	sum := sha256.Sum256([]byte("switchyard/cluster-id\x00" + strings.Join(names, "\x00")))
+	return "switchyard-" + base64.RawURLEncoding.EncodeToString(sum[:12])
+}
+
+func (p *Proxy) closeUpstreams() {
+	for _, u := range p.upstreams {
+		u.close()
+	}
+}
+
+// Addr returns the bootstrap listener's address.
+func (p *Proxy) Addr() net.Addr { return p.ln.Addr() }
+
+// ClusterID returns the virtual cluster id clients see.
+func (p *Proxy) ClusterID() string { return p.clusterID }
+
+// Run serves clients until ctx is cancelled, then closes every listener and
+// client connection and returns once all of the proxy's goroutines have
+// stopped. Run returns nil on cancellation. It may be called once.
+func (p *Proxy) Run(ctx context.Context) error {
+	p.mu.Lock()
+	if p.runCtx != nil {
+		p.mu.Unlock()
+		return errors.New("proxy: Run called twice")
+	}
+	p.runCtx = ctx
+	p.mu.Unlock()
+
+	p.wg.Add(2)
+	go p.acceptLoop(ctx, p.ln, -1)
+	go p.refreshLoop(ctx)
+
+	<-ctx.Done()
+	p.mu.Lock()
+	p.closed = true
+	p.ln.Close()
+	for _, vb := range p.vbrokers {
+		if vb != nil && vb.ln != nil {
+			vb.ln.Close()
+		}
+	}
+	for c := range p.conns {
+		c.close()
+	}
+	p.broadcastLocked()
+	p.mu.Unlock()
+	p.wg.Wait()
+	p.closeUpstreams()
+	return nil
+}
+
+// refreshLoop learns every cluster's brokers, topic ids and API versions:
+// at once, then every 10 seconds (and retrying sooner after an error).
+// Brokers that appear upstream get virtual brokers and listeners here, or
+// as soon as a client's metadata response names them.
+func (p *Proxy) refreshLoop(ctx context.Context) {
+	defer p.wg.Done()
+	backoff := 100 * time.Millisecond
+	for {
+		ok := true
+		for _, name := range p.order {
+			u := p.upstreams[name]
+			rctx, cancel := context.WithTimeout(ctx, p.cfg.DialTimeout)
+			_, err := u.refresh(rctx, nil)
+			cancel()
+			if ctx.Err() != nil {
+				return
+			}
+			if err != nil {
+				ok = false
+				p.log.Warn("cluster refresh", zap.String("cluster", name), zap.Error(err))
+				continue
+			}
+			p.mapBrokers(u)
+		}
+		p.mu.Lock()
+		if p.active.apiVersions() != nil && len(p.active.brokerIDs()) > 0 {
+			p.ready = true
+		}
+		p.mu.Unlock()
+		wait := 10 * time.Second
+		if !ok {
+			wait = backoff
+			backoff = min(backoff*2, 5*time.Second)
+		} else {
+			backoff = 100 * time.Millisecond
+		}
+		select {
+		case <-ctx.Done():
+			return
+		case <-time.After(wait):
+		}
+	}
+}
+
+// mapBrokers gives every known broker of u a virtual broker, lowest real
+// node ids first so the first mapping is predictable.
+func (p *Proxy) mapBrokers(u *upstream) {
+	for _, id := range u.brokerIDs() {
+		p.virtualFor(u, id)
+	}
+}
+
+// virtualFor returns the virtual node id for a real node id of cluster u,
+// allocating the lowest virtual id not yet used by u (and its listener) on
+// first sight. Negative ids (no leader) pass through.
+func (p *Proxy) virtualFor(u *upstream, real int32) int32 {
+	if real < 0 {
+		return real
+	}
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	if v, ok := p.toVirtual[u.name][real]; ok {
+		return v
+	}
+	used := p.fromVirtual[u.name]
+	v := int32(0)
+	for {
+		if _, taken := used[v]; !taken {
+			break
+		}
+		v++
+	}
+	p.toVirtual[u.name][real] = v
+	used[v] = real
+	p.ensureBrokerLocked(v)
+	return v
+}
+
+// realFor returns the real node id of cluster u behind virtual id v.
+func (p *Proxy) realFor(u *upstream, v int32) (int32, bool) {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	r, ok := p.fromVirtual[u.name][v]
+	return r, ok
+}
+
+// ensureBrokerLocked binds the listener of virtual broker v if it has none.
+func (p *Proxy) ensureBrokerLocked(v int32) {
+	for int(v) >= len(p.vbrokers) {
+		p.vbrokers = append(p.vbrokers, nil)
+	}
+	if p.vbrokers[v] != nil {
+		return
+	}
+	addr := p.brokerListenAddr(v)
+	ln, err := net.Listen("tcp", addr)
+	if err != nil {
+		// The broker stays without a listener; clients told about it fail
+		// to connect to it and fall back to other brokers. Status shows it.
+		p.log.Error("virtual broker listener", zap.Int32("node", v), zap.String("addr", addr), zap.Error(err))
+		p.vbrokers[v] = &vbroker{id: v}
+		return
+	}
+	tcp := ln.Addr().(*net.TCPAddr)
+	host := p.cfg.AdvertiseHost
+	if host == "" || p.cfg.BrokerAddressBase != "" {
+		host = tcp.IP.String()
+	}
+	vb := &vbroker{id: v, ln: ln, host: host, port: int32(tcp.Port)}
+	p.vbrokers[v] = vb
+	if p.runCtx != nil && !p.closed {
+		p.wg.Add(1)
+		go p.acceptLoop(p.runCtx, ln, v)
+	} else if p.closed {
+		ln.Close()
+	}
+	p.log.Info("virtual broker listening", zap.Int32("node", v), zap.String("addr", net.JoinHostPort(host, strconv.Itoa(tcp.Port))))
+}
+
+// brokerListenAddr is where virtual broker v listens.
+func (p *Proxy) brokerListenAddr(v int32) string {
+	host, portStr, _ := net.SplitHostPort(p.cfg.Listen)
+	port, _ := strconv.Atoi(portStr)
+	if p.cfg.BrokerAddressBase != "" {
+		ip := net.ParseIP(p.cfg.BrokerAddressBase).To4()
+		n := uint32(ip[0])<<24 | uint32(ip[1])<<16 | uint32(ip[2])<<8 | uint32(ip[3])
+		n += uint32(v)
+		ip = net.IPv4(byte(n>>24), byte(n>>16), byte(n>>8), byte(n))
+		return net.JoinHostPort(ip.String(), portStr)
+	}
+	switch {
+	case p.cfg.BrokerPortBase == -1 || (p.cfg.BrokerPortBase == 0 && port == 0):
+		return net.JoinHostPort(host, "0")
+	case p.cfg.BrokerPortBase == 0:
+		return net.JoinHostPort(host, strconv.Itoa(port+1+int(v)))
+	default:
+		return net.JoinHostPort(host, strconv.Itoa(p.cfg.BrokerPortBase+int(v)))
+	}
+}
+
+// brokerAddress returns the advertised address of virtual broker v.
+func (p *Proxy) brokerAddress(v int32) (string, int32, bool) {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	if v < 0 || int(v) >= len(p.vbrokers) || p.vbrokers[v] == nil || p.vbrokers[v].ln == nil {
+		return "", 0, false
+	}
+	vb := p.vbrokers[v]
+	return vb.host, vb.port, true
+}
+
+// upstreamAddrFor returns the real broker a connection to virtual broker v
+// (or the bootstrap listener, v < 0) should reach on cluster u.
+func (p *Proxy) upstreamAddrFor(u *upstream, v int32) string {
+	if v >= 0 {
+		if r, ok := p.realFor(u, v); ok {
+			if a, ok := u.brokerAddr(r); ok {
+				return a
+			}
+		}
+	}
+	// The bootstrap listener, or a virtual broker the cluster has no broker
+	// for (it has fewer brokers than the previous one): any broker will do,
+	// the client's next metadata request moves it on.
+	ids := u.brokerIDs()
+	if len(ids) > 0 {
+		if a, ok := u.brokerAddr(ids[int(max(v, 0))%len(ids)]); ok {
+			return a
+		}
+	}
+	return u.cfg.Bootstrap[0]
+}
+
+func (p *Proxy) acceptLoop(ctx context.Context, ln net.Listener, vnode int32) {
+	defer p.wg.Done()
+	for {
+		nc, err := ln.Accept()
+		if err != nil {
+			if ctx.Err() == nil && !errors.Is(err, net.ErrClosed) {
+				p.log.Error("accept", zap.Int32("node", vnode), zap.Error(err))
+			}
+			return
+		}
+		c := p.newClientConn(nc, vnode)
+		p.mu.Lock()
+		if p.closed {
+			p.mu.Unlock()
+			nc.Close()
+			return
+		}
+		p.conns[c] = struct{}{}
+		p.wg.Add(1)
+		p.mu.Unlock()
+		p.m.connections.Inc()
+		p.m.connectionsTot.Inc()
+		go func() {
+			defer p.wg.Done()
+			c.serve(ctx)
+			p.mu.Lock()
+			delete(p.conns, c)
+			p.mu.Unlock()
+			p.m.connections.Dec()
+		}()
+	}
+}
+
+// broadcastLocked wakes everything waiting on a state change.
+func (p *Proxy) broadcastLocked() {
+	close(p.stateCh)
+	p.stateCh = make(chan struct{})
+}
+
+// SetGate replaces the gate in force. Requests already held by a previous
+// HOLD gate are re-evaluated against the new one.
+func (p *Proxy) SetGate(g Gate) error {
+	if err := g.validate(); err != nil {
+		return err
+	}
+	for _, k := range g.APIKeys {
+		if !gateable(k) {
+			return fmt.Errorf("%w: API key %d (%s) cannot be answered with a retriable error; gateable keys: %s",
+				ErrInvalidGate, k, apiName(k), gateableList())
+		}
+	}
+	g.APIKeys = append([]int16(nil), g.APIKeys...)
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	p.gate = g
+	p.broadcastLocked()
+	p.log.Info("gate set", zap.String("mode", g.Mode.String()), zap.Any("api_keys", g.APIKeys))
+	return nil
+}
+
+// ClearGate lifts the gate; held requests are forwarded in arrival order.
+func (p *Proxy) ClearGate() {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	p.gate = Gate{}
+	p.broadcastLocked()
+	p.log.Info("gate cleared")
+}
+
+// Ready returns nil once the active cluster's metadata has been loaded and
+// the proxy serves, or an error saying what it waits for.
+func (p *Proxy) Ready() error {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	switch {
+	case p.closed:
+		return ErrClosed
+	case p.runCtx == nil:
+		return errors.New("not running")
+	case !p.ready:
+		st := p.active.status()
+		if st.LastError != "" {
+			return fmt.Errorf("waiting for cluster %s: %s", p.active.name, st.LastError)
+		}
+		return fmt.Errorf("waiting for cluster %s metadata", p.active.name)
+	}
+	return nil
+}
+
+// Status returns a snapshot of the proxy's state.
+func (p *Proxy) Status() Status {
+	p.mu.Lock()
+	st := Status{
+		ActiveCluster: p.active.name,
+		ClusterID:     p.clusterID,
+		Switching:     p.switching,
+		Gate:          Gate{APIKeys: append([]int16(nil), p.gate.APIKeys...), Mode: p.gate.Mode},
+		Connections:   int64(len(p.conns)),
+		Switches:      p.switches,
+	}
+	if p.lastSwitch != nil {
+		ls := *p.lastSwitch
+		st.LastSwitch = &ls
+	}
+	for c := range p.conns {
+		st.InFlight += c.inflight.Load()
+		st.Held += c.held.Load()
+	}
+	active := p.active
+	type vb struct {
+		id   int32
+		addr string
+		real int32
+		ok   bool
+	}
+	var vbs []vb
+	for _, b := range p.vbrokers {
+		if b == nil {
+			continue
+		}
+		x := vb{id: b.id, real: -1}
+		if b.ln != nil {
+			x.addr = net.JoinHostPort(b.host, strconv.Itoa(int(b.port)))
+		}
+		x.real, x.ok = p.fromVirtual[active.name][b.id]
+		if !x.ok {
+			x.real = -1
+		}
+		vbs = append(vbs, x)
+	}
+	p.mu.Unlock()
+	for _, b := range vbs {
+		v := VirtualBroker{ID: b.id, Address: b.addr, UpstreamID: b.real}
+		if b.ok {
+			v.Upstream, _ = active.brokerAddr(b.real)
+		}
+		st.Brokers = append(st.Brokers, v)
+	}
+	for _, name := range p.order {
+		st.Clusters = append(st.Clusters, p.upstreams[name].status())
+	}
+	return st
+}
+
+// BrokerAddrs returns the advertised addresses of the virtual brokers.
+func (p *Proxy) BrokerAddrs() []string {
+	var out []string
+	for _, b := range p.Status().Brokers {
+		if b.Address != "" {
+			out = append(out, b.Address)
+		}
+	}
+	return out
+}

@@ -1,0 +1,216 @@
+package proxy
+
+import (
+	"context"
+	"fmt"
+	"reflect"
+	"sync"
+
+	"github.com/twmb/franz-go/pkg/kmsg"
+)
+
+// respTranslator maps values a cluster reports to what clients see.
+type respTranslator struct {
+	ctx       context.Context
+	p         *Proxy
+	u         *upstream
+	offset    int32
+	refreshed bool
+}
+
+func (t *respTranslator) topicID(real [16]byte) [16]byte {
+	name, ok := t.u.topicName(real)
+	if !ok && !t.refreshed {
+		// An id the proxy has not seen in a metadata response yet (a topic
+		// created a moment ago): learn the cluster's topics once.
+		t.refreshed = true
+		rctx, cancel := context.WithTimeout(t.ctx, t.p.cfg.DialTimeout)
+		_, _ = t.u.refresh(rctx, nil)
+		cancel()
+		name, ok = t.u.topicName(real)
+	}
+	if !ok {
+		return real
+	}
+	v := virtualTopicID(t.p.clusterID, name)
+	t.p.topicNames.Store(v, name)
+	return v
+}
+
+func (t *respTranslator) nodeID(real int32) int32 { return t.p.virtualFor(t.u, real) }
+
+func (t *respTranslator) epoch(e int32) int32 {
+	if e < 0 {
+		return e
+	}
+	v := e + t.offset
+	t.p.raiseMaxEpoch(v)
+	return v
+}
+
+func (t *respTranslator) address(v int32) (string, int32, bool) { return t.p.brokerAddress(v) }
+
+// reqTranslator maps values a client sends back to the cluster's own.
+type reqTranslator struct {
+	ctx    context.Context
+	p      *Proxy
+	u      *upstream
+	offset int32
+}
+
+func (t *reqTranslator) topicID(virtual [16]byte) [16]byte {
+	n, ok := t.p.topicNames.Load(virtual)
+	if !ok {
+		return virtual // not one of ours: the cluster answers UNKNOWN_TOPIC_ID
+	}
+	name := n.(string)
+	if real, ok := t.u.topicID(name); ok {
+		return real
+	}
+	rctx, cancel := context.WithTimeout(t.ctx, t.p.cfg.DialTimeout)
+	_, _ = t.u.refresh(rctx, []string{name})
+	cancel()
+	if real, ok := t.u.topicID(name); ok {
+		return real
+	}
+	return virtual
+}
+
+func (t *reqTranslator) nodeID(v int32) int32 {
+	if r, ok := t.p.realFor(t.u, v); ok {
+		return r
+	}
+	return v
+}
+
+// epoch maps a presented epoch back. An epoch from before the last switch
+// to this cluster maps below zero and is sent as -1 ("unknown"), which makes
+// the broker skip the fencing check instead of failing the request.
+func (t *reqTranslator) epoch(e int32) int32 {
+	if e < 0 {
+		return e
+	}
+	if r := e - t.offset; r >= 0 {
+		return r
+	}
+	return -1
+}
+
+func (t *reqTranslator) address(int32) (string, int32, bool) { return "", 0, false }
+
+func (p *Proxy) raiseMaxEpoch(v int32) {
+	for {
+		cur := p.maxEpoch.Load()
+		if v <= cur || p.maxEpoch.CompareAndSwap(cur, v) {
+			return
+		}
+	}
+}
+
+// rewriteKinds caches, per API key, whether requests and responses of that
+// key carry anything to translate.
+var rewriteKinds sync.Map // int16 → [2]bool{request, response}
+
+func needsRewrite(key int16) (req, resp bool) {
+	if v, ok := rewriteKinds.Load(key); ok {
+		k := v.([2]bool)
+		return k[0], k[1]
+	}
+	if r := kmsg.RequestForKey(key); r != nil {
+		req = planFor(reflect.TypeOf(r).Elem()) != nil
+		resp = planFor(reflect.TypeOf(r.ResponseKind()).Elem()) != nil
+	}
+	switch key {
+	case keyMetadata, keyDescribeCluster, keyFetch, keyDescribeQuorum:
+		resp = true
+	}
+	rewriteKinds.Store(key, [2]bool{req, resp})
+	return req, resp
+}
+
+// rewriteRequest translates a client request for cluster u. It returns the
+// frame to send, whether a response is expected (false for acks=0 Produce),
+// or a response the proxy answers with itself instead of forwarding.
+func (p *Proxy) rewriteRequest(ctx context.Context, c *clientConn, u *upstream, hdr requestHeader, frame []byte) (out []byte, expect bool, local []byte, err error) {
+	if !hdr.Known {
+		return frame, true, nil, nil
+	}
+	body := frame[hdr.BodyOffset:]
+	if hdr.Key == keyProduce && hdr.Version < 13 {
+		// Before v13 a Produce names topics, not ids: nothing to translate,
+		// forward the bytes untouched.
+		acks, err := produceAcks(body, hdr.Version)
+		if err != nil {
+			return nil, false, nil, err
+		}
+		return frame, acks != 0, nil, nil
+	}
+	reqNeeds, _ := needsRewrite(hdr.Key)
+	if !reqNeeds {
+		return frame, true, nil, nil
+	}
+	req := kmsg.RequestForKey(hdr.Key)
+	req.SetVersion(hdr.Version)
+	if err := req.ReadFrom(body); err != nil {
+		// The broker will answer this malformed request as it sees fit.
+		return frame, true, nil, nil
+	}
+	expect = true
+	switch r := req.(type) {
+	case *kmsg.ProduceRequest:
+		expect = r.Acks != 0
+	case *kmsg.FetchRequest:
+		if local := c.checkFetchSession(hdr, r); local != nil {
+			return nil, false, local, nil
+		}
+	}
+	translateMessage(req, &reqTranslator{ctx: ctx, p: p, u: u, offset: u.epochOffset.Load()})
+	return requestFrame(hdr, req.AppendTo(nil)), expect, nil, nil
+}
+
+// rewriteResponse translates a response from cluster u for the client.
+// A response that cannot be decoded is an error: forwarding it could leak
+// an upstream address.
+func (p *Proxy) rewriteResponse(ctx context.Context, u *upstream, hdr requestHeader, frame []byte) ([]byte, error) {
+	if !hdr.Known {
+		return frame, nil
+	}
+	_, respNeeds := needsRewrite(hdr.Key)
+	if !respNeeds || (hdr.Key == keyProduce && hdr.Version < 10) {
+		return frame, nil
+	}
+	hl, err := responseHeaderLen(hdr.Key, hdr.Version, frame)
+	if err != nil {
+		return nil, err
+	}
+	resp := kmsg.ResponseForKey(hdr.Key)
+	resp.SetVersion(hdr.Version)
+	if err := resp.ReadFrom(frame[hl:]); err != nil {
+		return nil, fmt.Errorf("decode: %w", err)
+	}
+	offset := u.epochOffset.Load()
+	switch r := resp.(type) {
+	case *kmsg.MetadataResponse:
+		u.learnMetadata(r)
+	case *kmsg.DescribeClusterResponse:
+		for _, b := range r.Brokers {
+			u.learnBroker(b.NodeID, b.Host, b.Port)
+		}
+	case *kmsg.FetchResponse:
+		rewriteFetchEpochs(r, offset, p)
+	}
+	translateMessage(resp, &respTranslator{ctx: ctx, p: p, u: u, offset: offset})
+	switch r := resp.(type) {
+	case *kmsg.MetadataResponse:
+		if r.ClusterID != nil {
+			r.ClusterID = &p.clusterID
+		}
+	case *kmsg.DescribeClusterResponse:
+		r.ClusterID = p.clusterID
+	case *kmsg.DescribeQuorumResponse:
+		hideQuorumListeners(r)
+	}
+	out := make([]byte, 0, len(frame)+64)
+	out = append(out, frame[:hl]...)
+	return resp.AppendTo(out), nil
+}

@@ -1,0 +1,245 @@
+package proxy
+
+import (
+	"context"
+	"crypto/sha256"
+	"fmt"
+	"net"
+	"sort"
+	"strconv"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/twmb/franz-go/pkg/kerr"
+	"github.com/twmb/franz-go/pkg/kgo"
+	"github.com/twmb/franz-go/pkg/kmsg"
+	"go.uber.org/zap"
+)
+
+// upstream is one configured cluster: what the proxy has learned about its
+// brokers, topic ids and API versions, and a franz-go client for the
+// proxy's own requests to it (metadata, API versions).
+type upstream struct {
+	name   string
+	cfg    ClusterConfig
+	client *kgo.Client
+
+	// epochOffset is added to every leader epoch this cluster reports; it
+	// is raised when the proxy switches to the cluster so that epochs only
+	// ever rise for clients (see Proxy.Switch).
+	epochOffset atomic.Int32
+
+	mu            sync.RWMutex
+	brokers       map[int32]string   // real node id → host:port
+	topicIDs      map[string][16]byte // topic name → real id
+	topicNames    map[[16]byte]string // real id → topic name
+	versions      map[int16][2]int16  // api key → [min, max]; nil until known
+	versionsResp  *kmsg.ApiVersionsResponse
+	realClusterID string
+	lastErr       string
+}
+
+func newUpstream(cfg ClusterConfig, dialTimeout time.Duration, log *zap.Logger) (*upstream, error) {
+	cl, err := kgo.NewClient(
+		kgo.SeedBrokers(cfg.Bootstrap...),
+		kgo.DialTimeout(dialTimeout),
+		kgo.RequestRetries(2),
+		kgo.RetryTimeout(dialTimeout),
+		kgo.MetadataMinAge(time.Second),
+		kgo.WithLogger(kgoLogger{log.With(zap.String("cluster", cfg.Name), zap.String("client", "proxy-admin"))}),
+	)
+	if err != nil {
+		return nil, fmt.Errorf("cluster %s: client: %w", cfg.Name, err)
+	}
+	return &upstream{
+		name:       cfg.Name,
+		cfg:        cfg,
+		client:     cl,
+		brokers:    map[int32]string{},
+		topicIDs:   map[string][16]byte{},
+		topicNames: map[[16]byte]string{},
+	}, nil
+}
+
+func (u *upstream) close() { u.client.Close() }
+
+func (u *upstream) setErr(err error) {
+	u.mu.Lock()
+	defer u.mu.Unlock()
+	if err == nil {
+		u.lastErr = ""
+	} else {
+		u.lastErr = err.Error()
+	}
+}
+
+// refresh asks the cluster for its API versions (once) and metadata, and
+// learns brokers and topic ids. topics nil means all topics.
+func (u *upstream) refresh(ctx context.Context, topics []string) (*kmsg.MetadataResponse, error) {
+	if u.apiVersions() == nil {
+		if err := u.loadVersions(ctx); err != nil {
+			u.setErr(err)
+			return nil, err
+		}
+	}
+	req := kmsg.NewPtrMetadataRequest()
+	if topics != nil {
+		for _, t := range topics {
+			rt := kmsg.NewMetadataRequestTopic()
+			rt.Topic = kmsg.StringPtr(t)
+			req.Topics = append(req.Topics, rt)
+		}
+	} else {
+		req.Topics = nil
+	}
+	resp, err := req.RequestWith(ctx, u.client)
+	if err != nil {
+		err = fmt.Errorf("cluster %s: metadata: %w: %w", u.name, ErrUnreachable, err)
+		u.setErr(err)
+		return nil, err
+	}
+	u.learnMetadata(resp)
+	u.setErr(nil)
+	return resp, nil
+}
+
+func (u *upstream) loadVersions(ctx context.Context) error {
+	req := kmsg.NewPtrApiVersionsRequest()
+	req.ClientSoftwareName = "switchyard"
+	req.ClientSoftwareVersion = "0"
+	resp, err := req.RequestWith(ctx, u.client)
+	if err != nil {
+		return fmt.Errorf("cluster %s: api versions: %w: %w", u.name, ErrUnreachable, err)
+	}
+	if err := kerr.ErrorForCode(resp.ErrorCode); err != nil {
+		return fmt.Errorf("cluster %s: api versions: %w", u.name, err)
+	}
+	vs := make(map[int16][2]int16, len(resp.ApiKeys))
+	for _, k := range resp.ApiKeys {
+		vs[k.ApiKey] = [2]int16{k.MinVersion, k.MaxVersion}
+	}
+	u.mu.Lock()
+	u.versions = vs
+	u.versionsResp = resp
+	u.mu.Unlock()
+	return nil
+}
+
+func (u *upstream) apiVersions() map[int16][2]int16 {
+	u.mu.RLock()
+	defer u.mu.RUnlock()
+	return u.versions
+}
+
+// learnMetadata records brokers, the cluster id and topic ids from a
+// metadata response (as the cluster sent it, before translation).
+func (u *upstream) learnMetadata(resp *kmsg.MetadataResponse) {
+	u.mu.Lock()
+	defer u.mu.Unlock()
+	for _, b := range resp.Brokers {
+		u.brokers[b.NodeID] = net.JoinHostPort(b.Host, strconv.Itoa(int(b.Port)))
+	}
+	if resp.ClusterID != nil {
+		u.realClusterID = *resp.ClusterID
+	}
+	for _, t := range resp.Topics {
+		if t.Topic == nil || t.TopicID == ([16]byte{}) {
+			continue
+		}
+		u.topicIDs[*t.Topic] = t.TopicID
+		u.topicNames[t.TopicID] = *t.Topic
+	}
+}
+
+func (u *upstream) learnBroker(id int32, host string, port int32) {
+	addr := net.JoinHostPort(host, strconv.Itoa(int(port)))
+	u.mu.RLock()
+	same := u.brokers[id] == addr
+	u.mu.RUnlock()
+	if same {
+		return
+	}
+	u.mu.Lock()
+	u.brokers[id] = addr
+	u.mu.Unlock()
+}
+
+// brokerIDs returns the real node ids known, ascending.
+func (u *upstream) brokerIDs() []int32 {
+	u.mu.RLock()
+	defer u.mu.RUnlock()
+	ids := make([]int32, 0, len(u.brokers))
+	for id := range u.brokers {
+		ids = append(ids, id)
+	}
+	sort.Slice(ids, func(i, j int) bool { return ids[i] < ids[j] })
+	return ids
+}
+
+func (u *upstream) brokerAddr(id int32) (string, bool) {
+	u.mu.RLock()
+	defer u.mu.RUnlock()
+	a, ok := u.brokers[id]
+	return a, ok
+}
+
+func (u *upstream) topicName(id [16]byte) (string, bool) {
+	u.mu.RLock()
+	defer u.mu.RUnlock()
+	n, ok := u.topicNames[id]
+	return n, ok
+}
+
+func (u *upstream) topicID(name string) ([16]byte, bool) {
+	u.mu.RLock()
+	defer u.mu.RUnlock()
+	id, ok := u.topicIDs[name]
+	return id, ok
+}
+
+func (u *upstream) status() ClusterStatus {
+	u.mu.RLock()
+	defer u.mu.RUnlock()
+	return ClusterStatus{
+		Name:          u.name,
+		Bootstrap:     append([]string(nil), u.cfg.Bootstrap...),
+		Brokers:       len(u.brokers),
+		RealClusterID: u.realClusterID,
+		LastError:     u.lastErr,
+	}
+}
+
+// virtualTopicID is the topic id presented to clients for a topic name. It
+// is derived from the name and the virtual cluster id, so it is the same on
+// every cluster and across proxy restarts.
+func virtualTopicID(clusterID, topic string) [16]byte {
+	h := sha256.New()
+	h.Write([]byte("switchyard/topic-id\x00"))
+	h.Write([]byte(clusterID))
+	h.Write([]byte{0})
+	h.Write([]byte(topic))
+	var id [16]byte
+	copy(id[:], h.Sum(nil))
+	if id == ([16]byte{}) {
+		id[15] = 1
+	}
+	return id
+}
+
+// kgoLogger adapts zap to kgo.Logger for the proxy's own clients.
+type kgoLogger struct{ l *zap.Logger }
+
+func (k kgoLogger) Level() kgo.LogLevel { return kgo.LogLevelWarn }
+func (k kgoLogger) Log(level kgo.LogLevel, msg string, kv ...any) {
+	fields := make([]zap.Field, 0, len(kv)/2)
+	for i := 0; i+1 < len(kv); i += 2 {
+		fields = append(fields, zap.Any(fmt.Sprint(kv[i]), kv[i+1]))
+	}
+	switch level {
+	case kgo.LogLevelError:
+		k.l.Error(msg, fields...)
+	default:
+		k.l.Warn(msg, fields...)
+	}
+}
