@@ -109,6 +109,18 @@ func (c *clientConn) serve(ctx context.Context) {
 	})
 	err := g.Wait()
 	c.close()
+	// Entries the writer never reached still count as in flight.
+	for {
+		select {
+		case pr := <-c.pending:
+			if pr.up != nil {
+				c.doneInflight(pr.hdr.Key)
+			}
+			continue
+		default:
+		}
+		break
+	}
 	var fe *connFault
 	if errors.As(err, &fe) {
 		c.p.m.connClosed.WithLabelValues(fe.reason).Inc()
@@ -184,9 +196,9 @@ func (c *clientConn) readLoop(ctx context.Context) error {
 			}
 			continue
 		}
-		// Admitted: inflight was raised by admit.
+		// Admitted: inflight was raised by admit; forward lowers it on
+		// every path that does not queue a response.
 		if err := c.forward(ctx, hdr, frame, adm); err != nil {
-			c.doneInflight(hdr.Key == keyFetch)
 			return err
 		}
 	}
@@ -196,44 +208,49 @@ func (c *clientConn) readLoop(ctx context.Context) error {
 func (c *clientConn) forward(ctx context.Context, hdr requestHeader, frame []byte, adm admission) error {
 	up, err := c.upstream(ctx, adm)
 	if err != nil {
+		c.doneInflight(hdr.Key)
 		return fault("upstream_dial", err)
 	}
 	out, expect, local, err := c.p.rewriteRequest(ctx, c, up.u, hdr, frame)
 	if err != nil {
+		c.doneInflight(hdr.Key)
 		return fault("rewrite_request", err)
 	}
 	isFetch := hdr.Key == keyFetch
 	if local != nil {
-		c.doneInflight(isFetch)
+		c.doneInflight(hdr.Key)
 		return c.enqueue(ctx, &pendingReq{hdr: hdr, local: local})
 	}
 	if expect {
+		// Once queued, the writer (or serve's cleanup) lowers inflight.
 		if err := c.enqueue(ctx, &pendingReq{hdr: hdr, up: up, fetch: isFetch, sent: time.Now()}); err != nil {
+			c.doneInflight(hdr.Key)
 			return err
 		}
 	}
 	if err := writeFrame(up.nc, out); err != nil {
+		if !expect {
+			c.doneInflight(hdr.Key)
+		}
 		if up.abandoned.Load() {
 			// A switch closed this upstream under us; the writer answers
 			// the queued entry (a Fetch early, anything else by closing).
-			if !expect {
-				c.doneInflight(isFetch)
-			}
 			return nil
 		}
 		return fault("upstream_write", fmt.Errorf("write to %s: %w", up.nc.RemoteAddr(), err))
 	}
 	if !expect {
-		c.doneInflight(isFetch)
+		c.doneInflight(hdr.Key)
 	}
 	return nil
 }
 
-func (c *clientConn) doneInflight(fetch bool) {
+func (c *clientConn) doneInflight(key int16) {
 	c.inflight.Add(-1)
-	if fetch {
+	if key == keyFetch {
 		c.inflightFetch.Add(-1)
 	}
+	c.p.inflightByKey(key).Add(-1)
 }
 
 func (c *clientConn) enqueue(ctx context.Context, pr *pendingReq) error {
@@ -316,13 +333,13 @@ func (c *clientConn) writeLoop(ctx context.Context) error {
 				c.p.m.earlyFetches.Inc()
 				c.p.noteEarlyFetch()
 				resp := emptyFetchResponse(pr.hdr)
-				c.doneInflight(true)
+				c.doneInflight(pr.hdr.Key)
 				if err := c.writeClient(pr.hdr.Key, resp); err != nil {
 					return err
 				}
 				continue
 			}
-			c.doneInflight(pr.fetch)
+			c.doneInflight(pr.hdr.Key)
 			if pr.up.abandoned.Load() {
 				return fault("switch_undrained", fmt.Errorf("%s request in flight when the switch deadline passed", apiName(pr.hdr.Key)))
 			}
@@ -334,7 +351,7 @@ func (c *clientConn) writeLoop(ctx context.Context) error {
 		buf = frame[:0]
 		c.p.m.upstreamLatency.WithLabelValues(apiName(pr.hdr.Key)).Observe(time.Since(pr.sent).Seconds())
 		if len(frame) < 4 || int32(binary.BigEndian.Uint32(frame)) != pr.hdr.CorrID {
-			c.doneInflight(pr.fetch)
+			c.doneInflight(pr.hdr.Key)
 			got := "none"
 			if len(frame) >= 4 {
 				got = strconv.Itoa(int(int32(binary.BigEndian.Uint32(frame))))
@@ -342,7 +359,7 @@ func (c *clientConn) writeLoop(ctx context.Context) error {
 			return fault("upstream_protocol", fmt.Errorf("cluster %s: response correlation id %s, want %d", pr.up.u.name, got, pr.hdr.CorrID))
 		}
 		out, err := c.p.rewriteResponse(ctx, pr.up.u, pr.hdr, frame)
-		c.doneInflight(pr.fetch)
+		c.doneInflight(pr.hdr.Key)
 		if err != nil {
 			return fault("upstream_protocol", fmt.Errorf("cluster %s: %s v%d response: %w", pr.up.u.name, apiName(pr.hdr.Key), pr.hdr.Version, err))
 		}

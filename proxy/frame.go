@@ -52,10 +52,10 @@ func readFrame(r io.Reader, max int32, buf []byte) ([]byte, error) {
 // nullable string client id (int16 length even in the flexible header v2),
 // then tagged fields when the request version is flexible.
 type requestHeader struct {
-	Key       int16
-	Version   int16
-	CorrID    int32
-	ClientID  *string
+	Key      int16
+	Version  int16
+	CorrID   int32
+	ClientID *string
 	// BodyOffset is where the request body starts in the frame.
 	BodyOffset int
 	// Flexible reports a flexible (v2) header; false for keys kmsg does not know.

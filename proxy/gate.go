@@ -59,6 +59,7 @@ func (p *Proxy) admit(ctx context.Context, c *clientConn, key int16) (admission,
 			if key == keyFetch {
 				c.inflightFetch.Add(1)
 			}
+			p.inflightByKey(key).Add(1)
 			adm := admission{u: p.active, gen: p.gen}
 			p.mu.Unlock()
 			return adm, nil

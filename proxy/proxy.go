@@ -35,6 +35,9 @@ type Proxy struct {
 
 	// maxEpoch is the highest leader epoch presented to any client.
 	maxEpoch atomic.Int32
+	// inflight counts admitted, unanswered requests per API key (keys
+	// beyond the array share its last slot).
+	inflight [96]atomic.Int64
 	// earlyFetches counts fetches answered early during the current switch.
 	earlyFetches atomic.Int64
 	// topicNames maps virtual topic ids to names ([16]byte → string).
@@ -457,6 +460,14 @@ func (p *Proxy) Status() Status {
 		ls := *p.lastSwitch
 		st.LastSwitch = &ls
 	}
+	for k := range p.inflight {
+		if n := p.inflight[k].Load(); n != 0 {
+			if st.InFlightByAPI == nil {
+				st.InFlightByAPI = map[int16]int64{}
+			}
+			st.InFlightByAPI[int16(k)] = n
+		}
+	}
 	for c := range p.conns {
 		st.InFlight += c.inflight.Load()
 		st.Held += c.held.Load()
@@ -495,6 +506,13 @@ func (p *Proxy) Status() Status {
 		st.Clusters = append(st.Clusters, p.upstreams[name].status())
 	}
 	return st
+}
+
+func (p *Proxy) inflightByKey(key int16) *atomic.Int64 {
+	if key < 0 || int(key) >= len(p.inflight) {
+		return &p.inflight[len(p.inflight)-1]
+	}
+	return &p.inflight[key]
 }
 
 // BrokerAddrs returns the advertised addresses of the virtual brokers.

@@ -72,6 +72,10 @@ type Status struct {
 	Connections int64
 	// InFlight counts requests forwarded upstream and not yet answered.
 	InFlight int64
+	// InFlightByAPI counts in-flight requests per API key (non-zero only).
+	// A control plane that gated Produce waits for InFlightByAPI[0] to reach
+	// zero before it trusts the source's high watermarks.
+	InFlightByAPI map[int16]int64
 	// Held counts requests parked by a HOLD gate or a draining switch.
 	Held int64
 	// Switches counts switches applied since start.

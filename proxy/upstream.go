@@ -31,7 +31,7 @@ type upstream struct {
 	epochOffset atomic.Int32
 
 	mu            sync.RWMutex
-	brokers       map[int32]string   // real node id → host:port
+	brokers       map[int32]string    // real node id → host:port
 	topicIDs      map[string][16]byte // topic name → real id
 	topicNames    map[[16]byte]string // real id → topic name
 	versions      map[int16][2]int16  // api key → [min, max]; nil until known
