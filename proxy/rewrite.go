@@ -163,6 +163,8 @@ func (p *Proxy) rewriteRequest(ctx context.Context, c *clientConn, u *upstream, 
 		if local := c.checkFetchSession(hdr, r); local != nil {
 			return nil, false, local, nil
 		}
+	case *kmsg.OffsetForLeaderEpochRequest:
+		liftStaleEpochs(r, u)
 	}
 	translateMessage(req, &reqTranslator{ctx: ctx, p: p, u: u, offset: u.epochOffset.Load()})
 	return requestFrame(hdr, req.AppendTo(nil)), expect, nil, nil

@@ -9,57 +9,10 @@ import (
 	"time"
 
 	"github.com/switchyard/switchyard/internal/kafkatest"
+	"github.com/switchyard/switchyard/internal/stubmirror"
 	"github.com/twmb/franz-go/pkg/kadm"
 	"github.com/twmb/franz-go/pkg/kgo"
 )
-
-// copyTopic copies every record of topic from src to dst, partition by
-// partition and in order, as a stand-in for the mirror engine. It returns
-// the number of records copied.
-func copyTopic(ctx context.Context, t *testing.T, src, dst *kafkatest.Cluster, topic string) int {
-	t.Helper()
-	sadm := kadm.NewClient(src.Client(t))
-	ends, err := sadm.ListEndOffsets(ctx, topic)
-	if err != nil {
-		t.Fatalf("source end offsets: %v", err)
-	}
-	want := 0
-	ends.Each(func(o kadm.ListedOffset) { want += int(o.Offset) })
-	if want == 0 {
-		return 0
-	}
-	consumer := src.Client(t, kgo.ConsumeTopics(topic), kgo.ConsumeResetOffset(kgo.NewOffset().AtStart()))
-	producer := dst.Client(t, kgo.RecordPartitioner(kgo.ManualPartitioner()), kgo.MaxProduceRequestsInflightPerBroker(1))
-	got := 0
-	for got < want {
-		fs := consumer.PollFetches(ctx)
-		if ctx.Err() != nil {
-			t.Fatalf("copy %s: %d of %d records", topic, got, want)
-		}
-		var batch []*kgo.Record
-		fs.EachRecord(func(r *kgo.Record) {
-			batch = append(batch, &kgo.Record{Topic: topic, Partition: r.Partition, Key: r.Key, Value: r.Value,
-				Headers: r.Headers, Timestamp: r.Timestamp})
-		})
-		if err := producer.ProduceSync(ctx, batch...).FirstErr(); err != nil {
-			t.Fatalf("copy produce: %v", err)
-		}
-		got += len(batch)
-	}
-	return got
-}
-
-// copyGroupOffsets copies a group's committed offsets from src to dst.
-func copyGroupOffsets(ctx context.Context, t *testing.T, src, dst *kafkatest.Cluster, group string) {
-	t.Helper()
-	offs, err := kadm.NewClient(src.Client(t)).FetchOffsets(ctx, group)
-	if err != nil {
-		t.Fatalf("fetch offsets %s: %v", group, err)
-	}
-	if _, err := kadm.NewClient(dst.Client(t)).CommitOffsets(ctx, group, offs.Offsets()); err != nil {
-		t.Fatalf("commit offsets %s on target: %v", group, err)
-	}
-}
 
 // TestSwitchMidStream runs a producer and a consumer group through the
 // proxy, and performs the cutover procedure the control plane automates:
@@ -150,11 +103,16 @@ func TestSwitchMidStream(t *testing.T) {
 		return nil
 	})
 	ackedBefore := acked.Load()
-	copied := copyTopic(ctx, t, source, target, topic)
+	copied, err := stubmirror.CopyTopic(ctx, source.Bootstrap, target.Bootstrap, topic)
+	if err != nil {
+		t.Fatal(err)
+	}
 	if int64(copied) != ackedBefore {
 		t.Fatalf("copied %d records, %d were acked before the gate", copied, ackedBefore)
 	}
-	copyGroupOffsets(ctx, t, source, target, group)
+	if err := stubmirror.CopyGroupOffsets(ctx, source.Bootstrap, target.Bootstrap, group); err != nil {
+		t.Fatal(err)
+	}
 	rep, err := tp.Switch(ctx, "target")
 	if err != nil {
 		t.Fatalf("switch: %v", err)

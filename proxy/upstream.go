@@ -34,6 +34,7 @@ type upstream struct {
 	brokers       map[int32]string    // real node id → host:port
 	topicIDs      map[string][16]byte // topic name → real id
 	topicNames    map[[16]byte]string // real id → topic name
+	leaderEpochs  map[string][]int32  // topic → partition → real leader epoch
 	versions      map[int16][2]int16  // api key → [min, max]; nil until known
 	versionsResp  *kmsg.ApiVersionsResponse
 	realClusterID string
@@ -58,7 +59,8 @@ func newUpstream(cfg ClusterConfig, dialTimeout time.Duration, log *zap.Logger) 
 		client:     cl,
 		brokers:    map[int32]string{},
 		topicIDs:   map[string][16]byte{},
-		topicNames: map[[16]byte]string{},
+		topicNames:   map[[16]byte]string{},
+		leaderEpochs: map[string][]int32{},
 	}, nil
 }
 
@@ -144,12 +146,34 @@ func (u *upstream) learnMetadata(resp *kmsg.MetadataResponse) {
 		u.realClusterID = *resp.ClusterID
 	}
 	for _, t := range resp.Topics {
-		if t.Topic == nil || t.TopicID == ([16]byte{}) {
+		if t.Topic == nil {
 			continue
 		}
-		u.topicIDs[*t.Topic] = t.TopicID
-		u.topicNames[t.TopicID] = *t.Topic
+		if t.TopicID != ([16]byte{}) {
+			u.topicIDs[*t.Topic] = t.TopicID
+			u.topicNames[t.TopicID] = *t.Topic
+		}
+		if resp.Version >= 7 && len(t.Partitions) > 0 {
+			epochs := make([]int32, len(t.Partitions))
+			for _, p := range t.Partitions {
+				if int(p.Partition) < len(epochs) && p.Partition >= 0 {
+					epochs[p.Partition] = p.LeaderEpoch
+				}
+			}
+			u.leaderEpochs[*t.Topic] = epochs
+		}
 	}
+}
+
+// leaderEpoch returns the last leader epoch learned for a partition.
+func (u *upstream) leaderEpoch(topic string, partition int32) (int32, bool) {
+	u.mu.RLock()
+	defer u.mu.RUnlock()
+	es := u.leaderEpochs[topic]
+	if partition < 0 || int(partition) >= len(es) {
+		return 0, false
+	}
+	return es[partition], true
 }
 
 func (u *upstream) learnBroker(id int32, host string, port int32) {
