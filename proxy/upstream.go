@@ -54,11 +54,11 @@ func newUpstream(cfg ClusterConfig, dialTimeout time.Duration, log *zap.Logger) 
 		return nil, fmt.Errorf("cluster %s: client: %w", cfg.Name, err)
 	}
 	return &upstream{
-		name:       cfg.Name,
-		cfg:        cfg,
-		client:     cl,
-		brokers:    map[int32]string{},
-		topicIDs:   map[string][16]byte{},
+		name:         cfg.Name,
+		cfg:          cfg,
+		client:       cl,
+		brokers:      map[int32]string{},
+		topicIDs:     map[string][16]byte{},
 		topicNames:   map[[16]byte]string{},
 		leaderEpochs: map[string][]int32{},
 	}, nil
