@@ -153,9 +153,9 @@ func (p *Proxy) ClusterID() string { return p.clusterID }
 // stopped. Run returns nil on cancellation. It may be called once.
 func (p *Proxy) Run(ctx context.Context) error {
 	p.mu.Lock()
-	if p.runCtx != nil {
+	if p.runCtx != nil || p.closed {
 		p.mu.Unlock()
-		return errors.New("proxy: Run called twice")
+		return errors.New("proxy: Run called twice or after Close")
 	}
 	p.runCtx = ctx
 	p.mu.Unlock()
@@ -181,6 +181,26 @@ func (p *Proxy) Run(ctx context.Context) error {
 	p.wg.Wait()
 	p.closeUpstreams()
 	return nil
+}
+
+// Close releases a proxy that was never Run: its listeners and upstream
+// clients. After Run has started, cancel Run's context instead; Close then
+// does nothing.
+func (p *Proxy) Close() {
+	p.mu.Lock()
+	if p.runCtx != nil || p.closed {
+		p.mu.Unlock()
+		return
+	}
+	p.closed = true
+	p.ln.Close()
+	for _, vb := range p.vbrokers {
+		if vb != nil && vb.ln != nil {
+			vb.ln.Close()
+		}
+	}
+	p.mu.Unlock()
+	p.closeUpstreams()
 }
 
 // refreshLoop learns every cluster's brokers, topic ids and API versions:
