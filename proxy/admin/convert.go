@@ -29,6 +29,12 @@ func statusToProto(st proxy.Status) *switchyardv1.ProxyStatus {
 	if st.LastSwitch != nil {
 		out.LastSwitch = reportToProto(*st.LastSwitch)
 	}
+	if len(st.InFlightByAPI) > 0 {
+		out.InFlightByApi = make(map[int32]int64, len(st.InFlightByAPI))
+		for k, n := range st.InFlightByAPI {
+			out.InFlightByApi[int32(k)] = n
+		}
+	}
 	for _, b := range st.Brokers {
 		out.Brokers = append(out.Brokers, &switchyardv1.VirtualBroker{
 			Id:         b.ID,

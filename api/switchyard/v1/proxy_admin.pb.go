@@ -405,7 +405,11 @@ type ProxyStatus struct {
 	// The virtual brokers and the real brokers they lead to now.
 	Brokers []*VirtualBroker `protobuf:"bytes,10,rep,name=brokers,proto3" json:"brokers,omitempty"`
 	// The configured upstream clusters.
-	Clusters      []*ClusterStatus `protobuf:"bytes,11,rep,name=clusters,proto3" json:"clusters,omitempty"`
+	Clusters []*ClusterStatus `protobuf:"bytes,11,rep,name=clusters,proto3" json:"clusters,omitempty"`
+	// In-flight requests per API key (only keys with some in flight). A control
+	// plane that gated Produce waits for key 0 to reach zero before it trusts
+	// the source cluster's high watermarks.
+	InFlightByApi map[int32]int64 `protobuf:"bytes,12,rep,name=in_flight_by_api,json=inFlightByApi,proto3" json:"in_flight_by_api,omitempty" protobuf_key:"varint,1,opt,name=key" protobuf_val:"varint,2,opt,name=value"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -513,6 +517,13 @@ func (x *ProxyStatus) GetBrokers() []*VirtualBroker {
 func (x *ProxyStatus) GetClusters() []*ClusterStatus {
 	if x != nil {
 		return x.Clusters
+	}
+	return nil
+}
+
+func (x *ProxyStatus) GetInFlightByApi() map[int32]int64 {
+	if x != nil {
+		return x.InFlightByApi
 	}
 	return nil
 }
@@ -858,7 +869,7 @@ const file_switchyard_v1_proxy_admin_proto_rawDesc = "" +
 	"\x10SetGatesResponse\x12'\n" +
 	"\x04gate\x18\x01 \x01(\v2\x13.switchyard.v1.GateR\x04gate\"\x13\n" +
 	"\x11ClearGatesRequest\"\x14\n" +
-	"\x12ClearGatesResponse\"\xb9\x03\n" +
+	"\x12ClearGatesResponse\"\xd3\x04\n" +
 	"\vProxyStatus\x12%\n" +
 	"\x0eactive_cluster\x18\x01 \x01(\tR\ractiveCluster\x12\x1d\n" +
 	"\n" +
@@ -873,7 +884,11 @@ const file_switchyard_v1_proxy_admin_proto_rawDesc = "" +
 	"lastSwitch\x126\n" +
 	"\abrokers\x18\n" +
 	" \x03(\v2\x1c.switchyard.v1.VirtualBrokerR\abrokers\x128\n" +
-	"\bclusters\x18\v \x03(\v2\x1c.switchyard.v1.ClusterStatusR\bclusters\"5\n" +
+	"\bclusters\x18\v \x03(\v2\x1c.switchyard.v1.ClusterStatusR\bclusters\x12V\n" +
+	"\x10in_flight_by_api\x18\f \x03(\v2-.switchyard.v1.ProxyStatus.InFlightByApiEntryR\rinFlightByApi\x1a@\n" +
+	"\x12InFlightByApiEntry\x12\x10\n" +
+	"\x03key\x18\x01 \x01(\x05R\x03key\x12\x14\n" +
+	"\x05value\x18\x02 \x01(\x03R\x05value:\x028\x01\"5\n" +
 	"\x04Gate\x12\x19\n" +
 	"\bapi_keys\x18\x01 \x03(\x05R\aapiKeys\x12\x12\n" +
 	"\x04mode\x18\x02 \x01(\tR\x04mode\"\xd4\x02\n" +
@@ -918,7 +933,7 @@ func file_switchyard_v1_proxy_admin_proto_rawDescGZIP() []byte {
 	return file_switchyard_v1_proxy_admin_proto_rawDescData
 }
 
-var file_switchyard_v1_proxy_admin_proto_msgTypes = make([]protoimpl.MessageInfo, 13)
+var file_switchyard_v1_proxy_admin_proto_msgTypes = make([]protoimpl.MessageInfo, 14)
 var file_switchyard_v1_proxy_admin_proto_goTypes = []any{
 	(*GetStatusRequest)(nil),      // 0: switchyard.v1.GetStatusRequest
 	(*GetStatusResponse)(nil),     // 1: switchyard.v1.GetStatusResponse
@@ -933,8 +948,9 @@ var file_switchyard_v1_proxy_admin_proto_goTypes = []any{
 	(*SwitchReport)(nil),          // 10: switchyard.v1.SwitchReport
 	(*VirtualBroker)(nil),         // 11: switchyard.v1.VirtualBroker
 	(*ClusterStatus)(nil),         // 12: switchyard.v1.ClusterStatus
-	(*timestamppb.Timestamp)(nil), // 13: google.protobuf.Timestamp
-	(*durationpb.Duration)(nil),   // 14: google.protobuf.Duration
+	nil,                           // 13: switchyard.v1.ProxyStatus.InFlightByApiEntry
+	(*timestamppb.Timestamp)(nil), // 14: google.protobuf.Timestamp
+	(*durationpb.Duration)(nil),   // 15: google.protobuf.Duration
 }
 var file_switchyard_v1_proxy_admin_proto_depIdxs = []int32{
 	8,  // 0: switchyard.v1.GetStatusResponse.status:type_name -> switchyard.v1.ProxyStatus
@@ -944,22 +960,23 @@ var file_switchyard_v1_proxy_admin_proto_depIdxs = []int32{
 	10, // 4: switchyard.v1.ProxyStatus.last_switch:type_name -> switchyard.v1.SwitchReport
 	11, // 5: switchyard.v1.ProxyStatus.brokers:type_name -> switchyard.v1.VirtualBroker
 	12, // 6: switchyard.v1.ProxyStatus.clusters:type_name -> switchyard.v1.ClusterStatus
-	13, // 7: switchyard.v1.SwitchReport.started:type_name -> google.protobuf.Timestamp
-	13, // 8: switchyard.v1.SwitchReport.applied:type_name -> google.protobuf.Timestamp
-	14, // 9: switchyard.v1.SwitchReport.duration:type_name -> google.protobuf.Duration
-	0,  // 10: switchyard.v1.ProxyAdminService.GetStatus:input_type -> switchyard.v1.GetStatusRequest
-	2,  // 11: switchyard.v1.ProxyAdminService.Switch:input_type -> switchyard.v1.SwitchRequest
-	4,  // 12: switchyard.v1.ProxyAdminService.SetGates:input_type -> switchyard.v1.SetGatesRequest
-	6,  // 13: switchyard.v1.ProxyAdminService.ClearGates:input_type -> switchyard.v1.ClearGatesRequest
-	1,  // 14: switchyard.v1.ProxyAdminService.GetStatus:output_type -> switchyard.v1.GetStatusResponse
-	3,  // 15: switchyard.v1.ProxyAdminService.Switch:output_type -> switchyard.v1.SwitchResponse
-	5,  // 16: switchyard.v1.ProxyAdminService.SetGates:output_type -> switchyard.v1.SetGatesResponse
-	7,  // 17: switchyard.v1.ProxyAdminService.ClearGates:output_type -> switchyard.v1.ClearGatesResponse
-	14, // [14:18] is the sub-list for method output_type
-	10, // [10:14] is the sub-list for method input_type
-	10, // [10:10] is the sub-list for extension type_name
-	10, // [10:10] is the sub-list for extension extendee
-	0,  // [0:10] is the sub-list for field type_name
+	13, // 7: switchyard.v1.ProxyStatus.in_flight_by_api:type_name -> switchyard.v1.ProxyStatus.InFlightByApiEntry
+	14, // 8: switchyard.v1.SwitchReport.started:type_name -> google.protobuf.Timestamp
+	14, // 9: switchyard.v1.SwitchReport.applied:type_name -> google.protobuf.Timestamp
+	15, // 10: switchyard.v1.SwitchReport.duration:type_name -> google.protobuf.Duration
+	0,  // 11: switchyard.v1.ProxyAdminService.GetStatus:input_type -> switchyard.v1.GetStatusRequest
+	2,  // 12: switchyard.v1.ProxyAdminService.Switch:input_type -> switchyard.v1.SwitchRequest
+	4,  // 13: switchyard.v1.ProxyAdminService.SetGates:input_type -> switchyard.v1.SetGatesRequest
+	6,  // 14: switchyard.v1.ProxyAdminService.ClearGates:input_type -> switchyard.v1.ClearGatesRequest
+	1,  // 15: switchyard.v1.ProxyAdminService.GetStatus:output_type -> switchyard.v1.GetStatusResponse
+	3,  // 16: switchyard.v1.ProxyAdminService.Switch:output_type -> switchyard.v1.SwitchResponse
+	5,  // 17: switchyard.v1.ProxyAdminService.SetGates:output_type -> switchyard.v1.SetGatesResponse
+	7,  // 18: switchyard.v1.ProxyAdminService.ClearGates:output_type -> switchyard.v1.ClearGatesResponse
+	15, // [15:19] is the sub-list for method output_type
+	11, // [11:15] is the sub-list for method input_type
+	11, // [11:11] is the sub-list for extension type_name
+	11, // [11:11] is the sub-list for extension extendee
+	0,  // [0:11] is the sub-list for field type_name
 }
 
 func init() { file_switchyard_v1_proxy_admin_proto_init() }
@@ -973,7 +990,7 @@ func file_switchyard_v1_proxy_admin_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_switchyard_v1_proxy_admin_proto_rawDesc), len(file_switchyard_v1_proxy_admin_proto_rawDesc)),
 			NumEnums:      0,
-			NumMessages:   13,
+			NumMessages:   14,
 			NumExtensions: 0,
 			NumServices:   1,
 		},
