@@ -105,3 +105,14 @@ func (tp *testProxy) isLocal(host string, port int32) bool {
 func itoa(i int) string { return (&net.TCPAddr{Port: i}).String()[1:] }
 
 var errNotYet = errors.New("not yet")
+
+// freePort returns a loopback port that was free a moment ago.
+func freePort(t testing.TB) int {
+	t.Helper()
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatalf("free port: %v", err)
+	}
+	defer ln.Close()
+	return ln.Addr().(*net.TCPAddr).Port
+}
