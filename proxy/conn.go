@@ -45,6 +45,11 @@ type clientConn struct {
 
 	// Owned by the reader goroutine.
 	staleFetchSession bool // the upstream changed; the client's fetch session is unknown there
+	// lastInitPrev/lastInitTxn describe the InitProducerId request being
+	// forwarded: the presented producer id it re-initialises (-1: none) and
+	// whether it is transactional; they travel to the response in pendingReq.
+	lastInitPrev int64
+	lastInitTxn  bool
 }
 
 // upConn is a connection to one broker of one upstream cluster.
@@ -68,6 +73,10 @@ type pendingReq struct {
 	local []byte  // a complete response frame made by the proxy
 	fetch bool    // counted in inflightFetch
 	sent  time.Time
+	// InitProducerId only: the presented id being re-initialised (-1: none),
+	// and whether the producer is transactional.
+	prevProducerID int64
+	transactional  bool
 	// closeUp, when set, marks the end of an upstream connection's use: the
 	// writer closes it once every earlier response has been read.
 	closeUp *upConn
@@ -223,7 +232,11 @@ func (c *clientConn) forward(ctx context.Context, hdr requestHeader, frame []byt
 	}
 	if expect {
 		// Once queued, the writer (or serve's cleanup) lowers inflight.
-		if err := c.enqueue(ctx, &pendingReq{hdr: hdr, up: up, fetch: isFetch, sent: time.Now()}); err != nil {
+		pr := &pendingReq{hdr: hdr, up: up, fetch: isFetch, sent: time.Now(), prevProducerID: -1}
+		if hdr.Key == keyInitProducerID {
+			pr.prevProducerID, pr.transactional = c.lastInitPrev, c.lastInitTxn
+		}
+		if err := c.enqueue(ctx, pr); err != nil {
 			c.doneInflight(hdr.Key)
 			return err
 		}
@@ -358,7 +371,7 @@ func (c *clientConn) writeLoop(ctx context.Context) error {
 			}
 			return fault("upstream_protocol", fmt.Errorf("cluster %s: response correlation id %s, want %d", pr.up.u.name, got, pr.hdr.CorrID))
 		}
-		out, err := c.p.rewriteResponse(ctx, pr.up.u, pr.hdr, frame)
+		out, err := c.p.rewriteResponse(ctx, pr.up.u, pr, frame)
 		c.doneInflight(pr.hdr.Key)
 		if err != nil {
 			return fault("upstream_protocol", fmt.Errorf("cluster %s: %s v%d response: %w", pr.up.u.name, apiName(pr.hdr.Key), pr.hdr.Version, err))

@@ -24,6 +24,7 @@ type metrics struct {
 	upstreamLatency *prometheus.HistogramVec // api_key
 	earlyFetches    prometheus.Counter
 	activeCluster   *prometheus.GaugeVec // cluster
+	pidRemaps       *prometheus.CounterVec // cluster
 }
 
 func newMetrics(reg prometheus.Registerer) (*metrics, error) {
@@ -57,10 +58,12 @@ func newMetrics(reg prometheus.Registerer) (*metrics, error) {
 			Name: "fetches_answered_early_total", Help: "Long-poll fetches answered by the proxy during a switch instead of waited out."}),
 		activeCluster: prometheus.NewGaugeVec(prometheus.GaugeOpts{Namespace: ns, Subsystem: sub,
 			Name: "active_cluster", Help: "1 for the cluster requests are routed to, 0 for the others."}, []string{"cluster"}),
+		pidRemaps: prometheus.NewCounterVec(prometheus.CounterOpts{Namespace: ns, Subsystem: sub,
+			Name: "producer_id_remaps_total", Help: "Producer ids obtained on a cluster for a client producer whose id another cluster issued, by cluster."}, []string{"cluster"}),
 	}
 	for _, c := range []prometheus.Collector{m.connections, m.connectionsTot, m.connClosed, m.requests,
 		m.requestBytes, m.responseBytes, m.gated, m.held, m.switches, m.switchDuration,
-		m.upstreamLatency, m.earlyFetches, m.activeCluster} {
+		m.upstreamLatency, m.earlyFetches, m.activeCluster, m.pidRemaps} {
 		if err := reg.Register(c); err != nil {
 			return nil, err
 		}

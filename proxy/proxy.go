@@ -42,6 +42,8 @@ type Proxy struct {
 	earlyFetches atomic.Int64
 	// topicNames maps virtual topic ids to names ([16]byte → string).
 	topicNames sync.Map
+	// pids maps the producer ids clients hold to each cluster's own.
+	pids *producerIDs
 
 	switchMu sync.Mutex // held for the whole of a switch
 
@@ -96,6 +98,7 @@ func New(cfg Config, log *zap.Logger, reg prometheus.Registerer) (*Proxy, error)
 		fromVirtual: map[string]map[int32]int32{},
 		conns:       map[*clientConn]struct{}{},
 		gate:        cfg.Gate,
+		pids:        newProducerIDs(),
 	}
 	p.clusterID = cfg.ClusterID
 	if p.clusterID == "" {

@@ -121,7 +121,7 @@ func needsRewrite(key int16) (req, resp bool) {
 		resp = planFor(reflect.TypeOf(r.ResponseKind()).Elem()) != nil
 	}
 	switch key {
-	case keyMetadata, keyDescribeCluster, keyFetch, keyDescribeQuorum:
+	case keyMetadata, keyDescribeCluster, keyFetch, keyDescribeQuorum, keyInitProducerID:
 		resp = true
 	}
 	rewriteKinds.Store(key, [2]bool{req, resp})
@@ -135,8 +135,11 @@ func (p *Proxy) rewriteRequest(ctx context.Context, c *clientConn, u *upstream, 
 	if !hdr.Known {
 		return frame, true, nil, nil
 	}
+	if hdr.Key == keyInitProducerID {
+		c.lastInitPrev, c.lastInitTxn = -1, false
+	}
 	body := frame[hdr.BodyOffset:]
-	if hdr.Key == keyProduce && hdr.Version < 13 {
+	if hdr.Key == keyProduce && hdr.Version < 13 && !p.pids.rewriting.Load() {
 		// Before v13 a Produce names topics, not ids: nothing to translate,
 		// forward the bytes untouched.
 		acks, err := produceAcks(body, hdr.Version)
@@ -146,7 +149,7 @@ func (p *Proxy) rewriteRequest(ctx context.Context, c *clientConn, u *upstream, 
 		return frame, acks != 0, nil, nil
 	}
 	reqNeeds, _ := needsRewrite(hdr.Key)
-	if !reqNeeds {
+	if !reqNeeds && hdr.Key != keyProduce && hdr.Key != keyInitProducerID {
 		return frame, true, nil, nil
 	}
 	req := kmsg.RequestForKey(hdr.Key)
@@ -159,6 +162,18 @@ func (p *Proxy) rewriteRequest(ctx context.Context, c *clientConn, u *upstream, 
 	switch r := req.(type) {
 	case *kmsg.ProduceRequest:
 		expect = r.Acks != 0
+		if p.pids.rewriting.Load() {
+			changed, err := p.rewriteProduceBatches(ctx, r, u)
+			if err != nil {
+				return nil, false, nil, err
+			}
+			if !changed && hdr.Version < 13 {
+				return frame, expect, nil, nil
+			}
+		}
+	case *kmsg.InitProducerIDRequest:
+		c.lastInitPrev = p.translateInitProducerID(r, u)
+		c.lastInitTxn = r.TransactionalID != nil
 	case *kmsg.FetchRequest:
 		if local := c.checkFetchSession(hdr, r); local != nil {
 			return nil, false, local, nil
@@ -173,7 +188,10 @@ func (p *Proxy) rewriteRequest(ctx context.Context, c *clientConn, u *upstream, 
 // rewriteResponse translates a response from cluster u for the client.
 // A response that cannot be decoded is an error: forwarding it could leak
 // an upstream address.
-func (p *Proxy) rewriteResponse(ctx context.Context, u *upstream, hdr requestHeader, frame []byte) ([]byte, error) {
+// pr is the queued request the response answers (its header, and for
+// InitProducerId the presented id it re-initialised).
+func (p *Proxy) rewriteResponse(ctx context.Context, u *upstream, pr *pendingReq, frame []byte) ([]byte, error) {
+	hdr := pr.hdr
 	if !hdr.Known {
 		return frame, nil
 	}
@@ -200,6 +218,10 @@ func (p *Proxy) rewriteResponse(ctx context.Context, u *upstream, hdr requestHea
 		}
 	case *kmsg.FetchResponse:
 		rewriteFetchEpochs(r, offset, p)
+	case *kmsg.InitProducerIDResponse:
+		if r.ErrorCode == 0 && r.ProducerID >= 0 && !pr.transactional {
+			r.ProducerID = p.pids.issued(u, pr.prevProducerID, r.ProducerID, r.ProducerEpoch)
+		}
 	}
 	translateMessage(resp, &respTranslator{ctx: ctx, p: p, u: u, offset: offset})
 	switch r := resp.(type) {

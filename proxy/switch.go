@@ -103,6 +103,7 @@ func (p *Proxy) Switch(ctx context.Context, to string) (SwitchReport, error) {
 	rep.FetchesAnsweredEarly = int(p.earlyFetches.Load())
 
 	// 5. Flip.
+	p.pids.markSwitched(target)
 	p.mu.Lock()
 	target.epochOffset.Store(p.maxEpoch.Load() + 1)
 	p.active = target

@@ -85,11 +85,10 @@ func Run(ctx context.Context, cfg Config, out io.Writer) error {
 	pr("  proxy   bootstrap %s, virtual brokers %s, cluster id %s", bootstrap, strings.Join(p.BrokerAddrs(), ", "), p.ClusterID())
 	pr("")
 
-	// The clients know only the proxy. The producer is not idempotent yet:
-	// carrying idempotent producer ids across clusters is the proxy's next
-	// step (see README).
-	producer, err := kgo.NewClient(kgo.SeedBrokers(bootstrap), kgo.DisableIdempotentWrite(),
-		kgo.MaxProduceRequestsInflightPerBroker(1), kgo.DefaultProduceTopic(topic))
+	// The clients know only the proxy and run with default settings: the
+	// producer is idempotent, and the proxy carries its producer id over to
+	// the target cluster.
+	producer, err := kgo.NewClient(kgo.SeedBrokers(bootstrap), kgo.DefaultProduceTopic(topic))
 	if err != nil {
 		return fmt.Errorf("producer: %w", err)
 	}
