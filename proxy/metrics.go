@@ -23,7 +23,7 @@ type metrics struct {
 	switchDuration  prometheus.Histogram
 	upstreamLatency *prometheus.HistogramVec // api_key
 	earlyFetches    prometheus.Counter
-	activeCluster   *prometheus.GaugeVec // cluster
+	activeCluster   *prometheus.GaugeVec   // cluster
 	pidRemaps       *prometheus.CounterVec // cluster
 }
 
