@@ -1,0 +1,243 @@
+#!/usr/bin/env node
+// kafkajs test client for the Switchyard client bed.
+//
+// Produces N keyed records with an idempotent producer and/or consumes them in
+// a consumer group, then prints one JSON document on stdout (schema: see
+// testclients/README.md). Logs go to stderr.
+//
+// Exit status: 0 when the run completed with no error, 1 when it completed but
+// reported errors (the JSON is still printed), 2 on a usage error or crash.
+'use strict';
+
+const { Kafka, Partitioners, logLevel } = require('kafkajs');
+const kafkajsVersion = require('kafkajs/package.json').version;
+
+const CLIENT = 'kafkajs';
+
+function log(msg) {
+  process.stderr.write(`[${CLIENT}] ${msg}\n`);
+}
+
+function usage(msg) {
+  process.stderr.write(`${msg}\nusage: client.js --bootstrap H:P[,H:P] --topic T [--group G] --records N ` +
+    '[--keys K] [--mode produce|consume|both] [--timeout-ms MS] [--prefix P]\n');
+  process.exit(2);
+}
+
+function parseArgs(argv) {
+  const a = { group: '', keys: 10, mode: 'both', timeoutMs: 60000, prefix: CLIENT };
+  for (let i = 0; i < argv.length; i++) {
+    const flag = argv[i];
+    const val = argv[i + 1];
+    if (val === undefined) usage(`missing value for ${flag}`);
+    i++;
+    switch (flag) {
+      case '--bootstrap': a.bootstrap = val; break;
+      case '--topic': a.topic = val; break;
+      case '--group': a.group = val; break;
+      case '--records': a.records = Number.parseInt(val, 10); break;
+      case '--keys': a.keys = Number.parseInt(val, 10); break;
+      case '--mode': a.mode = val; break;
+      case '--timeout-ms': a.timeoutMs = Number.parseInt(val, 10); break;
+      case '--prefix': a.prefix = val; break;
+      default: usage(`unknown flag ${flag}`);
+    }
+  }
+  if (!a.bootstrap || !a.topic || !Number.isInteger(a.records) || a.records < 0) usage('--bootstrap, --topic and --records are required');
+  if (!['produce', 'consume', 'both'].includes(a.mode)) usage(`bad --mode ${a.mode}`);
+  if (a.mode !== 'produce' && !a.group) usage('--group is required to consume');
+  if (!Number.isInteger(a.keys) || a.keys < 1) usage('--keys must be >= 1');
+  return a;
+}
+
+// kafkajs logs through a JSON logCreator; route everything to stderr.
+const logCreator = () => ({ level, log: entry }) => {
+  const { message, ...extra } = entry;
+  process.stderr.write(`[${CLIENT}] ${logLevel[level] || level} ${message} ${JSON.stringify(extra)}\n`);
+};
+
+function withDeadline(promise, deadline, what) {
+  const left = deadline - Date.now();
+  let timer;
+  const timeout = new Promise((_, reject) => {
+    timer = setTimeout(() => reject(new Error(`${what}: deadline exceeded`)), Math.max(0, left));
+  });
+  return Promise.race([promise, timeout]).finally(() => clearTimeout(timer));
+}
+
+async function produce(kafka, a, deadline) {
+  const start = Date.now();
+  const errors = [];
+  const acks = [];
+  const sent = [];
+  // Idempotence in kafkajs requires maxInFlightRequests: 1 (it refuses more).
+  // The partitioner is named explicitly: it is kafkajs 2.x's default (murmur2,
+  // Java-compatible), and naming it silences the v2 partitioner warning.
+  const producer = kafka.producer({
+    idempotent: true,
+    maxInFlightRequests: 1,
+    createPartitioner: Partitioners.DefaultPartitioner,
+  });
+  try {
+    await withDeadline(producer.connect(), deadline, 'producer connect');
+  } catch (e) {
+    errors.push(`producer connect: ${e.message}`);
+    errors.push(`${a.records} records not sent`);
+    return { prefix: a.prefix, acked: 0, errors, acks, elapsed_ms: Date.now() - start };
+  }
+  try {
+    const batch = 500;
+    for (let first = 0; first < a.records; first += batch) {
+      const seqs = [];
+      const messages = [];
+      for (let i = first; i < Math.min(a.records, first + batch); i++) {
+        seqs.push(i);
+        messages.push({
+          key: `k-${i % a.keys}`,
+          value: `${a.prefix}-${i}`,
+          headers: { seq: String(i), client: a.prefix },
+        });
+      }
+      try {
+        // acks -1 is required with idempotence.
+        const meta = await withDeadline(producer.send({ topic: a.topic, acks: -1, messages }), deadline, 'send');
+        sent.push({ seqs, messages, meta });
+      } catch (e) {
+        for (const s of seqs) errors.push(`seq ${s}: send: ${e.message}`);
+      }
+    }
+  } finally {
+    await producer.disconnect().catch((e) => log(`producer disconnect: ${e.message}`));
+  }
+  if (sent.length > 0) {
+    // kafkajs reports one base offset per partition for each send. It groups
+    // the messages by partition, keeping their order, so the n-th message sent
+    // to partition p in a send sits at base+n. Which partition a message went
+    // to is recomputed with the producer's own partitioner, which needs the
+    // topic's partitions: ask for them now that the topic surely exists.
+    let partitions;
+    try {
+      partitions = await topicPartitions(kafka, a.topic, deadline);
+    } catch (e) {
+      errors.push(`topic metadata (to place the acks): ${e.message}`);
+      return { prefix: a.prefix, acked: 0, errors, acks, elapsed_ms: Date.now() - start };
+    }
+    const partitioner = Partitioners.DefaultPartitioner();
+    for (const { seqs, messages, meta } of sent) {
+      const base = new Map(meta.map((m) => [m.partition, BigInt(m.baseOffset)]));
+      const next = new Map();
+      for (let j = 0; j < messages.length; j++) {
+        const p = partitioner({ topic: a.topic, partitionMetadata: partitions, message: messages[j] });
+        const n = next.get(p) || 0n;
+        next.set(p, n + 1n);
+        if (!base.has(p)) {
+          errors.push(`seq ${seqs[j]}: send acknowledged no batch for partition ${p}`);
+          continue;
+        }
+        acks.push({ seq: seqs[j], partition: p, offset: Number(base.get(p) + n) });
+      }
+    }
+  }
+  return { prefix: a.prefix, acked: acks.length, errors, acks, elapsed_ms: Date.now() - start };
+}
+
+async function topicPartitions(kafka, topic, deadline) {
+  const admin = kafka.admin();
+  await withDeadline(admin.connect(), deadline, 'admin connect');
+  try {
+    const md = await withDeadline(admin.fetchTopicMetadata({ topics: [topic] }), deadline, 'metadata');
+    return md.topics[0].partitions;
+  } finally {
+    await admin.disconnect();
+  }
+}
+
+async function consume(kafka, a, deadline) {
+  const start = Date.now();
+  const errors = [];
+  const records = [];
+  let committed = false;
+  let timedOut = false;
+  const consumer = kafka.consumer({ groupId: a.group, maxWaitTimeInMs: 500 });
+  const highest = new Map(); // partition -> highest offset consumed
+  let resolveDone;
+  const done = new Promise((resolve) => { resolveDone = resolve; });
+  consumer.on(consumer.events.CRASH, (e) => {
+    errors.push(`consumer crashed: ${e.payload.error && e.payload.error.message}`);
+    resolveDone();
+  });
+  try {
+    await withDeadline(consumer.connect(), deadline, 'consumer connect');
+    await consumer.subscribe({ topics: [a.topic], fromBeginning: true });
+    await consumer.run({
+      autoCommit: false,
+      eachMessage: async ({ partition, message }) => {
+        if (records.length >= a.records) return; // stop is pending: leave the rest uncommitted
+        const headers = [];
+        for (const [k, v] of Object.entries(message.headers || {})) {
+          for (const one of Array.isArray(v) ? v : [v]) {
+            headers.push({ key: k, value: one === null || one === undefined ? null : one.toString() });
+          }
+        }
+        records.push({
+          partition,
+          offset: Number(message.offset),
+          key: message.key === null ? null : message.key.toString(),
+          value: message.value === null ? null : message.value.toString(),
+          headers,
+        });
+        highest.set(partition, BigInt(message.offset));
+        if (records.length >= a.records) resolveDone();
+      },
+    });
+    try {
+      await withDeadline(done, deadline, 'consume');
+    } catch (e) {
+      timedOut = true;
+    }
+    consumer.pause([{ topic: a.topic }]);
+    if (highest.size > 0) {
+      try {
+        await consumer.commitOffsets([...highest].map(([partition, off]) => ({
+          topic: a.topic, partition, offset: String(off + 1n),
+        })));
+        committed = true;
+      } catch (e) {
+        errors.push(`commit: ${e.message}`);
+      }
+    }
+  } catch (e) {
+    errors.push(`consumer: ${e.message}`);
+  } finally {
+    await consumer.disconnect().catch((e) => log(`consumer disconnect: ${e.message}`));
+  }
+  return { records, errors, committed, timed_out: timedOut, elapsed_ms: Date.now() - start };
+}
+
+async function main() {
+  const a = parseArgs(process.argv.slice(2));
+  const deadline = Date.now() + a.timeoutMs;
+  const kafka = new Kafka({
+    clientId: `clientbed-${CLIENT}`,
+    brokers: a.bootstrap.split(','),
+    logLevel: logLevel.WARN,
+    logCreator,
+  });
+  const out = { client: CLIENT, library: `kafkajs ${kafkajsVersion}` };
+  if (a.mode !== 'consume') {
+    out.produce = await produce(kafka, a, deadline);
+  }
+  if (a.mode !== 'produce') {
+    out.consume = await consume(kafka, a, deadline);
+  }
+  const failed = (out.produce && out.produce.errors.length > 0) ||
+    (out.consume && (out.consume.errors.length > 0 || out.consume.timed_out));
+  // Exit once the report is written: kafkajs may still hold retry timers
+  // (say, reconnecting to a dead broker) that would keep node alive.
+  process.stdout.write(`${JSON.stringify(out)}\n`, () => process.exit(failed ? 1 : 0));
+}
+
+main().catch((e) => {
+  log(`crashed: ${e.stack || e}`);
+  process.exit(2);
+});

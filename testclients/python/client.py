@@ -1,0 +1,187 @@
+#!/usr/bin/env python3
+"""confluent-kafka (librdkafka) test client for the Switchyard client bed.
+
+Produces N keyed records with an idempotent producer and/or consumes them in a
+consumer group, then prints one JSON document on stdout (schema: see
+testclients/README.md). Logs go to stderr.
+
+Exit status: 0 when the run completed with no error, 1 when it completed but
+reported errors (the JSON is still printed), 2 on a usage error or crash.
+"""
+
+import argparse
+import json
+import sys
+import time
+
+import confluent_kafka
+from confluent_kafka import Consumer, KafkaError, KafkaException, Producer
+
+CLIENT = "confluent-kafka-python"
+
+
+def log(msg):
+    print(f"[{CLIENT}] {msg}", file=sys.stderr, flush=True)
+
+
+def text(b):
+    if b is None:
+        return None
+    if isinstance(b, str):
+        return b
+    return b.decode("utf-8", errors="backslashreplace")
+
+
+def lib_version(v):
+    # version() is a (str, int) tuple in most releases and a plain str in some.
+    return v[0] if isinstance(v, tuple) else v
+
+
+def produce(args, deadline):
+    start = time.monotonic()
+    errors = []
+    acks = []
+
+    conf = {
+        "bootstrap.servers": args.bootstrap,
+        "client.id": f"clientbed-{CLIENT}",
+        "enable.idempotence": True,  # implies acks=all, max.in.flight<=5, retries
+        "linger.ms": 5,
+        "message.timeout.ms": max(1000, int((deadline - time.monotonic()) * 1000)),
+        "error_cb": lambda err: errors.append(f"client error: {err}") if err.fatal() else log(f"client error: {err}"),
+    }
+    p = Producer(conf)
+
+    def on_delivery(seq):
+        def cb(err, msg):
+            if err is not None:
+                errors.append(f"seq {seq}: delivery failed: {err}")
+            else:
+                acks.append({"seq": seq, "partition": msg.partition(), "offset": msg.offset()})
+        return cb
+
+    for i in range(args.records):
+        key = f"k-{i % args.keys}"
+        value = f"{args.prefix}-{i}"
+        headers = [("seq", str(i).encode()), ("client", args.prefix.encode())]
+        while True:
+            try:
+                p.produce(args.topic, key=key.encode(), value=value.encode(), headers=headers,
+                          on_delivery=on_delivery(i))
+                break
+            except BufferError:
+                # Local queue full: serve delivery reports until there is room.
+                if time.monotonic() > deadline:
+                    errors.append(f"seq {i}: local queue full until the deadline")
+                    break
+                p.poll(0.1)
+            except KafkaException as e:
+                errors.append(f"seq {i}: produce: {e}")
+                break
+        p.poll(0)
+
+    remaining = p.flush(max(0.0, deadline - time.monotonic()))
+    if remaining:
+        errors.append(f"{remaining} records still undelivered at the deadline")
+    return {
+        "prefix": args.prefix,
+        "acked": len(acks),
+        "errors": errors,
+        "acks": acks,
+        "elapsed_ms": int((time.monotonic() - start) * 1000),
+    }
+
+
+def consume(args, deadline):
+    start = time.monotonic()
+    errors = []
+    records = []
+    committed = False
+    timed_out = False
+
+    c = Consumer({
+        "bootstrap.servers": args.bootstrap,
+        "client.id": f"clientbed-{CLIENT}",
+        "group.id": args.group,
+        "auto.offset.reset": "earliest",
+        "enable.auto.commit": False,
+        "error_cb": lambda err: errors.append(f"client error: {err}") if err.fatal() else log(f"client error: {err}"),
+    })
+    try:
+        c.subscribe([args.topic])
+        while len(records) < args.records:
+            left = deadline - time.monotonic()
+            if left <= 0:
+                timed_out = True
+                break
+            for m in c.consume(num_messages=1000, timeout=min(1.0, left)):
+                if m.error() is not None:
+                    if m.error().code() == KafkaError._PARTITION_EOF:
+                        continue
+                    errors.append(f"consume: {m.error()}")
+                    continue
+                records.append({
+                    "partition": m.partition(),
+                    "offset": m.offset(),
+                    "key": text(m.key()),
+                    "value": text(m.value()),
+                    "headers": [{"key": k, "value": text(v)} for k, v in (m.headers() or [])],
+                })
+        if records:
+            try:
+                # Commits the positions of the assignment (last consumed + 1).
+                c.commit(asynchronous=False)
+                committed = True
+            except KafkaException as e:
+                errors.append(f"commit: {e}")
+    finally:
+        c.close()
+    return {
+        "records": records,
+        "errors": errors,
+        "committed": committed,
+        "timed_out": timed_out,
+        "elapsed_ms": int((time.monotonic() - start) * 1000),
+    }
+
+
+def main():
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--bootstrap", required=True, help="comma-separated host:port list")
+    ap.add_argument("--topic", required=True)
+    ap.add_argument("--group", default="")
+    ap.add_argument("--records", type=int, required=True)
+    ap.add_argument("--keys", type=int, default=10)
+    ap.add_argument("--mode", choices=["produce", "consume", "both"], default="both")
+    ap.add_argument("--timeout-ms", type=int, default=60000)
+    ap.add_argument("--prefix", default=CLIENT, help="value prefix and 'client' header")
+    args = ap.parse_args()
+    if args.mode != "produce" and not args.group:
+        ap.error("--group is required to consume")
+    if args.records < 0 or args.keys < 1:
+        ap.error("--records must be >= 0 and --keys >= 1")
+
+    deadline = time.monotonic() + args.timeout_ms / 1000.0
+    out = {
+        "client": CLIENT,
+        "library": f"confluent-kafka {lib_version(confluent_kafka.version())}, "
+                   f"librdkafka {lib_version(confluent_kafka.libversion())}",
+    }
+    if args.mode in ("produce", "both"):
+        out["produce"] = produce(args, deadline)
+    if args.mode in ("consume", "both"):
+        out["consume"] = consume(args, deadline)
+    json.dump(out, sys.stdout)
+    sys.stdout.write("\n")
+    sys.stdout.flush()
+    failed = bool(out.get("produce", {}).get("errors") or out.get("consume", {}).get("errors")
+                  or out.get("consume", {}).get("timed_out"))
+    return 1 if failed else 0
+
+
+if __name__ == "__main__":
+    try:
+        sys.exit(main())
+    except Exception as e:  # noqa: BLE001 - report any crash as exit 2 with a message
+        log(f"crashed: {e!r}")
+        sys.exit(2)
