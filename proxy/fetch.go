@@ -80,3 +80,17 @@ func emptyFetchResponse(hdr requestHeader) []byte {
 	resp.Version = hdr.Version
 	return responseFrame(keyFetch, hdr.Version, hdr.CorrID, resp.AppendTo(nil))
 }
+
+// rewriteShareFetchEpochs raises the epochs of share-group fetch responses
+// (KIP-932) like Fetch's: record batches and the current leader.
+func rewriteShareFetchEpochs(r *kmsg.ShareFetchResponse, offset int32, p *Proxy) {
+	if offset == 0 {
+		return
+	}
+	for ti := range r.Topics {
+		for pi := range r.Topics[ti].Partitions {
+			patchBatchEpochs(r.Topics[ti].Partitions[pi].Records, offset)
+		}
+	}
+	p.raiseMaxEpoch(offset)
+}

@@ -19,9 +19,9 @@ var (
 )
 
 // readFrame reads one size-prefixed Kafka frame and returns its payload
-// (without the 4-byte size). A size over max or below zero is an error and
+// (without the 4-byte size). A size over limit or below zero is an error and
 // nothing more is read. buf is reused when large enough.
-func readFrame(r io.Reader, max int32, buf []byte) ([]byte, error) {
+func readFrame(r io.Reader, limit int32, buf []byte) ([]byte, error) {
 	var sz [4]byte
 	if _, err := io.ReadFull(r, sz[:]); err != nil {
 		return nil, err
@@ -30,20 +30,41 @@ func readFrame(r io.Reader, max int32, buf []byte) ([]byte, error) {
 	if n < 0 {
 		return nil, fmt.Errorf("%w: %d", errFrameNegative, n)
 	}
-	if n > max {
-		return nil, fmt.Errorf("%w: %d > %d bytes", errFrameTooLarge, n, max)
+	if n > limit {
+		return nil, fmt.Errorf("%w: %d > %d bytes", errFrameTooLarge, n, limit)
 	}
-	if cap(buf) < int(n) {
-		buf = make([]byte, n)
-	}
-	buf = buf[:n]
-	if _, err := io.ReadFull(r, buf); err != nil {
-		if errors.Is(err, io.EOF) {
-			err = io.ErrUnexpectedEOF
+	if cap(buf) >= int(n) {
+		buf = buf[:n]
+		if _, err := io.ReadFull(r, buf); err != nil {
+			return nil, frameErr(n, err)
 		}
-		return nil, fmt.Errorf("read %d-byte frame: %w", n, err)
+		return buf, nil
+	}
+	// Grow the buffer as bytes arrive, doubling from 64 KiB, so a size
+	// prefix alone (a peer announcing 100 MiB and sending nothing) cannot
+	// make the proxy allocate the whole frame.
+	buf = buf[:0]
+	for len(buf) < int(n) {
+		chunk := min(int(n)-len(buf), max(len(buf), 64<<10))
+		if cap(buf)-len(buf) < chunk {
+			grown := make([]byte, len(buf), len(buf)+chunk)
+			copy(grown, buf)
+			buf = grown
+		}
+		m, err := io.ReadFull(r, buf[len(buf):len(buf)+chunk])
+		buf = buf[:len(buf)+m]
+		if err != nil {
+			return nil, frameErr(n, err)
+		}
 	}
 	return buf, nil
+}
+
+func frameErr(n int32, err error) error {
+	if errors.Is(err, io.EOF) {
+		err = io.ErrUnexpectedEOF
+	}
+	return fmt.Errorf("read %d-byte frame: %w", n, err)
 }
 
 // requestHeader is the parsed header of a client request.

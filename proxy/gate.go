@@ -72,8 +72,13 @@ func (p *Proxy) admit(ctx context.Context, c *clientConn, key int16) (admission,
 			if gated {
 				p.m.gated.WithLabelValues(apiName(key), "hold").Inc()
 			}
-			timer = time.NewTimer(p.cfg.HoldBudget)
-			expired = timer.C
+			// Only a request that can be answered with a retriable error
+			// has a budget. Others (Metadata, say) parked by a switch wait
+			// for it: a switch is bounded by its drain timeout.
+			if gateable(key) {
+				timer = time.NewTimer(p.cfg.HoldBudget)
+				expired = timer.C
+			}
 		}
 		select {
 		case <-ch:
@@ -217,7 +222,7 @@ func rejectResponse(hdr requestHeader, body []byte) ([]byte, error) {
 		cr := resp.(*kmsg.TxnOffsetCommitResponse)
 		for _, t := range r.Topics {
 			rt := kmsg.NewTxnOffsetCommitResponseTopic()
-			rt.Topic = t.Topic
+			rt.Topic, rt.TopicID = t.Topic, t.TopicID
 			for _, part := range t.Partitions {
 				rp := kmsg.NewTxnOffsetCommitResponseTopicPartition()
 				rp.Partition, rp.ErrorCode = part.Partition, code
@@ -228,6 +233,17 @@ func rejectResponse(hdr requestHeader, body []byte) ([]byte, error) {
 	case *kmsg.OffsetFetchRequest:
 		fr := resp.(*kmsg.OffsetFetchResponse)
 		fr.ErrorCode = code
+		// v0-1 have no top-level error: each partition carries it.
+		for _, t := range r.Topics {
+			rt := kmsg.NewOffsetFetchResponseTopic()
+			rt.Topic = t.Topic
+			for _, part := range t.Partitions {
+				rp := kmsg.NewOffsetFetchResponseTopicPartition()
+				rp.Partition, rp.ErrorCode = part, code
+				rt.Partitions = append(rt.Partitions, rp)
+			}
+			fr.Topics = append(fr.Topics, rt)
+		}
 		for _, g := range r.Groups {
 			rg := kmsg.NewOffsetFetchResponseGroup()
 			rg.Group, rg.ErrorCode = g.Group, code

@@ -23,4 +23,5 @@ const (
 	keyDescribeQuorum         int16 = 55
 	keyDescribeCluster        int16 = 60
 	keyConsumerGroupHeartbeat int16 = 68
+	keyShareFetch             int16 = 78
 )

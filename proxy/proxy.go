@@ -346,15 +346,25 @@ func (p *Proxy) brokerListenAddr(v int32) string {
 	}
 }
 
-// brokerAddress returns the advertised address of virtual broker v.
+// brokerAddress returns the advertised address of virtual broker v. A
+// virtual broker whose listener could not be bound is given the bootstrap
+// listener's address: a client must never be handed an upstream address,
+// which would take it around the proxy. (Its requests then reach some
+// broker of the cluster and get ordinary leader errors; the bind error is
+// logged.)
 func (p *Proxy) brokerAddress(v int32) (string, int32, bool) {
 	p.mu.Lock()
 	defer p.mu.Unlock()
-	if v < 0 || int(v) >= len(p.vbrokers) || p.vbrokers[v] == nil || p.vbrokers[v].ln == nil {
-		return "", 0, false
+	if v >= 0 && int(v) < len(p.vbrokers) && p.vbrokers[v] != nil && p.vbrokers[v].ln != nil {
+		vb := p.vbrokers[v]
+		return vb.host, vb.port, true
 	}
-	vb := p.vbrokers[v]
-	return vb.host, vb.port, true
+	tcp := p.ln.Addr().(*net.TCPAddr)
+	host := p.cfg.AdvertiseHost
+	if host == "" {
+		host = tcp.IP.String()
+	}
+	return host, int32(tcp.Port), true
 }
 
 // upstreamAddrFor returns the real broker a connection to virtual broker v

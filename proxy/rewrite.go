@@ -196,7 +196,9 @@ func (p *Proxy) rewriteResponse(ctx context.Context, u *upstream, pr *pendingReq
 		return frame, nil
 	}
 	_, respNeeds := needsRewrite(hdr.Key)
-	if !respNeeds || (hdr.Key == keyProduce && hdr.Version < 10) {
+	// Produce responses carry broker addresses and leaders from v9 on: kmsg
+	// (and brokers like kfake) use the KIP-951 tags at every flexible version.
+	if !respNeeds || (hdr.Key == keyProduce && hdr.Version < 9) {
 		return frame, nil
 	}
 	hl, err := responseHeaderLen(hdr.Key, hdr.Version, frame)
@@ -218,6 +220,21 @@ func (p *Proxy) rewriteResponse(ctx context.Context, u *upstream, pr *pendingReq
 		}
 	case *kmsg.FetchResponse:
 		rewriteFetchEpochs(r, offset, p)
+	case *kmsg.ShareFetchResponse:
+		rewriteShareFetchEpochs(r, offset, p)
+	case *kmsg.FindCoordinatorResponse:
+		if hdr.Version >= 4 {
+			// The top-level node id does not exist from v4 on (batched
+			// coordinators); decoded as 0 it would be taken for node 0.
+			r.NodeID = -1
+		}
+	case *kmsg.DescribeQuorumResponse:
+		// Controller ids and raft epochs are not broker state clients cache
+		// or dial; only the controllers' addresses are removed.
+		hideQuorumListeners(r)
+		out := make([]byte, 0, len(frame))
+		out = append(out, frame[:hl]...)
+		return r.AppendTo(out), nil
 	case *kmsg.InitProducerIDResponse:
 		if r.ErrorCode == 0 && r.ProducerID >= 0 && !pr.transactional {
 			r.ProducerID = p.pids.issued(u, pr.prevProducerID, r.ProducerID, r.ProducerEpoch)
@@ -231,8 +248,6 @@ func (p *Proxy) rewriteResponse(ctx context.Context, u *upstream, pr *pendingReq
 		}
 	case *kmsg.DescribeClusterResponse:
 		r.ClusterID = p.clusterID
-	case *kmsg.DescribeQuorumResponse:
-		hideQuorumListeners(r)
 	}
 	out := make([]byte, 0, len(frame)+64)
 	out = append(out, frame[:hl]...)

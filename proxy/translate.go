@@ -45,6 +45,7 @@ const (
 	actEpoch
 	actStruct
 	actStructs
+	actStructPtr
 	actHostPort // after the struct's node id is translated
 )
 
@@ -118,6 +119,11 @@ func buildPlan(t reflect.Type, visiting map[reflect.Type]bool) *plan {
 			if sub := buildPlan(f.Type.Elem(), visiting); sub != nil {
 				p.steps = append(p.steps, step{index: []int{i}, act: actStructs, sub: sub})
 			}
+		case f.Type.Kind() == reflect.Pointer && f.Type.Elem().Kind() == reflect.Struct:
+			// Nullable structs, e.g. the KIP-848 heartbeat's Assignment.
+			if sub := buildPlan(f.Type.Elem(), visiting); sub != nil {
+				p.steps = append(p.steps, step{index: []int{i}, act: actStructPtr, sub: sub})
+			}
 		}
 	}
 	// A struct naming a broker (node id, host, port) gets the address of the
@@ -168,6 +174,10 @@ func applyPlan(v reflect.Value, p *plan, tr translator) {
 		case actStructs:
 			for i := 0; i < f.Len(); i++ {
 				applyPlan(f.Index(i), s.sub, tr)
+			}
+		case actStructPtr:
+			if !f.IsNil() {
+				applyPlan(f.Elem(), s.sub, tr)
 			}
 		case actHostPort:
 			if host, port, ok := tr.address(int32(v.Field(s.node).Int())); ok {
