@@ -468,7 +468,7 @@ type expectation struct {
 	u       *upstream
 	key     int16
 	version int16
-	errs []string
+	errs    []string
 }
 
 func (x *expectation) errorf(format string, args ...any) {
