@@ -123,6 +123,12 @@ func (c *Config) Validate() error {
 		if err := c.Gate.validate(); err != nil {
 			return fmt.Errorf("gate: %w", err)
 		}
+		for _, k := range c.Gate.APIKeys {
+			if !gateable(k) {
+				return fmt.Errorf("gate: %w: API key %d (%s) cannot be answered with a retriable error; gateable keys: %s",
+					ErrInvalidGate, k, apiName(k), gateableList())
+			}
+		}
 	}
 	return nil
 }
@@ -155,14 +161,4 @@ func checkHostPort(a string) error {
 		return fmt.Errorf("%q: bad port", a)
 	}
 	return nil
-}
-
-// cluster returns the named cluster's config.
-func (c *Config) cluster(name string) (ClusterConfig, bool) {
-	for _, cl := range c.Clusters {
-		if cl.Name == name {
-			return cl, true
-		}
-	}
-	return ClusterConfig{}, false
 }

@@ -1,7 +1,6 @@
 package proxy
 
 import (
-	"strconv"
 
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/twmb/franz-go/pkg/kmsg"
@@ -71,10 +70,11 @@ func newMetrics(reg prometheus.Registerer) (*metrics, error) {
 	return m, nil
 }
 
-// apiName is the bounded label for an API key.
+// apiName is the bounded label for an API key: kmsg's name, or "Unknown"
+// for keys kmsg does not know (garbage must not mint series).
 func apiName(key int16) string {
 	if n := kmsg.NameForKey(key); n != "" {
 		return n
 	}
-	return "Unknown" + strconv.Itoa(int(key))
+	return "Unknown"
 }

@@ -1,0 +1,218 @@
+package main
+
+import (
+	"errors"
+	"io"
+	"os"
+	"path/filepath"
+	"slices"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/switchyard/switchyard/proxy"
+)
+
+// fileYAML is a configuration file that sets something for every option the
+// precedence test looks at.
+const fileYAML = `
+listen: 127.0.0.1:19092
+admin: 127.0.0.1:19190
+active: b
+clusters:
+  - name: a
+    bootstrap: [kafka-a:9092]
+  - name: b
+    bootstrap: [kafka-b1:9092, kafka-b2:9092]
+forbiddenApiKeys: [0]
+drainTimeout: 7s
+holdBudget: 700ms
+maxFrameBytes: 2048
+logLevel: debug
+`
+
+func writeConfig(t *testing.T, body string) string {
+	t.Helper()
+	path := filepath.Join(t.TempDir(), "proxy.yaml")
+	if err := os.WriteFile(path, []byte(body), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	return path
+}
+
+func envOf(m map[string]string) func(string) string {
+	return func(k string) string { return m[k] }
+}
+
+// TestParseProxyOptionsPrecedence: defaults < YAML file < SWITCHYARD_*
+// environment < flags, option by option; an option a layer does not set
+// keeps the value of the layer below.
+func TestParseProxyOptionsPrecedence(t *testing.T) {
+	path := writeConfig(t, fileYAML)
+	type want struct {
+		listen, admin, active string
+		clusters              []proxy.ClusterConfig
+		gate                  proxy.Gate
+		drain, hold           time.Duration
+		maxFrame              int32
+		logLevel              string
+	}
+	fromFile := want{
+		listen: "127.0.0.1:19092", admin: "127.0.0.1:19190", active: "b",
+		clusters: []proxy.ClusterConfig{
+			{Name: "a", Bootstrap: []string{"kafka-a:9092"}},
+			{Name: "b", Bootstrap: []string{"kafka-b1:9092", "kafka-b2:9092"}},
+		},
+		gate:  proxy.Gate{APIKeys: []int16{0}, Mode: proxy.GateReject},
+		drain: 7 * time.Second, hold: 700 * time.Millisecond, maxFrame: 2048, logLevel: "debug",
+	}
+	fullEnv := map[string]string{
+		"SWITCHYARD_LISTEN":             "127.0.0.1:29092",
+		"SWITCHYARD_CLUSTER":            "c=kafka-c:9092; d=kafka-d1:9092,kafka-d2:9092",
+		"SWITCHYARD_ACTIVE":             "d",
+		"SWITCHYARD_FORBIDDEN_API_KEYS": "0, 1",
+		"SWITCHYARD_DRAIN_TIMEOUT":      "5s",
+	}
+	fromEnv := fromFile
+	fromEnv.listen, fromEnv.active, fromEnv.drain = "127.0.0.1:29092", "d", 5*time.Second
+	fromEnv.clusters = []proxy.ClusterConfig{
+		{Name: "c", Bootstrap: []string{"kafka-c:9092"}},
+		{Name: "d", Bootstrap: []string{"kafka-d1:9092", "kafka-d2:9092"}},
+	}
+	fromEnv.gate = proxy.Gate{APIKeys: []int16{0, 1}, Mode: proxy.GateReject}
+	fromFlags := fromEnv
+	fromFlags.listen, fromFlags.active, fromFlags.drain, fromFlags.logLevel = "127.0.0.1:39092", "e", 3*time.Second, "warn"
+	fromFlags.clusters = []proxy.ClusterConfig{
+		{Name: "e", Bootstrap: []string{"kafka-e:9092"}},
+		{Name: "f", Bootstrap: []string{"kafka-f1:9092", "kafka-f2:9092"}},
+	}
+	fromFlags.gate = proxy.Gate{APIKeys: []int16{8}, Mode: proxy.GateReject}
+	flagArgs := []string{"--config", path, "--listen", "127.0.0.1:39092", "--cluster", "e=kafka-e:9092",
+		"--cluster", "f=kafka-f1:9092,kafka-f2:9092", "--active", "e", "--forbidden-api-keys", "8",
+		"--drain-timeout=3s", "--log-level", "warn"}
+	noGate := fromFile
+	noGate.gate = proxy.Gate{}
+
+	tests := []struct {
+		name string
+		args []string
+		env  map[string]string
+		want want
+	}{
+		{
+			name: "defaults",
+			args: []string{"--cluster", "only=kafka:9092"},
+			want: want{
+				listen: "127.0.0.1:9092", admin: "127.0.0.1:9190", active: "only",
+				clusters: []proxy.ClusterConfig{{Name: "only", Bootstrap: []string{"kafka:9092"}}},
+				drain:    10 * time.Second, hold: 10 * time.Second, maxFrame: 100 << 20, logLevel: "info",
+			},
+		},
+		{name: "file over defaults", args: []string{"--config", path}, want: fromFile},
+		{name: "file named by SWITCHYARD_CONFIG", env: map[string]string{"SWITCHYARD_CONFIG": path}, want: fromFile},
+		{name: "env over file", args: []string{"--config", path}, env: fullEnv, want: fromEnv},
+		{name: "flags over env", args: flagArgs, env: fullEnv, want: fromFlags},
+		{
+			name: "--config over SWITCHYARD_CONFIG",
+			args: []string{"--config", path},
+			env:  map[string]string{"SWITCHYARD_CONFIG": filepath.Join(t.TempDir(), "absent.yaml")},
+			want: fromFile,
+		},
+		{name: "empty --forbidden-api-keys clears the file's gate", args: []string{"--config", path, "--forbidden-api-keys="}, want: noGate},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			o, err := parseProxyOptions(tt.args, envOf(tt.env), io.Discard)
+			if err != nil {
+				t.Fatalf("parseProxyOptions: %v", err)
+			}
+			w := tt.want
+			check := func(field string, got, want any) {
+				t.Helper()
+				if got != want {
+					t.Errorf("%s = %v, want %v", field, got, want)
+				}
+			}
+			check("listen", o.Proxy.Listen, w.listen)
+			check("admin", o.Admin.Listen, w.admin)
+			check("active", o.Proxy.Active, w.active)
+			check("drain timeout", o.Proxy.DrainTimeout, w.drain)
+			check("hold budget", o.Proxy.HoldBudget, w.hold)
+			check("max frame bytes", o.Proxy.MaxFrameBytes, w.maxFrame)
+			check("log level", o.LogLevel, w.logLevel)
+			check("gate mode", o.Proxy.Gate.Mode, w.gate.Mode)
+			if !slices.Equal(o.Proxy.Gate.APIKeys, w.gate.APIKeys) {
+				t.Errorf("gate keys = %v, want %v", o.Proxy.Gate.APIKeys, w.gate.APIKeys)
+			}
+			if !slices.EqualFunc(o.Proxy.Clusters, w.clusters, func(a, b proxy.ClusterConfig) bool {
+				return a.Name == b.Name && slices.Equal(a.Bootstrap, b.Bootstrap)
+			}) {
+				t.Errorf("clusters = %+v, want %+v", o.Proxy.Clusters, w.clusters)
+			}
+		})
+	}
+}
+
+// TestParseProxyOptionsErrors: every configuration error is a usage error
+// (exit code 2) whose message names the flag, variable or field at fault.
+func TestParseProxyOptionsErrors(t *testing.T) {
+	tests := []struct {
+		name string
+		args []string
+		env  map[string]string
+		yaml string // written to a file passed with --config when set
+		want []string
+		is   error
+	}{
+		{name: "no cluster", want: []string{"clusters", "at least one"}},
+		{name: "cluster without =", args: []string{"--cluster", "kafka:9092"}, want: []string{"--cluster", `"kafka:9092"`, "name=host:port"}},
+		{name: "cluster without a name", args: []string{"--cluster", "=kafka:9092"}, want: []string{"--cluster", "name=host:port"}},
+		{name: "cluster without = in SWITCHYARD_CLUSTER", env: map[string]string{"SWITCHYARD_CLUSTER": "a=kafka:9092;b"}, want: []string{"SWITCHYARD_CLUSTER", `"b"`}},
+		{name: "bad port", args: []string{"--cluster", "a=kafka:99999"}, want: []string{"clusters[0] (a).bootstrap", "kafka:99999", "bad port"}},
+		{name: "non-numeric port in SWITCHYARD_CLUSTER", env: map[string]string{"SWITCHYARD_CLUSTER": "a=kafka:9092;b=kafka:x"}, want: []string{"clusters[1] (b).bootstrap", "bad port"}},
+		{name: "bad listen port", args: []string{"--cluster", "a=kafka:9092", "--listen", "127.0.0.1:70000"}, want: []string{"listen", "bad port"}},
+		{name: "unknown YAML field", yaml: "listn: 127.0.0.1:9092\n", want: []string{"config file", "listn"}},
+		{name: "unknown YAML field in a cluster", yaml: "clusters:\n  - name: a\n    bootstrp: [kafka:9092]\n", want: []string{"bootstrp"}},
+		{name: "bad duration in YAML", yaml: "clusters: [{name: a, bootstrap: [kafka:9092]}]\ndrainTimeout: soon\n", want: []string{"soon"}},
+		{
+			name: "bad duration in env",
+			args: []string{"--cluster", "a=kafka:9092"},
+			env:  map[string]string{"SWITCHYARD_DRAIN_TIMEOUT": "5"},
+			want: []string{"SWITCHYARD_DRAIN_TIMEOUT", `"5"`},
+		},
+		{name: "bad duration flag", args: []string{"--cluster", "a=kafka:9092", "--hold-budget", "forever"}, want: []string{"--hold-budget", "forever"}},
+		{name: "active names an unknown cluster", args: []string{"--cluster", "a=kafka:9092", "--active", "zz"}, want: []string{"active", `"zz"`}, is: proxy.ErrUnknownCluster},
+		{name: "active missing with two clusters", args: []string{"--cluster", "a=kafka:9092", "--cluster", "b=kafka:9093"}, want: []string{"active", "required"}},
+		{name: "API key not a number", args: []string{"--cluster", "a=kafka:9092", "--forbidden-api-keys", "0,x"}, want: []string{"--forbidden-api-keys", `"x"`}},
+		{name: "max frame bytes beyond int32", args: []string{"--cluster", "a=kafka:9092", "--max-frame-bytes", "9999999999"}, want: []string{"--max-frame-bytes"}},
+		{name: "max frame bytes below the minimum", args: []string{"--cluster", "a=kafka:9092", "--max-frame-bytes", "10"}, want: []string{"maxFrameBytes", "1024"}},
+		{name: "log format", args: []string{"--cluster", "a=kafka:9092", "--log-format", "xml"}, want: []string{"log-format", "xml"}},
+		{name: "unexpected argument", args: []string{"--cluster", "a=kafka:9092", "extra"}, want: []string{"unexpected argument", "extra"}},
+		{name: "unknown flag", args: []string{"--clusters", "a=kafka:9092"}, want: []string{"-clusters"}},
+		{name: "missing config file", args: []string{"--config", "/nonexistent/proxy.yaml"}, want: []string{"config file", "/nonexistent/proxy.yaml"}},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			args := tt.args
+			if tt.yaml != "" {
+				args = append([]string{"--config", writeConfig(t, tt.yaml)}, args...)
+			}
+			_, err := parseProxyOptions(args, envOf(tt.env), io.Discard)
+			if err == nil {
+				t.Fatalf("parseProxyOptions(%q, %v): no error", args, tt.env)
+			}
+			var ue usageError
+			if !errors.As(err, &ue) {
+				t.Errorf("error %q (%T) is not a usage error", err, err)
+			}
+			for _, w := range tt.want {
+				if !strings.Contains(err.Error(), w) {
+					t.Errorf("error %q does not mention %s", err, w)
+				}
+			}
+			if tt.is != nil && !errors.Is(err, tt.is) {
+				t.Errorf("error %q does not wrap %v", err, tt.is)
+			}
+		})
+	}
+}
