@@ -1,7 +1,6 @@
 package proxy
 
 import (
-
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/twmb/franz-go/pkg/kmsg"
 )
