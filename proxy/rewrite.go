@@ -25,7 +25,7 @@ func (t *respTranslator) topicID(real [16]byte) [16]byte {
 		// created a moment ago): learn the cluster's topics once.
 		t.refreshed = true
 		rctx, cancel := context.WithTimeout(t.ctx, t.p.cfg.DialTimeout)
-		_, _ = t.u.refresh(rctx, nil)
+		t.u.refreshOnMiss(rctx)
 		cancel()
 		name, ok = t.u.topicName(real)
 	}
@@ -68,7 +68,7 @@ func (t *reqTranslator) topicID(virtual [16]byte) [16]byte {
 		return real
 	}
 	rctx, cancel := context.WithTimeout(t.ctx, t.p.cfg.DialTimeout)
-	_, _ = t.u.refresh(rctx, []string{name})
+	t.u.refreshOnMiss(rctx)
 	cancel()
 	if real, ok := t.u.topicID(name); ok {
 		return real

@@ -39,6 +39,7 @@ type upstream struct {
 	versionsResp  *kmsg.ApiVersionsResponse
 	realClusterID string
 	lastErr       string
+	lastRefresh   time.Time
 }
 
 func newUpstream(cfg ClusterConfig, dialTimeout time.Duration, log *zap.Logger) (*upstream, error) {
@@ -104,6 +105,20 @@ func (u *upstream) refresh(ctx context.Context, topics []string) (*kmsg.Metadata
 	u.learnMetadata(resp)
 	u.setErr(nil)
 	return resp, nil
+}
+
+// refreshOnMiss refreshes all topics after a lookup missed, at most once a
+// second: a client naming a deleted topic's id must not turn every one of
+// its requests into a metadata round trip.
+func (u *upstream) refreshOnMiss(ctx context.Context) {
+	u.mu.Lock()
+	if time.Since(u.lastRefresh) < time.Second {
+		u.mu.Unlock()
+		return
+	}
+	u.lastRefresh = time.Now()
+	u.mu.Unlock()
+	_, _ = u.refresh(ctx, nil)
 }
 
 func (u *upstream) loadVersions(ctx context.Context) error {
