@@ -25,7 +25,7 @@ test: deps check-generate lint test-go test-real
 test-go:
 	$(GO) test -race -count=1 -timeout 20m ./...
 
-bench: bench-go
+bench: bench-go  # bench-proxy (bench/bench.mk) compares direct vs proxied
 
 bench-go:
 	$(GO) test -run '^$$' -bench . -benchmem -count 1 ./proxy/...
@@ -50,3 +50,4 @@ $(TOOLS)/staticcheck:
 include api/api.mk
 include testbed/testbed.mk
 include testclients/clients.mk
+include bench/bench.mk

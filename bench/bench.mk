@@ -1,0 +1,58 @@
+# Proxy benchmarks (see BENCHMARKS.md). Included by the top Makefile.
+#
+#   make bench-proxy                     # kfake, 1 GiB per run, 5 runs per mode
+#   make bench-proxy BENCH_MB=128 BENCH_RUNS=5
+#   make bench-proxy-real                # the running real-Kafka test bed (make kafka-up)
+#   make bench-proxy-profile             # Go hot-path benchmarks with a CPU profile
+#   make bench-proxy-perf                # bench-proxy with `perf record` on the proxy process
+#
+# Reports land in bench/out/ (Markdown and JSON) and on standard output.
+BENCH_MB         ?= 1024
+BENCH_RUNS       ?= 5
+BENCH_FLAGS      ?=
+BENCH_OUT        := bench/out
+BENCH_TESTBED_ENV := testbed/.state/env
+
+.PHONY: bench-proxy bench-proxy-real bench-proxy-bins bench-proxy-profile bench-proxy-perf
+
+bench-proxy-bins:
+	$(GO) build -o bin/switchyard ./cmd/switchyard
+	$(GO) build -o bin/proxybench ./bench/cmd/proxybench
+	$(GO) build -o bin/fakecluster ./bench/cmd/fakecluster
+	$(GO) build -o bin/benchproxy ./bench/cmd/benchproxy
+
+# bench-proxy: direct vs through the proxy on a 3-broker kfake cluster run
+# in its own process.
+bench-proxy: bench-proxy-bins
+	@mkdir -p $(BENCH_OUT)
+	bin/benchproxy -mb $(BENCH_MB) -runs $(BENCH_RUNS) $(BENCH_FLAGS) \
+		-out $(BENCH_OUT)/proxy-kfake.md -json $(BENCH_OUT)/proxy-kfake.json
+
+# bench-proxy-real: the same against the real Apache Kafka source cluster of
+# the test bed (SWITCHYARD_TEST_SOURCE from testbed/.state/env, written by
+# make kafka-up). Topics get replication 1 unless BENCH_FLAGS says otherwise.
+bench-proxy-real: bench-proxy-bins
+	@test -f $(BENCH_TESTBED_ENV) || { echo "bench-proxy-real: no $(BENCH_TESTBED_ENV): run make kafka-up first" >&2; exit 1; }
+	@mkdir -p $(BENCH_OUT)
+	. ./$(BENCH_TESTBED_ENV) && test -n "$$SWITCHYARD_TEST_SOURCE" && \
+	bin/benchproxy -bootstrap "$$SWITCHYARD_TEST_SOURCE" -mb $(BENCH_MB) -runs $(BENCH_RUNS) $(BENCH_FLAGS) \
+		-out $(BENCH_OUT)/proxy-real.md -json $(BENCH_OUT)/proxy-real.json
+
+# bench-proxy-profile: the proxy's hot-path Go benchmarks, with a CPU
+# profile of them and its top functions.
+bench-proxy-profile:
+	@mkdir -p $(BENCH_OUT)
+	$(GO) test -run '^$$' -bench . -benchmem -count 1 -cpuprofile $(BENCH_OUT)/proxy-cpu.prof \
+		-o $(BENCH_OUT)/proxy.test ./proxy | tee $(BENCH_OUT)/proxy-gobench.txt
+	$(GO) tool pprof -top -nodecount 25 $(BENCH_OUT)/proxy.test $(BENCH_OUT)/proxy-cpu.prof | tee $(BENCH_OUT)/proxy-cpu-top.txt
+
+# bench-proxy-perf: bench-proxy with Linux perf sampling the proxy process
+# over the measured runs, then its top functions (needs perf on PATH).
+bench-proxy-perf: bench-proxy-bins
+	@mkdir -p $(BENCH_OUT)
+	bin/benchproxy -mb $(BENCH_MB) -runs $(BENCH_RUNS) $(BENCH_FLAGS) -perf $(BENCH_OUT)/proxy.perf.data \
+		-out $(BENCH_OUT)/proxy-kfake-perf.md -json $(BENCH_OUT)/proxy-kfake-perf.json
+	perf report -i $(BENCH_OUT)/proxy.perf.data --no-children --sort symbol --stdio -g none 2>/dev/null \
+		| grep '%' | head -30 | tee $(BENCH_OUT)/proxy-perf-top.txt
+	perf report -i $(BENCH_OUT)/proxy.perf.data --children --sort symbol --stdio -g none 2>/dev/null \
+		| grep '%' | grep -v '\[k\]' | head -40 | tee $(BENCH_OUT)/proxy-perf-children.txt

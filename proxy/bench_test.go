@@ -1,0 +1,286 @@
+package proxy
+
+// Benchmarks of the proxy's per-request hot paths, without sockets:
+//
+//	go test -run '^$' -bench . -benchmem ./proxy
+//
+// SetBytes is the frame size, so MB/s is the rate at which one core moves
+// frames through the function.
+
+import (
+	"bytes"
+	"context"
+	"encoding/binary"
+	"fmt"
+	"hash/crc32"
+	"testing"
+
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/twmb/franz-go/pkg/kbin"
+	"github.com/twmb/franz-go/pkg/kmsg"
+	"go.uber.org/zap"
+)
+
+// benchProxy is a proxy that never runs: New does not dial, so its
+// rewrite paths can be called directly. Its source cluster has three
+// brokers and knows the topics given.
+func benchProxy(b *testing.B, topics map[string][16]byte) (*Proxy, *upstream) {
+	b.Helper()
+	cfg := DefaultConfig()
+	cfg.Listen = "127.0.0.1:0"
+	cfg.BrokerPortBase = -1
+	cfg.Clusters = []ClusterConfig{{Name: "source", Bootstrap: []string{"127.0.0.1:1"}}}
+	cfg.Active = "source"
+	p, err := New(cfg, zap.NewNop(), prometheus.NewRegistry())
+	if err != nil {
+		b.Fatal(err)
+	}
+	b.Cleanup(p.Close)
+	u := p.upstreams["source"]
+	md := kmsg.NewPtrMetadataResponse()
+	md.Version = 12
+	for i := int32(0); i < 3; i++ {
+		br := kmsg.NewMetadataResponseBroker()
+		br.NodeID, br.Host, br.Port = i+1, "10.0.0.1", 9092+i
+		md.Brokers = append(md.Brokers, br)
+	}
+	for name, id := range topics {
+		t := kmsg.NewMetadataResponseTopic()
+		t.Topic, t.TopicID = kmsg.StringPtr(name), id
+		md.Topics = append(md.Topics, t)
+		// What a client learned from metadata through the proxy.
+		p.topicNames.Store(virtualTopicID(p.clusterID, name), name)
+	}
+	u.learnMetadata(md)
+	p.mapBrokers(u) // virtual brokers (ephemeral listeners, closed by Close)
+	return p, u
+}
+
+func topicID(i int) [16]byte {
+	var id [16]byte
+	binary.BigEndian.PutUint64(id[:8], 0xfeedface)
+	binary.BigEndian.PutUint64(id[8:], uint64(i+1))
+	return id
+}
+
+// recordBatch is a magic v2 batch of n uncompressed records with values of
+// size bytes, as a producer writes it.
+func recordBatch(baseOffset int64, n, size int) []byte {
+	var recs []byte
+	val := bytes.Repeat([]byte{'x'}, size)
+	for i := 0; i < n; i++ {
+		var r []byte
+		r = append(r, 0)                      // attributes
+		r = kbin.AppendVarlong(r, 0)          // timestamp delta
+		r = kbin.AppendVarint(r, int32(i))    // offset delta
+		r = kbin.AppendVarint(r, -1)          // null key
+		r = kbin.AppendVarint(r, int32(size)) // value
+		r = append(r, val...)
+		r = kbin.AppendVarint(r, 0) // headers
+		recs = kbin.AppendVarint(recs, int32(len(r)))
+		recs = append(recs, r...)
+	}
+	b := make([]byte, 61, 61+len(recs))
+	binary.BigEndian.PutUint64(b[0:], uint64(baseOffset))
+	binary.BigEndian.PutUint32(b[8:], uint32(49+len(recs)))
+	binary.BigEndian.PutUint32(b[12:], 7) // partitionLeaderEpoch
+	b[16] = 2
+	binary.BigEndian.PutUint32(b[23:], uint32(n-1))        // lastOffsetDelta
+	binary.BigEndian.PutUint64(b[27:], 1_700_000_000_000)  // baseTimestamp
+	binary.BigEndian.PutUint64(b[35:], 1_700_000_000_000)  // maxTimestamp
+	binary.BigEndian.PutUint64(b[43:], 4000)               // producerId
+	binary.BigEndian.PutUint32(b[53:], uint32(baseOffset)) // baseSequence
+	binary.BigEndian.PutUint32(b[57:], uint32(n))          // records
+	b = append(b, recs...)
+	binary.BigEndian.PutUint32(b[17:], crc32.Checksum(b[21:], crc32.MakeTable(crc32.Castagnoli)))
+	return b
+}
+
+// batches is about total bytes of 16-record batches of 1 KiB values.
+func batches(total int) []byte {
+	var out []byte
+	for off := int64(0); len(out) < total; off += 16 {
+		out = append(out, recordBatch(off, 16, 1024)...)
+	}
+	return out
+}
+
+// requestFrameFor encodes a request with its header, as a client sends it
+// (without the size prefix).
+func requestFrameFor(req kmsg.Request, corrID int32) []byte {
+	h := requestHeader{Key: req.Key(), Version: req.GetVersion(), CorrID: corrID,
+		ClientID: kmsg.StringPtr("bench-client"), Flexible: req.IsFlexible()}
+	return requestFrame(h, req.AppendTo(nil))
+}
+
+func mustHeader(b *testing.B, frame []byte) requestHeader {
+	b.Helper()
+	h, err := parseRequestHeader(frame)
+	if err != nil {
+		b.Fatal(err)
+	}
+	return h
+}
+
+// produceRequest is a Produce of 4 partitions × 256 KiB of batches.
+func produceRequest(version int16, topic string, id [16]byte) *kmsg.ProduceRequest {
+	req := kmsg.NewPtrProduceRequest()
+	req.Version, req.Acks, req.TimeoutMillis = version, -1, 30000
+	t := kmsg.NewProduceRequestTopic()
+	t.Topic, t.TopicID = topic, id
+	for p := int32(0); p < 4; p++ {
+		pt := kmsg.NewProduceRequestTopicPartition()
+		pt.Partition, pt.Records = p, batches(256<<10)
+		t.Partitions = append(t.Partitions, pt)
+	}
+	req.Topics = append(req.Topics, t)
+	return req
+}
+
+// BenchmarkReadFrameParseHeader reads one size-prefixed frame from a reader
+// into a reused buffer and parses its header: what the client read loop
+// does for every request.
+func BenchmarkReadFrameParseHeader(b *testing.B) {
+	md := kmsg.NewPtrMetadataRequest()
+	md.Version = 12
+	for _, tc := range []struct {
+		name  string
+		frame []byte
+	}{
+		{"Metadata-v12", requestFrameFor(md, 1)},
+		{"Produce-v9-1MiB", requestFrameFor(produceRequest(9, "bench", [16]byte{}), 1)},
+	} {
+		b.Run(tc.name, func(b *testing.B) {
+			wire := binary.BigEndian.AppendUint32(nil, uint32(len(tc.frame)))
+			wire = append(wire, tc.frame...)
+			r := bytes.NewReader(wire)
+			var buf []byte
+			b.SetBytes(int64(len(wire)))
+			b.ReportAllocs()
+			for b.Loop() {
+				r.Reset(wire)
+				frame, err := readFrame(r, 100<<20, buf)
+				if err != nil {
+					b.Fatal(err)
+				}
+				buf = frame[:0]
+				if _, err := parseRequestHeader(frame); err != nil {
+					b.Fatal(err)
+				}
+			}
+		})
+	}
+}
+
+// BenchmarkRewriteResponseFetch rewrites a Fetch v16 response carrying
+// 1 MiB of record batches in 4 partitions: topic ids, leader ids and
+// epochs, broker endpoints, and — with an epoch offset (after a switch) —
+// the partitionLeaderEpoch of every batch.
+func BenchmarkRewriteResponseFetch(b *testing.B) {
+	const topic = "bench"
+	p, u := benchProxy(b, map[string][16]byte{topic: topicID(0)})
+	resp := kmsg.NewPtrFetchResponse()
+	resp.Version = 16
+	t := kmsg.NewFetchResponseTopic()
+	t.TopicID = topicID(0)
+	for i := int32(0); i < 4; i++ {
+		pt := kmsg.NewFetchResponseTopicPartition()
+		pt.Partition, pt.HighWatermark, pt.LastStableOffset, pt.LogStartOffset = i, 1<<20, 1<<20, 0
+		pt.CurrentLeader.LeaderID, pt.CurrentLeader.LeaderEpoch = 1+i%3, 7
+		pt.RecordBatches = batches(256 << 10)
+		t.Partitions = append(t.Partitions, pt)
+	}
+	resp.Topics = append(resp.Topics, t)
+	for i := int32(0); i < 3; i++ {
+		br := kmsg.NewFetchResponseBroker()
+		br.NodeID, br.Host, br.Port = i+1, "10.0.0.1", 9092+i
+		resp.Brokers = append(resp.Brokers, br)
+	}
+	frame := kbin.AppendInt32(nil, 42)
+	frame = append(frame, 0) // response header v1 tags
+	frame = resp.AppendTo(frame)
+	pr := &pendingReq{hdr: requestHeader{Key: keyFetch, Version: 16, CorrID: 42, Known: true, Flexible: true}}
+	ctx := context.Background()
+	for _, offset := range []int32{0, 5} {
+		b.Run(fmt.Sprintf("v16-1MiB/epochOffset=%d", offset), func(b *testing.B) {
+			u.epochOffset.Store(offset)
+			b.SetBytes(int64(len(frame) + 4))
+			b.ReportAllocs()
+			for b.Loop() {
+				if _, err := p.rewriteResponse(ctx, u, pr, frame); err != nil {
+					b.Fatal(err)
+				}
+			}
+		})
+	}
+	u.epochOffset.Store(0)
+}
+
+// BenchmarkRewriteRequestProduce rewrites a Produce of 1 MiB of batches:
+// v13 names topics by id (decoded, translated, re-encoded); v9 names them
+// and passes through untouched after acks is read.
+func BenchmarkRewriteRequestProduce(b *testing.B) {
+	const topic = "bench"
+	p, u := benchProxy(b, map[string][16]byte{topic: topicID(0)})
+	c := &clientConn{p: p}
+	ctx := context.Background()
+	for _, v := range []int16{13, 9} {
+		b.Run(fmt.Sprintf("v%d-1MiB", v), func(b *testing.B) {
+			frame := requestFrameFor(produceRequest(v, topic, virtualTopicID(p.clusterID, topic)), 7)
+			hdr := mustHeader(b, frame)
+			b.SetBytes(int64(len(frame) + 4))
+			b.ReportAllocs()
+			for b.Loop() {
+				out, expect, local, err := p.rewriteRequest(ctx, c, u, hdr, frame)
+				if err != nil || !expect || local != nil || out == nil {
+					b.Fatalf("rewrite: %v", err)
+				}
+			}
+		})
+	}
+}
+
+// BenchmarkRewriteResponseMetadata rewrites a Metadata v12 response of
+// 3 brokers and 100 topics of 6 partitions: learning brokers and topic ids,
+// translating node ids, replicas, epochs, topic ids and addresses.
+func BenchmarkRewriteResponseMetadata(b *testing.B) {
+	topics := map[string][16]byte{}
+	for i := 0; i < 100; i++ {
+		topics[fmt.Sprintf("topic-%03d", i)] = topicID(i)
+	}
+	p, u := benchProxy(b, topics)
+	resp := kmsg.NewPtrMetadataResponse()
+	resp.Version = 12
+	resp.ClusterID = kmsg.StringPtr("real-cluster")
+	resp.ControllerID = 1
+	for i := int32(0); i < 3; i++ {
+		br := kmsg.NewMetadataResponseBroker()
+		br.NodeID, br.Host, br.Port = i+1, "10.0.0.1", 9092+i
+		resp.Brokers = append(resp.Brokers, br)
+	}
+	for i := 0; i < 100; i++ {
+		name := fmt.Sprintf("topic-%03d", i)
+		t := kmsg.NewMetadataResponseTopic()
+		t.Topic, t.TopicID = kmsg.StringPtr(name), topicID(i)
+		for pi := int32(0); pi < 6; pi++ {
+			pt := kmsg.NewMetadataResponseTopicPartition()
+			pt.Partition, pt.Leader, pt.LeaderEpoch = pi, 1+pi%3, 3
+			pt.Replicas = []int32{1 + pi%3, 1 + (pi+1)%3, 1 + (pi+2)%3}
+			pt.ISR = append([]int32(nil), pt.Replicas...)
+			t.Partitions = append(t.Partitions, pt)
+		}
+		resp.Topics = append(resp.Topics, t)
+	}
+	frame := kbin.AppendInt32(nil, 9)
+	frame = append(frame, 0)
+	frame = resp.AppendTo(frame)
+	pr := &pendingReq{hdr: requestHeader{Key: keyMetadata, Version: 12, CorrID: 9, Known: true, Flexible: true}}
+	ctx := context.Background()
+	b.SetBytes(int64(len(frame) + 4))
+	b.ReportAllocs()
+	for b.Loop() {
+		if _, err := p.rewriteResponse(ctx, u, pr, frame); err != nil {
+			b.Fatal(err)
+		}
+	}
+}
