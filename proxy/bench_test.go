@@ -191,27 +191,37 @@ func BenchmarkRewriteResponseFetch(b *testing.B) {
 		t.Partitions = append(t.Partitions, pt)
 	}
 	resp.Topics = append(resp.Topics, t)
+	// The common case has no NodeEndpoints (in-place fast path); a response
+	// naming brokers (after a leader change) takes the full rewrite.
+	steady := kbin.AppendInt32(nil, 42)
+	steady = append(steady, 0) // response header v1 tags
+	steady = resp.AppendTo(steady)
 	for i := int32(0); i < 3; i++ {
 		br := kmsg.NewFetchResponseBroker()
 		br.NodeID, br.Host, br.Port = i+1, "10.0.0.1", 9092+i
 		resp.Brokers = append(resp.Brokers, br)
 	}
-	frame := kbin.AppendInt32(nil, 42)
-	frame = append(frame, 0) // response header v1 tags
-	frame = resp.AppendTo(frame)
+	withBrokers := kbin.AppendInt32(nil, 42)
+	withBrokers = append(withBrokers, 0)
+	withBrokers = resp.AppendTo(withBrokers)
 	pr := &pendingReq{hdr: requestHeader{Key: keyFetch, Version: 16, CorrID: 42, Known: true, Flexible: true}}
 	ctx := context.Background()
-	for _, offset := range []int32{0, 5} {
-		b.Run(fmt.Sprintf("v16-1MiB/epochOffset=%d", offset), func(b *testing.B) {
-			u.epochOffset.Store(offset)
-			b.SetBytes(int64(len(frame) + 4))
-			b.ReportAllocs()
-			for b.Loop() {
-				if _, err := p.rewriteResponse(ctx, u, pr, frame); err != nil {
-					b.Fatal(err)
+	for _, shape := range []struct {
+		name  string
+		frame []byte
+	}{{"in-place", steady}, {"node-endpoints", withBrokers}} {
+		for _, offset := range []int32{0, 5} {
+			b.Run(fmt.Sprintf("v16-1MiB/%s/epochOffset=%d", shape.name, offset), func(b *testing.B) {
+				u.epochOffset.Store(offset)
+				b.SetBytes(int64(len(shape.frame) + 4))
+				b.ReportAllocs()
+				for b.Loop() {
+					if _, err := p.rewriteResponse(ctx, u, pr, shape.frame); err != nil {
+						b.Fatal(err)
+					}
 				}
-			}
-		})
+			})
+		}
 	}
 	u.epochOffset.Store(0)
 }

@@ -2,6 +2,7 @@ package proxy
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"reflect"
 	"sync"
@@ -139,14 +140,10 @@ func (p *Proxy) rewriteRequest(ctx context.Context, c *clientConn, u *upstream, 
 		c.lastInitPrev, c.lastInitTxn = -1, false
 	}
 	body := frame[hdr.BodyOffset:]
-	if hdr.Key == keyProduce && hdr.Version < 13 && !p.pids.rewriting.Load() {
-		// Before v13 a Produce names topics, not ids: nothing to translate,
-		// forward the bytes untouched.
-		acks, err := produceAcks(body, hdr.Version)
-		if err != nil {
-			return nil, false, nil, err
+	if hdr.Key == keyProduce {
+		if out, expect, err := p.patchProduceRequest(ctx, u, hdr, frame, body); !errors.Is(err, errNoFastPath) {
+			return out, expect, nil, err
 		}
-		return frame, acks != 0, nil, nil
 	}
 	reqNeeds, _ := needsRewrite(hdr.Key)
 	if !reqNeeds && hdr.Key != keyProduce && hdr.Key != keyInitProducerID {
@@ -185,6 +182,43 @@ func (p *Proxy) rewriteRequest(ctx context.Context, c *clientConn, u *upstream, 
 	return requestFrame(hdr, req.AppendTo(nil)), expect, nil, nil
 }
 
+// patchProduceRequest translates a Produce request in place: topic ids
+// (v13+) and, after a switch, the producer ids of record batches. It returns
+// errNoFastPath when the request must take the full path.
+func (p *Proxy) patchProduceRequest(ctx context.Context, u *upstream, hdr requestHeader, frame, body []byte) ([]byte, bool, error) {
+	txnID, acks, topics, err := walkProduce(body, hdr.Version)
+	if err != nil {
+		if errors.Is(err, errNoFastPath) {
+			return nil, false, err
+		}
+		// Malformed: forward it as is; the broker answers as it sees fit.
+		return frame, true, nil
+	}
+	tr := &reqTranslator{ctx: ctx, p: p, u: u, offset: u.epochOffset.Load()}
+	rewritePIDs := p.pids.rewriting.Load() && txnID == nil
+	for _, t := range topics {
+		name := t.name
+		if t.idOff >= 0 {
+			var id [16]byte
+			copy(id[:], body[t.idOff:t.idOff+16])
+			if n, ok := p.topicNames.Load(id); ok {
+				name = n.(string)
+			}
+			real := tr.topicID(id)
+			copy(body[t.idOff:t.idOff+16], real[:])
+		}
+		if !rewritePIDs {
+			continue
+		}
+		for _, part := range t.parts {
+			if _, err := p.rewriteBatches(ctx, part.records, u, topicPartition{name, part.partition}); err != nil {
+				return nil, false, err
+			}
+		}
+	}
+	return frame, acks != 0, nil
+}
+
 // rewriteResponse translates a response from cluster u for the client.
 // A response that cannot be decoded is an error: forwarding it could leak
 // an upstream address.
@@ -204,6 +238,12 @@ func (p *Proxy) rewriteResponse(ctx context.Context, u *upstream, pr *pendingReq
 	hl, err := responseHeaderLen(hdr.Key, hdr.Version, frame)
 	if err != nil {
 		return nil, err
+	}
+	if hdr.Key == keyFetch {
+		tr := &respTranslator{ctx: ctx, p: p, u: u, offset: u.epochOffset.Load()}
+		if err := patchFetchResponse(frame[hl:], hdr.Version, tr); err == nil {
+			return frame, nil
+		}
 	}
 	resp := kmsg.ResponseForKey(hdr.Key)
 	resp.SetVersion(hdr.Version)

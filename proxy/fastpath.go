@@ -1,0 +1,222 @@
+package proxy
+
+// Fast paths for the two APIs that carry the data: Produce requests and
+// Fetch responses. Instead of decoding the frame into kmsg structs and
+// encoding it again — which copies every record byte and, measured, cost
+// most of the proxy's CPU — the frame is walked once, the positions of the
+// fixed-size fields that need translating are collected (topic ids, node
+// ids, leader epochs, record batch headers), and they are patched in place.
+// Record data is neither copied nor touched. Anything the walk does not
+// expect (a field whose size would change, like broker addresses in Fetch's
+// NodeEndpoints, or a version without a walker) falls back to the full
+// decode and re-encode, which handles everything.
+
+import (
+	"encoding/binary"
+	"errors"
+
+	"github.com/twmb/franz-go/pkg/kbin"
+)
+
+var errNoFastPath = errors.New("no fast path")
+
+// produceTopic is one topic of a walked Produce request.
+type produceTopic struct {
+	name  string
+	idOff int // offset of the 16-byte topic id in the body (v13+), else -1
+	parts []producePart
+}
+
+type producePart struct {
+	partition int32
+	records   []byte // aliases the frame
+}
+
+// walkProduce parses a Produce request body (v3+) without copying and
+// returns its acks and topics. Records alias body.
+func walkProduce(body []byte, version int16) (txnID *string, acks int16, topics []produceTopic, err error) {
+	if version < 3 {
+		return nil, 0, nil, errNoFastPath
+	}
+	flexible := version >= 9
+	b := kbin.Reader{Src: body}
+	pos := func() int { return len(body) - len(b.Src) }
+	if flexible {
+		txnID = b.CompactNullableString()
+	} else {
+		txnID = b.NullableString()
+	}
+	acks = b.Int16()
+	b.Int32() // timeout
+	n := arrayLen(&b, flexible)
+	if n < 0 || n > len(b.Src) {
+		return nil, 0, nil, errors.New("produce: bad topic count")
+	}
+	topics = make([]produceTopic, 0, n)
+	for i := 0; i < n && b.Ok(); i++ {
+		t := produceTopic{idOff: -1}
+		if version >= 13 {
+			t.idOff = pos()
+			b.Span(16)
+		} else if flexible {
+			t.name = b.UnsafeCompactString()
+		} else {
+			t.name = b.UnsafeString()
+		}
+		np := arrayLen(&b, flexible)
+		if np < 0 || np > len(b.Src) {
+			return nil, 0, nil, errors.New("produce: bad partition count")
+		}
+		for j := 0; j < np && b.Ok(); j++ {
+			p := producePart{partition: b.Int32()}
+			if flexible {
+				p.records = b.CompactNullableBytes()
+				skipTags(&b)
+			} else {
+				p.records = b.NullableBytes()
+			}
+			t.parts = append(t.parts, p)
+		}
+		if flexible {
+			skipTags(&b)
+		}
+		topics = append(topics, t)
+	}
+	if flexible {
+		skipTags(&b)
+	}
+	if !b.Ok() {
+		return nil, 0, nil, errors.New("produce: request overruns the frame")
+	}
+	return txnID, acks, topics, nil
+}
+
+func arrayLen(b *kbin.Reader, flexible bool) int {
+	if flexible {
+		return int(b.Uvarint()) - 1
+	}
+	return int(b.Int32())
+}
+
+// fetchPatches are the positions in a Fetch response body to translate.
+type fetchPatches struct {
+	topicIDs       []int    // 16-byte topic ids
+	nodeIDs        []int    // int32 node ids (preferred read replica, current leader)
+	epochs         []int    // int32 leader epochs (diverging epoch, current leader)
+	batches        [][]byte // record batches (partitionLeaderEpoch patched)
+	hasNodeEndpont bool     // top-level NodeEndpoints: addresses, not patchable in place
+}
+
+// walkFetchResponse collects the patch positions of a flexible (v12+)
+// Fetch response body.
+func walkFetchResponse(body []byte, version int16) (*fetchPatches, error) {
+	if version < 12 {
+		return nil, errNoFastPath
+	}
+	var fp fetchPatches
+	b := kbin.Reader{Src: body}
+	pos := func() int { return len(body) - len(b.Src) }
+	b.Int32() // throttle
+	b.Int16() // error code
+	b.Int32() // session id
+	nt := int(b.Uvarint()) - 1
+	if nt < -1 || nt > len(b.Src) {
+		return nil, errors.New("fetch: bad topic count")
+	}
+	for i := 0; i < nt && b.Ok(); i++ {
+		if version >= 13 {
+			fp.topicIDs = append(fp.topicIDs, pos())
+			b.Span(16)
+		} else {
+			b.CompactString()
+		}
+		np := int(b.Uvarint()) - 1
+		if np < -1 || np > len(b.Src) {
+			return nil, errors.New("fetch: bad partition count")
+		}
+		for j := 0; j < np && b.Ok(); j++ {
+			b.Int32() // partition
+			b.Int16() // error code
+			b.Int64() // high watermark
+			b.Int64() // last stable offset
+			b.Int64() // log start offset
+			na := int(b.Uvarint()) - 1
+			if na < -1 || na > len(b.Src) {
+				return nil, errors.New("fetch: bad aborted transaction count")
+			}
+			for k := 0; k < na && b.Ok(); k++ {
+				b.Int64() // producer id
+				b.Int64() // first offset
+				skipTags(&b)
+			}
+			fp.nodeIDs = append(fp.nodeIDs, pos())
+			b.Int32() // preferred read replica
+			if recs := b.CompactNullableBytes(); len(recs) > 0 {
+				fp.batches = append(fp.batches, recs)
+			}
+			ntags := b.Uvarint()
+			for k := uint32(0); k < ntags && b.Ok(); k++ {
+				tag := b.Uvarint()
+				size := int(b.Uvarint())
+				start := pos()
+				switch tag {
+				case 0: // DivergingEpoch: epoch int32, end offset int64
+					fp.epochs = append(fp.epochs, start)
+				case 1: // CurrentLeader: leader id int32, leader epoch int32
+					fp.nodeIDs = append(fp.nodeIDs, start)
+					fp.epochs = append(fp.epochs, start+4)
+				}
+				b.Span(size)
+			}
+		}
+		skipTags(&b)
+	}
+	ntags := b.Uvarint()
+	for k := uint32(0); k < ntags && b.Ok(); k++ {
+		tag := b.Uvarint()
+		size := int(b.Uvarint())
+		if tag == 0 {
+			fp.hasNodeEndpont = true
+		}
+		b.Span(size)
+	}
+	if !b.Ok() || len(b.Src) != 0 {
+		return nil, errors.New("fetch: response does not parse")
+	}
+	return &fp, nil
+}
+
+// patchFetchResponse translates a Fetch response body in place. It returns
+// errNoFastPath when the response needs the full rewrite.
+func patchFetchResponse(body []byte, version int16, tr *respTranslator) error {
+	fp, err := walkFetchResponse(body, version)
+	if err != nil {
+		return err
+	}
+	if fp.hasNodeEndpont {
+		return errNoFastPath
+	}
+	for _, off := range fp.topicIDs {
+		var id [16]byte
+		copy(id[:], body[off:off+16])
+		if id != ([16]byte{}) {
+			v := tr.topicID(id)
+			copy(body[off:off+16], v[:])
+		}
+	}
+	for _, off := range fp.nodeIDs {
+		id := int32(binary.BigEndian.Uint32(body[off:]))
+		binary.BigEndian.PutUint32(body[off:], uint32(tr.nodeID(id)))
+	}
+	for _, off := range fp.epochs {
+		e := int32(binary.BigEndian.Uint32(body[off:]))
+		binary.BigEndian.PutUint32(body[off:], uint32(tr.epoch(e)))
+	}
+	if tr.offset != 0 {
+		for _, recs := range fp.batches {
+			patchBatchEpochs(recs, tr.offset)
+		}
+		tr.p.raiseMaxEpoch(tr.offset)
+	}
+	return nil
+}
