@@ -19,7 +19,7 @@ demo:
 	$(GO) run ./cmd/switchyard demo
 
 # test: everything CI runs. Installs what the tests need, idempotently.
-test: deps check-generate lint test-go test-real
+test: deps check-generate lint test-go test-real test-testbed
 	@echo "make test: all suites passed"
 
 test-go:
