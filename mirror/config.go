@@ -1,0 +1,99 @@
+package mirror
+
+import (
+	"errors"
+	"fmt"
+	"net"
+	"regexp"
+	"time"
+
+	"github.com/switchyard/switchyard/mirror/topics"
+)
+
+// Config configures a Mirror. Start from DefaultConfig.
+type Config struct {
+	// Name identifies the mirror: its transactional id, its internal
+	// checkpoint topic on the target (__switchyard_mirror_<name>) and its
+	// metrics label. Restarting with the same name resumes.
+	Name string `yaml:"name"`
+	// SourceBootstrap and TargetBootstrap list host:port seed brokers.
+	SourceBootstrap []string `yaml:"sourceBootstrap"`
+	TargetBootstrap []string `yaml:"targetBootstrap"`
+	// Topics selects and names the topics to mirror.
+	Topics topics.Policy `yaml:"topics"`
+	// Groups are regexps (whole-name) of the consumer groups whose offsets
+	// are synced periodically; empty means none (SyncGroups still works for
+	// any group on demand).
+	Groups []string `yaml:"groups"`
+	// TxnMaxRecords and TxnMaxInterval bound one target transaction: the
+	// unit of crash-safe progress. Larger transactions mean fewer commit
+	// markers and offset-map ranges; smaller ones, less to redo after a crash.
+	TxnMaxRecords  int           `yaml:"txnMaxRecords"`
+	TxnMaxInterval time.Duration `yaml:"txnMaxInterval"`
+	// TopicSyncInterval is how often topics, partitions and configs are
+	// re-synced (new topics, partition increases, config changes).
+	TopicSyncInterval time.Duration `yaml:"topicSyncInterval"`
+	// GroupSyncInterval is how often the selected groups' offsets are synced.
+	GroupSyncInterval time.Duration `yaml:"groupSyncInterval"`
+	// RetryBackoff and RetryBackoffMax bound the wait after a failed
+	// transaction before it is retried.
+	RetryBackoff    time.Duration `yaml:"retryBackoff"`
+	RetryBackoffMax time.Duration `yaml:"retryBackoffMax"`
+}
+
+// DefaultConfig returns the defaults: transactions of up to 10,000 records
+// or 500 ms, topic sync every 30 s, group sync every 5 s.
+func DefaultConfig() Config {
+	return Config{
+		TxnMaxRecords:     10000,
+		TxnMaxInterval:    500 * time.Millisecond,
+		TopicSyncInterval: 30 * time.Second,
+		GroupSyncInterval: 5 * time.Second,
+		RetryBackoff:      200 * time.Millisecond,
+		RetryBackoffMax:   10 * time.Second,
+	}
+}
+
+var namePattern = regexp.MustCompile(`^[A-Za-z0-9._-]{1,100}$`)
+
+// Validate reports the first configuration error, naming the field.
+func (c *Config) Validate() error {
+	if !namePattern.MatchString(c.Name) {
+		return fmt.Errorf("name: %q: want 1-100 characters of [A-Za-z0-9._-]", c.Name)
+	}
+	for field, addrs := range map[string][]string{"sourceBootstrap": c.SourceBootstrap, "targetBootstrap": c.TargetBootstrap} {
+		if len(addrs) == 0 {
+			return fmt.Errorf("%s: at least one host:port is required", field)
+		}
+		for _, a := range addrs {
+			if _, _, err := net.SplitHostPort(a); err != nil {
+				return fmt.Errorf("%s: %q: %w", field, a, err)
+			}
+		}
+	}
+	if _, err := c.Topics.Compile(); err != nil {
+		return fmt.Errorf("topics: %w", err)
+	}
+	for _, g := range c.Groups {
+		if _, err := regexp.Compile("^(?:" + g + ")$"); err != nil {
+			return fmt.Errorf("groups: %q: %w", g, err)
+		}
+	}
+	if c.TxnMaxRecords <= 0 {
+		return errors.New("txnMaxRecords: must be positive")
+	}
+	for field, d := range map[string]time.Duration{"txnMaxInterval": c.TxnMaxInterval, "topicSyncInterval": c.TopicSyncInterval,
+		"groupSyncInterval": c.GroupSyncInterval, "retryBackoff": c.RetryBackoff, "retryBackoffMax": c.RetryBackoffMax} {
+		if d <= 0 {
+			return fmt.Errorf("%s: %v must be positive", field, d)
+		}
+	}
+	return nil
+}
+
+// checkpointTopic is the mirror's internal topic on the target.
+func (c *Config) checkpointTopic() string { return "__switchyard_mirror_" + c.Name }
+
+// transactionalID is the target producer's transactional id. Two mirrors
+// with the same name fence each other: only one copies at a time.
+func (c *Config) transactionalID() string { return "switchyard-mirror-" + c.Name }

@@ -1,0 +1,215 @@
+package mirror
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"sort"
+	"time"
+
+	"github.com/twmb/franz-go/pkg/kadm"
+	"github.com/twmb/franz-go/pkg/kerr"
+	"go.uber.org/zap"
+)
+
+// GroupSyncReport says, per group and partition, what SyncGroups did.
+type GroupSyncReport struct {
+	Groups []GroupResult
+}
+
+// GroupResult is the outcome for one group.
+type GroupResult struct {
+	Group string
+	// Err is set when the group was not synced at all (it has live members
+	// on the target, or its offsets could not be read or written).
+	Err        error
+	Partitions []PartitionOffset
+}
+
+// PartitionOffset is the outcome for one partition of a group.
+type PartitionOffset struct {
+	Topic       string // source topic
+	TargetTopic string
+	Partition   int32
+	// Source is the group's committed offset on the source.
+	Source int64
+	// Target is the translated offset (-1 when it could not be translated).
+	Target int64
+	// Previous is the target's committed offset before the sync (-1: none).
+	Previous int64
+	// Outcome: "committed", "unchanged" (already there), "skipped" (would
+	// move the target group backwards, or the topic is not mirrored) or
+	// "error" (Err says why: e.g. beyond the mirrored position).
+	Outcome string
+	Err     error
+}
+
+// Err returns the first error of the report: a group not synced or a
+// partition not translated.
+func (r GroupSyncReport) Err() error {
+	var errs []error
+	for _, g := range r.Groups {
+		if g.Err != nil {
+			errs = append(errs, fmt.Errorf("group %s: %w", g.Group, g.Err))
+		}
+		for _, p := range g.Partitions {
+			if p.Err != nil {
+				errs = append(errs, fmt.Errorf("group %s %s/%d: %w", g.Group, p.Topic, p.Partition, p.Err))
+			}
+		}
+	}
+	return errors.Join(errs...)
+}
+
+// errLiveMembers: the group is active on the target; its offsets are its own.
+var errLiveMembers = errors.New("group has live members on the target; its offsets are not overwritten")
+
+// SyncGroups translates the named groups' committed source offsets exactly
+// through the offset maps and commits them on the target, for groups with
+// no live members there. It never moves a target group backwards, and
+// reports (never guesses) an offset beyond the mirrored position. For a
+// final sync at cutover, call it once the mirror has caught up with the
+// gated producers.
+func (mr *Mirror) SyncGroups(ctx context.Context, groups []string) (GroupSyncReport, error) {
+	src, err := mr.client(mr.cfg.SourceBootstrap)
+	if err != nil {
+		return GroupSyncReport{}, fmt.Errorf("source client: %w", err)
+	}
+	defer src.Close()
+	dst, err := mr.client(mr.cfg.TargetBootstrap)
+	if err != nil {
+		return GroupSyncReport{}, fmt.Errorf("target client: %w", err)
+	}
+	defer dst.Close()
+	return mr.syncGroups(ctx, kadm.NewClient(src), kadm.NewClient(dst), groups)
+}
+
+func (mr *Mirror) syncGroups(ctx context.Context, srcAdm, dstAdm *kadm.Client, groups []string) (GroupSyncReport, error) {
+	var rep GroupSyncReport
+	described, err := dstAdm.DescribeGroups(ctx, groups...)
+	if err != nil && len(described) == 0 {
+		return rep, fmt.Errorf("describe groups on the target: %w", err)
+	}
+	for _, g := range groups {
+		res := GroupResult{Group: g}
+		if d, ok := described[g]; ok && d.Err == nil && len(d.Members) > 0 {
+			res.Err = fmt.Errorf("%w (%d members, state %s)", errLiveMembers, len(d.Members), d.State)
+			rep.Groups = append(rep.Groups, res)
+			continue
+		}
+		res.Partitions, res.Err = mr.syncGroup(ctx, srcAdm, dstAdm, g)
+		rep.Groups = append(rep.Groups, res)
+	}
+	for _, g := range rep.Groups {
+		for _, p := range g.Partitions {
+			mr.m.groupOffsets.WithLabelValues(mr.cfg.Name, p.Outcome).Inc()
+		}
+	}
+	return rep, nil
+}
+
+func (mr *Mirror) syncGroup(ctx context.Context, srcAdm, dstAdm *kadm.Client, group string) ([]PartitionOffset, error) {
+	srcOffs, err := srcAdm.FetchOffsets(ctx, group)
+	if err != nil {
+		return nil, fmt.Errorf("fetch offsets on the source: %w", err)
+	}
+	dstOffs, err := dstAdm.FetchOffsets(ctx, group)
+	if err != nil && !isGroupMissing(err) {
+		return nil, fmt.Errorf("fetch offsets on the target: %w", err)
+	}
+	var out []PartitionOffset
+	commit := kadm.Offsets{}
+	srcOffs.Each(func(o kadm.OffsetResponse) {
+		if o.Err != nil || o.At < 0 {
+			return
+		}
+		po := PartitionOffset{Topic: o.Topic, Partition: o.Partition, Source: o.At, Target: -1, Previous: -1}
+		om := mr.OffsetMap(o.Topic, o.Partition)
+		if om == nil || !mr.sel.Selects(o.Topic) {
+			po.Outcome = "skipped"
+			out = append(out, po)
+			return
+		}
+		po.TargetTopic = mr.sel.TargetName(o.Topic)
+		if prev, ok := dstOffs.Lookup(po.TargetTopic, o.Partition); ok && prev.Err == nil {
+			po.Previous = prev.At
+		}
+		tgt, err := om.Translate(o.At)
+		switch {
+		case err != nil:
+			po.Outcome, po.Err = "error", fmt.Errorf("translate source offset %d: %w", o.At, err)
+		case tgt == po.Previous:
+			po.Target, po.Outcome = tgt, "unchanged"
+		case tgt < po.Previous:
+			// Never move a target group backwards: it may have consumed
+			// there already.
+			po.Target, po.Outcome = tgt, "skipped"
+		default:
+			po.Target, po.Outcome = tgt, "committed"
+			commit.Add(kadm.Offset{Topic: po.TargetTopic, Partition: o.Partition, At: tgt, LeaderEpoch: -1, Metadata: o.Metadata})
+		}
+		out = append(out, po)
+	})
+	sort.Slice(out, func(i, j int) bool {
+		return out[i].Topic < out[j].Topic || (out[i].Topic == out[j].Topic && out[i].Partition < out[j].Partition)
+	})
+	if len(commit) == 0 {
+		return out, nil
+	}
+	resp, err := dstAdm.CommitOffsets(ctx, group, commit)
+	if err != nil {
+		return out, fmt.Errorf("commit offsets on the target: %w", err)
+	}
+	for i := range out {
+		if out[i].Outcome != "committed" {
+			continue
+		}
+		if r, ok := resp.Lookup(out[i].TargetTopic, out[i].Partition); ok && r.Err != nil {
+			out[i].Outcome, out[i].Err = "error", fmt.Errorf("commit on the target: %w", r.Err)
+		}
+	}
+	return out, nil
+}
+
+func isGroupMissing(err error) bool { return errors.Is(err, kerr.GroupIDNotFound) }
+
+// groupLoop syncs the configured groups periodically.
+func (mr *Mirror) groupLoop(ctx context.Context, srcAdm, dstAdm *kadm.Client) error {
+	if len(mr.groups) == 0 {
+		<-ctx.Done()
+		return nil
+	}
+	t := time.NewTicker(mr.cfg.GroupSyncInterval)
+	defer t.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return nil
+		case <-t.C:
+		}
+		listed, err := srcAdm.ListGroups(ctx)
+		if err != nil {
+			mr.log.Warn("list source groups", zap.Error(err))
+			continue
+		}
+		var names []string
+		for _, g := range listed.Groups() {
+			for _, re := range mr.groups {
+				if re.MatchString(g) {
+					names = append(names, g)
+					break
+				}
+			}
+		}
+		if len(names) == 0 {
+			continue
+		}
+		rep, err := mr.syncGroups(ctx, srcAdm, dstAdm, names)
+		if err == nil {
+			err = rep.Err()
+		}
+		if err != nil && ctx.Err() == nil && !errors.Is(err, errLiveMembers) {
+			mr.log.Warn("group offset sync", zap.Error(err))
+		}
+	}
+}

@@ -1,0 +1,50 @@
+package mirror
+
+import "github.com/prometheus/client_golang/prometheus"
+
+// metrics are the mirror's collectors, registered on the Registerer given to
+// New. Labels: mirror name, source topic, partition — bounded by the topics
+// the mirror selects.
+type metrics struct {
+	records      *prometheus.CounterVec   // mirror, topic
+	bytes        *prometheus.CounterVec   // mirror, topic
+	lagRecords   *prometheus.GaugeVec     // mirror, topic, partition
+	lagSeconds   *prometheus.GaugeVec     // mirror, topic, partition
+	latency      *prometheus.HistogramVec // mirror
+	txns         *prometheus.CounterVec   // mirror, outcome
+	partErrors   *prometheus.CounterVec   // mirror, topic
+	failing      *prometheus.GaugeVec     // mirror, topic, partition
+	groupOffsets *prometheus.CounterVec   // mirror, outcome
+}
+
+func newMetrics(reg prometheus.Registerer) (*metrics, error) {
+	const ns, sub = "switchyard", "mirror"
+	m := &metrics{
+		records: prometheus.NewCounterVec(prometheus.CounterOpts{Namespace: ns, Subsystem: sub,
+			Name: "records_total", Help: "Records copied to the target (committed), by source topic."}, []string{"mirror", "topic"}),
+		bytes: prometheus.NewCounterVec(prometheus.CounterOpts{Namespace: ns, Subsystem: sub,
+			Name: "bytes_total", Help: "Key, value and header bytes copied to the target (committed), by source topic."}, []string{"mirror", "topic"}),
+		lagRecords: prometheus.NewGaugeVec(prometheus.GaugeOpts{Namespace: ns, Subsystem: sub,
+			Name: "lag_records", Help: "Source high watermark minus the next source offset to copy."}, []string{"mirror", "topic", "partition"}),
+		lagSeconds: prometheus.NewGaugeVec(prometheus.GaugeOpts{Namespace: ns, Subsystem: sub,
+			Name: "lag_seconds", Help: "Age of the oldest source record not yet copied (0 when caught up)."}, []string{"mirror", "topic", "partition"}),
+		latency: prometheus.NewHistogramVec(prometheus.HistogramOpts{Namespace: ns, Subsystem: sub,
+			Name: "replication_latency_seconds", Help: "Time from a record's timestamp to its commit on the target.",
+			Buckets: prometheus.ExponentialBuckets(0.001, 2, 20)}, []string{"mirror"}),
+		txns: prometheus.NewCounterVec(prometheus.CounterOpts{Namespace: ns, Subsystem: sub,
+			Name: "transactions_total", Help: "Target transactions, by outcome (committed, aborted)."}, []string{"mirror", "outcome"}),
+		partErrors: prometheus.NewCounterVec(prometheus.CounterOpts{Namespace: ns, Subsystem: sub,
+			Name: "partition_errors_total", Help: "Errors copying a partition (each is retried with backoff), by source topic."}, []string{"mirror", "topic"}),
+		failing: prometheus.NewGaugeVec(prometheus.GaugeOpts{Namespace: ns, Subsystem: sub,
+			Name: "partition_failing", Help: "1 while a partition's last copy attempt failed."}, []string{"mirror", "topic", "partition"}),
+		groupOffsets: prometheus.NewCounterVec(prometheus.CounterOpts{Namespace: ns, Subsystem: sub,
+			Name: "group_offsets_total", Help: "Consumer-group partition offsets synced to the target, by outcome (committed, unchanged, skipped, error)."}, []string{"mirror", "outcome"}),
+	}
+	for _, c := range []prometheus.Collector{m.records, m.bytes, m.lagRecords, m.lagSeconds, m.latency, m.txns,
+		m.partErrors, m.failing, m.groupOffsets} {
+		if err := reg.Register(c); err != nil {
+			return nil, err
+		}
+	}
+	return m, nil
+}

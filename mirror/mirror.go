@@ -1,0 +1,348 @@
+package mirror
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"regexp"
+	"sort"
+	"strconv"
+	"sync"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/twmb/franz-go/pkg/kadm"
+	"github.com/twmb/franz-go/pkg/kgo"
+	"go.uber.org/zap"
+	"golang.org/x/sync/errgroup"
+
+	"github.com/switchyard/switchyard/mirror/offsetmap"
+	"github.com/switchyard/switchyard/mirror/topics"
+)
+
+// Mirror copies selected topics from a source to a target cluster. Create
+// it with New and run it with Run; Status, OffsetMap and SyncGroups are
+// safe to call concurrently with Run.
+type Mirror struct {
+	cfg    Config
+	log    *zap.Logger
+	m      *metrics
+	sel    *topics.Selector
+	groups []*regexp.Regexp
+	opts   []kgo.Opt // extra client options (tests)
+
+	mu       sync.Mutex
+	parts    map[tp]*partition
+	newParts chan []tp // topic sync → copy loop
+	topicErr map[string]string
+	running  bool
+	ready    bool
+	lastErr  string
+}
+
+// partition is the state of one source partition.
+type partition struct {
+	src    tp
+	target string
+	om     *offsetmap.Map
+
+	// Guarded by Mirror.mu.
+	hwm        int64     // source high watermark last seen
+	oldestTS   time.Time // timestamp of the next record to copy, when lagging
+	failures   int
+	lastErr    string
+	lastCommit time.Time
+}
+
+// New validates cfg and prepares a mirror. It contacts no cluster; Run does.
+func New(cfg Config, log *zap.Logger, reg prometheus.Registerer, opts ...kgo.Opt) (*Mirror, error) {
+	if err := cfg.Validate(); err != nil {
+		return nil, fmt.Errorf("mirror config: %w", err)
+	}
+	if log == nil {
+		log = zap.NewNop()
+	}
+	sel, err := cfg.Topics.Compile()
+	if err != nil {
+		return nil, fmt.Errorf("mirror config: topics: %w", err)
+	}
+	m, err := newMetrics(reg)
+	if err != nil {
+		return nil, fmt.Errorf("mirror metrics: %w", err)
+	}
+	mr := &Mirror{
+		cfg:      cfg,
+		log:      log.With(zap.String("mirror", cfg.Name)),
+		m:        m,
+		sel:      sel,
+		opts:     opts,
+		parts:    map[tp]*partition{},
+		newParts: make(chan []tp, 16),
+		topicErr: map[string]string{},
+	}
+	for _, g := range cfg.Groups {
+		mr.groups = append(mr.groups, regexp.MustCompile("^(?:"+g+")$"))
+	}
+	return mr, nil
+}
+
+func (mr *Mirror) client(bootstrap []string, opts ...kgo.Opt) (*kgo.Client, error) {
+	all := append([]kgo.Opt{kgo.SeedBrokers(bootstrap...)}, mr.opts...)
+	return kgo.NewClient(append(all, opts...)...)
+}
+
+// Run mirrors until ctx is cancelled (then it returns nil) or a fatal error
+// occurs: the target unreachable at start, or another mirror with the same
+// name taking over (fenced). Failures of single partitions are not fatal:
+// they are retried with backoff and shown in Status.
+func (mr *Mirror) Run(ctx context.Context) error {
+	mr.mu.Lock()
+	if mr.running {
+		mr.mu.Unlock()
+		return errors.New("mirror: Run called twice")
+	}
+	mr.running = true
+	mr.mu.Unlock()
+
+	src, err := mr.client(mr.cfg.SourceBootstrap)
+	if err != nil {
+		return fmt.Errorf("source client: %w", err)
+	}
+	defer src.Close()
+	dst, err := mr.client(mr.cfg.TargetBootstrap)
+	if err != nil {
+		return fmt.Errorf("target client: %w", err)
+	}
+	defer dst.Close()
+	srcAdm, dstAdm := kadm.NewClient(src), kadm.NewClient(dst)
+
+	if err := ensureCheckpointTopic(ctx, dstAdm, mr.cfg.checkpointTopic()); err != nil {
+		return err
+	}
+	prod, err := mr.client(mr.cfg.TargetBootstrap,
+		kgo.TransactionalID(mr.cfg.transactionalID()),
+		kgo.TransactionTimeout(time.Minute),
+		kgo.RecordPartitioner(kgo.ManualPartitioner()),
+		kgo.ProducerBatchCompression(kgo.Lz4Compression(), kgo.NoCompression()),
+		kgo.ProducerLinger(0),
+		kgo.MaxBufferedRecords(4*mr.cfg.TxnMaxRecords),
+	)
+	if err != nil {
+		return fmt.Errorf("target producer: %w", err)
+	}
+	defer prod.Close()
+	token, err := writeStartMarker(ctx, prod, mr.cfg.checkpointTopic())
+	if err != nil {
+		return fmt.Errorf("mirror %s: %w", mr.cfg.Name, err)
+	}
+	maps, err := restoreCheckpoints(ctx, mr.cfg.TargetBootstrap, mr.cfg.checkpointTopic(), token, mr.opts...)
+	if err != nil {
+		return err
+	}
+	mr.mu.Lock()
+	for t, om := range maps {
+		mr.parts[t] = &partition{src: t, target: mr.sel.TargetName(t.topic), om: om, hwm: -1}
+	}
+	mr.mu.Unlock()
+	mr.log.Info("mirror restored", zap.Int("partitions", len(maps)))
+
+	syncer := topics.NewSyncer(srcAdm, dstAdm, mr.sel)
+	if err := mr.syncTopics(ctx, syncer); err != nil {
+		return err
+	}
+	mr.mu.Lock()
+	mr.ready = true
+	mr.mu.Unlock()
+
+	g, gctx := errgroup.WithContext(ctx)
+	g.Go(func() error { return mr.copyLoop(gctx, prod) })
+	g.Go(func() error { return mr.topicLoop(gctx, syncer) })
+	g.Go(func() error { return mr.groupLoop(gctx, srcAdm, dstAdm) })
+	g.Go(func() error { return mr.positionLoop(gctx, srcAdm) })
+	err = g.Wait()
+	if ctx.Err() != nil && (err == nil || errors.Is(err, context.Canceled)) {
+		return nil
+	}
+	return err
+}
+
+// syncTopics runs one topic sync and registers the partitions of every
+// topic that synced cleanly. A topic with an error is not copied; the
+// error shows in Status.
+func (mr *Mirror) syncTopics(ctx context.Context, syncer *topics.Syncer) error {
+	rep, err := syncer.Sync(ctx)
+	if err != nil {
+		return fmt.Errorf("topic sync: %w", err)
+	}
+	var added []tp
+	mr.mu.Lock()
+	for _, t := range rep.Topics {
+		if t.Err != nil {
+			if mr.topicErr[t.Source] != t.Err.Error() {
+				mr.log.Error("topic not mirrored", zap.String("topic", t.Source), zap.Error(t.Err))
+			}
+			mr.topicErr[t.Source] = t.Err.Error()
+			continue
+		}
+		delete(mr.topicErr, t.Source)
+		for p := int32(0); p < int32(t.Partitions); p++ {
+			k := tp{t.Source, p}
+			if _, ok := mr.parts[k]; ok {
+				continue
+			}
+			mr.parts[k] = &partition{src: k, target: t.Target, om: offsetmap.New(), hwm: -1}
+			added = append(added, k)
+		}
+	}
+	mr.mu.Unlock()
+	if len(added) > 0 {
+		select {
+		case mr.newParts <- added:
+		case <-ctx.Done():
+			return ctx.Err()
+		}
+	}
+	return nil
+}
+
+func (mr *Mirror) topicLoop(ctx context.Context, syncer *topics.Syncer) error {
+	t := time.NewTicker(mr.cfg.TopicSyncInterval)
+	defer t.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return nil
+		case <-t.C:
+		}
+		if err := mr.syncTopics(ctx, syncer); err != nil && ctx.Err() == nil {
+			mr.log.Warn("topic sync", zap.Error(err))
+		}
+	}
+}
+
+// positionLoop reads the source's last stable offsets every second, so
+// lag is known for partitions that have nothing new to fetch.
+func (mr *Mirror) positionLoop(ctx context.Context, srcAdm *kadm.Client) error {
+	t := time.NewTicker(time.Second)
+	defer t.Stop()
+	for {
+		mr.refreshPositions(ctx, srcAdm)
+		select {
+		case <-ctx.Done():
+			return nil
+		case <-t.C:
+		}
+	}
+}
+
+func (mr *Mirror) refreshPositions(ctx context.Context, srcAdm *kadm.Client) {
+	mr.mu.Lock()
+	names := map[string]bool{}
+	for k := range mr.parts {
+		names[k.topic] = true
+	}
+	mr.mu.Unlock()
+	if len(names) == 0 {
+		return
+	}
+	list := make([]string, 0, len(names))
+	for n := range names {
+		list = append(list, n)
+	}
+	offs, err := srcAdm.ListCommittedOffsets(ctx, list...)
+	if err != nil && ctx.Err() == nil {
+		mr.log.Debug("list source end offsets", zap.Error(err))
+	}
+	mr.mu.Lock()
+	offs.Each(func(o kadm.ListedOffset) {
+		if p := mr.parts[tp{o.Topic, o.Partition}]; p != nil && o.Err == nil {
+			p.hwm = o.Offset
+		}
+	})
+	mr.mu.Unlock()
+	mr.updateLag()
+}
+
+// OffsetMap returns the offset map of a source partition, nil if the
+// partition is not mirrored. The map is live: it grows as copying goes on.
+func (mr *Mirror) OffsetMap(topic string, partition int32) *offsetmap.Map {
+	mr.mu.Lock()
+	defer mr.mu.Unlock()
+	if p, ok := mr.parts[tp{topic, partition}]; ok {
+		return p.om
+	}
+	return nil
+}
+
+// PartitionStatus is the state of one mirrored partition.
+type PartitionStatus struct {
+	Topic       string
+	Partition   int32
+	TargetTopic string
+	// Next is the next source offset to copy; HighWatermark the source's.
+	Next, HighWatermark int64
+	// TargetNext is the target offset after the last copied record.
+	TargetNext int64
+	LagRecords int64
+	// LagSeconds is the age of the oldest record not yet copied.
+	LagSeconds float64
+	Failing    bool
+	LastError  string
+	LastCommit time.Time
+}
+
+// Status is a snapshot of the mirror.
+type Status struct {
+	Name       string
+	Ready      bool
+	Partitions []PartitionStatus
+	// TopicErrors names topics not mirrored and why.
+	TopicErrors map[string]string
+	LastError   string
+}
+
+// Status returns a snapshot of every partition's progress.
+func (mr *Mirror) Status() Status {
+	mr.mu.Lock()
+	defer mr.mu.Unlock()
+	st := Status{Name: mr.cfg.Name, Ready: mr.ready, LastError: mr.lastErr, TopicErrors: map[string]string{}}
+	for k, v := range mr.topicErr {
+		st.TopicErrors[k] = v
+	}
+	for _, p := range mr.parts {
+		ps := PartitionStatus{Topic: p.src.topic, Partition: p.src.partition, TargetTopic: p.target,
+			Next: p.om.Next(), HighWatermark: p.hwm, TargetNext: p.om.TargetNext(),
+			Failing: p.failures > 0, LastError: p.lastErr, LastCommit: p.lastCommit}
+		if p.hwm >= 0 {
+			ps.LagRecords = max(0, p.hwm-ps.Next)
+		}
+		if ps.LagRecords > 0 && !p.oldestTS.IsZero() {
+			ps.LagSeconds = time.Since(p.oldestTS).Seconds()
+		}
+		st.Partitions = append(st.Partitions, ps)
+	}
+	sort.Slice(st.Partitions, func(i, j int) bool {
+		a, b := st.Partitions[i], st.Partitions[j]
+		return a.Topic < b.Topic || (a.Topic == b.Topic && a.Partition < b.Partition)
+	})
+	return st
+}
+
+// CaughtUp reports whether every mirrored partition of the given source
+// topics (all when none are given) has copied up to the source high
+// watermark last seen, and names the first that has not.
+func (mr *Mirror) CaughtUp(topicNames ...string) (bool, string) {
+	want := map[string]bool{}
+	for _, t := range topicNames {
+		want[t] = true
+	}
+	for _, p := range mr.Status().Partitions {
+		if len(want) > 0 && !want[p.Topic] {
+			continue
+		}
+		if p.HighWatermark < 0 || p.LagRecords > 0 {
+			return false, p.Topic + "/" + strconv.Itoa(int(p.Partition))
+		}
+	}
+	return true, ""
+}

@@ -1,0 +1,384 @@
+package mirror
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/twmb/franz-go/pkg/kadm"
+	"github.com/twmb/franz-go/pkg/kgo"
+	"go.uber.org/zap"
+	"go.uber.org/zap/zaptest"
+
+	"github.com/switchyard/switchyard/internal/kafkatest"
+	"github.com/switchyard/switchyard/mirror/offsetmap"
+	"github.com/switchyard/switchyard/mirror/topics"
+)
+
+// runningMirror is a mirror running in the background of a test.
+type runningMirror struct {
+	*Mirror
+	cancel context.CancelFunc
+	done   chan error
+	once   sync.Once
+}
+
+func startMirror(t *testing.T, name string, src, dst *kafkatest.Cluster, topicNames []string, mutate ...func(*Config)) *runningMirror {
+	t.Helper()
+	cfg := DefaultConfig()
+	cfg.Name = name
+	cfg.SourceBootstrap, cfg.TargetBootstrap = src.Bootstrap, dst.Bootstrap
+	cfg.Topics = topics.Policy{Include: topicNames}
+	cfg.TxnMaxRecords = 200
+	cfg.TxnMaxInterval = 100 * time.Millisecond
+	cfg.TopicSyncInterval = 200 * time.Millisecond
+	for _, m := range mutate {
+		m(&cfg)
+	}
+	mr, err := New(cfg, zaptest.NewLogger(t, zaptest.Level(zap.WarnLevel)), prometheus.NewRegistry())
+	if err != nil {
+		t.Fatalf("new mirror: %v", err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	rm := &runningMirror{Mirror: mr, cancel: cancel, done: make(chan error, 1)}
+	go func() { rm.done <- mr.Run(ctx) }()
+	t.Cleanup(func() { rm.stop(t) })
+	return rm
+}
+
+func (rm *runningMirror) stop(t *testing.T) {
+	t.Helper()
+	rm.once.Do(func() {
+		rm.cancel()
+		select {
+		case err := <-rm.done:
+			if err != nil {
+				t.Errorf("mirror run: %v", err)
+			}
+		case <-time.After(20 * time.Second):
+			t.Errorf("mirror did not stop within 20s")
+		}
+	})
+}
+
+// waitCaughtUp waits until every partition of topic copied up to the
+// source's end.
+func (rm *runningMirror) waitCaughtUp(t *testing.T, topic string, partitions int) {
+	t.Helper()
+	deadline := time.Now().Add(60 * time.Second)
+	for {
+		st := rm.Status()
+		n := 0
+		for _, p := range st.Partitions {
+			if p.Topic == topic && p.HighWatermark >= 0 && p.LagRecords == 0 {
+				n++
+			}
+		}
+		if n == partitions {
+			return
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("mirror not caught up on %s within 60s: %+v (last error %q, topic errors %v)", topic, st.Partitions, st.LastError, st.TopicErrors)
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+}
+
+type rec struct {
+	partition int32
+	offset    int64
+	key       string
+	value     *string
+	headers   string
+	ts        int64
+}
+
+// readAll reads every committed record of topic on a cluster.
+func readAll(t *testing.T, c *kafkatest.Cluster, topic string) map[int32][]rec {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	cl := c.Client(t, kgo.ConsumeTopics(topic), kgo.ConsumeResetOffset(kgo.NewOffset().AtStart()),
+		kgo.FetchIsolationLevel(kgo.ReadCommitted()))
+	ends, err := kadm.NewClient(cl).ListEndOffsets(ctx, topic)
+	if err != nil {
+		t.Fatalf("end offsets: %v", err)
+	}
+	out := map[int32][]rec{}
+	done := func() bool {
+		ok := true
+		ends.Each(func(o kadm.ListedOffset) {
+			rs := out[o.Partition]
+			// Transaction markers follow the last record: done once the
+			// last record read is within 1 of the end.
+			if o.Offset > 0 && (len(rs) == 0 || rs[len(rs)-1].offset < o.Offset-2) {
+				ok = false
+			}
+		})
+		return ok
+	}
+	for !done() {
+		fs := cl.PollFetches(ctx)
+		if ctx.Err() != nil {
+			t.Fatalf("read %s: timed out", topic)
+		}
+		fs.EachRecord(func(r *kgo.Record) {
+			x := rec{partition: r.Partition, offset: r.Offset, key: string(r.Key), ts: r.Timestamp.UnixMilli()}
+			if r.Value != nil {
+				v := string(r.Value)
+				x.value = &v
+			}
+			for _, h := range r.Headers {
+				x.headers += h.Key + "=" + string(h.Value) + ";"
+			}
+			out[r.Partition] = append(out[r.Partition], x)
+		})
+	}
+	return out
+}
+
+func produceRecords(t *testing.T, c *kafkatest.Cluster, topic string, from, n int, opts ...kgo.Opt) {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	cl := c.Client(t, opts...)
+	var rs []*kgo.Record
+	for i := from; i < from+n; i++ {
+		r := &kgo.Record{Topic: topic, Key: []byte(fmt.Sprintf("k-%d", i%20)), Value: []byte(fmt.Sprintf("v-%d", i)),
+			Headers:   []kgo.RecordHeader{{Key: "seq", Value: []byte(fmt.Sprint(i))}},
+			Timestamp: time.UnixMilli(1_700_000_000_000 + int64(i))}
+		if i%97 == 0 {
+			r.Value = nil // a tombstone
+		}
+		rs = append(rs, r)
+	}
+	if err := cl.ProduceSync(ctx, rs...).FirstErr(); err != nil {
+		t.Fatalf("produce: %v", err)
+	}
+}
+
+// compareCopies asserts the target holds exactly the source's records,
+// partition by partition, in order, and that the offset map translates
+// every source offset to the target offset of the same record.
+func compareCopies(t *testing.T, rm *runningMirror, src, dst map[int32][]rec, topic string) {
+	t.Helper()
+	for p, srs := range src {
+		drs := dst[p]
+		if len(drs) != len(srs) {
+			t.Errorf("partition %d: %d records on the target, %d on the source", p, len(drs), len(srs))
+			continue
+		}
+		om := rm.OffsetMap(topic, p)
+		if om == nil {
+			t.Fatalf("no offset map for %s/%d", topic, p)
+		}
+		for i := range srs {
+			s, d := srs[i], drs[i]
+			sv, dv := "<nil>", "<nil>"
+			if s.value != nil {
+				sv = *s.value
+			}
+			if d.value != nil {
+				dv = *d.value
+			}
+			if s.key != d.key || sv != dv || s.headers != d.headers || s.ts != d.ts || (s.value == nil) != (d.value == nil) {
+				t.Errorf("partition %d record %d: source %+v (%s), target %+v (%s)", p, i, s, sv, d, dv)
+				continue
+			}
+			tgt, err := om.Translate(s.offset)
+			if err != nil || tgt != d.offset {
+				t.Errorf("partition %d: source offset %d translates to %d (%v), the record is at %d", p, s.offset, tgt, err, d.offset)
+			}
+		}
+	}
+}
+
+func TestMirrorCopiesRecordsExactly(t *testing.T) {
+	source, target := kafkatest.Pair(t)
+	topic := kafkatest.Topic(t, "mirror")
+	source.CreateTopic(t, topic, 3)
+	produceRecords(t, source, topic, 0, 1500)
+	rm := startMirror(t, kafkatest.Topic(t, "m"), source, target, []string{topic})
+	rm.waitCaughtUp(t, topic, 3)
+	produceRecords(t, source, topic, 1500, 500) // and it follows new records
+	rm.waitCaughtUp(t, topic, 3)
+	compareCopies(t, rm, readAll(t, source, topic), readAll(t, target, topic), topic)
+
+	// Every transaction's commit marker takes a target offset: the offsets
+	// differ, which is why the map exists.
+	om := rm.OffsetMap(topic, 0)
+	if len(om.Ranges()) < 2 {
+		t.Errorf("partition 0: %d ranges; several transactions should have made several", len(om.Ranges()))
+	}
+	if _, err := om.Translate(om.Next() + 1); !errors.Is(err, offsetmap.ErrBeyondMirrored) {
+		t.Errorf("translate beyond the mirrored position: %v, want ErrBeyondMirrored", err)
+	}
+}
+
+func TestMirrorSkipsAbortedTransactions(t *testing.T) {
+	source, target := kafkatest.Pair(t)
+	topic := kafkatest.Topic(t, "txn")
+	source.CreateTopic(t, topic, 1)
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	txn := source.Client(t, kgo.TransactionalID("src-"+topic), kgo.DefaultProduceTopic(topic))
+	write := func(from, n int, commit bool) {
+		if err := txn.BeginTransaction(); err != nil {
+			t.Fatal(err)
+		}
+		for i := from; i < from+n; i++ {
+			if err := txn.ProduceSync(ctx, &kgo.Record{Value: []byte(fmt.Sprintf("v-%d", i))}).FirstErr(); err != nil {
+				t.Fatal(err)
+			}
+		}
+		if err := txn.EndTransaction(ctx, kgo.TransactionEndTry(commit)); err != nil {
+			t.Fatal(err)
+		}
+	}
+	write(0, 100, true)
+	write(100, 50, false) // aborted: must not be copied
+	write(150, 100, true)
+
+	rm := startMirror(t, kafkatest.Topic(t, "m"), source, target, []string{topic})
+	rm.waitCaughtUp(t, topic, 1)
+	got := readAll(t, target, topic)[0]
+	if len(got) != 200 {
+		t.Fatalf("target holds %d records, want the 200 committed ones", len(got))
+	}
+	for i, r := range got {
+		want := i
+		if i >= 100 {
+			want = i + 50
+		}
+		if r.value == nil || *r.value != fmt.Sprintf("v-%d", want) {
+			t.Fatalf("target record %d: %v, want v-%d", i, r.value, want)
+		}
+	}
+}
+
+// TestMirrorResumesWithoutGapOrDuplicate stops the mirror in the middle of
+// copying (cancelling its transaction midway), restarts it with the same
+// name several times while the source keeps growing, and compares every
+// record.
+func TestMirrorResumesWithoutGapOrDuplicate(t *testing.T) {
+	source, target := kafkatest.Pair(t)
+	topic := kafkatest.Topic(t, "resume")
+	source.CreateTopic(t, topic, 2)
+	name := kafkatest.Topic(t, "m")
+	produced := 0
+	for round := 0; round < 5; round++ {
+		produceRecords(t, source, topic, produced, 700)
+		produced += 700
+		rm := startMirror(t, name, source, target, []string{topic}, func(c *Config) { c.TxnMaxRecords = 50 })
+		// Stop as soon as it made some progress, mid-copy.
+		deadline := time.Now().Add(30 * time.Second)
+		for {
+			var copiedNow int64
+			for _, p := range rm.Status().Partitions {
+				copiedNow += p.Next
+			}
+			if copiedNow > int64(produced-700)+100 || time.Now().After(deadline) {
+				break
+			}
+			time.Sleep(5 * time.Millisecond)
+		}
+		rm.stop(t)
+	}
+	rm := startMirror(t, name, source, target, []string{topic})
+	rm.waitCaughtUp(t, topic, 2)
+	compareCopies(t, rm, readAll(t, source, topic), readAll(t, target, topic), topic)
+}
+
+func TestSyncGroupsTranslatesExactly(t *testing.T) {
+	source, target := kafkatest.Pair(t)
+	topic := kafkatest.Topic(t, "groups")
+	source.CreateTopic(t, topic, 2)
+	produceRecords(t, source, topic, 0, 600)
+	rm := startMirror(t, kafkatest.Topic(t, "m"), source, target, []string{topic})
+	rm.waitCaughtUp(t, topic, 2)
+
+	// A group consumed part of the topic on the source.
+	group := kafkatest.Topic(t, "g")
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	committed := kadm.Offsets{}
+	committed.Add(kadm.Offset{Topic: topic, Partition: 0, At: 123, LeaderEpoch: -1})
+	committed.Add(kadm.Offset{Topic: topic, Partition: 1, At: 0, LeaderEpoch: -1})
+	if _, err := kadm.NewClient(source.Client(t)).CommitOffsets(ctx, group, committed); err != nil {
+		t.Fatal(err)
+	}
+	rep, err := rm.SyncGroups(ctx, []string{group})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := rep.Err(); err != nil {
+		t.Fatalf("sync: %v", err)
+	}
+	got, err := kadm.NewClient(target.Client(t)).FetchOffsets(ctx, group)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for p, src := range map[int32]int64{0: 123, 1: 0} {
+		want, err := rm.OffsetMap(topic, p).Translate(src)
+		if err != nil {
+			t.Fatal(err)
+		}
+		o, ok := got.Lookup(topic, p)
+		if !ok || o.At != want {
+			t.Errorf("partition %d: target committed %v, want %d (source %d)", p, o.At, want, src)
+		}
+	}
+	// The record the group reads next on the target is the one it would
+	// have read next on the source.
+	srcRecs, dstRecs := readAll(t, source, topic), readAll(t, target, topic)
+	o, _ := got.Lookup(topic, 0)
+	var srcNext, dstNext *rec
+	for i := range srcRecs[0] {
+		if srcRecs[0][i].offset >= 123 {
+			srcNext = &srcRecs[0][i]
+			break
+		}
+	}
+	for i := range dstRecs[0] {
+		if dstRecs[0][i].offset >= o.At {
+			dstNext = &dstRecs[0][i]
+			break
+		}
+	}
+	if srcNext == nil || dstNext == nil || srcNext.headers != dstNext.headers {
+		t.Errorf("next record: source %+v, target %+v", srcNext, dstNext)
+	}
+
+	// Never backwards: a lower source commit leaves the target alone.
+	committed = kadm.Offsets{}
+	committed.Add(kadm.Offset{Topic: topic, Partition: 0, At: 50, LeaderEpoch: -1})
+	if _, err := kadm.NewClient(source.Client(t)).CommitOffsets(ctx, group, committed); err != nil {
+		t.Fatal(err)
+	}
+	rep, err = rm.SyncGroups(ctx, []string{group})
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, p := range rep.Groups[0].Partitions {
+		if p.Partition == 0 && p.Outcome != "skipped" {
+			t.Errorf("a backwards move was %q, want skipped", p.Outcome)
+		}
+	}
+	// Beyond the mirrored position: reported, not guessed.
+	committed = kadm.Offsets{}
+	committed.Add(kadm.Offset{Topic: topic, Partition: 1, At: 100000, LeaderEpoch: -1})
+	if _, err := kadm.NewClient(source.Client(t)).CommitOffsets(ctx, group, committed); err != nil {
+		t.Fatal(err)
+	}
+	rep, err = rm.SyncGroups(ctx, []string{group})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := rep.Err(); !errors.Is(err, offsetmap.ErrBeyondMirrored) {
+		t.Errorf("sync of an offset beyond the mirror: %v, want ErrBeyondMirrored", err)
+	}
+}
