@@ -98,9 +98,56 @@ func writeStartMarker(ctx context.Context, prod *kgo.Client, topic string) ([]by
 	return token, nil
 }
 
+// TopicPartition names a source topic partition.
+type TopicPartition struct {
+	Topic     string
+	Partition int32
+}
+
+// ReadOffsetMaps reads the offset maps a mirror named name has committed
+// on the target, for tools (verify) and a control plane that does not run
+// the mirror itself. It reads up to the checkpoint topic's last stable
+// offset as of the call.
+func ReadOffsetMaps(ctx context.Context, targetBootstrap []string, name string, opts ...kgo.Opt) (map[TopicPartition]*offsetmap.Map, error) {
+	topic := (&Config{Name: name}).checkpointTopic()
+	cl, err := kgo.NewClient(append([]kgo.Opt{kgo.SeedBrokers(targetBootstrap...)}, opts...)...)
+	if err != nil {
+		return nil, err
+	}
+	ends, err := kadm.NewClient(cl).ListCommittedOffsets(ctx, topic)
+	cl.Close()
+	if err != nil {
+		return nil, fmt.Errorf("end of checkpoint topic %s: %w", topic, err)
+	}
+	end, ok := ends.Lookup(topic, 0)
+	if !ok || end.Err != nil {
+		return nil, fmt.Errorf("checkpoint topic %s not found on the target (is the mirror name right?)", topic)
+	}
+	maps, err := readCheckpoints(ctx, targetBootstrap, topic, func(r *kgo.Record) bool { return r.Offset+2 >= end.Offset }, end.Offset == 0, opts...)
+	if err != nil {
+		return nil, err
+	}
+	out := make(map[TopicPartition]*offsetmap.Map, len(maps))
+	for k, m := range maps {
+		out[TopicPartition{k.topic, k.partition}] = m
+	}
+	return out, nil
+}
+
 // restoreCheckpoints reads the checkpoint topic up to the start marker
 // with the given token and returns each partition's offset map.
 func restoreCheckpoints(ctx context.Context, bootstrap []string, topic string, token []byte, opts ...kgo.Opt) (map[tp]*offsetmap.Map, error) {
+	return readCheckpoints(ctx, bootstrap, topic, func(r *kgo.Record) bool {
+		return bytes.Equal(r.Key, startKey) && bytes.Equal(r.Value, token)
+	}, false, opts...)
+}
+
+// readCheckpoints reads the checkpoint topic from the start until last
+// reports the final record (or at once when empty), merging the deltas.
+func readCheckpoints(ctx context.Context, bootstrap []string, topic string, last func(*kgo.Record) bool, empty bool, opts ...kgo.Opt) (map[tp]*offsetmap.Map, error) {
+	if empty {
+		return map[tp]*offsetmap.Map{}, nil
+	}
 	cl, err := kgo.NewClient(append([]kgo.Opt{
 		kgo.SeedBrokers(bootstrap...),
 		kgo.ConsumePartitions(map[string]map[int32]kgo.Offset{topic: {0: kgo.NewOffset().AtStart()}}),
@@ -119,7 +166,7 @@ func restoreCheckpoints(ctx context.Context, bootstrap []string, topic string, t
 	for !found {
 		fs := cl.PollFetches(ctx)
 		if err := ctx.Err(); err != nil {
-			return nil, fmt.Errorf("read checkpoint topic %s: start marker not reached: %w", topic, err)
+			return nil, fmt.Errorf("read checkpoint topic %s: end not reached: %w", topic, err)
 		}
 		var ferr error
 		fs.EachError(func(_ string, _ int32, err error) { ferr = err })
@@ -131,9 +178,11 @@ func restoreCheckpoints(ctx context.Context, bootstrap []string, topic string, t
 			switch {
 			case derr != nil || found:
 			case bytes.Equal(r.Key, startKey):
-				found = bytes.Equal(r.Value, token)
+				found = last(r)
 			case r.Value == nil: // a delta removed by TrimBefore
+				found = last(r)
 			default:
+				found = last(r)
 				t, first, err := parseDeltaKey(r.Key)
 				if err != nil {
 					derr = fmt.Errorf("checkpoint record at offset %d: %w", r.Offset, err)

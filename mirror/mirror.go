@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"regexp"
+	"slices"
 	"sort"
 	"strconv"
 	"sync"
@@ -329,20 +330,47 @@ func (mr *Mirror) Status() Status {
 }
 
 // CaughtUp reports whether every mirrored partition of the given source
-// topics (all when none are given) has copied up to the source high
-// watermark last seen, and names the first that has not.
-func (mr *Mirror) CaughtUp(topicNames ...string) (bool, string) {
-	want := map[string]bool{}
+// topics (all mirrored topics when none are given) has been copied up to
+// the source's last stable offset as read now, and names the first that
+// has not. A control plane calls it after gating producers: then "caught
+// up" stays true.
+func (mr *Mirror) CaughtUp(ctx context.Context, topicNames ...string) (bool, string, error) {
+	mr.mu.Lock()
+	names := map[string]bool{}
+	for k := range mr.parts {
+		if len(topicNames) == 0 || slices.Contains(topicNames, k.topic) {
+			names[k.topic] = true
+		}
+	}
+	mr.mu.Unlock()
 	for _, t := range topicNames {
-		want[t] = true
-	}
-	for _, p := range mr.Status().Partitions {
-		if len(want) > 0 && !want[p.Topic] {
-			continue
-		}
-		if p.HighWatermark < 0 || p.LagRecords > 0 {
-			return false, p.Topic + "/" + strconv.Itoa(int(p.Partition))
+		if !names[t] {
+			return false, t, fmt.Errorf("topic %s is not mirrored", t)
 		}
 	}
-	return true, ""
+	src, err := mr.client(mr.cfg.SourceBootstrap)
+	if err != nil {
+		return false, "", err
+	}
+	defer src.Close()
+	list := make([]string, 0, len(names))
+	for n := range names {
+		list = append(list, n)
+	}
+	sort.Strings(list)
+	ends, err := kadm.NewClient(src).ListCommittedOffsets(ctx, list...)
+	if err != nil {
+		return false, "", fmt.Errorf("source end offsets: %w", err)
+	}
+	behind := ""
+	ends.Each(func(o kadm.ListedOffset) {
+		if behind != "" {
+			return
+		}
+		om := mr.OffsetMap(o.Topic, o.Partition)
+		if o.Err != nil || om == nil || om.Next() < o.Offset {
+			behind = o.Topic + "/" + strconv.Itoa(int(o.Partition))
+		}
+	})
+	return behind == "", behind, nil
 }

@@ -65,26 +65,33 @@ func (rm *runningMirror) stop(t *testing.T) {
 	})
 }
 
-// waitCaughtUp waits until every partition of topic copied up to the
-// source's end.
-func (rm *runningMirror) waitCaughtUp(t *testing.T, topic string, partitions int) {
+// waitCaughtUp waits until every partition of topic has been copied up to
+// the source's last stable offset as of the call.
+func (rm *runningMirror) waitCaughtUp(t *testing.T, src *kafkatest.Cluster, topic string) {
 	t.Helper()
-	deadline := time.Now().Add(60 * time.Second)
+	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
+	defer cancel()
+	ends, err := kadm.NewClient(src.Client(t)).ListCommittedOffsets(ctx, topic)
+	if err != nil {
+		t.Fatalf("source end offsets: %v", err)
+	}
 	for {
-		st := rm.Status()
-		n := 0
-		for _, p := range st.Partitions {
-			if p.Topic == topic && p.HighWatermark >= 0 && p.LagRecords == 0 {
-				n++
+		behind := ""
+		ends.Each(func(o kadm.ListedOffset) {
+			om := rm.OffsetMap(topic, o.Partition)
+			if behind == "" && (om == nil || om.Next() < o.Offset) {
+				behind = fmt.Sprintf("%s/%d", topic, o.Partition)
 			}
-		}
-		if n == partitions {
+		})
+		if behind == "" {
 			return
 		}
-		if time.Now().After(deadline) {
-			t.Fatalf("mirror not caught up on %s within 60s: %+v (last error %q, topic errors %v)", topic, st.Partitions, st.LastError, st.TopicErrors)
+		select {
+		case <-ctx.Done():
+			st := rm.Status()
+			t.Fatalf("mirror not caught up on %s within 60s: %+v (last error %q, topic errors %v)", behind, st.Partitions, st.LastError, st.TopicErrors)
+		case <-time.After(20 * time.Millisecond):
 		}
-		time.Sleep(20 * time.Millisecond)
 	}
 }
 
@@ -203,10 +210,18 @@ func TestMirrorCopiesRecordsExactly(t *testing.T) {
 	source.CreateTopic(t, topic, 3)
 	produceRecords(t, source, topic, 0, 1500)
 	rm := startMirror(t, kafkatest.Topic(t, "m"), source, target, []string{topic})
-	rm.waitCaughtUp(t, topic, 3)
+	rm.waitCaughtUp(t, source, topic)
 	produceRecords(t, source, topic, 1500, 500) // and it follows new records
-	rm.waitCaughtUp(t, topic, 3)
+	rm.waitCaughtUp(t, source, topic)
 	compareCopies(t, rm, readAll(t, source, topic), readAll(t, target, topic), topic)
+	ctx0, cancel0 := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel0()
+	if ok, behind, err := rm.CaughtUp(ctx0, topic); !ok || err != nil {
+		t.Errorf("CaughtUp: false at %s (%v) after the copy completed", behind, err)
+	}
+	if _, _, err := rm.CaughtUp(ctx0, "not-mirrored"); err == nil {
+		t.Errorf("CaughtUp of a topic that is not mirrored: no error")
+	}
 
 	// Every transaction's commit marker takes a target offset: the offsets
 	// differ, which is why the map exists.
@@ -216,6 +231,22 @@ func TestMirrorCopiesRecordsExactly(t *testing.T) {
 	}
 	if _, err := om.Translate(om.Next() + 1); !errors.Is(err, offsetmap.ErrBeyondMirrored) {
 		t.Errorf("translate beyond the mirrored position: %v, want ErrBeyondMirrored", err)
+	}
+
+	// What the mirror committed is readable by others (verify, a control
+	// plane) and equal to what it holds.
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	persisted, err := ReadOffsetMaps(ctx, target.Bootstrap, rm.cfg.Name)
+	if err != nil {
+		t.Fatalf("read offset maps: %v", err)
+	}
+	for p := int32(0); p < 3; p++ {
+		live, got := rm.OffsetMap(topic, p), persisted[TopicPartition{topic, p}]
+		if got == nil || got.Next() != live.Next() || got.TargetNext() != live.TargetNext() || len(got.Ranges()) != len(live.Ranges()) {
+			t.Errorf("partition %d: persisted map %+v differs from the live one (next %d, target next %d, %d ranges)",
+				p, got, live.Next(), live.TargetNext(), len(live.Ranges()))
+		}
 	}
 }
 
@@ -244,7 +275,7 @@ func TestMirrorSkipsAbortedTransactions(t *testing.T) {
 	write(150, 100, true)
 
 	rm := startMirror(t, kafkatest.Topic(t, "m"), source, target, []string{topic})
-	rm.waitCaughtUp(t, topic, 1)
+	rm.waitCaughtUp(t, source, topic)
 	got := readAll(t, target, topic)[0]
 	if len(got) != 200 {
 		t.Fatalf("target holds %d records, want the 200 committed ones", len(got))
@@ -289,7 +320,7 @@ func TestMirrorResumesWithoutGapOrDuplicate(t *testing.T) {
 		rm.stop(t)
 	}
 	rm := startMirror(t, name, source, target, []string{topic})
-	rm.waitCaughtUp(t, topic, 2)
+	rm.waitCaughtUp(t, source, topic)
 	compareCopies(t, rm, readAll(t, source, topic), readAll(t, target, topic), topic)
 }
 
@@ -299,7 +330,7 @@ func TestSyncGroupsTranslatesExactly(t *testing.T) {
 	source.CreateTopic(t, topic, 2)
 	produceRecords(t, source, topic, 0, 600)
 	rm := startMirror(t, kafkatest.Topic(t, "m"), source, target, []string{topic})
-	rm.waitCaughtUp(t, topic, 2)
+	rm.waitCaughtUp(t, source, topic)
 
 	// A group consumed part of the topic on the source.
 	group := kafkatest.Topic(t, "g")
