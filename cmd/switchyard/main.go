@@ -1,6 +1,7 @@
 // Command switchyard is Switchyard's one binary. Subcommands:
 //
 //	proxy     run the sidecar proxy
+//	mirror    run the mirror engine
 //	demo      a complete switch on two embedded clusters, no setup
 //	version   print the version
 //
@@ -27,11 +28,11 @@ Usage: switchyard <command> [flags]
 
 Commands:
   proxy     run the sidecar proxy (switchyard proxy --help)
+  mirror    run the mirror engine (switchyard mirror --help)
   demo      run a complete switch on two embedded in-process clusters
   version   print the version
 
-The mirror engine, the control plane and the ctl client are being built;
-see README.md.
+The control plane and the ctl client are being built; see README.md.
 `
 
 func main() {
@@ -51,6 +52,8 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout,
 	switch args[0] {
 	case "proxy":
 		err = runProxy(ctx, args[1:], getenv, stderr)
+	case "mirror":
+		err = runMirror(ctx, args[1:], getenv, stderr)
 	case "demo":
 		err = runDemo(ctx, args[1:], stdout, stderr)
 	case "version", "--version", "-version":
