@@ -20,7 +20,8 @@ import (
 	"github.com/twmb/franz-go/pkg/kgo"
 	"go.uber.org/zap"
 
-	"github.com/switchyard/switchyard/internal/stubmirror"
+	"github.com/switchyard/switchyard/mirror"
+	"github.com/switchyard/switchyard/mirror/topics"
 	"github.com/switchyard/switchyard/proxy"
 )
 
@@ -82,6 +83,23 @@ func Run(ctx context.Context, cfg Config, out io.Writer) error {
 		return err
 	}
 	bootstrap := p.Addr().String()
+
+	// The mirror copies the topic from the start, transactionally, with an
+	// exact offset map.
+	mcfg := mirror.DefaultConfig()
+	mcfg.Name = "demo"
+	mcfg.SourceBootstrap, mcfg.TargetBootstrap = source.ListenAddrs(), target.ListenAddrs()
+	mcfg.Topics = topics.Policy{Include: []string{topic}}
+	mcfg.TxnMaxInterval = 100 * time.Millisecond
+	mr, err := mirror.New(mcfg, zap.NewNop(), prometheus.NewRegistry())
+	if err != nil {
+		return err
+	}
+	mctx, stopMirror := context.WithCancel(ctx)
+	var mirrorWG sync.WaitGroup
+	mirrorWG.Add(1)
+	go func() { defer mirrorWG.Done(); _ = mr.Run(mctx) }()
+	defer func() { stopMirror(); mirrorWG.Wait() }()
 	pr("  proxy   bootstrap %s, virtual brokers %s, cluster id %s", bootstrap, strings.Join(p.BrokerAddrs(), ", "), p.ClusterID())
 	pr("")
 
@@ -123,7 +141,7 @@ func Run(ctx context.Context, cfg Config, out io.Writer) error {
 	pr("   consumer group %q consumed %d", group, tally.distinctCount())
 	pr("")
 
-	pr("2. cutover: gate Produce (HOLD) -> drain -> copy -> switch -> release")
+	pr("2. cutover: gate Produce (HOLD) -> drain -> mirror catches up -> sync group offsets -> switch -> release")
 	if err := p.SetGate(proxy.Gate{APIKeys: []int16{0}, Mode: proxy.GateHold}); err != nil {
 		return err
 	}
@@ -131,19 +149,37 @@ func Run(ctx context.Context, cfg Config, out io.Writer) error {
 		return err
 	}
 	// The consumer has read everything; wait for its auto-commit so the
-	// offsets copied are its real position (the control plane will drain
+	// offsets synced are its real position (the control plane will drain
 	// groups the same way).
 	if err := waitCommitted(ctx, source.ListenAddrs()); err != nil {
 		return err
 	}
-	copied, err := stubmirror.CopyTopic(ctx, source.ListenAddrs(), target.ListenAddrs(), topic)
+	if err := poll(ctx, func() error {
+		ok, behind, err := mr.CaughtUp(ctx, topic)
+		if err == nil && !ok {
+			err = fmt.Errorf("mirror behind on %s", behind)
+		}
+		return err
+	}); err != nil {
+		return err
+	}
+	gs, err := mr.SyncGroups(ctx, []string{group})
+	if err == nil {
+		err = gs.Err()
+	}
 	if err != nil {
-		return err
+		return fmt.Errorf("sync group offsets: %w", err)
 	}
-	if err := stubmirror.CopyGroupOffsets(ctx, source.ListenAddrs(), target.ListenAddrs(), group); err != nil {
-		return err
+	copied := 0
+	for part := int32(0); part < partitions; part++ {
+		for _, r := range mr.OffsetMap(topic, part).Ranges() {
+			copied += int(r.Len)
+		}
 	}
-	pr("   copied %d records and the group's committed offsets to the target", copied)
+	pr("   the mirror copied %d records (in transactions, offset map kept); group offsets translated exactly:", copied)
+	for _, po := range gs.Groups[0].Partitions {
+		pr("     %s/%d: source offset %d -> target offset %d", po.Topic, po.Partition, po.Source, po.Target)
+	}
 	rep, err := p.Switch(ctx, "target")
 	if err != nil {
 		return err
@@ -175,7 +211,7 @@ func Run(ctx context.Context, cfg Config, out io.Writer) error {
 	lost, dups, reordered := tally.check(2 * n)
 	pr("Where the records landed:")
 	pr("  source  %6d records (phase 1)", onSource)
-	pr("  target  %6d records (%d copied + %d produced after the switch)", onTarget, copied, onTarget-int64(copied))
+	pr("  target  %6d records (%d mirrored + %d produced after the switch)", onTarget, copied, onTarget-int64(copied))
 	pr("Consumer: %d distinct records, %d lost, %d delivered twice, %d out of order", tally.distinctCount(), lost, dups, reordered)
 	pr("The producer and the consumer kept one bootstrap address and were never restarted.")
 	if lost != 0 || reordered != 0 || onTarget != int64(2*n) || onSource != int64(n) {
@@ -246,18 +282,41 @@ func produce(ctx context.Context, cl *kgo.Client, from, n int) error {
 	return nil
 }
 
+// countRecords counts the records present in the topic by reading them
+// (read_committed): end offsets would also count transaction markers.
 func countRecords(ctx context.Context, addrs []string) (int64, error) {
-	cl, err := kgo.NewClient(kgo.SeedBrokers(addrs...))
+	cl, err := kgo.NewClient(kgo.SeedBrokers(addrs...), kgo.ConsumeTopics(topic),
+		kgo.ConsumeResetOffset(kgo.NewOffset().AtStart()), kgo.FetchIsolationLevel(kgo.ReadCommitted()))
 	if err != nil {
 		return 0, err
 	}
 	defer cl.Close()
-	ends, err := kadm.NewClient(cl).ListEndOffsets(ctx, topic)
+	ends, err := kadm.NewClient(cl).ListCommittedOffsets(ctx, topic)
 	if err != nil {
 		return 0, fmt.Errorf("end offsets: %w", err)
 	}
 	var total int64
-	ends.Each(func(o kadm.ListedOffset) { total += o.Offset })
+	last := map[int32]int64{}
+	caughtUp := func() bool {
+		done := true
+		ends.Each(func(o kadm.ListedOffset) {
+			// The last record is at end-1, or end-2 before a commit marker.
+			if l, ok := last[o.Partition]; o.Offset > 0 && (!ok || l < o.Offset-2) {
+				done = false
+			}
+		})
+		return done
+	}
+	for !caughtUp() {
+		fs := cl.PollFetches(ctx)
+		if err := ctx.Err(); err != nil {
+			return total, fmt.Errorf("count records: %w", err)
+		}
+		fs.EachRecord(func(r *kgo.Record) {
+			total++
+			last[r.Partition] = r.Offset
+		})
+	}
 	return total, nil
 }
 

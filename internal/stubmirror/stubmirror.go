@@ -1,7 +1,8 @@
 // Package stubmirror copies a topic's records and a group's committed
-// offsets from one cluster to another, naively: it stands in for the mirror
-// engine in the demo and in proxy tests until the mirror lands. It assumes
-// the target partitions start empty, so offsets match one to one.
+// offsets from one cluster to another, naively, for proxy tests that must
+// not depend on the mirror engine (they test the proxy, not the copy). It
+// assumes the target partitions start empty, so offsets match one to one;
+// the real mirror (package mirror) keeps an exact offset map instead.
 package stubmirror
 
 import (
