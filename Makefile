@@ -19,7 +19,7 @@ demo:
 	$(GO) run ./cmd/switchyard demo
 
 # test: everything CI runs. Installs what the tests need, idempotently.
-test: deps check-generate lint test-go test-real test-testbed
+test: deps check-generate lint test-go test-deploy test-real test-testbed
 	@echo "make test: all suites passed"
 
 test-go:
@@ -51,3 +51,4 @@ include api/api.mk
 include testbed/testbed.mk
 include testclients/clients.mk
 include bench/bench.mk
+include deploy/deploy.mk

@@ -1,0 +1,178 @@
+package injector
+
+import (
+	"fmt"
+	"strconv"
+	"strings"
+)
+
+// proxyConfigVolume is the name of the volume holding proxy.yaml.
+const proxyConfigVolume = "switchyard-proxy-config"
+
+// proxyConfigDir is where proxy.yaml is mounted in the sidecar.
+const proxyConfigDir = "/etc/switchyard"
+
+// Inject returns the JSON patch that adds the proxy sidecar to pod, or a
+// nil patch if pod is not annotated switchyard.io/inject: "true" or already
+// has a container named cfg.ContainerName. namespace is the namespace the
+// pod is created in (pod.Metadata.Namespace is often empty at admission).
+// cfg must be valid (Config.Validate). Inject does not modify pod.
+func Inject(pod *Pod, namespace string, cfg Config) (Patch, error) {
+	want, err := wanted(pod)
+	if err != nil || !want {
+		return nil, err
+	}
+	for _, c := range append(append([]NamedObject(nil), pod.Spec.Containers...), pod.Spec.InitContainers...) {
+		if c.Name == cfg.ContainerName {
+			return nil, nil
+		}
+	}
+	app := appName(pod, cfg)
+	if app == "" {
+		return nil, fmt.Errorf("%w: pod %s is annotated %s=true but has none of the labels %s and no %s annotation",
+			ErrNoAppName, podName(pod, namespace), AnnotationInject, strings.Join(cfg.AppLabels, ", "), AnnotationApp)
+	}
+	configMap := cfg.ProxyConfigMap
+	if v, ok := pod.Metadata.Annotations[AnnotationProxyConfig]; ok {
+		if !validDNSLabel(v) {
+			return nil, fmt.Errorf("%w: %s: %q is not a ConfigMap name", ErrBadAnnotation, AnnotationProxyConfig, v)
+		}
+		configMap = v
+	}
+
+	var patch Patch
+	c := sidecar(cfg, app)
+	switch {
+	case cfg.NativeSidecar && len(pod.Spec.InitContainers) == 0:
+		patch = append(patch, Operation{Op: "add", Path: "/spec/initContainers", Value: []Container{c}})
+	case cfg.NativeSidecar:
+		// First, so that init containers that need Kafka can use it.
+		patch = append(patch, Operation{Op: "add", Path: "/spec/initContainers/0", Value: c})
+	default:
+		patch = append(patch, Operation{Op: "add", Path: "/spec/containers/-", Value: c})
+	}
+	vol := Volume{Name: proxyConfigVolume, ConfigMap: ConfigMapVolumeSource{Name: configMap}}
+	if len(pod.Spec.Volumes) == 0 {
+		patch = append(patch, Operation{Op: "add", Path: "/spec/volumes", Value: []Volume{vol}})
+	} else {
+		patch = append(patch, Operation{Op: "add", Path: "/spec/volumes/-", Value: vol})
+	}
+	// The inject annotation is there, so annotations exist.
+	patch = append(patch, Operation{Op: "add", Path: "/metadata/annotations/" + escape(AnnotationStatus), Value: "injected"})
+	if len(pod.Metadata.Labels) == 0 {
+		patch = append(patch, Operation{Op: "add", Path: "/metadata/labels", Value: map[string]string{LabelApp: app}})
+	} else {
+		patch = append(patch, Operation{Op: "add", Path: "/metadata/labels/" + escape(LabelApp), Value: app})
+	}
+	return patch, nil
+}
+
+// wanted reports whether pod asks for injection.
+func wanted(pod *Pod) (bool, error) {
+	v, ok := pod.Metadata.Annotations[AnnotationInject]
+	if !ok {
+		return false, nil
+	}
+	b, err := strconv.ParseBool(v)
+	if err != nil {
+		return false, fmt.Errorf("%w: %s: %q: want \"true\" or \"false\"", ErrBadAnnotation, AnnotationInject, v)
+	}
+	return b, nil
+}
+
+// appName is the application name: the annotation, else the first
+// configured label present.
+func appName(pod *Pod, cfg Config) string {
+	if v := pod.Metadata.Annotations[AnnotationApp]; v != "" {
+		return v
+	}
+	for _, l := range cfg.AppLabels {
+		if v := pod.Metadata.Labels[l]; v != "" {
+			return v
+		}
+	}
+	return ""
+}
+
+// sidecar is the proxy container for application app.
+func sidecar(cfg Config, app string) Container {
+	admin := strconv.Itoa(cfg.AdminPort)
+	args := []string{
+		"proxy",
+		"--config", proxyConfigDir + "/proxy.yaml",
+		"--listen", cfg.Listen,
+		"--admin", "0.0.0.0:" + admin,
+	}
+	args = append(args, cfg.ExtraArgs...)
+	c := Container{
+		Name:            cfg.ContainerName,
+		Image:           cfg.Image,
+		ImagePullPolicy: cfg.ImagePullPolicy,
+		Args:            args,
+		Env: []EnvVar{
+			// Identity for the control plane's sidecar registry. Today's
+			// proxy ignores these; the control-plane client will read them.
+			{Name: "SWITCHYARD_APP", Value: app},
+			{Name: "SWITCHYARD_POD_NAME", ValueFrom: &EnvVarSource{FieldRef: &ObjectFieldSelector{FieldPath: "metadata.name"}}},
+			{Name: "SWITCHYARD_POD_NAMESPACE", ValueFrom: &EnvVarSource{FieldRef: &ObjectFieldSelector{FieldPath: "metadata.namespace"}}},
+			// The proxy needs little CPU (see the measurements in
+			// deploy/kubernetes/base/example-app.yaml) and has no CPU
+			// limit, so Go would otherwise size its scheduler to the node.
+			{Name: "GOMAXPROCS", Value: "2"},
+		},
+		// Only the admin port is declared: the Kafka listeners are on
+		// loopback, reachable from the pod's own containers only.
+		Ports:     []ContainerPort{{Name: "sy-admin", ContainerPort: int32(cfg.AdminPort), Protocol: "TCP"}},
+		Resources: cfg.Resources,
+		// Startup: the listeners are bound (New binds them before the admin
+		// server starts), so the application may start. Readiness: the
+		// active cluster has answered. Liveness: the process serves HTTP.
+		StartupProbe:   &Probe{HTTPGet: HTTPGetAction{Path: "/healthz", Port: "sy-admin"}, PeriodSeconds: 1, FailureThreshold: 30},
+		ReadinessProbe: &Probe{HTTPGet: HTTPGetAction{Path: "/readyz", Port: "sy-admin"}, PeriodSeconds: 5, TimeoutSeconds: 2, FailureThreshold: 2},
+		LivenessProbe:  &Probe{HTTPGet: HTTPGetAction{Path: "/healthz", Port: "sy-admin"}, PeriodSeconds: 10, TimeoutSeconds: 2, FailureThreshold: 3},
+		VolumeMounts:   []VolumeMount{{Name: proxyConfigVolume, MountPath: proxyConfigDir, ReadOnly: true}},
+		SecurityContext: &SecurityContext{
+			RunAsNonRoot:             true,
+			RunAsUser:                cfg.RunAsUser,
+			RunAsGroup:               cfg.RunAsGroup,
+			ReadOnlyRootFilesystem:   true,
+			AllowPrivilegeEscalation: false,
+			Capabilities:             Capabilities{Drop: []string{"ALL"}},
+			SeccompProfile:           &SeccompProfile{Type: "RuntimeDefault"},
+		},
+	}
+	if cfg.NativeSidecar {
+		c.RestartPolicy = "Always"
+	}
+	return c
+}
+
+// escape escapes a key for a JSON Pointer (RFC 6901).
+func escape(s string) string {
+	return strings.NewReplacer("~", "~0", "/", "~1").Replace(s)
+}
+
+// podName names a pod in messages; at admission it often has only a
+// generateName.
+func podName(pod *Pod, namespace string) string {
+	name := pod.Metadata.Name
+	if name == "" {
+		name = pod.Metadata.GenerateName + "*"
+	}
+	return namespace + "/" + name
+}
+
+// validDNSLabel reports whether s is an RFC 1123 DNS label-ish resource
+// name (lower-case alphanumerics, '-' and '.', at most 253 characters).
+func validDNSLabel(s string) bool {
+	if s == "" || len(s) > 253 {
+		return false
+	}
+	for i, r := range s {
+		alnum := r >= 'a' && r <= 'z' || r >= '0' && r <= '9'
+		if !alnum && (r != '-' && r != '.' || i == 0 || i == len(s)-1) {
+			return false
+		}
+	}
+	return true
+}
