@@ -96,7 +96,13 @@ func (mr *Mirror) client(bootstrap []string, opts ...kgo.Opt) (*kgo.Client, erro
 // occurs: the target unreachable at start, or another mirror with the same
 // name taking over (fenced). Failures of single partitions are not fatal:
 // they are retried with backoff and shown in Status.
-func (mr *Mirror) Run(ctx context.Context) error {
+func (mr *Mirror) Run(ctx context.Context) (err error) {
+	defer func() {
+		// Cancellation is a clean stop, whatever step it interrupted.
+		if ctx.Err() != nil {
+			err = nil
+		}
+	}()
 	mr.mu.Lock()
 	if mr.running {
 		mr.mu.Unlock()
@@ -160,11 +166,7 @@ func (mr *Mirror) Run(ctx context.Context) error {
 	g.Go(func() error { return mr.topicLoop(gctx, syncer) })
 	g.Go(func() error { return mr.groupLoop(gctx, srcAdm, dstAdm) })
 	g.Go(func() error { return mr.positionLoop(gctx, srcAdm) })
-	err = g.Wait()
-	if ctx.Err() != nil && (err == nil || errors.Is(err, context.Canceled)) {
-		return nil
-	}
-	return err
+	return g.Wait()
 }
 
 // syncTopics runs one topic sync and registers the partitions of every

@@ -2,6 +2,7 @@
 //
 //	proxy     run the sidecar proxy
 //	mirror    run the mirror engine
+//	verify    compare a mirror's copy with its source, partition by partition
 //	inject    serve the Kubernetes sidecar injector webhook
 //	demo      a complete switch on two embedded clusters, no setup
 //	version   print the version
@@ -30,6 +31,7 @@ Usage: switchyard <command> [flags]
 Commands:
   proxy     run the sidecar proxy (switchyard proxy --help)
   mirror    run the mirror engine (switchyard mirror --help)
+  verify    prove the target holds exactly the source's records (switchyard verify --help)
   inject    serve the sidecar injector webhook (switchyard inject --help)
   demo      run a complete switch on two embedded in-process clusters
   version   print the version
@@ -56,6 +58,8 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout,
 		err = runProxy(ctx, args[1:], getenv, stderr)
 	case "mirror":
 		err = runMirror(ctx, args[1:], getenv, stderr)
+	case "verify":
+		err = runVerify(ctx, args[1:], getenv, stdout, stderr)
 	case "inject":
 		err = runInject(ctx, args[1:], getenv, stderr)
 	case "demo":
