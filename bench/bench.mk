@@ -2,7 +2,8 @@
 #
 #   make bench-proxy                     # kfake, 1 GiB per run, 5 runs per mode
 #   make bench-proxy BENCH_MB=128 BENCH_RUNS=5
-#   make bench-proxy-real                # the running real-Kafka test bed (make kafka-up)
+#   make bench-proxy-real                # real Kafka (own test bed): franz-go + Kafka perf tools, direct vs proxied
+#   make bench-proxy-real-franz          # franz-go driver only, on the running test bed (make kafka-up)
 #   make bench-proxy-profile             # Go hot-path benchmarks with a CPU profile
 #   make bench-proxy-perf                # bench-proxy with `perf record` on the proxy process
 #
@@ -13,7 +14,7 @@ BENCH_FLAGS      ?=
 BENCH_OUT        := bench/out
 BENCH_TESTBED_ENV := testbed/.state/env
 
-.PHONY: bench-proxy bench-proxy-real bench-proxy-bins bench-proxy-profile bench-proxy-perf
+.PHONY: bench-proxy bench-proxy-real bench-proxy-real-franz bench-proxy-bins bench-proxy-profile bench-proxy-perf
 
 bench-proxy-bins:
 	$(GO) build -o bin/switchyard ./cmd/switchyard
@@ -28,11 +29,25 @@ bench-proxy: bench-proxy-bins
 	bin/benchproxy -mb $(BENCH_MB) -runs $(BENCH_RUNS) $(BENCH_FLAGS) \
 		-out $(BENCH_OUT)/proxy-kfake.md -json $(BENCH_OUT)/proxy-kfake.json
 
-# bench-proxy-real: the same against the real Apache Kafka source cluster of
-# the test bed (SWITCHYARD_TEST_SOURCE from testbed/.state/env, written by
-# make kafka-up). Topics get replication 1 unless BENCH_FLAGS says otherwise.
-bench-proxy-real: bench-proxy-bins
-	@test -f $(BENCH_TESTBED_ENV) || { echo "bench-proxy-real: no $(BENCH_TESTBED_ENV): run make kafka-up first" >&2; exit 1; }
+# bench-proxy-real: on real Apache Kafka, in one run, the franz-go driver
+# (bin/benchproxy -bootstrap) and Kafka's own perf tools (ProducerPerformance,
+# ConsumerPerformance, EndToEndLatency), each direct and through the proxy,
+# side by side in one table (bench/perf-real.sh). It starts its own test bed
+# (newest supported 4.x) in bench/out/perf-real-state and always stops it;
+# PERF_REAL_ENV=testbed/.state/env uses a running one instead. BENCH_MB and
+# BENCH_RUNS default to 256 and 3 here; PERF_RUNS, PERF_RECORDS,
+# PERF_RECORD_SIZE, E2E_MESSAGES, KAFKA_VERSION: see the script's header.
+BENCH_REAL_MB   := $(if $(filter command line environment,$(origin BENCH_MB)),$(BENCH_MB),256)
+BENCH_REAL_RUNS := $(if $(filter command line environment,$(origin BENCH_RUNS)),$(BENCH_RUNS),3)
+
+bench-proxy-real:
+	BENCH_MB=$(BENCH_REAL_MB) BENCH_RUNS=$(BENCH_REAL_RUNS) BENCH_FLAGS='$(BENCH_FLAGS)' bench/perf-real.sh
+
+# bench-proxy-real-franz: only the franz-go driver, against the running test
+# bed of testbed/.state/env (make kafka-up). Topics get replication 1 unless
+# BENCH_FLAGS says otherwise.
+bench-proxy-real-franz: bench-proxy-bins
+	@test -f $(BENCH_TESTBED_ENV) || { echo "bench-proxy-real-franz: no $(BENCH_TESTBED_ENV): run make kafka-up first" >&2; exit 1; }
 	@mkdir -p $(BENCH_OUT)
 	. ./$(BENCH_TESTBED_ENV) && test -n "$$SWITCHYARD_TEST_SOURCE" && \
 	bin/benchproxy -bootstrap "$$SWITCHYARD_TEST_SOURCE" -mb $(BENCH_MB) -runs $(BENCH_RUNS) $(BENCH_FLAGS) \
