@@ -293,7 +293,16 @@ env_cmd() {
 
 # ----------------------------------------------------------------------- up
 
-cluster_id() { head -c16 /dev/urandom | base64 | tr '+/' '-_' | tr -d '=\n'; }
+# cluster_id prints a random base64url cluster id. One starting with '-'
+# (1 draw in 64) is drawn again: kafka-storage would take it for an option.
+cluster_id() {
+	local id
+	while :; do
+		id=$(head -c16 /dev/urandom | base64 | tr '+/' '-_' | tr -d '=\n')
+		[[ $id == -* ]] || break
+	done
+	printf '%s\n' "$id"
+}
 
 allocate_ports() {
 	local n=$1
