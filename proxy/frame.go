@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"io"
 	"net"
+	"sync"
 
 	"github.com/twmb/franz-go/pkg/kbin"
 	"github.com/twmb/franz-go/pkg/kmsg"
@@ -103,16 +104,11 @@ func parseRequestHeader(frame []byte) (requestHeader, error) {
 	if h.Version < 0 {
 		return h, fmt.Errorf("%w: negative version %d for key %d", errBadHeader, h.Version, h.Key)
 	}
-	if req := kmsg.RequestForKey(h.Key); req != nil {
+	// A version above what kmsg knows may have changed its header; it is
+	// forwarded blind like an unknown key.
+	if sh := shapeOf(h.Key); sh.known && h.Version <= sh.maxVersion {
 		h.Known = true
-		req.SetVersion(h.Version)
-		// A version above what kmsg knows may have changed its header; it is
-		// forwarded blind like an unknown key.
-		if h.Version <= req.MaxVersion() {
-			h.Flexible = req.IsFlexible()
-		} else {
-			h.Known = false
-		}
+		h.Flexible = sh.flexible(h.Version)
 	}
 	if h.Flexible {
 		skipTags(&b)
@@ -167,13 +163,53 @@ func responseHeaderLen(key, version int16, resp []byte) (int, error) {
 }
 
 // isFlexible reports whether the version of the key uses flexible encoding.
-func isFlexible(key, version int16) bool {
-	req := kmsg.RequestForKey(key)
-	if req == nil {
-		return false
+func isFlexible(key, version int16) bool { return shapeOf(key).flexible(version) }
+
+// apiShape is what the per-request path needs to know of an API key. It
+// is computed once from kmsg: kmsg.RequestForKey allocates a request struct
+// on every call, which the proxy would otherwise do twice per request.
+type apiShape struct {
+	known        bool
+	maxVersion   int16
+	flexibleFrom int16 // first flexible version; -1 when none is
+}
+
+func (s apiShape) flexible(version int16) bool {
+	return s.known && s.flexibleFrom >= 0 && version >= s.flexibleFrom
+}
+
+// apiShapes holds one apiShape per API key kmsg knows, indexed by key. It
+// is data derived from kmsg's generated code, so sharing it process-wide is
+// safe.
+var apiShapes = sync.OnceValue(func() []apiShape {
+	var shapes []apiShape
+	for key := int16(0); key < 1024; key++ {
+		req := kmsg.RequestForKey(key)
+		if req == nil {
+			continue
+		}
+		for int(key) >= len(shapes) {
+			shapes = append(shapes, apiShape{})
+		}
+		sh := apiShape{known: true, maxVersion: req.MaxVersion(), flexibleFrom: -1}
+		for v := int16(0); v <= sh.maxVersion; v++ {
+			req.SetVersion(v)
+			if req.IsFlexible() {
+				sh.flexibleFrom = v
+				break
+			}
+		}
+		shapes[key] = sh
 	}
-	req.SetVersion(version)
-	return req.IsFlexible()
+	return shapes
+})
+
+func shapeOf(key int16) apiShape {
+	shapes := apiShapes()
+	if key < 0 || int(key) >= len(shapes) {
+		return apiShape{}
+	}
+	return shapes[key]
 }
 
 // writeFrame writes the size prefix and the frame payload in one writev.
