@@ -173,9 +173,9 @@ func (c *clientConn) readLoop(ctx context.Context) error {
 		if err != nil {
 			return fault("bad_header", err)
 		}
-		name := apiName(hdr.Key)
-		c.p.m.requests.WithLabelValues(name).Inc()
-		c.p.m.requestBytes.WithLabelValues(name).Add(float64(len(frame) + 4))
+		km := c.p.m.forKey(hdr.Key)
+		km.requests.Inc()
+		km.requestBytes.Add(float64(len(frame) + 4))
 
 		if hdr.Key == keyApiVersions {
 			resp, err := c.p.apiVersionsResponse(ctx, hdr, frame[hdr.BodyOffset:])
@@ -362,7 +362,7 @@ func (c *clientConn) writeLoop(ctx context.Context) error {
 			return fault("upstream_closed", fmt.Errorf("cluster %s: reading %s response: %w", pr.up.u.name, apiName(pr.hdr.Key), err))
 		}
 		buf = frame[:0]
-		c.p.m.upstreamLatency.WithLabelValues(apiName(pr.hdr.Key)).Observe(time.Since(pr.sent).Seconds())
+		c.p.m.forKey(pr.hdr.Key).latency.Observe(time.Since(pr.sent).Seconds())
 		if len(frame) < 4 || int32(binary.BigEndian.Uint32(frame)) != pr.hdr.CorrID {
 			c.doneInflight(pr.hdr.Key)
 			got := "none"
@@ -387,6 +387,6 @@ func (c *clientConn) writeClient(key int16, frame []byte) error {
 	if err := writeFrame(c.nc, frame); err != nil {
 		return errClientGone
 	}
-	c.p.m.responseBytes.WithLabelValues(apiName(key)).Add(float64(len(frame) + 4))
+	c.p.m.forKey(key).responseBytes.Add(float64(len(frame) + 4))
 	return nil
 }

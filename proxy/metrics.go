@@ -1,6 +1,8 @@
 package proxy
 
 import (
+	"sync/atomic"
+
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/twmb/franz-go/pkg/kmsg"
 )
@@ -23,6 +25,37 @@ type metrics struct {
 	earlyFetches    prometheus.Counter
 	activeCluster   *prometheus.GaugeVec   // cluster
 	pidRemaps       *prometheus.CounterVec // cluster
+
+	// perKey caches each API key's per-request series (index: the key;
+	// the last slot: every key kmsg does not know), so the request path
+	// does not hash label values four times per request.
+	perKey []atomic.Pointer[keyMetrics]
+}
+
+// keyMetrics are one API key's per-request series.
+type keyMetrics struct {
+	requests, requestBytes, responseBytes prometheus.Counter
+	latency                               prometheus.Observer
+}
+
+// forKey returns the per-request series of an API key.
+func (m *metrics) forKey(key int16) *keyMetrics {
+	slot := len(m.perKey) - 1
+	if shapeOf(key).known {
+		slot = int(key)
+	}
+	if km := m.perKey[slot].Load(); km != nil {
+		return km
+	}
+	name := apiName(key)
+	km := &keyMetrics{
+		requests:      m.requests.WithLabelValues(name),
+		requestBytes:  m.requestBytes.WithLabelValues(name),
+		responseBytes: m.responseBytes.WithLabelValues(name),
+		latency:       m.upstreamLatency.WithLabelValues(name),
+	}
+	m.perKey[slot].CompareAndSwap(nil, km)
+	return m.perKey[slot].Load()
 }
 
 func newMetrics(reg prometheus.Registerer) (*metrics, error) {
@@ -59,6 +92,7 @@ func newMetrics(reg prometheus.Registerer) (*metrics, error) {
 		pidRemaps: prometheus.NewCounterVec(prometheus.CounterOpts{Namespace: ns, Subsystem: sub,
 			Name: "producer_id_remaps_total", Help: "Producer ids obtained on a cluster for a client producer whose id another cluster issued, by cluster."}, []string{"cluster"}),
 	}
+	m.perKey = make([]atomic.Pointer[keyMetrics], len(apiShapes())+1)
 	for _, c := range []prometheus.Collector{m.connections, m.connectionsTot, m.connClosed, m.requests,
 		m.requestBytes, m.responseBytes, m.gated, m.held, m.switches, m.switchDuration,
 		m.upstreamLatency, m.earlyFetches, m.activeCluster, m.pidRemaps} {
