@@ -123,12 +123,6 @@ func (c *Config) Validate() error {
 		if err := c.Gate.validate(); err != nil {
 			return fmt.Errorf("gate: %w", err)
 		}
-		for _, k := range c.Gate.APIKeys {
-			if !gateable(k) {
-				return fmt.Errorf("gate: %w: API key %d (%s) cannot be answered with a retriable error; gateable keys: %s",
-					ErrInvalidGate, k, apiName(k), gateableList())
-			}
-		}
 	}
 	return nil
 }
@@ -140,6 +134,10 @@ func (g Gate) validate() error {
 	for _, k := range g.APIKeys {
 		if k < 0 {
 			return fmt.Errorf("%w: API key %d", ErrInvalidGate, k)
+		}
+		if !gateable(k) {
+			return fmt.Errorf("%w: API key %d (%s) cannot be answered with a retriable error; gateable keys: %s",
+				ErrInvalidGate, k, apiName(k), gateableList())
 		}
 	}
 	if g.Mode != GateReject && g.Mode != GateHold {

@@ -434,12 +434,6 @@ func (p *Proxy) SetGate(g Gate) error {
 	if err := g.validate(); err != nil {
 		return err
 	}
-	for _, k := range g.APIKeys {
-		if !gateable(k) {
-			return fmt.Errorf("%w: API key %d (%s) cannot be answered with a retriable error; gateable keys: %s",
-				ErrInvalidGate, k, apiName(k), gateableList())
-		}
-	}
 	g.APIKeys = append([]int16(nil), g.APIKeys...)
 	p.mu.Lock()
 	defer p.mu.Unlock()
