@@ -241,8 +241,8 @@ func BenchmarkRewriteRequestProduce(b *testing.B) {
 			b.SetBytes(int64(len(frame) + 4))
 			b.ReportAllocs()
 			for b.Loop() {
-				out, expect, local, err := p.rewriteRequest(ctx, c, u, hdr, frame)
-				if err != nil || !expect || local != nil || out == nil {
+				rw, err := p.rewriteRequest(ctx, c, u, hdr, frame)
+				if err != nil || !rw.expect || rw.local != nil || rw.frame == nil {
 					b.Fatalf("rewrite: %v", err)
 				}
 			}

@@ -45,11 +45,6 @@ type clientConn struct {
 
 	// Owned by the reader goroutine.
 	staleFetchSession bool // the upstream changed; the client's fetch session is unknown there
-	// lastInitPrev/lastInitTxn describe the InitProducerId request being
-	// forwarded: the presented producer id it re-initialises (-1: none) and
-	// whether it is transactional; they travel to the response in pendingReq.
-	lastInitPrev int64
-	lastInitTxn  bool
 }
 
 // upConn is a connection to one broker of one upstream cluster.
@@ -71,7 +66,6 @@ type pendingReq struct {
 	hdr   requestHeader
 	up    *upConn // the response comes from here; nil for local responses
 	local []byte  // a complete response frame made by the proxy
-	fetch bool    // counted in inflightFetch
 	sent  time.Time
 	// InitProducerId only: the presented id being re-initialised (-1: none),
 	// and whether the producer is transactional.
@@ -220,28 +214,26 @@ func (c *clientConn) forward(ctx context.Context, hdr requestHeader, frame []byt
 		c.doneInflight(hdr.Key)
 		return fault("upstream_dial", err)
 	}
-	out, expect, local, err := c.p.rewriteRequest(ctx, c, up.u, hdr, frame)
+	rw, err := c.p.rewriteRequest(ctx, c, up.u, hdr, frame)
 	if err != nil {
 		c.doneInflight(hdr.Key)
 		return fault("rewrite_request", err)
 	}
-	isFetch := hdr.Key == keyFetch
-	if local != nil {
+	if rw.local != nil {
 		c.doneInflight(hdr.Key)
-		return c.enqueue(ctx, &pendingReq{hdr: hdr, local: local})
+		return c.enqueue(ctx, &pendingReq{hdr: hdr, local: rw.local})
 	}
+	expect := rw.expect
 	if expect {
 		// Once queued, the writer (or serve's cleanup) lowers inflight.
-		pr := &pendingReq{hdr: hdr, up: up, fetch: isFetch, sent: time.Now(), prevProducerID: -1}
-		if hdr.Key == keyInitProducerID {
-			pr.prevProducerID, pr.transactional = c.lastInitPrev, c.lastInitTxn
-		}
+		pr := &pendingReq{hdr: hdr, up: up, sent: time.Now(),
+			prevProducerID: rw.prevProducerID, transactional: rw.transactional}
 		if err := c.enqueue(ctx, pr); err != nil {
 			c.doneInflight(hdr.Key)
 			return err
 		}
 	}
-	if err := writeFrame(up.nc, out); err != nil {
+	if err := writeFrame(up.nc, rw.frame); err != nil {
 		if !expect {
 			c.doneInflight(hdr.Key)
 		}
@@ -339,7 +331,7 @@ func (c *clientConn) writeLoop(ctx context.Context) error {
 		}
 		frame, err := readFrame(pr.up.nc, c.p.cfg.MaxFrameBytes, buf)
 		if err != nil {
-			if pr.up.abandoned.Load() && pr.fetch {
+			if pr.up.abandoned.Load() && pr.hdr.Key == keyFetch {
 				// The switch answered this long-poll fetch early: an empty
 				// response that also ends the client's fetch session, so
 				// its next fetch starts a new one on the new cluster.

@@ -245,10 +245,11 @@ func FuzzRewriteRequest(f *testing.F) {
 			t.Fatalf("proxy-built header does not parse: %v", err)
 		}
 		c := &clientConn{p: p, staleFetchSession: len(body)%2 == 0}
-		out, _, local, err := p.rewriteRequest(deadCtx(), c, u, hdr, frame)
+		rw, err := p.rewriteRequest(deadCtx(), c, u, hdr, frame)
 		if err != nil {
 			return
 		}
+		out, local := rw.frame, rw.local
 		if local != nil {
 			if int32(binary.BigEndian.Uint32(local)) != hdr.CorrID {
 				t.Fatalf("local response with correlation id %d, want %d", int32(binary.BigEndian.Uint32(local)), hdr.CorrID)

@@ -217,33 +217,6 @@ func (p *Proxy) translateInitProducerID(r *kmsg.InitProducerIDRequest, u *upstre
 	return prev
 }
 
-// rewriteProduceBatches rewrites the producer id, epoch and base sequence
-// of every idempotent batch in a Produce request bound for cluster u whose
-// id the client got elsewhere (or under another number). It reports whether
-// anything changed.
-func (p *Proxy) rewriteProduceBatches(ctx context.Context, r *kmsg.ProduceRequest, u *upstream) (bool, error) {
-	if r.TransactionID != nil {
-		return false, nil
-	}
-	changed := false
-	for ti := range r.Topics {
-		t := &r.Topics[ti]
-		topic := t.Topic
-		if n, ok := p.topicNames.Load(t.TopicID); ok && topic == "" {
-			topic = n.(string)
-		}
-		for pi := range t.Partitions {
-			part := &t.Partitions[pi]
-			ch, err := p.rewriteBatches(ctx, part.Records, u, topicPartition{topic, part.Partition})
-			if err != nil {
-				return changed, err
-			}
-			changed = changed || ch
-		}
-	}
-	return changed, nil
-}
-
 func (p *Proxy) rewriteBatches(ctx context.Context, b []byte, u *upstream, tp topicPartition) (bool, error) {
 	changed := false
 	for len(b) >= batchHeaderBytes {

@@ -129,57 +129,59 @@ func needsRewrite(key int16) (req, resp bool) {
 	return req, resp
 }
 
-// rewriteRequest translates a client request for cluster u. It returns the
-// frame to send, whether a response is expected (false for acks=0 Produce),
-// or a response the proxy answers with itself instead of forwarding.
-func (p *Proxy) rewriteRequest(ctx context.Context, c *clientConn, u *upstream, hdr requestHeader, frame []byte) (out []byte, expect bool, local []byte, err error) {
+// rewritten is a request after rewriteRequest: what to send upstream, or a
+// response the proxy answers with itself, and what the response will need.
+type rewritten struct {
+	frame  []byte // the request to send upstream (nil when local is set)
+	local  []byte // a response the proxy answers with instead of forwarding
+	expect bool   // a response will come (false for acks=0 Produce)
+	// InitProducerId only: the presented id it re-initialises (-1: none)
+	// and whether the producer is transactional.
+	prevProducerID int64
+	transactional  bool
+}
+
+// rewriteRequest translates a client request for cluster u.
+func (p *Proxy) rewriteRequest(ctx context.Context, c *clientConn, u *upstream, hdr requestHeader, frame []byte) (rewritten, error) {
+	pass := rewritten{frame: frame, expect: true, prevProducerID: -1}
 	if !hdr.Known {
-		return frame, true, nil, nil
-	}
-	if hdr.Key == keyInitProducerID {
-		c.lastInitPrev, c.lastInitTxn = -1, false
+		return pass, nil
 	}
 	body := frame[hdr.BodyOffset:]
 	if hdr.Key == keyProduce {
-		if out, expect, err := p.patchProduceRequest(ctx, u, hdr, frame, body); !errors.Is(err, errNoFastPath) {
-			return out, expect, nil, err
+		out, expect, err := p.patchProduceRequest(ctx, u, hdr, frame, body)
+		if !errors.Is(err, errNoFastPath) {
+			return rewritten{frame: out, expect: expect, prevProducerID: -1}, err
 		}
+		// v0-2: message sets without producer ids; only acks matters.
 	}
 	reqNeeds, _ := needsRewrite(hdr.Key)
 	if !reqNeeds && hdr.Key != keyProduce && hdr.Key != keyInitProducerID {
-		return frame, true, nil, nil
+		return pass, nil
 	}
 	req := kmsg.RequestForKey(hdr.Key)
 	req.SetVersion(hdr.Version)
 	if err := req.ReadFrom(body); err != nil {
 		// The broker will answer this malformed request as it sees fit.
-		return frame, true, nil, nil
+		return pass, nil
 	}
-	expect = true
+	out := rewritten{expect: true, prevProducerID: -1}
 	switch r := req.(type) {
 	case *kmsg.ProduceRequest:
-		expect = r.Acks != 0
-		if p.pids.rewriting.Load() {
-			changed, err := p.rewriteProduceBatches(ctx, r, u)
-			if err != nil {
-				return nil, false, nil, err
-			}
-			if !changed && hdr.Version < 13 {
-				return frame, expect, nil, nil
-			}
-		}
+		out.expect = r.Acks != 0
 	case *kmsg.InitProducerIDRequest:
-		c.lastInitPrev = p.translateInitProducerID(r, u)
-		c.lastInitTxn = r.TransactionalID != nil
+		out.prevProducerID = p.translateInitProducerID(r, u)
+		out.transactional = r.TransactionalID != nil
 	case *kmsg.FetchRequest:
 		if local := c.checkFetchSession(hdr, r); local != nil {
-			return nil, false, local, nil
+			return rewritten{local: local}, nil
 		}
 	case *kmsg.OffsetForLeaderEpochRequest:
 		liftStaleEpochs(r, u)
 	}
 	translateMessage(req, &reqTranslator{ctx: ctx, p: p, u: u, offset: u.epochOffset.Load()})
-	return requestFrame(hdr, req.AppendTo(nil)), expect, nil, nil
+	out.frame = requestFrame(hdr, req.AppendTo(nil))
+	return out, nil
 }
 
 // patchProduceRequest translates a Produce request in place: topic ids
