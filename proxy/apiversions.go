@@ -64,9 +64,7 @@ func (p *Proxy) knownVersions(ctx context.Context) ([]*kmsg.ApiVersionsResponse,
 	var out []*kmsg.ApiVersionsResponse
 	for _, name := range p.order {
 		u := p.upstreams[name]
-		u.mu.RLock()
-		r := u.versionsResp
-		u.mu.RUnlock()
+		r := u.apiVersions()
 		if r == nil {
 			// Not reachable yet: its versions cannot bound this answer.
 			// Status shows the cluster's error; a switch to it refreshes.

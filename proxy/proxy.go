@@ -218,7 +218,7 @@ func (p *Proxy) refreshLoop(ctx context.Context) {
 		for _, name := range p.order {
 			u := p.upstreams[name]
 			rctx, cancel := context.WithTimeout(ctx, p.cfg.DialTimeout)
-			_, err := u.refresh(rctx, nil)
+			err := u.refresh(rctx)
 			cancel()
 			if ctx.Err() != nil {
 				return

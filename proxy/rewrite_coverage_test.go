@@ -849,13 +849,8 @@ func TestRewriteApiVersionsCapsAtKmsgMax(t *testing.T) {
 		}
 		defer p.Close()
 		for _, u := range p.upstreams {
-			r := advertiseAll()
-			vs := map[int16][2]int16{}
-			for _, k := range r.ApiKeys {
-				vs[k.ApiKey] = [2]int16{k.MinVersion, k.MaxVersion}
-			}
 			u.mu.Lock()
-			u.versions, u.versionsResp = vs, r
+			u.versions = advertiseAll()
 			u.mu.Unlock()
 		}
 		maxV := kmsg.NewPtrApiVersionsRequest().MaxVersion()

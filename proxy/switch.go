@@ -56,7 +56,7 @@ func (p *Proxy) Switch(ctx context.Context, to string) (SwitchReport, error) {
 
 	// 1. The target must answer before anything stops.
 	rctx, cancel := context.WithTimeout(ctx, p.cfg.DialTimeout)
-	_, err := target.refresh(rctx, nil)
+	err := target.refresh(rctx)
 	cancel()
 	if err != nil {
 		return SwitchReport{}, fmt.Errorf("switch to %q: %w", to, err)

@@ -31,12 +31,11 @@ type upstream struct {
 	epochOffset atomic.Int32
 
 	mu            sync.RWMutex
-	brokers       map[int32]string    // real node id → host:port
-	topicIDs      map[string][16]byte // topic name → real id
-	topicNames    map[[16]byte]string // real id → topic name
-	leaderEpochs  map[string][]int32  // topic → partition → real leader epoch
-	versions      map[int16][2]int16  // api key → [min, max]; nil until known
-	versionsResp  *kmsg.ApiVersionsResponse
+	brokers       map[int32]string          // real node id → host:port
+	topicIDs      map[string][16]byte       // topic name → real id
+	topicNames    map[[16]byte]string       // real id → topic name
+	leaderEpochs  map[string][]int32        // topic → partition → real leader epoch
+	versions      *kmsg.ApiVersionsResponse // nil until known
 	realClusterID string
 	lastErr       string
 	lastRefresh   time.Time
@@ -77,34 +76,24 @@ func (u *upstream) setErr(err error) {
 	}
 }
 
-// refresh asks the cluster for its API versions (once) and metadata, and
-// learns brokers and topic ids. topics nil means all topics.
-func (u *upstream) refresh(ctx context.Context, topics []string) (*kmsg.MetadataResponse, error) {
+// refresh asks the cluster for its API versions (once) and the metadata of
+// all topics, and learns brokers and topic ids.
+func (u *upstream) refresh(ctx context.Context) error {
 	if u.apiVersions() == nil {
 		if err := u.loadVersions(ctx); err != nil {
 			u.setErr(err)
-			return nil, err
+			return err
 		}
 	}
-	req := kmsg.NewPtrMetadataRequest()
-	if topics != nil {
-		for _, t := range topics {
-			rt := kmsg.NewMetadataRequestTopic()
-			rt.Topic = kmsg.StringPtr(t)
-			req.Topics = append(req.Topics, rt)
-		}
-	} else {
-		req.Topics = nil
-	}
-	resp, err := req.RequestWith(ctx, u.client)
+	resp, err := kmsg.NewPtrMetadataRequest().RequestWith(ctx, u.client)
 	if err != nil {
 		err = fmt.Errorf("cluster %s: metadata: %w: %w", u.name, ErrUnreachable, err)
 		u.setErr(err)
-		return nil, err
+		return err
 	}
 	u.learnMetadata(resp)
 	u.setErr(nil)
-	return resp, nil
+	return nil
 }
 
 // refreshOnMiss refreshes all topics after a lookup missed, at most once a
@@ -118,7 +107,7 @@ func (u *upstream) refreshOnMiss(ctx context.Context) {
 	}
 	u.lastRefresh = time.Now()
 	u.mu.Unlock()
-	_, _ = u.refresh(ctx, nil)
+	_ = u.refresh(ctx)
 }
 
 func (u *upstream) loadVersions(ctx context.Context) error {
@@ -132,18 +121,14 @@ func (u *upstream) loadVersions(ctx context.Context) error {
 	if err := kerr.ErrorForCode(resp.ErrorCode); err != nil {
 		return fmt.Errorf("cluster %s: api versions: %w", u.name, err)
 	}
-	vs := make(map[int16][2]int16, len(resp.ApiKeys))
-	for _, k := range resp.ApiKeys {
-		vs[k.ApiKey] = [2]int16{k.MinVersion, k.MaxVersion}
-	}
 	u.mu.Lock()
-	u.versions = vs
-	u.versionsResp = resp
+	u.versions = resp
 	u.mu.Unlock()
 	return nil
 }
 
-func (u *upstream) apiVersions() map[int16][2]int16 {
+// apiVersions returns the cluster's ApiVersions answer, nil until known.
+func (u *upstream) apiVersions() *kmsg.ApiVersionsResponse {
 	u.mu.RLock()
 	defer u.mu.RUnlock()
 	return u.versions
