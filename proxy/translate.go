@@ -50,7 +50,7 @@ const (
 )
 
 type step struct {
-	index []int // field index path (single level)
+	index int // field index
 	act   action
 	sub   *plan
 	node  int // for actHostPort: index of the node id field
@@ -97,32 +97,32 @@ func buildPlan(t reflect.Type, visiting map[reflect.Type]bool) *plan {
 		}
 		switch {
 		case f.Type == uuidType && f.Name == "TopicID":
-			p.steps = append(p.steps, step{index: []int{i}, act: actTopicID})
+			p.steps = append(p.steps, step{index: i, act: actTopicID})
 		case f.Type == int32Type && nodeIDFields[f.Name]:
-			p.steps = append(p.steps, step{index: []int{i}, act: actNodeID})
+			p.steps = append(p.steps, step{index: i, act: actNodeID})
 			if f.Name == "NodeID" || f.Name == "BrokerID" {
 				nodeIdx = i
 			}
 		case f.Type == int32sType && nodeIDListFields[f.Name]:
-			p.steps = append(p.steps, step{index: []int{i}, act: actNodeIDs})
+			p.steps = append(p.steps, step{index: i, act: actNodeIDs})
 		case f.Type == int32Type && epochFields[f.Name]:
-			p.steps = append(p.steps, step{index: []int{i}, act: actEpoch})
+			p.steps = append(p.steps, step{index: i, act: actEpoch})
 		case f.Type == stringType && f.Name == "Host":
 			hostIdx = i
 		case f.Type == int32Type && f.Name == "Port":
 			portIdx = i
 		case f.Type.Kind() == reflect.Struct:
 			if sub := buildPlan(f.Type, visiting); sub != nil {
-				p.steps = append(p.steps, step{index: []int{i}, act: actStruct, sub: sub})
+				p.steps = append(p.steps, step{index: i, act: actStruct, sub: sub})
 			}
 		case f.Type.Kind() == reflect.Slice && f.Type.Elem().Kind() == reflect.Struct:
 			if sub := buildPlan(f.Type.Elem(), visiting); sub != nil {
-				p.steps = append(p.steps, step{index: []int{i}, act: actStructs, sub: sub})
+				p.steps = append(p.steps, step{index: i, act: actStructs, sub: sub})
 			}
 		case f.Type.Kind() == reflect.Pointer && f.Type.Elem().Kind() == reflect.Struct:
 			// Nullable structs, e.g. the KIP-848 heartbeat's Assignment.
 			if sub := buildPlan(f.Type.Elem(), visiting); sub != nil {
-				p.steps = append(p.steps, step{index: []int{i}, act: actStructPtr, sub: sub})
+				p.steps = append(p.steps, step{index: i, act: actStructPtr, sub: sub})
 			}
 		}
 	}
@@ -130,7 +130,7 @@ func buildPlan(t reflect.Type, visiting map[reflect.Type]bool) *plan {
 	// virtual broker. Structs with a host but no node id (ACL hosts,
 	// application endpoints) are not broker addresses and stay untouched.
 	if hostIdx >= 0 && portIdx >= 0 && nodeIdx >= 0 {
-		p.steps = append(p.steps, step{index: []int{hostIdx}, act: actHostPort, node: nodeIdx, port: portIdx})
+		p.steps = append(p.steps, step{index: hostIdx, act: actHostPort, node: nodeIdx, port: portIdx})
 	}
 	if len(p.steps) == 0 {
 		return nil
@@ -153,7 +153,7 @@ func translateMessage(msg any, tr translator) {
 
 func applyPlan(v reflect.Value, p *plan, tr translator) {
 	for _, s := range p.steps {
-		f := v.Field(s.index[0])
+		f := v.Field(s.index)
 		switch s.act {
 		case actTopicID:
 			id := f.Interface().([16]byte)
