@@ -29,7 +29,6 @@ import (
 	"github.com/twmb/franz-go/pkg/kgo"
 	"github.com/twmb/franz-go/pkg/kmsg"
 	"go.uber.org/zap"
-	"go.uber.org/zap/zaptest"
 )
 
 // Bad input from a client or a broker closes that one connection, counts it
@@ -371,7 +370,7 @@ func TestReadyNamesUnreachableActiveCluster(t *testing.T) {
 		{Name: "dead", Bootstrap: []string{refusedAddr(t)}},
 	}
 	cfg.Active = "dead"
-	p := runUnreadyProxy(t, cfg)
+	p := runProxy(t, cfg, prometheus.NewRegistry(), zap.ErrorLevel)
 	var last error
 	eventually(t, 15*time.Second, "Ready to report the cluster's error", func() error {
 		last = p.Ready()
@@ -876,30 +875,6 @@ func refusedAddr(t testing.TB) string {
 	addr := ln.Addr().String()
 	ln.Close()
 	return addr
-}
-
-// runUnreadyProxy runs a proxy without waiting for it to become ready.
-func runUnreadyProxy(t *testing.T, cfg Config) *Proxy {
-	t.Helper()
-	p, err := New(cfg, zaptest.NewLogger(t, zaptest.Level(zap.ErrorLevel)), prometheus.NewRegistry())
-	if err != nil {
-		t.Fatalf("new proxy: %v", err)
-	}
-	ctx, cancel := context.WithCancel(context.Background())
-	done := make(chan error, 1)
-	go func() { done <- p.Run(ctx) }()
-	t.Cleanup(func() {
-		cancel()
-		select {
-		case err := <-done:
-			if err != nil {
-				t.Errorf("proxy run: %v", err)
-			}
-		case <-time.After(15 * time.Second):
-			t.Errorf("proxy did not stop within 15s")
-		}
-	})
-	return p
 }
 
 // brokerDisconnects counts a franz-go client's broker disconnects.

@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"net"
+	"strconv"
 	"testing"
 	"time"
 
@@ -11,6 +12,7 @@ import (
 	"github.com/switchyard/switchyard/internal/kafkatest"
 	"github.com/twmb/franz-go/pkg/kgo"
 	"go.uber.org/zap"
+	"go.uber.org/zap/zapcore"
 	"go.uber.org/zap/zaptest"
 )
 
@@ -38,8 +40,16 @@ func startProxy(t *testing.T, source, target *kafkatest.Cluster, mutate ...func(
 		m(&cfg)
 	}
 	reg := prometheus.NewRegistry()
-	log := zaptest.NewLogger(t, zaptest.Level(zap.WarnLevel))
-	p, err := New(cfg, log, reg)
+	p := runProxy(t, cfg, reg, zap.WarnLevel)
+	eventually(t, 10*time.Second, "proxy ready", func() error { return p.Ready() })
+	return &testProxy{Proxy: p, source: source, target: target, reg: reg}
+}
+
+// runProxy runs a proxy until the test ends, without waiting for it to
+// become ready; it logs at the given level and above.
+func runProxy(t *testing.T, cfg Config, reg *prometheus.Registry, level zapcore.Level) *Proxy {
+	t.Helper()
+	p, err := New(cfg, zaptest.NewLogger(t, zaptest.Level(level)), reg)
 	if err != nil {
 		t.Fatalf("new proxy: %v", err)
 	}
@@ -53,12 +63,11 @@ func startProxy(t *testing.T, source, target *kafkatest.Cluster, mutate ...func(
 			if err != nil {
 				t.Errorf("proxy run: %v", err)
 			}
-		case <-time.After(10 * time.Second):
-			t.Errorf("proxy did not stop within 10s")
+		case <-time.After(15 * time.Second):
+			t.Errorf("proxy did not stop within 15s")
 		}
 	})
-	eventually(t, 10*time.Second, "proxy ready", func() error { return p.Ready() })
-	return &testProxy{Proxy: p, source: source, target: target, reg: reg}
+	return p
 }
 
 // client returns a franz-go client bootstrapped at the proxy.
@@ -90,7 +99,7 @@ func eventually(t testing.TB, within time.Duration, what string, f func() error)
 
 // isLocal reports whether addr is one of the proxy's own listeners.
 func (tp *testProxy) isLocal(host string, port int32) bool {
-	addr := net.JoinHostPort(host, itoa(int(port)))
+	addr := net.JoinHostPort(host, strconv.Itoa(int(port)))
 	if addr == tp.Addr().String() {
 		return true
 	}
@@ -101,8 +110,6 @@ func (tp *testProxy) isLocal(host string, port int32) bool {
 	}
 	return false
 }
-
-func itoa(i int) string { return (&net.TCPAddr{Port: i}).String()[1:] }
 
 var errNotYet = errors.New("not yet")
 
