@@ -136,17 +136,20 @@ func (mr *Mirror) copyRound(ctx context.Context, cons, prod *kgo.Client) error {
 	}
 	fs.EachRecord(func(r *kgo.Record) {
 		k := tp{r.Topic, r.Partition}
-		mr.mu.Lock()
-		p := mr.parts[k]
-		mr.mu.Unlock()
-		if p == nil {
-			return
-		}
 		pa := advances[k]
 		if pa == nil {
+			// First record of this partition in the round: look the
+			// partition up once, not for every record.
+			mr.mu.Lock()
+			p := mr.parts[k]
+			mr.mu.Unlock()
+			if p == nil {
+				return
+			}
 			pa = &advance{part: p}
 			advances[k] = pa
 		}
+		p := pa.part
 		pa.next = r.Offset + 1
 		if r.Attrs.IsControl() {
 			return
