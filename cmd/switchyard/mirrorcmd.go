@@ -11,7 +11,6 @@ import (
 	"net"
 	"net/http"
 	"os"
-	"strings"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
@@ -140,9 +139,6 @@ func loadMirrorConfig(path string) (mirror.Config, error) {
 	dec.KnownFields(true)
 	if err := dec.Decode(&cfg); err != nil && !errors.Is(err, io.EOF) {
 		return cfg, fmt.Errorf("config file %s: %w", path, err)
-	}
-	for i, a := range cfg.SourceBootstrap {
-		cfg.SourceBootstrap[i] = strings.TrimSpace(a)
 	}
 	return cfg, nil
 }

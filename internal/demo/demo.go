@@ -342,9 +342,7 @@ func (t *tally) add(r *kgo.Record) {
 	if prev, ok := t.lastSeq[k]; ok && seq <= prev && t.count[seq] == 1 {
 		t.disorder++
 	}
-	if seq > t.lastSeq[k] || t.count[seq] == 1 {
-		t.lastSeq[k] = max(seq, t.lastSeq[k])
-	}
+	t.lastSeq[k] = max(seq, t.lastSeq[k])
 	t.mu.Unlock()
 	select {
 	case t.changed <- struct{}{}:
