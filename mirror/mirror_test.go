@@ -71,10 +71,7 @@ func (rm *runningMirror) waitCaughtUp(t *testing.T, src *kafkatest.Cluster, topi
 	t.Helper()
 	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
 	defer cancel()
-	ends, err := kadm.NewClient(src.Client(t)).ListCommittedOffsets(ctx, topic)
-	if err != nil {
-		t.Fatalf("source end offsets: %v", err)
-	}
+	ends := src.SettledEnds(ctx, t, topic)
 	for {
 		behind := ""
 		ends.Each(func(o kadm.ListedOffset) {

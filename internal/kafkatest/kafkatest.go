@@ -138,3 +138,38 @@ func allLed(td kadm.TopicDetail) bool {
 func errorsIsTopicExists(err error) bool {
 	return err == kerr.TopicAlreadyExists || strings.Contains(err.Error(), kerr.TopicAlreadyExists.Message)
 }
+
+// SettledEnds returns topic's end offsets once no transaction is pending on
+// it: the last stable offset equals the high watermark on every partition.
+// A real broker answers EndTxn before it writes the markers, so right after
+// a producer commits, the last stable offset can still be short of the
+// committed records; a test that waits for that offset would declare a
+// copy complete too early.
+func (c *Cluster) SettledEnds(ctx context.Context, t testing.TB, topic string) kadm.ListedOffsets {
+	t.Helper()
+	adm := kadm.NewClient(c.Client(t))
+	for {
+		committed, err := adm.ListCommittedOffsets(ctx, topic)
+		if err != nil {
+			t.Fatalf("%s: committed offsets of %s: %v", c.Name, topic, err)
+		}
+		ends, err := adm.ListEndOffsets(ctx, topic)
+		if err != nil {
+			t.Fatalf("%s: end offsets of %s: %v", c.Name, topic, err)
+		}
+		settled := true
+		ends.Each(func(o kadm.ListedOffset) {
+			if lso, ok := committed.Lookup(o.Topic, o.Partition); !ok || lso.Offset != o.Offset {
+				settled = false
+			}
+		})
+		if settled {
+			return committed
+		}
+		select {
+		case <-ctx.Done():
+			t.Fatalf("%s: transactions on %s still pending (last stable %v, end %v): %v", c.Name, topic, committed, ends, ctx.Err())
+		case <-time.After(20 * time.Millisecond):
+		}
+	}
+}

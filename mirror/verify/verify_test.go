@@ -62,15 +62,12 @@ func runMirror(t *testing.T, source, target *kafkatest.Cluster, topic string, mu
 }
 
 // waitCaughtUp polls until every partition of topic is copied up to the
-// source's last stable offset as of the call.
+// source's end offsets once its transactions are settled.
 func waitCaughtUp(t *testing.T, mr *mirror.Mirror, source *kafkatest.Cluster, topic string) {
 	t.Helper()
 	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
 	defer cancel()
-	ends, err := kadm.NewClient(source.Client(t)).ListCommittedOffsets(ctx, topic)
-	if err != nil {
-		t.Fatalf("source end offsets: %v", err)
-	}
+	ends := source.SettledEnds(ctx, t, topic)
 	for {
 		behind := ""
 		ends.Each(func(o kadm.ListedOffset) {
