@@ -10,24 +10,23 @@ package mirror
 //
 // Keys are unique per transaction and partition, so compaction keeps every
 // delta; merged in key order they give each partition's whole map. A mirror
-// starting up writes a start marker (key "s", value: a random token) in a
-// transaction of its own — which also fences a previous instance — and
-// restores by reading until it sees its own marker: everything committed
-// before it is visible, in order.
+// starting up first initializes its transactional producer — which fences a
+// previous instance and settles the transaction it left open — and then
+// restores by reading the topic up to its end: everything committed is
+// visible, in order.
 
 import (
-	"bytes"
 	"context"
-	"crypto/rand"
 	"encoding/binary"
-	"encoding/hex"
 	"errors"
 	"fmt"
 	"sort"
+	"time"
 
 	"github.com/twmb/franz-go/pkg/kadm"
 	"github.com/twmb/franz-go/pkg/kerr"
 	"github.com/twmb/franz-go/pkg/kgo"
+	"github.com/twmb/franz-go/pkg/kmsg"
 
 	"github.com/switchyard/switchyard/mirror/offsetmap"
 )
@@ -61,8 +60,6 @@ func parseDeltaKey(k []byte) (tp, int64, error) {
 	return t, int64(binary.BigEndian.Uint64(k[3+n+4:])), nil
 }
 
-var startKey = []byte("s")
-
 // ensureCheckpointTopic creates the checkpoint topic if it is missing.
 func ensureCheckpointTopic(ctx context.Context, adm *kadm.Client, topic string) error {
 	cfg := map[string]*string{"cleanup.policy": kadm.StringPtr("compact")}
@@ -74,28 +71,6 @@ func ensureCheckpointTopic(ctx context.Context, adm *kadm.Client, topic string) 
 		return fmt.Errorf("create checkpoint topic %s on the target: %w", topic, err)
 	}
 	return nil
-}
-
-// writeStartMarker commits a start marker with a fresh token through the
-// transactional producer and returns the token.
-func writeStartMarker(ctx context.Context, prod *kgo.Client, topic string) ([]byte, error) {
-	var b [16]byte
-	if _, err := rand.Read(b[:]); err != nil {
-		return nil, err
-	}
-	token := []byte(hex.EncodeToString(b[:]))
-	if err := prod.BeginTransaction(); err != nil {
-		return nil, fmt.Errorf("begin start-marker transaction: %w", err)
-	}
-	rec := &kgo.Record{Topic: topic, Partition: 0, Key: startKey, Value: token}
-	if err := prod.ProduceSync(ctx, rec).FirstErr(); err != nil {
-		_ = prod.EndTransaction(ctx, kgo.TryAbort)
-		return nil, fmt.Errorf("write start marker: %w", err)
-	}
-	if err := prod.EndTransaction(ctx, kgo.TryCommit); err != nil {
-		return nil, fmt.Errorf("commit start marker: %w", err)
-	}
-	return token, nil
 }
 
 // TopicPartition names a source topic partition.
@@ -110,12 +85,12 @@ type TopicPartition struct {
 // offset as of the call.
 func ReadOffsetMaps(ctx context.Context, targetBootstrap []string, name string, opts ...kgo.Opt) (map[TopicPartition]*offsetmap.Map, error) {
 	topic := (&Config{Name: name}).checkpointTopic()
-	cl, err := kgo.NewClient(append([]kgo.Opt{kgo.SeedBrokers(targetBootstrap...)}, opts...)...)
+	cl, err := kgo.NewClient(append([]kgo.Opt{kgo.SeedBrokers(targetBootstrap...), kgo.MaxVersions(clientVersions())}, opts...)...)
 	if err != nil {
 		return nil, err
 	}
+	defer cl.Close()
 	ends, err := kadm.NewClient(cl).ListCommittedOffsets(ctx, topic)
-	cl.Close()
 	if err != nil {
 		return nil, fmt.Errorf("end of checkpoint topic %s: %w", topic, err)
 	}
@@ -123,7 +98,7 @@ func ReadOffsetMaps(ctx context.Context, targetBootstrap []string, name string, 
 	if !ok || end.Err != nil {
 		return nil, fmt.Errorf("checkpoint topic %s not found on the target (is the mirror name right?)", topic)
 	}
-	maps, err := readCheckpoints(ctx, targetBootstrap, topic, func(r *kgo.Record) bool { return r.Offset+2 >= end.Offset }, end.Offset == 0, opts...)
+	maps, err := readCheckpoints(ctx, cl, topic, end.Offset)
 	if err != nil {
 		return nil, err
 	}
@@ -134,70 +109,113 @@ func ReadOffsetMaps(ctx context.Context, targetBootstrap []string, name string, 
 	return out, nil
 }
 
-// restoreCheckpoints reads the checkpoint topic up to the start marker
-// with the given token and returns each partition's offset map.
-func restoreCheckpoints(ctx context.Context, bootstrap []string, topic string, token []byte, opts ...kgo.Opt) (map[tp]*offsetmap.Map, error) {
-	return readCheckpoints(ctx, bootstrap, topic, func(r *kgo.Record) bool {
-		return bytes.Equal(r.Key, startKey) && bytes.Equal(r.Value, token)
-	}, false, opts...)
+// restoreCheckpoints reads the whole checkpoint topic — up to its high
+// watermark, which is stable once the mirror's producer is initialized —
+// and returns each partition's offset map. cl must cap Fetch at v12.
+func restoreCheckpoints(ctx context.Context, cl *kgo.Client, topic string) (map[tp]*offsetmap.Map, error) {
+	ends, err := kadm.NewClient(cl).ListEndOffsets(ctx, topic)
+	if err != nil {
+		return nil, fmt.Errorf("end of checkpoint topic %s: %w", topic, err)
+	}
+	end, ok := ends.Lookup(topic, 0)
+	if !ok || end.Err != nil {
+		return nil, fmt.Errorf("end of checkpoint topic %s: %v", topic, end.Err)
+	}
+	return readCheckpoints(ctx, cl, topic, end.Offset)
 }
 
-// readCheckpoints reads the checkpoint topic from the start until last
-// reports the final record (or at once when empty), merging the deltas.
-func readCheckpoints(ctx context.Context, bootstrap []string, topic string, last func(*kgo.Record) bool, empty bool, opts ...kgo.Opt) (map[tp]*offsetmap.Map, error) {
-	if empty {
-		return map[tp]*offsetmap.Map{}, nil
-	}
-	cl, err := kgo.NewClient(append([]kgo.Opt{
-		kgo.SeedBrokers(bootstrap...),
-		kgo.ConsumePartitions(map[string]map[int32]kgo.Offset{topic: {0: kgo.NewOffset().AtStart()}}),
-		kgo.FetchIsolationLevel(kgo.ReadCommitted()),
-	}, opts...)...)
-	if err != nil {
-		return nil, fmt.Errorf("checkpoint reader: %w", err)
-	}
-	defer cl.Close()
+// readCheckpoints reads the committed records of the checkpoint topic
+// below offset until, merging the deltas. It fetches raw, so it knows its
+// position exactly: past transaction markers, aborted records and records
+// compaction removed.
+func readCheckpoints(ctx context.Context, cl *kgo.Client, topic string, until int64) (map[tp]*offsetmap.Map, error) {
 	type delta struct {
 		first int64
 		m     *offsetmap.Map
 	}
 	deltas := map[tp][]delta{}
-	found := false
-	for !found {
-		fs := cl.PollFetches(ctx)
-		if err := ctx.Err(); err != nil {
-			return nil, fmt.Errorf("read checkpoint topic %s: end not reached: %w", topic, err)
+	leaders := &leaderCache{cl: cl}
+	dec := kgo.DefaultDecompressor()
+	for pos := int64(0); pos < until; {
+		ls, err := leaders.leaders(ctx, []string{topic})
+		if err != nil {
+			return nil, fmt.Errorf("read checkpoint topic %s: %w", topic, err)
 		}
-		var ferr error
-		fs.EachError(func(_ string, _ int32, err error) { ferr = err })
-		if ferr != nil {
-			return nil, fmt.Errorf("read checkpoint topic %s: %w", topic, ferr)
-		}
-		var derr error
-		fs.EachRecord(func(r *kgo.Record) {
-			switch {
-			case derr != nil || found:
-			case bytes.Equal(r.Key, startKey):
-				found = last(r)
-			case r.Value == nil: // a delta removed by TrimBefore
-				found = last(r)
-			default:
-				found = last(r)
-				t, first, err := parseDeltaKey(r.Key)
-				if err != nil {
-					derr = fmt.Errorf("checkpoint record at offset %d: %w", r.Offset, err)
-					return
-				}
-				m := offsetmap.New()
-				if err := m.UnmarshalBinary(r.Value); err != nil {
-					derr = fmt.Errorf("checkpoint record at offset %d (%s): %w", r.Offset, t, err)
-					return
-				}
-				deltas[t] = append(deltas[t], delta{first, m})
+		leader, ok := ls[topicPart{topic, 0}]
+		if !ok {
+			leaders.invalidate()
+			if err := sleepCtx(ctx, 100*time.Millisecond); err != nil {
+				return nil, fmt.Errorf("read checkpoint topic %s: no leader: %w", topic, err)
 			}
-		})
-		if derr != nil {
-			return nil, derr
+			continue
+		}
+		req := kmsg.NewPtrFetchRequest()
+		req.ReplicaID, req.MaxWaitMillis, req.MinBytes, req.MaxBytes = -1, 100, 1, 16<<20
+		req.IsolationLevel, req.SessionEpoch = 1, -1
+		rt := kmsg.NewFetchRequestTopic()
+		rt.Topic = topic
+		rp := kmsg.NewFetchRequestTopicPartition()
+		rp.CurrentLeaderEpoch, rp.FetchOffset, rp.LogStartOffset, rp.PartitionMaxBytes = -1, pos, -1, 16<<20
+		rt.Partitions = append(rt.Partitions, rp)
+		req.Topics = append(req.Topics, rt)
+		resp, err := req.RequestWith(ctx, cl.Broker(int(leader)))
+		if err != nil {
+			if ctx.Err() != nil {
+				return nil, fmt.Errorf("read checkpoint topic %s: %w", topic, ctx.Err())
+			}
+			leaders.invalidate()
+			continue
+		}
+		if len(resp.Topics) != 1 || len(resp.Topics[0].Partitions) != 1 {
+			return nil, fmt.Errorf("read checkpoint topic %s: unexpected fetch response shape", topic)
+		}
+		part := &resp.Topics[0].Partitions[0]
+		if e := kerr.ErrorForCode(part.ErrorCode); e != nil {
+			if errors.Is(e, kerr.OffsetOutOfRange) && part.LogStartOffset > pos {
+				pos = part.LogStartOffset // deltas deleted (the topic is compacted: only by TrimBefore)
+				continue
+			}
+			if isLeaderError(e) {
+				leaders.invalidate()
+				continue
+			}
+			return nil, fmt.Errorf("read checkpoint topic %s at offset %d: %w", topic, pos, e)
+		}
+		fp, next := kgo.ProcessFetchPartition(kgo.ProcessFetchPartitionOpts{
+			KeepControlRecords: true, Offset: pos, IsolationLevel: kgo.ReadCommitted(), Topic: topic,
+		}, part, dec, nil)
+		if fp.Err != nil {
+			return nil, fmt.Errorf("read checkpoint topic %s at offset %d: %w", topic, pos, fp.Err)
+		}
+		for _, r := range fp.Records {
+			if r.Offset >= until || r.Attrs.IsControl() || r.Value == nil {
+				// Beyond the end asked for; a transaction marker; a delta
+				// removed by TrimBefore.
+				continue
+			}
+			t, first, err := parseDeltaKey(r.Key)
+			if err != nil {
+				continue // not a delta (e.g. a start marker of an older version)
+			}
+			m := offsetmap.New()
+			if err := m.UnmarshalBinary(r.Value); err != nil {
+				return nil, fmt.Errorf("checkpoint record at offset %d (%s): %w", r.Offset, t, err)
+			}
+			deltas[t] = append(deltas[t], delta{first, m})
+		}
+		switch {
+		case next > pos:
+			pos = next
+		case part.LastStableOffset >= until || part.HighWatermark <= pos:
+			// Nothing at or after pos below until: compacted away, or the
+			// end was reached.
+			pos = until
+		default:
+			// An open transaction holds the last stable offset below
+			// until: wait for it to end.
+			if err := sleepCtx(ctx, 20*time.Millisecond); err != nil {
+				return nil, fmt.Errorf("read checkpoint topic %s: waiting at offset %d for a transaction to end: %w", topic, pos, err)
+			}
 		}
 	}
 	out := make(map[tp]*offsetmap.Map, len(deltas))
@@ -217,6 +235,15 @@ func readCheckpoints(ctx context.Context, bootstrap []string, topic string, last
 		out[t] = m
 	}
 	return out, nil
+}
+
+func sleepCtx(ctx context.Context, d time.Duration) error {
+	select {
+	case <-ctx.Done():
+		return ctx.Err()
+	case <-time.After(d):
+		return nil
+	}
 }
 
 // mergeDelta appends a transaction's delta to a partition's map.

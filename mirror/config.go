@@ -30,6 +30,9 @@ type Config struct {
 	// markers and offset-map ranges; smaller ones, less to redo after a crash.
 	TxnMaxRecords  int           `yaml:"txnMaxRecords"`
 	TxnMaxInterval time.Duration `yaml:"txnMaxInterval"`
+	// TxnMaxBytes bounds the record batch bytes of one transaction (a
+	// batch is never split, so one larger batch still goes alone).
+	TxnMaxBytes int `yaml:"txnMaxBytes"`
 	// TopicSyncInterval is how often topics, partitions and configs are
 	// re-synced (new topics, partition increases, config changes).
 	TopicSyncInterval time.Duration `yaml:"topicSyncInterval"`
@@ -41,11 +44,12 @@ type Config struct {
 	RetryBackoffMax time.Duration `yaml:"retryBackoffMax"`
 }
 
-// DefaultConfig returns the defaults: transactions of up to 10,000 records
-// or 500 ms, topic sync every 30 s, group sync every 5 s.
+// DefaultConfig returns the defaults: transactions of up to 100,000
+// records, 16 MiB or 500 ms, topic sync every 30 s, group sync every 5 s.
 func DefaultConfig() Config {
 	return Config{
-		TxnMaxRecords:     10000,
+		TxnMaxRecords:     100000,
+		TxnMaxBytes:       16 << 20,
 		TxnMaxInterval:    500 * time.Millisecond,
 		TopicSyncInterval: 30 * time.Second,
 		GroupSyncInterval: 5 * time.Second,
@@ -81,6 +85,9 @@ func (c *Config) Validate() error {
 	}
 	if c.TxnMaxRecords <= 0 {
 		return errors.New("txnMaxRecords: must be positive")
+	}
+	if c.TxnMaxBytes <= 0 {
+		return errors.New("txnMaxBytes: must be positive")
 	}
 	for field, d := range map[string]time.Duration{"txnMaxInterval": c.TxnMaxInterval, "topicSyncInterval": c.TopicSyncInterval,
 		"groupSyncInterval": c.GroupSyncInterval, "retryBackoff": c.RetryBackoff, "retryBackoffMax": c.RetryBackoffMax} {

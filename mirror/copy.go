@@ -1,8 +1,8 @@
 package mirror
 
 import (
-	"cmp"
 	"context"
+	"encoding/binary"
 	"errors"
 	"fmt"
 	"slices"
@@ -12,264 +12,562 @@ import (
 
 	"github.com/twmb/franz-go/pkg/kerr"
 	"github.com/twmb/franz-go/pkg/kgo"
+	"github.com/twmb/franz-go/pkg/kmsg"
 	"go.uber.org/zap"
 
 	"github.com/switchyard/switchyard/mirror/offsetmap"
 )
 
-// copyLoop owns the source consumer and the target's transactional
-// producer. Each round polls what the source has (read_committed), copies
-// it in one target transaction together with the offset-map deltas that
-// describe it, commits, and only then applies the deltas in memory. A
-// failed round is aborted and retried from the last committed position, so
-// the target never holds a record whose progress was not committed with it.
-func (mr *Mirror) copyLoop(ctx context.Context, prod *kgo.Client) error {
-	mr.mu.Lock()
-	start := map[string]map[int32]kgo.Offset{}
-	for k, p := range mr.parts {
-		setStart(start, k, p.om)
-	}
-	mr.mu.Unlock()
-	cons, err := mr.client(mr.cfg.SourceBootstrap,
-		kgo.ConsumePartitions(start),
-		kgo.FetchIsolationLevel(kgo.ReadCommitted()),
-		// Control records are delivered (and not copied) so the position
-		// moves past transaction markers: caught up means Next == LSO.
-		kgo.KeepControlRecords(),
-		kgo.FetchMaxWait(250*time.Millisecond),
-	)
-	if err != nil {
-		return fmt.Errorf("source consumer: %w", err)
-	}
-	defer cons.Close()
+// copier owns the raw source fetches and the target transactions. Each
+// round fetches what the source has (read_committed) for every partition
+// not backing off, produces it in one target transaction together with the
+// offset-map deltas that describe it, commits, and only then applies the
+// deltas in memory. A failed round is aborted — the producer epoch is
+// bumped, so nothing of it survives — and redone from the last committed
+// position; the partition that failed backs off, the others go on.
+type copier struct {
+	mr        *Mirror
+	src, dst  *kgo.Client
+	prod      *txnProducer
+	codecs    *codecs
+	srcLeader *leaderCache
+	dstLeader *leaderCache
+	// retryAt holds partitions backing off after a failure.
+	retryAt map[tp]time.Time
+	backoff map[tp]time.Duration
+}
 
-	backoff := mr.cfg.RetryBackoff
+// partFetch is one partition's part of a fetch response.
+type partFetch struct {
+	part *partition
+	resp *kmsg.FetchResponseTopicPartition
+	err  error
+}
+
+func (c *copier) run(ctx context.Context) error {
+	c.retryAt, c.backoff = map[tp]time.Time{}, map[tp]time.Duration{}
 	for {
-		select {
-		case added := <-mr.newParts:
-			add := map[string]map[int32]kgo.Offset{}
-			mr.mu.Lock()
-			for _, k := range added {
-				setStart(add, k, mr.parts[k].om)
-			}
-			mr.mu.Unlock()
-			cons.AddConsumePartitions(add)
-		default:
-		}
 		if ctx.Err() != nil {
 			return nil
 		}
-		err := mr.copyRound(ctx, cons, prod)
+		err := c.round(ctx)
 		switch {
 		case err == nil:
-			backoff = mr.cfg.RetryBackoff
 		case ctx.Err() != nil:
 			return nil
-		case errors.Is(err, kerr.ProducerFenced), errors.Is(err, kerr.InvalidProducerEpoch), errors.Is(err, kerr.TransactionalIDAuthorizationFailed):
-			return fmt.Errorf("mirror %s stopped: another instance with the same name took over (or the transactional id is not authorized): %w", mr.cfg.Name, err)
+		case errors.Is(err, errFenced), errors.Is(err, kerr.TransactionalIDAuthorizationFailed):
+			return fmt.Errorf("mirror %s stopped: another instance with the same name took over (or the transactional id is not authorized): %w", c.mr.cfg.Name, err)
 		default:
-			mr.mu.Lock()
-			mr.lastErr = err.Error()
-			mr.mu.Unlock()
-			mr.log.Warn("copy round failed; retrying", zap.Error(err), zap.Duration("backoff", backoff))
+			c.mr.mu.Lock()
+			c.mr.lastErr = err.Error()
+			c.mr.mu.Unlock()
+			c.mr.log.Warn("copy round failed; retrying", zap.Error(err))
+			// A failure not tied to a partition (coordinator, network):
+			// wait before the next round.
 			select {
 			case <-ctx.Done():
 				return nil
-			case <-time.After(backoff):
+			case <-time.After(c.mr.cfg.RetryBackoff):
 			}
-			backoff = min(2*backoff, mr.cfg.RetryBackoffMax)
 		}
 	}
 }
 
-func setStart(dst map[string]map[int32]kgo.Offset, k tp, om *offsetmap.Map) {
-	if dst[k.topic] == nil {
-		dst[k.topic] = map[int32]kgo.Offset{}
+// active returns the partitions to fetch this round: all known, minus
+// those backing off. It also says how long until the next one's backoff
+// ends (0 when none waits).
+func (c *copier) active() ([]*partition, time.Duration) {
+	now := time.Now()
+	var (
+		out  []*partition
+		wait time.Duration
+	)
+	c.mr.mu.Lock()
+	defer c.mr.mu.Unlock()
+	for k, p := range c.mr.parts {
+		if at, ok := c.retryAt[k]; ok && now.Before(at) {
+			if d := at.Sub(now); wait == 0 || d < wait {
+				wait = d
+			}
+			continue
+		}
+		out = append(out, p)
 	}
-	off := kgo.NewOffset().AtStart()
-	if om.Next() > 0 {
-		off = kgo.NewOffset().At(om.Next())
-	}
-	dst[k.topic][k.partition] = off
+	return out, wait
 }
 
-// copied is one record written in the current transaction.
-type copied struct {
-	part     *partition
-	src, tgt int64
-	ts       time.Time
-	bytes    int
+// fail puts a partition into backoff and records the error.
+func (c *copier) fail(p *partition, err error) {
+	d := c.backoff[p.src]
+	if d == 0 {
+		d = c.mr.cfg.RetryBackoff
+	} else {
+		d = min(2*d, c.mr.cfg.RetryBackoffMax)
+	}
+	c.backoff[p.src] = d
+	c.retryAt[p.src] = time.Now().Add(d)
+	c.mr.partitionFailed(p.src, err)
+	c.mr.log.Warn("partition failed; backing off", zap.Stringer("partition", p.src), zap.Duration("backoff", d), zap.Error(err))
 }
 
-// copyRound copies one transaction's worth of records.
-func (mr *Mirror) copyRound(ctx context.Context, cons, prod *kgo.Client) error {
-	pollCtx, cancel := context.WithTimeout(ctx, mr.cfg.TxnMaxInterval)
-	fs := cons.PollRecords(pollCtx, mr.cfg.TxnMaxRecords)
-	cancel()
-	if ctx.Err() != nil {
+func (c *copier) succeeded(p *partition) {
+	delete(c.backoff, p.src)
+	delete(c.retryAt, p.src)
+}
+
+// round copies one transaction's worth of records.
+func (c *copier) round(ctx context.Context) error {
+	parts, wait := c.active()
+	if len(parts) == 0 {
+		if wait == 0 {
+			wait = c.mr.cfg.TxnMaxInterval
+		}
+		select {
+		case <-ctx.Done():
+		case <-time.After(wait):
+		}
 		return nil
 	}
-	mr.notePositions(fs)
-	var fetchErr error
-	fs.EachError(func(topic string, partition int32, err error) {
-		if errors.Is(err, context.DeadlineExceeded) || errors.Is(err, context.Canceled) {
-			return
+	fetched, err := c.fetch(ctx, parts)
+	if err != nil {
+		return err
+	}
+	c.notePositions(fetched)
+
+	// Split every partition's data into batches to produce.
+	type work struct {
+		part  *partition
+		res   splitResult
+		delta *offsetmap.Map
+	}
+	var (
+		works   []*work
+		records int
+	)
+	maxRecords, maxBytes := c.mr.cfg.TxnMaxRecords, c.mr.cfg.TxnMaxBytes
+	for _, f := range fetched {
+		if f.err != nil {
+			c.fail(f.part, f.err)
+			continue
 		}
-		mr.partitionFailed(tp{topic, partition}, err)
-		fetchErr = fmt.Errorf("fetch %s/%d: %w", topic, partition, err)
-	})
-	if fs.NumRecords() == 0 {
-		return fetchErr
+		next := f.part.om.Next()
+		res, err := splitBatches(f.resp.RecordBatches, f.resp.AbortedTransactions, next,
+			max(1, maxRecords-records), max(1, maxBytes), c.codecs)
+		if err != nil {
+			c.fail(f.part, fmt.Errorf("source %s: %w", f.part.src, err))
+			continue
+		}
+		if res.next == next {
+			continue
+		}
+		records += res.records
+		works = append(works, &work{part: f.part, res: res})
+	}
+	if len(works) == 0 {
+		return nil
 	}
 
-	// Everything fetched, in order per partition. Control records only
-	// advance the position.
-	advances := map[tp]*advance{}
-	var (
-		mu      sync.Mutex
-		results []copied
-		perr    error
-		wg      sync.WaitGroup
-	)
-	if err := prod.BeginTransaction(); err != nil {
-		return fmt.Errorf("begin transaction: %w", err)
+	// Target leaders first: a partition without one (a topic just created)
+	// waits outside the transaction rather than aborting it.
+	topicSet := map[string]bool{}
+	for _, w := range works {
+		topicSet[w.part.target] = true
 	}
-	fs.EachRecord(func(r *kgo.Record) {
-		k := tp{r.Topic, r.Partition}
-		pa := advances[k]
-		if pa == nil {
-			// First record of this partition in the round: look the
-			// partition up once, not for every record.
-			mr.mu.Lock()
-			p := mr.parts[k]
-			mr.mu.Unlock()
-			if p == nil {
-				return
+	leaders, err := c.dstLeader.leaders(ctx, sortedKeys(topicSet))
+	if err != nil {
+		return fmt.Errorf("target %w", err)
+	}
+	kept := works[:0]
+	for _, w := range works {
+		if _, ok := leaders[topicPart{w.part.target, w.part.src.partition}]; !ok && len(w.res.batches) > 0 {
+			c.dstLeader.invalidate()
+			c.fail(w.part, fmt.Errorf("target partition %s/%d has no leader yet (does the topic exist with enough partitions?)", w.part.target, w.part.src.partition))
+			continue
+		}
+		kept = append(kept, w)
+	}
+	works = kept
+	if len(works) == 0 {
+		return nil
+	}
+
+	// One transaction: the batches, then the checkpoint deltas.
+	ckpt := topicPart{c.mr.cfg.checkpointTopic(), 0}
+	txnParts := []topicPart{ckpt}
+	for _, w := range works {
+		if len(w.res.batches) > 0 {
+			txnParts = append(txnParts, topicPart{w.part.target, w.part.src.partition})
+		}
+	}
+	abort := func(cause error) error {
+		// A new epoch aborts whatever the transaction wrote and resets the
+		// sequences: the round is redone from the committed position.
+		c.mr.m.txns.WithLabelValues(c.mr.cfg.Name, "aborted").Inc()
+		if err := c.prod.init(ctx); err != nil {
+			if cause == nil {
+				return fmt.Errorf("re-initialize the producer after a failed partition: %w", err)
 			}
-			pa = &advance{part: p}
-			advances[k] = pa
+			return fmt.Errorf("%w (and re-initializing the producer: %w)", cause, err)
 		}
-		p := pa.part
-		pa.next = r.Offset + 1
-		if r.Attrs.IsControl() {
-			return
+		return cause
+	}
+	if err := c.prod.add(ctx, txnParts); err != nil {
+		return abort(err)
+	}
+	bases, failed, err := c.produceAll(ctx, leaders, works2batches(works, func(w *work) (*partition, []outBatch) { return w.part, w.res.batches }))
+	if err != nil {
+		return abort(err)
+	}
+	if len(failed) > 0 {
+		for p, perr := range failed {
+			c.fail(p, perr)
 		}
-		out := &kgo.Record{Topic: p.target, Partition: r.Partition, Key: r.Key, Value: r.Value,
-			Headers: r.Headers, Timestamp: r.Timestamp}
-		src, ts := r.Offset, r.Timestamp
-		size := len(r.Key) + len(r.Value)
-		for _, h := range r.Headers {
-			size += len(h.Key) + len(h.Value)
+		return abort(nil)
+	}
+
+	// Deltas of this transaction, per partition.
+	now := time.Now()
+	var ckptRecords []kmsg.Record
+	for _, w := range works {
+		d := offsetmap.New()
+		for i := range w.res.batches {
+			b := &w.res.batches[i]
+			base := bases[w.part][i]
+			if b.srcOffsets == nil {
+				if err := d.AppendRange(offsetmap.Range{Src: b.srcBase, Tgt: base, Len: int64(b.n)}); err != nil {
+					return abort(fmt.Errorf("offset map of %s: %w", w.part.src, err))
+				}
+				continue
+			}
+			for j := range b.srcOffsets {
+				if err := d.Record(b.srcOffsets[j], base+int64(j)); err != nil {
+					return abort(fmt.Errorf("offset map of %s: %w", w.part.src, err))
+				}
+			}
 		}
+		if err := d.Advance(w.res.next); err != nil {
+			return abort(fmt.Errorf("offset map of %s: %w", w.part.src, err))
+		}
+		v, err := d.MarshalBinary()
+		if err != nil {
+			return abort(err)
+		}
+		w.delta = d
+		ckptRecords = append(ckptRecords, kmsg.Record{Key: deltaKey(w.part.src, w.part.om.Next()), Value: v})
+	}
+	raw := newRecordsBatch(ckptRecords, now.UnixMilli())
+	c.prod.stamp(ckpt, raw, int32(len(ckptRecords)))
+	if err := c.sendOne(ctx, ckpt, raw); err != nil {
+		return abort(fmt.Errorf("write checkpoint: %w", err))
+	}
+	if err := c.prod.end(ctx, true); err != nil {
+		return abort(err)
+	}
+	c.mr.m.txns.WithLabelValues(c.mr.cfg.Name, "committed").Inc()
+
+	// Committed: apply the deltas in memory.
+	c.mr.mu.Lock()
+	for _, w := range works {
+		if err := mergeDelta(w.part.om, w.delta); err != nil {
+			c.mr.mu.Unlock()
+			return fmt.Errorf("apply offset map delta of %s: %w", w.part.src, err)
+		}
+		p := w.part
+		p.failures, p.lastErr, p.lastCommit = 0, "", now
+		c.mr.m.failing.WithLabelValues(c.mr.cfg.Name, p.src.topic, strconv.Itoa(int(p.src.partition))).Set(0)
+	}
+	c.mr.mu.Unlock()
+	for _, w := range works {
+		c.succeeded(w.part)
+		c.mr.m.records.WithLabelValues(c.mr.cfg.Name, w.part.src.topic).Add(float64(w.res.records))
+		c.mr.m.bytes.WithLabelValues(c.mr.cfg.Name, w.part.src.topic).Add(float64(w.res.bytes))
+		for i := range w.res.batches {
+			b := &w.res.batches[i]
+			c.mr.m.latency.WithLabelValues(c.mr.cfg.Name).Observe(now.Sub(time.UnixMilli(b.firstTimestamp)).Seconds())
+			if b.whole {
+				c.mr.m.batches.WithLabelValues(c.mr.cfg.Name, "whole").Inc()
+			} else {
+				c.mr.m.batches.WithLabelValues(c.mr.cfg.Name, "reencoded").Inc()
+			}
+		}
+	}
+	c.mr.updateLag()
+	return nil
+}
+
+type partBatches struct {
+	part    *partition
+	batches []outBatch
+}
+
+func works2batches[W any](ws []W, f func(W) (*partition, []outBatch)) []partBatches {
+	out := make([]partBatches, 0, len(ws))
+	for _, w := range ws {
+		p, bs := f(w)
+		if len(bs) > 0 {
+			out = append(out, partBatches{p, bs})
+		}
+	}
+	return out
+}
+
+// produceAll produces every partition's batches in order: a partition's
+// k-th batch goes in the k-th wave, one request per target broker per wave
+// (a request holds at most one batch per partition). It returns the base
+// offset of every batch, the partitions that failed (their error), or an
+// error that fails the whole round.
+func (c *copier) produceAll(ctx context.Context, leaders map[topicPart]int32, pbs []partBatches) (map[*partition][]int64, map[*partition]error, error) {
+	bases := map[*partition][]int64{}
+	failed := map[*partition]error{}
+	for wave := 0; ; wave++ {
+		byBroker := map[int32]map[topicPart][]byte{}
+		owner := map[topicPart]*partition{}
+		for _, pb := range pbs {
+			if wave >= len(pb.batches) || failed[pb.part] != nil {
+				continue
+			}
+			tp := topicPart{pb.part.target, pb.part.src.partition}
+			leader, ok := leaders[tp]
+			if !ok {
+				failed[pb.part] = fmt.Errorf("target partition %s/%d has no leader (does the topic exist with enough partitions?)", tp.topic, tp.partition)
+				c.dstLeader.invalidate()
+				continue
+			}
+			b := &pb.batches[wave]
+			c.prod.stamp(tp, b.raw, b.n)
+			if byBroker[leader] == nil {
+				byBroker[leader] = map[topicPart][]byte{}
+			}
+			byBroker[leader][tp] = b.raw
+			owner[tp] = pb.part
+		}
+		if len(byBroker) == 0 {
+			return bases, failed, nil
+		}
+		var (
+			mu      sync.Mutex
+			wg      sync.WaitGroup
+			sendErr error
+		)
+		for broker, batches := range byBroker {
+			wg.Add(1)
+			go func() {
+				defer wg.Done()
+				res, err := c.prod.send(ctx, broker, batches)
+				mu.Lock()
+				defer mu.Unlock()
+				if err != nil {
+					sendErr = err
+					return
+				}
+				for tp, r := range res {
+					p := owner[tp]
+					if r.err != nil {
+						if isLeaderError(r.err) {
+							c.dstLeader.invalidate()
+						}
+						failed[p] = fmt.Errorf("produce to %s/%d: %w", tp.topic, tp.partition, r.err)
+						continue
+					}
+					bases[p] = append(bases[p], r.baseOffset)
+				}
+			}()
+		}
+		wg.Wait()
+		if sendErr != nil {
+			c.dstLeader.invalidate()
+			return nil, nil, sendErr
+		}
+	}
+}
+
+// sendOne produces one batch to one partition.
+func (c *copier) sendOne(ctx context.Context, tp topicPart, raw []byte) error {
+	leaders, err := c.dstLeader.leaders(ctx, []string{tp.topic})
+	if err != nil {
+		return fmt.Errorf("target %w", err)
+	}
+	leader, ok := leaders[tp]
+	if !ok {
+		c.dstLeader.invalidate()
+		return fmt.Errorf("%s/%d has no leader", tp.topic, tp.partition)
+	}
+	res, err := c.prod.send(ctx, leader, map[topicPart][]byte{tp: raw})
+	if err != nil {
+		c.dstLeader.invalidate()
+		return err
+	}
+	if r := res[tp]; r.err != nil {
+		if isLeaderError(r.err) {
+			c.dstLeader.invalidate()
+		}
+		return r.err
+	}
+	return nil
+}
+
+// fetch issues one read_committed fetch per source broker for the
+// partitions it leads, concurrently, and returns each partition's answer.
+func (c *copier) fetch(ctx context.Context, parts []*partition) ([]partFetch, error) {
+	topicSet := map[string]bool{}
+	for _, p := range parts {
+		topicSet[p.src.topic] = true
+	}
+	leaders, err := c.srcLeader.leaders(ctx, sortedKeys(topicSet))
+	if err != nil {
+		return nil, fmt.Errorf("source %w", err)
+	}
+	byBroker := map[int32][]*partition{}
+	var out []partFetch
+	for _, p := range parts {
+		leader, ok := leaders[topicPart(p.src)]
+		if !ok {
+			c.srcLeader.invalidate()
+			out = append(out, partFetch{part: p, err: fmt.Errorf("source partition %s has no leader", p.src)})
+			continue
+		}
+		byBroker[leader] = append(byBroker[leader], p)
+	}
+	var (
+		mu sync.Mutex
+		wg sync.WaitGroup
+	)
+	perPart := max(int32(1<<20), int32(min(c.mr.cfg.TxnMaxBytes, 8<<20)))
+	for broker, ps := range byBroker {
 		wg.Add(1)
-		prod.Produce(ctx, out, func(rec *kgo.Record, err error) {
+		go func() {
 			defer wg.Done()
+			req := kmsg.NewPtrFetchRequest()
+			req.ReplicaID = -1
+			req.MaxWaitMillis = int32(c.mr.cfg.TxnMaxInterval / time.Millisecond)
+			req.MinBytes = 1
+			req.MaxBytes = int32(min(c.mr.cfg.TxnMaxBytes, 1<<30))
+			req.IsolationLevel = 1 // read_committed
+			req.SessionEpoch = -1  // no fetch session: every fetch is full
+			idx := map[string]int{}
+			for _, p := range ps {
+				i, ok := idx[p.src.topic]
+				if !ok {
+					i = len(req.Topics)
+					idx[p.src.topic] = i
+					t := kmsg.NewFetchRequestTopic()
+					t.Topic = p.src.topic
+					req.Topics = append(req.Topics, t)
+				}
+				fp := kmsg.NewFetchRequestTopicPartition()
+				fp.Partition = p.src.partition
+				fp.CurrentLeaderEpoch = -1
+				fp.FetchOffset = p.om.Next()
+				fp.LogStartOffset = -1
+				fp.PartitionMaxBytes = perPart
+				req.Topics[i].Partitions = append(req.Topics[i].Partitions, fp)
+			}
+			resp, err := req.RequestWith(ctx, c.src.Broker(int(broker)))
 			mu.Lock()
 			defer mu.Unlock()
 			if err != nil {
-				if perr == nil {
-					perr = fmt.Errorf("produce to %s/%d: %w", rec.Topic, rec.Partition, err)
+				c.srcLeader.invalidate()
+				for _, p := range ps {
+					out = append(out, partFetch{part: p, err: fmt.Errorf("fetch from source broker %d: %w", broker, err)})
 				}
 				return
 			}
-			results = append(results, copied{part: p, src: src, tgt: rec.Offset, ts: ts, bytes: size})
-		})
-	})
+			if e := kerr.ErrorForCode(resp.ErrorCode); e != nil {
+				for _, p := range ps {
+					out = append(out, partFetch{part: p, err: fmt.Errorf("fetch from source broker %d: %w", broker, e)})
+				}
+				return
+			}
+			seen := map[tp]bool{}
+			for ti := range resp.Topics {
+				t := &resp.Topics[ti]
+				for pi := range t.Partitions {
+					rp := &t.Partitions[pi]
+					k := tp{t.Topic, rp.Partition}
+					p := partOf(ps, k)
+					if p == nil || seen[k] {
+						continue
+					}
+					seen[k] = true
+					out = append(out, c.checkFetched(p, rp))
+				}
+			}
+			for _, p := range ps {
+				if !seen[p.src] {
+					// Not in the answer: the response size limit was
+					// reached before it. Nothing to do this round.
+					out = append(out, partFetch{part: p, resp: &kmsg.FetchResponseTopicPartition{HighWatermark: -1, LastStableOffset: -1}})
+				}
+			}
+		}()
+	}
 	wg.Wait()
-	if perr != nil {
-		return mr.abort(ctx, cons, prod, advances, perr)
-	}
-
-	// Deltas of this transaction, per partition, in source order.
-	deltas := map[*partition]*offsetmap.Map{}
-	sortCopied(results)
-	for _, c := range results {
-		d := deltas[c.part]
-		if d == nil {
-			d = offsetmap.New()
-			deltas[c.part] = d
+	slices.SortFunc(out, func(a, b partFetch) int {
+		if a.part.src.topic != b.part.src.topic {
+			if a.part.src.topic < b.part.src.topic {
+				return -1
+			}
+			return 1
 		}
-		if err := d.Record(c.src, c.tgt); err != nil {
-			return mr.abort(ctx, cons, prod, advances, fmt.Errorf("offset map of %s: %w", c.part.src, err))
-		}
-	}
-	var checkpoints []*kgo.Record
-	for _, pa := range advances {
-		d := deltas[pa.part]
-		if d == nil {
-			d = offsetmap.New() // only control records: the position moves
-		}
-		if err := d.Advance(pa.next); err != nil {
-			return mr.abort(ctx, cons, prod, advances, fmt.Errorf("offset map of %s: %w", pa.part.src, err))
-		}
-		deltas[pa.part] = d
-		v, err := d.MarshalBinary()
-		if err != nil {
-			return mr.abort(ctx, cons, prod, advances, err)
-		}
-		first := pa.part.om.Next()
-		checkpoints = append(checkpoints, &kgo.Record{Topic: mr.cfg.checkpointTopic(), Partition: 0,
-			Key: deltaKey(pa.part.src, first), Value: v})
-	}
-	if err := prod.ProduceSync(ctx, checkpoints...).FirstErr(); err != nil {
-		return mr.abort(ctx, cons, prod, advances, fmt.Errorf("write checkpoint: %w", err))
-	}
-	if err := prod.EndTransaction(ctx, kgo.TryCommit); err != nil {
-		return mr.abort(ctx, cons, prod, advances, fmt.Errorf("commit transaction: %w", err))
-	}
-	mr.m.txns.WithLabelValues(mr.cfg.Name, "committed").Inc()
-
-	// Committed: apply the deltas in memory.
-	now := time.Now()
-	mr.mu.Lock()
-	for p, d := range deltas {
-		if err := mergeDelta(p.om, d); err != nil {
-			mr.mu.Unlock()
-			return fmt.Errorf("apply offset map delta of %s: %w", p.src, err)
-		}
-		p.failures, p.lastErr, p.lastCommit = 0, "", now
-		mr.m.failing.WithLabelValues(mr.cfg.Name, p.src.topic, strconv.Itoa(int(p.src.partition))).Set(0)
-	}
-	mr.mu.Unlock()
-	for _, c := range results {
-		mr.m.records.WithLabelValues(mr.cfg.Name, c.part.src.topic).Inc()
-		mr.m.bytes.WithLabelValues(mr.cfg.Name, c.part.src.topic).Add(float64(c.bytes))
-		mr.m.latency.WithLabelValues(mr.cfg.Name).Observe(now.Sub(c.ts).Seconds())
-	}
-	mr.updateLag()
-	return fetchErr
+		return int(a.part.src.partition - b.part.src.partition)
+	})
+	return out, ctx.Err()
 }
 
-// advance is how far a transaction moves a partition's source position.
-type advance struct {
-	part *partition
-	next int64
+// checkFetched turns a partition's fetch error into a clear one, and deals
+// with a position the source no longer has.
+func (c *copier) checkFetched(p *partition, rp *kmsg.FetchResponseTopicPartition) partFetch {
+	e := kerr.ErrorForCode(rp.ErrorCode)
+	switch {
+	case e == nil:
+		return partFetch{part: p, resp: rp}
+	case errors.Is(e, kerr.OffsetOutOfRange):
+		next := p.om.Next()
+		if rp.LogStartOffset > next && p.om.Len() == 0 && next == p.om.Start() {
+			// Nothing copied yet and the source's log starts later
+			// (retention): begin there. The offsets before it are absent.
+			if err := p.om.Advance(rp.LogStartOffset); err != nil {
+				return partFetch{part: p, err: err}
+			}
+			return partFetch{part: p, resp: &kmsg.FetchResponseTopicPartition{HighWatermark: rp.HighWatermark, LastStableOffset: rp.LastStableOffset}}
+		}
+		return partFetch{part: p, err: fmt.Errorf("source %s: offset %d is out of range (log start %d, high watermark %d): "+
+			"the source deleted records before they were mirrored, or the partition was recreated", p.src, next, rp.LogStartOffset, rp.HighWatermark)}
+	default:
+		if isLeaderError(e) {
+			c.srcLeader.invalidate()
+		}
+		return partFetch{part: p, err: fmt.Errorf("fetch source %s: %w", p.src, e)}
+	}
 }
 
-// abort aborts the transaction and rewinds the consumer of every partition
-// it touched to the last committed position, so the round is redone.
-func (mr *Mirror) abort(ctx context.Context, cons, prod *kgo.Client, touched map[tp]*advance, cause error) error {
-	mr.m.txns.WithLabelValues(mr.cfg.Name, "aborted").Inc()
-	if err := prod.AbortBufferedRecords(ctx); err != nil {
-		mr.log.Warn("abort buffered records", zap.Error(err))
-	}
-	if err := prod.EndTransaction(ctx, kgo.TryAbort); err != nil {
-		cause = fmt.Errorf("%w (and aborting the transaction: %v)", cause, err)
-	}
-	rewind := map[string]map[int32]kgo.EpochOffset{}
-	mr.mu.Lock()
-	for k, a := range touched {
-		if rewind[k.topic] == nil {
-			rewind[k.topic] = map[int32]kgo.EpochOffset{}
+func partOf(ps []*partition, k tp) *partition {
+	for _, p := range ps {
+		if p.src == k {
+			return p
 		}
-		rewind[k.topic][k.partition] = kgo.EpochOffset{Epoch: -1, Offset: a.part.om.Next()}
 	}
-	mr.mu.Unlock()
-	for k := range touched {
-		mr.partitionFailed(k, cause)
+	return nil
+}
+
+// isLeaderError reports errors after which metadata must be refreshed.
+func isLeaderError(err error) bool {
+	for _, e := range []error{kerr.NotLeaderForPartition, kerr.LeaderNotAvailable, kerr.UnknownTopicOrPartition,
+		kerr.FencedLeaderEpoch, kerr.UnknownLeaderEpoch, kerr.NotEnoughReplicas, kerr.KafkaStorageError, kerr.OffsetNotAvailable} {
+		if errors.Is(err, e) {
+			return true
+		}
 	}
-	cons.SetOffsets(rewind)
-	return cause
+	return false
+}
+
+func sortedKeys(m map[string]bool) []string {
+	out := make([]string, 0, len(m))
+	for k := range m {
+		out = append(out, k)
+	}
+	slices.Sort(out)
+	return out
 }
 
 // partitionFailed records a failure of a partition in status and metrics.
@@ -288,24 +586,42 @@ func (mr *Mirror) partitionFailed(k tp, err error) {
 }
 
 // notePositions records the source's last stable offsets and the timestamp
-// of the first record fetched per partition (the oldest not yet copied).
-func (mr *Mirror) notePositions(fs kgo.Fetches) {
-	mr.mu.Lock()
-	defer mr.mu.Unlock()
-	fs.EachPartition(func(fp kgo.FetchTopicPartition) {
-		p := mr.parts[tp{fp.Topic, fp.Partition}]
-		if p == nil || fp.Err != nil {
-			return
+// of the oldest record not yet copied per partition.
+func (c *copier) notePositions(fs []partFetch) {
+	c.mr.mu.Lock()
+	defer c.mr.mu.Unlock()
+	for _, f := range fs {
+		if f.err != nil || f.resp == nil {
+			continue
 		}
-		if fp.LastStableOffset >= 0 {
-			p.hwm = fp.LastStableOffset
-		} else if fp.HighWatermark >= 0 {
-			p.hwm = fp.HighWatermark
+		p := f.part
+		if f.resp.LastStableOffset >= 0 {
+			p.hwm = f.resp.LastStableOffset
+		} else if f.resp.HighWatermark >= 0 {
+			p.hwm = f.resp.HighWatermark
 		}
-		if len(fp.Records) > 0 {
-			p.oldestTS = fp.Records[0].Timestamp
+		if ts, ok := firstTimestamp(f.resp.RecordBatches, p.om.Next()); ok {
+			p.oldestTS = time.UnixMilli(ts)
 		}
-	})
+	}
+}
+
+// firstTimestamp returns the first timestamp of the first batch at or
+// after next in fetched record bytes.
+func firstTimestamp(data []byte, next int64) (int64, bool) {
+	for len(data) >= batchHeaderSize {
+		be := binary.BigEndian
+		size := int(int32(be.Uint32(data[batchLength:]))) + batchLength + 4
+		if size < batchHeaderSize || size > len(data) {
+			return 0, false
+		}
+		last := int64(be.Uint64(data)) + int64(int32(be.Uint32(data[batchLastOffsetDelta:])))
+		if last >= next && data[batchMagic] == 2 && be.Uint16(data[batchAttributes:])&attrControl == 0 {
+			return int64(be.Uint64(data[batchFirstTimestamp:])), true
+		}
+		data = data[size:]
+	}
+	return 0, false
 }
 
 // updateLag refreshes the lag gauges.
@@ -315,15 +631,4 @@ func (mr *Mirror) updateLag() {
 		mr.m.lagRecords.WithLabelValues(mr.cfg.Name, ps.Topic, part).Set(float64(ps.LagRecords))
 		mr.m.lagSeconds.WithLabelValues(mr.cfg.Name, ps.Topic, part).Set(ps.LagSeconds)
 	}
-}
-
-// sortCopied orders results by partition and source offset: produce
-// callbacks of different partitions interleave.
-func sortCopied(cs []copied) {
-	slices.SortFunc(cs, func(a, b copied) int {
-		if a.part != b.part {
-			return cmp.Compare(a.part.src.String(), b.part.src.String())
-		}
-		return cmp.Compare(a.src, b.src)
-	})
 }

@@ -15,6 +15,7 @@ type metrics struct {
 	partErrors   *prometheus.CounterVec   // mirror, topic
 	failing      *prometheus.GaugeVec     // mirror, topic, partition
 	groupOffsets *prometheus.CounterVec   // mirror, outcome
+	batches      *prometheus.CounterVec   // mirror, mode
 }
 
 func newMetrics(reg prometheus.Registerer) (*metrics, error) {
@@ -23,7 +24,7 @@ func newMetrics(reg prometheus.Registerer) (*metrics, error) {
 		records: prometheus.NewCounterVec(prometheus.CounterOpts{Namespace: ns, Subsystem: sub,
 			Name: "records_total", Help: "Records copied to the target (committed), by source topic."}, []string{"mirror", "topic"}),
 		bytes: prometheus.NewCounterVec(prometheus.CounterOpts{Namespace: ns, Subsystem: sub,
-			Name: "bytes_total", Help: "Key, value and header bytes copied to the target (committed), by source topic."}, []string{"mirror", "topic"}),
+			Name: "bytes_total", Help: "Record batch bytes copied to the target (committed), as stored on the source (compressed size), by source topic."}, []string{"mirror", "topic"}),
 		lagRecords: prometheus.NewGaugeVec(prometheus.GaugeOpts{Namespace: ns, Subsystem: sub,
 			Name: "lag_records", Help: "Source high watermark minus the next source offset to copy."}, []string{"mirror", "topic", "partition"}),
 		lagSeconds: prometheus.NewGaugeVec(prometheus.GaugeOpts{Namespace: ns, Subsystem: sub,
@@ -39,9 +40,11 @@ func newMetrics(reg prometheus.Registerer) (*metrics, error) {
 			Name: "partition_failing", Help: "1 while a partition's last copy attempt failed."}, []string{"mirror", "topic", "partition"}),
 		groupOffsets: prometheus.NewCounterVec(prometheus.CounterOpts{Namespace: ns, Subsystem: sub,
 			Name: "group_offsets_total", Help: "Consumer-group partition offsets synced to the target, by outcome (committed, unchanged, skipped, error)."}, []string{"mirror", "outcome"}),
+		batches: prometheus.NewCounterVec(prometheus.CounterOpts{Namespace: ns, Subsystem: sub,
+			Name: "batches_total", Help: "Record batches copied to the target (committed), by mode: whole (the source's bytes) or reencoded (offset gaps, append-time timestamps)."}, []string{"mirror", "mode"}),
 	}
 	for _, c := range []prometheus.Collector{m.records, m.bytes, m.lagRecords, m.lagSeconds, m.latency, m.txns,
-		m.partErrors, m.failing, m.groupOffsets} {
+		m.partErrors, m.failing, m.groupOffsets, m.batches} {
 		if err := reg.Register(c); err != nil {
 			return nil, err
 		}

@@ -34,7 +34,6 @@ type Mirror struct {
 
 	mu       sync.Mutex
 	parts    map[tp]*partition
-	newParts chan []tp // topic sync → copy loop
 	topicErr map[string]string
 	running  bool
 	ready    bool
@@ -78,7 +77,6 @@ func New(cfg Config, log *zap.Logger, reg prometheus.Registerer, opts ...kgo.Opt
 		sel:      sel,
 		opts:     opts,
 		parts:    map[tp]*partition{},
-		newParts: make(chan []tp, 16),
 		topicErr: map[string]string{},
 	}
 	for _, g := range cfg.Groups {
@@ -111,12 +109,12 @@ func (mr *Mirror) Run(ctx context.Context) (err error) {
 	mr.running = true
 	mr.mu.Unlock()
 
-	src, err := mr.client(mr.cfg.SourceBootstrap)
+	src, err := mr.client(mr.cfg.SourceBootstrap, kgo.MaxVersions(clientVersions()))
 	if err != nil {
 		return fmt.Errorf("source client: %w", err)
 	}
 	defer src.Close()
-	dst, err := mr.client(mr.cfg.TargetBootstrap)
+	dst, err := mr.client(mr.cfg.TargetBootstrap, kgo.MaxVersions(clientVersions()))
 	if err != nil {
 		return fmt.Errorf("target client: %w", err)
 	}
@@ -126,23 +124,14 @@ func (mr *Mirror) Run(ctx context.Context) (err error) {
 	if err := ensureCheckpointTopic(ctx, dstAdm, mr.cfg.checkpointTopic()); err != nil {
 		return err
 	}
-	prod, err := mr.client(mr.cfg.TargetBootstrap,
-		kgo.TransactionalID(mr.cfg.transactionalID()),
-		kgo.TransactionTimeout(time.Minute),
-		kgo.RecordPartitioner(kgo.ManualPartitioner()),
-		kgo.ProducerBatchCompression(kgo.Lz4Compression(), kgo.NoCompression()),
-		kgo.ProducerLinger(0),
-		kgo.MaxBufferedRecords(4*mr.cfg.TxnMaxRecords),
-	)
-	if err != nil {
-		return fmt.Errorf("target producer: %w", err)
-	}
-	defer prod.Close()
-	token, err := writeStartMarker(ctx, prod, mr.cfg.checkpointTopic())
-	if err != nil {
+	// The producer's first epoch fences a previous instance and settles
+	// the transaction it left; then the checkpoint topic holds every delta
+	// ever committed, and reading it to its end restores the maps.
+	prod := newTxnProducer(dst, mr.cfg.transactionalID(), time.Minute)
+	if err := prod.init(ctx); err != nil {
 		return fmt.Errorf("mirror %s: %w", mr.cfg.Name, err)
 	}
-	maps, err := restoreCheckpoints(ctx, mr.cfg.TargetBootstrap, mr.cfg.checkpointTopic(), token, mr.opts...)
+	maps, err := restoreCheckpoints(ctx, dst, mr.cfg.checkpointTopic())
 	if err != nil {
 		return err
 	}
@@ -152,6 +141,12 @@ func (mr *Mirror) Run(ctx context.Context) (err error) {
 	}
 	mr.mu.Unlock()
 	mr.log.Info("mirror restored", zap.Int("partitions", len(maps)))
+	codecs, err := newCodecs()
+	if err != nil {
+		return err
+	}
+	cp := &copier{mr: mr, src: src, dst: dst, prod: prod, codecs: codecs,
+		srcLeader: &leaderCache{cl: src}, dstLeader: &leaderCache{cl: dst}}
 
 	syncer := topics.NewSyncer(srcAdm, dstAdm, mr.sel)
 	if err := mr.syncTopics(ctx, syncer); err != nil {
@@ -162,7 +157,7 @@ func (mr *Mirror) Run(ctx context.Context) (err error) {
 	mr.mu.Unlock()
 
 	g, gctx := errgroup.WithContext(ctx)
-	g.Go(func() error { return mr.copyLoop(gctx, prod) })
+	g.Go(func() error { return cp.run(gctx) })
 	g.Go(func() error { return mr.topicLoop(gctx, syncer) })
 	g.Go(func() error { return mr.groupLoop(gctx, srcAdm, dstAdm) })
 	g.Go(func() error { return mr.positionLoop(gctx, srcAdm) })
@@ -177,7 +172,6 @@ func (mr *Mirror) syncTopics(ctx context.Context, syncer *topics.Syncer) error {
 	if err != nil {
 		return fmt.Errorf("topic sync: %w", err)
 	}
-	var added []tp
 	mr.mu.Lock()
 	for _, t := range rep.Topics {
 		if t.Err != nil {
@@ -194,17 +188,9 @@ func (mr *Mirror) syncTopics(ctx context.Context, syncer *topics.Syncer) error {
 				continue
 			}
 			mr.parts[k] = &partition{src: k, target: t.Target, om: offsetmap.New(), hwm: -1}
-			added = append(added, k)
 		}
 	}
 	mr.mu.Unlock()
-	if len(added) > 0 {
-		select {
-		case mr.newParts <- added:
-		case <-ctx.Done():
-			return ctx.Err()
-		}
-	}
 	return nil
 }
 

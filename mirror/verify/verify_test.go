@@ -230,8 +230,13 @@ func TestVerifyDetectsDifferentBytes(t *testing.T) {
 	source, target := kafkatest.Pair(t)
 	topic := kafkatest.Topic(t, "bytes")
 	source.CreateTopic(t, topic, 1)
-	produce(t, source, topic, 0, 40)
-	// One record per transaction: source offset i lands at target 2i.
+	// One record per batch, and one batch per transaction: source offset i
+	// lands at target 2i (a commit marker after each). The target topic
+	// exists beforehand, so no first transaction aborts waiting for it.
+	for i := range 40 {
+		produce(t, source, topic, i, 1)
+	}
+	target.CreateTopic(t, topic, 1)
 	one, stopOne := runMirror(t, source, target, topic, func(c *mirror.Config) { c.TxnMaxRecords = 1 })
 	waitCaughtUp(t, one, source, topic)
 	stopOne()
