@@ -4,6 +4,7 @@ import (
 	"errors"
 	"fmt"
 	"net"
+	"os"
 	"regexp"
 	"time"
 
@@ -38,6 +39,25 @@ type Config struct {
 	TopicSyncInterval time.Duration `yaml:"topicSyncInterval"`
 	// GroupSyncInterval is how often the selected groups' offsets are synced.
 	GroupSyncInterval time.Duration `yaml:"groupSyncInterval"`
+	// ScaleOut lets several processes with the same Name share the
+	// partitions, through the consumer group switchyard-mirror-<name> on
+	// the target. Off, a second process with the same name fences the
+	// first, which stops.
+	ScaleOut bool `yaml:"scaleOut"`
+	// Instance names this process among those of a scaled-out mirror (its
+	// transactional id is switchyard-mirror-<name>-<instance>). Keep it
+	// stable across restarts — a restarted instance then settles its own
+	// unfinished transaction at once instead of after the transaction
+	// timeout. Default: the host name.
+	Instance string `yaml:"instance"`
+	// TxnTimeout is the target transaction timeout: after it the broker
+	// aborts a transaction its mirror left open (killed). Until then that
+	// transaction holds back the checkpoint topic, so a scaled-out mirror
+	// taking over a dead process's partitions waits up to this long.
+	TxnTimeout time.Duration `yaml:"txnTimeout"`
+	// GroupSessionTimeout is how long a scaled-out process may be silent
+	// before the group gives its partitions to the others.
+	GroupSessionTimeout time.Duration `yaml:"groupSessionTimeout"`
 	// RetryBackoff and RetryBackoffMax bound the wait after a failed
 	// transaction before it is retried.
 	RetryBackoff    time.Duration `yaml:"retryBackoff"`
@@ -48,14 +68,28 @@ type Config struct {
 // records, 16 MiB or 500 ms, topic sync every 30 s, group sync every 5 s.
 func DefaultConfig() Config {
 	return Config{
-		TxnMaxRecords:     100000,
-		TxnMaxBytes:       16 << 20,
-		TxnMaxInterval:    500 * time.Millisecond,
-		TopicSyncInterval: 30 * time.Second,
-		GroupSyncInterval: 5 * time.Second,
-		RetryBackoff:      200 * time.Millisecond,
-		RetryBackoffMax:   10 * time.Second,
+		TxnMaxRecords:       100000,
+		TxnMaxBytes:         16 << 20,
+		TxnMaxInterval:      500 * time.Millisecond,
+		TopicSyncInterval:   30 * time.Second,
+		GroupSyncInterval:   5 * time.Second,
+		RetryBackoff:        200 * time.Millisecond,
+		RetryBackoffMax:     10 * time.Second,
+		Instance:            defaultInstance(),
+		TxnTimeout:          15 * time.Second,
+		GroupSessionTimeout: 10 * time.Second,
 	}
+}
+
+// defaultInstance is the host name with characters outside [A-Za-z0-9._-]
+// replaced, or "instance" when there is none.
+func defaultInstance() string {
+	h, err := os.Hostname()
+	if err != nil || h == "" {
+		return "instance"
+	}
+	h = regexp.MustCompile(`[^A-Za-z0-9._-]`).ReplaceAllString(h, "-")
+	return h[:min(len(h), 100)]
 }
 
 var namePattern = regexp.MustCompile(`^[A-Za-z0-9._-]{1,100}$`)
@@ -83,6 +117,9 @@ func (c *Config) Validate() error {
 			return fmt.Errorf("groups: %q: %w", g, err)
 		}
 	}
+	if c.ScaleOut && !namePattern.MatchString(c.Instance) {
+		return fmt.Errorf("instance: %q: want 1-100 characters of [A-Za-z0-9._-] (the default is the host name)", c.Instance)
+	}
 	if c.TxnMaxRecords <= 0 {
 		return errors.New("txnMaxRecords: must be positive")
 	}
@@ -90,10 +127,14 @@ func (c *Config) Validate() error {
 		return errors.New("txnMaxBytes: must be positive")
 	}
 	for field, d := range map[string]time.Duration{"txnMaxInterval": c.TxnMaxInterval, "topicSyncInterval": c.TopicSyncInterval,
-		"groupSyncInterval": c.GroupSyncInterval, "retryBackoff": c.RetryBackoff, "retryBackoffMax": c.RetryBackoffMax} {
+		"groupSyncInterval": c.GroupSyncInterval, "retryBackoff": c.RetryBackoff, "retryBackoffMax": c.RetryBackoffMax,
+		"txnTimeout": c.TxnTimeout, "groupSessionTimeout": c.GroupSessionTimeout} {
 		if d <= 0 {
 			return fmt.Errorf("%s: %v must be positive", field, d)
 		}
+	}
+	if c.TxnTimeout <= c.TxnMaxInterval {
+		return fmt.Errorf("txnTimeout: %v must exceed txnMaxInterval (%v): a transaction lasts at least that long", c.TxnTimeout, c.TxnMaxInterval)
 	}
 	return nil
 }
@@ -102,5 +143,11 @@ func (c *Config) Validate() error {
 func (c *Config) checkpointTopic() string { return "__switchyard_mirror_" + c.Name }
 
 // transactionalID is the target producer's transactional id. Two mirrors
-// with the same name fence each other: only one copies at a time.
-func (c *Config) transactionalID() string { return "switchyard-mirror-" + c.Name }
+// with the same name fence each other: only one copies at a time — unless
+// they scale out, with an id per instance.
+func (c *Config) transactionalID() string {
+	if c.ScaleOut {
+		return "switchyard-mirror-" + c.Name + "-" + c.Instance
+	}
+	return "switchyard-mirror-" + c.Name
+}

@@ -32,6 +32,8 @@ type copier struct {
 	codecs    *codecs
 	srcLeader *leaderCache
 	dstLeader *leaderCache
+	// assign is the group assignment when scaled out, nil otherwise.
+	assign *assignment
 	// retryAt holds partitions backing off after a failure.
 	retryAt map[tp]time.Time
 	backoff map[tp]time.Duration
@@ -46,6 +48,17 @@ type partFetch struct {
 
 func (c *copier) run(ctx context.Context) error {
 	c.retryAt, c.backoff = map[tp]time.Time{}, map[tp]time.Duration{}
+	defer func() {
+		// Stopped mid-round: abort at once rather than leave the broker to
+		// time the transaction out (it holds back the checkpoint topic).
+		if c.prod.open {
+			actx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+			defer cancel()
+			if err := c.prod.end(actx, false); err != nil {
+				c.mr.log.Warn("abort the open transaction on stop", zap.Error(err))
+			}
+		}
+	}()
 	for {
 		if ctx.Err() != nil {
 			return nil
@@ -73,8 +86,11 @@ func (c *copier) run(ctx context.Context) error {
 	}
 }
 
-// active returns the partitions to fetch this round: all known, minus
-// those backing off. It also says how long until the next one's backoff
+// active returns the partitions to fetch this round: every one this
+// process copies, minus those backing off after a failure. A partition
+// whose backoff has ended but has not succeeded since goes alone, in a
+// transaction of its own, so a partition that keeps failing never aborts
+// the others' transactions. It also says how long until the next backoff
 // ends (0 when none waits).
 func (c *copier) active() ([]*partition, time.Duration) {
 	now := time.Now()
@@ -85,11 +101,17 @@ func (c *copier) active() ([]*partition, time.Duration) {
 	c.mr.mu.Lock()
 	defer c.mr.mu.Unlock()
 	for k, p := range c.mr.parts {
-		if at, ok := c.retryAt[k]; ok && now.Before(at) {
-			if d := at.Sub(now); wait == 0 || d < wait {
-				wait = d
-			}
+		if c.assign != nil && !c.assign.owns(k) {
 			continue
+		}
+		if at, ok := c.retryAt[k]; ok {
+			if now.Before(at) {
+				if d := at.Sub(now); wait == 0 || d < wait {
+					wait = d
+				}
+				continue
+			}
+			return []*partition{p}, 0 // on probation: alone
 		}
 		out = append(out, p)
 	}
@@ -117,6 +139,14 @@ func (c *copier) succeeded(p *partition) {
 
 // round copies one transaction's worth of records.
 func (c *copier) round(ctx context.Context) error {
+	if c.assign != nil {
+		// A revocation waits for the round to end.
+		c.assign.roundMu.Lock()
+		defer c.assign.roundMu.Unlock()
+		if err := c.restoreAssigned(ctx); err != nil {
+			return err
+		}
+	}
 	parts, wait := c.active()
 	if len(parts) == 0 {
 		if wait == 0 {
@@ -260,6 +290,15 @@ func (c *copier) round(ctx context.Context) error {
 	if err := c.sendOne(ctx, ckpt, raw); err != nil {
 		return abort(fmt.Errorf("write checkpoint: %w", err))
 	}
+	if c.assign != nil {
+		positions := map[topicPart]int64{}
+		for _, w := range works {
+			positions[topicPart{w.part.target, w.part.src.partition}] = w.res.next
+		}
+		if err := c.assign.commitPositions(ctx, c.prod, c.mr.cfg.groupName(), positions); err != nil {
+			return abort(err)
+		}
+	}
 	if err := c.prod.end(ctx, true); err != nil {
 		return abort(err)
 	}
@@ -292,6 +331,41 @@ func (c *copier) round(ctx context.Context) error {
 		}
 	}
 	c.mr.updateLag()
+	return nil
+}
+
+// restoreAssigned restores the partitions newly assigned to this process
+// from the checkpoint topic: another process may have copied them since.
+// Reading to the end waits for transactions still open there.
+func (c *copier) restoreAssigned(ctx context.Context) error {
+	ks := c.assign.toRestore()
+	if len(ks) == 0 {
+		return nil
+	}
+	maps, err := restoreCheckpoints(ctx, c.dst, c.mr.cfg.checkpointTopic())
+	if err != nil {
+		return fmt.Errorf("restore assigned partitions: %w", err)
+	}
+	for _, k := range ks {
+		c.mr.mu.Lock()
+		p := c.mr.parts[k]
+		c.mr.mu.Unlock()
+		if p == nil {
+			continue
+		}
+		m := maps[k]
+		if m == nil {
+			m = offsetmap.New()
+		}
+		b, err := m.MarshalBinary()
+		if err == nil {
+			err = p.om.UnmarshalBinary(b)
+		}
+		if err != nil {
+			return fmt.Errorf("restore %s: %w", k, err)
+		}
+	}
+	c.assign.restored(ks)
 	return nil
 }
 

@@ -35,6 +35,7 @@ type Mirror struct {
 	mu       sync.Mutex
 	parts    map[tp]*partition
 	topicErr map[string]string
+	assign   *assignment // scale-out only
 	running  bool
 	ready    bool
 	lastErr  string
@@ -127,7 +128,7 @@ func (mr *Mirror) Run(ctx context.Context) (err error) {
 	// The producer's first epoch fences a previous instance and settles
 	// the transaction it left; then the checkpoint topic holds every delta
 	// ever committed, and reading it to its end restores the maps.
-	prod := newTxnProducer(dst, mr.cfg.transactionalID(), time.Minute)
+	prod := newTxnProducer(dst, mr.cfg.transactionalID(), mr.cfg.TxnTimeout)
 	if err := prod.init(ctx); err != nil {
 		return fmt.Errorf("mirror %s: %w", mr.cfg.Name, err)
 	}
@@ -147,6 +148,19 @@ func (mr *Mirror) Run(ctx context.Context) (err error) {
 	}
 	cp := &copier{mr: mr, src: src, dst: dst, prod: prod, codecs: codecs,
 		srcLeader: &leaderCache{cl: src}, dstLeader: &leaderCache{cl: dst}}
+	if mr.cfg.ScaleOut {
+		a := newAssignment(mr.log)
+		member, err := mr.client(mr.cfg.TargetBootstrap, a.groupOpts(&mr.cfg)...)
+		if err != nil {
+			return fmt.Errorf("mirror %s: group member: %w", mr.cfg.Name, err)
+		}
+		defer member.Close()
+		a.cl = member
+		cp.assign = a
+		mr.mu.Lock()
+		mr.assign = a
+		mr.mu.Unlock()
+	}
 
 	syncer := topics.NewSyncer(srcAdm, dstAdm, mr.sel)
 	if err := mr.syncTopics(ctx, syncer); err != nil {
@@ -190,7 +204,17 @@ func (mr *Mirror) syncTopics(ctx context.Context, syncer *topics.Syncer) error {
 			mr.parts[k] = &partition{src: k, target: t.Target, om: offsetmap.New(), hwm: -1}
 		}
 	}
+	a := mr.assign
 	mr.mu.Unlock()
+	if a != nil {
+		subs := map[string]string{}
+		for _, t := range rep.Topics {
+			if t.Err == nil {
+				subs[t.Target] = t.Source
+			}
+		}
+		a.subscribe(subs)
+	}
 	return nil
 }
 
@@ -280,7 +304,8 @@ type PartitionStatus struct {
 	LastCommit time.Time
 }
 
-// Status is a snapshot of the mirror.
+// Status is a snapshot of the mirror: in scale-out mode, of the
+// partitions this process copies.
 type Status struct {
 	Name       string
 	Ready      bool
@@ -298,7 +323,10 @@ func (mr *Mirror) Status() Status {
 	for k, v := range mr.topicErr {
 		st.TopicErrors[k] = v
 	}
-	for _, p := range mr.parts {
+	for k, p := range mr.parts {
+		if mr.assign != nil && !mr.assign.owns(k) {
+			continue // another process of a scaled-out mirror copies it
+		}
 		ps := PartitionStatus{Topic: p.src.topic, Partition: p.src.partition, TargetTopic: p.target,
 			Next: p.om.Next(), HighWatermark: p.hwm, TargetNext: p.om.TargetNext(),
 			Failing: p.failures > 0, LastError: p.lastErr, LastCommit: p.lastCommit}
@@ -351,12 +379,33 @@ func (mr *Mirror) CaughtUp(ctx context.Context, topicNames ...string) (bool, str
 		return false, "", fmt.Errorf("source end offsets: %w", err)
 	}
 	behind := ""
+	next := func(o kadm.ListedOffset) (int64, bool) {
+		om := mr.OffsetMap(o.Topic, o.Partition)
+		if om == nil {
+			return 0, false
+		}
+		return om.Next(), true
+	}
+	if mr.assign != nil {
+		// Scaled out: other processes copy some partitions; what all of
+		// them committed is in the checkpoint topic.
+		maps, err := ReadOffsetMaps(ctx, mr.cfg.TargetBootstrap, mr.cfg.Name, mr.opts...)
+		if err != nil {
+			return false, "", err
+		}
+		next = func(o kadm.ListedOffset) (int64, bool) {
+			om := maps[TopicPartition{o.Topic, o.Partition}]
+			if om == nil {
+				return 0, false
+			}
+			return om.Next(), true
+		}
+	}
 	ends.Each(func(o kadm.ListedOffset) {
 		if behind != "" {
 			return
 		}
-		om := mr.OffsetMap(o.Topic, o.Partition)
-		if o.Err != nil || om == nil || om.Next() < o.Offset {
+		if n, ok := next(o); o.Err != nil || !ok || n < o.Offset {
 			behind = o.Topic + "/" + strconv.Itoa(int(o.Partition))
 		}
 	})

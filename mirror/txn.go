@@ -26,6 +26,7 @@ func clientVersions() *kversion.Versions {
 	v.SetMaxKeyVersion(kmsg.Produce.Int16(), 11)
 	v.SetMaxKeyVersion(kmsg.EndTxn.Int16(), 4)
 	v.SetMaxKeyVersion(kmsg.Fetch.Int16(), 12)
+	v.SetMaxKeyVersion(kmsg.TxnOffsetCommit.Int16(), 4) // v5+ is transactions v2 as well
 	return v
 }
 

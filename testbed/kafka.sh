@@ -360,6 +360,13 @@ group.initial.rebalance.delay.ms=0
 num.network.threads=2
 num.io.threads=4
 num.recovery.threads.per.data.dir=1
+# An authorizer, so that ACLs are enforced (the mirror's ACL sync is tested
+# against it), yet nothing changes for tests that create no ACL: resources
+# without ACLs stay open to everyone, and unauthenticated clients (PLAINTEXT,
+# including broker and controller traffic) and the SASL admin are super users.
+authorizer.class.name=org.apache.kafka.metadata.authorizer.StandardAuthorizer
+allow.everyone.if.no.acl.found=true
+super.users=User:ANONYMOUS;User:$SASL_ADMIN
 EOF
 	if [[ $(major) -ge 4 ]]; then
 		cat >>"$dir/server.properties" <<EOF
@@ -477,7 +484,9 @@ up() {
 	need "$JAVA" "install a JDK 17 (apt-get install openjdk-17-jdk-headless)"
 	need pgrep "apt-get install procps"
 
-	local want="version=$KAFKA_VERSION source=$SOURCE_BROKERS target=$TARGET_BROKERS secure=$SECURE base=$BASE_PORT extra=$(printf '%s' "$EXTRA_BROKER_CONFIG" | cksum | cut -d' ' -f1)"
+	# authz names the broker configuration's generation: a test bed started
+	# by an older script (no authorizer) is not reused.
+	local want="version=$KAFKA_VERSION source=$SOURCE_BROKERS target=$TARGET_BROKERS secure=$SECURE base=$BASE_PORT authz=standard extra=$(printf '%s' "$EXTRA_BROKER_CONFIG" | cksum | cut -d' ' -f1)"
 	if [[ -n $(marker_pids) ]]; then
 		if [[ -f $ENV_FILE && -f $CONF_FILE ]] && grep -qxF "want=$want" "$CONF_FILE" && status >/dev/null 2>&1; then
 			say "already up (Kafka $KAFKA_VERSION); stop it with: make kafka-down"
