@@ -10,12 +10,15 @@ import (
 	"testing"
 	"time"
 
+	"github.com/prometheus/client_golang/prometheus"
 	"github.com/twmb/franz-go/pkg/kadm"
 	"github.com/twmb/franz-go/pkg/kerr"
 	"github.com/twmb/franz-go/pkg/kfake"
 	"github.com/twmb/franz-go/pkg/kgo"
 	"github.com/twmb/franz-go/pkg/kmsg"
 	"github.com/twmb/franz-go/pkg/sasl/plain"
+	"go.uber.org/zap"
+	"go.uber.org/zap/zaptest"
 
 	"github.com/switchyard/switchyard/internal/kafkatest"
 	"github.com/switchyard/switchyard/mirror/topics"
@@ -678,5 +681,55 @@ func TestSyncACLsReportsFailuresPerBinding(t *testing.T) {
 func TestSyncACLsRejectsMissingArguments(t *testing.T) {
 	if _, err := SyncACLs(t.Context(), nil, nil, nil, nil, ACLOptions{}); err == nil {
 		t.Fatal("SyncACLs with nil arguments: got no error")
+	}
+}
+
+// TestMirrorSyncsACLs: a mirror with acls on creates the source's ACLs of
+// the topics it mirrors on the target, and reports it in Status.
+func TestMirrorSyncsACLs(t *testing.T) {
+	b := newACLBed(t)
+	topic, other := b.base+"-orders", b.base+"-secret"
+	write := aclTopic(topic, aclLit, aclAllow, "User:"+aclTestWriter, "*", kmsg.ACLOperationWrite)
+	b.createTopics(t, b.sadm, topic, other)
+	b.createACLs(t, b.scl, []ACLBinding{write, aclTopic(other, aclLit, aclAllow, "User:"+aclTestWriter, "*", kmsg.ACLOperationWrite)})
+
+	cfg := DefaultConfig()
+	cfg.Name = kafkatest.Topic(t, "m")
+	cfg.SourceBootstrap, cfg.TargetBootstrap = b.src.Bootstrap, b.dst.Bootstrap
+	cfg.Topics = topics.Policy{Include: []string{regexp.QuoteMeta(topic)}}
+	cfg.ACLs = true
+	var opts []kgo.Opt
+	if b.fake {
+		opts = append(opts, aclTestLogin(aclTestAdmin, aclTestAdminPassword))
+	}
+	mr, err := New(cfg, zaptest.NewLogger(t, zaptest.Level(zap.WarnLevel)), prometheus.NewRegistry(), opts...)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() { done <- mr.Run(ctx) }()
+	defer func() {
+		cancel()
+		if err := <-done; err != nil {
+			t.Errorf("mirror run: %v", err)
+		}
+	}()
+	b.waitACLs(t, b.dcl, "the mirrored topic's ACL on the target", func(got []ACLBinding) bool {
+		return len(got) == 1 && got[0] == write // the other topic's ACL stays behind
+	})
+	deadline := time.Now().Add(30 * time.Second)
+	for {
+		st := mr.Status()
+		if st.ACLs != nil && st.ACLs.Created+st.ACLs.Present >= 1 {
+			if st.ACLs.Errors != 0 || st.ACLs.LastError != "" {
+				t.Errorf("ACL sync errors in status: %+v", st.ACLs)
+			}
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("status never showed the ACL sync: %+v", st.ACLs)
+		}
+		time.Sleep(20 * time.Millisecond)
 	}
 }

@@ -39,6 +39,12 @@ type Config struct {
 	TopicSyncInterval time.Duration `yaml:"topicSyncInterval"`
 	// GroupSyncInterval is how often the selected groups' offsets are synced.
 	GroupSyncInterval time.Duration `yaml:"groupSyncInterval"`
+	// ACLs turns on ACL sync: the source's topic and group ACLs for the
+	// selected topics and groups are created on the target (never
+	// deleted), every TopicSyncInterval. ACLWildcards also copies ACLs on
+	// the "*" resource.
+	ACLs         bool `yaml:"acls"`
+	ACLWildcards bool `yaml:"aclWildcards"`
 	// ScaleOut lets several processes with the same Name share the
 	// partitions, through the consumer group switchyard-mirror-<name> on
 	// the target. Off, a second process with the same name fences the

@@ -16,6 +16,7 @@ type metrics struct {
 	failing      *prometheus.GaugeVec     // mirror, topic, partition
 	groupOffsets *prometheus.CounterVec   // mirror, outcome
 	batches      *prometheus.CounterVec   // mirror, mode
+	acls         *prometheus.CounterVec   // mirror, outcome
 }
 
 func newMetrics(reg prometheus.Registerer) (*metrics, error) {
@@ -42,9 +43,11 @@ func newMetrics(reg prometheus.Registerer) (*metrics, error) {
 			Name: "group_offsets_total", Help: "Consumer-group partition offsets synced to the target, by outcome (committed, unchanged, skipped, error)."}, []string{"mirror", "outcome"}),
 		batches: prometheus.NewCounterVec(prometheus.CounterOpts{Namespace: ns, Subsystem: sub,
 			Name: "batches_total", Help: "Record batches copied to the target (committed), by mode: whole (the source's bytes) or reencoded (offset gaps, append-time timestamps)."}, []string{"mirror", "mode"}),
+		acls: prometheus.NewCounterVec(prometheus.CounterOpts{Namespace: ns, Subsystem: sub,
+			Name: "acl_bindings_total", Help: "ACL bindings the ACL sync created on the target, or failed to (outcome created, error)."}, []string{"mirror", "outcome"}),
 	}
 	for _, c := range []prometheus.Collector{m.records, m.bytes, m.lagRecords, m.lagSeconds, m.latency, m.txns,
-		m.partErrors, m.failing, m.groupOffsets, m.batches} {
+		m.partErrors, m.failing, m.groupOffsets, m.batches, m.acls} {
 		if err := reg.Register(c); err != nil {
 			return nil, err
 		}

@@ -36,6 +36,7 @@ type Mirror struct {
 	parts    map[tp]*partition
 	topicErr map[string]string
 	assign   *assignment // scale-out only
+	acls     *ACLSummary // last ACL sync, nil when off or not yet run
 	running  bool
 	ready    bool
 	lastErr  string
@@ -172,7 +173,7 @@ func (mr *Mirror) Run(ctx context.Context) (err error) {
 
 	g, gctx := errgroup.WithContext(ctx)
 	g.Go(func() error { return cp.run(gctx) })
-	g.Go(func() error { return mr.topicLoop(gctx, syncer) })
+	g.Go(func() error { return mr.topicLoop(gctx, syncer, srcAdm, dstAdm) })
 	g.Go(func() error { return mr.groupLoop(gctx, srcAdm, dstAdm) })
 	g.Go(func() error { return mr.positionLoop(gctx, srcAdm) })
 	return g.Wait()
@@ -218,10 +219,12 @@ func (mr *Mirror) syncTopics(ctx context.Context, syncer *topics.Syncer) error {
 	return nil
 }
 
-func (mr *Mirror) topicLoop(ctx context.Context, syncer *topics.Syncer) error {
+func (mr *Mirror) topicLoop(ctx context.Context, syncer *topics.Syncer, srcAdm, dstAdm *kadm.Client) error {
 	t := time.NewTicker(mr.cfg.TopicSyncInterval)
 	defer t.Stop()
 	for {
+		// The first topic sync ran before the copy started; ACLs follow it.
+		mr.syncACLs(ctx, srcAdm, dstAdm)
 		select {
 		case <-ctx.Done():
 			return nil
@@ -231,6 +234,52 @@ func (mr *Mirror) topicLoop(ctx context.Context, syncer *topics.Syncer) error {
 			mr.log.Warn("topic sync", zap.Error(err))
 		}
 	}
+}
+
+// syncACLs runs one ACL sync when it is on, and keeps its outcome for
+// Status.
+func (mr *Mirror) syncACLs(ctx context.Context, srcAdm, dstAdm *kadm.Client) {
+	if !mr.cfg.ACLs {
+		return
+	}
+	rep, err := SyncACLs(ctx, srcAdm, dstAdm, mr.sel, mr.groupSelected, ACLOptions{Wildcards: mr.cfg.ACLWildcards})
+	if ctx.Err() != nil {
+		return
+	}
+	if err == nil {
+		err = rep.Err()
+	}
+	sum := ACLSummary{Created: rep.Count(ACLCreated), Present: rep.Count(ACLPresent), Skipped: rep.Count(ACLSkipped),
+		Errors: rep.Count(ACLError), At: time.Now()}
+	if err != nil {
+		sum.LastError = err.Error()
+		mr.log.Warn("ACL sync", zap.Error(err))
+	} else if sum.Created > 0 {
+		mr.log.Info("ACL sync", zap.Int("created", sum.Created), zap.Int("present", sum.Present), zap.Int("skipped", sum.Skipped))
+	}
+	for _, o := range []ACLOutcome{ACLCreated, ACLError} {
+		mr.m.acls.WithLabelValues(mr.cfg.Name, string(o)).Add(float64(rep.Count(o)))
+	}
+	mr.mu.Lock()
+	mr.acls = &sum
+	mr.mu.Unlock()
+}
+
+// groupSelected reports whether a group is one of the configured groups.
+func (mr *Mirror) groupSelected(g string) bool {
+	for _, re := range mr.groups {
+		if re.MatchString(g) {
+			return true
+		}
+	}
+	return false
+}
+
+// ACLSummary is the outcome of the last ACL sync.
+type ACLSummary struct {
+	Created, Present, Skipped, Errors int
+	LastError                         string
+	At                                time.Time
 }
 
 // positionLoop reads the source's last stable offsets every second, so
@@ -313,6 +362,8 @@ type Status struct {
 	// TopicErrors names topics not mirrored and why.
 	TopicErrors map[string]string
 	LastError   string
+	// ACLs is the outcome of the last ACL sync (nil when ACL sync is off).
+	ACLs *ACLSummary
 }
 
 // Status returns a snapshot of every partition's progress.
@@ -320,6 +371,10 @@ func (mr *Mirror) Status() Status {
 	mr.mu.Lock()
 	defer mr.mu.Unlock()
 	st := Status{Name: mr.cfg.Name, Ready: mr.ready, LastError: mr.lastErr, TopicErrors: map[string]string{}}
+	if mr.acls != nil {
+		a := *mr.acls
+		st.ACLs = &a
+	}
 	for k, v := range mr.topicErr {
 		st.TopicErrors[k] = v
 	}

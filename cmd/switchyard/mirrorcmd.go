@@ -26,7 +26,8 @@ import (
 const mirrorUsage = `Usage: switchyard mirror --config mirror.yaml [flags]
 
 Runs the mirror engine: copies the selected topics from the source cluster
-to the target inside Kafka transactions, keeps an exact offset map on the
+to the target inside Kafka transactions, record batches whole (compressed
+bytes are not recompressed), keeps an exact offset map on the
 target (topic __switchyard_mirror_<name>) and syncs consumer-group offsets
 exactly. Restarting with the same name resumes with no gap and no duplicate.
 
@@ -41,8 +42,13 @@ The configuration file:
     includeInternal: []                   # e.g. _schemas, connect-configs
     prefix: ""                            # "" keeps names
   groups: [".*"]                          # groups whose offsets are synced
-  txnMaxRecords: 10000
+  txnMaxRecords: 100000                   # bounds of one target transaction
+  txnMaxBytes: 16777216
   txnMaxInterval: 500ms
+  txnTimeout: 15s
+  acls: false                             # copy topic and group ACLs
+  scaleOut: false                         # share partitions among processes of this name
+  instance: ""                            # with scaleOut; default: the host name
 
 The status endpoint (--http) serves GET /v1/status (JSON), /metrics,
 /healthz and /readyz.
