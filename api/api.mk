@@ -2,7 +2,7 @@
 #
 # buf runs with local plugins only: the Buf Schema Registry (buf.build) is not
 # reachable from CI or the dev machines, so buf.yaml has no deps and the HTTP
-# rules live in api/switchyard/v1/proxy_admin_http.yaml instead of
+# rules live in api/switchyard/v1/http.yaml instead of
 # google/api/annotations.proto. Every tool is pinned here and installed into
 # $(TOOLS) (bin/tools), which the top Makefile puts first on PATH.
 BUF_VERSION                := v1.75.0

@@ -13,3 +13,12 @@ var proxyAdminOpenAPI string
 // ProxyAdminService's REST bindings. Each call returns a fresh copy, so
 // callers may keep or modify it.
 func ProxyAdminOpenAPI() []byte { return []byte(proxyAdminOpenAPI) }
+
+// controlOpenAPI is the document of ControlService's REST bindings.
+//
+//go:embed control.swagger.json
+var controlOpenAPI string
+
+// ControlOpenAPI returns the OpenAPI (Swagger 2.0, JSON) document of
+// ControlService's REST bindings, a fresh copy per call.
+func ControlOpenAPI() []byte { return []byte(controlOpenAPI) }

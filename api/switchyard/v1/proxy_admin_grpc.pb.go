@@ -34,7 +34,7 @@ const (
 // ProxyAdminService is the local admin API of one proxy sidecar. It lets an
 // operator (or a script, when no control plane runs) read the proxy's state,
 // switch its upstream cluster and gate Kafka API keys. The same operations
-// are reachable as REST/JSON; the HTTP bindings are in proxy_admin_http.yaml.
+// are reachable as REST/JSON; the HTTP bindings are in http.yaml.
 type ProxyAdminServiceClient interface {
 	// GetStatus returns a point-in-time view of the proxy.
 	//
@@ -121,7 +121,7 @@ func (c *proxyAdminServiceClient) ClearGates(ctx context.Context, in *ClearGates
 // ProxyAdminService is the local admin API of one proxy sidecar. It lets an
 // operator (or a script, when no control plane runs) read the proxy's state,
 // switch its upstream cluster and gate Kafka API keys. The same operations
-// are reachable as REST/JSON; the HTTP bindings are in proxy_admin_http.yaml.
+// are reachable as REST/JSON; the HTTP bindings are in http.yaml.
 type ProxyAdminServiceServer interface {
 	// GetStatus returns a point-in-time view of the proxy.
 	//
