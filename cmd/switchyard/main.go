@@ -1,6 +1,8 @@
 // Command switchyard is Switchyard's one binary. Subcommands:
 //
 //	proxy     run the sidecar proxy
+//	control   run the control plane (API, sidecar registry, mirrors, cutovers)
+//	ctl       talk to a control plane: cutovers, sidecars, mirrors
 //	mirror    run the mirror engine
 //	verify    compare a mirror's copy with its source, partition by partition
 //	inject    serve the Kubernetes sidecar injector webhook
@@ -30,13 +32,13 @@ Usage: switchyard <command> [flags]
 
 Commands:
   proxy     run the sidecar proxy (switchyard proxy --help)
+  control   run the control plane (switchyard control --help)
+  ctl       start, watch and abort cutovers; list sidecars and mirrors (switchyard ctl --help)
   mirror    run the mirror engine (switchyard mirror --help)
   verify    prove the target holds exactly the source's records (switchyard verify --help)
   inject    serve the sidecar injector webhook (switchyard inject --help)
   demo      run a complete switch on two embedded in-process clusters
   version   print the version
-
-The control plane and the ctl client are being built; see README.md.
 `
 
 func main() {
@@ -56,6 +58,10 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout,
 	switch args[0] {
 	case "proxy":
 		err = runProxy(ctx, args[1:], getenv, stderr)
+	case "control":
+		err = runControl(ctx, args[1:], getenv, stderr)
+	case "ctl":
+		err = runCtl(ctx, args[1:], getenv, stdout, stderr)
 	case "mirror":
 		err = runMirror(ctx, args[1:], getenv, stderr)
 	case "verify":
