@@ -6,6 +6,9 @@
 #   make bench-proxy-real-franz          # franz-go driver only, on the running test bed (make kafka-up)
 #   make bench-proxy-profile             # Go hot-path benchmarks with a CPU profile
 #   make bench-proxy-perf                # bench-proxy with `perf record` on the proxy process
+#   make bench-mirror                    # our mirror vs MirrorMaker 2 on the real test bed (512 MiB, 8 partitions, lz4)
+#   make bench-mirror BENCH_MIRROR_MB=64 BENCH_MIRROR_PERF=1   # smaller, with a perf profile of our mirror
+#   make bench-mirror BENCH_MIRROR_SWITCHYARD_REV=HEAD          # our mirror from a commit, not the working tree
 #
 # Reports land in bench/out/ (Markdown and JSON) and on standard output.
 BENCH_MB         ?= 1024
@@ -14,7 +17,7 @@ BENCH_FLAGS      ?=
 BENCH_OUT        := bench/out
 BENCH_TESTBED_ENV := testbed/.state/env
 
-.PHONY: bench-proxy bench-proxy-real bench-proxy-real-franz bench-proxy-bins bench-proxy-profile bench-proxy-perf
+.PHONY: bench-proxy bench-proxy-real bench-proxy-real-franz bench-proxy-bins bench-proxy-profile bench-proxy-perf bench-mirror
 
 bench-proxy-bins:
 	$(GO) build -o bin/switchyard ./cmd/switchyard
@@ -71,3 +74,14 @@ bench-proxy-perf: bench-proxy-bins
 		| grep '%' | head -30 | tee $(BENCH_OUT)/proxy-perf-top.txt
 	perf report -i $(BENCH_OUT)/proxy.perf.data --children --sort symbol --stdio -g none 2>/dev/null \
 		| grep '%' | grep -v '\[k\]' | head -40 | tee $(BENCH_OUT)/proxy-perf-children.txt
+
+# bench-mirror: `switchyard mirror` and MirrorMaker 2 copy the same fresh
+# source topic (BENCH_MIRROR_MB MiB of 1 KiB lz4 records, 8 partitions) on
+# the same two real clusters, one after the other; one table of MB/s,
+# records/s and CPU-seconds per GB for both (bench/mirror/bench-mirror.sh).
+# Uses the running test bed (make kafka-up) if it answers, otherwise starts
+# one of its own and stops it. Settings: the BENCH_MIRROR_* variables in the
+# script's header (make variables on the command line reach it). Output:
+# bench/out/mirror/<run>/report.md (bench/out/mirror/latest).
+bench-mirror:
+	bench/mirror/bench-mirror.sh
