@@ -1,6 +1,10 @@
 package mirror
 
-import "github.com/prometheus/client_golang/prometheus"
+import (
+	"errors"
+
+	"github.com/prometheus/client_golang/prometheus"
+)
 
 // metrics are the mirror's collectors, registered on the Registerer given to
 // New. Labels: mirror name, source topic, partition — bounded by the topics
@@ -46,11 +50,37 @@ func newMetrics(reg prometheus.Registerer) (*metrics, error) {
 		acls: prometheus.NewCounterVec(prometheus.CounterOpts{Namespace: ns, Subsystem: sub,
 			Name: "acl_bindings_total", Help: "ACL bindings the ACL sync created on the target, or failed to (outcome created, error)."}, []string{"mirror", "outcome"}),
 	}
-	for _, c := range []prometheus.Collector{m.records, m.bytes, m.lagRecords, m.lagSeconds, m.latency, m.txns,
-		m.partErrors, m.failing, m.groupOffsets, m.batches, m.acls} {
-		if err := reg.Register(c); err != nil {
+	var err error
+	for _, r := range []func() error{
+		func() error { m.records, err = register(reg, m.records); return err },
+		func() error { m.bytes, err = register(reg, m.bytes); return err },
+		func() error { m.lagRecords, err = register(reg, m.lagRecords); return err },
+		func() error { m.lagSeconds, err = register(reg, m.lagSeconds); return err },
+		func() error { m.latency, err = register(reg, m.latency); return err },
+		func() error { m.txns, err = register(reg, m.txns); return err },
+		func() error { m.partErrors, err = register(reg, m.partErrors); return err },
+		func() error { m.failing, err = register(reg, m.failing); return err },
+		func() error { m.groupOffsets, err = register(reg, m.groupOffsets); return err },
+		func() error { m.batches, err = register(reg, m.batches); return err },
+		func() error { m.acls, err = register(reg, m.acls); return err },
+	} {
+		if err := r(); err != nil {
 			return nil, err
 		}
 	}
 	return m, nil
+}
+
+// register registers c, or returns the collector already registered under
+// its name: several mirrors in one process (a control plane) share the
+// collectors, their series told apart by the mirror label.
+func register[C prometheus.Collector](reg prometheus.Registerer, c C) (C, error) {
+	err := reg.Register(c)
+	var are prometheus.AlreadyRegisteredError
+	if errors.As(err, &are) {
+		if existing, ok := are.ExistingCollector.(C); ok {
+			return existing, nil
+		}
+	}
+	return c, err
 }

@@ -413,3 +413,16 @@ func TestSyncGroupsTranslatesExactly(t *testing.T) {
 		t.Errorf("sync of an offset beyond the mirror: %v, want ErrBeyondMirrored", err)
 	}
 }
+
+// TestTwoMirrorsShareARegistry: a control plane runs several mirrors with
+// one Prometheus registry.
+func TestTwoMirrorsShareARegistry(t *testing.T) {
+	reg := prometheus.NewRegistry()
+	for _, name := range []string{"a", "b"} {
+		cfg := DefaultConfig()
+		cfg.Name, cfg.SourceBootstrap, cfg.TargetBootstrap = name, []string{"127.0.0.1:1"}, []string{"127.0.0.1:2"}
+		if _, err := New(cfg, nil, reg); err != nil {
+			t.Fatalf("mirror %s: %v", name, err)
+		}
+	}
+}

@@ -1,0 +1,808 @@
+package control
+
+import (
+	"context"
+	"crypto/rand"
+	"encoding/hex"
+	"errors"
+	"fmt"
+	"slices"
+	"sort"
+	"strings"
+	"sync"
+	"time"
+
+	"go.uber.org/zap"
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/status"
+	"google.golang.org/protobuf/proto"
+	"google.golang.org/protobuf/types/known/durationpb"
+	"google.golang.org/protobuf/types/known/timestamppb"
+
+	switchyardv1 "github.com/switchyard/switchyard/api/switchyard/v1"
+	"github.com/switchyard/switchyard/mirror"
+)
+
+// Mirror is what a cutover needs of a mirror engine (*mirror.Mirror).
+type Mirror interface {
+	Status() mirror.Status
+	CaughtUp(ctx context.Context, topics ...string) (bool, string, error)
+	SyncGroups(ctx context.Context, groups []string) (mirror.GroupSyncReport, error)
+}
+
+// MirrorRef is a mirror the control plane runs, between two of its
+// clusters.
+type MirrorRef struct {
+	Name, Source, Target string
+	Mirror               Mirror
+}
+
+// produceKey is the Kafka API key the producer gate blocks.
+const produceKey = 0
+
+// Controller runs cutovers.
+type Controller struct {
+	reg      *Registry
+	store    *Store
+	log      *zap.Logger
+	clusters map[string]*switchyardv1.Cluster
+	mirrors  map[string]*MirrorRef
+
+	ctx context.Context // the controller's lifetime (Start)
+	wg  sync.WaitGroup
+
+	mu       sync.Mutex
+	cutovers map[string]*cutoverRun
+	changed  chan struct{}
+}
+
+// cutoverRun is one cutover and the goroutine driving it.
+type cutoverRun struct {
+	c         *switchyardv1.Cutover // guarded by Controller.mu; replaced, never mutated in place once published
+	keys      []string              // the selected sidecars (app/instance), fixed at preflight
+	abort     chan struct{}
+	abortOnce sync.Once
+	gateAcked time.Time // when every sidecar acknowledged the gate (memory only)
+}
+
+// NewController prepares a controller; Start resumes stored cutovers.
+func NewController(reg *Registry, store *Store, clusters []*switchyardv1.Cluster, mirrors []*MirrorRef, log *zap.Logger) *Controller {
+	ct := &Controller{reg: reg, store: store, log: log, clusters: map[string]*switchyardv1.Cluster{},
+		mirrors: map[string]*MirrorRef{}, cutovers: map[string]*cutoverRun{}, changed: make(chan struct{})}
+	for _, c := range clusters {
+		ct.clusters[c.GetName()] = c
+	}
+	for _, m := range mirrors {
+		ct.mirrors[m.Name] = m
+	}
+	return ct
+}
+
+// Start loads the stored cutovers and resumes those in progress: one past
+// the point of no return (release) goes on; one before it rolls back,
+// since the control plane cannot prove what happened while it was down.
+// The drivers stop when ctx ends; Wait waits for them.
+func (ct *Controller) Start(ctx context.Context) error {
+	ct.ctx = ctx
+	stored, err := ct.store.List("cutovers", func() proto.Message { return &switchyardv1.Cutover{} })
+	if err != nil {
+		return err
+	}
+	for _, m := range stored {
+		c := m.(*switchyardv1.Cutover)
+		run := &cutoverRun{c: c, abort: make(chan struct{})}
+		for _, a := range c.GetSidecars() {
+			run.keys = append(run.keys, a.GetApp()+"/"+a.GetInstance())
+		}
+		ct.mu.Lock()
+		ct.cutovers[c.GetId()] = run
+		ct.mu.Unlock()
+		if terminal(c.GetStep()) {
+			continue
+		}
+		switch c.GetStep() {
+		case switchyardv1.CutoverStep_CUTOVER_STEP_RELEASE, switchyardv1.CutoverStep_CUTOVER_STEP_VERIFY,
+			switchyardv1.CutoverStep_CUTOVER_STEP_ROLLING_BACK:
+			ct.log.Info("resuming cutover", zap.String("id", c.GetId()), zap.Stringer("step", c.GetStep()))
+		default:
+			ct.log.Warn("rolling back a cutover interrupted by a restart", zap.String("id", c.GetId()), zap.Stringer("step", c.GetStep()))
+			if err := ct.enter(run, switchyardv1.CutoverStep_CUTOVER_STEP_ROLLING_BACK, "",
+				fmt.Sprintf("the control plane restarted during %s", stepName(c.GetStep()))); err != nil {
+				return err
+			}
+		}
+		ct.wg.Add(1)
+		go ct.drive(run)
+	}
+	return nil
+}
+
+// Wait waits for every cutover driver to stop (after Start's ctx ends).
+func (ct *Controller) Wait() { ct.wg.Wait() }
+
+func terminal(s switchyardv1.CutoverStep) bool {
+	return s == switchyardv1.CutoverStep_CUTOVER_STEP_DONE || s == switchyardv1.CutoverStep_CUTOVER_STEP_ROLLED_BACK ||
+		s == switchyardv1.CutoverStep_CUTOVER_STEP_FAILED
+}
+
+func stepName(s switchyardv1.CutoverStep) string {
+	return strings.ToLower(strings.ReplaceAll(strings.TrimPrefix(s.String(), "CUTOVER_STEP_"), "_", "-"))
+}
+
+// Changed returns a channel closed at the next change of any cutover.
+func (ct *Controller) Changed() <-chan struct{} {
+	ct.mu.Lock()
+	defer ct.mu.Unlock()
+	return ct.changed
+}
+
+// Get returns a copy of a cutover.
+func (ct *Controller) Get(id string) (*switchyardv1.Cutover, bool) {
+	ct.mu.Lock()
+	defer ct.mu.Unlock()
+	run := ct.cutovers[id]
+	if run == nil {
+		return nil, false
+	}
+	return proto.Clone(run.c).(*switchyardv1.Cutover), true
+}
+
+// List returns every cutover, newest first.
+func (ct *Controller) List() []*switchyardv1.Cutover {
+	ct.mu.Lock()
+	defer ct.mu.Unlock()
+	out := make([]*switchyardv1.Cutover, 0, len(ct.cutovers))
+	for _, run := range ct.cutovers {
+		out = append(out, proto.Clone(run.c).(*switchyardv1.Cutover))
+	}
+	sort.Slice(out, func(i, j int) bool {
+		a, b := out[i].GetCreated().AsTime(), out[j].GetCreated().AsTime()
+		return a.After(b) || (a.Equal(b) && out[i].GetId() > out[j].GetId())
+	})
+	return out
+}
+
+// withDefaults fills in and checks a cutover policy.
+func withDefaults(p *switchyardv1.CutoverPolicy) (*switchyardv1.CutoverPolicy, error) {
+	p = proto.Clone(p).(*switchyardv1.CutoverPolicy)
+	if p == nil {
+		p = &switchyardv1.CutoverPolicy{}
+	}
+	switch strings.ToUpper(p.GetGateMode()) {
+	case "":
+		p.GateMode = "HOLD"
+	case "HOLD", "REJECT":
+		p.GateMode = strings.ToUpper(p.GetGateMode())
+	default:
+		return nil, fmt.Errorf("policy.gate_mode: %q: want HOLD or REJECT", p.GetGateMode())
+	}
+	for _, d := range []struct {
+		name string
+		v    **durationpb.Duration
+		def  time.Duration
+	}{{"drain_timeout", &p.DrainTimeout, 30 * time.Second}, {"hold_budget", &p.HoldBudget, 10 * time.Second},
+		{"ack_timeout", &p.AckTimeout, 10 * time.Second}} {
+		if *d.v == nil {
+			*d.v = durationpb.New(d.def)
+		}
+		if err := (*d.v).CheckValid(); err != nil || (*d.v).AsDuration() <= 0 {
+			return nil, fmt.Errorf("policy.%s: must be a positive duration", d.name)
+		}
+	}
+	if p.GetMaxPreflightLag() == 0 {
+		p.MaxPreflightLag = 10000
+	}
+	if p.GetMaxPreflightLag() < 0 {
+		return nil, errors.New("policy.max_preflight_lag: must not be negative")
+	}
+	return p, nil
+}
+
+// Create validates a spec and starts a cutover.
+func (ct *Controller) Create(spec *switchyardv1.CutoverSpec) (*switchyardv1.Cutover, error) {
+	spec = proto.Clone(spec).(*switchyardv1.CutoverSpec)
+	if spec == nil || len(spec.GetSelector().GetApps()) == 0 {
+		return nil, status.Error(codes.InvalidArgument, "spec.selector.apps: at least one application")
+	}
+	if spec.GetSource() == "" || spec.GetTarget() == "" || spec.GetSource() == spec.GetTarget() {
+		return nil, status.Error(codes.InvalidArgument, "spec.source and spec.target: two different cluster names")
+	}
+	for _, n := range []string{spec.GetSource(), spec.GetTarget()} {
+		if ct.clusters[n] == nil {
+			return nil, status.Errorf(codes.FailedPrecondition, "cluster %q is not configured (known: %s)", n, strings.Join(ct.clusterNames(), ", "))
+		}
+	}
+	m, err := ct.mirrorFor(spec)
+	if err != nil {
+		return nil, err
+	}
+	spec.Mirror = m.Name
+	if spec.Policy, err = withDefaults(spec.GetPolicy()); err != nil {
+		return nil, status.Error(codes.InvalidArgument, "spec."+err.Error())
+	}
+	if len(ct.reg.Select(spec.GetSelector())) == 0 {
+		return nil, status.Errorf(codes.FailedPrecondition, "no connected sidecar matches apps %v with labels %v", spec.GetSelector().GetApps(), spec.GetSelector().GetLabels())
+	}
+	now := time.Now()
+	c := &switchyardv1.Cutover{Id: newCutoverID(now), Spec: spec, Created: timestamppb.New(now)}
+	run := &cutoverRun{c: c, abort: make(chan struct{})}
+	ct.mu.Lock()
+	for _, other := range ct.cutovers {
+		if !terminal(other.c.GetStep()) && overlaps(other.c.GetSpec().GetSelector().GetApps(), spec.GetSelector().GetApps()) {
+			ct.mu.Unlock()
+			return nil, status.Errorf(codes.Aborted, "cutover %s of %v is still running (%s)", other.c.GetId(),
+				other.c.GetSpec().GetSelector().GetApps(), stepName(other.c.GetStep()))
+		}
+	}
+	ct.cutovers[c.GetId()] = run
+	ct.mu.Unlock()
+	if err := ct.enter(run, switchyardv1.CutoverStep_CUTOVER_STEP_PREFLIGHT, "", ""); err != nil {
+		ct.mu.Lock()
+		delete(ct.cutovers, c.GetId())
+		ct.mu.Unlock()
+		return nil, status.Errorf(codes.Internal, "store the cutover: %v", err)
+	}
+	ct.log.Info("cutover created", zap.String("id", c.GetId()), zap.Strings("apps", spec.GetSelector().GetApps()),
+		zap.String("from", spec.GetSource()), zap.String("to", spec.GetTarget()))
+	ct.wg.Add(1)
+	go ct.drive(run)
+	out, _ := ct.Get(c.GetId())
+	return out, nil
+}
+
+func overlaps(a, b []string) bool {
+	return slices.ContainsFunc(a, func(x string) bool { return slices.Contains(b, x) })
+}
+
+func (ct *Controller) clusterNames() []string {
+	var out []string
+	for n := range ct.clusters {
+		out = append(out, n)
+	}
+	sort.Strings(out)
+	return out
+}
+
+func (ct *Controller) mirrorFor(spec *switchyardv1.CutoverSpec) (*MirrorRef, error) {
+	if spec.GetMirror() != "" {
+		m := ct.mirrors[spec.GetMirror()]
+		if m == nil {
+			return nil, status.Errorf(codes.FailedPrecondition, "mirror %q is not configured", spec.GetMirror())
+		}
+		if m.Source != spec.GetSource() || m.Target != spec.GetTarget() {
+			return nil, status.Errorf(codes.FailedPrecondition, "mirror %q copies %s to %s, not %s to %s", m.Name, m.Source, m.Target, spec.GetSource(), spec.GetTarget())
+		}
+		return m, nil
+	}
+	var found []*MirrorRef
+	for _, m := range ct.mirrors {
+		if m.Source == spec.GetSource() && m.Target == spec.GetTarget() {
+			found = append(found, m)
+		}
+	}
+	switch len(found) {
+	case 1:
+		return found[0], nil
+	case 0:
+		return nil, status.Errorf(codes.FailedPrecondition, "no mirror copies %s to %s: the data must be on the target before clients move", spec.GetSource(), spec.GetTarget())
+	default:
+		return nil, status.Errorf(codes.FailedPrecondition, "several mirrors copy %s to %s: name one in spec.mirror", spec.GetSource(), spec.GetTarget())
+	}
+}
+
+func newCutoverID(now time.Time) string {
+	var b [3]byte
+	_, _ = rand.Read(b[:]) // crypto/rand.Read never fails (Go 1.24+)
+	return "c-" + now.UTC().Format("20060102-150405") + "-" + hex.EncodeToString(b[:])
+}
+
+// Abort asks a cutover to roll back. It fails once the gates have been
+// released on the target.
+func (ct *Controller) Abort(id, reason string) (*switchyardv1.Cutover, error) {
+	ct.mu.Lock()
+	run := ct.cutovers[id]
+	if run == nil {
+		ct.mu.Unlock()
+		return nil, status.Errorf(codes.NotFound, "no cutover %q", id)
+	}
+	step := run.c.GetStep()
+	switch {
+	case terminal(step):
+		ct.mu.Unlock()
+		return nil, status.Errorf(codes.FailedPrecondition, "cutover %s has ended (%s)", id, stepName(step))
+	case step == switchyardv1.CutoverStep_CUTOVER_STEP_RELEASE || step == switchyardv1.CutoverStep_CUTOVER_STEP_VERIFY:
+		ct.mu.Unlock()
+		return nil, status.Errorf(codes.FailedPrecondition, "cutover %s is past the point of no return: the gates are being released on the target (%s)", id, stepName(step))
+	}
+	c := proto.Clone(run.c).(*switchyardv1.Cutover)
+	c.AbortRequested = true
+	if reason == "" {
+		reason = "aborted by an operator"
+	}
+	if c.Error == "" {
+		c.Error = reason
+	}
+	run.c = c
+	ct.mu.Unlock()
+	if err := ct.save(run); err != nil {
+		return nil, status.Errorf(codes.Internal, "store the abort: %v", err)
+	}
+	run.abortOnce.Do(func() { close(run.abort) })
+	out, _ := ct.Get(id)
+	return out, nil
+}
+
+// update applies f to a copy of the cutover and publishes it (not stored).
+func (ct *Controller) update(run *cutoverRun, f func(c *switchyardv1.Cutover)) {
+	ct.mu.Lock()
+	defer ct.mu.Unlock()
+	c := proto.Clone(run.c).(*switchyardv1.Cutover)
+	f(c)
+	c.Updated = timestamppb.Now()
+	run.c = c
+	close(ct.changed)
+	ct.changed = make(chan struct{})
+}
+
+func (ct *Controller) save(run *cutoverRun) error {
+	ct.mu.Lock()
+	c := run.c
+	ct.mu.Unlock()
+	return ct.store.Put("cutovers", c.GetId(), c)
+}
+
+// enter moves the cutover to a step and stores it before anything of the
+// step happens. detail closes the step left; errMsg records why a
+// rollback or failure happens.
+func (ct *Controller) enter(run *cutoverRun, step switchyardv1.CutoverStep, detail, errMsg string) error {
+	now := timestamppb.Now()
+	ct.update(run, func(c *switchyardv1.Cutover) {
+		if n := len(c.History); n > 0 && c.History[n-1].Finished == nil {
+			last := c.History[n-1]
+			last.Finished = now
+			if detail != "" {
+				last.Detail = detail
+			}
+			if errMsg != "" {
+				last.Error = errMsg
+			}
+		}
+		if errMsg != "" && c.Error == "" {
+			c.Error = errMsg
+		}
+		c.Step = step
+		c.History = append(c.History, &switchyardv1.StepRecord{Step: step, Started: now})
+		if terminal(step) {
+			c.History[len(c.History)-1].Finished = now
+		}
+	})
+	if err := ct.save(run); err != nil {
+		return fmt.Errorf("store cutover %s entering %s: %w", run.c.GetId(), stepName(step), err)
+	}
+	return nil
+}
+
+// setDetail updates the running step's detail (progress for watchers).
+func (ct *Controller) setDetail(run *cutoverRun, detail string) {
+	ct.update(run, func(c *switchyardv1.Cutover) {
+		if n := len(c.History); n > 0 {
+			c.History[n-1].Detail = detail
+		}
+	})
+}
+
+// errAborted: an operator asked for a rollback.
+var errAborted = errors.New("aborted")
+
+// drive runs a cutover's steps until it ends or the controller stops.
+func (ct *Controller) drive(run *cutoverRun) {
+	defer ct.wg.Done()
+	for {
+		if ct.ctx.Err() != nil {
+			return // stopping: the stored step resumes or rolls back at the next start
+		}
+		ct.mu.Lock()
+		c := run.c
+		ct.mu.Unlock()
+		step := c.GetStep()
+		if terminal(step) {
+			ct.log.Info("cutover ended", zap.String("id", c.GetId()), zap.String("step", stepName(step)), zap.String("error", c.GetError()))
+			return
+		}
+		var (
+			next   switchyardv1.CutoverStep
+			detail string
+			err    error
+		)
+		switch step {
+		case switchyardv1.CutoverStep_CUTOVER_STEP_PREFLIGHT:
+			next, detail, err = switchyardv1.CutoverStep_CUTOVER_STEP_GATE, "", ct.preflight(run)
+		case switchyardv1.CutoverStep_CUTOVER_STEP_GATE:
+			next, detail, err = ct.gate(run)
+		case switchyardv1.CutoverStep_CUTOVER_STEP_DRAIN:
+			next, detail, err = ct.drain(run)
+		case switchyardv1.CutoverStep_CUTOVER_STEP_SYNC_GROUPS:
+			next, detail, err = ct.syncGroups(run)
+		case switchyardv1.CutoverStep_CUTOVER_STEP_FLIP:
+			next, detail, err = ct.flip(run)
+		case switchyardv1.CutoverStep_CUTOVER_STEP_RELEASE:
+			next, detail, err = ct.release(run)
+		case switchyardv1.CutoverStep_CUTOVER_STEP_VERIFY:
+			next, detail, err = ct.verify(run)
+		case switchyardv1.CutoverStep_CUTOVER_STEP_ROLLING_BACK:
+			next, detail, err = ct.rollback(run)
+		default:
+			next, err = switchyardv1.CutoverStep_CUTOVER_STEP_FAILED, fmt.Errorf("unknown step %v", step)
+		}
+		if ct.ctx.Err() != nil {
+			return
+		}
+		errMsg := ""
+		if err != nil {
+			errMsg = err.Error()
+			if errors.Is(err, errAborted) {
+				ct.mu.Lock()
+				errMsg = run.c.GetError()
+				ct.mu.Unlock()
+			}
+			switch step {
+			case switchyardv1.CutoverStep_CUTOVER_STEP_RELEASE, switchyardv1.CutoverStep_CUTOVER_STEP_VERIFY,
+				switchyardv1.CutoverStep_CUTOVER_STEP_ROLLING_BACK:
+				next = switchyardv1.CutoverStep_CUTOVER_STEP_FAILED
+			default:
+				next = switchyardv1.CutoverStep_CUTOVER_STEP_ROLLING_BACK
+			}
+			ct.log.Warn("cutover step failed", zap.String("id", c.GetId()), zap.String("step", stepName(step)), zap.Error(err))
+		}
+		if err := ct.enter(run, next, detail, errMsg); err != nil {
+			// The store is broken: stop here; nothing further is done on a
+			// state that is not recorded.
+			ct.log.Error("cutover stalled", zap.String("id", c.GetId()), zap.Error(err))
+			return
+		}
+	}
+}
+
+func (ct *Controller) spec(run *cutoverRun) *switchyardv1.CutoverSpec {
+	ct.mu.Lock()
+	defer ct.mu.Unlock()
+	return run.c.GetSpec()
+}
+
+// waitFor polls cond on every registry change (and at least every 100 ms)
+// until it holds, the timeout passes, the cutover is aborted (when
+// abortable) or the controller stops.
+func (ct *Controller) waitFor(run *cutoverRun, timeout time.Duration, abortable bool, cond func() (bool, error)) error {
+	return ct.poll(run, timeout, abortable, true, cond)
+}
+
+// poll is waitFor; onChange false polls every 100 ms only, for conditions
+// that are costly to check (they ask a cluster).
+func (ct *Controller) poll(run *cutoverRun, timeout time.Duration, abortable, onChange bool, cond func() (bool, error)) error {
+	deadline := time.NewTimer(timeout)
+	defer deadline.Stop()
+	for {
+		var changed <-chan struct{}
+		if onChange {
+			changed = ct.reg.Changed()
+		}
+		ok, err := cond()
+		if err != nil || ok {
+			return err
+		}
+		var abort <-chan struct{}
+		if abortable {
+			abort = run.abort
+		}
+		select {
+		case <-ct.ctx.Done():
+			return ct.ctx.Err()
+		case <-abort:
+			return errAborted
+		case <-deadline.C:
+			return context.DeadlineExceeded
+		case <-changed:
+		case <-time.After(100 * time.Millisecond):
+		}
+	}
+}
+
+// waitAcks waits until every selected sidecar applied version v.
+func (ct *Controller) waitAcks(run *cutoverRun, v uint64, timeout time.Duration, abortable bool) (string, error) {
+	var acks []*switchyardv1.SidecarAck
+	err := ct.waitFor(run, timeout, abortable, func() (bool, error) {
+		var all bool
+		acks, all = ct.reg.Acks(run.keys, v)
+		ct.update(run, func(c *switchyardv1.Cutover) { c.Sidecars = acks })
+		return all, nil
+	})
+	done := 0
+	var missing []string
+	for _, a := range acks {
+		if a.GetConnected() && a.GetAppliedVersion() >= v && a.GetApplyError() == "" {
+			done++
+			continue
+		}
+		why := "not acknowledged"
+		switch {
+		case !a.GetConnected():
+			why = "disconnected"
+		case a.GetApplyError() != "":
+			why = a.GetApplyError()
+		}
+		missing = append(missing, fmt.Sprintf("%s/%s (%s)", a.GetApp(), a.GetInstance(), why))
+	}
+	detail := fmt.Sprintf("%d/%d sidecars acknowledged version %d", done, len(acks), v)
+	if errors.Is(err, context.DeadlineExceeded) {
+		return detail, fmt.Errorf("%s within %v; missing: %s", detail, timeout, strings.Join(missing, ", "))
+	}
+	return detail, err
+}
+
+func (ct *Controller) mirrorOf(run *cutoverRun) *MirrorRef {
+	return ct.mirrors[ct.spec(run).GetMirror()]
+}
+
+// topicsOf returns the cutover's topics: as given, or every topic the
+// mirror copies.
+func (ct *Controller) topicsOf(run *cutoverRun, st mirror.Status) []string {
+	if ts := ct.spec(run).GetTopics(); len(ts) > 0 {
+		return ts
+	}
+	set := map[string]bool{}
+	for _, p := range st.Partitions {
+		set[p.Topic] = true
+	}
+	return sortedNames(set)
+}
+
+func sortedNames(set map[string]bool) []string {
+	out := make([]string, 0, len(set))
+	for k := range set {
+		out = append(out, k)
+	}
+	sort.Strings(out)
+	return out
+}
+
+// mirrorLag sums the records not yet copied over topics.
+func mirrorLag(st mirror.Status, topics []string) (int64, []string) {
+	var lag int64
+	seen := map[string]bool{}
+	for _, p := range st.Partitions {
+		if slices.Contains(topics, p.Topic) {
+			lag += p.LagRecords
+			seen[p.Topic] = true
+		}
+	}
+	var missing []string
+	for _, t := range topics {
+		if !seen[t] {
+			missing = append(missing, t)
+		}
+	}
+	return lag, missing
+}
+
+func (ct *Controller) preflight(run *cutoverRun) error {
+	spec := ct.spec(run)
+	keys := ct.reg.Select(spec.GetSelector())
+	if len(keys) == 0 {
+		return fmt.Errorf("no connected sidecar matches apps %v with labels %v", spec.GetSelector().GetApps(), spec.GetSelector().GetLabels())
+	}
+	run.keys = keys
+	acks, _ := ct.reg.Acks(keys, 0)
+	ct.update(run, func(c *switchyardv1.Cutover) { c.Sidecars = acks })
+	for _, k := range keys {
+		st, _, connected := ct.reg.Status(k)
+		if !connected || st == nil {
+			return fmt.Errorf("sidecar %s has not reported its status", k)
+		}
+		if st.GetActiveCluster() != spec.GetSource() {
+			return fmt.Errorf("sidecar %s runs on cluster %q, not on the source %q", k, st.GetActiveCluster(), spec.GetSource())
+		}
+	}
+	m := ct.mirrorOf(run)
+	st := m.Mirror.Status()
+	if !st.Ready {
+		return fmt.Errorf("mirror %s is not ready (last error %q)", m.Name, st.LastError)
+	}
+	topics := ct.topicsOf(run, st)
+	for _, t := range topics {
+		if e, ok := st.TopicErrors[t]; ok {
+			return fmt.Errorf("mirror %s does not copy topic %s: %s", m.Name, t, e)
+		}
+	}
+	lag, missing := mirrorLag(st, topics)
+	if len(missing) > 0 {
+		return fmt.Errorf("mirror %s does not copy topics %v (is the target topic created?)", m.Name, missing)
+	}
+	ct.update(run, func(c *switchyardv1.Cutover) { c.MirrorLag = lag })
+	if max := spec.GetPolicy().GetMaxPreflightLag(); lag > max {
+		return fmt.Errorf("mirror %s lags %d records over %v, more than policy.max_preflight_lag %d: let it catch up first", m.Name, lag, topics, max)
+	}
+	ct.setDetail(run, fmt.Sprintf("%d sidecars on %s; mirror %s lags %d records", len(keys), spec.GetSource(), m.Name, lag))
+	return nil
+}
+
+func (ct *Controller) gate(run *cutoverRun) (switchyardv1.CutoverStep, string, error) {
+	spec := ct.spec(run)
+	ct.update(run, func(c *switchyardv1.Cutover) { c.GatedAt = timestamppb.Now() })
+	v, err := ct.reg.SetRule(run.c.GetId(), spec.GetSelector(), spec.GetSource(), ct.gateOf(spec))
+	if err != nil {
+		return 0, "", err
+	}
+	detail, err := ct.waitAcks(run, v, spec.GetPolicy().GetAckTimeout().AsDuration(), true)
+	run.gateAcked = time.Now()
+	return switchyardv1.CutoverStep_CUTOVER_STEP_DRAIN, detail, err
+}
+
+func (ct *Controller) gateOf(spec *switchyardv1.CutoverSpec) *gateSpec {
+	return &gateSpec{APIKeys: []int32{produceKey}, Mode: spec.GetPolicy().GetGateMode()}
+}
+
+func (ct *Controller) drain(run *cutoverRun) (switchyardv1.CutoverStep, string, error) {
+	spec := ct.spec(run)
+	deadline := time.Now().Add(spec.GetPolicy().GetDrainTimeout().AsDuration())
+	// 1. Produce requests admitted before the gate are answered: every
+	// sidecar reports, after acknowledging the gate, none in flight.
+	var busy []string
+	err := ct.waitFor(run, time.Until(deadline), true, func() (bool, error) {
+		busy = busy[:0]
+		for _, k := range run.keys {
+			st, at, connected := ct.reg.Status(k)
+			if !connected || st == nil || !at.After(run.gateAcked) || st.GetInFlightByApi()[produceKey] > 0 {
+				busy = append(busy, k)
+			}
+		}
+		return len(busy) == 0, nil
+	})
+	if errors.Is(err, context.DeadlineExceeded) {
+		return 0, "", fmt.Errorf("produce requests still in flight (or no report since the gate) on %v after the drain timeout", busy)
+	}
+	if err != nil {
+		return 0, "", err
+	}
+	// 2. The mirror has copied everything the source holds for the topics.
+	m := ct.mirrorOf(run)
+	topics := ct.topicsOf(run, m.Mirror.Status())
+	var behind string
+	err = ct.poll(run, time.Until(deadline), true, false, func() (bool, error) {
+		ctx, cancel := context.WithTimeout(ct.ctx, 10*time.Second)
+		defer cancel()
+		ok, b, err := m.Mirror.CaughtUp(ctx, topics...)
+		if err != nil {
+			return false, fmt.Errorf("mirror %s: %w", m.Name, err)
+		}
+		behind = b
+		lag, _ := mirrorLag(m.Mirror.Status(), topics)
+		ct.update(run, func(c *switchyardv1.Cutover) { c.MirrorLag = lag })
+		return ok, nil
+	})
+	if errors.Is(err, context.DeadlineExceeded) {
+		return 0, "", fmt.Errorf("mirror %s has not caught up on %s within the drain timeout", m.Name, behind)
+	}
+	if err != nil {
+		return 0, "", err
+	}
+	ct.update(run, func(c *switchyardv1.Cutover) { c.MirrorLag = 0 })
+	return switchyardv1.CutoverStep_CUTOVER_STEP_SYNC_GROUPS, fmt.Sprintf("no produce in flight; mirror %s copied %v completely", m.Name, topics), nil
+}
+
+func (ct *Controller) syncGroups(run *cutoverRun) (switchyardv1.CutoverStep, string, error) {
+	spec := ct.spec(run)
+	next := switchyardv1.CutoverStep_CUTOVER_STEP_FLIP
+	if len(spec.GetGroups()) == 0 {
+		return next, "no consumer groups named", nil
+	}
+	select {
+	case <-run.abort:
+		return 0, "", errAborted
+	default:
+	}
+	m := ct.mirrorOf(run)
+	ctx, cancel := context.WithTimeout(ct.ctx, spec.GetPolicy().GetDrainTimeout().AsDuration())
+	defer cancel()
+	rep, err := m.Mirror.SyncGroups(ctx, spec.GetGroups())
+	var offsets []*switchyardv1.GroupOffset
+	n := 0
+	for _, g := range rep.Groups {
+		for _, p := range g.Partitions {
+			offsets = append(offsets, &switchyardv1.GroupOffset{Group: g.Group, Topic: p.Topic, Partition: p.Partition,
+				Source: p.Source, Target: p.Target, Outcome: p.Outcome})
+			n++
+		}
+	}
+	ct.update(run, func(c *switchyardv1.Cutover) { c.GroupOffsets = offsets })
+	if err == nil {
+		err = rep.Err()
+	}
+	if err != nil {
+		return 0, "", fmt.Errorf("sync groups: %w", err)
+	}
+	return next, fmt.Sprintf("%d group partitions synced exactly", n), nil
+}
+
+func (ct *Controller) flip(run *cutoverRun) (switchyardv1.CutoverStep, string, error) {
+	spec := ct.spec(run)
+	v, err := ct.reg.SetRule(run.c.GetId(), spec.GetSelector(), spec.GetTarget(), ct.gateOf(spec))
+	if err != nil {
+		return 0, "", err
+	}
+	detail, err := ct.waitAcks(run, v, spec.GetPolicy().GetAckTimeout().AsDuration(), true)
+	return switchyardv1.CutoverStep_CUTOVER_STEP_RELEASE, detail, err
+}
+
+// release lifts the gates on the target. Entering this step is the point
+// of no return: it is stored before any sidecar hears of it, and from here
+// on the cutover goes forward only.
+func (ct *Controller) release(run *cutoverRun) (switchyardv1.CutoverStep, string, error) {
+	spec := ct.spec(run)
+	v, err := ct.reg.SetRule(run.c.GetId(), spec.GetSelector(), spec.GetTarget(), nil)
+	if err != nil {
+		return 0, "", err
+	}
+	detail, err := ct.waitAcks(run, v, 3*spec.GetPolicy().GetAckTimeout().AsDuration(), false)
+	now := time.Now()
+	ct.update(run, func(c *switchyardv1.Cutover) {
+		c.ReleasedAt = timestamppb.New(now)
+		if c.GatedAt != nil {
+			c.BlockWindow = durationpb.New(now.Sub(c.GatedAt.AsTime()))
+		}
+	})
+	if err != nil {
+		return 0, "", fmt.Errorf("release: %w (they are released when they reconnect)", err)
+	}
+	return switchyardv1.CutoverStep_CUTOVER_STEP_VERIFY, detail, nil
+}
+
+func (ct *Controller) verify(run *cutoverRun) (switchyardv1.CutoverStep, string, error) {
+	spec := ct.spec(run)
+	var wrong []string
+	err := ct.waitFor(run, spec.GetPolicy().GetAckTimeout().AsDuration(), false, func() (bool, error) {
+		wrong = wrong[:0]
+		for _, k := range run.keys {
+			st, _, connected := ct.reg.Status(k)
+			if !connected || st.GetActiveCluster() != spec.GetTarget() || st.GetGate() != nil {
+				wrong = append(wrong, k)
+			}
+		}
+		return len(wrong) == 0, nil
+	})
+	if errors.Is(err, context.DeadlineExceeded) {
+		return 0, "", fmt.Errorf("sidecars %v do not report running ungated on %s", wrong, spec.GetTarget())
+	}
+	if err != nil {
+		return 0, "", err
+	}
+	m := ct.mirrorOf(run)
+	ctx, cancel := context.WithTimeout(ct.ctx, 30*time.Second)
+	defer cancel()
+	topics := ct.topicsOf(run, m.Mirror.Status())
+	if ok, behind, err := m.Mirror.CaughtUp(ctx, topics...); err != nil || !ok {
+		return 0, "", fmt.Errorf("mirror %s: the source grew after the flip (%s behind, %v): a client bypasses the sidecars", m.Name, behind, err)
+	}
+	return switchyardv1.CutoverStep_CUTOVER_STEP_DONE, fmt.Sprintf("%d sidecars run on %s; the source received nothing since the drain", len(run.keys), spec.GetTarget()), nil
+}
+
+// rollback returns the sidecars to the source without a gate. Switch and
+// gate removal arrive in one desired state; a sidecar switches first and
+// lifts the gate after, so no client reaches the target ungated.
+func (ct *Controller) rollback(run *cutoverRun) (switchyardv1.CutoverStep, string, error) {
+	spec := ct.spec(run)
+	ct.mu.Lock()
+	gated := run.c.GetGatedAt() != nil
+	ct.mu.Unlock()
+	if !gated {
+		return switchyardv1.CutoverStep_CUTOVER_STEP_ROLLED_BACK, "nothing to undo: no sidecar was gated", nil
+	}
+	v, err := ct.reg.SetRule(run.c.GetId(), spec.GetSelector(), spec.GetSource(), nil)
+	if err != nil {
+		return 0, "", err
+	}
+	detail, err := ct.waitAcks(run, v, spec.GetPolicy().GetAckTimeout().AsDuration(), false)
+	if err != nil {
+		detail += "; the others apply the rollback when they reconnect"
+	}
+	return switchyardv1.CutoverStep_CUTOVER_STEP_ROLLED_BACK, detail, nil
+}

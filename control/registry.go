@@ -1,0 +1,361 @@
+package control
+
+import (
+	"errors"
+	"fmt"
+	"maps"
+	"slices"
+	"sort"
+	"sync"
+	"time"
+
+	"go.uber.org/zap"
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/status"
+	"google.golang.org/protobuf/proto"
+	"google.golang.org/protobuf/types/known/timestamppb"
+
+	switchyardv1 "github.com/switchyard/switchyard/api/switchyard/v1"
+)
+
+// A rule puts the sidecars a selector matches into a state: a cluster and
+// an optional gate. Each cutover owns one rule and moves it through its
+// steps; when several rules match a sidecar, the newest wins. A sidecar no
+// rule matches is left on the cluster it runs on.
+type rule struct {
+	ID      string            `json:"id"`
+	Seq     uint64            `json:"seq"` // creation order
+	Apps    []string          `json:"apps"`
+	Labels  map[string]string `json:"labels,omitempty"`
+	Active  string            `json:"active"`
+	Gate    *gateSpec         `json:"gate,omitempty"`
+	Version uint64            `json:"version"`
+}
+
+type gateSpec struct {
+	APIKeys []int32 `json:"apiKeys"`
+	Mode    string  `json:"mode"`
+}
+
+func (r *rule) matches(id *switchyardv1.SidecarIdentity) bool {
+	if !slices.Contains(r.Apps, id.GetApp()) {
+		return false
+	}
+	for k, v := range r.Labels {
+		if id.GetLabels()[k] != v {
+			return false
+		}
+	}
+	return true
+}
+
+// registryState is what the registry persists.
+type registryState struct {
+	// Counter is the last version handed out. Versions only grow, over
+	// every rule, so a sidecar whose newest matching rule changes still
+	// sees its version rise.
+	Counter uint64 `json:"counter"`
+	Rules   []rule `json:"rules"`
+}
+
+// sidecar is one sidecar as the registry knows it.
+type sidecar struct {
+	id         *switchyardv1.SidecarIdentity
+	gen        uint64 // which stream is current
+	connected  bool
+	applied    uint64
+	applyErr   string
+	status     *switchyardv1.ProxyStatus
+	clusters   []string
+	lastSeen   time.Time
+	reportedAt time.Time     // when status was last reported
+	notify     chan struct{} // the desired state may have changed
+}
+
+func sidecarKey(id *switchyardv1.SidecarIdentity) string { return id.GetApp() + "/" + id.GetInstance() }
+
+// Registry is the sidecar registry and the desired state of every sidecar.
+// It serves SidecarService.Connect.
+type Registry struct {
+	switchyardv1.UnimplementedSidecarServiceServer
+
+	store *Store
+	log   *zap.Logger
+	auth  func(ctxMetadata) error
+
+	mu       sync.Mutex
+	state    registryState
+	sidecars map[string]*sidecar
+	gen      uint64
+	changed  chan struct{} // closed and replaced on every change
+}
+
+// NewRegistry loads the registry's persisted rules from store.
+func NewRegistry(store *Store, log *zap.Logger) (*Registry, error) {
+	r := &Registry{store: store, log: log, sidecars: map[string]*sidecar{}, changed: make(chan struct{})}
+	if _, err := store.Get("registry", "state", &r.state); err != nil {
+		return nil, fmt.Errorf("registry: %w", err)
+	}
+	return r, nil
+}
+
+// broadcastLocked wakes everyone waiting for a change.
+func (r *Registry) broadcastLocked() {
+	close(r.changed)
+	r.changed = make(chan struct{})
+}
+
+// Changed returns a channel closed at the next change of any sidecar or
+// rule.
+func (r *Registry) Changed() <-chan struct{} {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	return r.changed
+}
+
+// desiredLocked computes a sidecar's desired state: the newest matching
+// rule's, or — when none matches — the cluster it runs on with no gate,
+// at version 0.
+func (r *Registry) desiredLocked(sc *sidecar) *switchyardv1.DesiredState {
+	var best *rule
+	for i := range r.state.Rules {
+		ru := &r.state.Rules[i]
+		if ru.matches(sc.id) && (best == nil || ru.Seq > best.Seq) {
+			best = ru
+		}
+	}
+	if best == nil {
+		if sc.status == nil {
+			return nil
+		}
+		return &switchyardv1.DesiredState{ActiveCluster: sc.status.GetActiveCluster()}
+	}
+	d := &switchyardv1.DesiredState{Version: best.Version, ActiveCluster: best.Active}
+	if best.Gate != nil {
+		d.Gate = &switchyardv1.Gate{ApiKeys: slices.Clone(best.Gate.APIKeys), Mode: best.Gate.Mode}
+	}
+	return d
+}
+
+// SetRule creates or updates the rule with the given id, persists it, and
+// pushes the new desired state to every sidecar it matches. It returns the
+// rule's new version: a sidecar that applied it acknowledges at least that.
+func (r *Registry) SetRule(id string, sel *switchyardv1.SidecarSelector, active string, gate *gateSpec) (uint64, error) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	next := r.state
+	next.Rules = slices.Clone(r.state.Rules)
+	next.Counter++
+	i := slices.IndexFunc(next.Rules, func(ru rule) bool { return ru.ID == id })
+	if i < 0 {
+		next.Rules = append(next.Rules, rule{ID: id, Seq: next.Counter})
+		i = len(next.Rules) - 1
+	}
+	ru := &next.Rules[i]
+	ru.Apps, ru.Labels = slices.Clone(sel.GetApps()), maps.Clone(sel.GetLabels())
+	ru.Active, ru.Gate, ru.Version = active, gate, next.Counter
+	// Stored before any sidecar hears of it.
+	if err := r.store.Put("registry", "state", next); err != nil {
+		return 0, err
+	}
+	r.state = next
+	for _, sc := range r.sidecars {
+		if ru.matches(sc.id) {
+			select {
+			case sc.notify <- struct{}{}:
+			default:
+			}
+		}
+	}
+	r.broadcastLocked()
+	return ru.Version, nil
+}
+
+// Select returns the keys of the connected sidecars a selector matches.
+func (r *Registry) Select(sel *switchyardv1.SidecarSelector) []string {
+	ru := rule{Apps: sel.GetApps(), Labels: sel.GetLabels()}
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	var out []string
+	for k, sc := range r.sidecars {
+		if sc.connected && ru.matches(sc.id) {
+			out = append(out, k)
+		}
+	}
+	sort.Strings(out)
+	return out
+}
+
+// Acks returns the acknowledgement state of the given sidecars for a
+// version, and whether every one of them is connected and has applied it
+// without error.
+func (r *Registry) Acks(keys []string, want uint64) ([]*switchyardv1.SidecarAck, bool) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	all := true
+	out := make([]*switchyardv1.SidecarAck, 0, len(keys))
+	for _, k := range keys {
+		sc := r.sidecars[k]
+		a := &switchyardv1.SidecarAck{WantVersion: want}
+		if sc == nil {
+			app, inst, _ := cutKey(k)
+			a.App, a.Instance = app, inst
+			all = false
+		} else {
+			a.App, a.Instance, a.Connected, a.AppliedVersion, a.ApplyError = sc.id.GetApp(), sc.id.GetInstance(), sc.connected, sc.applied, sc.applyErr
+			if !sc.connected || sc.applied < want || sc.applyErr != "" {
+				all = false
+			}
+		}
+		out = append(out, a)
+	}
+	return out, all
+}
+
+// Status returns the last reported status of a sidecar and when it was
+// reported; nil when unknown.
+func (r *Registry) Status(key string) (*switchyardv1.ProxyStatus, time.Time, bool) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	sc := r.sidecars[key]
+	if sc == nil {
+		return nil, time.Time{}, false
+	}
+	return sc.status, sc.reportedAt, sc.connected
+}
+
+// List returns every sidecar known, optionally of one application.
+func (r *Registry) List(app string) []*switchyardv1.Sidecar {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	var out []*switchyardv1.Sidecar
+	for _, sc := range r.sidecars {
+		if app != "" && sc.id.GetApp() != app {
+			continue
+		}
+		out = append(out, &switchyardv1.Sidecar{
+			Identity: sc.id, Connected: sc.connected, Desired: r.desiredLocked(sc), AppliedVersion: sc.applied,
+			ApplyError: sc.applyErr, Status: sc.status, LastSeen: timestamppb.New(sc.lastSeen),
+		})
+	}
+	sort.Slice(out, func(i, j int) bool {
+		return sidecarKey(out[i].Identity) < sidecarKey(out[j].Identity)
+	})
+	return out
+}
+
+func cutKey(k string) (string, string, bool) {
+	for i := len(k) - 1; i >= 0; i-- {
+		if k[i] == '/' {
+			return k[:i], k[i+1:], true
+		}
+	}
+	return k, "", false
+}
+
+// Connect serves one sidecar's stream.
+func (r *Registry) Connect(stream switchyardv1.SidecarService_ConnectServer) error {
+	ctx := stream.Context()
+	if r.auth != nil {
+		if err := r.auth(incoming(ctx)); err != nil {
+			return err
+		}
+	}
+	first, err := stream.Recv()
+	if err != nil {
+		return err
+	}
+	id := first.GetIdentity()
+	if id.GetApp() == "" || id.GetInstance() == "" {
+		return status.Error(codes.InvalidArgument, "the first message must carry the sidecar's identity: app and instance")
+	}
+	sc, gen := r.attach(id, first)
+	r.log.Info("sidecar connected", zap.String("app", id.GetApp()), zap.String("instance", id.GetInstance()),
+		zap.Uint64("applied", first.GetAppliedVersion()))
+	defer r.detach(sc, gen)
+
+	// The receiver is owned by this handler: when the handler returns, gRPC
+	// ends the stream and Recv returns.
+	errc := make(chan error, 1)
+	go func() {
+		for {
+			m, err := stream.Recv()
+			if err != nil {
+				errc <- err
+				return
+			}
+			r.report(sc, gen, m)
+		}
+	}()
+	var sent *switchyardv1.DesiredState
+	for {
+		r.mu.Lock()
+		d := r.desiredLocked(sc)
+		r.mu.Unlock()
+		if d != nil && (sent == nil || !proto.Equal(d, sent)) {
+			if err := stream.Send(&switchyardv1.ConnectResponse{Desired: d}); err != nil {
+				return err
+			}
+			sent = d
+		}
+		select {
+		case <-sc.notify:
+		case err := <-errc:
+			if errors.Is(err, ctx.Err()) || status.Code(err) == codes.Canceled {
+				return nil
+			}
+			return nil // the sidecar went away; it reconnects
+		case <-ctx.Done():
+			return nil
+		}
+	}
+}
+
+func (r *Registry) attach(id *switchyardv1.SidecarIdentity, first *switchyardv1.ConnectRequest) (*sidecar, uint64) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	r.gen++
+	k := sidecarKey(id)
+	sc := r.sidecars[k]
+	if sc == nil {
+		sc = &sidecar{notify: make(chan struct{}, 1)}
+		r.sidecars[k] = sc
+	}
+	// A new stream of the same instance replaces the old one.
+	sc.id, sc.gen, sc.connected = proto.Clone(id).(*switchyardv1.SidecarIdentity), r.gen, true
+	r.applyReportLocked(sc, first)
+	r.broadcastLocked()
+	return sc, r.gen
+}
+
+func (r *Registry) detach(sc *sidecar, gen uint64) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	if sc.gen != gen {
+		return // replaced by a newer stream
+	}
+	sc.connected = false
+	r.broadcastLocked()
+	r.log.Info("sidecar disconnected", zap.String("app", sc.id.GetApp()), zap.String("instance", sc.id.GetInstance()))
+}
+
+func (r *Registry) report(sc *sidecar, gen uint64, m *switchyardv1.ConnectRequest) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	if sc.gen != gen {
+		return
+	}
+	r.applyReportLocked(sc, m)
+	r.broadcastLocked()
+}
+
+func (r *Registry) applyReportLocked(sc *sidecar, m *switchyardv1.ConnectRequest) {
+	now := time.Now()
+	sc.applied, sc.applyErr, sc.lastSeen = m.GetAppliedVersion(), m.GetApplyError(), now
+	if m.GetStatus() != nil {
+		sc.status, sc.reportedAt = m.GetStatus(), now
+	}
+	if len(m.GetClusters()) > 0 {
+		sc.clusters = slices.Clone(m.GetClusters())
+	}
+}
