@@ -108,8 +108,12 @@ func startPlane(t *testing.T, dir string, fm *fakeMirror) *plane {
 	}
 	refs := []*MirrorRef{{Name: "m", Source: "source", Target: "target", Mirror: fm}}
 	ct := NewController(reg, store, testClusters, refs, log)
+	metricsReg := prometheus.NewRegistry()
+	if err := ct.Instrument(metricsReg); err != nil {
+		t.Fatal(err)
+	}
 	p := &plane{t: t, dir: dir, token: "s3cret", mirror: fm, ct: ct, reg: reg, done: make(chan error, 1)}
-	srv, err := NewServer(ServerConfig{Listen: "127.0.0.1:0", Token: p.token}, ct, reg, testClusters, refs, prometheus.NewRegistry(), log)
+	srv, err := NewServer(ServerConfig{Listen: "127.0.0.1:0", Token: p.token}, ct, reg, testClusters, refs, metricsReg, log)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -353,6 +357,19 @@ func TestCutoverMovesSidecarsToTarget(t *testing.T) {
 	}
 	if c.GetSpec().GetPolicy().GetGateMode() != "HOLD" || c.GetSpec().GetMirror() != "m" {
 		t.Errorf("defaults not filled in: %v", c.GetSpec())
+	}
+	// The metrics say it too.
+	resp2, err := http.Get("http://" + p.addr + "/metrics")
+	if err != nil {
+		t.Fatal(err)
+	}
+	body, _ := io.ReadAll(resp2.Body)
+	resp2.Body.Close()
+	for _, want := range []string{`switchyard_control_cutovers_total{outcome="done"} 1`, `switchyard_control_sidecars{app="orders",state="connected"} 2`,
+		`switchyard_control_block_window_seconds_count 1`, `switchyard_control_step_duration_seconds_count{step="drain"} 1`} {
+		if !strings.Contains(string(body), want) {
+			t.Errorf("/metrics lacks %s", want)
+		}
 	}
 	// A sidecar of the application that connects afterwards goes to the
 	// target at once.

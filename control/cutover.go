@@ -12,6 +12,7 @@ import (
 	"sync"
 	"time"
 
+	"github.com/prometheus/client_golang/prometheus"
 	"go.uber.org/zap"
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/status"
@@ -54,6 +55,33 @@ type Controller struct {
 	mu       sync.Mutex
 	cutovers map[string]*cutoverRun
 	changed  chan struct{}
+	m        *metrics // nil until Instrument
+}
+
+// Instrument registers the controller's and the registry's metrics.
+func (ct *Controller) Instrument(reg prometheus.Registerer) error {
+	m, err := newMetrics(reg)
+	if err != nil {
+		return fmt.Errorf("control metrics: %w", err)
+	}
+	ct.mu.Lock()
+	ct.m = m
+	ct.mu.Unlock()
+	return nil
+}
+
+// observe refreshes the gauges from the cutovers and the registry; it runs
+// on every change.
+func (ct *Controller) observeLocked() {
+	if ct.m == nil {
+		return
+	}
+	ct.m.active.Reset()
+	for _, run := range ct.cutovers {
+		if s := run.c.GetStep(); !terminal(s) {
+			ct.m.active.WithLabelValues(stepName(s)).Inc()
+		}
+	}
 }
 
 // cutoverRun is one cutover and the goroutine driving it.
@@ -339,9 +367,51 @@ func (ct *Controller) update(run *cutoverRun, f func(c *switchyardv1.Cutover)) {
 	c := proto.Clone(run.c).(*switchyardv1.Cutover)
 	f(c)
 	c.Updated = timestamppb.Now()
+	prev := run.c
 	run.c = c
+	if ct.m != nil && prev.GetStep() != c.GetStep() {
+		ct.observeStepLocked(prev, c)
+	}
+	ct.observeLocked()
 	close(ct.changed)
 	ct.changed = make(chan struct{})
+}
+
+// observeStepLocked records a step change: the step left's duration, and
+// the outcome once the cutover ends.
+func (ct *Controller) observeStepLocked(prev, c *switchyardv1.Cutover) {
+	if n := len(prev.GetHistory()); n > 0 {
+		if h := prev.GetHistory()[n-1]; h.GetStarted() != nil {
+			ct.m.stepSeconds.WithLabelValues(stepName(h.GetStep())).Observe(time.Since(h.GetStarted().AsTime()).Seconds())
+		}
+	}
+	switch c.GetStep() {
+	case switchyardv1.CutoverStep_CUTOVER_STEP_DONE:
+		ct.m.cutovers.WithLabelValues("done").Inc()
+	case switchyardv1.CutoverStep_CUTOVER_STEP_ROLLED_BACK:
+		ct.m.cutovers.WithLabelValues("rolled_back").Inc()
+	case switchyardv1.CutoverStep_CUTOVER_STEP_FAILED:
+		ct.m.cutovers.WithLabelValues("failed").Inc()
+	}
+	if c.GetStep() == switchyardv1.CutoverStep_CUTOVER_STEP_VERIFY && c.GetBlockWindow() != nil {
+		ct.m.blockWindow.Observe(c.GetBlockWindow().AsDuration().Seconds())
+	}
+}
+
+// refreshSidecarGauge recomputes the sidecar gauge; it runs before each
+// scrape.
+func (ct *Controller) refreshSidecarGauge() {
+	ct.mu.Lock()
+	m := ct.m
+	ct.mu.Unlock()
+	if m == nil {
+		return
+	}
+	counts := ct.reg.counts()
+	m.sidecars.Reset()
+	for k, n := range counts {
+		m.sidecars.WithLabelValues(k[0], k[1]).Set(float64(n))
+	}
 }
 
 func (ct *Controller) save(run *cutoverRun) error {

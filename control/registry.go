@@ -359,3 +359,26 @@ func (r *Registry) applyReportLocked(sc *sidecar, m *switchyardv1.ConnectRequest
 		sc.clusters = slices.Clone(m.GetClusters())
 	}
 }
+
+// counts returns the number of sidecars per application and state:
+// connected (acknowledged its desired state), unacknowledged, disconnected.
+func (r *Registry) counts() map[[2]string]int {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	out := map[[2]string]int{}
+	for _, sc := range r.sidecars {
+		state := "connected"
+		switch {
+		case !sc.connected:
+			state = "disconnected"
+		case sc.applyErr != "":
+			state = "unacknowledged"
+		default:
+			if d := r.desiredLocked(sc); d != nil && sc.applied < d.GetVersion() {
+				state = "unacknowledged"
+			}
+		}
+		out[[2]string{sc.id.GetApp(), state}]++
+	}
+	return out
+}

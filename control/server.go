@@ -13,6 +13,7 @@ import (
 	"github.com/grpc-ecosystem/grpc-gateway/v2/runtime"
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/promhttp"
+	dto "github.com/prometheus/client_model/go"
 	"go.uber.org/zap"
 	"go.uber.org/zap/zapcore"
 	"google.golang.org/grpc"
@@ -212,7 +213,11 @@ func NewServer(cfg ServerConfig, ct *Controller, reg *Registry, clusters []*swit
 	}
 	openapi := switchyardv1.ControlOpenAPI()
 	mux := http.NewServeMux()
-	mux.Handle("GET /metrics", promhttp.HandlerFor(gatherer, promhttp.HandlerOpts{ErrorHandling: promhttp.ContinueOnError}))
+	scrape := prometheus.GathererFunc(func() ([]*dto.MetricFamily, error) {
+		ct.refreshSidecarGauge()
+		return gatherer.Gather()
+	})
+	mux.Handle("GET /metrics", promhttp.HandlerFor(scrape, promhttp.HandlerOpts{ErrorHandling: promhttp.ContinueOnError}))
 	mux.HandleFunc("GET /healthz", func(w http.ResponseWriter, _ *http.Request) {
 		w.Header().Set("Content-Type", "text/plain; charset=utf-8")
 		_, _ = w.Write([]byte("ok\n"))

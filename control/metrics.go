@@ -1,0 +1,38 @@
+package control
+
+import (
+	"github.com/prometheus/client_golang/prometheus"
+)
+
+// metrics are the control plane's collectors.
+type metrics struct {
+	sidecars    *prometheus.GaugeVec     // app, state (connected, disconnected, unacknowledged)
+	cutovers    *prometheus.CounterVec   // outcome (done, rolled_back, failed)
+	active      *prometheus.GaugeVec     // step: cutovers in progress per step
+	blockWindow prometheus.Histogram     // producer block window of finished cutovers
+	stepSeconds *prometheus.HistogramVec // step
+}
+
+func newMetrics(reg prometheus.Registerer) (*metrics, error) {
+	const ns, sub = "switchyard", "control"
+	m := &metrics{
+		sidecars: prometheus.NewGaugeVec(prometheus.GaugeOpts{Namespace: ns, Subsystem: sub, Name: "sidecars",
+			Help: "Sidecars known to the control plane, by application and state: connected (and acknowledged their desired state), unacknowledged (connected, behind or failing to apply), disconnected."},
+			[]string{"app", "state"}),
+		cutovers: prometheus.NewCounterVec(prometheus.CounterOpts{Namespace: ns, Subsystem: sub, Name: "cutovers_total",
+			Help: "Cutovers ended, by outcome: done, rolled_back, failed."}, []string{"outcome"}),
+		active: prometheus.NewGaugeVec(prometheus.GaugeOpts{Namespace: ns, Subsystem: sub, Name: "cutovers_in_progress",
+			Help: "Cutovers in progress, by step."}, []string{"step"}),
+		blockWindow: prometheus.NewHistogram(prometheus.HistogramOpts{Namespace: ns, Subsystem: sub, Name: "block_window_seconds",
+			Help:    "Time producers were gated (gate to release) in cutovers that released.",
+			Buckets: []float64{.05, .1, .25, .5, 1, 2, 5, 10, 30, 60}}),
+		stepSeconds: prometheus.NewHistogramVec(prometheus.HistogramOpts{Namespace: ns, Subsystem: sub, Name: "step_duration_seconds",
+			Help: "Time spent in each cutover step.", Buckets: prometheus.ExponentialBuckets(0.01, 2, 14)}, []string{"step"}),
+	}
+	for _, c := range []prometheus.Collector{m.sidecars, m.cutovers, m.active, m.blockWindow, m.stepSeconds} {
+		if err := reg.Register(c); err != nil {
+			return nil, err
+		}
+	}
+	return m, nil
+}
