@@ -29,12 +29,13 @@ import (
 
 // fakeMirror is a mirror whose progress the test sets.
 type fakeMirror struct {
-	mu       sync.Mutex
-	ready    bool
-	lag      int64
-	caughtUp bool
-	synced   []string
-	syncErr  error
+	mu          sync.Mutex
+	ready       bool
+	lag         int64
+	caughtUp    bool
+	synced      []string
+	syncErr     error
+	groupBehind string
 }
 
 func (f *fakeMirror) Status() mirror.Status {
@@ -58,6 +59,15 @@ func (f *fakeMirror) CaughtUp(_ context.Context, topics ...string) (bool, string
 	return true, "", nil
 }
 
+func (f *fakeMirror) GroupsDrained(_ context.Context, groups []string, _ ...string) (bool, string, error) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	if f.groupBehind != "" {
+		return false, f.groupBehind, nil
+	}
+	return true, "", nil
+}
+
 func (f *fakeMirror) SyncGroups(_ context.Context, groups []string) (mirror.GroupSyncReport, error) {
 	f.mu.Lock()
 	defer f.mu.Unlock()
@@ -69,7 +79,6 @@ func (f *fakeMirror) SyncGroups(_ context.Context, groups []string) (mirror.Grou
 	}
 	return rep, f.syncErr
 }
-
 
 // plane is a control plane served on loopback for a test.
 type plane struct {

@@ -29,6 +29,7 @@ type Mirror interface {
 	Status() mirror.Status
 	CaughtUp(ctx context.Context, topics ...string) (bool, string, error)
 	SyncGroups(ctx context.Context, groups []string) (mirror.GroupSyncReport, error)
+	GroupsDrained(ctx context.Context, groups []string, topics ...string) (bool, string, error)
 }
 
 // MirrorRef is a mirror the control plane runs, between two of its
@@ -756,7 +757,25 @@ func (ct *Controller) drain(run *cutoverRun) (switchyardv1.CutoverStep, string, 
 		return 0, "", err
 	}
 	ct.update(run, func(c *switchyardv1.Cutover) { c.MirrorLag = 0 })
-	return switchyardv1.CutoverStep_CUTOVER_STEP_SYNC_GROUPS, fmt.Sprintf("no produce in flight; mirror %s copied %v completely", m.Name, topics), nil
+	// 3. The consumer groups have consumed and committed everything on the
+	// source: their final offsets are known, and nothing they commit later
+	// is lost.
+	if groups := spec.GetGroups(); len(groups) > 0 {
+		err = ct.poll(run, time.Until(deadline), true, false, func() (bool, error) {
+			ctx, cancel := context.WithTimeout(ct.ctx, 10*time.Second)
+			defer cancel()
+			ok, b, err := m.Mirror.GroupsDrained(ctx, groups, topics...)
+			behind = b
+			return ok, err
+		})
+		if errors.Is(err, context.DeadlineExceeded) {
+			return 0, "", fmt.Errorf("consumer groups not drained within the drain timeout: %s", behind)
+		}
+		if err != nil {
+			return 0, "", err
+		}
+	}
+	return switchyardv1.CutoverStep_CUTOVER_STEP_SYNC_GROUPS, fmt.Sprintf("no produce in flight; mirror %s copied %v completely; groups %v drained", m.Name, topics, spec.GetGroups()), nil
 }
 
 func (ct *Controller) syncGroups(run *cutoverRun) (switchyardv1.CutoverStep, string, error) {

@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"strings"
 	"sync"
 	"testing"
 	"time"
@@ -424,5 +425,37 @@ func TestTwoMirrorsShareARegistry(t *testing.T) {
 		if _, err := New(cfg, nil, reg); err != nil {
 			t.Fatalf("mirror %s: %v", name, err)
 		}
+	}
+}
+
+func TestGroupsDrained(t *testing.T) {
+	source, target := kafkatest.Pair(t)
+	topic := kafkatest.Topic(t, "drain")
+	source.CreateTopic(t, topic, 2)
+	produceRecords(t, source, topic, 0, 100)
+	rm := startMirror(t, kafkatest.Topic(t, "m"), source, target, []string{topic})
+	rm.waitCaughtUp(t, source, topic)
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	ends := source.SettledEnds(ctx, t, topic)
+	group := kafkatest.Topic(t, "g")
+	adm := kadm.NewClient(source.Client(t))
+	commit := func(behind int64) {
+		t.Helper()
+		offs := kadm.Offsets{}
+		ends.Each(func(o kadm.ListedOffset) {
+			offs.Add(kadm.Offset{Topic: topic, Partition: o.Partition, At: o.Offset - behind, LeaderEpoch: -1})
+		})
+		if _, err := adm.CommitOffsets(ctx, group, offs); err != nil {
+			t.Fatal(err)
+		}
+	}
+	commit(1)
+	if ok, behind, err := rm.GroupsDrained(ctx, []string{group}, topic); ok || err != nil || !strings.Contains(behind, "group "+group) {
+		t.Errorf("one record behind: drained %v, %q, %v", ok, behind, err)
+	}
+	commit(0)
+	if ok, behind, err := rm.GroupsDrained(ctx, []string{group}, topic); !ok || err != nil {
+		t.Errorf("at the end: drained %v, %q, %v", ok, behind, err)
 	}
 }
