@@ -351,7 +351,8 @@ func TestCutoverMovesSidecarsToTarget(t *testing.T) {
 			seq = append(seq, fmt.Sprintf("%s/%v", d.GetActiveCluster(), d.GetGate().GetApiKeys()))
 		}
 		s.mu.Unlock()
-		if got := strings.Join(seq, " "); got != "source/[] source/[0] target/[0] target/[]" {
+		// (First the empty state of a sidecar no rule covers yet.)
+		if got := strings.Join(seq, " "); got != "/[] source/[0] target/[0] target/[]" {
 			t.Errorf("sidecar %s received %s", s.instance, got)
 		}
 	}
@@ -677,5 +678,30 @@ func TestRestartRollsBackOrResumes(t *testing.T) {
 				time.Sleep(10 * time.Millisecond)
 			}
 		})
+	}
+}
+
+// TestRegistryAdoptsSidecarsAfterLosingItsStore: a control plane whose
+// store was lost meets a sidecar that applied version 9; it adopts the
+// sidecar's state under a higher version rather than sending versions the
+// sidecar would refuse.
+func TestRegistryAdoptsSidecarsAfterLosingItsStore(t *testing.T) {
+	p := startPlane(t, "", nil)
+	ctx := metadata.AppendToOutgoingContext(context.Background(), "authorization", "Bearer "+p.token)
+	stream, err := switchyardv1.NewSidecarServiceClient(p.conn).Connect(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := stream.Send(&switchyardv1.ConnectRequest{Identity: &switchyardv1.SidecarIdentity{App: "orders", Instance: "a"},
+		AppliedVersion: 9, Status: &switchyardv1.ProxyStatus{ActiveCluster: "target", Gate: &switchyardv1.Gate{ApiKeys: []int32{0}, Mode: "HOLD"}}}); err != nil {
+		t.Fatal(err)
+	}
+	m, err := stream.Recv()
+	if err != nil {
+		t.Fatal(err)
+	}
+	d := m.GetDesired()
+	if d.GetVersion() <= 9 || d.GetActiveCluster() != "target" || d.GetGate().GetMode() != "HOLD" {
+		t.Errorf("desired %v, want the sidecar's own state above version 9", d)
 	}
 }

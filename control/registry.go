@@ -114,8 +114,7 @@ func (r *Registry) Changed() <-chan struct{} {
 }
 
 // desiredLocked computes a sidecar's desired state: the newest matching
-// rule's, or — when none matches — the cluster it runs on with no gate,
-// at version 0.
+// rule's, or — when none matches — an empty one at version 0.
 func (r *Registry) desiredLocked(sc *sidecar) *switchyardv1.DesiredState {
 	var best *rule
 	for i := range r.state.Rules {
@@ -125,10 +124,9 @@ func (r *Registry) desiredLocked(sc *sidecar) *switchyardv1.DesiredState {
 		}
 	}
 	if best == nil {
-		if sc.status == nil {
-			return nil
-		}
-		return &switchyardv1.DesiredState{ActiveCluster: sc.status.GetActiveCluster()}
+		// Version 0 with no content: "nothing for you", the sidecar keeps
+		// its own configuration (and counts as ready).
+		return &switchyardv1.DesiredState{}
 	}
 	d := &switchyardv1.DesiredState{Version: best.Version, ActiveCluster: best.Active}
 	if best.Gate != nil {
@@ -324,6 +322,13 @@ func (r *Registry) attach(id *switchyardv1.SidecarIdentity, first *switchyardv1.
 	// A new stream of the same instance replaces the old one.
 	sc.id, sc.gen, sc.connected = proto.Clone(id).(*switchyardv1.SidecarIdentity), r.gen, true
 	r.applyReportLocked(sc, first)
+	if first.GetAppliedVersion() > r.state.Counter {
+		// The sidecar applied a version this registry never handed out (its
+		// store was lost or replaced). A sidecar refuses versions below the
+		// one it applied, so every rule is issued again above it, and its
+		// application, if no rule covers it, is adopted as it runs now.
+		r.reissueLocked(first.GetAppliedVersion(), sc)
+	}
 	r.broadcastLocked()
 	return sc, r.gen
 }
@@ -381,4 +386,37 @@ func (r *Registry) counts() map[[2]string]int {
 		out[[2]string{sc.id.GetApp(), state}]++
 	}
 	return out
+}
+
+// reissueLocked raises the version counter above floor and gives every rule
+// a new version, so sidecars that applied versions up to floor accept them.
+func (r *Registry) reissueLocked(floor uint64, sc *sidecar) {
+	next := r.state
+	next.Rules = slices.Clone(r.state.Rules)
+	next.Counter = floor
+	for i := range next.Rules {
+		next.Counter++
+		next.Rules[i].Version = next.Counter
+	}
+	if !slices.ContainsFunc(next.Rules, func(ru rule) bool { return ru.matches(sc.id) }) && sc.status != nil {
+		next.Counter++
+		ru := rule{ID: "adopted-" + sc.id.GetApp(), Seq: next.Counter, Apps: []string{sc.id.GetApp()},
+			Active: sc.status.GetActiveCluster(), Version: next.Counter}
+		if g := sc.status.GetGate(); g != nil {
+			ru.Gate = &gateSpec{APIKeys: slices.Clone(g.GetApiKeys()), Mode: g.GetMode()}
+		}
+		next.Rules = append(next.Rules, ru)
+	}
+	if err := r.store.Put("registry", "state", next); err != nil {
+		r.log.Error("re-issue desired state versions", zap.Error(err))
+		return
+	}
+	r.log.Warn("a sidecar applied a version above this registry's: re-issued every rule above it", zap.Uint64("floor", floor))
+	r.state = next
+	for _, sc := range r.sidecars {
+		select {
+		case sc.notify <- struct{}{}:
+		default:
+		}
+	}
 }

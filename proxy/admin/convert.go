@@ -1,6 +1,8 @@
 package admin
 
 import (
+	"fmt"
+	"math"
 	"time"
 
 	"google.golang.org/protobuf/types/known/durationpb"
@@ -10,10 +12,17 @@ import (
 	"github.com/switchyard/switchyard/proxy"
 )
 
-// Conversions from the proxy core's Go types to their protobuf mirrors. They
-// copy; nothing returned aliases the proxy's data.
+// Conversions between the proxy core's Go types and their protobuf mirrors.
+// They copy; nothing returned aliases the proxy's data. StatusToProto and
+// GateFromProto are exported for the other adapter of the proxy, the
+// control-plane client (proxy/controlclient), so both speak the API alike.
 
-func statusToProto(st proxy.Status) *switchyardv1.ProxyStatus {
+// statusToProto is StatusToProto under the name this package's service
+// uses.
+func statusToProto(st proxy.Status) *switchyardv1.ProxyStatus { return StatusToProto(st) }
+
+// StatusToProto converts a proxy status to its API form.
+func StatusToProto(st proxy.Status) *switchyardv1.ProxyStatus {
 	out := &switchyardv1.ProxyStatus{
 		ActiveCluster: st.ActiveCluster,
 		ClusterId:     st.ClusterID,
@@ -66,6 +75,33 @@ func gateToProto(g proxy.Gate) *switchyardv1.Gate {
 		keys[i] = int32(k)
 	}
 	return &switchyardv1.Gate{ApiKeys: keys, Mode: g.Mode.String()}
+}
+
+// GateFromProto converts an API gate to the proxy's; nil is no gate (the
+// zero proxy.Gate). It checks what the wire types allow but proxy.Gate
+// cannot hold (keys beyond int16) and what needs no proxy state to judge
+// (no keys, an unknown mode), wrapping proxy.ErrInvalidGate so such a gate
+// is reported like one the proxy itself refuses. Whether each key can be
+// gated is the proxy's to say, in SetGate.
+func GateFromProto(g *switchyardv1.Gate) (proxy.Gate, error) {
+	if g == nil {
+		return proxy.Gate{}, nil
+	}
+	mode, err := proxy.ParseGateMode(g.GetMode())
+	if err != nil {
+		return proxy.Gate{}, err
+	}
+	if len(g.GetApiKeys()) == 0 {
+		return proxy.Gate{}, fmt.Errorf("%w: no API keys", proxy.ErrInvalidGate)
+	}
+	keys := make([]int16, 0, len(g.GetApiKeys()))
+	for _, k := range g.GetApiKeys() {
+		if k < 0 || k > math.MaxInt16 {
+			return proxy.Gate{}, fmt.Errorf("%w: API key %d out of range 0..%d", proxy.ErrInvalidGate, k, math.MaxInt16)
+		}
+		keys = append(keys, int16(k))
+	}
+	return proxy.Gate{APIKeys: keys, Mode: mode}, nil
 }
 
 func reportToProto(r proxy.SwitchReport) *switchyardv1.SwitchReport {

@@ -1,0 +1,138 @@
+package controlclient
+
+import (
+	"errors"
+	"fmt"
+	"net"
+	"strconv"
+	"time"
+)
+
+// Config configures a Client. Start from DefaultConfig.
+type Config struct {
+	// Address is the control plane's gRPC address, host:port (a DNS name
+	// is re-resolved on reconnect).
+	Address string
+	// App is the application the sidecar serves; cutovers select by it.
+	App string
+	// Instance identifies this sidecar within App, e.g. the pod name.
+	Instance string
+	// Labels are further selectors, e.g. {"role": "producer"}.
+	Labels map[string]string
+	// Token, when set, is sent as "authorization: Bearer <Token>" on the
+	// stream. The connection is plaintext for now, so the token is only as
+	// safe as the network between sidecar and control plane.
+	Token string
+	// StatusInterval is how often the status is reported when nothing
+	// else prompts a report.
+	StatusInterval time.Duration
+	// StartupWait bounds how long Ready waits, from Run's start, for the
+	// first desired state to be applied; after it Ready reports ready with
+	// the proxy's configured state (fail static). Zero: ready at once.
+	StartupWait time.Duration
+	// MinBackoff and MaxBackoff bound the delay between attempts to
+	// reconnect, and between retries of a desired state that failed to
+	// apply for a reason that may pass (an unreachable cluster, say).
+	// The delay doubles from MinBackoff up to MaxBackoff, with jitter.
+	MinBackoff, MaxBackoff time.Duration
+}
+
+// DefaultConfig returns the defaults: a status report every second, 10 s of
+// startup wait, reconnects backing off from 100 ms to 5 s.
+func DefaultConfig() Config {
+	return Config{
+		StatusInterval: time.Second,
+		StartupWait:    10 * time.Second,
+		MinBackoff:     100 * time.Millisecond,
+		MaxBackoff:     5 * time.Second,
+	}
+}
+
+// Validate reports the first invalid field, by name.
+func (c Config) Validate() error {
+	host, port, err := net.SplitHostPort(c.Address)
+	if err != nil {
+		return fmt.Errorf("address: want host:port: %w", err)
+	}
+	if host == "" {
+		return fmt.Errorf("address: %q: empty host", c.Address)
+	}
+	if n, err := strconv.Atoi(port); err != nil || n <= 0 || n > 65535 {
+		return fmt.Errorf("address: %q: bad port", c.Address)
+	}
+	if c.App == "" {
+		return errors.New("app: required")
+	}
+	if err := checkName(c.App); err != nil {
+		return fmt.Errorf("app: %w", err)
+	}
+	if c.Instance == "" {
+		return errors.New("instance: required")
+	}
+	if err := checkName(c.Instance); err != nil {
+		return fmt.Errorf("instance: %w", err)
+	}
+	for k, v := range c.Labels {
+		if err := checkLabel(k, v); err != nil {
+			return fmt.Errorf("labels: %w", err)
+		}
+	}
+	if c.StatusInterval <= 0 {
+		return fmt.Errorf("statusInterval: %v must be positive", c.StatusInterval)
+	}
+	if c.StartupWait < 0 {
+		return fmt.Errorf("startupWait: %v must not be negative", c.StartupWait)
+	}
+	if c.MinBackoff <= 0 {
+		return fmt.Errorf("minBackoff: %v must be positive", c.MinBackoff)
+	}
+	if c.MaxBackoff < c.MinBackoff {
+		return fmt.Errorf("maxBackoff: %v is below minBackoff %v", c.MaxBackoff, c.MinBackoff)
+	}
+	return nil
+}
+
+// checkName accepts what the control plane, its REST API and people can
+// all show and type: printable ASCII without spaces, at most 253 bytes (a
+// DNS name's length, so a pod or service name fits).
+func checkName(s string) error {
+	if len(s) > 253 {
+		return fmt.Errorf("%q: longer than 253 bytes", s)
+	}
+	for _, r := range s {
+		if r <= ' ' || r > '~' {
+			return fmt.Errorf("%q: only printable ASCII without spaces", s)
+		}
+	}
+	return nil
+}
+
+// checkLabel accepts Kubernetes-style labels: a key of letters, digits and
+// "-_./" (a prefix such as example.com/ included), a value of letters,
+// digits and "-_." (possibly empty), each at most 253 bytes. Keeping ','
+// ';' and '=' out lets a list of labels be written k=v,k=v unambiguously.
+func checkLabel(k, v string) error {
+	if k == "" {
+		return fmt.Errorf("empty key (value %q)", v)
+	}
+	if len(k) > 253 || !labelChars(k, true) {
+		return fmt.Errorf("key %q: want letters, digits and -_./, at most 253", k)
+	}
+	if len(v) > 253 || !labelChars(v, false) {
+		return fmt.Errorf("%s: value %q: want letters, digits and -_., at most 253", k, v)
+	}
+	return nil
+}
+
+func labelChars(s string, slash bool) bool {
+	for _, r := range s {
+		switch {
+		case r >= 'a' && r <= 'z', r >= 'A' && r <= 'Z', r >= '0' && r <= '9':
+		case r == '-', r == '_', r == '.':
+		case r == '/' && slash:
+		default:
+			return false
+		}
+	}
+	return true
+}
