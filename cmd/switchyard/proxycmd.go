@@ -13,6 +13,7 @@ import (
 
 	"github.com/switchyard/switchyard/proxy"
 	"github.com/switchyard/switchyard/proxy/admin"
+	"github.com/switchyard/switchyard/proxy/controlclient"
 )
 
 func runProxy(ctx context.Context, args []string, getenv func(string) string, stderr io.Writer) error {
@@ -32,20 +33,54 @@ func runProxy(ctx context.Context, args []string, getenv func(string) string, st
 	if err != nil {
 		return err
 	}
-	srv, err := admin.New(opts.Admin, p, reg, log)
+	var (
+		served  admin.Proxy = p
+		control *controlclient.Client
+	)
+	if opts.Control.Address != "" {
+		control, err = controlclient.New(opts.Control, p, reg, log)
+		if err != nil {
+			p.Close()
+			return err
+		}
+		served = controlledProxy{Proxy: p, control: control}
+	}
+	srv, err := admin.New(opts.Admin, served, reg, log)
 	if err != nil {
+		p.Close()
 		return err
 	}
 	log.Info("proxy starting", zap.String("listen", p.Addr().String()), zap.String("admin", opts.Admin.Listen),
-		zap.String("active", opts.Proxy.Active), zap.String("cluster_id", p.ClusterID()))
+		zap.String("active", opts.Proxy.Active), zap.String("cluster_id", p.ClusterID()),
+		zap.String("control", opts.Control.Address))
 	g, gctx := errgroup.WithContext(ctx)
 	g.Go(func() error { return p.Run(gctx) })
 	g.Go(func() error { return srv.Run(gctx) })
+	if control != nil {
+		g.Go(func() error { return control.Run(gctx) })
+	}
 	if err := g.Wait(); err != nil {
 		return fmt.Errorf("proxy: %w", err)
 	}
 	log.Info("proxy stopped")
 	return nil
+}
+
+// controlledProxy is the proxy as the admin server sees it when a control
+// plane drives it: ready once the proxy is and the control plane's desired
+// state is in force, or the startup wait (--control-wait) has passed
+// without one. The proxy core knows nothing of the control plane, so the
+// two readinesses meet here.
+type controlledProxy struct {
+	*proxy.Proxy
+	control *controlclient.Client
+}
+
+func (p controlledProxy) Ready() error {
+	if err := p.Proxy.Ready(); err != nil {
+		return err
+	}
+	return p.control.Ready()
 }
 
 func newLogger(level, format string, w io.Writer) (*zap.Logger, error) {

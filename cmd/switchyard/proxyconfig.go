@@ -15,14 +15,21 @@ import (
 
 	"github.com/switchyard/switchyard/proxy"
 	"github.com/switchyard/switchyard/proxy/admin"
+	"github.com/switchyard/switchyard/proxy/controlclient"
 )
 
 // proxyOptions is everything `switchyard proxy` is configured with.
 type proxyOptions struct {
-	Proxy     proxy.Config
-	Admin     admin.Config
-	LogLevel  string
-	LogFormat string
+	Proxy proxy.Config
+	Admin admin.Config
+	// Control configures the control-plane client; an empty Address
+	// means no control plane (the other fields are then ignored).
+	Control controlclient.Config
+	// ControlTokenFile, when set, holds the control plane's bearer token;
+	// parseProxyOptions reads it into Control.Token.
+	ControlTokenFile string
+	LogLevel         string
+	LogFormat        string
 }
 
 // proxyFile is the YAML configuration file's shape (--config).
@@ -42,6 +49,14 @@ type proxyFile struct {
 	HoldBudget        time.Duration         `yaml:"holdBudget"`
 	LogLevel          string                `yaml:"logLevel"`
 	LogFormat         string                `yaml:"logFormat"`
+
+	Control               string            `yaml:"control"`
+	App                   string            `yaml:"app"`
+	Instance              string            `yaml:"instance"`
+	Labels                map[string]string `yaml:"labels"`
+	ControlTokenFile      string            `yaml:"controlTokenFile"`
+	ControlWait           *time.Duration    `yaml:"controlWait"`
+	ControlStatusInterval time.Duration     `yaml:"controlStatusInterval"`
 }
 
 const proxyUsage = `Usage: switchyard proxy [flags]
@@ -58,9 +73,20 @@ named by --config, SWITCHYARD_* environment variables (the flag name in
 upper case with dashes as underscores, e.g. SWITCHYARD_DRAIN_TIMEOUT=5s;
 SWITCHYARD_CLUSTER takes several clusters separated by ';'), then flags.
 
+With --control, the proxy also follows a control plane: it announces
+itself (--app, --instance, --label), applies the versioned desired state it
+receives (active cluster, gate), acknowledges it and reports its status.
+/readyz stays unready until the first desired state is applied or
+--control-wait has passed (then it serves with --active). If the control
+plane goes away, the proxy keeps what it applied and reconnects. The bearer
+token comes from --control-token-file or SWITCHYARD_CONTROL_TOKEN. Without
+--instance the instance is SWITCHYARD_POD_NAMESPACE/SWITCHYARD_POD_NAME
+(set by the sidecar injector), else the host name.
+
 Example:
   switchyard proxy --cluster source=kafka-a:9092 --cluster target=b-1.msk:9092 \
-    --active source --listen 127.0.0.1:9092 --admin 127.0.0.1:9190
+    --active source --listen 127.0.0.1:9092 --admin 127.0.0.1:9190 \
+    [--control switchyard-control:9180 --app orders --label role=producer]
 
 Flags:
 `
@@ -68,7 +94,10 @@ Flags:
 // parseProxyOptions builds the options from args, the environment and the
 // config file. Errors name the flag, variable or field at fault.
 func parseProxyOptions(args []string, getenv func(string) string, stderr io.Writer) (proxyOptions, error) {
-	opts := proxyOptions{Proxy: proxy.DefaultConfig(), Admin: admin.DefaultConfig(), LogLevel: "info", LogFormat: "json"}
+	opts := proxyOptions{
+		Proxy: proxy.DefaultConfig(), Admin: admin.DefaultConfig(), Control: controlclient.DefaultConfig(),
+		LogLevel: "info", LogFormat: "json",
+	}
 
 	fs := flag.NewFlagSet("proxy", flag.ContinueOnError)
 	fs.SetOutput(stderr)
@@ -76,7 +105,7 @@ func parseProxyOptions(args []string, getenv func(string) string, stderr io.Writ
 		fmt.Fprint(stderr, proxyUsage)
 		fs.PrintDefaults()
 	}
-	var clusters multiFlag
+	var clusters, labels multiFlag
 	configPath := fs.String("config", "", "YAML configuration `file`")
 	// Every other flag is read back by name below, after the config file
 	// and the environment, so precedence is applied in one place.
@@ -95,10 +124,17 @@ func parseProxyOptions(args []string, getenv func(string) string, stderr io.Writ
 		{"hold-budget", opts.Proxy.HoldBudget.String(), "how long a HOLD gate parks a request before a retriable error"},
 		{"log-level", opts.LogLevel, "`level`: debug, info, warn, error"},
 		{"log-format", opts.LogFormat, "`format`: json or console"},
+		{"control", "", "control plane gRPC `host:port`; the proxy then follows its desired state (needs --app)"},
+		{"app", "", "application `name` announced to the control plane"},
+		{"instance", "", "instance `id` announced to the control plane, unique within the application (default: namespace/pod from SWITCHYARD_POD_NAMESPACE and SWITCHYARD_POD_NAME, else the host name)"},
+		{"control-token-file", "", "`file` holding the bearer token for the control plane (or the token itself in SWITCHYARD_CONTROL_TOKEN)"},
+		{"control-wait", opts.Control.StartupWait.String(), "how long /readyz waits for the control plane's first desired state before the proxy serves with --active"},
+		{"control-status-interval", opts.Control.StatusInterval.String(), "how often the status is reported to the control plane"},
 	} {
 		fs.String(f.name, f.def, f.help)
 	}
 	fs.Var(&clusters, "cluster", "upstream cluster as `name=host:port[,host:port...]`; repeat for each cluster")
+	fs.Var(&labels, "label", "`key=value` label announced to the control plane; repeat for each label (SWITCHYARD_LABEL: k=v,k=v)")
 	if err := fs.Parse(args); err != nil {
 		if errors.Is(err, flag.ErrHelp) {
 			return opts, err
@@ -151,6 +187,9 @@ func parseProxyOptions(args []string, getenv func(string) string, stderr io.Writ
 	if err != nil {
 		return opts, err
 	}
+	if err := controlToken(&opts, set["control-token-file"], getenv); err != nil {
+		return opts, usageError{err}
+	}
 	if err := opts.Proxy.Validate(); err != nil {
 		return opts, usageError{err}
 	}
@@ -162,7 +201,83 @@ func parseProxyOptions(args []string, getenv func(string) string, stderr io.Writ
 	default:
 		return opts, usageError{fmt.Errorf("log-format: %q: want json or console", opts.LogFormat)}
 	}
+	if err := validateControl(&opts, getenv); err != nil {
+		return opts, usageError{err}
+	}
 	return opts, nil
+}
+
+// controlToken settles where the control plane's token comes from and
+// reads it. Layers as for every option, with SWITCHYARD_CONTROL_TOKEN (the
+// token itself) in the environment layer beside
+// SWITCHYARD_CONTROL_TOKEN_FILE: --control-token-file, else either
+// variable (not both), else controlTokenFile from the config file. Without
+// a control plane nothing is read.
+func controlToken(o *proxyOptions, flagSet bool, getenv func(string) string) error {
+	if tok := getenv("SWITCHYARD_CONTROL_TOKEN"); tok != "" && !flagSet {
+		if getenv("SWITCHYARD_CONTROL_TOKEN_FILE") != "" {
+			return errors.New("SWITCHYARD_CONTROL_TOKEN and SWITCHYARD_CONTROL_TOKEN_FILE: set one, not both")
+		}
+		o.ControlTokenFile = ""
+		o.Control.Token = strings.TrimSpace(tok)
+	}
+	if o.ControlTokenFile == "" || o.Control.Address == "" {
+		return nil
+	}
+	raw, err := os.ReadFile(o.ControlTokenFile)
+	if err != nil {
+		return fmt.Errorf("control-token-file: %w", err)
+	}
+	o.Control.Token = strings.TrimSpace(string(raw))
+	if o.Control.Token == "" {
+		return fmt.Errorf("control-token-file: %s is empty", o.ControlTokenFile)
+	}
+	return nil
+}
+
+// validateControl checks the control-plane options when a control plane is
+// set, after filling in the default instance.
+func validateControl(o *proxyOptions, getenv func(string) string) error {
+	c := &o.Control
+	if c.Address == "" {
+		return nil
+	}
+	if c.App == "" {
+		return errors.New("app: required with a control plane (--app, SWITCHYARD_APP or app: in the config file)")
+	}
+	if c.Instance == "" {
+		c.Instance = defaultInstance(getenv)
+		if c.Instance == "" {
+			return errors.New("instance: no host name to default to; set --instance")
+		}
+	}
+	if c.StartupWait < 0 {
+		return fmt.Errorf("control-wait: %v must not be negative", c.StartupWait)
+	}
+	if c.StatusInterval <= 0 {
+		return fmt.Errorf("control-status-interval: %v must be positive", c.StatusInterval)
+	}
+	if err := c.Validate(); err != nil {
+		return fmt.Errorf("control %w", err)
+	}
+	return nil
+}
+
+// defaultInstance is namespace/pod when the sidecar injector's variables
+// say so (pod names are unique only within a namespace), else the host
+// name.
+func defaultInstance(getenv func(string) string) string {
+	if pod := getenv("SWITCHYARD_POD_NAME"); pod != "" {
+		if ns := getenv("SWITCHYARD_POD_NAMESPACE"); ns != "" {
+			return ns + "/" + pod
+		}
+		return pod
+	}
+	host, err := os.Hostname()
+	if err != nil {
+		return ""
+	}
+	return host
 }
 
 // applyProxyOption sets one option from its flag name and string value.
@@ -218,6 +333,24 @@ func applyProxyOption(o *proxyOptions, name, value string) error {
 		o.LogLevel = value
 	case "log-format":
 		o.LogFormat = value
+	case "control":
+		o.Control.Address = value
+	case "app":
+		o.Control.App = value
+	case "instance":
+		o.Control.Instance = value
+	case "label":
+		labels, e := parseLabels(value)
+		if e != nil {
+			return e
+		}
+		o.Control.Labels = labels
+	case "control-token-file":
+		o.ControlTokenFile = value
+	case "control-wait":
+		o.Control.StartupWait, err = time.ParseDuration(value)
+	case "control-status-interval":
+		o.Control.StatusInterval, err = time.ParseDuration(value)
 	default:
 		return fmt.Errorf("unknown option")
 	}
@@ -240,6 +373,28 @@ func parseClusterSpec(spec string) (proxy.ClusterConfig, error) {
 		}
 	}
 	return c, nil
+}
+
+// parseLabels parses key=value labels separated by ',' or ';' (the
+// repeated --label flag arrives joined by ';'). Label syntax itself is
+// checked by controlclient.Config.Validate.
+func parseLabels(s string) (map[string]string, error) {
+	labels := map[string]string{}
+	for _, f := range strings.FieldsFunc(s, func(r rune) bool { return r == ',' || r == ';' }) {
+		f = strings.TrimSpace(f)
+		if f == "" {
+			continue
+		}
+		k, v, ok := strings.Cut(f, "=")
+		if !ok || k == "" {
+			return nil, fmt.Errorf("label %q: want key=value", f)
+		}
+		if _, dup := labels[k]; dup {
+			return nil, fmt.Errorf("label %q given twice", k)
+		}
+		labels[k] = v
+	}
+	return labels, nil
 }
 
 // parseAPIKeys parses a comma-separated list of API keys.
@@ -303,6 +458,19 @@ func loadProxyFile(path string, o *proxyOptions) error {
 	}
 	if f.HoldBudget != 0 {
 		o.Proxy.HoldBudget = f.HoldBudget
+	}
+	set(&o.Control.Address, f.Control)
+	set(&o.Control.App, f.App)
+	set(&o.Control.Instance, f.Instance)
+	set(&o.ControlTokenFile, f.ControlTokenFile)
+	if f.Labels != nil {
+		o.Control.Labels = f.Labels
+	}
+	if f.ControlWait != nil {
+		o.Control.StartupWait = *f.ControlWait
+	}
+	if f.ControlStatusInterval != 0 {
+		o.Control.StatusInterval = f.ControlStatusInterval
 	}
 	return nil
 }

@@ -3,6 +3,7 @@ package main
 import (
 	"errors"
 	"io"
+	"maps"
 	"os"
 	"path/filepath"
 	"slices"
@@ -11,6 +12,7 @@ import (
 	"time"
 
 	"github.com/switchyard/switchyard/proxy"
+	"github.com/switchyard/switchyard/proxy/controlclient"
 )
 
 // fileYAML is a configuration file that sets something for every option the
@@ -190,6 +192,25 @@ func TestParseProxyOptionsErrors(t *testing.T) {
 		{name: "unexpected argument", args: []string{"--cluster", "a=kafka:9092", "extra"}, want: []string{"unexpected argument", "extra"}},
 		{name: "unknown flag", args: []string{"--clusters", "a=kafka:9092"}, want: []string{"-clusters"}},
 		{name: "missing config file", args: []string{"--config", "/nonexistent/proxy.yaml"}, want: []string{"config file", "/nonexistent/proxy.yaml"}},
+		{name: "control plane without an app", args: []string{"--cluster", "a=kafka:9092", "--control", "c:9300"}, want: []string{"app", "required", "--app"}},
+		{name: "control plane address without a port", args: []string{"--cluster", "a=kafka:9092", "--control", "control", "--app", "o"}, want: []string{"control address", "host:port", "missing port"}},
+		{name: "label without =", args: []string{"--cluster", "a=kafka:9092", "--label", "role"}, want: []string{"--label", `"role"`, "key=value"}},
+		{name: "label given twice", env: map[string]string{"SWITCHYARD_CLUSTER": "a=kafka:9092", "SWITCHYARD_LABEL": "role=a,role=b"}, want: []string{"SWITCHYARD_LABEL", `"role"`, "twice"}},
+		{name: "label with a bad value", args: []string{"--cluster", "a=kafka:9092", "--control", "c:9300", "--app", "o", "--label", "role=a b"}, want: []string{"labels", "role", `"a b"`}},
+		{name: "instance with a space", args: []string{"--cluster", "a=kafka:9092", "--control", "c:9300", "--app", "o", "--instance", "pod 1"}, want: []string{"instance", `"pod 1"`}},
+		{name: "bad control wait", args: []string{"--cluster", "a=kafka:9092", "--control-wait", "long"}, want: []string{"--control-wait", `"long"`}},
+		{name: "negative control wait", args: []string{"--cluster", "a=kafka:9092", "--control", "c:9300", "--app", "o", "--control-wait=-1s"}, want: []string{"control-wait", "negative"}},
+		{name: "zero status interval", args: []string{"--cluster", "a=kafka:9092", "--control", "c:9300", "--app", "o", "--control-status-interval", "0s"}, want: []string{"control-status-interval", "positive"}},
+		{name: "missing token file", args: []string{"--cluster", "a=kafka:9092", "--control", "c:9300", "--app", "o", "--control-token-file", "/nonexistent/token"}, want: []string{"control-token-file", "/nonexistent/token"}},
+		{name: "empty token file", args: []string{"--cluster", "a=kafka:9092", "--control", "c:9300", "--app", "o", "--control-token-file", os.DevNull}, want: []string{"control-token-file", "empty"}},
+		{
+			name: "token and token file in the environment",
+			args: []string{"--cluster", "a=kafka:9092", "--control", "c:9300", "--app", "o"},
+			env:  map[string]string{"SWITCHYARD_CONTROL_TOKEN": "t", "SWITCHYARD_CONTROL_TOKEN_FILE": "/x"},
+			want: []string{"SWITCHYARD_CONTROL_TOKEN and SWITCHYARD_CONTROL_TOKEN_FILE"},
+		},
+		{name: "unknown YAML control field", yaml: "clusters: [{name: a, bootstrap: [kafka:9092]}]\nlables: {role: x}\n", want: []string{"lables"}},
+		{name: "labels not a map in YAML", yaml: "clusters: [{name: a, bootstrap: [kafka:9092]}]\nlabels: [role]\n", want: []string{"config file"}},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -212,6 +233,108 @@ func TestParseProxyOptionsErrors(t *testing.T) {
 			}
 			if tt.is != nil && !errors.Is(err, tt.is) {
 				t.Errorf("error %q does not wrap %v", err, tt.is)
+			}
+		})
+	}
+}
+
+// TestParseProxyOptionsControl: the control-plane options follow the same
+// precedence as the others (file < environment < flags), the token comes
+// from a file or SWITCHYARD_CONTROL_TOKEN, and the instance defaults to the
+// pod the injector names, else the host name. Without --control nothing
+// about them is required, so the injector's SWITCHYARD_APP alone is fine.
+func TestParseProxyOptionsControl(t *testing.T) {
+	dir := t.TempDir()
+	tokenFile := func(name, body string) string {
+		path := filepath.Join(dir, name)
+		if err := os.WriteFile(path, []byte(body), 0o600); err != nil {
+			t.Fatal(err)
+		}
+		return path
+	}
+	fileToken := tokenFile("file-token", "tok-file\n")
+	flagToken := tokenFile("flag-token", "  tok-flag\n")
+	envToken := tokenFile("env-token", "tok-env-file")
+	path := writeConfig(t, `
+clusters: [{name: a, bootstrap: [kafka-a:9092]}]
+control: control-file:9300
+app: orders-file
+instance: i-file
+labels: {role: file, tier: gold}
+controlTokenFile: `+fileToken+`
+controlWait: 3s
+controlStatusInterval: 2s
+`)
+	host, err := os.Hostname()
+	if err != nil {
+		t.Fatal(err)
+	}
+	type want struct {
+		address, app, instance, token string
+		labels                        map[string]string
+		wait, interval                time.Duration
+	}
+	fromFile := want{
+		address: "control-file:9300", app: "orders-file", instance: "i-file", token: "tok-file",
+		labels: map[string]string{"role": "file", "tier": "gold"}, wait: 3 * time.Second, interval: 2 * time.Second,
+	}
+	env := map[string]string{
+		"SWITCHYARD_CONTROL":       "control-env:9300",
+		"SWITCHYARD_APP":           "orders-env",
+		"SWITCHYARD_LABEL":         "role=env, zone=b",
+		"SWITCHYARD_CONTROL_TOKEN": " tok-env ",
+		"SWITCHYARD_CONTROL_WAIT":  "4s",
+	}
+	fromEnv := fromFile
+	fromEnv.address, fromEnv.app, fromEnv.token, fromEnv.wait = "control-env:9300", "orders-env", "tok-env", 4*time.Second
+	fromEnv.labels = map[string]string{"role": "env", "zone": "b"}
+	fromFlags := fromEnv
+	fromFlags.address, fromFlags.app, fromFlags.instance, fromFlags.token = "control-flag:9300", "orders-flag", "i-flag", "tok-flag"
+	fromFlags.labels = map[string]string{"role": "flag", "canary": ""}
+	fromFlags.wait, fromFlags.interval = 0, 500*time.Millisecond
+	flags := []string{"--config", path, "--control", "control-flag:9300", "--app", "orders-flag", "--instance", "i-flag",
+		"--label", "role=flag", "--label", "canary=", "--control-token-file", flagToken,
+		"--control-wait", "0s", "--control-status-interval", "500ms"}
+	defaults := controlclient.DefaultConfig()
+	minimal := []string{"--cluster", "a=kafka:9092", "--control", "c:9300", "--app", "orders"}
+	minimalWant := func(instance string) want {
+		return want{address: "c:9300", app: "orders", instance: instance, wait: defaults.StartupWait, interval: defaults.StatusInterval}
+	}
+	envFileToken := minimalWant(host)
+	envFileToken.token = "tok-env-file"
+
+	tests := []struct {
+		name string
+		args []string
+		env  map[string]string
+		want want
+	}{
+		{
+			name: "no control plane: the injector's variables are ignored",
+			args: []string{"--cluster", "a=kafka:9092"},
+			env:  map[string]string{"SWITCHYARD_APP": "orders", "SWITCHYARD_POD_NAME": "orders-0"},
+			want: want{app: "orders", wait: defaults.StartupWait, interval: defaults.StatusInterval},
+		},
+		{name: "file", args: []string{"--config", path}, want: fromFile},
+		{name: "env over file", args: []string{"--config", path}, env: env, want: fromEnv},
+		{name: "flags over env", args: flags, env: env, want: fromFlags},
+		{name: "instance from the injector's pod variables", args: minimal,
+			env: map[string]string{"SWITCHYARD_POD_NAME": "orders-7d9f", "SWITCHYARD_POD_NAMESPACE": "shop"}, want: minimalWant("shop/orders-7d9f")},
+		{name: "instance from the pod name alone", args: minimal, env: map[string]string{"SWITCHYARD_POD_NAME": "orders-7d9f"}, want: minimalWant("orders-7d9f")},
+		{name: "instance from the host name", args: minimal, want: minimalWant(host)},
+		{name: "token file from the environment", args: minimal, env: map[string]string{"SWITCHYARD_CONTROL_TOKEN_FILE": envToken}, want: envFileToken},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			o, err := parseProxyOptions(tt.args, envOf(tt.env), io.Discard)
+			if err != nil {
+				t.Fatalf("parseProxyOptions: %v", err)
+			}
+			c, w := o.Control, tt.want
+			got := want{c.Address, c.App, c.Instance, c.Token, c.Labels, c.StartupWait, c.StatusInterval}
+			if got.address != w.address || got.app != w.app || got.instance != w.instance || got.token != w.token ||
+				!maps.Equal(got.labels, w.labels) || got.wait != w.wait || got.interval != w.interval {
+				t.Errorf("control options\n got %+v\nwant %+v", got, w)
 			}
 		})
 	}
