@@ -15,7 +15,6 @@ import (
 	"github.com/prometheus/client_golang/prometheus/collectors"
 	"go.uber.org/zap"
 	"go.yaml.in/yaml/v3"
-	"golang.org/x/sync/errgroup"
 
 	switchyardv1 "github.com/switchyard/switchyard/api/switchyard/v1"
 	"github.com/switchyard/switchyard/control"
@@ -208,64 +207,26 @@ func runControl(ctx context.Context, args []string, getenv func(string) string, 
 // serveControl runs a control plane from a validated configuration. ready,
 // when not nil, receives the listening address once serving.
 func serveControl(ctx context.Context, cfg controlConfig, token string, ready chan<- net.Addr, log *zap.Logger) error {
-	store, err := control.OpenStore(cfg.StoreDir)
-	if err != nil {
-		return err
-	}
 	reg := prometheus.NewRegistry()
 	reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
-	registry, err := control.NewRegistry(store, log.Named("registry"))
-	if err != nil {
-		return err
+	pc := control.PlaneConfig{
+		Server:   control.ServerConfig{Listen: cfg.Listen, Token: token, ReadAuth: cfg.ReadAuth},
+		StoreDir: cfg.StoreDir,
 	}
-	var clusters []*switchyardv1.Cluster
 	for _, c := range cfg.Clusters {
-		clusters = append(clusters, &switchyardv1.Cluster{Name: c.Name, Bootstrap: c.Bootstrap})
+		pc.Clusters = append(pc.Clusters, &switchyardv1.Cluster{Name: c.Name, Bootstrap: c.Bootstrap})
 	}
-	var (
-		refs    []*control.MirrorRef
-		engines []*mirror.Mirror
-	)
 	for _, m := range cfg.Mirrors {
-		mr, err := mirror.New(m.Config, log.Named("mirror"), reg)
-		if err != nil {
-			return err
-		}
-		engines = append(engines, mr)
-		refs = append(refs, &control.MirrorRef{Name: m.Name, Source: m.Source, Target: m.Target, Mirror: mr})
+		pc.Mirrors = append(pc.Mirrors, control.PlaneMirror{Source: m.Source, Target: m.Target, Config: m.Config})
 	}
-	ct := control.NewController(registry, store, clusters, refs, log.Named("cutover"))
-	if err := ct.Instrument(reg); err != nil {
-		return err
-	}
-	srv, err := control.NewServer(control.ServerConfig{Listen: cfg.Listen, Token: token, ReadAuth: cfg.ReadAuth},
-		ct, registry, clusters, refs, reg, log)
+	plane, err := control.NewPlane(ctx, pc, reg, log)
 	if err != nil {
 		return err
 	}
-	var lc net.ListenConfig
-	ln, err := lc.Listen(ctx, "tcp", cfg.Listen)
-	if err != nil {
-		return fmt.Errorf("listen %s: %w", cfg.Listen, err)
-	}
-	g, gctx := errgroup.WithContext(ctx)
-	for _, mr := range engines {
-		g.Go(func() error { return mr.Run(gctx) })
-	}
-	if err := ct.Start(gctx); err != nil {
-		_ = ln.Close()
-		return fmt.Errorf("resume cutovers: %w", err)
-	}
-	g.Go(func() error {
-		<-gctx.Done()
-		ct.Wait()
-		return nil
-	})
-	g.Go(func() error { return srv.Serve(gctx, ln) })
 	if ready != nil {
-		ready <- ln.Addr()
+		ready <- plane.Addr()
 	}
-	log.Info("control plane started", zap.String("listen", ln.Addr().String()), zap.Int("clusters", len(clusters)),
-		zap.Int("mirrors", len(refs)), zap.Bool("auth", token != ""))
-	return g.Wait()
+	log.Info("control plane started", zap.String("listen", plane.Addr().String()), zap.Int("clusters", len(pc.Clusters)),
+		zap.Int("mirrors", len(pc.Mirrors)), zap.Bool("auth", token != ""))
+	return plane.Run(ctx)
 }

@@ -1,0 +1,189 @@
+package main
+
+import (
+	"context"
+	"fmt"
+	"io"
+	"sort"
+	"strings"
+	"text/tabwriter"
+	"time"
+
+	"github.com/twmb/franz-go/pkg/kmsg"
+
+	switchyardv1 "github.com/switchyard/switchyard/api/switchyard/v1"
+)
+
+const sidecarsUsage = `Usage: switchyard ctl sidecars [--app NAME]
+
+Lists the sidecars that have connected to the control plane: who they are,
+whether their stream is open, the cluster they are on and the one wanted,
+the gate in force, the version applied against the version wanted, and the
+last apply error.
+`
+
+const mirrorsUsage = `Usage: switchyard ctl mirrors
+
+Lists the mirrors the control plane runs: readiness, partitions, lag
+(records, and the age of the oldest record not yet copied), failing
+partitions and errors; then the topics not mirrored and why.
+`
+
+const clustersUsage = `Usage: switchyard ctl clusters
+
+Lists the clusters the control plane is configured with.
+`
+
+// runSidecars runs `switchyard ctl sidecars`.
+func (c *ctl) runSidecars(ctx context.Context, args []string) error {
+	fs := c.flagSet("sidecars", sidecarsUsage)
+	app := fs.String("app", "", "only the sidecars of this application")
+	if err := c.noArgs(fs, args); err != nil {
+		return err
+	}
+	cctx, cancel := c.callContext(ctx)
+	defer cancel()
+	resp, err := c.client.ListSidecars(cctx, &switchyardv1.ListSidecarsRequest{App: *app})
+	if err != nil {
+		return c.rpcErr("sidecars", err)
+	}
+	if c.jsonOutput() {
+		return c.printJSON(resp)
+	}
+	if len(resp.GetSidecars()) == 0 {
+		if *app != "" {
+			fmt.Fprintf(c.stdout, "no sidecar of %s has connected\n", *app)
+		} else {
+			fmt.Fprintln(c.stdout, "no sidecar has connected")
+		}
+		return nil
+	}
+	printSidecars(c.stdout, resp.GetSidecars(), c.now())
+	return nil
+}
+
+// printSidecars writes the table of `sidecars`.
+func printSidecars(w io.Writer, sidecars []*switchyardv1.Sidecar, now time.Time) {
+	tw := tabwriter.NewWriter(w, 0, 0, 2, ' ', 0)
+	fmt.Fprintln(tw, "APP\tINSTANCE\tLABELS\tCONNECTED\tCLUSTER\tWANTED\tGATE\tVERSION\tLAST SEEN\tERROR")
+	for _, s := range sidecars {
+		id := s.GetIdentity()
+		connected := "no"
+		if s.GetConnected() {
+			connected = "yes"
+		}
+		lastSeen := "-"
+		if t := s.GetLastSeen(); t != nil {
+			lastSeen = fmtDur(now.Sub(t.AsTime())) + " ago"
+		}
+		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%s\t%s\t%d/%d\t%s\t%s\n",
+			id.GetApp(), id.GetInstance(), orDash(labelFlag(id.GetLabels()).String()), connected,
+			orDash(s.GetStatus().GetActiveCluster()), orDash(s.GetDesired().GetActiveCluster()),
+			gateString(s.GetStatus().GetGate()), s.GetAppliedVersion(), s.GetDesired().GetVersion(),
+			lastSeen, orDash(oneLine(s.GetApplyError())))
+	}
+	_ = tw.Flush()
+}
+
+// gateString is "HOLD Produce,Fetch", "-" for no gate.
+func gateString(g *switchyardv1.Gate) string {
+	if g == nil || len(g.GetApiKeys()) == 0 {
+		return "-"
+	}
+	names := make([]string, len(g.GetApiKeys()))
+	for i, k := range g.GetApiKeys() {
+		names[i] = kmsg.NameForKey(int16(k))
+		if names[i] == "Unknown" || names[i] == "" {
+			names[i] = fmt.Sprint(k)
+		}
+	}
+	return g.GetMode() + " " + strings.Join(names, ",")
+}
+
+// runMirrors runs `switchyard ctl mirrors`.
+func (c *ctl) runMirrors(ctx context.Context, args []string) error {
+	fs := c.flagSet("mirrors", mirrorsUsage)
+	if err := c.noArgs(fs, args); err != nil {
+		return err
+	}
+	cctx, cancel := c.callContext(ctx)
+	defer cancel()
+	resp, err := c.client.ListMirrors(cctx, &switchyardv1.ListMirrorsRequest{})
+	if err != nil {
+		return c.rpcErr("mirrors", err)
+	}
+	if c.jsonOutput() {
+		return c.printJSON(resp)
+	}
+	if len(resp.GetMirrors()) == 0 {
+		fmt.Fprintln(c.stdout, "no mirrors")
+		return nil
+	}
+	printMirrors(c.stdout, resp.GetMirrors())
+	return nil
+}
+
+// printMirrors writes the table of `mirrors`, then the topics not
+// mirrored.
+func printMirrors(w io.Writer, mirrors []*switchyardv1.Mirror) {
+	tw := tabwriter.NewWriter(w, 0, 0, 2, ' ', 0)
+	fmt.Fprintln(tw, "NAME\tSOURCE\tTARGET\tREADY\tPARTITIONS\tLAG RECORDS\tMAX LAG\tFAILING\tERROR")
+	var topicErrs []string
+	for _, m := range mirrors {
+		var lag int64
+		var maxLag float64
+		failing := 0
+		for _, p := range m.GetPartitions() {
+			lag += p.GetLagRecords()
+			maxLag = max(maxLag, p.GetLagSeconds())
+			if p.GetFailing() {
+				failing++
+			}
+		}
+		ready := "no"
+		if m.GetReady() {
+			ready = "yes"
+		}
+		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%d\t%d\t%s\t%d\t%s\n", m.GetName(), m.GetSource(), m.GetTarget(), ready,
+			len(m.GetPartitions()), lag, fmtDur(time.Duration(maxLag*float64(time.Second))), failing, orDash(oneLine(m.GetLastError())))
+		topics := make([]string, 0, len(m.GetTopicErrors()))
+		for t := range m.GetTopicErrors() {
+			topics = append(topics, t)
+		}
+		sort.Strings(topics)
+		for _, t := range topics {
+			topicErrs = append(topicErrs, fmt.Sprintf("mirror %s: topic %s not mirrored: %s", m.GetName(), t, oneLine(m.GetTopicErrors()[t])))
+		}
+	}
+	_ = tw.Flush()
+	if len(topicErrs) > 0 {
+		fmt.Fprintf(w, "\n%s\n", strings.Join(topicErrs, "\n"))
+	}
+}
+
+// runClusters runs `switchyard ctl clusters`.
+func (c *ctl) runClusters(ctx context.Context, args []string) error {
+	fs := c.flagSet("clusters", clustersUsage)
+	if err := c.noArgs(fs, args); err != nil {
+		return err
+	}
+	cctx, cancel := c.callContext(ctx)
+	defer cancel()
+	resp, err := c.client.ListClusters(cctx, &switchyardv1.ListClustersRequest{})
+	if err != nil {
+		return c.rpcErr("clusters", err)
+	}
+	if c.jsonOutput() {
+		return c.printJSON(resp)
+	}
+	if len(resp.GetClusters()) == 0 {
+		fmt.Fprintln(c.stdout, "no clusters")
+		return nil
+	}
+	tw := tabwriter.NewWriter(c.stdout, 0, 0, 2, ' ', 0)
+	fmt.Fprintln(tw, "NAME\tBOOTSTRAP")
+	for _, cl := range resp.GetClusters() {
+		fmt.Fprintf(tw, "%s\t%s\n", cl.GetName(), strings.Join(cl.GetBootstrap(), ","))
+	}
+	return tw.Flush()
+}
