@@ -68,6 +68,10 @@ func (f *fakeMirror) GroupsDrained(_ context.Context, groups []string, _ ...stri
 	return true, "", nil
 }
 
+func (f *fakeMirror) GroupsJoined(context.Context, []string) (bool, string, error) {
+	return true, "", nil
+}
+
 func (f *fakeMirror) SyncGroups(_ context.Context, groups []string) (mirror.GroupSyncReport, error) {
 	f.mu.Lock()
 	defer f.mu.Unlock()
@@ -352,7 +356,7 @@ func TestCutoverMovesSidecarsToTarget(t *testing.T) {
 		}
 		s.mu.Unlock()
 		// (First the empty state of a sidecar no rule covers yet.)
-		if got := strings.Join(seq, " "); got != "/[] source/[0] target/[0] target/[]" {
+		if got := strings.Join(seq, " "); got != "/[] source/[0] target/[0 1] target/[1] target/[]" {
 			t.Errorf("sidecar %s received %s", s.instance, got)
 		}
 	}

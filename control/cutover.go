@@ -30,6 +30,7 @@ type Mirror interface {
 	CaughtUp(ctx context.Context, topics ...string) (bool, string, error)
 	SyncGroups(ctx context.Context, groups []string) (mirror.GroupSyncReport, error)
 	GroupsDrained(ctx context.Context, groups []string, topics ...string) (bool, string, error)
+	GroupsJoined(ctx context.Context, groups []string) (bool, string, error)
 }
 
 // MirrorRef is a mirror the control plane runs, between two of its
@@ -39,8 +40,11 @@ type MirrorRef struct {
 	Mirror               Mirror
 }
 
-// produceKey is the Kafka API key the producer gate blocks.
-const produceKey = 0
+// Kafka API keys the cutover gates.
+const (
+	produceKey = 0
+	fetchKey   = 1
+)
 
 // Controller runs cutovers.
 type Controller struct {
@@ -712,6 +716,21 @@ func (ct *Controller) gateOf(spec *switchyardv1.CutoverSpec) *gateSpec {
 	return &gateSpec{APIKeys: []int32{produceKey}, Mode: spec.GetPolicy().GetGateMode()}
 }
 
+// flipGate is the gate in force while the sidecars switch. With consumer
+// groups, Fetch is refused too, from the flip until the groups have
+// rejoined on the target: a consumer that fetched with the position it had
+// on the source would read the wrong records there (the offsets differ),
+// while refused it retries, learns from the target's coordinator that it
+// is not a member, rejoins, and reads its committed (translated) offsets.
+func (ct *Controller) flipGate(spec *switchyardv1.CutoverSpec) *gateSpec {
+	g := ct.gateOf(spec)
+	if len(spec.GetGroups()) > 0 {
+		g.APIKeys = append(g.APIKeys, fetchKey)
+		g.Mode = "REJECT"
+	}
+	return g
+}
+
 func (ct *Controller) drain(run *cutoverRun) (switchyardv1.CutoverStep, string, error) {
 	spec := ct.spec(run)
 	deadline := time.Now().Add(spec.GetPolicy().GetDrainTimeout().AsDuration())
@@ -814,7 +833,7 @@ func (ct *Controller) syncGroups(run *cutoverRun) (switchyardv1.CutoverStep, str
 
 func (ct *Controller) flip(run *cutoverRun) (switchyardv1.CutoverStep, string, error) {
 	spec := ct.spec(run)
-	v, err := ct.reg.SetRule(run.c.GetId(), spec.GetSelector(), spec.GetTarget(), ct.gateOf(spec))
+	v, err := ct.reg.SetRule(run.c.GetId(), spec.GetSelector(), spec.GetTarget(), ct.flipGate(spec))
 	if err != nil {
 		return 0, "", err
 	}
@@ -827,7 +846,12 @@ func (ct *Controller) flip(run *cutoverRun) (switchyardv1.CutoverStep, string, e
 // on the cutover goes forward only.
 func (ct *Controller) release(run *cutoverRun) (switchyardv1.CutoverStep, string, error) {
 	spec := ct.spec(run)
-	v, err := ct.reg.SetRule(run.c.GetId(), spec.GetSelector(), spec.GetTarget(), nil)
+	var consumers *gateSpec
+	if len(spec.GetGroups()) > 0 {
+		// Producers first; consumers once their groups rejoined.
+		consumers = &gateSpec{APIKeys: []int32{fetchKey}, Mode: "REJECT"}
+	}
+	v, err := ct.reg.SetRule(run.c.GetId(), spec.GetSelector(), spec.GetTarget(), consumers)
 	if err != nil {
 		return 0, "", err
 	}
@@ -842,7 +866,33 @@ func (ct *Controller) release(run *cutoverRun) (switchyardv1.CutoverStep, string
 	if err != nil {
 		return 0, "", fmt.Errorf("release: %w (they are released when they reconnect)", err)
 	}
-	return switchyardv1.CutoverStep_CUTOVER_STEP_VERIFY, detail, nil
+	if consumers == nil {
+		return switchyardv1.CutoverStep_CUTOVER_STEP_VERIFY, detail, nil
+	}
+	m := ct.mirrorOf(run)
+	var behind string
+	err = ct.poll(run, 3*spec.GetPolicy().GetDrainTimeout().AsDuration(), false, false, func() (bool, error) {
+		ctx, cancel := context.WithTimeout(ct.ctx, 10*time.Second)
+		defer cancel()
+		ok, b, err := m.Mirror.GroupsJoined(ctx, spec.GetGroups())
+		behind = b
+		return ok, err
+	})
+	if err != nil {
+		// Go on regardless: the consumers must not stay blocked; a group
+		// that rejoins later still reads its committed offsets.
+		ct.log.Warn("consumer groups not rejoined on the target; releasing fetches anyway", zap.String("id", run.c.GetId()), zap.String("last", behind), zap.Error(err))
+		detail += "; groups not rejoined in time: " + behind
+	}
+	v, err = ct.reg.SetRule(run.c.GetId(), spec.GetSelector(), spec.GetTarget(), nil)
+	if err != nil {
+		return 0, "", err
+	}
+	d2, err := ct.waitAcks(run, v, 3*spec.GetPolicy().GetAckTimeout().AsDuration(), false)
+	if err != nil {
+		return 0, "", fmt.Errorf("release consumers: %w (they are released when they reconnect)", err)
+	}
+	return switchyardv1.CutoverStep_CUTOVER_STEP_VERIFY, detail + "; groups rejoined on the target, consumers released: " + d2, nil
 }
 
 func (ct *Controller) verify(run *cutoverRun) (switchyardv1.CutoverStep, string, error) {

@@ -214,8 +214,9 @@ func (mr *Mirror) groupLoop(ctx context.Context, srcAdm, dstAdm *kadm.Client) er
 	}
 }
 
-// GroupsDrained reports whether every named group has committed, on the
-// source, offsets at the source's last stable offset for every partition
+// GroupsDrained reports whether every named group is Stable (or Empty) on
+// the source and has committed there offsets at the source's last stable
+// offset for every partition
 // of the topics it has committed on (all mirrored topics when none are
 // given), and names the first that has not. With producers gated, a group
 // whose members keep consuming drains to true; then SyncGroups translates
@@ -243,6 +244,18 @@ func (mr *Mirror) GroupsDrained(ctx context.Context, groups []string, topics ...
 	if err != nil {
 		return false, "", fmt.Errorf("source end offsets: %w", err)
 	}
+	// A group in the middle of a rebalance is not drained: a member that
+	// crossed to the target mid-rebalance would rejoin there through
+	// JoinGroup and keep the positions it had on the source.
+	described, err := adm.DescribeGroups(ctx, groups...)
+	if err != nil && len(described) == 0 {
+		return false, "", fmt.Errorf("describe groups on the source: %w", err)
+	}
+	for _, g := range groups {
+		if d, ok := described[g]; ok && d.Err == nil && d.State != "Stable" && d.State != "Empty" {
+			return false, fmt.Sprintf("group %s is %s on the source", g, d.State), nil
+		}
+	}
 	for _, g := range groups {
 		offs, err := adm.FetchOffsets(ctx, g)
 		if err != nil {
@@ -263,6 +276,44 @@ func (mr *Mirror) GroupsDrained(ctx context.Context, groups []string, topics ...
 		})
 		if behind != "" {
 			return false, behind, nil
+		}
+	}
+	return true, "", nil
+}
+
+// GroupsJoined reports whether every named group is Stable on the target
+// with at least as many members as it has on the source, and names the
+// first that is not: after a cutover's flip, all its consumers have
+// rejoined there (and read their committed offsets). Members that moved
+// stay listed on the source until their session times out, so the source
+// count is the group's size at the flip.
+func (mr *Mirror) GroupsJoined(ctx context.Context, groups []string) (bool, string, error) {
+	src, err := mr.client(mr.cfg.SourceBootstrap)
+	if err != nil {
+		return false, "", fmt.Errorf("source client: %w", err)
+	}
+	defer src.Close()
+	dst, err := mr.client(mr.cfg.TargetBootstrap)
+	if err != nil {
+		return false, "", fmt.Errorf("target client: %w", err)
+	}
+	defer dst.Close()
+	before, err := kadm.NewClient(src).DescribeGroups(ctx, groups...)
+	if err != nil && len(before) == 0 {
+		return false, "", fmt.Errorf("describe groups on the source: %w", err)
+	}
+	described, err := kadm.NewClient(dst).DescribeGroups(ctx, groups...)
+	if err != nil && len(described) == 0 {
+		return false, "", fmt.Errorf("describe groups on the target: %w", err)
+	}
+	for _, g := range groups {
+		want := max(1, len(before[g].Members))
+		d, ok := described[g]
+		switch {
+		case !ok || d.Err != nil:
+			return false, fmt.Sprintf("group %s: not described (%v)", g, d.Err), nil
+		case d.State != "Stable" || len(d.Members) < want:
+			return false, fmt.Sprintf("group %s: %s with %d of %d members", g, d.State, len(d.Members), want), nil
 		}
 	}
 	return true, "", nil

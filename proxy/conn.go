@@ -35,7 +35,7 @@ type clientConn struct {
 	pending chan *pendingReq
 
 	inflight      atomic.Int64 // admitted and not yet answered
-	inflightFetch atomic.Int64 // the Fetch requests among them
+	inflightFetch atomic.Int64 // the long polls among them (isLongPoll)
 	held          atomic.Int64 // parked by a gate or a switch
 
 	closeOnce sync.Once
@@ -71,6 +71,8 @@ type pendingReq struct {
 	// and whether the producer is transactional.
 	prevProducerID int64
 	transactional  bool
+	// joinGroup: see rewritten.joinGroup.
+	joinGroup string
 	// closeUp, when set, marks the end of an upstream connection's use: the
 	// writer closes it once every earlier response has been read.
 	closeUp *upConn
@@ -227,7 +229,7 @@ func (c *clientConn) forward(ctx context.Context, hdr requestHeader, frame []byt
 	if expect {
 		// Once queued, the writer (or serve's cleanup) lowers inflight.
 		pr := &pendingReq{hdr: hdr, up: up, sent: time.Now(),
-			prevProducerID: rw.prevProducerID, transactional: rw.transactional}
+			prevProducerID: rw.prevProducerID, transactional: rw.transactional, joinGroup: rw.joinGroup}
 		if err := c.enqueue(ctx, pr); err != nil {
 			c.doneInflight(hdr.Key)
 			return err
@@ -252,7 +254,7 @@ func (c *clientConn) forward(ctx context.Context, hdr requestHeader, frame []byt
 
 func (c *clientConn) doneInflight(key int16) {
 	c.inflight.Add(-1)
-	if key == keyFetch {
+	if isLongPoll(key) {
 		c.inflightFetch.Add(-1)
 	}
 	c.p.inflightByKey(key).Add(-1)
@@ -331,13 +333,17 @@ func (c *clientConn) writeLoop(ctx context.Context) error {
 		}
 		frame, err := readFrame(pr.up.nc, c.p.cfg.MaxFrameBytes, buf)
 		if err != nil {
-			if pr.up.abandoned.Load() && pr.hdr.Key == keyFetch {
-				// The switch answered this long-poll fetch early: an empty
-				// response that also ends the client's fetch session, so
-				// its next fetch starts a new one on the new cluster.
+			if pr.up.abandoned.Load() && isLongPoll(pr.hdr.Key) {
+				// The switch answered this long poll early. A fetch gets an
+				// empty response that also ends the client's fetch session,
+				// so its next fetch starts a new one on the new cluster. A
+				// JoinGroup or SyncGroup waiting for a rebalance on the old
+				// cluster gets NOT_COORDINATOR: the client looks the
+				// coordinator up again — on the new cluster — and rejoins
+				// there.
 				c.p.m.earlyFetches.Inc()
 				c.p.noteEarlyFetch()
-				resp := emptyFetchResponse(pr.hdr)
+				resp := earlyLongPollResponse(pr.hdr)
 				c.doneInflight(pr.hdr.Key)
 				if err := c.writeClient(pr.hdr.Key, resp); err != nil {
 					return err
@@ -355,6 +361,9 @@ func (c *clientConn) writeLoop(ctx context.Context) error {
 		}
 		buf = frame[:0]
 		c.p.m.forKey(pr.hdr.Key).latency.Observe(time.Since(pr.sent).Seconds())
+		if pr.joinGroup != "" {
+			c.p.noteJoined(pr.joinGroup, pr.hdr, frame)
+		}
 		if len(frame) < 4 || int32(binary.BigEndian.Uint32(frame)) != pr.hdr.CorrID {
 			c.doneInflight(pr.hdr.Key)
 			got := "none"

@@ -16,6 +16,7 @@ package proxy
 import (
 	"encoding/binary"
 
+	"github.com/twmb/franz-go/pkg/kerr"
 	"github.com/twmb/franz-go/pkg/kmsg"
 )
 
@@ -71,6 +72,34 @@ func (c *clientConn) checkFetchSession(hdr requestHeader, r *kmsg.FetchRequest) 
 	}
 	c.staleFetchSession = false
 	return nil
+}
+
+// isLongPoll reports whether requests of a key may wait at the broker for
+// something to happen (records to fetch, the members of a rebalance): a
+// switch does not wait for them but answers them itself
+// (earlyLongPollResponse).
+func isLongPoll(key int16) bool {
+	return key == keyFetch || key == keyJoinGroup || key == keySyncGroup
+}
+
+// earlyLongPollResponse answers a long poll the switch cut short: an empty
+// fetch, or NOT_COORDINATOR for a group request (retriable: the client
+// finds the coordinator again, on the new cluster).
+func earlyLongPollResponse(hdr requestHeader) []byte {
+	var body []byte
+	switch hdr.Key {
+	case keyJoinGroup:
+		r := kmsg.NewPtrJoinGroupResponse()
+		r.Version, r.ErrorCode, r.Generation = hdr.Version, kerr.NotCoordinator.Code, -1
+		body = r.AppendTo(nil)
+	case keySyncGroup:
+		r := kmsg.NewPtrSyncGroupResponse()
+		r.Version, r.ErrorCode = hdr.Version, kerr.NotCoordinator.Code
+		body = r.AppendTo(nil)
+	default:
+		return emptyFetchResponse(hdr)
+	}
+	return responseFrame(hdr.Key, hdr.Version, hdr.CorrID, body)
 }
 
 // emptyFetchResponse is a well-formed fetch response with no data that ends

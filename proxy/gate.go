@@ -56,7 +56,7 @@ func (p *Proxy) admit(ctx context.Context, c *clientConn, key int16) (admission,
 		}
 		if !gated && !p.switching {
 			c.inflight.Add(1)
-			if key == keyFetch {
+			if isLongPoll(key) {
 				c.inflightFetch.Add(1)
 			}
 			p.inflightByKey(key).Add(1)

@@ -23,6 +23,7 @@ type metrics struct {
 	switchDuration  prometheus.Histogram
 	upstreamLatency *prometheus.HistogramVec // api_key
 	earlyFetches    prometheus.Counter
+	staleMembers    prometheus.Counter
 	activeCluster   *prometheus.GaugeVec   // cluster
 	pidRemaps       *prometheus.CounterVec // cluster
 
@@ -86,7 +87,9 @@ func newMetrics(reg prometheus.Registerer) (*metrics, error) {
 			Name: "upstream_latency_seconds", Help: "Time from forwarding a request upstream to reading its response, by API key.",
 			Buckets: prometheus.ExponentialBuckets(0.0001, 2, 18)}, []string{"api_key"}),
 		earlyFetches: prometheus.NewCounter(prometheus.CounterOpts{Namespace: ns, Subsystem: sub,
-			Name: "fetches_answered_early_total", Help: "Long-poll fetches answered by the proxy during a switch instead of waited out."}),
+			Name: "fetches_answered_early_total", Help: "Long polls (Fetch, JoinGroup, SyncGroup) answered by the proxy during a switch instead of waited out."}),
+		staleMembers: prometheus.NewCounter(prometheus.CounterOpts{Namespace: ns, Subsystem: sub,
+			Name: "stale_members_total", Help: "Heartbeats of consumer-group members that joined before the last switch, answered UNKNOWN_MEMBER_ID so they rejoin on the new cluster from committed offsets."}),
 		activeCluster: prometheus.NewGaugeVec(prometheus.GaugeOpts{Namespace: ns, Subsystem: sub,
 			Name: "active_cluster", Help: "1 for the cluster requests are routed to, 0 for the others."}, []string{"cluster"}),
 		pidRemaps: prometheus.NewCounterVec(prometheus.CounterOpts{Namespace: ns, Subsystem: sub,
@@ -95,7 +98,7 @@ func newMetrics(reg prometheus.Registerer) (*metrics, error) {
 	m.perKey = make([]atomic.Pointer[keyMetrics], len(apiShapes())+1)
 	for _, c := range []prometheus.Collector{m.connections, m.connectionsTot, m.connClosed, m.requests,
 		m.requestBytes, m.responseBytes, m.gated, m.held, m.switches, m.switchDuration,
-		m.upstreamLatency, m.earlyFetches, m.activeCluster, m.pidRemaps} {
+		m.upstreamLatency, m.earlyFetches, m.staleMembers, m.activeCluster, m.pidRemaps} {
 		if err := reg.Register(c); err != nil {
 			return nil, err
 		}

@@ -44,6 +44,8 @@ type Proxy struct {
 	topicNames sync.Map
 	// pids maps the producer ids clients hold to each cluster's own.
 	pids *producerIDs
+	// members tells group members of the new cluster from stale ones.
+	members groupMembers
 
 	switchMu sync.Mutex // held for the whole of a switch
 

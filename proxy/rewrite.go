@@ -139,6 +139,9 @@ type rewritten struct {
 	// and whether the producer is transactional.
 	prevProducerID int64
 	transactional  bool
+	// JoinGroup after a switch: the group, to learn the member id the new
+	// cluster gives out (groupMembers).
+	joinGroup string
 }
 
 // rewriteRequest translates a client request for cluster u.
@@ -148,6 +151,14 @@ func (p *Proxy) rewriteRequest(ctx context.Context, c *clientConn, u *upstream, 
 		return pass, nil
 	}
 	body := frame[hdr.BodyOffset:]
+	switch hdr.Key {
+	case keyHeartbeat:
+		if local := p.checkHeartbeat(hdr, body); local != nil {
+			return rewritten{local: local}, nil
+		}
+	case keyJoinGroup:
+		pass.joinGroup = p.joinGroupOf(hdr, body)
+	}
 	if hdr.Key == keyProduce {
 		out, expect, err := p.patchProduceRequest(ctx, u, hdr, frame, body)
 		if !errors.Is(err, errNoFastPath) {

@@ -104,6 +104,7 @@ func (p *Proxy) Switch(ctx context.Context, to string) (SwitchReport, error) {
 
 	// 5. Flip.
 	p.pids.markSwitched(target)
+	p.members.reset()
 	p.mu.Lock()
 	target.epochOffset.Store(p.maxEpoch.Load() + 1)
 	p.active = target

@@ -1,0 +1,165 @@
+package proxy
+
+import (
+	"context"
+	"testing"
+	"time"
+
+	"github.com/twmb/franz-go/pkg/kerr"
+	"github.com/twmb/franz-go/pkg/kgo"
+	"github.com/twmb/franz-go/pkg/kmsg"
+
+	"github.com/switchyard/switchyard/internal/kafkatest"
+)
+
+// TestStaleGroupMembersAreToldToRejoin: after a switch, a heartbeat from a
+// member of the old cluster's group is answered UNKNOWN_MEMBER_ID by the
+// proxy itself (so the client drops its positions and rejoins from the
+// committed offsets), while a member that joined on the new cluster is
+// forwarded as usual.
+func TestStaleGroupMembersAreToldToRejoin(t *testing.T) {
+	source, target := kafkatest.Pair(t)
+	tp := startProxy(t, source, target)
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	cl, err := kgo.NewClient(kgo.SeedBrokers(tp.Addr().String()))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer cl.Close()
+	group := kafkatest.Topic(t, "g")
+	join := func() (string, int32) {
+		t.Helper()
+		req := kmsg.NewPtrJoinGroupRequest()
+		req.Group, req.ProtocolType, req.SessionTimeoutMillis, req.RebalanceTimeoutMillis = group, "consumer", 30000, 30000
+		proto := kmsg.NewJoinGroupRequestProtocol()
+		proto.Name, proto.Metadata = "range", (&kmsg.ConsumerMemberMetadata{Topics: []string{"x"}}).AppendTo(nil)
+		req.Protocols = append(req.Protocols, proto)
+		for {
+			resp, err := req.RequestWith(ctx, cl)
+			if err != nil {
+				t.Fatal(err)
+			}
+			switch kerr.ErrorForCode(resp.ErrorCode) {
+			case nil:
+				return resp.MemberID, resp.Generation
+			case kerr.MemberIDRequired:
+				req.MemberID = resp.MemberID
+			default:
+				t.Fatalf("join: %v", kerr.ErrorForCode(resp.ErrorCode))
+			}
+		}
+	}
+	heartbeat := func(member string, gen int32) error {
+		t.Helper()
+		req := kmsg.NewPtrHeartbeatRequest()
+		req.Group, req.MemberID, req.Generation = group, member, gen
+		resp, err := req.RequestWith(ctx, cl)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return kerr.ErrorForCode(resp.ErrorCode)
+	}
+	old, oldGen := join()
+	// SyncGroup so the heartbeat is accepted on the source.
+	sync := kmsg.NewPtrSyncGroupRequest()
+	sync.Group, sync.MemberID, sync.Generation = group, old, oldGen
+	if _, err := sync.RequestWith(ctx, cl); err != nil {
+		t.Fatal(err)
+	}
+	if err := heartbeat(old, oldGen); err != nil {
+		t.Fatalf("heartbeat before the switch: %v", err)
+	}
+	if _, err := tp.Switch(ctx, "target"); err != nil {
+		t.Fatal(err)
+	}
+	if err := heartbeat(old, oldGen); err != kerr.UnknownMemberID {
+		t.Fatalf("heartbeat of a member of the old cluster: %v, want UNKNOWN_MEMBER_ID", err)
+	}
+	if got := gatheredValue(t, tp.reg, "switchyard_proxy_stale_members_total"); got != 1 {
+		t.Errorf("stale_members_total %v, want 1", got)
+	}
+	// A member of the new cluster is the broker's business.
+	fresh, gen := join()
+	if err := heartbeat(fresh, gen); err == kerr.UnknownMemberID {
+		t.Fatalf("heartbeat of a member that joined on the new cluster: %v", err)
+	}
+}
+
+// TestSwitchAnswersPendingJoinGroup: a JoinGroup waiting for a rebalance on
+// the old cluster does not hold the switch up to the drain timeout; the
+// proxy answers it NOT_COORDINATOR and the client rejoins on the new one.
+func TestSwitchAnswersPendingJoinGroup(t *testing.T) {
+	source, target := kafkatest.Pair(t)
+	tp := startProxy(t, source, target, func(c *Config) { c.DrainTimeout = 20 * time.Second })
+	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
+	defer cancel()
+	cl, err := kgo.NewClient(kgo.SeedBrokers(tp.Addr().String()))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer cl.Close()
+	group := kafkatest.Topic(t, "g")
+	joinReq := func(member string) *kmsg.JoinGroupRequest {
+		req := kmsg.NewPtrJoinGroupRequest()
+		req.Group, req.MemberID, req.ProtocolType, req.SessionTimeoutMillis, req.RebalanceTimeoutMillis = group, member, "consumer", 30000, 30000
+		proto := kmsg.NewJoinGroupRequestProtocol()
+		proto.Name, proto.Metadata = "range", (&kmsg.ConsumerMemberMetadata{Topics: []string{"x"}}).AppendTo(nil)
+		req.Protocols = append(req.Protocols, proto)
+		return req
+	}
+	// A first member joins and stays silent: a second member's join then
+	// waits for it (up to the 30 s rebalance timeout).
+	req := joinReq("")
+	for {
+		resp, err := req.RequestWith(ctx, cl)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if resp.ErrorCode == kerr.MemberIDRequired.Code {
+			req.MemberID = resp.MemberID
+			continue
+		}
+		if resp.ErrorCode != 0 {
+			t.Fatalf("first join: %v", kerr.ErrorForCode(resp.ErrorCode))
+		}
+		break
+	}
+	pending := make(chan int16, 1)
+	go func() {
+		r := joinReq("")
+		for {
+			resp, err := r.RequestWith(ctx, cl)
+			if err != nil {
+				pending <- -1
+				return
+			}
+			if resp.ErrorCode == kerr.MemberIDRequired.Code {
+				r.MemberID = resp.MemberID
+				continue
+			}
+			pending <- resp.ErrorCode
+			return
+		}
+	}()
+	eventually(t, 10*time.Second, "the second join in flight", func() error {
+		if n := tp.Status().InFlightByAPI[keyJoinGroup]; n == 0 {
+			return errNotYet
+		}
+		return nil
+	})
+	start := time.Now()
+	rep, err := tp.Switch(ctx, "target")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if took := time.Since(start); took > 5*time.Second || rep.ConnectionsClosed != 0 {
+		t.Errorf("switch took %v and closed %d connections; the pending join should be answered at once", took, rep.ConnectionsClosed)
+	}
+	// The proxy answers NOT_COORDINATOR; kgo's request path retries that
+	// on the coordinator it finds again — on the target, which does not
+	// know the member id the source gave out.
+	if code := <-pending; code != kerr.NotCoordinator.Code && code != kerr.UnknownMemberID.Code {
+		t.Errorf("the pending join was answered %v, want NOT_COORDINATOR (or UNKNOWN_MEMBER_ID after kgo's retry)", kerr.ErrorForCode(code))
+	}
+}
