@@ -7,18 +7,24 @@
 #
 # What is validated, without a cluster, a Docker engine or GitHub:
 #   - kustomize build of deploy/kubernetes/base and .../control-plane;
-#   - kubeconform -strict on those, on the pods the injector produces
-#     (deploy/injector/testdata/*.patched.json) and on `helm template` of the
-#     chart in three configurations, against JSON schemas generated from the
-#     OpenAPI document of each Kubernetes version in KUBE_SCHEMA_VERSIONS
-#     (deploy/tools/kubeschema; the document comes from the k8s.io/kubernetes
-#     module on the Go module proxy). cert-manager's Certificate and Issuer
-#     have no schema here and are skipped by name;
-#   - helm lint, default and all-features values;
+#   - kubeconform -strict on those, on the ctl pod, on the pods the injector
+#     produces (deploy/injector/testdata/*.patched.json) and on `helm
+#     template` of the chart in three configurations, against JSON schemas
+#     generated from the OpenAPI document of each Kubernetes version in
+#     KUBE_SCHEMA_VERSIONS (deploy/tools/kubeschema; the document comes from
+#     the k8s.io/kubernetes module on the Go module proxy). cert-manager's
+#     Certificate and Issuer have no schema here and are skipped by name;
+#   - helm lint, default and all-features values (the control plane with
+#     helm/switchyard/ci/control-plane-values.yaml);
 #   - go test ./deploy/...: the Dockerfile and .dockerignore (static), the
-#     dashboard and alert rules (PromQL parsed, every metric registered by
-#     the code), the injector (recorded AdmissionReviews), the chart's
-#     injector config accepted by `switchyard inject`.
+#     dashboards and alert rules (PromQL parsed, every metric registered by
+#     the proxy, sidecar, injector, mirror or control plane, every metric on
+#     a panel), the injector (recorded AdmissionReviews), the chart's
+#     injector config accepted by `switchyard inject`, the manifests' wiring
+#     (control plane, Service, token, store, NetworkPolicy, sidecar flags)
+#     and a run of the control plane, the sidecar and `switchyard ctl` with
+#     the manifests' args, config and probes on kfake clusters, through a
+#     first cutover (kustomize and Helm).
 # Not validated here: admission by a real API server (defaulting, webhooks,
 # Pod Security), the image build itself, Grafana's rendering, alert timing.
 
@@ -34,6 +40,8 @@ DEPLOY_OUT           := $(CURDIR)/bin/deploy
 # render for the oldest and the newest supported versions instead.
 KUBE_OLDEST          := $(firstword $(KUBE_SCHEMA_VERSIONS))
 KUBE_NEWEST          := $(lastword $(KUBE_SCHEMA_VERSIONS))
+# The control plane needs clusters: placeholder values for lint and template.
+HELM_CONTROL_VALUES  := deploy/helm/switchyard/ci/control-plane-values.yaml
 
 .PHONY: test-deploy tools-deploy deploy-kustomize deploy-kubeconform deploy-helm deploy-go
 
@@ -65,21 +73,21 @@ deploy-kustomize: tools-deploy
 deploy-helm: tools-deploy
 	@mkdir -p $(DEPLOY_OUT)
 	helm lint --strict deploy/helm/switchyard
-	helm lint --strict deploy/helm/switchyard --set controlPlane.enabled=true --set injector.tls.certManager.enabled=true
+	helm lint --strict deploy/helm/switchyard -f $(HELM_CONTROL_VALUES) --set injector.tls.certManager.enabled=true
 	helm template sy deploy/helm/switchyard -n switchyard --kube-version $(KUBE_NEWEST) > $(DEPLOY_OUT)/helm-default.yaml
-	helm template sy deploy/helm/switchyard -n switchyard --kube-version $(KUBE_OLDEST) --set controlPlane.enabled=true \
+	helm template sy deploy/helm/switchyard -n switchyard --kube-version $(KUBE_OLDEST) -f $(HELM_CONTROL_VALUES) \
 		--set injector.tls.certManager.enabled=true > $(DEPLOY_OUT)/helm-all.yaml
 	helm template sy deploy/helm/switchyard -n switchyard --kube-version $(KUBE_NEWEST) --set injector.sidecar.nativeSidecar=false \
-		--set injector.failurePolicy=Ignore --set injector.replicas=1 --set controlPlane.enabled=true \
-		--set controlPlane.persistence.enabled=false > $(DEPLOY_OUT)/helm-plain.yaml
+		--set injector.failurePolicy=Ignore --set injector.replicas=1 -f $(HELM_CONTROL_VALUES) \
+		--set controlPlane.persistence.enabled=false --set controlPlane.networkPolicy.kafkaTo=null > $(DEPLOY_OUT)/helm-plain.yaml
 
 deploy-kubeconform: deploy-kustomize deploy-helm
 	@set -e; for v in $(KUBE_SCHEMA_VERSIONS); do \
 		echo "kubeconform: Kubernetes $$v"; \
 		kubeconform -strict -summary -skip Certificate,Issuer \
 			-schema-location '$(KUBE_SCHEMAS)/'"$$v"'/{{.ResourceKind}}{{.KindSuffix}}.json' \
-			$(DEPLOY_OUT)/*.yaml deploy/injector/testdata/*.patched.json; \
+			$(DEPLOY_OUT)/*.yaml deploy/kubernetes/control-plane/ctl-pod.yaml deploy/injector/testdata/*.patched.json; \
 	done
 
 deploy-go: tools-deploy
-	HELM=$(TOOLS)/helm $(GO) test -count=1 ./deploy/... ./cmd/switchyard -run 'Inject|Docker|Alert|Dashboard|Metrics|Helm'
+	HELM=$(TOOLS)/helm GO=$(GO) $(GO) test -count=1 ./deploy/... ./cmd/switchyard -run 'Inject|Docker|Alert|Dashboard|Metrics|Helm|Manifests'

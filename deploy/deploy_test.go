@@ -4,8 +4,10 @@ import (
 	"bytes"
 	"encoding/json"
 	"fmt"
+	"maps"
 	"os"
 	"os/exec"
+	"path/filepath"
 	"regexp"
 	"slices"
 	"sort"
@@ -19,8 +21,11 @@ import (
 	"go.uber.org/zap"
 	"go.yaml.in/yaml/v3"
 
+	"github.com/switchyard/switchyard/control"
 	"github.com/switchyard/switchyard/deploy/injector"
+	"github.com/switchyard/switchyard/mirror"
 	"github.com/switchyard/switchyard/proxy"
+	"github.com/switchyard/switchyard/proxy/controlclient"
 )
 
 // recorder is a Registerer that remembers the name and kind of every
@@ -68,9 +73,10 @@ func (r *recorder) MustRegister(cs ...prometheus.Collector) {
 
 func (r *recorder) Unregister(c prometheus.Collector) bool { return r.reg.Unregister(c) }
 
-// registeredMetrics builds every component that exists with its real
-// constructor and returns the metrics they register. Add the mirror and
-// the control plane here when they exist.
+// registeredMetrics builds every component that exports metrics with its
+// real constructor — the proxy, its control-plane client, the injector,
+// the mirror and the control plane — and returns the metrics they
+// register. None of them contacts anything here.
 func registeredMetrics(t *testing.T) *recorder {
 	t.Helper()
 	r := &recorder{reg: prometheus.NewRegistry(), kinds: map[string]string{}}
@@ -82,14 +88,37 @@ func registeredMetrics(t *testing.T) *recorder {
 	if err != nil {
 		t.Fatal(err)
 	}
-	p.Close()
+	defer p.Close()
+	ccfg := controlclient.DefaultConfig()
+	ccfg.Address, ccfg.App, ccfg.Instance = "127.0.0.1:1", "orders", "shop/orders-0"
+	if _, err := controlclient.New(ccfg, p, r, nil); err != nil {
+		t.Fatal(err)
+	}
 	icfg := injector.DefaultConfig()
 	icfg.Image = "switchyard:test"
 	if _, err := injector.NewHandler(icfg, nil, r); err != nil {
 		t.Fatal(err)
 	}
-	if len(r.kinds) < 10 {
-		t.Fatalf("only %d metrics registered: %v", len(r.kinds), r.kinds)
+	mcfg := mirror.DefaultConfig()
+	mcfg.Name, mcfg.SourceBootstrap, mcfg.TargetBootstrap = "orders", []string{"127.0.0.1:1"}, []string{"127.0.0.1:2"}
+	if _, err := mirror.New(mcfg, nil, r); err != nil {
+		t.Fatal(err)
+	}
+	store, err := control.OpenStore(t.TempDir())
+	if err != nil {
+		t.Fatal(err)
+	}
+	sidecars, err := control.NewRegistry(store, zap.NewNop())
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := control.NewController(sidecars, store, nil, nil, zap.NewNop()).Instrument(r); err != nil {
+		t.Fatal(err)
+	}
+	for _, prefix := range []string{"switchyard_proxy_", "switchyard_sidecar_", "switchyard_injector_", "switchyard_mirror_", "switchyard_control_"} {
+		if !slices.ContainsFunc(slices.Collect(maps.Keys(r.kinds)), func(n string) bool { return strings.HasPrefix(n, prefix) }) {
+			t.Fatalf("no %s* metric registered: %v", prefix, r.kinds)
+		}
 	}
 	return r
 }
@@ -267,14 +296,44 @@ type panel struct {
 // as the PromQL Prometheus will receive.
 var grafanaVars = strings.NewReplacer(
 	"$__rate_interval", "5m", "$__interval", "1m", "$__range", "1h",
-	"$namespace", "ns", "$app", "app", "$pod", "pod",
+	"$namespace", "ns", "$app", "app", "$pod", "pod", "$mirror", "mirror", "$topic", "topic",
 )
 
-// TestDashboard parses every query of the Grafana dashboard as PromQL,
-// checks each metric exists, and that every proxy metric has a panel.
+// dashboards are the Grafana dashboards and the metrics each must show:
+// every metric registered under one of its prefixes needs a panel there.
+var dashboards = map[string][]string{
+	"grafana/switchyard-proxy.json":    {"switchyard_proxy_", "switchyard_sidecar_"},
+	"grafana/switchyard-mirror.json":   {"switchyard_mirror_"},
+	"grafana/switchyard-cutovers.json": {"switchyard_control_"},
+}
+
+// TestDashboard parses every query of every Grafana dashboard as PromQL,
+// checks each metric exists, and that each dashboard shows every metric
+// of its component.
 func TestDashboard(t *testing.T) {
 	reg := registeredMetrics(t)
-	raw, err := os.ReadFile("grafana/switchyard-proxy.json")
+	files, err := filepath.Glob("grafana/*.json")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(files) != len(dashboards) {
+		t.Errorf("dashboards %v, want those of the table: %v", files, slices.Sorted(maps.Keys(dashboards)))
+	}
+	uids := map[string]string{}
+	for _, file := range slices.Sorted(maps.Keys(dashboards)) {
+		t.Run(filepath.Base(file), func(t *testing.T) {
+			uid := checkDashboard(t, reg, file, dashboards[file])
+			if other, ok := uids[uid]; ok {
+				t.Errorf("uid %q is also %s's", uid, other)
+			}
+			uids[uid] = file
+		})
+	}
+}
+
+// checkDashboard checks one dashboard and returns its uid.
+func checkDashboard(t *testing.T, reg *recorder, file string, prefixes []string) string {
+	raw, err := os.ReadFile(file)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -285,11 +344,30 @@ func TestDashboard(t *testing.T) {
 	if d.UID == "" || d.Title == "" {
 		t.Errorf("uid %q title %q: both required", d.UID, d.Title)
 	}
+	vars := map[string]bool{}
+	for _, v := range d.Templating.List {
+		vars[v.Name] = true
+		if q, ok := v.Query.(map[string]any); ok {
+			// label_values(metric{...}, label): the metric must exist.
+			if m := labelValues.FindStringSubmatch(fmt.Sprint(q["query"])); m != nil {
+				if _, ok := reg.resolve(m[1]); !ok {
+					t.Errorf("variable %s: label_values of %s, which no component registers", v.Name, m[1])
+				}
+			} else {
+				t.Errorf("variable %s: query %v: want label_values(metric, label)", v.Name, q["query"])
+			}
+		}
+	}
 	used := map[string]bool{}
 	check := func(where, expr string) {
 		t.Helper()
 		if strings.Contains(expr, "label_values(") {
 			return // a variable query, not PromQL
+		}
+		for _, m := range dashVar.FindAllStringSubmatch(expr, -1) {
+			if !strings.HasPrefix(m[1], "__") && !vars[m[1]] {
+				t.Errorf("%s: $%s is not a variable of this dashboard", where, m[1])
+			}
 		}
 		e := grafanaVars.Replace(expr)
 		if strings.Contains(e, "$") {
@@ -332,15 +410,23 @@ func TestDashboard(t *testing.T) {
 	}
 	var missing []string
 	for name := range reg.kinds {
-		if strings.HasPrefix(name, "switchyard_proxy_") && !used[name] {
-			missing = append(missing, name)
+		for _, prefix := range prefixes {
+			if strings.HasPrefix(name, prefix) && !used[name] {
+				missing = append(missing, name)
+			}
 		}
 	}
 	sort.Strings(missing)
 	if len(missing) > 0 {
-		t.Errorf("proxy metrics with no panel: %v", missing)
+		t.Errorf("metrics with no panel on %s: %v", file, missing)
 	}
+	return d.UID
 }
+
+var (
+	labelValues = regexp.MustCompile(`^label_values\(([a-zA-Z_:][a-zA-Z0-9_:]*)[{,]`)
+	dashVar     = regexp.MustCompile(`\$\{?([A-Za-z_][A-Za-z0-9_]*)`)
+)
 
 // TestMetricsNamed guards the check itself: a misspelt metric is caught
 // and histogram series resolve to their histogram only.
@@ -355,7 +441,13 @@ func TestMetricsNamed(t *testing.T) {
 		{"switchyard_proxy_switch_duration_seconds_count", true},
 		{"switchyard_proxy_request_total", false},
 		{"switchyard_proxy_requests_total_bucket", false},
-		{"switchyard_mirror_lag_records", false},
+		{"switchyard_mirror_lag_records", true},
+		{"switchyard_mirror_replication_latency_seconds_bucket", true},
+		{"switchyard_mirror_lag_record", false},
+		{"switchyard_control_sidecars", true},
+		{"switchyard_control_block_window_seconds_count", true},
+		{"switchyard_control_cutovers", false},
+		{"switchyard_sidecar_control_connected", true},
 	}
 	for _, tt := range tests {
 		t.Run(tt.series, func(t *testing.T) {
@@ -378,7 +470,8 @@ func TestHelmInjectorConfig(t *testing.T) {
 	if helm == "" {
 		t.Skip("HELM is not set: run make test-deploy (deploy/deploy.mk installs helm)")
 	}
-	for _, set := range [][]string{nil, {"--set", "injector.sidecar.nativeSidecar=false", "--set", "injector.sidecar.extraArgs={--log-level,debug}"}} {
+	withControl := []string{"-f", "helm/switchyard/ci/control-plane-values.yaml"}
+	for _, set := range [][]string{nil, {"--set", "injector.sidecar.nativeSidecar=false", "--set", "injector.sidecar.extraArgs={--log-level,debug}"}, withControl} {
 		args := append([]string{"template", "sy", "helm/switchyard", "--kube-version", "1.37.0", "--show-only", "templates/injector-config.yaml"}, set...)
 		out, err := exec.Command(helm, args...).CombinedOutput()
 		if err != nil {
@@ -402,8 +495,18 @@ func TestHelmInjectorConfig(t *testing.T) {
 		if cfg.Image != "switchyard:0.1.0" {
 			t.Errorf("image %q", cfg.Image)
 		}
-		if set != nil && (cfg.NativeSidecar || !slices.Equal(cfg.ExtraArgs, []string{"--log-level", "debug"})) {
+		control := slices.Equal(set, withControl)
+		if set != nil && !control && (cfg.NativeSidecar || !slices.Equal(cfg.ExtraArgs, []string{"--log-level", "debug"})) {
 			t.Errorf("--set not applied: %+v", cfg)
+		}
+		// The sidecars follow the release's control plane only when it is
+		// enabled.
+		want := injector.Control{TokenSecret: "switchyard-control-token", TokenSecretKey: "token"}
+		if control {
+			want.Address = "sy-switchyard-control.default.svc:9180"
+		}
+		if cfg.Control != want {
+			t.Errorf("control %+v, want %+v", cfg.Control, want)
 		}
 	}
 }

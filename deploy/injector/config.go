@@ -46,6 +46,23 @@ type Config struct {
 	// RunAsUser and RunAsGroup of the sidecar (the image's nonroot user).
 	RunAsUser  int64 `yaml:"runAsUser"`
 	RunAsGroup int64 `yaml:"runAsGroup"`
+	// Control connects the sidecars to a control plane; with an empty
+	// Address they run on their proxy.yaml alone.
+	Control Control `yaml:"control"`
+}
+
+// Control is how injected sidecars reach the control plane: the proxy's
+// --control, --app, --instance and --control-token-file flags.
+type Control struct {
+	// Address is the control plane's host:port (its Service, e.g.
+	// switchyard-control.switchyard.svc:9180).
+	Address string `yaml:"address"`
+	// TokenSecret is the Secret, in the pod's namespace, holding the
+	// control plane's bearer token under TokenSecretKey. It is mounted into
+	// the sidecar only. Required with Address: a control plane that
+	// listens beyond loopback always requires a token.
+	TokenSecret    string `yaml:"tokenSecret"`
+	TokenSecretKey string `yaml:"tokenSecretKey"`
 }
 
 // DefaultConfig returns the defaults: a native sidecar named
@@ -68,6 +85,7 @@ func DefaultConfig() Config {
 		},
 		RunAsUser:  65532,
 		RunAsGroup: 65532,
+		Control:    Control{TokenSecret: "switchyard-control-token", TokenSecretKey: "token"},
 	}
 }
 
@@ -103,15 +121,50 @@ func (c Config) Validate() error {
 	if len(c.AppLabels) == 0 {
 		return errors.New("appLabels: at least one label is required")
 	}
+	owned := []string{"--listen", "--admin", "--config"}
+	if c.Control.Address != "" {
+		owned = append(owned, controlFlags...)
+	}
 	for _, a := range c.ExtraArgs {
-		for _, owned := range []string{"--listen", "--admin", "--config"} {
-			if a == owned || strings.HasPrefix(a, owned+"=") {
-				return fmt.Errorf("extraArgs: %s is set by the injector", owned)
+		for _, o := range owned {
+			// The proxy's flag package takes -flag and --flag alike.
+			if f, _, _ := strings.Cut(strings.TrimLeft(a, "-"), "="); strings.HasPrefix(a, "-") && "--"+f == o {
+				return fmt.Errorf("extraArgs: %s is set by the injector", o)
 			}
 		}
 	}
+	if err := c.Control.validate(); err != nil {
+		return fmt.Errorf("control.%w", err)
+	}
 	if c.RunAsUser <= 0 {
 		return fmt.Errorf("runAsUser: %d: the sidecar runs as a non-root user", c.RunAsUser)
+	}
+	return nil
+}
+
+// controlFlags are the proxy flags the injector sets when a control plane
+// is configured.
+var controlFlags = []string{"--control", "--app", "--instance", "--control-token-file"}
+
+func (c Control) validate() error {
+	if c.Address == "" {
+		return nil
+	}
+	host, port, err := net.SplitHostPort(c.Address)
+	if err != nil {
+		return fmt.Errorf("address: %w", err)
+	}
+	if n, err := strconv.Atoi(port); host == "" || err != nil || n < 1 || n > 65535 {
+		return fmt.Errorf("address: %q: want host:port", c.Address)
+	}
+	if c.TokenSecret == "" {
+		return errors.New("tokenSecret: required with address (the control plane requires a token when it listens beyond loopback)")
+	}
+	if !validDNSLabel(c.TokenSecret) {
+		return fmt.Errorf("tokenSecret: %q is not a Secret name", c.TokenSecret)
+	}
+	if c.TokenSecretKey == "" {
+		return errors.New("tokenSecretKey: required with address")
 	}
 	return nil
 }

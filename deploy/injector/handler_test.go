@@ -9,6 +9,7 @@ import (
 	"net/http/httptest"
 	"os"
 	"path/filepath"
+	"regexp"
 	"slices"
 	"strconv"
 	"strings"
@@ -26,6 +27,18 @@ func testConfig() Config {
 	return cfg
 }
 
+// testControlAddress is the control plane the Helm chart points sidecars
+// at (release "sy" in namespace "switchyard").
+const testControlAddress = "sy-switchyard-control.switchyard.svc:9180"
+
+// controlConfig is testConfig with a control plane, as the chart renders
+// it when controlPlane.enabled.
+func controlConfig() Config {
+	cfg := testConfig()
+	cfg.Control.Address = testControlAddress
+	return cfg
+}
+
 // The reviews in testdata have the shape the API server sends (userInfo,
 // requestKind, options, managedFields, the service-account volume that
 // admission adds before webhooks run), so unknown fields are exercised too.
@@ -33,12 +46,19 @@ func TestHandlerReviews(t *testing.T) {
 	tests := []struct {
 		name    string
 		file    string
+		golden  string // default: file with .patched.json
+		control bool   // inject with a control plane (controlConfig)
 		allowed bool
 		patched bool
 		code    int32  // denial code
 		message string // part of the denial message
 	}{
 		{name: "annotated pod gets the sidecar", file: "annotated.json", allowed: true, patched: true},
+		{name: "with a control plane: control flags and token", file: "annotated.json", golden: "annotated.control.patched.json",
+			control: true, allowed: true, patched: true},
+		{name: "with a control plane: app annotation", file: "control-app-annotation.json", control: true, allowed: true, patched: true},
+		{name: "app annotation not a label value", file: "bad-app-annotation.json", control: true, code: 422,
+			message: `switchyard.io/app: "orders service" is not a label value`},
 		{name: "app label fallback, init containers, no volumes", file: "app-label-init-containers.json", allowed: true, patched: true},
 		{name: "not annotated", file: "not-annotated.json", allowed: true},
 		{name: "opted out", file: "opted-out.json", allowed: true},
@@ -51,7 +71,11 @@ func TestHandlerReviews(t *testing.T) {
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
 			reg := prometheus.NewRegistry()
-			h, err := NewHandler(testConfig(), nil, reg)
+			cfg := testConfig()
+			if tt.control {
+				cfg = controlConfig()
+			}
+			h, err := NewHandler(cfg, nil, reg)
 			if err != nil {
 				t.Fatal(err)
 			}
@@ -107,7 +131,10 @@ func TestHandlerReviews(t *testing.T) {
 				t.Fatal(err)
 			}
 			got = append(got, '\n')
-			golden := strings.TrimSuffix(tt.file, ".json") + ".patched.json"
+			golden := tt.golden
+			if golden == "" {
+				golden = strings.TrimSuffix(tt.file, ".json") + ".patched.json"
+			}
 			if *update {
 				if err := os.WriteFile(filepath.Join("testdata", golden), got, 0o644); err != nil {
 					t.Fatal(err)
@@ -131,13 +158,16 @@ func TestInjectedSidecar(t *testing.T) {
 		file       string
 		app        string
 		configMap  string
-		initIndex  int // where the sidecar is among init containers
+		control    bool // the control flags and token are expected
+		initIndex  int  // where the sidecar is among init containers
 		initCount  int
 		volumes    int
 		labelCount int
 	}{
 		{name: "app.kubernetes.io/name", file: "annotated.patched.json", app: "orders", configMap: "switchyard-proxy", initIndex: 0, initCount: 1, volumes: 2, labelCount: 3},
 		{name: "app label, config annotation", file: "app-label-init-containers.patched.json", app: "payments", configMap: "payments-proxy", initIndex: 0, initCount: 2, volumes: 1, labelCount: 3},
+		{name: "control plane", file: "annotated.control.patched.json", app: "orders", configMap: "switchyard-proxy", control: true, initIndex: 0, initCount: 1, volumes: 3, labelCount: 3},
+		{name: "control plane, app annotation", file: "control-app-annotation.patched.json", app: "orders-eu", configMap: "switchyard-proxy", control: true, initIndex: 0, initCount: 1, volumes: 2, labelCount: 3},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -160,8 +190,22 @@ func TestInjectedSidecar(t *testing.T) {
 				t.Errorf("sidecar %q restartPolicy %q image %q", c.Name, c.RestartPolicy, c.Image)
 			}
 			wantArgs := []string{"proxy", "--config", "/etc/switchyard/proxy.yaml", "--listen", "127.0.0.1:9092", "--admin", "0.0.0.0:9190"}
+			if tt.control {
+				wantArgs = append(wantArgs, "--control", testControlAddress, "--app", tt.app,
+					"--instance", "$(SWITCHYARD_POD_NAMESPACE)/$(SWITCHYARD_POD_NAME)",
+					"--control-token-file", "/var/run/secrets/switchyard/token")
+			}
 			if !slices.Equal(c.Args, wantArgs) {
 				t.Errorf("args %q, want %q", c.Args, wantArgs)
+			}
+			// The kubelet expands $(VAR) in args only for variables the
+			// container defines; anything else is passed on literally.
+			for _, a := range c.Args {
+				for _, m := range envRef.FindAllStringSubmatch(a, -1) {
+					if !slices.ContainsFunc(c.Env, func(e EnvVar) bool { return e.Name == m[1] }) {
+						t.Errorf("arg %q refers to $(%s), which the sidecar does not define", a, m[1])
+					}
+				}
 			}
 			if env := envValue(c.Env, "SWITCHYARD_APP"); env != tt.app {
 				t.Errorf("SWITCHYARD_APP %q, want %q", env, tt.app)
@@ -175,9 +219,40 @@ func TestInjectedSidecar(t *testing.T) {
 			if len(pod.Spec.Volumes) != tt.volumes {
 				t.Fatalf("%d volumes, want %d", len(pod.Spec.Volumes), tt.volumes)
 			}
-			v := pod.Spec.Volumes[len(pod.Spec.Volumes)-1]
-			if v.Name != proxyConfigVolume || v.ConfigMap.Name != tt.configMap {
+			vols := map[string]Volume{}
+			for _, v := range pod.Spec.Volumes {
+				vols[v.Name] = v
+			}
+			if v := vols[proxyConfigVolume]; v.ConfigMap == nil || v.ConfigMap.Name != tt.configMap {
 				t.Errorf("volume %+v, want ConfigMap %s", v, tt.configMap)
+			}
+			mounts := map[string]string{}
+			for _, m := range c.VolumeMounts {
+				if !m.ReadOnly {
+					t.Errorf("mount %+v: want read-only", m)
+				}
+				mounts[m.Name] = m.MountPath
+			}
+			if mounts[proxyConfigVolume] != "/etc/switchyard" {
+				t.Errorf("mounts %v: want the proxy config on /etc/switchyard", mounts)
+			}
+			tok, ok := vols[controlTokenVolume]
+			if ok != tt.control || (mounts[controlTokenVolume] != "") != tt.control {
+				t.Fatalf("token volume %v, mount %q: want them only with a control plane", ok, mounts[controlTokenVolume])
+			}
+			if tt.control {
+				if s := tok.Secret; s == nil || s.SecretName != "switchyard-control-token" || len(s.Items) != 1 || s.Items[0] != (KeyToPath{Key: "token", Path: "token"}) ||
+					s.DefaultMode == nil || *s.DefaultMode != 0o444 {
+					t.Errorf("token volume %+v", tok)
+				}
+				if mounts[controlTokenVolume] != "/var/run/secrets/switchyard" {
+					t.Errorf("token mounted on %q", mounts[controlTokenVolume])
+				}
+				for _, ac := range pod.Spec.Containers {
+					if len(ac.VolumeMounts) > 0 && slices.ContainsFunc(ac.VolumeMounts, func(m VolumeMount) bool { return m.Name == controlTokenVolume }) {
+						t.Errorf("container %s mounts the token: only the sidecar may", ac.Name)
+					}
+				}
 			}
 			for _, p := range []*Probe{c.StartupProbe, c.ReadinessProbe, c.LivenessProbe} {
 				if p == nil || p.HTTPGet.Port != "sy-admin" {
@@ -193,6 +268,8 @@ func TestInjectedSidecar(t *testing.T) {
 		})
 	}
 }
+
+var envRef = regexp.MustCompile(`\$\(([A-Za-z_][A-Za-z0-9_]*)\)`)
 
 func TestInjectPlainContainer(t *testing.T) {
 	cfg := testConfig()
@@ -278,6 +355,13 @@ func TestConfigValidate(t *testing.T) {
 		{name: "owned flag", modify: func(c *Config) { c.ExtraArgs = []string{"--admin=127.0.0.1:1"} }, err: "extraArgs: --admin is set by the injector"},
 		{name: "root", modify: func(c *Config) { c.RunAsUser = 0 }, err: "runAsUser: 0"},
 		{name: "pull policy", modify: func(c *Config) { c.ImagePullPolicy = "Sometimes" }, err: "imagePullPolicy"},
+		{name: "control", modify: func(c *Config) { c.Control.Address = testControlAddress }},
+		{name: "control address", modify: func(c *Config) { c.Control.Address = "switchyard-control" }, err: "control.address"},
+		{name: "control address port", modify: func(c *Config) { c.Control.Address = "switchyard-control:http" }, err: "control.address"},
+		{name: "control without token", modify: func(c *Config) { c.Control = Control{Address: testControlAddress} }, err: "control.tokenSecret: required"},
+		{name: "control token secret name", modify: func(c *Config) { c.Control.Address = testControlAddress; c.Control.TokenSecret = "Token" }, err: "control.tokenSecret"},
+		{name: "control flag owned", modify: func(c *Config) { c.Control.Address = testControlAddress; c.ExtraArgs = []string{"-app", "x"} }, err: "extraArgs: --app is set by the injector"},
+		{name: "control flags free without a control plane", modify: func(c *Config) { c.ExtraArgs = []string{"--control=x:1", "--app", "x"} }},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {

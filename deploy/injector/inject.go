@@ -12,6 +12,14 @@ const proxyConfigVolume = "switchyard-proxy-config"
 // proxyConfigDir is where proxy.yaml is mounted in the sidecar.
 const proxyConfigDir = "/etc/switchyard"
 
+// controlTokenVolume is the name of the volume holding the control plane's
+// token, and controlTokenDir where it is mounted in the sidecar (as file
+// "token").
+const (
+	controlTokenVolume = "switchyard-control-token"
+	controlTokenDir    = "/var/run/secrets/switchyard"
+)
+
 // Inject returns the JSON patch that adds the proxy sidecar to pod, or a
 // nil patch if pod is not annotated switchyard.io/inject: "true" or already
 // has a container named cfg.ContainerName. namespace is the namespace the
@@ -32,6 +40,12 @@ func Inject(pod *Pod, namespace string, cfg Config) (Patch, error) {
 		return nil, fmt.Errorf("%w: pod %s is annotated %s=true but has none of the labels %s and no %s annotation",
 			ErrNoAppName, podName(pod, namespace), AnnotationInject, strings.Join(cfg.AppLabels, ", "), AnnotationApp)
 	}
+	if v := pod.Metadata.Annotations[AnnotationApp]; v != "" && !validLabelValue(v) {
+		// It becomes the pod's switchyard.io/app label (and --app): the API
+		// server would refuse the patched pod with a less helpful message.
+		return nil, fmt.Errorf("%w: %s: %q is not a label value (at most 63 letters, digits, '-', '_' or '.', starting and ending with a letter or digit)",
+			ErrBadAnnotation, AnnotationApp, v)
+	}
 	configMap := cfg.ProxyConfigMap
 	if v, ok := pod.Metadata.Annotations[AnnotationProxyConfig]; ok {
 		if !validDNSLabel(v) {
@@ -51,11 +65,23 @@ func Inject(pod *Pod, namespace string, cfg Config) (Patch, error) {
 	default:
 		patch = append(patch, Operation{Op: "add", Path: "/spec/containers/-", Value: c})
 	}
-	vol := Volume{Name: proxyConfigVolume, ConfigMap: ConfigMapVolumeSource{Name: configMap}}
-	if len(pod.Spec.Volumes) == 0 {
-		patch = append(patch, Operation{Op: "add", Path: "/spec/volumes", Value: []Volume{vol}})
-	} else {
-		patch = append(patch, Operation{Op: "add", Path: "/spec/volumes/-", Value: vol})
+	vols := []Volume{{Name: proxyConfigVolume, ConfigMap: &ConfigMapVolumeSource{Name: configMap}}}
+	if cfg.Control.Address != "" {
+		// 0444: the sidecar's user does not own the file, and the pod may
+		// have no fsGroup. Only the sidecar mounts the volume.
+		mode := int32(0o444)
+		vols = append(vols, Volume{Name: controlTokenVolume, Secret: &SecretVolumeSource{
+			SecretName:  cfg.Control.TokenSecret,
+			Items:       []KeyToPath{{Key: cfg.Control.TokenSecretKey, Path: "token"}},
+			DefaultMode: &mode,
+		}})
+	}
+	for i, vol := range vols {
+		if i == 0 && len(pod.Spec.Volumes) == 0 {
+			patch = append(patch, Operation{Op: "add", Path: "/spec/volumes", Value: []Volume{vol}})
+		} else {
+			patch = append(patch, Operation{Op: "add", Path: "/spec/volumes/-", Value: vol})
+		}
 	}
 	// The inject annotation is there, so annotations exist.
 	patch = append(patch, Operation{Op: "add", Path: "/metadata/annotations/" + escape(AnnotationStatus), Value: "injected"})
@@ -103,6 +129,17 @@ func sidecar(cfg Config, app string) Container {
 		"--listen", cfg.Listen,
 		"--admin", "0.0.0.0:" + admin,
 	}
+	if cfg.Control.Address != "" {
+		// The application is resolved here, at admission; the instance is
+		// namespace/pod, expanded by the kubelet from the downward-API
+		// variables below (the proxy's own default, made explicit).
+		args = append(args,
+			"--control", cfg.Control.Address,
+			"--app", app,
+			"--instance", "$(SWITCHYARD_POD_NAMESPACE)/$(SWITCHYARD_POD_NAME)",
+			"--control-token-file", controlTokenDir+"/token",
+		)
+	}
 	args = append(args, cfg.ExtraArgs...)
 	c := Container{
 		Name:            cfg.ContainerName,
@@ -110,8 +147,9 @@ func sidecar(cfg Config, app string) Container {
 		ImagePullPolicy: cfg.ImagePullPolicy,
 		Args:            args,
 		Env: []EnvVar{
-			// Identity for the control plane's sidecar registry. Today's
-			// proxy ignores these; the control-plane client will read them.
+			// Identity for the control plane's sidecar registry: --app and
+			// --instance when a control plane is configured (the proxy
+			// reads SWITCHYARD_APP as --app, too).
 			{Name: "SWITCHYARD_APP", Value: app},
 			{Name: "SWITCHYARD_POD_NAME", ValueFrom: &EnvVarSource{FieldRef: &ObjectFieldSelector{FieldPath: "metadata.name"}}},
 			{Name: "SWITCHYARD_POD_NAMESPACE", ValueFrom: &EnvVarSource{FieldRef: &ObjectFieldSelector{FieldPath: "metadata.namespace"}}},
@@ -140,6 +178,9 @@ func sidecar(cfg Config, app string) Container {
 			Capabilities:             Capabilities{Drop: []string{"ALL"}},
 			SeccompProfile:           &SeccompProfile{Type: "RuntimeDefault"},
 		},
+	}
+	if cfg.Control.Address != "" {
+		c.VolumeMounts = append(c.VolumeMounts, VolumeMount{Name: controlTokenVolume, MountPath: controlTokenDir, ReadOnly: true})
 	}
 	if cfg.NativeSidecar {
 		c.RestartPolicy = "Always"
@@ -171,6 +212,21 @@ func validDNSLabel(s string) bool {
 	for i, r := range s {
 		alnum := r >= 'a' && r <= 'z' || r >= '0' && r <= '9'
 		if !alnum && (r != '-' && r != '.' || i == 0 || i == len(s)-1) {
+			return false
+		}
+	}
+	return true
+}
+
+// validLabelValue reports whether s is a Kubernetes label value that is
+// not empty.
+func validLabelValue(s string) bool {
+	if s == "" || len(s) > 63 {
+		return false
+	}
+	for i, r := range s {
+		alnum := r >= 'a' && r <= 'z' || r >= 'A' && r <= 'Z' || r >= '0' && r <= '9'
+		if !alnum && (r != '-' && r != '_' && r != '.' || i == 0 || i == len(s)-1) {
 			return false
 		}
 	}

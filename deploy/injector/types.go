@@ -118,15 +118,29 @@ type VolumeMount struct {
 	ReadOnly  bool   `json:"readOnly,omitempty"`
 }
 
-// Volume is a ConfigMap volume.
+// Volume is a ConfigMap or a Secret volume.
 type Volume struct {
-	Name      string                `json:"name"`
-	ConfigMap ConfigMapVolumeSource `json:"configMap"`
+	Name      string                 `json:"name"`
+	ConfigMap *ConfigMapVolumeSource `json:"configMap,omitempty"`
+	Secret    *SecretVolumeSource    `json:"secret,omitempty"`
 }
 
 // ConfigMapVolumeSource names the ConfigMap of a volume.
 type ConfigMapVolumeSource struct {
 	Name string `json:"name"`
+}
+
+// SecretVolumeSource projects keys of a Secret into a volume.
+type SecretVolumeSource struct {
+	SecretName  string      `json:"secretName"`
+	Items       []KeyToPath `json:"items,omitempty"`
+	DefaultMode *int32      `json:"defaultMode,omitempty"`
+}
+
+// KeyToPath maps a Secret key to a file name in the volume.
+type KeyToPath struct {
+	Key  string `json:"key"`
+	Path string `json:"path"`
 }
 
 // SecurityContext is the sidecar's locked-down security context.

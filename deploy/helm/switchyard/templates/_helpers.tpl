@@ -34,3 +34,22 @@ app.kubernetes.io/instance: {{ .Release.Name }}
 app.kubernetes.io/name: switchyard-control
 app.kubernetes.io/instance: {{ .Release.Name }}
 {{- end -}}
+
+{{- /* The control plane's address as sidecars dial it: its Service. */ -}}
+{{- define "switchyard.control.address" -}}
+{{ include "switchyard.control.name" . }}.{{ .Release.Namespace }}.svc:{{ .Values.controlPlane.port }}
+{{- end -}}
+
+{{- /* Where the injected sidecars connect: injector.sidecar.control.address,
+else this release's control plane when enabled, else nowhere (""). */ -}}
+{{- define "switchyard.sidecar.controlAddress" -}}
+{{- with .Values.injector.sidecar.control -}}
+{{- if .enabled -}}
+{{- if .address -}}
+{{ .address }}
+{{- else if $.Values.controlPlane.enabled -}}
+{{ include "switchyard.control.address" $ }}
+{{- end -}}
+{{- end -}}
+{{- end -}}
+{{- end -}}

@@ -1,0 +1,751 @@
+package deploy
+
+import (
+	"bytes"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"maps"
+	"net"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"regexp"
+	"slices"
+	"strconv"
+	"strings"
+	"testing"
+
+	"go.yaml.in/yaml/v3"
+
+	"github.com/switchyard/switchyard/deploy/injector"
+)
+
+// The Kubernetes objects these tests read: only the fields checked, decoded
+// from the manifests as written (kustomize) or rendered (helm template).
+
+type object struct {
+	APIVersion string `yaml:"apiVersion"`
+	Kind       string `yaml:"kind"`
+	Metadata   struct {
+		Name        string            `yaml:"name"`
+		Namespace   string            `yaml:"namespace"`
+		Labels      map[string]string `yaml:"labels"`
+		Annotations map[string]string `yaml:"annotations"`
+	} `yaml:"metadata"`
+	Data                         map[string]string `yaml:"data"`
+	AutomountServiceAccountToken *bool             `yaml:"automountServiceAccountToken"`
+	Spec                         yaml.Node         `yaml:"spec"`
+	Subjects                     []struct {
+		Kind      string `yaml:"kind"`
+		Name      string `yaml:"name"`
+		Namespace string `yaml:"namespace"`
+	} `yaml:"subjects"`
+}
+
+type deploymentSpec struct {
+	Replicas *int `yaml:"replicas"`
+	Strategy struct {
+		Type string `yaml:"type"`
+	} `yaml:"strategy"`
+	Selector labelSelector `yaml:"selector"`
+	Template struct {
+		Metadata struct {
+			Labels map[string]string `yaml:"labels"`
+		} `yaml:"metadata"`
+		Spec podSpec `yaml:"spec"`
+	} `yaml:"template"`
+}
+
+type podSpec struct {
+	ServiceAccountName           string `yaml:"serviceAccountName"`
+	AutomountServiceAccountToken *bool  `yaml:"automountServiceAccountToken"`
+	SecurityContext              struct {
+		RunAsNonRoot   *bool    `yaml:"runAsNonRoot"`
+		SeccompProfile *seccomp `yaml:"seccompProfile"`
+	} `yaml:"securityContext"`
+	InitContainers []container `yaml:"initContainers"`
+	Containers     []container `yaml:"containers"`
+	Volumes        []volume    `yaml:"volumes"`
+}
+
+type seccomp struct {
+	Type string `yaml:"type"`
+}
+
+type container struct {
+	Name  string   `yaml:"name"`
+	Image string   `yaml:"image"`
+	Args  []string `yaml:"args"`
+	Env   []envVar `yaml:"env"`
+	Ports []struct {
+		Name          string `yaml:"name"`
+		ContainerPort int    `yaml:"containerPort"`
+	} `yaml:"ports"`
+	StartupProbe   *probe `yaml:"startupProbe"`
+	ReadinessProbe *probe `yaml:"readinessProbe"`
+	LivenessProbe  *probe `yaml:"livenessProbe"`
+	VolumeMounts   []struct {
+		Name      string `yaml:"name"`
+		MountPath string `yaml:"mountPath"`
+		ReadOnly  bool   `yaml:"readOnly"`
+	} `yaml:"volumeMounts"`
+	SecurityContext *struct {
+		RunAsNonRoot             *bool    `yaml:"runAsNonRoot"`
+		ReadOnlyRootFilesystem   *bool    `yaml:"readOnlyRootFilesystem"`
+		AllowPrivilegeEscalation *bool    `yaml:"allowPrivilegeEscalation"`
+		SeccompProfile           *seccomp `yaml:"seccompProfile"`
+		Capabilities             struct {
+			Drop []string `yaml:"drop"`
+		} `yaml:"capabilities"`
+	} `yaml:"securityContext"`
+}
+
+type envVar struct {
+	Name      string `yaml:"name"`
+	Value     string `yaml:"value"`
+	ValueFrom *struct {
+		FieldRef *struct {
+			FieldPath string `yaml:"fieldPath"`
+		} `yaml:"fieldRef"`
+	} `yaml:"valueFrom"`
+}
+
+type probe struct {
+	HTTPGet struct {
+		Path string `yaml:"path"`
+		Port string `yaml:"port"`
+	} `yaml:"httpGet"`
+}
+
+type volume struct {
+	Name      string `yaml:"name"`
+	ConfigMap *struct {
+		Name string `yaml:"name"`
+	} `yaml:"configMap"`
+	Secret *struct {
+		SecretName string `yaml:"secretName"`
+		Items      []struct {
+			Key  string `yaml:"key"`
+			Path string `yaml:"path"`
+		} `yaml:"items"`
+	} `yaml:"secret"`
+	PersistentVolumeClaim *struct {
+		ClaimName string `yaml:"claimName"`
+	} `yaml:"persistentVolumeClaim"`
+	EmptyDir any `yaml:"emptyDir"`
+}
+
+type labelSelector struct {
+	MatchLabels      map[string]string `yaml:"matchLabels"`
+	MatchExpressions []struct {
+		Key      string   `yaml:"key"`
+		Operator string   `yaml:"operator"`
+		Values   []string `yaml:"values"`
+	} `yaml:"matchExpressions"`
+}
+
+// matches reports whether the selector selects labels (the operators used
+// in these manifests).
+func (s labelSelector) matches(labels map[string]string) bool {
+	for k, v := range s.MatchLabels {
+		if labels[k] != v {
+			return false
+		}
+	}
+	for _, e := range s.MatchExpressions {
+		v, ok := labels[e.Key]
+		switch e.Operator {
+		case "Exists":
+			if !ok {
+				return false
+			}
+		case "In":
+			if !ok || !slices.Contains(e.Values, v) {
+				return false
+			}
+		default:
+			return false
+		}
+	}
+	return true
+}
+
+type serviceSpec struct {
+	Selector map[string]string `yaml:"selector"`
+	Ports    []struct {
+		Name       string `yaml:"name"`
+		Port       int    `yaml:"port"`
+		TargetPort string `yaml:"targetPort"`
+	} `yaml:"ports"`
+}
+
+type networkPolicySpec struct {
+	PodSelector labelSelector `yaml:"podSelector"`
+	PolicyTypes []string      `yaml:"policyTypes"`
+	Ingress     []struct {
+		From  []peer       `yaml:"from"`
+		Ports []policyPort `yaml:"ports"`
+	} `yaml:"ingress"`
+	Egress []struct {
+		To    []peer       `yaml:"to"`
+		Ports []policyPort `yaml:"ports"`
+	} `yaml:"egress"`
+}
+
+type peer struct {
+	NamespaceSelector *labelSelector `yaml:"namespaceSelector"`
+	PodSelector       *labelSelector `yaml:"podSelector"`
+}
+
+type policyPort struct {
+	Protocol string `yaml:"protocol"`
+	Port     int    `yaml:"port"`
+}
+
+// decodeDocs decodes a multi-document YAML stream, skipping empty documents.
+func decodeDocs(t *testing.T, where string, raw []byte) []object {
+	t.Helper()
+	var objs []object
+	dec := yaml.NewDecoder(bytes.NewReader(raw))
+	for {
+		var o object
+		err := dec.Decode(&o)
+		if errors.Is(err, io.EOF) {
+			return objs
+		}
+		if err != nil {
+			t.Fatalf("%s: %v", where, err)
+		}
+		if o.Kind != "" {
+			objs = append(objs, o)
+		}
+	}
+}
+
+// loadKustomization reads a kustomization's resources and applies its
+// namespace: all the kustomizations here use (image tags aside).
+func loadKustomization(t *testing.T, dir string) []object {
+	t.Helper()
+	var k struct {
+		Namespace string   `yaml:"namespace"`
+		Resources []string `yaml:"resources"`
+	}
+	raw, err := os.ReadFile(filepath.Join(dir, "kustomization.yaml"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := yaml.Unmarshal(raw, &k); err != nil {
+		t.Fatal(err)
+	}
+	var objs []object
+	for _, r := range k.Resources {
+		raw, err := os.ReadFile(filepath.Join(dir, r))
+		if err != nil {
+			t.Fatal(err)
+		}
+		for _, o := range decodeDocs(t, filepath.Join(dir, r), raw) {
+			if k.Namespace != "" && o.Kind != "Namespace" {
+				o.Metadata.Namespace = k.Namespace
+			}
+			objs = append(objs, o)
+		}
+	}
+	return objs
+}
+
+func loadFile(t *testing.T, path string) []object {
+	t.Helper()
+	raw, err := os.ReadFile(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return decodeDocs(t, path, raw)
+}
+
+// helmTemplate renders the chart with the helm named by $HELM (set by
+// deploy.mk), or skips.
+func helmTemplate(t *testing.T, args ...string) []object {
+	t.Helper()
+	helm := os.Getenv("HELM")
+	if helm == "" {
+		t.Skip("HELM is not set: run make test-deploy (deploy/deploy.mk installs helm)")
+	}
+	args = append([]string{"template", "sy", "helm/switchyard", "--kube-version", "1.37.0"}, args...)
+	out, err := exec.Command(helm, args...).CombinedOutput()
+	if err != nil {
+		t.Fatalf("helm %v: %v\n%s", args, err, out)
+	}
+	return decodeDocs(t, "helm template", out)
+}
+
+func find(objs []object, kind, name string) (object, bool) {
+	for _, o := range objs {
+		if o.Kind == kind && o.Metadata.Name == name {
+			return o, true
+		}
+	}
+	return object{}, false
+}
+
+func spec[S any](t *testing.T, o object) S {
+	t.Helper()
+	var s S
+	if err := o.Spec.Decode(&s); err != nil {
+		t.Fatalf("%s %s: spec: %v", o.Kind, o.Metadata.Name, err)
+	}
+	return s
+}
+
+// controlPlane is the control plane of a set of manifests: its Deployment
+// and what it is wired to.
+type controlPlane struct {
+	deploy    object
+	spec      deploymentSpec
+	container container
+	service   object
+	svcSpec   serviceSpec
+	config    string // control.yaml
+}
+
+// flag returns the value following name in args.
+func flag(args []string, name string) (string, bool) {
+	for i, a := range args {
+		if a == name && i+1 < len(args) {
+			return args[i+1], true
+		}
+		if v, ok := strings.CutPrefix(a, name+"="); ok {
+			return v, true
+		}
+	}
+	return "", false
+}
+
+func (c container) port(name string) int {
+	for _, p := range c.Ports {
+		if p.Name == name {
+			return p.ContainerPort
+		}
+	}
+	return 0
+}
+
+func (s podSpec) volume(name string) (volume, bool) {
+	for _, v := range s.Volumes {
+		if v.Name == name {
+			return v, true
+		}
+	}
+	return volume{}, false
+}
+
+// mountOf returns the mount of path in c (the longest mount path that is
+// a prefix of it) and the volume behind it.
+func (s podSpec) mountOf(c container, path string) (mountPath string, v volume, ok bool) {
+	for _, m := range c.VolumeMounts {
+		if (path == m.MountPath || strings.HasPrefix(path, m.MountPath+"/")) && len(m.MountPath) > len(mountPath) {
+			mountPath = m.MountPath
+			v, ok = s.volume(m.Name)
+		}
+	}
+	return mountPath, v, ok
+}
+
+// findControlPlane finds the Deployment that runs `switchyard control`
+// and checks how it is wired: its Service, its configuration and token,
+// its store.
+func findControlPlane(t *testing.T, objs []object) controlPlane {
+	t.Helper()
+	var cp controlPlane
+	n := 0
+	for _, o := range objs {
+		if o.Kind != "Deployment" {
+			continue
+		}
+		s := spec[deploymentSpec](t, o)
+		for _, c := range s.Template.Spec.Containers {
+			if len(c.Args) > 0 && c.Args[0] == "control" {
+				cp.deploy, cp.spec, cp.container = o, s, c
+				n++
+			}
+		}
+	}
+	if n != 1 {
+		t.Fatalf("%d containers run `switchyard control`, want 1", n)
+	}
+	ps := cp.spec.Template.Spec
+	c := cp.container
+
+	// One writer of the file store.
+	if cp.spec.Replicas == nil || *cp.spec.Replicas != 1 || cp.spec.Strategy.Type != "Recreate" {
+		t.Errorf("control plane: replicas %v strategy %q: want 1 and Recreate (the file store has one writer)", cp.spec.Replicas, cp.spec.Strategy.Type)
+	}
+	// No Kubernetes API access: no token, no role.
+	if ps.AutomountServiceAccountToken == nil || *ps.AutomountServiceAccountToken {
+		t.Errorf("control plane pod: automountServiceAccountToken must be false")
+	}
+	sa, ok := find(objs, "ServiceAccount", ps.ServiceAccountName)
+	if !ok || sa.AutomountServiceAccountToken == nil || *sa.AutomountServiceAccountToken {
+		t.Errorf("control plane ServiceAccount %q: missing, or automountServiceAccountToken not false", ps.ServiceAccountName)
+	}
+	for _, o := range objs {
+		for _, s := range o.Subjects {
+			if s.Kind == "ServiceAccount" && s.Name == ps.ServiceAccountName {
+				t.Errorf("%s %s grants the control plane's ServiceAccount rights it does not need", o.Kind, o.Metadata.Name)
+			}
+		}
+	}
+	// Listen on the container port the probes and the Service use.
+	listen, _ := flag(c.Args, "--listen")
+	_, port, err := net.SplitHostPort(listen)
+	api := c.port("api")
+	if err != nil || port != strconv.Itoa(api) || api == 0 {
+		t.Errorf("control plane: --listen %q, container port api %d: want the same port", listen, api)
+	}
+	for _, p := range []*probe{c.StartupProbe, c.ReadinessProbe, c.LivenessProbe} {
+		// /healthz is the control plane's only health endpoint.
+		if p == nil || p.HTTPGet.Path != "/healthz" || p.HTTPGet.Port != "api" {
+			t.Errorf("control plane probe %+v: want GET /healthz on port api", p)
+		}
+	}
+	for _, o := range objs {
+		if o.Kind == "Service" {
+			s := spec[serviceSpec](t, o)
+			if len(s.Selector) > 0 && (labelSelector{MatchLabels: s.Selector}).matches(cp.spec.Template.Metadata.Labels) {
+				cp.service, cp.svcSpec = o, s
+			}
+		}
+	}
+	if cp.service.Kind == "" || len(cp.svcSpec.Ports) != 1 || cp.svcSpec.Ports[0].TargetPort != "api" {
+		t.Fatalf("control plane Service: %+v: want one selecting the pods, one port targeting api", cp.svcSpec)
+	}
+	// The configuration: control.yaml from a ConfigMap, the token a file
+	// from a Secret, the store on the persistent volume.
+	cfgPath, _ := flag(c.Args, "--config")
+	mount, v, ok := ps.mountOf(c, cfgPath)
+	if !ok || v.ConfigMap == nil {
+		t.Fatalf("control plane: --config %s is not on a ConfigMap volume", cfgPath)
+	}
+	cm, ok := find(objs, "ConfigMap", v.ConfigMap.Name)
+	cp.config = cm.Data[strings.TrimPrefix(cfgPath, mount+"/")]
+	if !ok || cp.config == "" {
+		t.Fatalf("control plane: ConfigMap %s has no %s", v.ConfigMap.Name, strings.TrimPrefix(cfgPath, mount+"/"))
+	}
+	var cfg struct {
+		TokenFile string `yaml:"tokenFile"`
+		StoreDir  string `yaml:"storeDir"`
+	}
+	if err := yaml.Unmarshal([]byte(cp.config), &cfg); err != nil {
+		t.Fatalf("control.yaml: %v", err)
+	}
+	if mount, v, ok := ps.mountOf(c, cfg.TokenFile); !ok || v.Secret == nil || len(v.Secret.Items) != 1 || mount+"/"+v.Secret.Items[0].Path != cfg.TokenFile {
+		t.Errorf("control plane: tokenFile %s is not a key of a Secret volume", cfg.TokenFile)
+	}
+	if mount, v, ok := ps.mountOf(c, cfg.StoreDir); !ok || mount == cfg.StoreDir || (v.PersistentVolumeClaim == nil && v.EmptyDir == nil) {
+		t.Errorf("control plane: storeDir %s must be a directory below a volume's mount point (not the mount itself: lost+found)", cfg.StoreDir)
+	} else if v.PersistentVolumeClaim != nil {
+		if _, ok := find(objs, "PersistentVolumeClaim", v.PersistentVolumeClaim.ClaimName); !ok {
+			t.Errorf("control plane: PersistentVolumeClaim %s is not defined", v.PersistentVolumeClaim.ClaimName)
+		}
+	}
+	return cp
+}
+
+// address is how pods reach the control plane: its Service's DNS name.
+func (cp controlPlane) address() string {
+	return fmt.Sprintf("%s.%s.svc:%d", cp.service.Metadata.Name, cp.service.Metadata.Namespace, cp.svcSpec.Ports[0].Port)
+}
+
+// tokenSecret is the Secret the control plane reads its token from.
+func (cp controlPlane) tokenSecret(t *testing.T) (name, key string) {
+	t.Helper()
+	for _, v := range cp.spec.Template.Spec.Volumes {
+		if v.Secret != nil && len(v.Secret.Items) == 1 {
+			return v.Secret.SecretName, v.Secret.Items[0].Key
+		}
+	}
+	t.Fatal("control plane: no token Secret volume")
+	return "", ""
+}
+
+// checkNetworkPolicy checks that a NetworkPolicy selects the control plane
+// and admits pods labelled sidecarLabels on its port, with egress to DNS
+// and Kafka.
+func checkNetworkPolicy(t *testing.T, objs []object, cp controlPlane, sidecarLabels map[string]string) {
+	t.Helper()
+	api := cp.container.port("api")
+	for _, o := range objs {
+		if o.Kind != "NetworkPolicy" {
+			continue
+		}
+		np := spec[networkPolicySpec](t, o)
+		if !np.PodSelector.matches(cp.spec.Template.Metadata.Labels) {
+			continue
+		}
+		admitted := false
+		for _, in := range np.Ingress {
+			if !slices.ContainsFunc(in.Ports, func(p policyPort) bool { return p.Port == api }) || len(in.Ports) != 1 {
+				t.Errorf("NetworkPolicy %s: ingress ports %+v: want only the API port %d", o.Metadata.Name, in.Ports, api)
+			}
+			for _, p := range in.From {
+				if p.NamespaceSelector != nil && len(p.NamespaceSelector.MatchLabels)+len(p.NamespaceSelector.MatchExpressions) == 0 &&
+					p.PodSelector != nil && p.PodSelector.matches(sidecarLabels) {
+					admitted = true
+				}
+			}
+		}
+		if !admitted {
+			t.Errorf("NetworkPolicy %s does not admit the sidecars (labels %v) from any namespace", o.Metadata.Name, sidecarLabels)
+		}
+		var dns, kafka bool
+		for _, e := range np.Egress {
+			for _, p := range e.Ports {
+				dns = dns || p.Port == 53
+				kafka = kafka || p.Port == 9092
+			}
+		}
+		if !slices.Contains(np.PolicyTypes, "Egress") || !dns || !kafka {
+			t.Errorf("NetworkPolicy %s: policyTypes %v: want egress limited to DNS and Kafka", o.Metadata.Name, np.PolicyTypes)
+		}
+		return
+	}
+	t.Errorf("no NetworkPolicy selects the control plane")
+}
+
+var envRef = regexp.MustCompile(`\$\(([A-Za-z_][A-Za-z0-9_]*)\)`)
+
+// checkPods checks every pod template and pod running the Switchyard
+// image: locked down, probes and mounts that resolve, args whose $(VAR)
+// the container defines.
+func checkPods(t *testing.T, objs []object) {
+	t.Helper()
+	for _, o := range objs {
+		var ps podSpec
+		switch o.Kind {
+		case "Deployment":
+			ps = spec[deploymentSpec](t, o).Template.Spec
+		case "Pod":
+			ps = spec[podSpec](t, o)
+		default:
+			continue
+		}
+		for _, c := range append(slices.Clone(ps.InitContainers), ps.Containers...) {
+			if !strings.HasPrefix(c.Image, "switchyard") {
+				continue // the example application
+			}
+			where := o.Kind + " " + o.Metadata.Name + " container " + c.Name
+			sc := c.SecurityContext
+			nonRoot := ps.SecurityContext.RunAsNonRoot != nil && *ps.SecurityContext.RunAsNonRoot || sc != nil && sc.RunAsNonRoot != nil && *sc.RunAsNonRoot
+			seccompOK := ps.SecurityContext.SeccompProfile != nil && ps.SecurityContext.SeccompProfile.Type == "RuntimeDefault" ||
+				sc != nil && sc.SeccompProfile != nil && sc.SeccompProfile.Type == "RuntimeDefault"
+			if sc == nil || !nonRoot || !seccompOK || sc.ReadOnlyRootFilesystem == nil || !*sc.ReadOnlyRootFilesystem ||
+				sc.AllowPrivilegeEscalation == nil || *sc.AllowPrivilegeEscalation || !slices.Equal(sc.Capabilities.Drop, []string{"ALL"}) {
+				t.Errorf("%s: want non-root, seccomp RuntimeDefault, a read-only root file system, no privilege escalation, capabilities dropped", where)
+			}
+			for _, p := range []*probe{c.StartupProbe, c.ReadinessProbe, c.LivenessProbe} {
+				if p != nil && c.port(p.HTTPGet.Port) == 0 {
+					t.Errorf("%s: probe on port %q, which the container does not declare", where, p.HTTPGet.Port)
+				}
+			}
+			for _, m := range c.VolumeMounts {
+				if _, ok := ps.volume(m.Name); !ok {
+					t.Errorf("%s: mounts volume %s, which the pod does not define", where, m.Name)
+				}
+				if !m.ReadOnly && m.Name != "store" {
+					t.Errorf("%s: mount %s is writable", where, m.Name)
+				}
+			}
+			for _, a := range c.Args {
+				for _, m := range envRef.FindAllStringSubmatch(a, -1) {
+					if !slices.ContainsFunc(c.Env, func(e envVar) bool { return e.Name == m[1] }) {
+						t.Errorf("%s: arg %q refers to $(%s), which the container does not define: it would be passed literally", where, a, m[1])
+					}
+				}
+			}
+		}
+	}
+}
+
+// TestKustomizeManifests checks how deploy/kubernetes is wired: the
+// control plane (one writer, no API access, its Service, config, token,
+// store, probes and NetworkPolicy), and the example application's sidecar
+// pointed at that Service with the same token.
+func TestKustomizeManifests(t *testing.T) {
+	cpObjs := loadKustomization(t, "kubernetes/control-plane")
+	appObjs := loadKustomization(t, "kubernetes/base")
+	ctlPod := loadFile(t, "kubernetes/control-plane/ctl-pod.yaml")
+	checkPods(t, slices.Concat(cpObjs, appObjs, ctlPod))
+
+	cp := findControlPlane(t, cpObjs)
+	secret, key := cp.tokenSecret(t)
+
+	app, ok := find(appObjs, "Deployment", "orders")
+	if !ok {
+		t.Fatal("no Deployment orders in kubernetes/base")
+	}
+	as := spec[deploymentSpec](t, app)
+	labels := as.Template.Metadata.Labels
+	checkNetworkPolicy(t, cpObjs, cp, labels)
+	var sidecar *container
+	for i, c := range as.Template.Spec.InitContainers {
+		if c.Name == "switchyard-proxy" {
+			sidecar = &as.Template.Spec.InitContainers[i]
+		}
+	}
+	if sidecar == nil {
+		t.Fatal("orders: no switchyard-proxy sidecar")
+	}
+	checkSidecar(t, as.Template.Spec, *sidecar, labels, cp.address(), secret, key)
+
+	// The ctl pod reaches the Service by its short name, from its namespace.
+	server, _ := flag(spec[podSpec](t, ctlPod[0]).Containers[0].Args, "--server")
+	if want := fmt.Sprintf("%s:%d", cp.service.Metadata.Name, cp.svcSpec.Ports[0].Port); server != want {
+		t.Errorf("ctl pod: --server %s, want %s", server, want)
+	}
+}
+
+// checkSidecar checks a proxy sidecar that follows the control plane at
+// address with the token from Secret secret, key key.
+func checkSidecar(t *testing.T, ps podSpec, c container, labels map[string]string, address, secret, key string) {
+	t.Helper()
+	if got, _ := flag(c.Args, "--control"); got != address {
+		t.Errorf("sidecar: --control %q, want the control plane's Service %q", got, address)
+	}
+	if labels["switchyard.io/app"] == "" {
+		t.Errorf("sidecar pod labels %v: want switchyard.io/app (the control plane's NetworkPolicy and cutovers select by it)", labels)
+	}
+	appArg, _ := flag(c.Args, "--app")
+	if appArg != labels["switchyard.io/app"] && appArg != "$(SWITCHYARD_APP)" {
+		t.Errorf("sidecar: --app %q, want the switchyard.io/app label %q", appArg, labels["switchyard.io/app"])
+	}
+	if inst, _ := flag(c.Args, "--instance"); !strings.Contains(inst, "$(SWITCHYARD_POD_NAME)") {
+		t.Errorf("sidecar: --instance %q: want it from the pod name", inst)
+	}
+	tokenFile, _ := flag(c.Args, "--control-token-file")
+	mount, v, ok := ps.mountOf(c, tokenFile)
+	if !ok || v.Secret == nil || v.Secret.SecretName != secret || len(v.Secret.Items) != 1 || v.Secret.Items[0].Key != key ||
+		mount+"/"+v.Secret.Items[0].Path != tokenFile {
+		t.Errorf("sidecar: --control-token-file %q: want key %s of Secret %s", tokenFile, key, secret)
+	}
+}
+
+// TestHelmManifests checks the chart with the control plane enabled the
+// same way, and the sidecar the chart's injector would inject.
+func TestHelmManifests(t *testing.T) {
+	objs := helmTemplate(t, "-n", "switchyard", "-f", "helm/switchyard/ci/control-plane-values.yaml")
+	checkPods(t, objs)
+	cp := findControlPlane(t, objs)
+	secret, key := cp.tokenSecret(t)
+	pod, cfg := injectedPod(t, objs)
+	checkNetworkPolicy(t, objs, cp, pod.labels)
+	checkPods(t, []object{pod.object(t)})
+	checkSidecar(t, pod.spec, pod.sidecar, pod.labels, cp.address(), secret, key)
+	if cfg.Control.TokenSecret != secret || cfg.Control.TokenSecretKey != key {
+		t.Errorf("injected token %s/%s, control plane's %s/%s: the chart's default should be the same name", cfg.Control.TokenSecret, cfg.Control.TokenSecretKey, secret, key)
+	}
+	// Disabled: the sidecars are not pointed anywhere.
+	for _, set := range [][]string{nil, {"-f", "helm/switchyard/ci/control-plane-values.yaml", "--set", "injector.sidecar.control.enabled=false"}} {
+		objs := helmTemplate(t, append([]string{"-n", "switchyard"}, set...)...)
+		if _, cfg := injectedPod(t, objs); cfg.Control.Address != "" {
+			t.Errorf("%v: sidecars connect to %q, want no control plane", set, cfg.Control.Address)
+		}
+	}
+}
+
+// injected is a pod as the injector leaves it.
+type injected struct {
+	name, namespace string
+	labels          map[string]string
+	spec            podSpec
+	sidecar         container
+}
+
+// object wraps the pod as a Pod object (for checkPods).
+func (p injected) object(t *testing.T) object {
+	t.Helper()
+	var o object
+	o.Kind, o.Metadata.Name = "Pod", p.name
+	if err := o.Spec.Encode(p.spec); err != nil {
+		t.Fatal(err)
+	}
+	return o
+}
+
+// injectedPod runs the injector, configured by the chart's injector
+// ConfigMap in objs, on the recorded pod of injector/testdata/annotated.json.
+func injectedPod(t *testing.T, objs []object) (injected, injector.Config) {
+	t.Helper()
+	var cfg injector.Config
+	found := false
+	for _, o := range objs {
+		if o.Kind == "ConfigMap" && o.Data["injector.yaml"] != "" {
+			cfg = injector.DefaultConfig()
+			dec := yaml.NewDecoder(strings.NewReader(o.Data["injector.yaml"]))
+			dec.KnownFields(true)
+			if err := dec.Decode(&cfg); err != nil {
+				t.Fatalf("injector.yaml: %v", err)
+			}
+			found = true
+		}
+	}
+	if !found {
+		t.Fatal("no injector ConfigMap")
+	}
+	if err := cfg.Validate(); err != nil {
+		t.Fatalf("injector.yaml: %v", err)
+	}
+	raw, err := os.ReadFile("injector/testdata/annotated.json")
+	if err != nil {
+		t.Fatal(err)
+	}
+	var review struct {
+		Request struct {
+			Object injector.Pod `json:"object"`
+		} `json:"request"`
+	}
+	if err := json.Unmarshal(raw, &review); err != nil {
+		t.Fatal(err)
+	}
+	pod := review.Request.Object
+	patch, err := injector.Inject(&pod, "shop", cfg)
+	if err != nil || patch == nil {
+		t.Fatalf("Inject: %v, %v", patch, err)
+	}
+	p := injected{name: "orders-7d9c8b6f5-x2x9q", namespace: "shop", labels: maps.Clone(pod.Metadata.Labels)}
+	// The patch's values, through JSON (which YAML reads), into the types
+	// checked here.
+	recode := func(v any, into any) {
+		b, err := json.Marshal(v)
+		if err == nil {
+			err = yaml.Unmarshal(b, into)
+		}
+		if err != nil {
+			t.Fatal(err)
+		}
+	}
+	for _, op := range patch {
+		switch {
+		case op.Path == "/spec/initContainers" || op.Path == "/spec/initContainers/0" || op.Path == "/spec/containers/-":
+			var cs []container
+			if c, ok := op.Value.(injector.Container); ok {
+				recode([]injector.Container{c}, &cs)
+			} else {
+				recode(op.Value, &cs)
+			}
+			p.sidecar = cs[0]
+			p.spec.InitContainers = append(p.spec.InitContainers, cs...)
+		case strings.HasPrefix(op.Path, "/spec/volumes"):
+			var vs []volume
+			if v, ok := op.Value.(injector.Volume); ok {
+				recode([]injector.Volume{v}, &vs)
+			} else {
+				recode(op.Value, &vs)
+			}
+			p.spec.Volumes = append(p.spec.Volumes, vs...)
+		case op.Path == "/metadata/labels/switchyard.io~1app":
+			p.labels[injector.LabelApp] = op.Value.(string)
+		}
+	}
+	return p, cfg
+}
