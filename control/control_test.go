@@ -709,3 +709,33 @@ func TestRegistryAdoptsSidecarsAfterLosingItsStore(t *testing.T) {
 		t.Errorf("desired %v, want the sidecar's own state above version 9", d)
 	}
 }
+
+// TestRegistryForgetsGoneSidecars: a sidecar whose stream ended is listed
+// as disconnected, then forgotten (a pod replaced in a rollout).
+func TestRegistryForgetsGoneSidecars(t *testing.T) {
+	p := startPlane(t, "", nil)
+	p.reg.mu.Lock()
+	p.reg.forgetAfter = 200 * time.Millisecond
+	p.reg.mu.Unlock()
+	s := connectSidecar(t, p, "orders", "a", "source")
+	p.waitSidecars(1)
+	s.close()
+	deadline := time.Now().Add(10 * time.Second)
+	sawDisconnected := false
+	for {
+		list := p.reg.List("orders")
+		if len(list) == 1 && !list[0].GetConnected() {
+			sawDisconnected = true
+		}
+		if len(list) == 0 {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("a sidecar gone for long is still listed: %v", list)
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+	if !sawDisconnected {
+		t.Error("the sidecar was never listed as disconnected before being forgotten")
+	}
+}

@@ -69,6 +69,7 @@ type sidecar struct {
 	clusters   []string
 	lastSeen   time.Time
 	reportedAt time.Time     // when status was last reported
+	goneAt     time.Time     // when its stream ended (zero while connected)
 	notify     chan struct{} // the desired state may have changed
 }
 
@@ -83,6 +84,10 @@ type Registry struct {
 	log   *zap.Logger
 	auth  func(ctxMetadata) error
 
+	// forgetAfter is how long a disconnected sidecar stays listed: a pod
+	// replaced in a rollout never comes back under its old instance name.
+	forgetAfter time.Duration
+
 	mu       sync.Mutex
 	state    registryState
 	sidecars map[string]*sidecar
@@ -92,7 +97,7 @@ type Registry struct {
 
 // NewRegistry loads the registry's persisted rules from store.
 func NewRegistry(store *Store, log *zap.Logger) (*Registry, error) {
-	r := &Registry{store: store, log: log, sidecars: map[string]*sidecar{}, changed: make(chan struct{})}
+	r := &Registry{store: store, log: log, sidecars: map[string]*sidecar{}, changed: make(chan struct{}), forgetAfter: 10 * time.Minute}
 	if _, err := store.Get("registry", "state", &r.state); err != nil {
 		return nil, fmt.Errorf("registry: %w", err)
 	}
@@ -222,10 +227,21 @@ func (r *Registry) Status(key string) (*switchyardv1.ProxyStatus, time.Time, boo
 	return sc.status, sc.reportedAt, sc.connected
 }
 
+// pruneLocked forgets sidecars disconnected for longer than forgetAfter.
+func (r *Registry) pruneLocked() {
+	for k, sc := range r.sidecars {
+		if !sc.connected && !sc.goneAt.IsZero() && time.Since(sc.goneAt) > r.forgetAfter {
+			delete(r.sidecars, k)
+		}
+	}
+}
+
 // List returns every sidecar known, optionally of one application.
+// Sidecars disconnected for longer than forgetAfter are forgotten.
 func (r *Registry) List(app string) []*switchyardv1.Sidecar {
 	r.mu.Lock()
 	defer r.mu.Unlock()
+	r.pruneLocked()
 	var out []*switchyardv1.Sidecar
 	for _, sc := range r.sidecars {
 		if app != "" && sc.id.GetApp() != app {
@@ -320,7 +336,7 @@ func (r *Registry) attach(id *switchyardv1.SidecarIdentity, first *switchyardv1.
 		r.sidecars[k] = sc
 	}
 	// A new stream of the same instance replaces the old one.
-	sc.id, sc.gen, sc.connected = proto.Clone(id).(*switchyardv1.SidecarIdentity), r.gen, true
+	sc.id, sc.gen, sc.connected, sc.goneAt = proto.Clone(id).(*switchyardv1.SidecarIdentity), r.gen, true, time.Time{}
 	r.applyReportLocked(sc, first)
 	if first.GetAppliedVersion() > r.state.Counter {
 		// The sidecar applied a version this registry never handed out (its
@@ -340,6 +356,7 @@ func (r *Registry) detach(sc *sidecar, gen uint64) {
 		return // replaced by a newer stream
 	}
 	sc.connected = false
+	sc.goneAt = time.Now()
 	r.broadcastLocked()
 	r.log.Info("sidecar disconnected", zap.String("app", sc.id.GetApp()), zap.String("instance", sc.id.GetInstance()))
 }
@@ -370,6 +387,7 @@ func (r *Registry) applyReportLocked(sc *sidecar, m *switchyardv1.ConnectRequest
 func (r *Registry) counts() map[[2]string]int {
 	r.mu.Lock()
 	defer r.mu.Unlock()
+	r.pruneLocked()
 	out := map[[2]string]int{}
 	for _, sc := range r.sidecars {
 		state := "connected"

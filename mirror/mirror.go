@@ -92,10 +92,11 @@ func (mr *Mirror) client(bootstrap []string, opts ...kgo.Opt) (*kgo.Client, erro
 	return kgo.NewClient(append(all, opts...)...)
 }
 
-// Run mirrors until ctx is cancelled (then it returns nil) or a fatal error
-// occurs: the target unreachable at start, or another mirror with the same
-// name taking over (fenced). Failures of single partitions are not fatal:
-// they are retried with backoff and shown in Status.
+// Run mirrors until ctx is cancelled (then it returns nil) or another
+// mirror with the same name takes over (fenced). Clusters unreachable at
+// start are waited for (Status says why it is not ready). Failures of
+// single partitions are not fatal: they are retried with backoff and shown
+// in Status.
 func (mr *Mirror) Run(ctx context.Context) (err error) {
 	defer func() {
 		// Cancellation is a clean stop, whatever step it interrupted.
@@ -123,18 +124,26 @@ func (mr *Mirror) Run(ctx context.Context) (err error) {
 	defer dst.Close()
 	srcAdm, dstAdm := kadm.NewClient(src), kadm.NewClient(dst)
 
-	if err := ensureCheckpointTopic(ctx, dstAdm, mr.cfg.checkpointTopic()); err != nil {
+	// Starting retries: a cluster not reachable yet (a mirror started
+	// with its clusters, a network policy still applying) is waited for,
+	// with the reason in Status, rather than ending the process.
+	if err := mr.retryStart(ctx, "create the checkpoint topic", func() error {
+		return ensureCheckpointTopic(ctx, dstAdm, mr.cfg.checkpointTopic())
+	}); err != nil {
 		return err
 	}
 	// The producer's first epoch fences a previous instance and settles
 	// the transaction it left; then the checkpoint topic holds every delta
 	// ever committed, and reading it to its end restores the maps.
 	prod := newTxnProducer(dst, mr.cfg.transactionalID(), mr.cfg.TxnTimeout)
-	if err := prod.init(ctx); err != nil {
+	if err := mr.retryStart(ctx, "initialize the transactional producer", func() error { return prod.init(ctx) }); err != nil {
 		return fmt.Errorf("mirror %s: %w", mr.cfg.Name, err)
 	}
-	maps, err := restoreCheckpoints(ctx, dst, mr.cfg.checkpointTopic())
-	if err != nil {
+	var maps map[tp]*offsetmap.Map
+	if err := mr.retryStart(ctx, "restore the offset maps", func() (err error) {
+		maps, err = restoreCheckpoints(ctx, dst, mr.cfg.checkpointTopic())
+		return err
+	}); err != nil {
 		return err
 	}
 	mr.mu.Lock()
@@ -164,11 +173,12 @@ func (mr *Mirror) Run(ctx context.Context) (err error) {
 	}
 
 	syncer := topics.NewSyncer(srcAdm, dstAdm, mr.sel)
-	if err := mr.syncTopics(ctx, syncer); err != nil {
+	if err := mr.retryStart(ctx, "sync topics", func() error { return mr.syncTopics(ctx, syncer) }); err != nil {
 		return err
 	}
 	mr.mu.Lock()
 	mr.ready = true
+	mr.lastErr = ""
 	mr.mu.Unlock()
 
 	g, gctx := errgroup.WithContext(ctx)
@@ -177,6 +187,34 @@ func (mr *Mirror) Run(ctx context.Context) (err error) {
 	g.Go(func() error { return mr.groupLoop(gctx, srcAdm, dstAdm) })
 	g.Go(func() error { return mr.positionLoop(gctx, srcAdm) })
 	return g.Wait()
+}
+
+// retryStart runs a startup step until it succeeds, with backoff, keeping
+// its last error in Status. It gives up only when ctx ends or another
+// instance fenced this one.
+func (mr *Mirror) retryStart(ctx context.Context, what string, step func() error) error {
+	backoff := mr.cfg.RetryBackoff
+	lastLogged := ""
+	for {
+		err := step()
+		if err == nil || ctx.Err() != nil || errors.Is(err, errFenced) {
+			return err
+		}
+		msg := fmt.Sprintf("starting: %s: %v", what, err)
+		mr.mu.Lock()
+		mr.lastErr = msg
+		mr.mu.Unlock()
+		if msg != lastLogged {
+			mr.log.Warn("mirror start: retrying", zap.String("step", what), zap.Error(err), zap.Duration("backoff", backoff))
+			lastLogged = msg
+		}
+		select {
+		case <-ctx.Done():
+			return ctx.Err()
+		case <-time.After(backoff):
+		}
+		backoff = min(2*backoff, mr.cfg.RetryBackoffMax)
+	}
 }
 
 // syncTopics runs one topic sync and registers the partitions of every

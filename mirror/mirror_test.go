@@ -4,6 +4,8 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"io"
+	"net"
 	"strings"
 	"sync"
 	"testing"
@@ -457,5 +459,67 @@ func TestGroupsDrained(t *testing.T) {
 	commit(0)
 	if ok, behind, err := rm.GroupsDrained(ctx, []string{group}, topic); !ok || err != nil {
 		t.Errorf("at the end: drained %v, %q, %v", ok, behind, err)
+	}
+}
+
+// TestMirrorWaitsForAnUnreachableTarget: a mirror started before its
+// target is reachable says so in Status and starts copying once it is,
+// instead of exiting.
+func TestMirrorWaitsForAnUnreachableTarget(t *testing.T) {
+	source, target := kafkatest.Pair(t)
+	topic := kafkatest.Topic(t, "late")
+	source.CreateTopic(t, topic, 1)
+	produceRecords(t, source, topic, 0, 50)
+	// A port nothing listens on at first.
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	addr := ln.Addr().String()
+	ln.Close()
+	late := &kafkatest.Cluster{Name: "target", Bootstrap: []string{addr}}
+	rm := startMirror(t, kafkatest.Topic(t, "m"), source, late, []string{topic}, func(c *Config) {
+		c.RetryBackoffMax = 200 * time.Millisecond
+	})
+	deadline := time.Now().Add(30 * time.Second)
+	for st := rm.Status(); !strings.Contains(st.LastError, "starting:"); st = rm.Status() {
+		if st.Ready || time.Now().After(deadline) {
+			t.Fatalf("status while the target is unreachable: ready %v, last error %q", st.Ready, st.LastError)
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+	select {
+	case err := <-rm.done:
+		t.Fatalf("the mirror exited while waiting for its target: %v", err)
+	default:
+	}
+	// The target becomes reachable: a relay on the address the mirror was
+	// given, to the real target (whose metadata names its own brokers).
+	relay, err := net.Listen("tcp", addr)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer relay.Close()
+	go func() {
+		for {
+			c, err := relay.Accept()
+			if err != nil {
+				return
+			}
+			u, err := net.Dial("tcp", target.Bootstrap[0])
+			if err != nil {
+				c.Close()
+				continue
+			}
+			go func() { _, _ = io.Copy(u, c); u.Close() }()
+			go func() { _, _ = io.Copy(c, u); c.Close() }()
+		}
+	}()
+	rm.waitCaughtUp(t, source, topic)
+	if got := len(readAll(t, target, topic)[0]); got != 50 {
+		t.Errorf("target holds %d records, want 50", got)
+	}
+	if st := rm.Status(); !st.Ready || strings.HasPrefix(st.LastError, "starting:") {
+		t.Errorf("after the target came up: ready %v, last error %q", st.Ready, st.LastError)
 	}
 }
