@@ -150,7 +150,8 @@ func isAbortMarker(b *kmsg.RecordBatch) bool {
 }
 
 // splitBatches turns the record bytes of a fetched partition into batches
-// to produce, from source position next on. It stops at a truncated batch
+// to produce, from source position next on. Batches copied whole are
+// rewritten in place: data must not be used for anything else afterwards. It stops at a truncated batch
 // at the end (a fetch may end mid-batch) and at maxRecords/maxBytes once at
 // least one batch is taken. dec decompresses batches that are re-encoded;
 // enc compresses them again with their codec.
@@ -197,7 +198,8 @@ func splitBatches(data []byte, aborted []kmsg.FetchResponseTopicPartitionAborted
 			res.skipped += int(b.NumRecords)
 		case b.FirstOffset >= next && b.NumRecords == b.LastOffsetDelta+1 &&
 			b.Attributes&(attrLogAppendTime|attrDeleteHorizon) == 0:
-			out := outBatch{raw: bytes.Clone(raw), n: b.NumRecords, srcBase: b.FirstOffset, whole: true, firstTimestamp: b.FirstTimestamp}
+			// In place: the fetched bytes are ours and copied nowhere else.
+			out := outBatch{raw: raw, n: b.NumRecords, srcBase: b.FirstOffset, whole: true, firstTimestamp: b.FirstTimestamp}
 			prepareHeader(out.raw)
 			res.batches = append(res.batches, out)
 			res.records += int(b.NumRecords)

@@ -249,13 +249,14 @@ func TestSplitBatchesLimitsAndTruncation(t *testing.T) {
 	b := sourceBatch(t, 5, 0, 1, -1, recs(5)...)
 	data := append(bytes.Clone(a), b...)
 	// The record limit stops before the second batch; the first always goes.
-	res, err := splitBatches(data, nil, 0, 3, 1<<20, c)
+	// (splitBatches rewrites whole batches in place: a copy per call.)
+	res, err := splitBatches(bytes.Clone(data), nil, 0, 3, 1<<20, c)
 	if err != nil || len(res.batches) != 1 || res.next != 5 {
 		t.Fatalf("limit 3: %d batches, next %d, %v; want 1 batch, next 5", len(res.batches), res.next, err)
 	}
 	// A fetch that ends inside the second batch: the first is taken, the
 	// rest waits for the next fetch.
-	res, err = splitBatches(data[:len(data)-7], nil, 0, 1000, 1<<20, c)
+	res, err = splitBatches(bytes.Clone(data[:len(data)-7]), nil, 0, 1000, 1<<20, c)
 	if err != nil || len(res.batches) != 1 || res.next != 5 {
 		t.Fatalf("truncated: %d batches, next %d, %v; want 1 batch, next 5", len(res.batches), res.next, err)
 	}
