@@ -9,6 +9,9 @@
 #   make bench-mirror                    # our mirror vs MirrorMaker 2 on the real test bed (512 MiB, 8 partitions, lz4)
 #   make bench-mirror BENCH_MIRROR_MB=64 BENCH_MIRROR_PERF=1   # smaller, with a perf profile of our mirror
 #   make bench-mirror BENCH_MIRROR_SWITCHYARD_REV=HEAD          # our mirror from a commit, not the working tree
+#   make bench-cutover                   # producer block window of a cutover, 1/10/50 sidecars under load (kfake, ≈3.5 min)
+#   make bench-cutover BENCH_CUTOVER_SIDECARS=50 BENCH_CUTOVER_RUNS=20
+#   make bench-cutover-real              # the same on the running test bed (make kafka-up)
 #
 # Reports land in bench/out/ (Markdown and JSON) and on standard output.
 BENCH_MB         ?= 1024
@@ -17,7 +20,8 @@ BENCH_FLAGS      ?=
 BENCH_OUT        := bench/out
 BENCH_TESTBED_ENV := testbed/.state/env
 
-.PHONY: bench-proxy bench-proxy-real bench-proxy-real-franz bench-proxy-bins bench-proxy-profile bench-proxy-perf bench-mirror
+.PHONY: bench-proxy bench-proxy-real bench-proxy-real-franz bench-proxy-bins bench-proxy-profile bench-proxy-perf bench-mirror \
+	bench-cutover bench-cutover-real bench-cutover-bin
 
 bench-proxy-bins:
 	$(GO) build -o bin/switchyard ./cmd/switchyard
@@ -85,3 +89,30 @@ bench-proxy-perf: bench-proxy-bins
 # bench/out/mirror/<run>/report.md (bench/out/mirror/latest).
 bench-mirror:
 	bench/mirror/bench-mirror.sh
+
+# bench-cutover: how long a cutover blocks producers (the control plane's
+# block window, gate to release, and each producer's longest gap between
+# acknowledgements) with 1, 10 and 50 sidecars under load, and where the
+# time goes; every acknowledged record is checked to be on the target
+# exactly once. One process: kfake clusters, control.NewPlane with a
+# mirror, one proxy + controlclient per sidecar, one franz-go producer per
+# sidecar (bench/cutover/cmd/cutoverbench; its doc.go has the details).
+# BENCH_CUTOVER_FLAGS adds driver flags, e.g. -rate 200, -status-interval
+# 100ms, -mirror-txn-interval 100ms, -cpuprofile F. Output: standard output
+# and bench/out/cutover/<time>.md, .json (latest.md).
+BENCH_CUTOVER_SIDECARS ?= 1,10,50
+BENCH_CUTOVER_RUNS     ?= 10
+BENCH_CUTOVER_FLAGS    ?=
+
+bench-cutover-bin:
+	$(GO) build -o bin/cutoverbench ./bench/cutover/cmd/cutoverbench
+
+bench-cutover: bench-cutover-bin
+	bin/cutoverbench -sidecars $(BENCH_CUTOVER_SIDECARS) -runs $(BENCH_CUTOVER_RUNS) -out $(BENCH_OUT)/cutover $(BENCH_CUTOVER_FLAGS)
+
+# bench-cutover-real: the same against the running test bed's clusters
+# (testbed/.state/env, make kafka-up); fresh topics per run, deleted after.
+bench-cutover-real: bench-cutover-bin
+	@test -f $(BENCH_TESTBED_ENV) || { echo "bench-cutover-real: no $(BENCH_TESTBED_ENV): run make kafka-up first" >&2; exit 1; }
+	bin/cutoverbench -kafka real -env $(BENCH_TESTBED_ENV) -sidecars $(BENCH_CUTOVER_SIDECARS) -runs $(BENCH_CUTOVER_RUNS) \
+		-out $(BENCH_OUT)/cutover-real $(BENCH_CUTOVER_FLAGS)

@@ -95,7 +95,7 @@ type cutoverRun struct {
 	keys      []string              // the selected sidecars (app/instance), fixed at preflight
 	abort     chan struct{}
 	abortOnce sync.Once
-	gateAcked time.Time // when every sidecar acknowledged the gate (memory only)
+	gateVersion uint64 // the desired-state version that gated Produce (memory only)
 }
 
 // NewController prepares a controller; Start resumes stored cutovers.
@@ -708,7 +708,7 @@ func (ct *Controller) gate(run *cutoverRun) (switchyardv1.CutoverStep, string, e
 		return 0, "", err
 	}
 	detail, err := ct.waitAcks(run, v, spec.GetPolicy().GetAckTimeout().AsDuration(), true)
-	run.gateAcked = time.Now()
+	run.gateVersion = v
 	return switchyardv1.CutoverStep_CUTOVER_STEP_DRAIN, detail, err
 }
 
@@ -735,13 +735,16 @@ func (ct *Controller) drain(run *cutoverRun) (switchyardv1.CutoverStep, string, 
 	spec := ct.spec(run)
 	deadline := time.Now().Add(spec.GetPolicy().GetDrainTimeout().AsDuration())
 	// 1. Produce requests admitted before the gate are answered: every
-	// sidecar reports, after acknowledging the gate, none in flight.
+	// sidecar reports, with the gate applied, none in flight.
 	var busy []string
 	err := ct.waitFor(run, time.Until(deadline), true, func() (bool, error) {
 		busy = busy[:0]
 		for _, k := range run.keys {
-			st, at, connected := ct.reg.Status(k)
-			if !connected || st == nil || !at.After(run.gateAcked) || st.GetInFlightByApi()[produceKey] > 0 {
+			// The status of a report that acknowledges the gate shows the
+			// proxy after it applied the gate (a sidecar reads its applied
+			// version before its status).
+			st, applied, connected := ct.reg.StatusApplied(k)
+			if !connected || st == nil || applied < run.gateVersion || st.GetInFlightByApi()[produceKey] > 0 {
 				busy = append(busy, k)
 			}
 		}

@@ -69,6 +69,7 @@ type sidecar struct {
 	clusters   []string
 	lastSeen   time.Time
 	reportedAt time.Time     // when status was last reported
+	statusAt   uint64        // the applied version reported with that status
 	goneAt     time.Time     // when its stream ended (zero while connected)
 	notify     chan struct{} // the desired state may have changed
 }
@@ -236,6 +237,19 @@ func (r *Registry) pruneLocked() {
 	}
 }
 
+// StatusApplied returns the last reported status of a sidecar, the
+// desired-state version it had applied when it reported it, and whether it
+// is connected.
+func (r *Registry) StatusApplied(key string) (*switchyardv1.ProxyStatus, uint64, bool) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	sc := r.sidecars[key]
+	if sc == nil {
+		return nil, 0, false
+	}
+	return sc.status, sc.statusAt, sc.connected
+}
+
 // List returns every sidecar known, optionally of one application.
 // Sidecars disconnected for longer than forgetAfter are forgotten.
 func (r *Registry) List(app string) []*switchyardv1.Sidecar {
@@ -375,7 +389,7 @@ func (r *Registry) applyReportLocked(sc *sidecar, m *switchyardv1.ConnectRequest
 	now := time.Now()
 	sc.applied, sc.applyErr, sc.lastSeen = m.GetAppliedVersion(), m.GetApplyError(), now
 	if m.GetStatus() != nil {
-		sc.status, sc.reportedAt = m.GetStatus(), now
+		sc.status, sc.reportedAt, sc.statusAt = m.GetStatus(), now, m.GetAppliedVersion()
 	}
 	if len(m.GetClusters()) > 0 {
 		sc.clusters = slices.Clone(m.GetClusters())

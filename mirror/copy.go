@@ -39,6 +39,9 @@ type copier struct {
 	backoff map[tp]time.Duration
 }
 
+// maxFetchWait bounds how long a fetch waits at a broker for new records.
+const maxFetchWait = 100 * time.Millisecond
+
 // partFetch is one partition's part of a fetch response.
 type partFetch struct {
 	part *partition
@@ -513,7 +516,10 @@ func (c *copier) fetch(ctx context.Context, parts []*partition) ([]partFetch, er
 			defer wg.Done()
 			req := kmsg.NewPtrFetchRequest()
 			req.ReplicaID = -1
-			req.MaxWaitMillis = int32(c.mr.cfg.TxnMaxInterval / time.Millisecond)
+			// A short long-poll: a round waits for every broker, and one
+			// with nothing new would hold the others' data back (a cutover
+			// waits on exactly that after gating producers).
+			req.MaxWaitMillis = int32(min(c.mr.cfg.TxnMaxInterval, maxFetchWait) / time.Millisecond)
 			req.MinBytes = 1
 			req.MaxBytes = int32(min(c.mr.cfg.TxnMaxBytes, 1<<30))
 			req.IsolationLevel = 1 // read_committed

@@ -222,12 +222,11 @@ func (mr *Mirror) groupLoop(ctx context.Context, srcAdm, dstAdm *kadm.Client) er
 // whose members keep consuming drains to true; then SyncGroups translates
 // final offsets and nothing committed later on the source is lost.
 func (mr *Mirror) GroupsDrained(ctx context.Context, groups []string, topics ...string) (bool, string, error) {
-	src, err := mr.client(mr.cfg.SourceBootstrap)
+	adm, done, err := mr.sourceAdmin()
 	if err != nil {
-		return false, "", fmt.Errorf("source client: %w", err)
+		return false, "", err
 	}
-	defer src.Close()
-	adm := kadm.NewClient(src)
+	defer done()
 	if len(topics) == 0 {
 		mr.mu.Lock()
 		set := map[string]bool{}

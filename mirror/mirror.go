@@ -36,6 +36,7 @@ type Mirror struct {
 	parts    map[tp]*partition
 	topicErr map[string]string
 	assign   *assignment // scale-out only
+	srcAdm   *kadm.Client // the running mirror's source admin client (nil before Run)
 	acls     *ACLSummary // last ACL sync, nil when off or not yet run
 	running  bool
 	ready    bool
@@ -123,6 +124,14 @@ func (mr *Mirror) Run(ctx context.Context) (err error) {
 	}
 	defer dst.Close()
 	srcAdm, dstAdm := kadm.NewClient(src), kadm.NewClient(dst)
+	mr.mu.Lock()
+	mr.srcAdm = srcAdm
+	mr.mu.Unlock()
+	defer func() {
+		mr.mu.Lock()
+		mr.srcAdm = nil
+		mr.mu.Unlock()
+	}()
 
 	// Starting retries: a cluster not reachable yet (a mirror started
 	// with its clusters, a network policy still applying) is waited for,
@@ -363,6 +372,24 @@ func (mr *Mirror) refreshPositions(ctx context.Context, srcAdm *kadm.Client) {
 	mr.updateLag()
 }
 
+// sourceAdmin returns an admin client of the source: the running mirror's
+// (a control plane polls CaughtUp many times during a cutover; a client
+// per call costs a connection and a metadata round each time), or a new
+// one that done closes.
+func (mr *Mirror) sourceAdmin() (*kadm.Client, func(), error) {
+	mr.mu.Lock()
+	adm := mr.srcAdm
+	mr.mu.Unlock()
+	if adm != nil {
+		return adm, func() {}, nil
+	}
+	src, err := mr.client(mr.cfg.SourceBootstrap)
+	if err != nil {
+		return nil, nil, fmt.Errorf("source client: %w", err)
+	}
+	return kadm.NewClient(src), src.Close, nil
+}
+
 // OffsetMap returns the offset map of a source partition, nil if the
 // partition is not mirrored. The map is live: it grows as copying goes on.
 func (mr *Mirror) OffsetMap(topic string, partition int32) *offsetmap.Map {
@@ -457,17 +484,17 @@ func (mr *Mirror) CaughtUp(ctx context.Context, topicNames ...string) (bool, str
 			return false, t, fmt.Errorf("topic %s is not mirrored", t)
 		}
 	}
-	src, err := mr.client(mr.cfg.SourceBootstrap)
+	adm, done, err := mr.sourceAdmin()
 	if err != nil {
 		return false, "", err
 	}
-	defer src.Close()
+	defer done()
 	list := make([]string, 0, len(names))
 	for n := range names {
 		list = append(list, n)
 	}
 	sort.Strings(list)
-	ends, err := kadm.NewClient(src).ListCommittedOffsets(ctx, list...)
+	ends, err := adm.ListCommittedOffsets(ctx, list...)
 	if err != nil {
 		return false, "", fmt.Errorf("source end offsets: %w", err)
 	}

@@ -298,12 +298,24 @@ func (c *Client) session(ctx context.Context, sidecars switchyardv1.SidecarServi
 	g.Go(func() error {
 		t := time.NewTicker(c.cfg.StatusInterval)
 		defer t.Stop()
+		// While a gate is in force with gated requests still in flight, the
+		// control plane waits for them to end (a cutover's drain): watch
+		// closely and report the moment they have, not at the next tick.
+		drain := time.NewTicker(drainPoll)
+		defer drain.Stop()
+		busy := false
 		for {
 			select {
 			case <-gctx.Done():
 				return nil
 			case <-t.C:
 			case <-c.report:
+			case <-drain.C:
+				was := busy
+				busy = c.gateApplied() && gatedInFlight(c.proxy.Status())
+				if busy || !was {
+					continue
+				}
 			}
 			if err := stream.Send(c.request(false)); err != nil {
 				if errors.Is(err, io.EOF) {
@@ -396,3 +408,25 @@ func (b *expBackoff) next() time.Duration {
 }
 
 func (b *expBackoff) reset() { b.cur = b.min }
+
+// drainPoll is how often the sender looks for gated requests draining.
+const drainPoll = 10 * time.Millisecond
+
+// gatedInFlight reports whether a gate is in force while requests of a
+// gated key are still in flight.
+func gatedInFlight(st proxy.Status) bool {
+	for _, k := range st.Gate.APIKeys {
+		if st.InFlightByAPI[k] > 0 {
+			return true
+		}
+	}
+	return false
+}
+
+// gateApplied reports whether the desired state in force has a gate (the
+// proxy's status is only looked at then).
+func (c *Client) gateApplied() bool {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return c.appliedState.GetGate() != nil
+}
