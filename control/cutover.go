@@ -91,10 +91,10 @@ func (ct *Controller) observeLocked() {
 
 // cutoverRun is one cutover and the goroutine driving it.
 type cutoverRun struct {
-	c         *switchyardv1.Cutover // guarded by Controller.mu; replaced, never mutated in place once published
-	keys      []string              // the selected sidecars (app/instance), fixed at preflight
-	abort     chan struct{}
-	abortOnce sync.Once
+	c           *switchyardv1.Cutover // guarded by Controller.mu; replaced, never mutated in place once published
+	keys        []string              // the selected sidecars (app/instance), fixed at preflight
+	abort       chan struct{}
+	abortOnce   sync.Once
 	gateVersion uint64 // the desired-state version that gated Produce (memory only)
 }
 

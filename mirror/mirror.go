@@ -35,9 +35,9 @@ type Mirror struct {
 	mu       sync.Mutex
 	parts    map[tp]*partition
 	topicErr map[string]string
-	assign   *assignment // scale-out only
+	assign   *assignment  // scale-out only
 	srcAdm   *kadm.Client // the running mirror's source admin client (nil before Run)
-	acls     *ACLSummary // last ACL sync, nil when off or not yet run
+	acls     *ACLSummary  // last ACL sync, nil when off or not yet run
 	running  bool
 	ready    bool
 	lastErr  string
