@@ -96,6 +96,9 @@ type cutoverRun struct {
 	abort       chan struct{}
 	abortOnce   sync.Once
 	gateVersion uint64 // the desired-state version that gated Produce (memory only)
+	// saveMu orders the stored transitions (enter) and an abort: each
+	// stores its new state, then publishes it, never interleaved.
+	saveMu sync.Mutex
 }
 
 // NewController prepares a controller; Start resumes stored cutovers.
@@ -330,24 +333,27 @@ func newCutoverID(now time.Time) string {
 }
 
 // Abort asks a cutover to roll back. It fails once the gates have been
-// released on the target.
+// released on the target. The abort is stored before it is acted on.
 func (ct *Controller) Abort(id, reason string) (*switchyardv1.Cutover, error) {
 	ct.mu.Lock()
 	run := ct.cutovers[id]
+	ct.mu.Unlock()
 	if run == nil {
-		ct.mu.Unlock()
 		return nil, status.Errorf(codes.NotFound, "no cutover %q", id)
 	}
+	run.saveMu.Lock()
+	ct.mu.Lock()
 	step := run.c.GetStep()
+	c := proto.Clone(run.c).(*switchyardv1.Cutover)
+	ct.mu.Unlock()
 	switch {
 	case terminal(step):
-		ct.mu.Unlock()
+		run.saveMu.Unlock()
 		return nil, status.Errorf(codes.FailedPrecondition, "cutover %s has ended (%s)", id, stepName(step))
 	case step == switchyardv1.CutoverStep_CUTOVER_STEP_RELEASE || step == switchyardv1.CutoverStep_CUTOVER_STEP_VERIFY:
-		ct.mu.Unlock()
+		run.saveMu.Unlock()
 		return nil, status.Errorf(codes.FailedPrecondition, "cutover %s is past the point of no return: the gates are being released on the target (%s)", id, stepName(step))
 	}
-	c := proto.Clone(run.c).(*switchyardv1.Cutover)
 	c.AbortRequested = true
 	if reason == "" {
 		reason = "aborted by an operator"
@@ -355,31 +361,26 @@ func (ct *Controller) Abort(id, reason string) (*switchyardv1.Cutover, error) {
 	if c.Error == "" {
 		c.Error = reason
 	}
-	run.c = c
-	ct.mu.Unlock()
-	if err := ct.save(run); err != nil {
+	if err := ct.store.Put("cutovers", id, c); err != nil {
+		run.saveMu.Unlock()
 		return nil, status.Errorf(codes.Internal, "store the abort: %v", err)
 	}
+	ct.publish(run, c)
+	run.saveMu.Unlock()
 	run.abortOnce.Do(func() { close(run.abort) })
 	out, _ := ct.Get(id)
 	return out, nil
 }
 
-// update applies f to a copy of the cutover and publishes it (not stored).
+// update applies f to a copy of the cutover and publishes it (not
+// stored: progress for watchers). Only the cutover's driver calls it.
 func (ct *Controller) update(run *cutoverRun, f func(c *switchyardv1.Cutover)) {
 	ct.mu.Lock()
-	defer ct.mu.Unlock()
 	c := proto.Clone(run.c).(*switchyardv1.Cutover)
+	ct.mu.Unlock()
 	f(c)
 	c.Updated = timestamppb.Now()
-	prev := run.c
-	run.c = c
-	if ct.m != nil && prev.GetStep() != c.GetStep() {
-		ct.observeStepLocked(prev, c)
-	}
-	ct.observeLocked()
-	close(ct.changed)
-	ct.changed = make(chan struct{})
+	ct.publish(run, c)
 }
 
 // observeStepLocked records a step change: the step left's duration, and
@@ -419,41 +420,57 @@ func (ct *Controller) refreshSidecarGauge() {
 	}
 }
 
-func (ct *Controller) save(run *cutoverRun) error {
+// publish makes c the cutover's state and wakes watchers.
+func (ct *Controller) publish(run *cutoverRun, c *switchyardv1.Cutover) {
 	ct.mu.Lock()
-	c := run.c
-	ct.mu.Unlock()
-	return ct.store.Put("cutovers", c.GetId(), c)
+	defer ct.mu.Unlock()
+	prev := run.c
+	run.c = c
+	if ct.m != nil && prev.GetStep() != c.GetStep() {
+		ct.observeStepLocked(prev, c)
+	}
+	ct.observeLocked()
+	close(ct.changed)
+	ct.changed = make(chan struct{})
 }
 
 // enter moves the cutover to a step and stores it before anything of the
-// step happens. detail closes the step left; errMsg records why a
-// rollback or failure happens.
+// step happens — and before any watcher sees it. detail closes the step
+// left; errMsg records why a rollback or failure happens. An abort stored
+// before release wins: entering release then rolls back instead.
 func (ct *Controller) enter(run *cutoverRun, step switchyardv1.CutoverStep, detail, errMsg string) error {
-	now := timestamppb.Now()
-	ct.update(run, func(c *switchyardv1.Cutover) {
-		if n := len(c.History); n > 0 && c.History[n-1].Finished == nil {
-			last := c.History[n-1]
-			last.Finished = now
-			if detail != "" {
-				last.Detail = detail
-			}
-			if errMsg != "" {
-				last.Error = errMsg
-			}
-		}
-		if errMsg != "" && c.Error == "" {
-			c.Error = errMsg
-		}
-		c.Step = step
-		c.History = append(c.History, &switchyardv1.StepRecord{Step: step, Started: now})
-		if terminal(step) {
-			c.History[len(c.History)-1].Finished = now
-		}
-	})
-	if err := ct.save(run); err != nil {
-		return fmt.Errorf("store cutover %s entering %s: %w", run.c.GetId(), stepName(step), err)
+	run.saveMu.Lock()
+	defer run.saveMu.Unlock()
+	ct.mu.Lock()
+	c := proto.Clone(run.c).(*switchyardv1.Cutover)
+	ct.mu.Unlock()
+	if step == switchyardv1.CutoverStep_CUTOVER_STEP_RELEASE && c.GetAbortRequested() {
+		step = switchyardv1.CutoverStep_CUTOVER_STEP_ROLLING_BACK
 	}
+	now := timestamppb.Now()
+	if n := len(c.History); n > 0 && c.History[n-1].Finished == nil {
+		last := c.History[n-1]
+		last.Finished = now
+		if detail != "" {
+			last.Detail = detail
+		}
+		if errMsg != "" {
+			last.Error = errMsg
+		}
+	}
+	if errMsg != "" && c.Error == "" {
+		c.Error = errMsg
+	}
+	c.Step = step
+	c.History = append(c.History, &switchyardv1.StepRecord{Step: step, Started: now})
+	if terminal(step) {
+		c.History[len(c.History)-1].Finished = now
+	}
+	c.Updated = now
+	if err := ct.store.Put("cutovers", c.GetId(), c); err != nil {
+		return fmt.Errorf("store cutover %s entering %s: %w", c.GetId(), stepName(step), err)
+	}
+	ct.publish(run, c)
 	return nil
 }
 
@@ -918,11 +935,36 @@ func (ct *Controller) verify(run *cutoverRun) (switchyardv1.CutoverStep, string,
 		return 0, "", err
 	}
 	m := ct.mirrorOf(run)
-	ctx, cancel := context.WithTimeout(ct.ctx, 30*time.Second)
-	defer cancel()
 	topics := ct.topicsOf(run, m.Mirror.Status())
-	if ok, behind, err := m.Mirror.CaughtUp(ctx, topics...); err != nil || !ok {
-		return 0, "", fmt.Errorf("mirror %s: the source grew after the flip (%s behind, %v): a client bypasses the sidecars", m.Name, behind, err)
+	// After a restart the mirror restores its offset maps before it can
+	// answer: until it is ready, or while a cluster does not answer, the
+	// question is open, not answered no.
+	var (
+		caughtUp bool
+		behind   string
+	)
+	err = ct.poll(run, spec.GetPolicy().GetDrainTimeout().AsDuration(), false, false, func() (bool, error) {
+		if st := m.Mirror.Status(); !st.Ready {
+			behind = fmt.Sprintf("mirror not ready (%s)", st.LastError)
+			return false, nil
+		}
+		ctx, cancel := context.WithTimeout(ct.ctx, 10*time.Second)
+		defer cancel()
+		var err error
+		if caughtUp, behind, err = m.Mirror.CaughtUp(ctx, topics...); err != nil {
+			behind = err.Error()
+			return false, nil
+		}
+		return true, nil
+	})
+	if errors.Is(err, context.DeadlineExceeded) {
+		return 0, "", fmt.Errorf("mirror %s: cannot tell whether the source grew after the flip: %s", m.Name, behind)
+	}
+	if err != nil {
+		return 0, "", err
+	}
+	if !caughtUp {
+		return 0, "", fmt.Errorf("mirror %s: the source grew after the flip (%s behind): a client bypasses the sidecars", m.Name, behind)
 	}
 	return switchyardv1.CutoverStep_CUTOVER_STEP_DONE, fmt.Sprintf("%d sidecars run on %s; the source received nothing since the drain", len(run.keys), spec.GetTarget()), nil
 }
@@ -932,10 +974,10 @@ func (ct *Controller) verify(run *cutoverRun) (switchyardv1.CutoverStep, string,
 // lifts the gate after, so no client reaches the target ungated.
 func (ct *Controller) rollback(run *cutoverRun) (switchyardv1.CutoverStep, string, error) {
 	spec := ct.spec(run)
-	ct.mu.Lock()
-	gated := run.c.GetGatedAt() != nil
-	ct.mu.Unlock()
-	if !gated {
+	// The registry's rule, stored before any sidecar heard of it, is the
+	// proof of what sidecars may have applied (GatedAt is only stored with
+	// the step after gate).
+	if !ct.reg.HasRule(run.c.GetId()) {
 		return switchyardv1.CutoverStep_CUTOVER_STEP_ROLLED_BACK, "nothing to undo: no sidecar was gated", nil
 	}
 	v, err := ct.reg.SetRule(run.c.GetId(), spec.GetSelector(), spec.GetSource(), nil)

@@ -175,6 +175,14 @@ func (r *Registry) SetRule(id string, sel *switchyardv1.SidecarSelector, active 
 	return ru.Version, nil
 }
 
+// HasRule reports whether the registry holds a rule with the given id:
+// whether sidecars may have been told anything on its behalf.
+func (r *Registry) HasRule(id string) bool {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	return slices.ContainsFunc(r.state.Rules, func(ru rule) bool { return ru.ID == id })
+}
+
 // Select returns the keys of the connected sidecars a selector matches.
 func (r *Registry) Select(sel *switchyardv1.SidecarSelector) []string {
 	ru := rule{Apps: sel.GetApps(), Labels: sel.GetLabels()}
