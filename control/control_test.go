@@ -739,3 +739,16 @@ func TestRegistryForgetsGoneSidecars(t *testing.T) {
 		t.Error("the sidecar was never listed as disconnected before being forgotten")
 	}
 }
+
+// TestStopDoesNotWaitForStreams: a control plane with a sidecar stream and
+// a watch open stops at once, not after its graceful-stop timeout.
+func TestStopDoesNotWaitForStreams(t *testing.T) {
+	p := startPlane(t, "", nil)
+	connectSidecar(t, p, "orders", "a", "source")
+	p.waitSidecars(1)
+	start := time.Now()
+	p.stop()
+	if took := time.Since(start); took > 3*time.Second {
+		t.Errorf("stopping took %v with a sidecar connected", took)
+	}
+}

@@ -89,6 +89,11 @@ type Registry struct {
 	// replaced in a rollout never comes back under its old instance name.
 	forgetAfter time.Duration
 
+	// stopping is closed when the server shuts down: open streams end
+	// then, instead of holding the graceful stop to its timeout.
+	stopping     chan struct{}
+	stoppingOnce sync.Once
+
 	mu       sync.Mutex
 	state    registryState
 	sidecars map[string]*sidecar
@@ -98,7 +103,8 @@ type Registry struct {
 
 // NewRegistry loads the registry's persisted rules from store.
 func NewRegistry(store *Store, log *zap.Logger) (*Registry, error) {
-	r := &Registry{store: store, log: log, sidecars: map[string]*sidecar{}, changed: make(chan struct{}), forgetAfter: 10 * time.Minute}
+	r := &Registry{store: store, log: log, sidecars: map[string]*sidecar{}, changed: make(chan struct{}), forgetAfter: 10 * time.Minute,
+		stopping: make(chan struct{})}
 	if _, err := store.Get("registry", "state", &r.state); err != nil {
 		return nil, fmt.Errorf("registry: %w", err)
 	}
@@ -343,9 +349,16 @@ func (r *Registry) Connect(stream switchyardv1.SidecarService_ConnectServer) err
 			return nil // the sidecar went away; it reconnects
 		case <-ctx.Done():
 			return nil
+		case <-r.stopping:
+			// The sidecar reconnects (to this control plane once it is
+			// back, or another).
+			return status.Error(codes.Unavailable, "the control plane is shutting down")
 		}
 	}
 }
+
+// stop ends every open stream (server shutdown).
+func (r *Registry) stop() { r.stoppingOnce.Do(func() { close(r.stopping) }) }
 
 func (r *Registry) attach(id *switchyardv1.SidecarIdentity, first *switchyardv1.ConnectRequest) (*sidecar, uint64) {
 	r.mu.Lock()

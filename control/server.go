@@ -30,6 +30,7 @@ import (
 // service implements ControlService.
 type service struct {
 	switchyardv1.UnimplementedControlServiceServer
+	stopping <-chan struct{} // closed at shutdown: watches end
 	ct       *Controller
 	reg      *Registry
 	mirrors  []*MirrorRef
@@ -153,6 +154,8 @@ func (s *service) watch(ctx context.Context, id string, send func(*switchyardv1.
 		select {
 		case <-ctx.Done():
 			return nil
+		case <-s.stopping:
+			return status.Error(codes.Unavailable, "the control plane is shutting down")
 		case <-changed:
 		}
 	}
@@ -179,6 +182,7 @@ type ServerConfig struct {
 // Server serves ControlService and SidecarService on one port: gRPC (h2c)
 // and REST/JSON (grpc-gateway), the OpenAPI document, /metrics, /healthz.
 type Server struct {
+	reg  *Registry
 	cfg  ServerConfig
 	log  *zap.Logger
 	grpc *grpc.Server
@@ -196,8 +200,8 @@ func NewServer(cfg ServerConfig, ct *Controller, reg *Registry, clusters []*swit
 	}
 	auth := authorizer{token: cfg.Token}
 	reg.auth = auth.check
-	svc := &service{ct: ct, reg: reg, mirrors: mirrors, clusters: clusters, auth: auth, readAuth: cfg.ReadAuth}
-	s := &Server{cfg: cfg, log: log}
+	svc := &service{ct: ct, reg: reg, mirrors: mirrors, clusters: clusters, auth: auth, readAuth: cfg.ReadAuth, stopping: reg.stopping}
+	s := &Server{cfg: cfg, log: log, reg: reg}
 	s.grpc = grpc.NewServer(
 		// A sidecar that vanished without closing its stream (a killed
 		// node) is noticed within ~15 s and no longer counted as connected.
@@ -313,6 +317,9 @@ func (s *Server) Serve(ctx context.Context, ln net.Listener) error {
 		return fmt.Errorf("control: serve %s: %w", ln.Addr(), err)
 	case <-ctx.Done():
 	}
+	// Streams (sidecars, watches) end first, so the graceful stop waits
+	// only for unary calls.
+	s.reg.stop()
 	sctx, cancel := context.WithTimeout(context.Background(), s.cfg.ShutdownTimeout)
 	defer cancel()
 	var err error
