@@ -86,7 +86,23 @@ func (mr *Mirror) SyncGroups(ctx context.Context, groups []string) (GroupSyncRep
 
 func (mr *Mirror) syncGroups(ctx context.Context, srcAdm, dstAdm *kadm.Client, groups []string) (GroupSyncReport, error) {
 	var rep GroupSyncReport
-	described, err := dstAdm.DescribeGroups(ctx, groups...)
+	// A target that never had a consumer group answers
+	// COORDINATOR_NOT_AVAILABLE while it creates __consumer_offsets: retry
+	// for a while before giving up.
+	var (
+		described kadm.DescribedGroups
+		err       error
+	)
+	for attempt := 0; ; attempt++ {
+		described, err = dstAdm.DescribeGroups(ctx, groups...)
+		if err == nil || len(described) > 0 || attempt == 50 || ctx.Err() != nil {
+			break
+		}
+		select {
+		case <-ctx.Done():
+		case <-time.After(200 * time.Millisecond):
+		}
+	}
 	if err != nil && len(described) == 0 {
 		return rep, fmt.Errorf("describe groups on the target: %w", err)
 	}

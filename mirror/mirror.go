@@ -175,6 +175,7 @@ func (mr *Mirror) Run(ctx context.Context) (err error) {
 		}
 		defer member.Close()
 		a.cl = member
+		a.onRevoked = mr.forgetPartitionMetrics
 		cp.assign = a
 		mr.mu.Lock()
 		mr.assign = a
@@ -372,6 +373,15 @@ func (mr *Mirror) refreshPositions(ctx context.Context, srcAdm *kadm.Client) {
 	mr.updateLag()
 }
 
+// forgetPartitionMetrics deletes a partition's series (lag, failing): in
+// scale-out, after it moved to another process, which reports them now.
+func (mr *Mirror) forgetPartitionMetrics(k tp) {
+	part := strconv.Itoa(int(k.partition))
+	for _, g := range []*prometheus.GaugeVec{mr.m.lagRecords, mr.m.lagSeconds, mr.m.failing} {
+		g.DeleteLabelValues(mr.cfg.Name, k.topic, part)
+	}
+}
+
 // sourceAdmin returns an admin client of the source: the running mirror's
 // (a control plane polls CaughtUp many times during a cutover; a client
 // per call costs a connection and a metadata round each time), or a new
@@ -444,8 +454,8 @@ func (mr *Mirror) Status() Status {
 		st.TopicErrors[k] = v
 	}
 	for k, p := range mr.parts {
-		if mr.assign != nil && !mr.assign.owns(k) {
-			continue // another process of a scaled-out mirror copies it
+		if mr.cfg.ScaleOut && (mr.assign == nil || !mr.assign.owns(k)) {
+			continue // another process of a scaled-out mirror copies it (or none yet)
 		}
 		ps := PartitionStatus{Topic: p.src.topic, Partition: p.src.partition, TargetTopic: p.target,
 			Next: p.om.Next(), HighWatermark: p.hwm, TargetNext: p.om.TargetNext(),

@@ -48,6 +48,9 @@ type assignment struct {
 	topics map[string]bool
 	// sourceOf maps a target topic to its source topic.
 	sourceOf map[string]string
+	// onRevoked forgets a partition's per-partition metrics: the process
+	// that copies it now reports them.
+	onRevoked func(tp)
 }
 
 func newAssignment(log *zap.Logger) *assignment {
@@ -109,6 +112,9 @@ func (a *assignment) revoked(m map[string][]int32) {
 		for _, p := range ps {
 			delete(a.owned, tp{src, p})
 			delete(a.restore, tp{src, p})
+			if a.onRevoked != nil {
+				a.onRevoked(tp{src, p})
+			}
 		}
 	}
 	a.mu.Unlock()

@@ -17,6 +17,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"reflect"
 	"regexp"
 	"strings"
 	"sync"
@@ -205,7 +206,7 @@ func TestMirrorSurvivesKill9(t *testing.T) {
 	// One last run, to the end, stopped cleanly.
 	final := startMirror(t, bin, cfgPath, kills+1, plan{kind: "final"})
 	runs = append(runs, final)
-	waitCopied(t, final, target, name, topic, srcEnds)
+	waitCopied(t, target, name, topic, srcEnds, final)
 	final.terminate(t)
 	caughtUp := time.Now()
 
@@ -236,7 +237,7 @@ func TestMirrorSurvivesKill9(t *testing.T) {
 		checkOffsetMap(t, p, maps[p], end.Offset, src[p], dst[p])
 	}
 	compared := time.Now()
-	runVerify(ctx, t, source, target, name, topic, src)
+	runVerify(ctx, t, source, target, name, topic, partitions, src)
 	verified := time.Now()
 
 	committed, aborted, txnsCommitted, txnsAborted := w.counts()
@@ -377,8 +378,9 @@ func moduleRoot() (string, error) {
 }
 
 // writeConfig writes the mirror's configuration file: small transactions,
-// so that a run commits many and a kill has many places to land.
-func writeConfig(t *testing.T, name, topic string, source, target *kafkatest.Cluster) string {
+// so that a run commits many and a kill has many places to land. edit, if
+// given, changes the configuration before it is validated and written.
+func writeConfig(t *testing.T, name, topic string, source, target *kafkatest.Cluster, edit ...func(*mirror.Config)) string {
 	t.Helper()
 	cfg := mirror.DefaultConfig()
 	cfg.Name = name
@@ -388,6 +390,9 @@ func writeConfig(t *testing.T, name, topic string, source, target *kafkatest.Clu
 	cfg.TxnMaxInterval = txnMaxInterval
 	cfg.RetryBackoff = 50 * time.Millisecond
 	cfg.RetryBackoffMax = time.Second
+	for _, f := range edit {
+		f(&cfg)
+	}
 	if err := cfg.Validate(); err != nil {
 		t.Fatalf("mirror config: %v", err)
 	}
@@ -454,6 +459,21 @@ func (r *mirrorProc) ensureStopped() {
 	}
 	r.stopPoll()
 	<-r.pollDone
+}
+
+// pauseUnlessExited waits d, or less if one of the runs exits: it returns
+// that run then, nil otherwise.
+func pauseUnlessExited(d time.Duration, rs ...*mirrorProc) *mirrorProc {
+	timer := time.NewTimer(d)
+	defer timer.Stop()
+	cases := []reflect.SelectCase{{Dir: reflect.SelectRecv, Chan: reflect.ValueOf(timer.C)}}
+	for _, r := range rs {
+		cases = append(cases, reflect.SelectCase{Dir: reflect.SelectRecv, Chan: reflect.ValueOf(r.exited)})
+	}
+	if i, _, _ := reflect.Select(cases); i > 0 {
+		return rs[i-1]
+	}
+	return nil
 }
 
 // sleepUnlessExited waits d, or less if the process exits (kill then
@@ -717,22 +737,30 @@ func readProgress(target *kafkatest.Cluster, name, topic string) (progress, erro
 // the "midtxn" kills and feeds the statistics.
 func openTransaction(t *testing.T, adm *kadm.Client, topic string) bool {
 	t.Helper()
+	return len(openPartitions(t, adm, topic)) > 0
+}
+
+// openPartitions returns the partitions of the target topic on which a
+// transaction is open, as openTransaction judges it (nil when the offsets
+// cannot be listed).
+func openPartitions(t *testing.T, adm *kadm.Client, topic string) map[int32]bool {
+	t.Helper()
 	ctx, cancel := context.WithTimeout(context.Background(), progressTimeout)
 	defer cancel()
 	ends, err := adm.ListEndOffsets(ctx, topic)
 	if err != nil {
 		t.Logf("open transaction on the target: %v", err)
-		return false
+		return nil
 	}
 	lso, err := adm.ListCommittedOffsets(ctx, topic)
 	if err != nil {
 		t.Logf("open transaction on the target: %v", err)
-		return false
+		return nil
 	}
-	open := false
+	open := map[int32]bool{}
 	ends.Each(func(o kadm.ListedOffset) {
 		if s, ok := lso.Lookup(o.Topic, o.Partition); ok && o.Err == nil && s.Err == nil && s.Offset < o.Offset {
-			open = true
+			open[o.Partition] = true
 		}
 	})
 	return open
@@ -771,8 +799,9 @@ func regressions(prev, cur progress) []string {
 }
 
 // waitCopied waits until the committed offset maps reach the source's
-// settled end offsets on every partition.
-func waitCopied(t *testing.T, r *mirrorProc, target *kafkatest.Cluster, name, topic string, ends kadm.ListedOffsets) {
+// settled end offsets on every partition, while the runs rs copy (any of
+// them exiting fails the test).
+func waitCopied(t *testing.T, target *kafkatest.Cluster, name, topic string, ends kadm.ListedOffsets, rs ...*mirrorProc) {
 	t.Helper()
 	deadline := time.Now().Add(catchUpTimeout)
 	behind := "no offset map read yet"
@@ -796,21 +825,21 @@ func waitCopied(t *testing.T, r *mirrorProc, target *kafkatest.Cluster, name, to
 			}
 		}
 		if time.Now().After(deadline) {
-			t.Fatalf("the last mirror run did not catch up within %v: %s (status: %s)", catchUpTimeout, behind, r.status())
+			var sts []string
+			for _, r := range rs {
+				sts = append(sts, fmt.Sprintf("run %d: %s", r.n, r.status()))
+			}
+			t.Fatalf("the mirror did not catch up within %v: %s (status of %s)", catchUpTimeout, behind, strings.Join(sts, "; "))
 		}
-		timer := time.NewTimer(200 * time.Millisecond)
-		select {
-		case <-r.exited:
-			timer.Stop()
-			t.Fatalf("the last mirror run exited by itself before catching up (%s): %v", behind, r.waitErr)
-		case <-timer.C:
+		if r := pauseUnlessExited(200*time.Millisecond, rs...); r != nil {
+			t.Fatalf("mirror run %d exited by itself before the copy caught up (%s): %v", r.n, behind, r.waitErr)
 		}
 	}
 }
 
 // runVerify runs mirror/verify over the mirrored topic: an independent
 // reading and comparison of both sides through the committed offset map.
-func runVerify(ctx context.Context, t *testing.T, source, target *kafkatest.Cluster, name, topic string, src map[int32][]rec) {
+func runVerify(ctx context.Context, t *testing.T, source, target *kafkatest.Cluster, name, topic string, nparts int32, src map[int32][]rec) {
 	t.Helper()
 	cfg := verify.DefaultConfig()
 	cfg.SourceBootstrap, cfg.TargetBootstrap = source.Bootstrap, target.Bootstrap
@@ -821,8 +850,8 @@ func runVerify(ctx context.Context, t *testing.T, source, target *kafkatest.Clus
 		t.Errorf("verify: %v", err)
 		return
 	}
-	if len(rep.Partitions) != partitions {
-		t.Errorf("verify checked %d partitions, want %d", len(rep.Partitions), partitions)
+	if len(rep.Partitions) != int(nparts) {
+		t.Errorf("verify checked %d partitions, want %d", len(rep.Partitions), nparts)
 	}
 	for _, pr := range rep.Partitions {
 		if pr.Status() != verify.StatusMatch {

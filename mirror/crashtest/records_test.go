@@ -30,8 +30,8 @@ import (
 // last stable offset then stands still while the plain producer goes on).
 const (
 	plainEvery     = 10 * time.Millisecond // one chunk of plain records per tick
-	plainChunk     = 12                    // ~1,200 records/s
-	maxRecords     = 50_000                // the producers go idle beyond this
+	plainChunk     = 12                    // ~1,200 records/s (the default of workload.plainChunk)
+	maxRecords     = 50_000                // the producers go idle beyond this (the default of workload.maxRecords)
 	txnPause       = 100 * time.Millisecond
 	txnAbortOneIn  = 4
 	txnHoldOneIn   = 5
@@ -51,6 +51,11 @@ type workload struct {
 	// Small lz4 batches are avoided: each costs its reader a 4 MiB block
 	// buffer, which makes reads crawl under the race detector.
 	bulk, plain, txn *kgo.Client
+	// plainChunk records are written by the plain producer every
+	// plainEvery; both producers go idle once maxRecords sequence numbers
+	// are taken. Set them before start.
+	plainChunk int
+	maxRecords int64
 
 	next atomic.Int64 // next sequence number
 
@@ -72,6 +77,8 @@ func newWorkload(t *testing.T, src *kafkatest.Cluster, topic string, partitions 
 	w := &workload{
 		topic:      topic,
 		partitions: partitions,
+		plainChunk: plainChunk,
+		maxRecords: maxRecords,
 		base:       time.Now().Add(-30 * time.Minute).Truncate(time.Millisecond),
 		committed:  map[int64]int32{},
 		aborted:    map[int64]int32{},
@@ -284,10 +291,10 @@ func (w *workload) start(seed uint64) {
 				return
 			case <-tick.C:
 			}
-			if w.next.Load() >= maxRecords {
+			if w.next.Load() >= w.maxRecords {
 				continue
 			}
-			for range plainChunk {
+			for range w.plainChunk {
 				w.producePlain(ctx, w.plain, int32(rng.IntN(int(w.partitions))))
 			}
 		}
@@ -303,7 +310,7 @@ func (w *workload) start(seed uint64) {
 				return
 			case <-pause.C:
 			}
-			if w.next.Load() >= maxRecords {
+			if w.next.Load() >= w.maxRecords {
 				continue
 			}
 			if err := w.transaction(ctx, rng); err != nil {
