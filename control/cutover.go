@@ -774,11 +774,22 @@ func (ct *Controller) drain(run *cutoverRun) (switchyardv1.CutoverStep, string, 
 		return 0, "", err
 	}
 	// 2. The mirror has copied everything the source holds for the topics.
+	// Cluster calls end with the drain deadline or an abort, whichever
+	// comes first.
+	callCtx, stopCalls := context.WithDeadline(ct.ctx, deadline)
+	defer stopCalls()
+	go func() {
+		select {
+		case <-run.abort:
+			stopCalls()
+		case <-callCtx.Done():
+		}
+	}()
 	m := ct.mirrorOf(run)
 	topics := ct.topicsOf(run, m.Mirror.Status())
 	var behind string
 	err = ct.poll(run, time.Until(deadline), true, false, func() (bool, error) {
-		ctx, cancel := context.WithTimeout(ct.ctx, 10*time.Second)
+		ctx, cancel := context.WithTimeout(callCtx, 10*time.Second)
 		defer cancel()
 		ok, b, err := m.Mirror.CaughtUp(ctx, topics...)
 		if err != nil {
@@ -804,7 +815,7 @@ func (ct *Controller) drain(run *cutoverRun) (switchyardv1.CutoverStep, string, 
 	// is lost.
 	if groups := spec.GetGroups(); len(groups) > 0 {
 		err = ct.poll(run, time.Until(deadline), true, false, func() (bool, error) {
-			ctx, cancel := context.WithTimeout(ct.ctx, 10*time.Second)
+			ctx, cancel := context.WithTimeout(callCtx, 10*time.Second)
 			defer cancel()
 			ok, b, err := m.Mirror.GroupsDrained(ctx, groups, topics...)
 			behind = b
