@@ -11,6 +11,7 @@ import (
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
+	"github.com/twmb/franz-go/pkg/kadm"
 	"github.com/twmb/franz-go/pkg/kgo"
 	"go.uber.org/zap"
 	"go.uber.org/zap/zaptest"
@@ -134,9 +135,22 @@ func TestRunVerifyExitCodes(t *testing.T) {
 		wctx, wcancel := context.WithTimeout(context.Background(), 60*time.Second)
 		defer wcancel()
 		for {
+			// Caught up in memory and in the committed checkpoint topic,
+			// which verify reads (a broker answers EndTxn before it writes
+			// the markers that make the last delta readable).
 			ok, _, err := mr.CaughtUp(wctx, topic)
 			if ok && err == nil {
-				return
+				ends := source.SettledEnds(wctx, t, topic)
+				maps, merr := mirror.ReadOffsetMaps(wctx, target.Bootstrap, name)
+				persisted := merr == nil
+				ends.Each(func(o kadm.ListedOffset) {
+					if m := maps[mirror.TopicPartition{Topic: topic, Partition: o.Partition}]; m == nil || m.Next() < o.Offset {
+						persisted = false
+					}
+				})
+				if persisted {
+					return
+				}
 			}
 			select {
 			case <-wctx.Done():
