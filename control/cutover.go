@@ -84,7 +84,7 @@ func (ct *Controller) observeLocked() {
 	ct.m.active.Reset()
 	for _, run := range ct.cutovers {
 		if s := run.c.GetStep(); !terminal(s) {
-			ct.m.active.WithLabelValues(stepName(s)).Inc()
+			ct.m.active.WithLabelValues(StepName(s)).Inc()
 		}
 	}
 }
@@ -143,7 +143,7 @@ func (ct *Controller) Start(ctx context.Context) error {
 		default:
 			ct.log.Warn("rolling back a cutover interrupted by a restart", zap.String("id", c.GetId()), zap.Stringer("step", c.GetStep()))
 			if err := ct.enter(run, switchyardv1.CutoverStep_CUTOVER_STEP_ROLLING_BACK, "",
-				fmt.Sprintf("the control plane restarted during %s", stepName(c.GetStep()))); err != nil {
+				fmt.Sprintf("the control plane restarted during %s", StepName(c.GetStep()))); err != nil {
 				return err
 			}
 		}
@@ -161,7 +161,8 @@ func terminal(s switchyardv1.CutoverStep) bool {
 		s == switchyardv1.CutoverStep_CUTOVER_STEP_FAILED
 }
 
-func stepName(s switchyardv1.CutoverStep) string {
+// StepName is a step as people read it: "sync-groups".
+func StepName(s switchyardv1.CutoverStep) string {
 	return strings.ToLower(strings.ReplaceAll(strings.TrimPrefix(s.String(), "CUTOVER_STEP_"), "_", "-"))
 }
 
@@ -267,7 +268,7 @@ func (ct *Controller) Create(spec *switchyardv1.CutoverSpec) (*switchyardv1.Cuto
 		if !terminal(other.c.GetStep()) && overlaps(other.c.GetSpec().GetSelector().GetApps(), spec.GetSelector().GetApps()) {
 			ct.mu.Unlock()
 			return nil, status.Errorf(codes.Aborted, "cutover %s of %v is still running (%s)", other.c.GetId(),
-				other.c.GetSpec().GetSelector().GetApps(), stepName(other.c.GetStep()))
+				other.c.GetSpec().GetSelector().GetApps(), StepName(other.c.GetStep()))
 		}
 	}
 	ct.cutovers[c.GetId()] = run
@@ -349,10 +350,10 @@ func (ct *Controller) Abort(id, reason string) (*switchyardv1.Cutover, error) {
 	switch {
 	case terminal(step):
 		run.saveMu.Unlock()
-		return nil, status.Errorf(codes.FailedPrecondition, "cutover %s has ended (%s)", id, stepName(step))
+		return nil, status.Errorf(codes.FailedPrecondition, "cutover %s has ended (%s)", id, StepName(step))
 	case step == switchyardv1.CutoverStep_CUTOVER_STEP_RELEASE || step == switchyardv1.CutoverStep_CUTOVER_STEP_VERIFY:
 		run.saveMu.Unlock()
-		return nil, status.Errorf(codes.FailedPrecondition, "cutover %s is past the point of no return: the gates are being released on the target (%s)", id, stepName(step))
+		return nil, status.Errorf(codes.FailedPrecondition, "cutover %s is past the point of no return: the gates are being released on the target (%s)", id, StepName(step))
 	}
 	c.AbortRequested = true
 	if reason == "" {
@@ -388,7 +389,7 @@ func (ct *Controller) update(run *cutoverRun, f func(c *switchyardv1.Cutover)) {
 func (ct *Controller) observeStepLocked(prev, c *switchyardv1.Cutover) {
 	if n := len(prev.GetHistory()); n > 0 {
 		if h := prev.GetHistory()[n-1]; h.GetStarted() != nil {
-			ct.m.stepSeconds.WithLabelValues(stepName(h.GetStep())).Observe(time.Since(h.GetStarted().AsTime()).Seconds())
+			ct.m.stepSeconds.WithLabelValues(StepName(h.GetStep())).Observe(time.Since(h.GetStarted().AsTime()).Seconds())
 		}
 	}
 	switch c.GetStep() {
@@ -468,7 +469,7 @@ func (ct *Controller) enter(run *cutoverRun, step switchyardv1.CutoverStep, deta
 	}
 	c.Updated = now
 	if err := ct.store.Put("cutovers", c.GetId(), c); err != nil {
-		return fmt.Errorf("store cutover %s entering %s: %w", c.GetId(), stepName(step), err)
+		return fmt.Errorf("store cutover %s entering %s: %w", c.GetId(), StepName(step), err)
 	}
 	ct.publish(run, c)
 	return nil
@@ -498,7 +499,7 @@ func (ct *Controller) drive(run *cutoverRun) {
 		ct.mu.Unlock()
 		step := c.GetStep()
 		if terminal(step) {
-			ct.log.Info("cutover ended", zap.String("id", c.GetId()), zap.String("step", stepName(step)), zap.String("error", c.GetError()))
+			ct.log.Info("cutover ended", zap.String("id", c.GetId()), zap.String("step", StepName(step)), zap.String("error", c.GetError()))
 			return
 		}
 		var (
@@ -544,7 +545,7 @@ func (ct *Controller) drive(run *cutoverRun) {
 			default:
 				next = switchyardv1.CutoverStep_CUTOVER_STEP_ROLLING_BACK
 			}
-			ct.log.Warn("cutover step failed", zap.String("id", c.GetId()), zap.String("step", stepName(step)), zap.Error(err))
+			ct.log.Warn("cutover step failed", zap.String("id", c.GetId()), zap.String("step", StepName(step)), zap.Error(err))
 		}
 		if err := ct.enter(run, next, detail, errMsg); err != nil {
 			// The store is broken: stop here; nothing further is done on a
@@ -686,7 +687,7 @@ func (ct *Controller) preflight(run *cutoverRun) error {
 	acks, _ := ct.reg.Acks(keys, 0)
 	ct.update(run, func(c *switchyardv1.Cutover) { c.Sidecars = acks })
 	for _, k := range keys {
-		st, _, connected := ct.reg.Status(k)
+		st, _, connected := ct.reg.StatusApplied(k)
 		if !connected || st == nil {
 			return fmt.Errorf("sidecar %s has not reported its status", k)
 		}
@@ -939,7 +940,7 @@ func (ct *Controller) verify(run *cutoverRun) (switchyardv1.CutoverStep, string,
 	err := ct.waitFor(run, spec.GetPolicy().GetAckTimeout().AsDuration(), false, func() (bool, error) {
 		wrong = wrong[:0]
 		for _, k := range run.keys {
-			st, _, connected := ct.reg.Status(k)
+			st, _, connected := ct.reg.StatusApplied(k)
 			if !connected || st.GetActiveCluster() != spec.GetTarget() || st.GetGate() != nil {
 				wrong = append(wrong, k)
 			}

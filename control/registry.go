@@ -60,18 +60,17 @@ type registryState struct {
 
 // sidecar is one sidecar as the registry knows it.
 type sidecar struct {
-	id         *switchyardv1.SidecarIdentity
-	gen        uint64 // which stream is current
-	connected  bool
-	applied    uint64
-	applyErr   string
-	status     *switchyardv1.ProxyStatus
-	clusters   []string
-	lastSeen   time.Time
-	reportedAt time.Time     // when status was last reported
-	statusAt   uint64        // the applied version reported with that status
-	goneAt     time.Time     // when its stream ended (zero while connected)
-	notify     chan struct{} // the desired state may have changed
+	id        *switchyardv1.SidecarIdentity
+	gen       uint64 // which stream is current
+	connected bool
+	applied   uint64
+	applyErr  string
+	status    *switchyardv1.ProxyStatus
+	clusters  []string
+	lastSeen  time.Time
+	statusAt  uint64        // the applied version reported with the status
+	goneAt    time.Time     // when its stream ended (zero while connected)
+	notify    chan struct{} // the desired state may have changed
 }
 
 func sidecarKey(id *switchyardv1.SidecarIdentity) string { return id.GetApp() + "/" + id.GetInstance() }
@@ -228,18 +227,6 @@ func (r *Registry) Acks(keys []string, want uint64) ([]*switchyardv1.SidecarAck,
 		out = append(out, a)
 	}
 	return out, all
-}
-
-// Status returns the last reported status of a sidecar and when it was
-// reported; nil when unknown.
-func (r *Registry) Status(key string) (*switchyardv1.ProxyStatus, time.Time, bool) {
-	r.mu.Lock()
-	defer r.mu.Unlock()
-	sc := r.sidecars[key]
-	if sc == nil {
-		return nil, time.Time{}, false
-	}
-	return sc.status, sc.reportedAt, sc.connected
 }
 
 // pruneLocked forgets sidecars disconnected for longer than forgetAfter.
@@ -410,7 +397,7 @@ func (r *Registry) applyReportLocked(sc *sidecar, m *switchyardv1.ConnectRequest
 	now := time.Now()
 	sc.applied, sc.applyErr, sc.lastSeen = m.GetAppliedVersion(), m.GetApplyError(), now
 	if m.GetStatus() != nil {
-		sc.status, sc.reportedAt, sc.statusAt = m.GetStatus(), now, m.GetAppliedVersion()
+		sc.status, sc.statusAt = m.GetStatus(), m.GetAppliedVersion()
 	}
 	if len(m.GetClusters()) > 0 {
 		sc.clusters = slices.Clone(m.GetClusters())

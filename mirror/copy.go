@@ -247,7 +247,13 @@ func (c *copier) round(ctx context.Context) error {
 	if err := c.prod.add(ctx, txnParts); err != nil {
 		return abort(err)
 	}
-	bases, failed, err := c.produceAll(ctx, leaders, works2batches(works, func(w *work) (*partition, []outBatch) { return w.part, w.res.batches }))
+	var pbs []partBatches
+	for _, w := range works {
+		if len(w.res.batches) > 0 {
+			pbs = append(pbs, partBatches{w.part, w.res.batches})
+		}
+	}
+	bases, failed, err := c.produceAll(ctx, leaders, pbs)
 	if err != nil {
 		return abort(err)
 	}
@@ -375,17 +381,6 @@ func (c *copier) restoreAssigned(ctx context.Context) error {
 type partBatches struct {
 	part    *partition
 	batches []outBatch
-}
-
-func works2batches[W any](ws []W, f func(W) (*partition, []outBatch)) []partBatches {
-	out := make([]partBatches, 0, len(ws))
-	for _, w := range ws {
-		p, bs := f(w)
-		if len(bs) > 0 {
-			out = append(out, partBatches{p, bs})
-		}
-	}
-	return out
 }
 
 // produceAll produces every partition's batches in order: a partition's
@@ -558,13 +553,17 @@ func (c *copier) fetch(ctx context.Context, parts []*partition) ([]partFetch, er
 				}
 				return
 			}
+			asked := make(map[tp]*partition, len(ps))
+			for _, p := range ps {
+				asked[p.src] = p
+			}
 			seen := map[tp]bool{}
 			for ti := range resp.Topics {
 				t := &resp.Topics[ti]
 				for pi := range t.Partitions {
 					rp := &t.Partitions[pi]
 					k := tp{t.Topic, rp.Partition}
-					p := partOf(ps, k)
+					p := asked[k]
 					if p == nil || seen[k] {
 						continue
 					}
@@ -619,15 +618,6 @@ func (c *copier) checkFetched(p *partition, rp *kmsg.FetchResponseTopicPartition
 		}
 		return partFetch{part: p, err: fmt.Errorf("fetch source %s: %w", p.src, e)}
 	}
-}
-
-func partOf(ps []*partition, k tp) *partition {
-	for _, p := range ps {
-		if p.src == k {
-			return p
-		}
-	}
-	return nil
 }
 
 // isLeaderError reports errors after which metadata must be refreshed.

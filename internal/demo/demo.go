@@ -283,7 +283,7 @@ func follow(ctx context.Context, api switchyardv1.ControlServiceClient, id strin
 			if h.GetFinished() == nil {
 				break
 			}
-			step := strings.ToLower(strings.ReplaceAll(strings.TrimPrefix(h.GetStep().String(), "CUTOVER_STEP_"), "_", "-"))
+			step := control.StepName(h.GetStep())
 			d := h.GetFinished().AsTime().Sub(h.GetStarted().AsTime()).Round(time.Millisecond)
 			pr("   ✓ %-12s %8v  %s", step, d, h.GetDetail())
 		}
