@@ -188,6 +188,7 @@ type fakeSidecar struct {
 	applied  uint64
 	stall    bool
 	inFlight int64
+	reports  int // status reports sent
 	received []*switchyardv1.DesiredState
 
 	cancel context.CancelFunc
@@ -213,7 +214,11 @@ func connectSidecar(t *testing.T, p *plane, app, instance, active string) *fakeS
 	send := func(m *switchyardv1.ConnectRequest) {
 		sendMu.Lock()
 		defer sendMu.Unlock()
-		_ = stream.Send(m) // the stream ending shows in Recv
+		if stream.Send(m) == nil { // the stream ending shows in Recv
+			s.mu.Lock()
+			s.reports++
+			s.mu.Unlock()
+		}
 	}
 	go func() { // periodic reports, as a proxy sends them
 		tick := time.NewTicker(20 * time.Millisecond)
@@ -287,11 +292,11 @@ func (p *plane) waitCutover(id string, steps ...switchyardv1.CutoverStep) *switc
 				}
 			}
 			if terminal(c.GetStep()) {
-				p.t.Fatalf("cutover ended %s (%s), want %v", stepName(c.GetStep()), c.GetError(), steps)
+				p.t.Fatalf("cutover ended %s (%s), want %v", StepName(c.GetStep()), c.GetError(), steps)
 			}
 		}
 		if time.Now().After(deadline) {
-			p.t.Fatalf("cutover %s: still %s after 30s, want %v", id, stepName(c.GetStep()), steps)
+			p.t.Fatalf("cutover %s: still %s after 30s, want %v", id, StepName(c.GetStep()), steps)
 		}
 		select {
 		case <-p.ct.Changed():
@@ -322,7 +327,7 @@ func spec() *switchyardv1.CutoverSpec {
 func steps(c *switchyardv1.Cutover) string {
 	var out []string
 	for _, h := range c.GetHistory() {
-		out = append(out, stepName(h.GetStep()))
+		out = append(out, StepName(h.GetStep()))
 	}
 	return strings.Join(out, " ")
 }
@@ -483,10 +488,29 @@ func TestCutoverDrainWaitsForInFlightProduce(t *testing.T) {
 	}
 	id := resp.GetCutover().GetId()
 	p.waitCutover(id, switchyardv1.CutoverStep_CUTOVER_STEP_DRAIN)
-	// While produce is in flight the cutover stays in drain.
-	time.Sleep(300 * time.Millisecond) // several reports: it must not move on
+	// While produce is in flight the cutover stays in drain, however many
+	// reports the sidecar sends.
+	a.mu.Lock()
+	from := a.reports
+	a.mu.Unlock()
+	deadline := time.Now().Add(10 * time.Second)
+	for {
+		a.mu.Lock()
+		n := a.reports - from
+		a.mu.Unlock()
+		if n >= 10 {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("only %d status reports in 10 s", n)
+		}
+		select {
+		case <-p.reg.Changed():
+		case <-time.After(50 * time.Millisecond):
+		}
+	}
 	if c, _ := p.ct.Get(id); c.GetStep() != switchyardv1.CutoverStep_CUTOVER_STEP_DRAIN {
-		t.Fatalf("left drain with produce in flight: %s", stepName(c.GetStep()))
+		t.Fatalf("left drain with produce in flight: %s", StepName(c.GetStep()))
 	}
 	a.mu.Lock()
 	a.inFlight = 0
@@ -632,7 +656,7 @@ func TestRestartRollsBackOrResumes(t *testing.T) {
 		{switchyardv1.CutoverStep_CUTOVER_STEP_FLIP, switchyardv1.CutoverStep_CUTOVER_STEP_ROLLED_BACK, "source"},
 		{switchyardv1.CutoverStep_CUTOVER_STEP_RELEASE, switchyardv1.CutoverStep_CUTOVER_STEP_DONE, "target"},
 	} {
-		t.Run(stepName(c.at), func(t *testing.T) {
+		t.Run(StepName(c.at), func(t *testing.T) {
 			dir := t.TempDir()
 			p := startPlane(t, dir, nil)
 			a := connectSidecar(t, p, "orders", "a", "source")

@@ -97,17 +97,13 @@ func (p *Proxy) noteJoined(group string, hdr requestHeader, frame []byte) {
 	if group == "" {
 		return
 	}
+	hl, err := responseHeaderLen(hdr.Key, hdr.Version, frame)
+	if err != nil {
+		return
+	}
 	resp := kmsg.NewPtrJoinGroupResponse()
 	resp.SetVersion(hdr.Version)
-	body := frame[4:] // correlation id
-	if hdr.Flexible {
-		// The response header of a flexible version has tagged fields.
-		if len(body) < 1 {
-			return
-		}
-		body = body[1:]
-	}
-	if err := resp.ReadFrom(body); err != nil || resp.ErrorCode != 0 {
+	if err := resp.ReadFrom(frame[hl:]); err != nil || resp.ErrorCode != 0 {
 		return
 	}
 	p.members.joined(group, resp.MemberID)

@@ -301,18 +301,24 @@ func (c *Client) session(ctx context.Context, sidecars switchyardv1.SidecarServi
 		// While a gate is in force with gated requests still in flight, the
 		// control plane waits for them to end (a cutover's drain): watch
 		// closely and report the moment they have, not at the next tick.
+		// The close watch runs only while a gate is applied: an idle
+		// sidecar does not wake every 10 ms.
 		drain := time.NewTicker(drainPoll)
 		defer drain.Stop()
 		busy := false
 		for {
+			var drainC <-chan time.Time
+			if c.gateApplied() {
+				drainC = drain.C
+			}
 			select {
 			case <-gctx.Done():
 				return nil
 			case <-t.C:
 			case <-c.report:
-			case <-drain.C:
+			case <-drainC:
 				was := busy
-				busy = c.gateApplied() && gatedInFlight(c.proxy.Status())
+				busy = gatedInFlight(c.proxy.Status())
 				if busy || !was {
 					continue
 				}
