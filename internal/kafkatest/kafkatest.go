@@ -14,6 +14,8 @@ import (
 	"github.com/twmb/franz-go/pkg/kerr"
 	"github.com/twmb/franz-go/pkg/kfake"
 	"github.com/twmb/franz-go/pkg/kgo"
+
+	"github.com/switchyard/switchyard/kafkasec"
 )
 
 // Backend names accepted in SWITCHYARD_TEST_KAFKA.
@@ -30,6 +32,8 @@ type Cluster struct {
 	Bootstrap []string
 	// Fake is the in-process cluster on the kfake backend, nil on real Kafka.
 	Fake *kfake.Cluster
+	// Security is how to connect to Bootstrap (zero: PLAINTEXT).
+	Security kafkasec.Config
 }
 
 // Backend returns the backend selected by SWITCHYARD_TEST_KAFKA.
@@ -88,7 +92,8 @@ func Topic(t testing.TB, prefix string) string {
 // Client returns a franz-go client for the cluster, closed when the test ends.
 func (c *Cluster) Client(t testing.TB, opts ...kgo.Opt) *kgo.Client {
 	t.Helper()
-	cl, err := kgo.NewClient(append([]kgo.Opt{kgo.SeedBrokers(c.Bootstrap...)}, opts...)...)
+	all := append([]kgo.Opt{kgo.SeedBrokers(c.Bootstrap...)}, c.kgoSecurity(t)...)
+	cl, err := kgo.NewClient(append(all, opts...)...)
 	if err != nil {
 		t.Fatalf("client for %s: %v", c.Name, err)
 	}

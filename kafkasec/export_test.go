@@ -1,0 +1,4 @@
+package kafkasec
+
+// RoundTrip exposes the raw request writer to the external tests.
+var RoundTrip = roundTrip
