@@ -9,6 +9,8 @@ import (
 	"time"
 
 	"github.com/switchyard/switchyard/mirror/topics"
+
+	"github.com/switchyard/switchyard/kafkasec"
 )
 
 // Config configures a Mirror. Start from DefaultConfig.
@@ -20,6 +22,10 @@ type Config struct {
 	// SourceBootstrap and TargetBootstrap list host:port seed brokers.
 	SourceBootstrap []string `yaml:"sourceBootstrap"`
 	TargetBootstrap []string `yaml:"targetBootstrap"`
+	// Source and Target say how to connect to each cluster: TLS and SASL
+	// (zero: PLAINTEXT). YAML: `sourceSecurity: {tls: {...}, sasl: {...}}`.
+	Source kafkasec.Config `yaml:"sourceSecurity"`
+	Target kafkasec.Config `yaml:"targetSecurity"`
 	// Topics selects and names the topics to mirror.
 	Topics topics.Policy `yaml:"topics"`
 	// Groups are regexps (whole-name) of the consumer groups whose offsets
@@ -114,6 +120,12 @@ func (c *Config) Validate() error {
 				return fmt.Errorf("%s: %q: %w", field, a, err)
 			}
 		}
+	}
+	if err := c.Source.Validate("source"); err != nil {
+		return err
+	}
+	if err := c.Target.Validate("target"); err != nil {
+		return err
 	}
 	if _, err := c.Topics.Compile(); err != nil {
 		return fmt.Errorf("topics: %w", err)

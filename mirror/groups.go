@@ -71,12 +71,12 @@ var errLiveMembers = errors.New("group has live members on the target; its offse
 // final sync at cutover, call it once the mirror has caught up with the
 // gated producers.
 func (mr *Mirror) SyncGroups(ctx context.Context, groups []string) (GroupSyncReport, error) {
-	src, err := mr.client(mr.cfg.SourceBootstrap)
+	src, err := mr.sourceClient()
 	if err != nil {
 		return GroupSyncReport{}, fmt.Errorf("source client: %w", err)
 	}
 	defer src.Close()
-	dst, err := mr.client(mr.cfg.TargetBootstrap)
+	dst, err := mr.targetClient()
 	if err != nil {
 		return GroupSyncReport{}, fmt.Errorf("target client: %w", err)
 	}
@@ -303,12 +303,12 @@ func (mr *Mirror) GroupsDrained(ctx context.Context, groups []string, topics ...
 // stay listed on the source until their session times out, so the source
 // count is the group's size at the flip.
 func (mr *Mirror) GroupsJoined(ctx context.Context, groups []string) (bool, string, error) {
-	src, err := mr.client(mr.cfg.SourceBootstrap)
+	src, err := mr.sourceClient()
 	if err != nil {
 		return false, "", fmt.Errorf("source client: %w", err)
 	}
 	defer src.Close()
-	dst, err := mr.client(mr.cfg.TargetBootstrap)
+	dst, err := mr.targetClient()
 	if err != nil {
 		return false, "", fmt.Errorf("target client: %w", err)
 	}

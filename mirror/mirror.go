@@ -19,6 +19,8 @@ import (
 
 	"github.com/switchyard/switchyard/mirror/offsetmap"
 	"github.com/switchyard/switchyard/mirror/topics"
+
+	"github.com/switchyard/switchyard/kafkasec"
 )
 
 // Mirror copies selected topics from a source to a target cluster. Create
@@ -31,6 +33,8 @@ type Mirror struct {
 	sel    *topics.Selector
 	groups []*regexp.Regexp
 	opts   []kgo.Opt // extra client options (tests)
+	// srcSec and dstSec connect to the clusters (TLS, SASL).
+	srcSec, dstSec *kafkasec.Security
 
 	mu       sync.Mutex
 	parts    map[tp]*partition
@@ -73,12 +77,22 @@ func New(cfg Config, log *zap.Logger, reg prometheus.Registerer, opts ...kgo.Opt
 	if err != nil {
 		return nil, fmt.Errorf("mirror metrics: %w", err)
 	}
+	srcSec, err := kafkasec.New(context.Background(), "source", cfg.Source)
+	if err != nil {
+		return nil, fmt.Errorf("mirror config: source: %w", err)
+	}
+	dstSec, err := kafkasec.New(context.Background(), "target", cfg.Target)
+	if err != nil {
+		return nil, fmt.Errorf("mirror config: target: %w", err)
+	}
 	mr := &Mirror{
 		cfg:      cfg,
 		log:      log.With(zap.String("mirror", cfg.Name)),
 		m:        m,
 		sel:      sel,
 		opts:     opts,
+		srcSec:   srcSec,
+		dstSec:   dstSec,
 		parts:    map[tp]*partition{},
 		topicErr: map[string]string{},
 	}
@@ -88,8 +102,17 @@ func New(cfg Config, log *zap.Logger, reg prometheus.Registerer, opts ...kgo.Opt
 	return mr, nil
 }
 
-func (mr *Mirror) client(bootstrap []string, opts ...kgo.Opt) (*kgo.Client, error) {
-	all := append([]kgo.Opt{kgo.SeedBrokers(bootstrap...)}, mr.opts...)
+func (mr *Mirror) sourceClient(opts ...kgo.Opt) (*kgo.Client, error) {
+	return mr.client(mr.cfg.SourceBootstrap, mr.srcSec, opts)
+}
+
+func (mr *Mirror) targetClient(opts ...kgo.Opt) (*kgo.Client, error) {
+	return mr.client(mr.cfg.TargetBootstrap, mr.dstSec, opts)
+}
+
+func (mr *Mirror) client(bootstrap []string, sec *kafkasec.Security, opts []kgo.Opt) (*kgo.Client, error) {
+	all := append([]kgo.Opt{kgo.SeedBrokers(bootstrap...)}, sec.KgoOpts()...)
+	all = append(all, mr.opts...)
 	return kgo.NewClient(append(all, opts...)...)
 }
 
@@ -113,12 +136,12 @@ func (mr *Mirror) Run(ctx context.Context) (err error) {
 	mr.running = true
 	mr.mu.Unlock()
 
-	src, err := mr.client(mr.cfg.SourceBootstrap, kgo.MaxVersions(clientVersions()))
+	src, err := mr.sourceClient(kgo.MaxVersions(clientVersions()))
 	if err != nil {
 		return fmt.Errorf("source client: %w", err)
 	}
 	defer src.Close()
-	dst, err := mr.client(mr.cfg.TargetBootstrap, kgo.MaxVersions(clientVersions()))
+	dst, err := mr.targetClient(kgo.MaxVersions(clientVersions()))
 	if err != nil {
 		return fmt.Errorf("target client: %w", err)
 	}
@@ -169,7 +192,7 @@ func (mr *Mirror) Run(ctx context.Context) (err error) {
 		srcLeader: &leaderCache{cl: src}, dstLeader: &leaderCache{cl: dst}}
 	if mr.cfg.ScaleOut {
 		a := newAssignment(mr.log)
-		member, err := mr.client(mr.cfg.TargetBootstrap, a.groupOpts(&mr.cfg)...)
+		member, err := mr.targetClient(a.groupOpts(&mr.cfg)...)
 		if err != nil {
 			return fmt.Errorf("mirror %s: group member: %w", mr.cfg.Name, err)
 		}
@@ -393,7 +416,7 @@ func (mr *Mirror) sourceAdmin() (*kadm.Client, func(), error) {
 	if adm != nil {
 		return adm, func() {}, nil
 	}
-	src, err := mr.client(mr.cfg.SourceBootstrap)
+	src, err := mr.sourceClient()
 	if err != nil {
 		return nil, nil, fmt.Errorf("source client: %w", err)
 	}
@@ -519,7 +542,7 @@ func (mr *Mirror) CaughtUp(ctx context.Context, topicNames ...string) (bool, str
 	if mr.assign != nil {
 		// Scaled out: other processes copy some partitions; what all of
 		// them committed is in the checkpoint topic.
-		maps, err := ReadOffsetMaps(ctx, mr.cfg.TargetBootstrap, mr.cfg.Name, mr.opts...)
+		maps, err := ReadOffsetMaps(ctx, mr.cfg.TargetBootstrap, mr.cfg.Name, append(mr.dstSec.KgoOpts(), mr.opts...)...)
 		if err != nil {
 			return false, "", err
 		}

@@ -35,6 +35,7 @@ func startMirror(t *testing.T, name string, src, dst *kafkatest.Cluster, topicNa
 	cfg := DefaultConfig()
 	cfg.Name = name
 	cfg.SourceBootstrap, cfg.TargetBootstrap = src.Bootstrap, dst.Bootstrap
+	cfg.Source, cfg.Target = src.Security, dst.Security
 	cfg.Topics = topics.Policy{Include: topicNames}
 	cfg.TxnMaxRecords = 200
 	cfg.TxnMaxInterval = 100 * time.Millisecond

@@ -43,6 +43,7 @@ SASL_PASSWORD=alice-secret
 SASL_ADMIN=admin
 SASL_ADMIN_PASSWORD=admin-secret
 STORE_PASSWORD=switchyard-test
+SASL_REAUTH_MS=10000
 
 case "$STATE_DIR" in /*) ;; *) STATE_DIR=$PWD/$STATE_DIR ;; esac
 case "$CACHE_DIR" in /*) ;; *) CACHE_DIR=$PWD/$CACHE_DIR ;; esac
@@ -377,7 +378,10 @@ EOF
 	if [[ $SECURE == 1 ]]; then
 		local s=$RUN_DIR/secure
 		cat >>"$dir/server.properties" <<EOF
-sasl.enabled.mechanisms=SCRAM-SHA-256,SCRAM-SHA-512,PLAIN
+sasl.enabled.mechanisms=SCRAM-SHA-256,SCRAM-SHA-512,PLAIN,OAUTHBEARER
+# OAUTHBEARER with Kafka's default validator for unsecured JWTs (alg "none",
+# a "sub" claim): tests mint their own tokens.
+listener.name.sasl_ssl.oauthbearer.sasl.jaas.config=org.apache.kafka.common.security.oauthbearer.OAuthBearerLoginModule required unsecuredLoginStringClaim_sub="$SASL_ADMIN";
 listener.name.sasl_ssl.plain.sasl.jaas.config=org.apache.kafka.common.security.plain.PlainLoginModule required username="$SASL_ADMIN" password="$SASL_ADMIN_PASSWORD" user_$SASL_ADMIN="$SASL_ADMIN_PASSWORD" user_$SASL_USER="$SASL_PASSWORD";
 listener.name.sasl_ssl.scram-sha-256.sasl.jaas.config=org.apache.kafka.common.security.scram.ScramLoginModule required;
 listener.name.sasl_ssl.scram-sha-512.sasl.jaas.config=org.apache.kafka.common.security.scram.ScramLoginModule required;
@@ -388,6 +392,9 @@ ssl.key.password=$STORE_PASSWORD
 ssl.truststore.type=PEM
 ssl.truststore.location=$s/ca.pem
 ssl.client.auth=none
+# Sessions expire after 10 s, so long-lived SASL connections must
+# re-authenticate (KIP-368) during the tests.
+connections.max.reauth.ms=$SASL_REAUTH_MS
 EOF
 	fi
 	if [[ -n $EXTRA_BROKER_CONFIG ]]; then
@@ -639,7 +646,8 @@ up() {
 			local s=$RUN_DIR/secure
 			echo "export SWITCHYARD_TEST_SOURCE_SASL_SSL=${SECBOOT[source]}"
 			echo "export SWITCHYARD_TEST_TARGET_SASL_SSL=${SECBOOT[target]}"
-			echo "export SWITCHYARD_TEST_SASL_MECHANISMS=SCRAM-SHA-256,SCRAM-SHA-512,PLAIN"
+			echo "export SWITCHYARD_TEST_SASL_MECHANISMS=SCRAM-SHA-256,SCRAM-SHA-512,PLAIN,OAUTHBEARER"
+			echo "export SWITCHYARD_TEST_SASL_REAUTH_MS=$SASL_REAUTH_MS"
 			echo "export SWITCHYARD_TEST_SASL_USER=$SASL_USER"
 			echo "export SWITCHYARD_TEST_SASL_PASSWORD=$SASL_PASSWORD"
 			echo "export SWITCHYARD_TEST_CA_PEM=$s/ca.pem"

@@ -28,7 +28,8 @@ failed=0
 for v in $versions; do
 	echo "=== test-real: Kafka $v"
 	t0=$SECONDS
-	if ! KAFKA_VERSION=$v $KAFKA_SH up >/dev/null; then
+	# SECURE=1 adds the SASL_SSL listeners the security tests need.
+	if ! SECURE=${SECURE:-1} KAFKA_VERSION=$v $KAFKA_SH up >/dev/null; then
 		failed=1
 		results+=("Kafka $v: FAILED to start the test bed (see the errors above)")
 		continue

@@ -13,7 +13,11 @@ import (
 	"github.com/switchyard/switchyard/mirror/verify"
 )
 
-const verifyUsage = `Usage: switchyard verify --source HOST:PORT,... --target HOST:PORT,... --mirror NAME [flags]
+const verifyUsage = `Usage: switchyard verify --config mirror.yaml [flags]
+       switchyard verify --source HOST:PORT,... --target HOST:PORT,... --mirror NAME [flags]
+
+With --config (the mirror's own file) the clusters, their TLS and SASL
+settings, the mirror's name and its prefix come from it.
 
 Proves, partition by partition, that the target holds exactly the source's
 records over the range the mirror NAME has copied: it reads both sides
@@ -67,6 +71,7 @@ func parseVerifyOptions(args []string, getenv func(string) string, stderr io.Wri
 		fmt.Fprint(stderr, verifyUsage)
 		fs.PrintDefaults()
 	}
+	mirrorConfig := fs.String("config", "", "the mirror's config `file` (switchyard mirror --config): bootstraps, TLS/SASL, name and prefix come from it; flags override")
 	source := fs.String("source", "", "source cluster seed brokers, `host:port[,host:port...]`")
 	target := fs.String("target", "", "target cluster seed brokers, `host:port[,host:port...]`")
 	fs.StringVar(&cfg.Mirror, "mirror", "", "`name` of the mirror whose copy is verified")
@@ -98,7 +103,26 @@ func parseVerifyOptions(args []string, getenv func(string) string, stderr io.Wri
 	if err != nil {
 		return cfg, err
 	}
-	cfg.SourceBootstrap, cfg.TargetBootstrap = splitAddrs(*source), splitAddrs(*target)
+	if *mirrorConfig != "" {
+		mc, err := loadMirrorConfig(*mirrorConfig)
+		if err != nil {
+			return cfg, usageError{fmt.Errorf("--config: %w", err)}
+		}
+		cfg.SourceBootstrap, cfg.TargetBootstrap = mc.SourceBootstrap, mc.TargetBootstrap
+		cfg.Source, cfg.Target = mc.Source, mc.Target
+		if !set["mirror"] {
+			cfg.Mirror = mc.Name
+		}
+		if !set["prefix"] {
+			cfg.TargetPrefix = mc.Topics.Prefix
+		}
+	}
+	if *source != "" {
+		cfg.SourceBootstrap = splitAddrs(*source)
+	}
+	if *target != "" {
+		cfg.TargetBootstrap = splitAddrs(*target)
+	}
 	if len(cfg.SourceBootstrap) == 0 {
 		return cfg, usageError{errors.New("--source is required")}
 	}

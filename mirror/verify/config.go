@@ -7,6 +7,8 @@ import (
 	"time"
 
 	"github.com/switchyard/switchyard/mirror"
+
+	"github.com/switchyard/switchyard/kafkasec"
 )
 
 // Config configures a verification. Start from DefaultConfig.
@@ -14,6 +16,8 @@ type Config struct {
 	// SourceBootstrap and TargetBootstrap list host:port seed brokers.
 	SourceBootstrap []string
 	TargetBootstrap []string
+	// Source and Target say how to connect (TLS, SASL); zero: PLAINTEXT.
+	Source, Target kafkasec.Config
 	// Mirror is the name of the mirror whose offset maps (on the target)
 	// say what was copied where.
 	Mirror string
@@ -42,6 +46,7 @@ func (c *Config) Validate() error {
 	mc := mirror.DefaultConfig()
 	mc.Name, mc.SourceBootstrap, mc.TargetBootstrap = c.Mirror, c.SourceBootstrap, c.TargetBootstrap
 	mc.Topics.Prefix = c.TargetPrefix
+	mc.Source, mc.Target = c.Source, c.Target
 	if err := mc.Validate(); err != nil {
 		if c.Mirror == "" {
 			return errors.New("mirror: the mirror's name is required")

@@ -13,6 +13,8 @@ import (
 
 	"github.com/switchyard/switchyard/mirror"
 	"github.com/switchyard/switchyard/mirror/offsetmap"
+
+	"github.com/switchyard/switchyard/kafkasec"
 )
 
 // Status is the verdict on one partition.
@@ -154,7 +156,17 @@ func Run(ctx context.Context, cfg Config, opts ...kgo.Opt) (Report, error) {
 		return rep, fmt.Errorf("verify config: %w", err)
 	}
 	filter, _ := cfg.topicFilter()
-	maps, err := mirror.ReadOffsetMaps(ctx, cfg.TargetBootstrap, cfg.Mirror, opts...)
+	srcSec, err := kafkasec.New(ctx, "source", cfg.Source)
+	if err != nil {
+		return rep, err
+	}
+	tgtSec, err := kafkasec.New(ctx, "target", cfg.Target)
+	if err != nil {
+		return rep, err
+	}
+	srcOpts := append(srcSec.KgoOpts(), opts...)
+	tgtOpts := append(tgtSec.KgoOpts(), opts...)
+	maps, err := mirror.ReadOffsetMaps(ctx, cfg.TargetBootstrap, cfg.Mirror, tgtOpts...)
 	if err != nil {
 		return rep, fmt.Errorf("offset maps of mirror %s: %w", cfg.Mirror, err)
 	}
@@ -180,12 +192,12 @@ func Run(ctx context.Context, cfg Config, opts ...kgo.Opt) (Report, error) {
 		tgtTopics = append(tgtTopics, cfg.TargetPrefix+t)
 	}
 
-	srcCl, err := kgo.NewClient(append([]kgo.Opt{kgo.SeedBrokers(cfg.SourceBootstrap...)}, opts...)...)
+	srcCl, err := kgo.NewClient(append([]kgo.Opt{kgo.SeedBrokers(cfg.SourceBootstrap...)}, srcOpts...)...)
 	if err != nil {
 		return rep, fmt.Errorf("source client: %w", err)
 	}
 	defer srcCl.Close()
-	tgtCl, err := kgo.NewClient(append([]kgo.Opt{kgo.SeedBrokers(cfg.TargetBootstrap...)}, opts...)...)
+	tgtCl, err := kgo.NewClient(append([]kgo.Opt{kgo.SeedBrokers(cfg.TargetBootstrap...)}, tgtOpts...)...)
 	if err != nil {
 		return rep, fmt.Errorf("target client: %w", err)
 	}

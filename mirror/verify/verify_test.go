@@ -14,6 +14,7 @@ import (
 	"go.uber.org/zap/zaptest"
 
 	"github.com/switchyard/switchyard/internal/kafkatest"
+	"github.com/switchyard/switchyard/kafkasec"
 	"github.com/switchyard/switchyard/mirror"
 	"github.com/switchyard/switchyard/mirror/topics"
 	"github.com/switchyard/switchyard/mirror/verify"
@@ -26,6 +27,7 @@ func runMirror(t *testing.T, source, target *kafkatest.Cluster, topic string, mu
 	cfg := mirror.DefaultConfig()
 	cfg.Name = kafkatest.Topic(t, "m")
 	cfg.SourceBootstrap, cfg.TargetBootstrap = source.Bootstrap, target.Bootstrap
+	cfg.Source, cfg.Target = source.Security, target.Security
 	cfg.Topics = topics.Policy{Include: []string{topic}}
 	cfg.TxnMaxRecords = 100
 	cfg.TxnMaxInterval = 50 * time.Millisecond
@@ -79,7 +81,11 @@ func waitCaughtUp(t *testing.T, mr *mirror.Mirror, source, target *kafkatest.Clu
 			// Also in the committed checkpoint topic, which verify reads
 			// (a broker answers EndTxn before it writes the markers that
 			// make the last delta readable).
-			maps, err := mirror.ReadOffsetMaps(ctx, target.Bootstrap, mr.Status().Name)
+			sec, err := kafkasec.New(ctx, "target", target.Security)
+			if err != nil {
+				t.Fatal(err)
+			}
+			maps, err := mirror.ReadOffsetMaps(ctx, target.Bootstrap, mr.Status().Name, sec.KgoOpts()...)
 			ends.Each(func(o kadm.ListedOffset) {
 				if m := maps[mirror.TopicPartition{Topic: topic, Partition: o.Partition}]; behind == "" && (err != nil || m == nil || m.Next() < o.Offset) {
 					behind = fmt.Sprintf("%s/%d (committed)", topic, o.Partition)
@@ -138,6 +144,7 @@ func runVerify(t *testing.T, cfg verify.Config) verify.Report {
 func configFor(source, target *kafkatest.Cluster, name string) verify.Config {
 	cfg := verify.DefaultConfig()
 	cfg.SourceBootstrap, cfg.TargetBootstrap, cfg.Mirror = source.Bootstrap, target.Bootstrap, name
+	cfg.Source, cfg.Target = source.Security, target.Security
 	cfg.PartitionTimeout = 30 * time.Second
 	return cfg
 }
@@ -354,5 +361,21 @@ func TestVerifySourceRetentionSinceCopy(t *testing.T) {
 	p := rep.Partitions[0]
 	if !rep.OK() || p.Status() != verify.StatusCleaned || p.SourceRemoved != (verify.Removed{Retention: 5}) || p.SourceCount != 95 || p.TargetCount != 100 {
 		t.Errorf("%s: removed %+v, counts %d/%d", p.Detail(), p.SourceRemoved, p.SourceCount, p.TargetCount)
+	}
+}
+
+// TestVerifySASLSSLTarget verifies a copy onto a SASL_SSL cluster, reading
+// the target with its TLS and SASL settings.
+func TestVerifySASLSSLTarget(t *testing.T) {
+	source, target := kafkatest.PlainToSecure(t, kafkasec.MechScramSHA256)
+	topic := kafkatest.Topic(t, "verify-secure")
+	source.CreateTopic(t, topic, 2)
+	produce(t, source, topic, 0, 300)
+	mr, stop := runMirror(t, source, target, topic)
+	waitCaughtUp(t, mr, source, target, topic)
+	stop()
+	rep := runVerify(t, configFor(source, target, mirrorName(mr)))
+	if !rep.OK() || len(rep.Partitions) != 2 {
+		t.Fatalf("verify: ok=%v, %d partitions: %+v", rep.OK(), len(rep.Partitions), rep)
 	}
 }
