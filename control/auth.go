@@ -3,10 +3,14 @@ package control
 import (
 	"context"
 	"crypto/subtle"
+	"crypto/x509"
+	"fmt"
 	"strings"
 
 	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/credentials"
 	"google.golang.org/grpc/metadata"
+	"google.golang.org/grpc/peer"
 	"google.golang.org/grpc/status"
 )
 
@@ -19,25 +23,248 @@ func incoming(ctx context.Context) ctxMetadata {
 	return md
 }
 
-// authorizer checks bearer tokens. With no token configured, every call
-// is allowed (the control plane then listens on loopback only, see
-// Config.Validate).
-type authorizer struct {
-	token string
+// Role is what a caller may do.
+type Role int
+
+const (
+	// RoleNone may do nothing that needs a role (a verified client
+	// certificate that no ClientCertificate entry names).
+	RoleNone Role = iota
+	// RoleSidecar may only open SidecarService.Connect.
+	RoleSidecar
+	// RoleReadOnly may list, get and watch.
+	RoleReadOnly
+	// RoleOperator may also create and abort cutovers, and connect as a
+	// sidecar (the single legacy token was used for both).
+	RoleOperator
+)
+
+func (r Role) String() string {
+	switch r {
+	case RoleNone:
+		return "none"
+	case RoleSidecar:
+		return "sidecar"
+	case RoleReadOnly:
+		return "read-only"
+	case RoleOperator:
+		return "operator"
+	}
+	return fmt.Sprintf("Role(%d)", int(r))
 }
 
-// check requires "authorization: Bearer <token>".
-func (a authorizer) check(md ctxMetadata) error {
-	if a.token == "" {
+// ParseRole parses "sidecar", "read-only" or "operator".
+func ParseRole(s string) (Role, error) {
+	for _, r := range []Role{RoleSidecar, RoleReadOnly, RoleOperator} {
+		if s == r.String() {
+			return r, nil
+		}
+	}
+	return RoleNone, fmt.Errorf("role %q: want sidecar, read-only or operator", s)
+}
+
+// permission is what a method needs.
+type permission int
+
+const (
+	permRead permission = iota
+	permOperate
+	permConnect
+)
+
+func (p permission) roleNeeded() string {
+	switch p {
+	case permRead:
+		return "read-only or operator"
+	case permOperate:
+		return "operator"
+	default:
+		return "sidecar or operator"
+	}
+}
+
+func (r Role) allows(p permission) bool {
+	switch p {
+	case permRead:
+		return r == RoleReadOnly || r == RoleOperator
+	case permOperate:
+		return r == RoleOperator
+	case permConnect:
+		return r == RoleSidecar || r == RoleOperator
+	}
+	return false
+}
+
+// Secret is a credential held in memory. It prints as "[redacted]" with
+// %v and %s, in structs too, so a logged config never shows it.
+type Secret string
+
+func (Secret) String() string   { return "[redacted]" }
+func (Secret) GoString() string { return "[redacted]" }
+
+// Token is a named bearer token and the role it grants. The name is what
+// logs and the audit log show; the value never is.
+type Token struct {
+	Name  string
+	Role  Role
+	Value Secret
+}
+
+// ClientCertificate maps a verified client certificate to a role. Identity
+// is compared with the certificate's URI SANs (spiffe://...), DNS SANs and
+// subject common name, exactly, or as a prefix when it ends in "*".
+type ClientCertificate struct {
+	Identity string
+	Role     Role
+}
+
+func (c ClientCertificate) matches(name string) bool {
+	if prefix, ok := strings.CutSuffix(c.Identity, "*"); ok {
+		return strings.HasPrefix(name, prefix)
+	}
+	return name == c.Identity
+}
+
+// principal is who made a call, as logs and the audit log name it.
+type principal struct {
+	kind string // "token", "certificate" or "anonymous"
+	name string // the token's name or the certificate identity
+	role Role
+}
+
+func (p principal) String() string {
+	if p.kind == "anonymous" {
+		return "anonymous"
+	}
+	return p.kind + " " + p.name
+}
+
+var anonymous = principal{kind: "anonymous"}
+
+// authorizer decides who a caller is and whether it may make a call.
+// With no token and no client CA configured, auth is off and every call is
+// allowed (the control plane then listens on loopback only, see
+// ServerConfig.Validate). It is read-only after construction and safe for
+// concurrent use.
+type authorizer struct {
+	enabled  bool
+	readAuth bool
+	tokens   []Token
+	// certs is set only when the server verifies client certificates
+	// against a CA, so an unverified certificate is never looked at.
+	certs       []ClientCertificate
+	verifyCerts bool
+}
+
+func newAuthorizer(cfg ServerConfig) *authorizer {
+	a := &authorizer{readAuth: cfg.ReadAuth, tokens: cfg.allTokens(), verifyCerts: cfg.TLS.CAFile != ""}
+	if a.verifyCerts {
+		a.certs = cfg.ClientCertificates
+	}
+	a.enabled = len(a.tokens) > 0 || a.verifyCerts
+	return a
+}
+
+// authenticate names the caller: the bearer token when one is sent (a
+// token that matches none is an error, even with a certificate), else the
+// verified client certificate, else anonymous.
+func (a *authorizer) authenticate(ctx context.Context) (principal, error) {
+	if vals := incoming(ctx).Get("authorization"); len(vals) > 0 {
+		got, ok := strings.CutPrefix(vals[0], "Bearer ")
+		if !ok {
+			return anonymous, status.Error(codes.Unauthenticated, "invalid bearer token: want authorization: Bearer <token>")
+		}
+		// Compare with every token, so the time taken does not tell
+		// which one (or whether an early one) matched.
+		match := -1
+		for i, t := range a.tokens {
+			if subtle.ConstantTimeCompare([]byte(got), []byte(t.Value)) == 1 && match < 0 {
+				match = i
+			}
+		}
+		if match < 0 {
+			return anonymous, status.Error(codes.Unauthenticated, "invalid bearer token")
+		}
+		t := a.tokens[match]
+		return principal{kind: "token", name: t.Name, role: t.Role}, nil
+	}
+	if cert := a.peerCertificate(ctx); cert != nil {
+		return a.certPrincipal(cert), nil
+	}
+	return anonymous, nil
+}
+
+// peerCertificate is the client's verified certificate, or nil.
+func (a *authorizer) peerCertificate(ctx context.Context) *x509.Certificate {
+	if !a.verifyCerts {
 		return nil
 	}
-	vals := md.Get("authorization")
-	if len(vals) == 0 {
-		return status.Error(codes.Unauthenticated, "missing bearer token (authorization: Bearer <token>)")
+	p, ok := peer.FromContext(ctx)
+	if !ok {
+		return nil
 	}
-	got, ok := strings.CutPrefix(vals[0], "Bearer ")
-	if !ok || subtle.ConstantTimeCompare([]byte(got), []byte(a.token)) != 1 {
-		return status.Error(codes.Unauthenticated, "invalid bearer token")
+	info, ok := p.AuthInfo.(credentials.TLSInfo)
+	if !ok || len(info.State.PeerCertificates) == 0 {
+		return nil
 	}
-	return nil
+	// The handshake verified it against the client CA (tlsfiles'
+	// VerifyConnection), or it would not have completed.
+	return info.State.PeerCertificates[0]
+}
+
+// certPrincipal maps a certificate to the first ClientCertificate entry
+// that matches one of its names.
+func (a *authorizer) certPrincipal(cert *x509.Certificate) principal {
+	var names []string
+	for _, u := range cert.URIs {
+		names = append(names, u.String())
+	}
+	names = append(names, cert.DNSNames...)
+	if cert.Subject.CommonName != "" {
+		names = append(names, cert.Subject.CommonName)
+	}
+	for _, c := range a.certs {
+		for _, n := range names {
+			if c.matches(n) {
+				return principal{kind: "certificate", name: n, role: c.Role}
+			}
+		}
+	}
+	name := "(no name)"
+	if len(names) > 0 {
+		name = names[0]
+	}
+	return principal{kind: "certificate", name: name, role: RoleNone}
+}
+
+// authorize checks that the caller may call method, which needs perm. It
+// returns the caller (for the audit log) and, when refused, an
+// Unauthenticated error (no or bad credentials) or a PermissionDenied one
+// naming the role needed. Reads need no credentials unless ReadAuth is set.
+func (a *authorizer) authorize(ctx context.Context, method string, perm permission) (principal, error) {
+	if !a.enabled {
+		return anonymous, nil
+	}
+	p, err := a.authenticate(ctx)
+	if perm == permRead && !a.readAuth {
+		return p, nil
+	}
+	if err != nil {
+		return p, err
+	}
+	if p.kind == "anonymous" {
+		return p, status.Errorf(codes.Unauthenticated,
+			"%s needs credentials: a bearer token (authorization: Bearer <token>)%s", method, a.certHint())
+	}
+	if !p.role.allows(perm) {
+		return p, status.Errorf(codes.PermissionDenied, "%s needs role %s; %s has role %s", method, perm.roleNeeded(), p, p.role)
+	}
+	return p, nil
+}
+
+func (a *authorizer) certHint() string {
+	if a.verifyCerts {
+		return " or a client certificate"
+	}
+	return ""
 }

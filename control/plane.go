@@ -15,7 +15,9 @@ import (
 
 // PlaneConfig configures a whole control plane.
 type PlaneConfig struct {
-	// Server: listen address, token, read authentication.
+	// Server: listen address, TLS, tokens, client certificates and their
+	// roles, read authentication, audit file. NewPlane validates it before
+	// it listens.
 	Server ServerConfig
 	// StoreDir holds the store.
 	StoreDir string

@@ -2,6 +2,7 @@ package control
 
 import (
 	"context"
+	"crypto/tls"
 	"errors"
 	"fmt"
 	"net"
@@ -18,12 +19,16 @@ import (
 	"go.uber.org/zap/zapcore"
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/credentials"
 	"google.golang.org/grpc/keepalive"
+	"google.golang.org/grpc/metadata"
+	"google.golang.org/grpc/peer"
 	"google.golang.org/grpc/status"
 	"google.golang.org/protobuf/encoding/protojson"
 	"google.golang.org/protobuf/proto"
 
 	switchyardv1 "github.com/switchyard/switchyard/api/switchyard/v1"
+	"github.com/switchyard/switchyard/internal/tlsfiles"
 	"github.com/switchyard/switchyard/mirror"
 )
 
@@ -35,33 +40,70 @@ type service struct {
 	reg      *Registry
 	mirrors  []*MirrorRef
 	clusters []*switchyardv1.Cluster
-	auth     authorizer
-	readAuth bool
+	auth     *authorizer
+	audit    *auditLog
+	log      *zap.Logger
 }
 
-func (s *service) read(ctx context.Context) error {
-	if !s.readAuth {
-		return nil
+// allow checks that the caller may call method; refusals are logged
+// (without the credential) and returned as gRPC status errors.
+func (s *service) allow(ctx context.Context, method string, perm permission) (principal, error) {
+	who, err := s.auth.authorize(ctx, method, perm)
+	if err != nil {
+		s.log.Info("control: call refused", zap.String("method", method), zap.Stringer("who", who),
+			zap.String("code", status.Code(err).String()), zap.String("reason", status.Convert(err).Message()))
 	}
-	return s.auth.check(incoming(ctx))
+	return who, err
+}
+
+func (s *service) read(ctx context.Context, method string) error {
+	_, err := s.allow(ctx, method, permRead)
+	return err
+}
+
+// mutate runs a mutating call for an operator and writes it to the audit
+// log, refused or not.
+func (s *service) mutate(ctx context.Context, method string, summary any, call func() (*switchyardv1.Cutover, error)) (*switchyardv1.Cutover, error) {
+	who, err := s.allow(ctx, method, permOperate)
+	var c *switchyardv1.Cutover
+	if err == nil {
+		c, err = call()
+	}
+	s.audit.record(ctx, who, method, summary, c.GetId(), err)
+	return c, err
+}
+
+// sidecarService is the registry's SidecarService behind the authorizer:
+// only the sidecar and operator roles may connect.
+type sidecarService struct {
+	*Registry
+	svc *service
+}
+
+// Connect checks the caller, then serves the stream (see Registry.Connect).
+func (s sidecarService) Connect(stream switchyardv1.SidecarService_ConnectServer) error {
+	if _, err := s.svc.allow(stream.Context(), "Connect", permConnect); err != nil {
+		return err
+	}
+	return s.Registry.Connect(stream)
 }
 
 func (s *service) ListClusters(ctx context.Context, _ *switchyardv1.ListClustersRequest) (*switchyardv1.ListClustersResponse, error) {
-	if err := s.read(ctx); err != nil {
+	if err := s.read(ctx, "ListClusters"); err != nil {
 		return nil, err
 	}
 	return &switchyardv1.ListClustersResponse{Clusters: s.clusters}, nil
 }
 
 func (s *service) ListSidecars(ctx context.Context, req *switchyardv1.ListSidecarsRequest) (*switchyardv1.ListSidecarsResponse, error) {
-	if err := s.read(ctx); err != nil {
+	if err := s.read(ctx, "ListSidecars"); err != nil {
 		return nil, err
 	}
 	return &switchyardv1.ListSidecarsResponse{Sidecars: s.reg.List(req.GetApp())}, nil
 }
 
 func (s *service) ListMirrors(ctx context.Context, _ *switchyardv1.ListMirrorsRequest) (*switchyardv1.ListMirrorsResponse, error) {
-	if err := s.read(ctx); err != nil {
+	if err := s.read(ctx, "ListMirrors"); err != nil {
 		return nil, err
 	}
 	out := &switchyardv1.ListMirrorsResponse{}
@@ -84,10 +126,9 @@ func mirrorToProto(m *MirrorRef) *switchyardv1.Mirror {
 }
 
 func (s *service) CreateCutover(ctx context.Context, req *switchyardv1.CreateCutoverRequest) (*switchyardv1.CreateCutoverResponse, error) {
-	if err := s.auth.check(incoming(ctx)); err != nil {
-		return nil, err
-	}
-	c, err := s.ct.Create(req.GetSpec())
+	c, err := s.mutate(ctx, "CreateCutover", req.GetSpec(), func() (*switchyardv1.Cutover, error) {
+		return s.ct.Create(req.GetSpec())
+	})
 	if err != nil {
 		return nil, err
 	}
@@ -95,7 +136,7 @@ func (s *service) CreateCutover(ctx context.Context, req *switchyardv1.CreateCut
 }
 
 func (s *service) GetCutover(ctx context.Context, req *switchyardv1.GetCutoverRequest) (*switchyardv1.GetCutoverResponse, error) {
-	if err := s.read(ctx); err != nil {
+	if err := s.read(ctx, "GetCutover"); err != nil {
 		return nil, err
 	}
 	c, ok := s.ct.Get(req.GetId())
@@ -106,17 +147,16 @@ func (s *service) GetCutover(ctx context.Context, req *switchyardv1.GetCutoverRe
 }
 
 func (s *service) ListCutovers(ctx context.Context, _ *switchyardv1.ListCutoversRequest) (*switchyardv1.ListCutoversResponse, error) {
-	if err := s.read(ctx); err != nil {
+	if err := s.read(ctx, "ListCutovers"); err != nil {
 		return nil, err
 	}
 	return &switchyardv1.ListCutoversResponse{Cutovers: s.ct.List()}, nil
 }
 
 func (s *service) AbortCutover(ctx context.Context, req *switchyardv1.AbortCutoverRequest) (*switchyardv1.AbortCutoverResponse, error) {
-	if err := s.auth.check(incoming(ctx)); err != nil {
-		return nil, err
-	}
-	c, err := s.ct.Abort(req.GetId(), req.GetReason())
+	c, err := s.mutate(ctx, "AbortCutover", req, func() (*switchyardv1.Cutover, error) {
+		return s.ct.Abort(req.GetId(), req.GetReason())
+	})
 	if err != nil {
 		return nil, err
 	}
@@ -124,7 +164,7 @@ func (s *service) AbortCutover(ctx context.Context, req *switchyardv1.AbortCutov
 }
 
 func (s *service) WatchCutover(req *switchyardv1.WatchCutoverRequest, stream switchyardv1.ControlService_WatchCutoverServer) error {
-	if err := s.read(stream.Context()); err != nil {
+	if err := s.read(stream.Context(), "WatchCutover"); err != nil {
 		return err
 	}
 	return s.watch(stream.Context(), req.GetId(), func(c *switchyardv1.Cutover) error {
@@ -167,41 +207,50 @@ func protoEqualIgnoringUpdated(a, b *switchyardv1.Cutover) bool {
 	return proto.Equal(a2, b2)
 }
 
-// ServerConfig configures the API server.
-type ServerConfig struct {
-	// Listen is the host:port for gRPC and REST.
-	Listen string
-	// Token, when set, is required as "authorization: Bearer <token>" on
-	// mutating calls and on sidecar streams; with ReadAuth on reads too.
-	Token    string
-	ReadAuth bool
-	// ShutdownTimeout bounds the graceful stop.
-	ShutdownTimeout time.Duration
-}
-
 // Server serves ControlService and SidecarService on one port: gRPC (h2c)
 // and REST/JSON (grpc-gateway), the OpenAPI document, /metrics, /healthz.
 type Server struct {
-	reg  *Registry
-	cfg  ServerConfig
-	log  *zap.Logger
-	grpc *grpc.Server
-	http *http.Server
+	reg   *Registry
+	cfg   ServerConfig
+	log   *zap.Logger
+	grpc  *grpc.Server
+	http  *http.Server
+	audit *auditLog
+	tls   *tls.Config // nil: plaintext (h2c)
 
 	mu   sync.Mutex
 	addr net.Addr
 }
 
-// NewServer builds the server.
+// NewServer builds the server. It validates cfg (see ServerConfig.Validate),
+// loads the TLS files and opens the audit file; Serve closes it.
 func NewServer(cfg ServerConfig, ct *Controller, reg *Registry, clusters []*switchyardv1.Cluster, mirrors []*MirrorRef,
 	gatherer prometheus.Gatherer, log *zap.Logger) (*Server, error) {
+	if err := cfg.Validate(); err != nil {
+		return nil, fmt.Errorf("control: %w", err)
+	}
 	if cfg.ShutdownTimeout <= 0 {
 		cfg.ShutdownTimeout = 5 * time.Second
 	}
-	auth := authorizer{token: cfg.Token}
-	reg.auth = auth.check
-	svc := &service{ct: ct, reg: reg, mirrors: mirrors, clusters: clusters, auth: auth, readAuth: cfg.ReadAuth, stopping: reg.stopping}
 	s := &Server{cfg: cfg, log: log, reg: reg}
+	if cfg.TLS.CertFile != "" {
+		tlsCfg, err := tlsfiles.ServerConfig(cfg.TLS, cfg.TLS.CAFile != "" && !cfg.ClientCertOptional,
+			tlsfiles.OnReloadError(func(err error) { log.Error("control: TLS files changed but do not load", zap.Error(err)) }))
+		if err != nil {
+			return nil, fmt.Errorf("control: tls: %w", err)
+		}
+		s.tls = tlsCfg
+	}
+	audit, err := openAudit(cfg.AuditFile, log.Named("audit"))
+	if err != nil {
+		return nil, fmt.Errorf("control: %w", err)
+	}
+	s.audit = audit
+	// The registry serves Connect behind sidecarService, which checks the
+	// caller first; its own hook stays unset.
+	reg.auth = nil
+	svc := &service{ct: ct, reg: reg, mirrors: mirrors, clusters: clusters, auth: newAuthorizer(cfg), audit: audit,
+		log: log, stopping: reg.stopping}
 	s.grpc = grpc.NewServer(
 		// A sidecar that vanished without closing its stream (a killed
 		// node) is noticed within ~15 s and no longer counted as connected.
@@ -209,10 +258,11 @@ func NewServer(cfg ServerConfig, ct *Controller, reg *Registry, clusters []*swit
 		grpc.KeepaliveEnforcementPolicy(keepalive.EnforcementPolicy{MinTime: 5 * time.Second, PermitWithoutStream: true}),
 	)
 	switchyardv1.RegisterControlServiceServer(s.grpc, svc)
-	switchyardv1.RegisterSidecarServiceServer(s.grpc, reg)
+	switchyardv1.RegisterSidecarServiceServer(s.grpc, sidecarService{Registry: reg, svc: svc})
 
 	gw := runtime.NewServeMux()
 	if err := switchyardv1.RegisterControlServiceHandlerServer(context.Background(), gw, svc); err != nil {
+		_ = audit.Close()
 		return nil, fmt.Errorf("control: register gateway: %w", err)
 	}
 	openapi := switchyardv1.ControlOpenAPI()
@@ -241,13 +291,18 @@ func NewServer(cfg ServerConfig, ct *Controller, reg *Registry, clusters []*swit
 		svc.serveWatch(w, r, id)
 	})
 	mux.Handle("/", gw)
-	rest := http.MaxBytesHandler(mux, 1<<20)
+	rest := withPeer(http.MaxBytesHandler(mux, 1<<20))
 
 	var protocols http.Protocols
 	protocols.SetHTTP1(true)
-	protocols.SetUnencryptedHTTP2(true)
+	if s.tls != nil {
+		protocols.SetHTTP2(true)
+	} else {
+		protocols.SetUnencryptedHTTP2(true)
+	}
 	errorLog, err := zap.NewStdLogAt(log.Named("http"), zapcore.WarnLevel)
 	if err != nil {
+		_ = audit.Close()
 		return nil, err
 	}
 	s.http = &http.Server{
@@ -259,6 +314,7 @@ func NewServer(cfg ServerConfig, ct *Controller, reg *Registry, clusters []*swit
 			rest.ServeHTTP(w, r)
 		}),
 		Protocols:         &protocols,
+		TLSConfig:         s.tls,
 		ReadHeaderTimeout: 10 * time.Second,
 		ErrorLog:          errorLog,
 	}
@@ -273,11 +329,13 @@ func (s *service) serveWatch(w http.ResponseWriter, r *http.Request, id string) 
 	if a := r.Header.Get("Authorization"); a != "" {
 		md.Set("authorization", a)
 	}
-	if s.readAuth {
-		if err := s.auth.check(md); err != nil {
-			http.Error(w, status.Convert(err).Message(), http.StatusUnauthorized)
-			return
+	if err := s.read(metadata.NewIncomingContext(r.Context(), md), "WatchCutover"); err != nil {
+		code := http.StatusUnauthorized
+		if status.Code(err) == codes.PermissionDenied {
+			code = http.StatusForbidden
 		}
+		http.Error(w, status.Convert(err).Message(), code)
+		return
 	}
 	if _, ok := s.ct.Get(id); !ok {
 		http.Error(w, fmt.Sprintf("no cutover %q", id), http.StatusNotFound)
@@ -309,8 +367,19 @@ func (s *Server) Serve(ctx context.Context, ln net.Listener) error {
 	s.addr = ln.Addr()
 	s.mu.Unlock()
 	s.log.Info("control plane: serving", zap.Stringer("addr", ln.Addr()))
+	defer func() {
+		if err := s.audit.Close(); err != nil {
+			s.log.Error("control: close the audit file", zap.Error(err))
+		}
+	}()
 	errc := make(chan error, 1)
-	go func() { errc <- s.http.Serve(ln) }()
+	if s.tls != nil {
+		// ServeTLS adds the ALPN protocols (h2, http/1.1) to a clone of
+		// TLSConfig; the certificate comes from its GetCertificate.
+		go func() { errc <- s.http.ServeTLS(ln, "", "") }()
+	} else {
+		go func() { errc <- s.http.Serve(ln) }()
+	}
 	select {
 	case err := <-errc:
 		s.grpc.Stop()
@@ -331,6 +400,26 @@ func (s *Server) Serve(ctx context.Context, ln net.Listener) error {
 	<-errc
 	return err
 }
+
+// withPeer puts the caller's address and TLS state on the request's
+// context as a gRPC peer, the way gRPC does for its own calls, so the
+// in-process REST gateway's calls are authenticated like gRPC ones.
+func withPeer(h http.Handler) http.Handler {
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		p := &peer.Peer{Addr: remoteAddr(r.RemoteAddr)}
+		if r.TLS != nil {
+			p.AuthInfo = credentials.TLSInfo{State: *r.TLS,
+				CommonAuthInfo: credentials.CommonAuthInfo{SecurityLevel: credentials.PrivacyAndIntegrity}}
+		}
+		h.ServeHTTP(w, r.WithContext(peer.NewContext(r.Context(), p)))
+	})
+}
+
+// remoteAddr is an http.Request's RemoteAddr as a net.Addr.
+type remoteAddr string
+
+func (remoteAddr) Network() string  { return "tcp" }
+func (a remoteAddr) String() string { return string(a) }
 
 // Addr is the address Serve listens on.
 func (s *Server) Addr() net.Addr {

@@ -9,7 +9,7 @@
 #   - kustomize build of deploy/kubernetes/base and .../control-plane;
 #   - kubeconform -strict on those, on the ctl pod, on the pods the injector
 #     produces (deploy/injector/testdata/*.patched.json) and on `helm
-#     template` of the chart in three configurations, against JSON schemas
+#     template` of the chart in four configurations (one with TLS and mTLS), against JSON schemas
 #     generated from the OpenAPI document of each Kubernetes version in
 #     KUBE_SCHEMA_VERSIONS (deploy/tools/kubeschema; the document comes from
 #     the k8s.io/kubernetes module on the Go module proxy). cert-manager's
@@ -80,6 +80,11 @@ deploy-helm: tools-deploy
 	helm template sy deploy/helm/switchyard -n switchyard --kube-version $(KUBE_NEWEST) --set injector.sidecar.nativeSidecar=false \
 		--set injector.failurePolicy=Ignore --set injector.replicas=1 -f $(HELM_CONTROL_VALUES) \
 		--set controlPlane.persistence.enabled=false --set controlPlane.networkPolicy.kafkaTo=null > $(DEPLOY_OUT)/helm-plain.yaml
+	helm template sy deploy/helm/switchyard -n switchyard --kube-version $(KUBE_NEWEST) -f $(HELM_CONTROL_VALUES) \
+		--set controlPlane.tls.enabled=true --set controlPlane.tls.clientCA=true --set controlPlane.tls.clientCertOptional=false \
+		--set controlPlane.auditFile=/var/lib/switchyard/audit.jsonl \
+		--set injector.sidecar.control.tlsSecret=switchyard-control-ca --set injector.sidecar.control.tlsClientCert=true \
+		> $(DEPLOY_OUT)/helm-tls.yaml
 
 deploy-kubeconform: deploy-kustomize deploy-helm
 	@set -e; for v in $(KUBE_SCHEMA_VERSIONS); do \

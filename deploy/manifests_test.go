@@ -126,6 +126,7 @@ type volume struct {
 	} `yaml:"configMap"`
 	Secret *struct {
 		SecretName string `yaml:"secretName"`
+		Optional   bool   `yaml:"optional"`
 		Items      []struct {
 			Key  string `yaml:"key"`
 			Path string `yaml:"path"`

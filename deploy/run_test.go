@@ -307,6 +307,11 @@ func (k *kubelet) start(name string, pod podMeta, ps podSpec, c container, repla
 			}
 		case v.Secret != nil:
 			data, ok := k.secrets[v.Secret.SecretName]
+			if !ok && v.Secret.Optional {
+				// An optional Secret that does not exist (the TLS ones,
+				// off by default): the kubelet mounts an empty directory.
+				break
+			}
 			if !ok {
 				t.Fatalf("%s: Secret %s is not the token's", name, v.Secret.SecretName)
 			}

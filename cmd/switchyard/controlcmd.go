@@ -18,6 +18,8 @@ import (
 
 	switchyardv1 "github.com/switchyard/switchyard/api/switchyard/v1"
 	"github.com/switchyard/switchyard/control"
+	"github.com/switchyard/switchyard/internal/tlsfiles"
+	"github.com/switchyard/switchyard/kafkasec"
 	"github.com/switchyard/switchyard/mirror"
 )
 
@@ -31,9 +33,24 @@ with, and the cutovers started through the API or switchyard ctl.
 The configuration file:
 
   listen: 127.0.0.1:9180
-  tokenFile: /etc/switchyard/token    # or SWITCHYARD_CONTROL_TOKEN; required
-                                      # unless listen is a loopback address
-  readAuth: false                     # true: reads need the token too
+  tokenFile: /etc/switchyard/token    # an operator token (or SWITCHYARD_CONTROL_TOKEN)
+  tokens:                             # further named tokens, each read from a file
+    - {name: ci, role: operator, file: /etc/switchyard/tokens/ci}
+    - {name: grafana, role: read-only, file: /etc/switchyard/tokens/grafana}
+    - {name: sidecars, role: sidecar, file: /etc/switchyard/tokens/sidecars}
+  tls:                                # serve TLS (gRPC and REST, same port)
+    certFile: /etc/switchyard/tls/tls.crt   # re-read when the files change
+    keyFile: /etc/switchyard/tls/tls.key
+    caFile: /etc/switchyard/tls/ca.crt      # client CA: mTLS, certificates required
+    clientCertOptional: false               # true: token-only clients too
+  clientCertificates:                 # verified client certificates -> roles, by
+    - {identity: "spiffe://cluster.local/ns/shop/*", role: sidecar}   # URI/DNS SAN
+    - {identity: alice, role: operator}                               # or CN
+  auditFile: /var/lib/switchyard/audit.jsonl  # mutating calls, one JSON line each
+  readAuth: false                     # true: reads need a read-only or operator role
+  # Without tokens or tls.caFile, listen must be a loopback address.
+  # Roles: read-only (list, get, watch), operator (also create and abort
+  # cutovers, and connect as a sidecar), sidecar (only connect).
   storeDir: /var/lib/switchyard       # cutovers and desired state (atomic files)
   clusters:
     - name: source
@@ -52,17 +69,43 @@ Flags:
 
 // controlConfig is the control plane's configuration file.
 type controlConfig struct {
-	Listen    string           `yaml:"listen"`
-	TokenFile string           `yaml:"tokenFile"`
-	ReadAuth  bool             `yaml:"readAuth"`
-	StoreDir  string           `yaml:"storeDir"`
-	Clusters  []controlCluster `yaml:"clusters"`
-	Mirrors   []controlMirror  `yaml:"mirrors"`
+	Listen             string                `yaml:"listen"`
+	TokenFile          string                `yaml:"tokenFile"`
+	Tokens             []controlNamedToken   `yaml:"tokens"`
+	TLS                controlTLS            `yaml:"tls"`
+	ClientCertificates []controlCertIdentity `yaml:"clientCertificates"`
+	AuditFile          string                `yaml:"auditFile"`
+	ReadAuth           bool                  `yaml:"readAuth"`
+	StoreDir           string                `yaml:"storeDir"`
+	Clusters           []controlCluster      `yaml:"clusters"`
+	Mirrors            []controlMirror       `yaml:"mirrors"`
+}
+
+// controlNamedToken is a named token whose value is read from File.
+type controlNamedToken struct {
+	Name string `yaml:"name"`
+	Role string `yaml:"role"`
+	File string `yaml:"file"`
+}
+
+// controlTLS is the server side of TLS: the serving pair and the client CA.
+type controlTLS struct {
+	CertFile           string `yaml:"certFile"`
+	KeyFile            string `yaml:"keyFile"`
+	CAFile             string `yaml:"caFile"`
+	ClientCertOptional bool   `yaml:"clientCertOptional"`
+}
+
+type controlCertIdentity struct {
+	Identity string `yaml:"identity"`
+	Role     string `yaml:"role"`
 }
 
 type controlCluster struct {
 	Name      string   `yaml:"name"`
 	Bootstrap []string `yaml:"bootstrap"`
+	// TLS and SASL for the mirrors and group syncs reaching the cluster.
+	kafkasec.Config `yaml:",inline"`
 }
 
 type controlMirror struct {
@@ -96,18 +139,52 @@ func loadControlConfig(path string) (controlConfig, error) {
 	return cfg, nil
 }
 
-// validate checks the configuration and resolves the mirrors' clusters.
-// token is the bearer token, already read.
-func (c *controlConfig) validate(token string) error {
-	host, _, err := net.SplitHostPort(c.Listen)
+// serverConfig reads the tokens and builds the API server's configuration,
+// validated: TLS files load, roles parse, and a non-loopback listen address
+// has credentials. Errors name the field and never hold a token.
+func (c *controlConfig) serverConfig(getenv func(string) string) (control.ServerConfig, error) {
+	sc := control.ServerConfig{
+		Listen:             c.Listen,
+		ReadAuth:           c.ReadAuth,
+		AuditFile:          c.AuditFile,
+		TLS:                tlsfiles.Files{CertFile: c.TLS.CertFile, KeyFile: c.TLS.KeyFile, CAFile: c.TLS.CAFile},
+		ClientCertOptional: c.TLS.ClientCertOptional,
+	}
+	token, err := readToken(c.TokenFile, getenv)
 	if err != nil {
-		return fmt.Errorf("listen: %q: %w", c.Listen, err)
+		return sc, err
 	}
-	if token == "" {
-		if ip := net.ParseIP(host); host != "localhost" && (ip == nil || !ip.IsLoopback()) {
-			return fmt.Errorf("tokenFile: required when listen (%s) is not a loopback address: anyone who reaches the port could move clients between clusters", c.Listen)
+	sc.Token = token
+	var errs []error
+	for i, t := range c.Tokens {
+		role, err := control.ParseRole(t.Role)
+		if err != nil {
+			errs = append(errs, fmt.Errorf("tokens[%d].role: %w", i, err))
 		}
+		var value string
+		if t.File == "" {
+			errs = append(errs, fmt.Errorf("tokens[%d].file: required", i))
+		} else if value, err = readTokenFile(t.File); err != nil {
+			errs = append(errs, fmt.Errorf("tokens[%d].file: %w", i, err))
+		}
+		sc.Tokens = append(sc.Tokens, control.Token{Name: t.Name, Role: role, Value: control.Secret(value)})
 	}
+	for i, cc := range c.ClientCertificates {
+		role, err := control.ParseRole(cc.Role)
+		if err != nil {
+			errs = append(errs, fmt.Errorf("clientCertificates[%d].role: %w", i, err))
+		}
+		sc.ClientCertificates = append(sc.ClientCertificates, control.ClientCertificate{Identity: cc.Identity, Role: role})
+	}
+	if err := errors.Join(errs...); err != nil {
+		return sc, err
+	}
+	return sc, sc.Validate()
+}
+
+// validate checks the rest of the configuration and resolves the mirrors'
+// clusters.
+func (c *controlConfig) validate() error {
 	if c.StoreDir == "" {
 		return errors.New("storeDir: required")
 	}
@@ -125,6 +202,9 @@ func (c *controlConfig) validate(token string) error {
 				return fmt.Errorf("clusters[%d].bootstrap: %q: %w", i, a, err)
 			}
 		}
+		if err := cl.Config.Validate(fmt.Sprintf("clusters[%d] (%s)", i, cl.Name)); err != nil {
+			return err
+		}
 		byName[cl.Name] = cl
 	}
 	if len(c.Clusters) < 2 {
@@ -138,6 +218,7 @@ func (c *controlConfig) validate(token string) error {
 			return fmt.Errorf("mirrors[%d] (%s): source %q and target %q must name two configured clusters", i, m.Name, m.Source, m.Target)
 		}
 		m.SourceBootstrap, m.TargetBootstrap = src.Bootstrap, dst.Bootstrap
+		m.Config.Source, m.Config.Target = src.Config, dst.Config
 		if err := m.Validate(); err != nil {
 			return fmt.Errorf("mirrors[%d]: %w", i, err)
 		}
@@ -153,13 +234,23 @@ func readToken(file string, getenv func(string) string) (string, error) {
 	if file == "" {
 		return strings.TrimSpace(getenv("SWITCHYARD_CONTROL_TOKEN")), nil
 	}
-	b, err := os.ReadFile(file)
+	t, err := readTokenFile(file)
 	if err != nil {
 		return "", fmt.Errorf("tokenFile: %w", err)
 	}
+	return t, nil
+}
+
+// readTokenFile reads a token, trimmed of whitespace. Errors name the file,
+// never its contents.
+func readTokenFile(file string) (string, error) {
+	b, err := os.ReadFile(file)
+	if err != nil {
+		return "", err
+	}
 	t := strings.TrimSpace(string(b))
 	if t == "" {
-		return "", fmt.Errorf("tokenFile: %s is empty", file)
+		return "", fmt.Errorf("%s is empty", file)
 	}
 	return t, nil
 }
@@ -189,11 +280,11 @@ func runControl(ctx context.Context, args []string, getenv func(string) string, 
 	if *listen != "" {
 		cfg.Listen = *listen
 	}
-	token, err := readToken(cfg.TokenFile, getenv)
+	sc, err := cfg.serverConfig(getenv)
 	if err != nil {
 		return usageError{fmt.Errorf("config file %s: %w", *configPath, err)}
 	}
-	if err := cfg.validate(token); err != nil {
+	if err := cfg.validate(); err != nil {
 		return usageError{fmt.Errorf("config file %s: %w", *configPath, err)}
 	}
 	log, err := newLogger(*logLevel, *logFormat, stderr)
@@ -201,16 +292,16 @@ func runControl(ctx context.Context, args []string, getenv func(string) string, 
 		return usageError{err}
 	}
 	defer log.Sync() //nolint:errcheck // nothing to do about a failed flush at exit
-	return serveControl(ctx, cfg, token, nil, log)
+	return serveControl(ctx, cfg, sc, nil, log)
 }
 
 // serveControl runs a control plane from a validated configuration. ready,
 // when not nil, receives the listening address once serving.
-func serveControl(ctx context.Context, cfg controlConfig, token string, ready chan<- net.Addr, log *zap.Logger) error {
+func serveControl(ctx context.Context, cfg controlConfig, sc control.ServerConfig, ready chan<- net.Addr, log *zap.Logger) error {
 	reg := prometheus.NewRegistry()
 	reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
 	pc := control.PlaneConfig{
-		Server:   control.ServerConfig{Listen: cfg.Listen, Token: token, ReadAuth: cfg.ReadAuth},
+		Server:   sc,
 		StoreDir: cfg.StoreDir,
 	}
 	for _, c := range cfg.Clusters {
@@ -227,6 +318,8 @@ func serveControl(ctx context.Context, cfg controlConfig, token string, ready ch
 		ready <- plane.Addr()
 	}
 	log.Info("control plane started", zap.String("listen", plane.Addr().String()), zap.Int("clusters", len(pc.Clusters)),
-		zap.Int("mirrors", len(pc.Mirrors)), zap.Bool("auth", token != ""))
+		zap.Int("mirrors", len(pc.Mirrors)), zap.Bool("auth", sc.Token != "" || len(sc.Tokens) > 0 || sc.TLS.CAFile != ""),
+		zap.Bool("tls", sc.TLS.CertFile != ""), zap.Bool("mtls", sc.TLS.CAFile != "" && !sc.ClientCertOptional),
+		zap.String("audit_file", sc.AuditFile))
 	return plane.Run(ctx)
 }

@@ -12,12 +12,14 @@ import (
 
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/credentials"
 	"google.golang.org/grpc/credentials/insecure"
 	"google.golang.org/grpc/status"
 	"google.golang.org/protobuf/encoding/protojson"
 	"google.golang.org/protobuf/proto"
 
 	switchyardv1 "github.com/switchyard/switchyard/api/switchyard/v1"
+	"github.com/switchyard/switchyard/internal/tlsfiles"
 )
 
 const ctlUsage = `Usage: switchyard ctl [flags] <command> [command flags]
@@ -44,7 +46,14 @@ DONE; 1 on an error, or when the cutover ROLLED_BACK or FAILED; 2 on bad
 flags.
 
 Environment: SWITCHYARD_CONTROL sets --server; SWITCHYARD_CONTROL_TOKEN
-holds the bearer token itself (--token-file wins over it).
+holds the bearer token itself (--token-file wins over it);
+SWITCHYARD_CONTROL_TLS_CA, _TLS_CERT, _TLS_KEY and _TLS_SERVER_NAME set the
+--tls-* flags.
+
+TLS: --tls-ca (the CA the control plane's certificate chains to) turns TLS
+on; --tls-cert and --tls-key add a client certificate (mTLS); --tls alone
+uses TLS with the system's roots. The server's name is verified: the
+--server host, or --tls-server-name.
 
 Example:
   switchyard ctl cutover start --app orders-service --from source --to target --watch
@@ -53,9 +62,14 @@ Flags:
 `
 
 const (
-	defaultControlAddr = "127.0.0.1:9180"
-	envControlAddr     = "SWITCHYARD_CONTROL"
-	envControlToken    = "SWITCHYARD_CONTROL_TOKEN"
+	defaultControlAddr   = "127.0.0.1:9180"
+	envControlAddr       = "SWITCHYARD_CONTROL"
+	envControlToken      = "SWITCHYARD_CONTROL_TOKEN"
+	envControlTLSCA      = "SWITCHYARD_CONTROL_TLS_CA"
+	envControlTLSCert    = "SWITCHYARD_CONTROL_TLS_CERT"
+	envControlTLSKey     = "SWITCHYARD_CONTROL_TLS_KEY"
+	envControlTLSName    = "SWITCHYARD_CONTROL_TLS_SERVER_NAME"
+	controlTLSFlagPrefix = "--tls"
 )
 
 // ctlFlags are the flags every ctl command accepts, before or after the
@@ -65,7 +79,12 @@ type ctlFlags struct {
 	tokenFile string
 	output    string
 	timeout   time.Duration
+	tls       bool
+	tlsFiles  tlsfiles.Files
 }
+
+// useTLS reports whether the connection is TLS.
+func (f *ctlFlags) useTLS() bool { return f.tls || f.tlsFiles.Enabled() }
 
 // register adds the flags to fs with their current values as defaults, so
 // registering them on a command's flag set keeps what was parsed before
@@ -75,6 +94,11 @@ func (f *ctlFlags) register(fs *flag.FlagSet) {
 	fs.StringVar(&f.tokenFile, "token-file", f.tokenFile, "`file` holding the bearer token, trimmed of whitespace (default: env "+envControlToken+")")
 	fs.StringVar(&f.output, "output", f.output, "output `format`: text or json (protojson, one object per line)")
 	fs.DurationVar(&f.timeout, "timeout", f.timeout, "time allowed for each call (a watch is not bounded by it)")
+	fs.BoolVar(&f.tls, "tls", f.tls, "connect with TLS (implied by the --tls-* flags; without --tls-ca, the system's roots)")
+	fs.StringVar(&f.tlsFiles.CAFile, "tls-ca", f.tlsFiles.CAFile, "PEM `file` of the CA the control plane's certificate must chain to (env "+envControlTLSCA+")")
+	fs.StringVar(&f.tlsFiles.CertFile, "tls-cert", f.tlsFiles.CertFile, "PEM `file` of a client certificate, for mTLS (env "+envControlTLSCert+")")
+	fs.StringVar(&f.tlsFiles.KeyFile, "tls-key", f.tlsFiles.KeyFile, "PEM `file` of the key of --tls-cert (env "+envControlTLSKey+")")
+	fs.StringVar(&f.tlsFiles.ServerName, "tls-server-name", f.tlsFiles.ServerName, "`name` the control plane's certificate is verified against (default: the --server host; env "+envControlTLSName+")")
 }
 
 // ctl is one run of `switchyard ctl`: its flags, its connection and where
@@ -100,6 +124,12 @@ func runCtl(ctx context.Context, args []string, getenv func(string) string, stdo
 	c.flags = ctlFlags{server: defaultControlAddr, output: "text", timeout: 10 * time.Second}
 	if s := strings.TrimSpace(getenv(envControlAddr)); s != "" {
 		c.flags.server = s
+	}
+	c.flags.tlsFiles = tlsfiles.Files{
+		CAFile:     strings.TrimSpace(getenv(envControlTLSCA)),
+		CertFile:   strings.TrimSpace(getenv(envControlTLSCert)),
+		KeyFile:    strings.TrimSpace(getenv(envControlTLSKey)),
+		ServerName: strings.TrimSpace(getenv(envControlTLSName)),
 	}
 	fs := flag.NewFlagSet("ctl", flag.ContinueOnError)
 	fs.SetOutput(stderr)
@@ -217,7 +247,19 @@ func (c *ctl) connect() error {
 	if err != nil {
 		return usageError{err}
 	}
-	opts := []grpc.DialOption{grpc.WithTransportCredentials(insecure.NewCredentials())}
+	creds := insecure.NewCredentials()
+	if c.flags.useTLS() {
+		files := c.flags.tlsFiles
+		if err := files.Validate(controlTLSFlagPrefix); err != nil {
+			return usageError{err}
+		}
+		cfg, err := tlsfiles.ClientConfig(files.ForAddr(c.flags.server))
+		if err != nil {
+			return usageError{err}
+		}
+		creds = credentials.NewTLS(cfg)
+	}
+	opts := []grpc.DialOption{grpc.WithTransportCredentials(creds)}
 	if token != "" {
 		opts = append(opts, grpc.WithPerRPCCredentials(bearerToken(token)))
 		c.tokenSource = source
@@ -258,7 +300,8 @@ func (c *ctl) token() (token, source string, err error) {
 }
 
 // bearerToken sends `authorization: Bearer <token>` with every call. It
-// allows plaintext transport: TLS to the control plane comes later.
+// allows plaintext transport too, for control planes that serve without
+// TLS (on loopback, or behind a TLS-terminating proxy).
 type bearerToken string
 
 func (t bearerToken) GetRequestMetadata(context.Context, ...string) (map[string]string, error) {
@@ -301,11 +344,22 @@ func (c *ctl) rpcErr(op string, err error) error {
 			text += " (the token from " + c.tokenSource + " was refused: check --token-file or " + envControlToken + ")"
 		}
 	case codes.PermissionDenied:
-		if c.tokenSource != "" {
+		switch {
+		case c.tokenSource != "":
 			text += " (the token from " + c.tokenSource + " may not make this call)"
+		case c.flags.tlsFiles.CertFile != "":
+			text += " (the certificate from --tls-cert " + c.flags.tlsFiles.CertFile + " may not make this call)"
 		}
 	case codes.Unavailable:
-		text += " (is the control plane listening on " + c.flags.server + "? set --server or " + envControlAddr + ")"
+		switch {
+		case strings.Contains(st.Message(), "handshake"):
+			text += " (TLS with " + c.flags.server + " failed: check --tls-ca, --tls-server-name and, for mTLS, --tls-cert and --tls-key)"
+		case !c.flags.useTLS():
+			text += " (is the control plane listening on " + c.flags.server + "? set --server or " + envControlAddr +
+				"; if it serves TLS, give --tls-ca or --tls)"
+		default:
+			text += " (is the control plane listening on " + c.flags.server + "? set --server or " + envControlAddr + ")"
+		}
 	case codes.DeadlineExceeded:
 		text += " (no answer within --timeout " + c.flags.timeout.String() + ")"
 	}

@@ -63,6 +63,16 @@ type Control struct {
 	// listens beyond loopback always requires a token.
 	TokenSecret    string `yaml:"tokenSecret"`
 	TokenSecretKey string `yaml:"tokenSecretKey"`
+	// TLSSecret, when set, is a Secret in the pod's namespace holding the
+	// CA the control plane's certificate chains to (key ca.crt, as
+	// cert-manager writes it). It is mounted into the sidecar only, which
+	// then connects with TLS (--control-tls-ca).
+	TLSSecret string `yaml:"tlsSecret"`
+	// TLSClientCert: the TLSSecret also holds a client certificate
+	// (tls.crt, tls.key) the sidecar presents (mTLS; --control-tls-cert,
+	// --control-tls-key). The control plane can map it to the sidecar
+	// role; tokenSecret may then be empty.
+	TLSClientCert bool `yaml:"tlsClientCert"`
 }
 
 // DefaultConfig returns the defaults: a native sidecar named
@@ -144,7 +154,8 @@ func (c Config) Validate() error {
 
 // controlFlags are the proxy flags the injector sets when a control plane
 // is configured.
-var controlFlags = []string{"--control", "--app", "--instance", "--control-token-file"}
+var controlFlags = []string{"--control", "--app", "--instance", "--control-token-file",
+	"--control-tls-ca", "--control-tls-cert", "--control-tls-key"}
 
 func (c Control) validate() error {
 	if c.Address == "" {
@@ -157,14 +168,23 @@ func (c Control) validate() error {
 	if n, err := strconv.Atoi(port); host == "" || err != nil || n < 1 || n > 65535 {
 		return fmt.Errorf("address: %q: want host:port", c.Address)
 	}
+	if c.TLSSecret != "" && !validDNSLabel(c.TLSSecret) {
+		return fmt.Errorf("tlsSecret: %q is not a Secret name", c.TLSSecret)
+	}
+	if c.TLSClientCert && c.TLSSecret == "" {
+		return errors.New("tlsClientCert: needs tlsSecret")
+	}
 	if c.TokenSecret == "" {
-		return errors.New("tokenSecret: required with address (the control plane requires a token when it listens beyond loopback)")
+		if c.TLSClientCert {
+			return nil // the client certificate authenticates the sidecar
+		}
+		return errors.New("tokenSecret: required with address unless tlsClientCert (the control plane requires credentials when it listens beyond loopback)")
 	}
 	if !validDNSLabel(c.TokenSecret) {
 		return fmt.Errorf("tokenSecret: %q is not a Secret name", c.TokenSecret)
 	}
 	if c.TokenSecretKey == "" {
-		return errors.New("tokenSecretKey: required with address")
+		return errors.New("tokenSecretKey: required with tokenSecret")
 	}
 	return nil
 }

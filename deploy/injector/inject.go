@@ -20,6 +20,13 @@ const (
 	controlTokenDir    = "/var/run/secrets/switchyard"
 )
 
+// controlTLSVolume holds the control plane's CA (and the sidecar's client
+// certificate, for mTLS), mounted in the sidecar at controlTLSDir.
+const (
+	controlTLSVolume = "switchyard-control-tls"
+	controlTLSDir    = "/var/run/secrets/switchyard-control-tls"
+)
+
 // Inject returns the JSON patch that adds the proxy sidecar to pod, or a
 // nil patch if pod is not annotated switchyard.io/inject: "true" or already
 // has a container named cfg.ContainerName. namespace is the namespace the
@@ -66,14 +73,23 @@ func Inject(pod *Pod, namespace string, cfg Config) (Patch, error) {
 		patch = append(patch, Operation{Op: "add", Path: "/spec/containers/-", Value: c})
 	}
 	vols := []Volume{{Name: proxyConfigVolume, ConfigMap: &ConfigMapVolumeSource{Name: configMap}}}
-	if cfg.Control.Address != "" {
-		// 0444: the sidecar's user does not own the file, and the pod may
-		// have no fsGroup. Only the sidecar mounts the volume.
-		mode := int32(0o444)
+	// 0444: the sidecar's user does not own the files, and the pod may
+	// have no fsGroup. Only the sidecar mounts these volumes.
+	mode := int32(0o444)
+	if cfg.Control.Address != "" && cfg.Control.TokenSecret != "" {
 		vols = append(vols, Volume{Name: controlTokenVolume, Secret: &SecretVolumeSource{
 			SecretName:  cfg.Control.TokenSecret,
 			Items:       []KeyToPath{{Key: cfg.Control.TokenSecretKey, Path: "token"}},
 			DefaultMode: &mode,
+		}})
+	}
+	if cfg.Control.Address != "" && cfg.Control.TLSSecret != "" {
+		items := []KeyToPath{{Key: "ca.crt", Path: "ca.crt"}}
+		if cfg.Control.TLSClientCert {
+			items = append(items, KeyToPath{Key: "tls.crt", Path: "tls.crt"}, KeyToPath{Key: "tls.key", Path: "tls.key"})
+		}
+		vols = append(vols, Volume{Name: controlTLSVolume, Secret: &SecretVolumeSource{
+			SecretName: cfg.Control.TLSSecret, Items: items, DefaultMode: &mode,
 		}})
 	}
 	for i, vol := range vols {
@@ -137,8 +153,16 @@ func sidecar(cfg Config, app string) Container {
 			"--control", cfg.Control.Address,
 			"--app", app,
 			"--instance", "$(SWITCHYARD_POD_NAMESPACE)/$(SWITCHYARD_POD_NAME)",
-			"--control-token-file", controlTokenDir+"/token",
 		)
+		if cfg.Control.TokenSecret != "" {
+			args = append(args, "--control-token-file", controlTokenDir+"/token")
+		}
+		if cfg.Control.TLSSecret != "" {
+			args = append(args, "--control-tls-ca", controlTLSDir+"/ca.crt")
+		}
+		if cfg.Control.TLSClientCert {
+			args = append(args, "--control-tls-cert", controlTLSDir+"/tls.crt", "--control-tls-key", controlTLSDir+"/tls.key")
+		}
 	}
 	args = append(args, cfg.ExtraArgs...)
 	c := Container{
@@ -179,8 +203,11 @@ func sidecar(cfg Config, app string) Container {
 			SeccompProfile:           &SeccompProfile{Type: "RuntimeDefault"},
 		},
 	}
-	if cfg.Control.Address != "" {
+	if cfg.Control.Address != "" && cfg.Control.TokenSecret != "" {
 		c.VolumeMounts = append(c.VolumeMounts, VolumeMount{Name: controlTokenVolume, MountPath: controlTokenDir, ReadOnly: true})
+	}
+	if cfg.Control.Address != "" && cfg.Control.TLSSecret != "" {
+		c.VolumeMounts = append(c.VolumeMounts, VolumeMount{Name: controlTLSVolume, MountPath: controlTLSDir, ReadOnly: true})
 	}
 	if cfg.NativeSidecar {
 		c.RestartPolicy = "Always"

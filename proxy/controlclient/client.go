@@ -16,10 +16,12 @@ import (
 	"golang.org/x/sync/errgroup"
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/backoff"
+	"google.golang.org/grpc/credentials"
 	"google.golang.org/grpc/credentials/insecure"
 	"google.golang.org/grpc/keepalive"
 
 	switchyardv1 "github.com/switchyard/switchyard/api/switchyard/v1"
+	"github.com/switchyard/switchyard/internal/tlsfiles"
 	"github.com/switchyard/switchyard/proxy"
 	"github.com/switchyard/switchyard/proxy/admin"
 )
@@ -52,6 +54,7 @@ type Proxy interface {
 // control plane went away.
 type Client struct {
 	cfg   Config
+	creds credentials.TransportCredentials // TLS or plaintext
 	proxy Proxy
 	log   *zap.Logger
 	m     *metrics
@@ -94,12 +97,23 @@ func New(cfg Config, p Proxy, reg prometheus.Registerer, logger *zap.Logger) (*C
 	if logger == nil {
 		logger = zap.NewNop()
 	}
+	creds := insecure.NewCredentials()
+	if cfg.TLS.Enabled() {
+		tlsCfg, err := tlsfiles.ClientConfig(cfg.TLS.ForAddr(cfg.Address), tlsfiles.OnReloadError(func(err error) {
+			logger.Error("control client: TLS files changed but do not load", zap.Error(err))
+		}))
+		if err != nil {
+			return nil, fmt.Errorf("control client tls: %w", err)
+		}
+		creds = credentials.NewTLS(tlsCfg)
+	}
 	m, err := newMetrics(reg)
 	if err != nil {
 		return nil, fmt.Errorf("control client metrics: %w", err)
 	}
 	cfg.Labels = maps.Clone(cfg.Labels)
 	return &Client{
+		creds:  creds,
 		cfg:    cfg,
 		proxy:  p,
 		log:    logger.With(zap.String("control", cfg.Address)),
@@ -151,7 +165,7 @@ func (c *Client) Run(ctx context.Context) error {
 	c.mu.Unlock()
 
 	opts := []grpc.DialOption{
-		grpc.WithTransportCredentials(insecure.NewCredentials()),
+		grpc.WithTransportCredentials(c.creds),
 		// gRPC's own reconnect backoff (1 s to 120 s by default) would
 		// otherwise decide when a lost control plane is retried.
 		grpc.WithConnectParams(grpc.ConnectParams{
@@ -390,9 +404,8 @@ func (b bearerToken) GetRequestMetadata(context.Context, ...string) (map[string]
 	return map[string]string{"authorization": "Bearer " + string(b)}, nil
 }
 
-// RequireTransportSecurity is false because the stream is plaintext until
-// TLS arrives (see Config.Token); gRPC would refuse to send the token
-// otherwise.
+// RequireTransportSecurity is false so a token also goes over a plaintext
+// stream (Config.TLS unset; see Config.Token); gRPC would refuse otherwise.
 func (bearerToken) RequireTransportSecurity() bool { return false }
 
 // expBackoff doubles a delay from min up to max; each delay is drawn

@@ -6,6 +6,8 @@ import (
 	"net"
 	"strconv"
 	"time"
+
+	"github.com/switchyard/switchyard/internal/tlsfiles"
 )
 
 // Config configures a Client. Start from DefaultConfig.
@@ -20,9 +22,16 @@ type Config struct {
 	// Labels are further selectors, e.g. {"role": "producer"}.
 	Labels map[string]string
 	// Token, when set, is sent as "authorization: Bearer <Token>" on the
-	// stream. The connection is plaintext for now, so the token is only as
-	// safe as the network between sidecar and control plane.
+	// stream. Without TLS the token is only as safe as the network between
+	// sidecar and control plane.
 	Token string
+	// TLS, when enabled (any field set), connects with TLS: CAFile is the
+	// CA the control plane's certificate must chain to (empty: the system
+	// roots), CertFile and KeyFile a client certificate for mTLS, which the
+	// control plane can map to the sidecar role instead of a token. The
+	// files are re-read when they change. ServerName defaults to the host
+	// of Address.
+	TLS tlsfiles.Files
 	// StatusInterval is how often the status is reported when nothing
 	// else prompts a report.
 	StatusInterval time.Duration
@@ -75,6 +84,11 @@ func (c Config) Validate() error {
 	for k, v := range c.Labels {
 		if err := checkLabel(k, v); err != nil {
 			return fmt.Errorf("labels: %w", err)
+		}
+	}
+	if c.TLS.Enabled() {
+		if err := c.TLS.Validate("tls"); err != nil {
+			return err
 		}
 	}
 	if c.StatusInterval <= 0 {

@@ -1,0 +1,165 @@
+package control
+
+import (
+	"errors"
+	"fmt"
+	"net"
+	"os"
+	"path/filepath"
+	"time"
+
+	"github.com/switchyard/switchyard/internal/tlsfiles"
+)
+
+// ServerConfig configures the API server. Field names in Validate's errors
+// are those of the control plane's configuration file.
+type ServerConfig struct {
+	// Listen is the host:port for gRPC and REST.
+	Listen string
+	// Token, when set, is an operator token named "default" (the
+	// configuration file's tokenFile or SWITCHYARD_CONTROL_TOKEN).
+	Token string
+	// Tokens are further named bearer tokens and their roles.
+	Tokens []Token
+	// ClientCertificates map verified client certificates to roles; they
+	// need TLS.CAFile.
+	ClientCertificates []ClientCertificate
+	// ReadAuth: reads (List, Get, Watch) need a read-only or operator
+	// credential too. Without it they are open to anyone who reaches the
+	// port; credentials sent with a read are then not checked.
+	ReadAuth bool
+	// TLS, when CertFile and KeyFile are set, serves TLS only (gRPC and
+	// REST, on the same port), re-reading the files when they change.
+	// CAFile, when set, is the CA client certificates must chain to, and
+	// a client certificate is required (mTLS) unless ClientCertOptional.
+	// ServerName and InsecureSkipVerify are client settings and rejected.
+	TLS tlsfiles.Files
+	// ClientCertOptional lets clients without a certificate complete the
+	// handshake (to authenticate with a token, or to read /healthz).
+	ClientCertOptional bool
+	// AuditFile, when set, receives one JSON line per mutating call.
+	// Mutating calls are logged through zap either way.
+	AuditFile string
+	// ShutdownTimeout bounds the graceful stop.
+	ShutdownTimeout time.Duration
+}
+
+// String describes the configuration without its tokens, so a config
+// printed with %v or %+v (or %#v, through GoString) never shows them.
+func (c ServerConfig) String() string {
+	names := make([]string, 0, len(c.Tokens)+1)
+	for _, t := range c.allTokens() {
+		names = append(names, t.Name+"="+t.Role.String())
+	}
+	return fmt.Sprintf("{Listen:%s Tokens:%v ClientCertificates:%v ReadAuth:%t TLS:%+v ClientCertOptional:%t AuditFile:%s ShutdownTimeout:%v}",
+		c.Listen, names, c.ClientCertificates, c.ReadAuth, c.TLS, c.ClientCertOptional, c.AuditFile, c.ShutdownTimeout)
+}
+
+// GoString is String.
+func (c ServerConfig) GoString() string { return c.String() }
+
+// allTokens is Tokens with the legacy Token first.
+func (c ServerConfig) allTokens() []Token {
+	var out []Token
+	if c.Token != "" {
+		out = append(out, Token{Name: "default", Role: RoleOperator, Value: Secret(c.Token)})
+	}
+	return append(out, c.Tokens...)
+}
+
+// authEnabled reports whether any credential is configured.
+func (c ServerConfig) authEnabled() bool {
+	return c.Token != "" || len(c.Tokens) > 0 || c.TLS.CAFile != ""
+}
+
+// Validate checks the configuration, including that the TLS files load,
+// and returns every problem found, each naming its field. Errors never
+// contain a token or a key.
+func (c ServerConfig) Validate() error {
+	var errs []error
+	add := func(format string, args ...any) { errs = append(errs, fmt.Errorf(format, args...)) }
+
+	host, _, err := net.SplitHostPort(c.Listen)
+	if err != nil {
+		add("listen: %q: %w", c.Listen, err)
+	}
+	if c.TLS.Enabled() {
+		if c.TLS.CertFile == "" && c.TLS.KeyFile == "" {
+			add("tls.certFile, tls.keyFile: required to serve TLS")
+		}
+		if c.TLS.ServerName != "" {
+			add("tls.serverName: a client setting; the server does not use it")
+		}
+		if c.TLS.InsecureSkipVerify {
+			add("tls.insecureSkipVerify: a client setting; the server does not use it")
+		}
+		if err := c.TLS.Validate("tls"); err != nil {
+			errs = append(errs, err)
+		}
+	}
+	if c.ClientCertOptional && c.TLS.CAFile == "" {
+		add("tls.clientCertOptional: needs tls.caFile")
+	}
+
+	seenName := map[string]int{}
+	tokens := c.allTokens()
+	offset := len(tokens) - len(c.Tokens) // the legacy token is not in c.Tokens
+	for i, t := range tokens {
+		field := "tokenFile"
+		if i >= offset {
+			field = fmt.Sprintf("tokens[%d]", i-offset)
+		}
+		switch {
+		case t.Name == "":
+			add("%s.name: required", field)
+		case seenName[t.Name] > 0:
+			add("%s.name: %q repeated", field, t.Name)
+		}
+		seenName[t.Name]++
+		if t.Role < RoleSidecar || t.Role > RoleOperator {
+			add("%s.role: want sidecar, read-only or operator", field)
+		}
+		if t.Value == "" {
+			add("%s: empty token", field)
+		}
+		for j := range i {
+			if tokens[j].Value != "" && tokens[j].Value == t.Value {
+				add("%s (%s): the same token as %s: each token must tell who is calling", field, t.Name, tokens[j].Name)
+			}
+		}
+	}
+	for i, cc := range c.ClientCertificates {
+		if cc.Identity == "" || cc.Identity == "*" {
+			add("clientCertificates[%d].identity: a URI, DNS name or common name (a trailing * matches a prefix, not everything)", i)
+		}
+		if cc.Role < RoleSidecar || cc.Role > RoleOperator {
+			add("clientCertificates[%d].role: want sidecar, read-only or operator", i)
+		}
+	}
+	if len(c.ClientCertificates) > 0 && c.TLS.CAFile == "" {
+		add("clientCertificates: need tls.caFile to verify client certificates")
+	}
+	if err == nil && !c.authEnabled() && !isLoopback(host) {
+		add("listen: %s is not a loopback address, and no tokens (tokenFile, tokens) or client CA (tls.caFile) "+
+			"are configured: anyone who reaches the port could move clients between clusters", c.Listen)
+	}
+	if c.AuditFile != "" {
+		if fi, err := os.Stat(filepath.Dir(c.AuditFile)); err != nil {
+			add("auditFile: %w", err)
+		} else if !fi.IsDir() {
+			add("auditFile: %s is not a directory", filepath.Dir(c.AuditFile))
+		}
+	}
+	if c.ShutdownTimeout < 0 {
+		add("shutdownTimeout: %v must not be negative", c.ShutdownTimeout)
+	}
+	return errors.Join(errs...)
+}
+
+func isLoopback(host string) bool {
+	if host == "localhost" {
+		return true
+	}
+	ip := net.ParseIP(host)
+	return ip != nil && ip.IsLoopback()
+}
