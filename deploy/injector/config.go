@@ -36,6 +36,13 @@ type Config struct {
 	// proxy.yaml (clusters, active cluster, timeouts); the pod annotation
 	// switchyard.io/proxy-config overrides it.
 	ProxyConfigMap string `yaml:"proxyConfigMap"`
+	// KafkaSecret, when set, is a Secret in the pod's namespace holding the
+	// files proxy.yaml's cluster tls/sasl settings name (passwordFile,
+	// caFile, certFile/keyFile, tokenFile); every key is mounted, read-only,
+	// in the sidecar only, under /etc/switchyard/kafka (so proxy.yaml says
+	// e.g. passwordFile: /etc/switchyard/kafka/password). The pod annotation
+	// switchyard.io/kafka-secret overrides it.
+	KafkaSecret string `yaml:"kafkaSecret"`
 	// AppLabels are the pod labels the application name is read from, in
 	// order; the annotation switchyard.io/app overrides them.
 	AppLabels []string `yaml:"appLabels"`
@@ -130,6 +137,9 @@ func (c Config) Validate() error {
 	}
 	if len(c.AppLabels) == 0 {
 		return errors.New("appLabels: at least one label is required")
+	}
+	if c.KafkaSecret != "" && !validDNSLabel(c.KafkaSecret) {
+		return fmt.Errorf("kafkaSecret: %q is not a Secret name", c.KafkaSecret)
 	}
 	owned := []string{"--listen", "--admin", "--config"}
 	if c.Control.Address != "" {

@@ -20,6 +20,14 @@ const (
 	controlTokenDir    = "/var/run/secrets/switchyard"
 )
 
+// kafkaSecretVolume holds the cluster credentials (KafkaSecret), mounted in
+// the sidecar at KafkaSecretDir.
+const (
+	kafkaSecretVolume = "switchyard-kafka"
+	// KafkaSecretDir is where proxy.yaml finds the KafkaSecret's files.
+	KafkaSecretDir = "/etc/switchyard/kafka"
+)
+
 // controlTLSVolume holds the control plane's CA (and the sidecar's client
 // certificate, for mTLS), mounted in the sidecar at controlTLSDir.
 const (
@@ -60,9 +68,19 @@ func Inject(pod *Pod, namespace string, cfg Config) (Patch, error) {
 		}
 		configMap = v
 	}
+	kafkaSecret := cfg.KafkaSecret
+	if v, ok := pod.Metadata.Annotations[AnnotationKafkaSecret]; ok {
+		if !validDNSLabel(v) {
+			return nil, fmt.Errorf("%w: %s: %q is not a Secret name", ErrBadAnnotation, AnnotationKafkaSecret, v)
+		}
+		kafkaSecret = v
+	}
 
 	var patch Patch
 	c := sidecar(cfg, app)
+	if kafkaSecret != "" {
+		c.VolumeMounts = append(c.VolumeMounts, VolumeMount{Name: kafkaSecretVolume, MountPath: KafkaSecretDir, ReadOnly: true})
+	}
 	switch {
 	case cfg.NativeSidecar && len(pod.Spec.InitContainers) == 0:
 		patch = append(patch, Operation{Op: "add", Path: "/spec/initContainers", Value: []Container{c}})
@@ -76,6 +94,9 @@ func Inject(pod *Pod, namespace string, cfg Config) (Patch, error) {
 	// 0444: the sidecar's user does not own the files, and the pod may
 	// have no fsGroup. Only the sidecar mounts these volumes.
 	mode := int32(0o444)
+	if kafkaSecret != "" {
+		vols = append(vols, Volume{Name: kafkaSecretVolume, Secret: &SecretVolumeSource{SecretName: kafkaSecret, DefaultMode: &mode}})
+	}
 	if cfg.Control.Address != "" && cfg.Control.TokenSecret != "" {
 		vols = append(vols, Volume{Name: controlTokenVolume, Secret: &SecretVolumeSource{
 			SecretName:  cfg.Control.TokenSecret,

@@ -11,6 +11,10 @@ const (
 	// AnnotationProxyConfig names the ConfigMap (in the pod's namespace)
 	// holding the sidecar's proxy.yaml; it overrides Config.ProxyConfigMap.
 	AnnotationProxyConfig = "switchyard.io/proxy-config"
+	// AnnotationKafkaSecret names the Secret (in the pod's namespace) with
+	// the cluster credentials proxy.yaml refers to; it overrides
+	// Config.KafkaSecret.
+	AnnotationKafkaSecret = "switchyard.io/kafka-secret"
 	// AnnotationStatus is set to "injected" on pods the injector patched.
 	AnnotationStatus = "switchyard.io/status"
 	// LabelApp is set on injected pods to the application name, so that
