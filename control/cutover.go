@@ -44,6 +44,10 @@ type MirrorRef struct {
 const (
 	produceKey = 0
 	fetchKey   = 1
+	// endTxnKey: a sidecar counts each transaction open through it as one
+	// Produce and one EndTxn in flight (its records and its end are still
+	// to come), so the drain waits for open transactions and can name them.
+	endTxnKey = 26
 )
 
 // Controller runs cutovers.
@@ -752,8 +756,10 @@ func (ct *Controller) flipGate(spec *switchyardv1.CutoverSpec) *gateSpec {
 func (ct *Controller) drain(run *cutoverRun) (switchyardv1.CutoverStep, string, error) {
 	spec := ct.spec(run)
 	deadline := time.Now().Add(spec.GetPolicy().GetDrainTimeout().AsDuration())
-	// 1. Produce requests admitted before the gate are answered: every
-	// sidecar reports, with the gate applied, none in flight.
+	// 1. Produce requests admitted before the gate are answered and the
+	// transactions open then have ended: every sidecar reports, with the
+	// gate applied, no Produce in flight (an open transaction counts as
+	// one). The gate keeps new transactions from starting.
 	var busy []string
 	err := ct.waitFor(run, time.Until(deadline), true, func() (bool, error) {
 		busy = busy[:0]
@@ -762,14 +768,19 @@ func (ct *Controller) drain(run *cutoverRun) (switchyardv1.CutoverStep, string, 
 			// proxy after it applied the gate (a sidecar reads its applied
 			// version before its status).
 			st, applied, connected := ct.reg.StatusApplied(k)
-			if !connected || st == nil || applied < run.gateVersion || st.GetInFlightByApi()[produceKey] > 0 {
-				busy = append(busy, k)
+			switch {
+			case !connected:
+				busy = append(busy, k+" (disconnected)")
+			case st == nil || applied < run.gateVersion:
+				busy = append(busy, k+" (no report since the gate)")
+			case st.GetInFlightByApi()[produceKey] > 0:
+				busy = append(busy, k+" ("+drainBusy(st)+")")
 			}
 		}
 		return len(busy) == 0, nil
 	})
 	if errors.Is(err, context.DeadlineExceeded) {
-		return 0, "", fmt.Errorf("produce requests still in flight (or no report since the gate) on %v after the drain timeout", busy)
+		return 0, "", fmt.Errorf("produce not drained after the drain timeout on %s", strings.Join(busy, ", "))
 	}
 	if err != nil {
 		return 0, "", err
@@ -834,6 +845,29 @@ func (ct *Controller) drain(run *cutoverRun) (switchyardv1.CutoverStep, string, 
 		}
 	}
 	return switchyardv1.CutoverStep_CUTOVER_STEP_SYNC_GROUPS, fmt.Sprintf("no produce in flight; mirror %s copied %v completely; groups %v drained", m.Name, topics, spec.GetGroups()), nil
+}
+
+// drainBusy says what a sidecar with Produce in flight waits for: open
+// transactions (counted as one Produce and one EndTxn each) and produce
+// requests.
+func drainBusy(st *switchyardv1.ProxyStatus) string {
+	inflight := st.GetInFlightByApi()
+	produce, txns := inflight[produceKey], min(inflight[endTxnKey], inflight[produceKey])
+	var parts []string
+	if n := produce - txns; n > 0 {
+		parts = append(parts, fmt.Sprintf("%d produce %s in flight", n, plural(n, "request", "requests")))
+	}
+	if txns > 0 {
+		parts = append(parts, fmt.Sprintf("%d %s still open", txns, plural(txns, "transaction", "transactions")))
+	}
+	return strings.Join(parts, ", ")
+}
+
+func plural(n int64, one, many string) string {
+	if n == 1 {
+		return one
+	}
+	return many
 }
 
 func (ct *Controller) syncGroups(run *cutoverRun) (switchyardv1.CutoverStep, string, error) {

@@ -6,6 +6,8 @@ import (
 	"net"
 	"strconv"
 	"time"
+
+	"github.com/switchyard/switchyard/kafkasec"
 )
 
 // ClusterConfig names one upstream cluster the proxy may route to.
@@ -14,6 +16,9 @@ type ClusterConfig struct {
 	Name string `yaml:"name" json:"name"`
 	// Bootstrap lists host:port seed brokers.
 	Bootstrap []string `yaml:"bootstrap" json:"bootstrap"`
+	// Security is how the proxy connects and authenticates to the
+	// cluster's brokers (TLS, SASL); the zero value is PLAINTEXT.
+	kafkasec.Config `yaml:",inline"`
 }
 
 // Config configures a Proxy. Start from DefaultConfig.
@@ -47,8 +52,32 @@ type Config struct {
 	// HoldBudget bounds how long a HOLD gate parks a request before it is
 	// answered with a retriable error.
 	HoldBudget time.Duration `yaml:"holdBudget"`
+	// ClientAuth says how clients authenticate (SASL passthrough,
+	// terminate or none) and whether the client listeners serve TLS.
+	ClientAuth ClientAuth `yaml:"clientAuth"`
+	// MaxConnections bounds the client connections served at once; more
+	// are closed on accept (metric connections_refused_total).
+	MaxConnections int `yaml:"maxConnections"`
+	// MaxInflightPerConnection bounds the requests of one connection
+	// forwarded and not yet answered; beyond it the proxy stops reading
+	// that client until a response goes out (TCP back-pressure, no error).
+	MaxInflightPerConnection int `yaml:"maxInflightPerConnection"`
+	// IdleTimeout closes a client connection that sent nothing and had
+	// nothing in flight for this long (brokers' connections.max.idle.ms
+	// is 10 minutes); clients reconnect when they need to.
+	IdleTimeout time.Duration `yaml:"idleTimeout"`
+	// ClientIOTimeout bounds reading one request (from its first byte to
+	// its last) and writing one response, so a stalled client — sending
+	// half a request, or not reading — cannot pin a connection.
+	ClientIOTimeout time.Duration `yaml:"clientIOTimeout"`
 	// Gate is applied at start (e.g. --forbidden-api-keys).
 	Gate Gate `yaml:"-"`
+
+	// MaxHeldBytes bounds the bytes of the requests HOLD gates and a
+	// draining switch park at once, over all connections. A request that
+	// would take the proxy past it is answered as a REJECT gate would
+	// (outcome hold_limit).
+	MaxHeldBytes int64 `yaml:"maxHeldBytes"`
 }
 
 // DefaultConfig returns the defaults: listen on 127.0.0.1:9092 with virtual
@@ -60,6 +89,12 @@ func DefaultConfig() Config {
 		DialTimeout:   10 * time.Second,
 		DrainTimeout:  10 * time.Second,
 		HoldBudget:    10 * time.Second,
+
+		MaxConnections:           10000,
+		MaxInflightPerConnection: 256,
+		IdleTimeout:              10 * time.Minute,
+		ClientIOTimeout:          60 * time.Second,
+		MaxHeldBytes:             64 << 20,
 	}
 }
 
@@ -84,6 +119,9 @@ func (c *Config) Validate() error {
 			if err := checkHostPort(a); err != nil {
 				return fmt.Errorf("clusters[%d] (%s).bootstrap: %w", i, cl.Name, err)
 			}
+		}
+		if err := c.Clusters[i].Config.Validate(fmt.Sprintf("clusters[%d] (%s)", i, cl.Name)); err != nil {
+			return err
 		}
 	}
 	if c.Active == "" {
@@ -118,6 +156,24 @@ func (c *Config) Validate() error {
 	}
 	if c.HoldBudget <= 0 {
 		return fmt.Errorf("holdBudget: %v must be positive", c.HoldBudget)
+	}
+	if c.MaxHeldBytes <= 0 {
+		return fmt.Errorf("maxHeldBytes: %d must be positive", c.MaxHeldBytes)
+	}
+	if err := c.ClientAuth.validate(c.Clusters); err != nil {
+		return err
+	}
+	if c.MaxConnections < 1 {
+		return fmt.Errorf("maxConnections: %d must be at least 1", c.MaxConnections)
+	}
+	if c.MaxInflightPerConnection < 1 {
+		return fmt.Errorf("maxInflightPerConnection: %d must be at least 1", c.MaxInflightPerConnection)
+	}
+	if c.IdleTimeout <= 0 {
+		return fmt.Errorf("idleTimeout: %v must be positive", c.IdleTimeout)
+	}
+	if c.ClientIOTimeout <= 0 {
+		return fmt.Errorf("clientIOTimeout: %v must be positive", c.ClientIOTimeout)
 	}
 	if len(c.Gate.APIKeys) > 0 {
 		if err := c.Gate.validate(); err != nil {

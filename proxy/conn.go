@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"io"
 	"net"
+	"os"
 	"strconv"
 	"sync"
 	"sync/atomic"
@@ -14,6 +15,8 @@ import (
 
 	"go.uber.org/zap"
 	"golang.org/x/sync/errgroup"
+
+	"github.com/switchyard/switchyard/kafkasec"
 )
 
 // clientConn is one client connection and the upstream connection it is
@@ -33,6 +36,10 @@ type clientConn struct {
 	log   *zap.Logger
 
 	pending chan *pendingReq
+	// slots holds one token per request forwarded upstream and not yet
+	// answered (MaxInflightPerConnection): the reader stops reading the
+	// client while it is full.
+	slots chan struct{}
 
 	inflight      atomic.Int64 // admitted and not yet answered
 	inflightFetch atomic.Int64 // the long polls among them (isLongPoll)
@@ -44,12 +51,18 @@ type clientConn struct {
 	cur   *upConn // the upstream connection in use; nil before the first request
 
 	// Owned by the reader goroutine.
+	auth              clientSASL
 	staleFetchSession bool // the upstream changed; the client's fetch session is unknown there
+	// gateAnswered holds, per API key, the outcome of a held request this
+	// connection had answered with a retriable error; later gated requests
+	// of the key are answered the same way until one is admitted (admit).
+	gateAnswered map[int16]string
 }
 
 // upConn is a connection to one broker of one upstream cluster.
 type upConn struct {
 	nc  net.Conn
+	sc  *kafkasec.Conn // nc, with its SASL session
 	u   *upstream
 	gen uint64
 	// abandoned is set by a switch before it closes nc: requests still in
@@ -73,6 +86,15 @@ type pendingReq struct {
 	transactional  bool
 	// joinGroup: see rewritten.joinGroup.
 	joinGroup string
+	// txn: a transactional request (txn.go), followed into its response.
+	txn *txnNote
+	// reauth, when set, asks the writer to renew this upstream connection's
+	// SASL session and report to reauthDone.
+	reauth     *upConn
+	reauthDone chan<- error
+	// closeAfter ends the connection once local is written (a failed
+	// authentication).
+	closeAfter bool
 	// closeUp, when set, marks the end of an upstream connection's use: the
 	// writer closes it once every earlier response has been read.
 	closeUp *upConn
@@ -84,7 +106,8 @@ func (p *Proxy) newClientConn(nc net.Conn, vnode int32) *clientConn {
 		nc:      nc,
 		vnode:   vnode,
 		log:     p.log.With(zap.String("client", nc.RemoteAddr().String()), zap.Int32("node", vnode)),
-		pending: make(chan *pendingReq, 256),
+		pending: make(chan *pendingReq, max(256, p.cfg.MaxInflightPerConnection)),
+		slots:   make(chan struct{}, p.cfg.MaxInflightPerConnection),
 	}
 }
 
@@ -105,13 +128,12 @@ func (c *clientConn) close() {
 // fault occurs, or ctx is cancelled. It closes the connection.
 func (c *clientConn) serve(ctx context.Context) {
 	g, gctx := errgroup.WithContext(ctx)
+	// Closing the sockets is what unblocks the two loops' reads and
+	// writes; AfterFunc does it without a goroutine per connection.
+	stop := context.AfterFunc(gctx, c.close)
+	defer stop()
 	g.Go(func() error { return c.readLoop(gctx) })
 	g.Go(func() error { return c.writeLoop(gctx) })
-	g.Go(func() error {
-		<-gctx.Done()
-		c.close()
-		return nil
-	})
 	err := g.Wait()
 	c.close()
 	// Entries the writer never reached still count as in flight.
@@ -129,7 +151,11 @@ func (c *clientConn) serve(ctx context.Context) {
 	var fe *connFault
 	if errors.As(err, &fe) {
 		c.p.m.connClosed.WithLabelValues(fe.reason).Inc()
-		if ctx.Err() == nil {
+		switch {
+		case ctx.Err() != nil:
+		case fe.reason == "idle":
+			c.log.Debug("closing idle client connection", zap.Error(fe.err))
+		default:
 			c.log.Warn("closing client connection", zap.String("reason", fe.reason), zap.Error(fe.err))
 		}
 	}
@@ -152,12 +178,17 @@ var errClientGone = errors.New("client closed the connection")
 
 func (c *clientConn) readLoop(ctx context.Context) error {
 	var buf []byte
+	r := &clientReader{c: c}
 	for {
-		frame, err := readFrame(c.nc, c.p.cfg.MaxFrameBytes, buf)
+		frame, err := c.readRequest(r, buf)
 		if err != nil {
 			switch {
 			case errors.Is(err, io.EOF), errors.Is(err, net.ErrClosed), ctx.Err() != nil:
 				return errClientGone
+			case errors.Is(err, errIdle):
+				return fault("idle", err)
+			case errors.Is(err, os.ErrDeadlineExceeded):
+				return fault("client_timeout", fmt.Errorf("request not complete within %v (clientIOTimeout): %w", c.p.cfg.ClientIOTimeout, err))
 			case errors.Is(err, errFrameTooLarge), errors.Is(err, errFrameNegative):
 				return fault("frame_too_large", err)
 			default:
@@ -184,7 +215,13 @@ func (c *clientConn) readLoop(ctx context.Context) error {
 			continue
 		}
 
-		adm, err := c.p.admit(ctx, c, hdr.Key)
+		if handled, err := c.handleClientAuth(ctx, hdr, frame[hdr.BodyOffset:]); err != nil {
+			return err
+		} else if handled {
+			continue
+		}
+
+		adm, err := c.p.admit(ctx, c, hdr, frame[hdr.BodyOffset:])
 		if err != nil {
 			return errClientGone
 		}
@@ -209,12 +246,61 @@ func (c *clientConn) readLoop(ctx context.Context) error {
 	}
 }
 
+// clientReader reads from the client, moving the read deadline from
+// IdleTimeout (waiting for a request) to ClientIOTimeout once a request's
+// first byte has arrived.
+type clientReader struct {
+	c       *clientConn
+	started bool
+}
+
+func (r *clientReader) Read(b []byte) (int, error) {
+	n, err := r.c.nc.Read(b)
+	if n > 0 && !r.started {
+		r.started = true
+		r.c.nc.SetReadDeadline(time.Now().Add(r.c.p.cfg.ClientIOTimeout))
+	}
+	return n, err
+}
+
+// errIdle ends a connection that was silent for IdleTimeout.
+var errIdle = errors.New("no request for the idle timeout")
+
+// readRequest reads the next request frame. Silence while responses are
+// still due is not idleness: the deadline is renewed then.
+func (c *clientConn) readRequest(r *clientReader, buf []byte) ([]byte, error) {
+	for {
+		r.started = false
+		c.nc.SetReadDeadline(time.Now().Add(c.p.cfg.IdleTimeout))
+		frame, err := readFrame(r, c.p.cfg.MaxFrameBytes, buf)
+		if err != nil && !r.started && errors.Is(err, os.ErrDeadlineExceeded) {
+			if c.inflight.Load() > 0 || c.held.Load() > 0 {
+				continue
+			}
+			return nil, fmt.Errorf("%w (%v)", errIdle, c.p.cfg.IdleTimeout)
+		}
+		return frame, err
+	}
+}
+
 // forward sends one admitted request upstream and queues its response.
 func (c *clientConn) forward(ctx context.Context, hdr requestHeader, frame []byte, adm admission) error {
+	if c.auth.passedThrough && c.switchedSince(adm) {
+		c.doneInflight(hdr.Key)
+		return fault("sasl_passthrough_switch", fmt.Errorf(
+			"the client authenticated to cluster %s with its own SASL credentials (clientAuth.mode passthrough); closing so that it reconnects and authenticates to cluster %s",
+			c.cur.u.name, adm.u.name))
+	}
 	up, err := c.upstream(ctx, adm)
 	if err != nil {
 		c.doneInflight(hdr.Key)
 		return fault("upstream_dial", err)
+	}
+	if up.sc.ReauthDue(time.Now()) {
+		if err := c.reauthenticate(ctx, up); err != nil {
+			c.doneInflight(hdr.Key)
+			return err
+		}
 	}
 	rw, err := c.p.rewriteRequest(ctx, c, up.u, hdr, frame)
 	if err != nil {
@@ -227,9 +313,15 @@ func (c *clientConn) forward(ctx context.Context, hdr requestHeader, frame []byt
 	}
 	expect := rw.expect
 	if expect {
+		select {
+		case c.slots <- struct{}{}: // the writer frees it with the response
+		case <-ctx.Done():
+			c.doneInflight(hdr.Key)
+			return errClientGone
+		}
 		// Once queued, the writer (or serve's cleanup) lowers inflight.
 		pr := &pendingReq{hdr: hdr, up: up, sent: time.Now(),
-			prevProducerID: rw.prevProducerID, transactional: rw.transactional, joinGroup: rw.joinGroup}
+			prevProducerID: rw.prevProducerID, transactional: rw.transactional, joinGroup: rw.joinGroup, txn: adm.txn}
 		if err := c.enqueue(ctx, pr); err != nil {
 			c.doneInflight(hdr.Key)
 			return err
@@ -287,17 +379,50 @@ func (c *clientConn) upstream(ctx context.Context, adm admission) (*upConn, erro
 		c.staleFetchSession = true
 	}
 	addr := c.p.upstreamAddrFor(adm.u, c.vnode)
-	d := net.Dialer{Timeout: c.p.cfg.DialTimeout}
-	nc, err := d.DialContext(ctx, "tcp", addr)
-	if err != nil {
-		adm.u.setErr(fmt.Errorf("dial %s: %w", addr, err))
-		return nil, fmt.Errorf("dial cluster %s broker %s: %w", adm.u.name, addr, err)
+	dial := adm.u.sec.Dial
+	if c.p.cfg.ClientAuth.Mode == ClientAuthPassthrough {
+		dial = adm.u.sec.DialTLS // the client authenticates itself
 	}
-	up := &upConn{nc: nc, u: adm.u, gen: adm.gen}
+	sc, err := dial(ctx, addr, c.p.cfg.DialTimeout)
+	if err != nil {
+		adm.u.setErr(err)
+		return nil, err
+	}
+	up := &upConn{nc: sc, sc: sc, u: adm.u, gen: adm.gen}
 	c.curMu.Lock()
 	c.cur = up
 	c.curMu.Unlock()
 	return up, nil
+}
+
+// switchedSince reports whether adm routes to another upstream connection
+// than the current one.
+func (c *clientConn) switchedSince(adm admission) bool {
+	c.curMu.Lock()
+	defer c.curMu.Unlock()
+	return c.cur != nil && (c.cur.gen != adm.gen || c.cur.u != adm.u)
+}
+
+// reauthenticate renews up's SASL session (KIP-368) before the next request
+// is written: the broker closes a connection whose session has expired when
+// a request arrives. The writer runs the exchange when it reaches the
+// marker queued here — every earlier response has then been read — while
+// the reader, waiting for it, writes nothing.
+func (c *clientConn) reauthenticate(ctx context.Context, up *upConn) error {
+	done := make(chan error, 1)
+	if err := c.enqueue(ctx, &pendingReq{reauth: up, reauthDone: done}); err != nil {
+		return err
+	}
+	select {
+	case err := <-done:
+		if err != nil {
+			return fault("upstream_reauth", err)
+		}
+		c.p.m.reauths.Inc()
+		return nil
+	case <-ctx.Done():
+		return errClientGone
+	}
 }
 
 // abandonUpstream marks the current upstream connection abandoned and closes
@@ -325,13 +450,25 @@ func (c *clientConn) writeLoop(ctx context.Context) error {
 			pr.closeUp.close()
 			continue
 		}
+		if pr.reauth != nil {
+			err := pr.reauth.u.sec.Reauthenticate(ctx, pr.reauth.sc, c.p.cfg.DialTimeout)
+			pr.reauthDone <- err
+			if err != nil {
+				return fault("upstream_reauth", err)
+			}
+			continue
+		}
 		if pr.local != nil {
 			if err := c.writeClient(pr.hdr.Key, pr.local); err != nil {
 				return err
 			}
+			if pr.closeAfter {
+				return fault("client_auth_failed", errors.New("authentication failed"))
+			}
 			continue
 		}
 		frame, err := readFrame(pr.up.nc, c.p.cfg.MaxFrameBytes, buf)
+		<-c.slots // answered (or about to be answered by the proxy)
 		if err != nil {
 			if pr.up.abandoned.Load() && isLongPoll(pr.hdr.Key) {
 				// The switch answered this long poll early. A fetch gets an
@@ -372,6 +509,13 @@ func (c *clientConn) writeLoop(ctx context.Context) error {
 			}
 			return fault("upstream_protocol", fmt.Errorf("cluster %s: response correlation id %s, want %d", pr.up.u.name, got, pr.hdr.CorrID))
 		}
+		if pr.txn != nil {
+			frame, err = c.p.txnResponse(pr.up.u, pr, frame)
+			if err != nil {
+				c.doneInflight(pr.hdr.Key)
+				return fault("upstream_protocol", fmt.Errorf("cluster %s: %s v%d response: %w", pr.up.u.name, apiName(pr.hdr.Key), pr.hdr.Version, err))
+			}
+		}
 		out, err := c.p.rewriteResponse(ctx, pr.up.u, pr, frame)
 		c.doneInflight(pr.hdr.Key)
 		if err != nil {
@@ -385,7 +529,11 @@ func (c *clientConn) writeLoop(ctx context.Context) error {
 
 // writeClient writes a response frame (payload without its size) to the client.
 func (c *clientConn) writeClient(key int16, frame []byte) error {
+	c.nc.SetWriteDeadline(time.Now().Add(c.p.cfg.ClientIOTimeout))
 	if err := writeFrame(c.nc, frame); err != nil {
+		if errors.Is(err, os.ErrDeadlineExceeded) {
+			return fault("client_timeout", fmt.Errorf("response not taken within %v (clientIOTimeout)", c.p.cfg.ClientIOTimeout))
+		}
 		return errClientGone
 	}
 	c.p.m.forKey(key).responseBytes.Add(float64(len(frame) + 4))

@@ -12,6 +12,9 @@ var (
 	ErrInvalidGate = errors.New("invalid gate")
 	// ErrClosed: the proxy is shutting down.
 	ErrClosed = errors.New("proxy closed")
+	// ErrOpenTransactions: a switch found transactions still open at its
+	// drain deadline and did not flip.
+	ErrOpenTransactions = errors.New("transactions still open")
 	// ErrUnreachable: no broker of a cluster answered.
 	ErrUnreachable = errors.New("cluster unreachable")
 )

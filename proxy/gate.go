@@ -18,15 +18,45 @@ type admission struct {
 	reject bool
 	u      *upstream
 	gen    uint64
+	// txn is set for transactional requests (txn.go); the writer hands it
+	// back with the response.
+	txn *txnNote
 }
 
 // admit decides what to do with a request: forward it, reject it (REJECT
-// gate, or a hold that outlived the hold budget), or park it while a HOLD
-// gate blocks its key or a switch drains. Parked requests of one
-// connection stay in arrival order because the connection's reader is the
-// one parked. A forwarded request is counted in flight before admit
-// releases the proxy lock, so a switch that starts afterwards waits for it.
-func (p *Proxy) admit(ctx context.Context, c *clientConn, key int16) (admission, error) {
+// gate, or a hold that cannot go on), or park it while a HOLD gate blocks
+// its key or a switch drains. A forwarded request is counted in flight
+// before admit releases the proxy lock, so a switch that starts afterwards
+// waits for it.
+//
+// Transactions (txn.go): a request that continues an open transaction is
+// never parked or rejected — the transaction must be able to end on the
+// cluster it lives on — and one that would start a transaction is treated
+// like a Produce while a gate blocks Produce or a switch drains. While a
+// switch waits for open transactions, Metadata and FindCoordinator are not
+// parked either.
+//
+// Order. Parked requests of one connection stay in arrival order because
+// the connection's reader is the one parked: after the gate lifts (or the
+// switch flips) they are forwarded one after the other, onto the cluster
+// active then. A held request that cannot be held any longer — it outlived
+// the hold budget, or holding it would take the proxy past MaxHeldBytes —
+// is answered with the API's retriable error, and from then on every gated
+// request of that connection and API key is answered the same way at once,
+// until one of them is admitted: a later request (the next batch of the
+// same partition, say) must not reach a cluster before an earlier one the
+// client will retry. The hold budget is therefore the longest a request waits, and
+// must stay below the client's request timeout (request.timeout.ms,
+// 30 s in the Java client; franz-go's produce timeout plus its
+// RequestTimeoutOverhead); each retry after it counts against the client's
+// delivery timeout (delivery.timeout.ms, 120 s in the Java client;
+// franz-go's RecordDeliveryTimeout, unbounded by default).
+func (p *Proxy) admit(ctx context.Context, c *clientConn, hdr requestHeader, body []byte) (admission, error) {
+	key := hdr.Key
+	note, txnTimeout := classifyTxn(hdr, body)
+	// A held request keeps its frame (and the connection's read buffer)
+	// in memory.
+	size := int64(len(body)) + int64(hdr.BodyOffset) + 4
 	var (
 		holding bool
 		timer   *time.Timer
@@ -36,11 +66,21 @@ func (p *Proxy) admit(ctx context.Context, c *clientConn, key int16) (admission,
 		if holding {
 			c.held.Add(-1)
 			p.m.held.Dec()
+			p.m.heldBytes.Sub(float64(size))
+			p.heldBytes.Add(-size)
 		}
 		if timer != nil {
 			timer.Stop()
 		}
 	}()
+	reject := func(outcome string) (admission, error) {
+		if c.gateAnswered == nil {
+			c.gateAnswered = map[int16]string{}
+		}
+		c.gateAnswered[key] = outcome
+		p.m.gated.WithLabelValues(apiName(key), outcome).Inc()
+		return admission{reject: true}, nil
+	}
 	for {
 		p.mu.Lock()
 		if p.closed {
@@ -48,43 +88,74 @@ func (p *Proxy) admit(ctx context.Context, c *clientConn, key int16) (admission,
 			return admission{}, ErrClosed
 		}
 		ch := p.stateCh
-		gated := p.gate.Blocks(key)
+		gated, switching := p.gate.Blocks(key), p.switching
+		if note != nil {
+			p.pids.txns.settle(note, txnTimeout)
+			switch note.kind {
+			case txnContinues:
+				gated, switching = false, false
+			case txnStarts:
+				gated = gated || p.gate.Blocks(keyProduce)
+			}
+		}
+		if switching && !gated && (key == keyMetadata || key == keyFindCoordinator) && p.pids.txns.openCount() > 0 {
+			// A transaction's EndTxn may follow a metadata or coordinator
+			// lookup on the same connection (one connection per broker in
+			// the Java client); parked, the lookup would keep the
+			// transaction from ending and the switch from draining. They
+			// are answered by the old cluster and drained like the rest.
+			switching = false
+		}
 		if gated && p.gate.Mode == GateReject {
 			p.mu.Unlock()
 			p.m.gated.WithLabelValues(apiName(key), "reject").Inc()
 			return admission{reject: true}, nil
 		}
-		if !gated && !p.switching {
+		if !gated && !switching {
 			c.inflight.Add(1)
 			if isLongPoll(key) {
 				c.inflightFetch.Add(1)
 			}
 			p.inflightByKey(key).Add(1)
-			adm := admission{u: p.active, gen: p.gen}
+			if note != nil {
+				p.pids.txns.admitted(p, note)
+			}
+			adm := admission{u: p.active, gen: p.gen, txn: note}
 			p.mu.Unlock()
+			delete(c.gateAnswered, key)
 			return adm, nil
 		}
 		p.mu.Unlock()
 		if !holding {
+			// Only a request that can be answered with a retriable error
+			// has a budget and a byte limit. Others (Metadata, say) parked
+			// by a switch wait for it: a switch is bounded by its drain
+			// timeout.
+			if gateable(key) {
+				if o, ok := c.gateAnswered[key]; ok {
+					return reject(o)
+				}
+				if p.heldBytes.Add(size) > p.cfg.MaxHeldBytes {
+					p.heldBytes.Add(-size)
+					return reject("hold_limit")
+				}
+				timer = time.NewTimer(p.cfg.HoldBudget)
+				expired = timer.C
+			} else {
+				p.heldBytes.Add(size)
+			}
 			holding = true
 			c.held.Add(1)
 			p.m.held.Inc()
+			p.m.heldBytes.Add(float64(size))
 			if gated {
 				p.m.gated.WithLabelValues(apiName(key), "hold").Inc()
-			}
-			// Only a request that can be answered with a retriable error
-			// has a budget. Others (Metadata, say) parked by a switch wait
-			// for it: a switch is bounded by its drain timeout.
-			if gateable(key) {
-				timer = time.NewTimer(p.cfg.HoldBudget)
-				expired = timer.C
 			}
 		}
 		select {
 		case <-ch:
 		case <-expired:
-			p.m.gated.WithLabelValues(apiName(key), "hold_expired").Inc()
-			return admission{reject: true}, nil
+			return reject("hold_expired")
 		case <-ctx.Done():
 			return admission{}, ctx.Err()
 		}

@@ -19,10 +19,14 @@ type metrics struct {
 	responseBytes   *prometheus.CounterVec // api_key
 	gated           *prometheus.CounterVec // api_key, mode
 	held            prometheus.Gauge
+	heldBytes       prometheus.Gauge
 	switches        *prometheus.CounterVec // to
 	switchDuration  prometheus.Histogram
 	upstreamLatency *prometheus.HistogramVec // api_key
 	earlyFetches    prometheus.Counter
+	reauths         prometheus.Counter
+	connRefused     prometheus.Counter
+	clientAuthFails prometheus.Counter
 	staleMembers    prometheus.Counter
 	activeCluster   *prometheus.GaugeVec   // cluster
 	pidRemaps       *prometheus.CounterVec // cluster
@@ -75,9 +79,11 @@ func newMetrics(reg prometheus.Registerer) (*metrics, error) {
 		responseBytes: prometheus.NewCounterVec(prometheus.CounterOpts{Namespace: ns, Subsystem: sub,
 			Name: "response_bytes_total", Help: "Response bytes written to clients, by API key."}, []string{"api_key"}),
 		gated: prometheus.NewCounterVec(prometheus.CounterOpts{Namespace: ns, Subsystem: sub,
-			Name: "gated_requests_total", Help: "Requests blocked by a gate, by API key and outcome (reject, hold, hold_expired)."}, []string{"api_key", "outcome"}),
+			Name: "gated_requests_total", Help: "Requests blocked by a gate, by API key and outcome (reject, hold, hold_expired, hold_limit: answered as REJECT would because MaxHeldBytes were held)."}, []string{"api_key", "outcome"}),
 		held: prometheus.NewGauge(prometheus.GaugeOpts{Namespace: ns, Subsystem: sub,
 			Name: "held_requests", Help: "Requests parked now by a HOLD gate or a draining switch."}),
+		heldBytes: prometheus.NewGauge(prometheus.GaugeOpts{Namespace: ns, Subsystem: sub,
+			Name: "held_bytes", Help: "Bytes of the requests parked now by a HOLD gate or a draining switch."}),
 		switches: prometheus.NewCounterVec(prometheus.CounterOpts{Namespace: ns, Subsystem: sub,
 			Name: "switches_total", Help: "Switches applied, by target cluster."}, []string{"to"}),
 		switchDuration: prometheus.NewHistogram(prometheus.HistogramOpts{Namespace: ns, Subsystem: sub,
@@ -88,6 +94,12 @@ func newMetrics(reg prometheus.Registerer) (*metrics, error) {
 			Buckets: prometheus.ExponentialBuckets(0.0001, 2, 18)}, []string{"api_key"}),
 		earlyFetches: prometheus.NewCounter(prometheus.CounterOpts{Namespace: ns, Subsystem: sub,
 			Name: "fetches_answered_early_total", Help: "Long polls (Fetch, JoinGroup, SyncGroup) answered by the proxy during a switch instead of waited out."}),
+		connRefused: prometheus.NewCounter(prometheus.CounterOpts{Namespace: ns, Subsystem: sub,
+			Name: "connections_refused_total", Help: "Client connections closed on accept because maxConnections were open."}),
+		reauths: prometheus.NewCounter(prometheus.CounterOpts{Namespace: ns, Subsystem: sub,
+			Name: "upstream_reauthentications_total", Help: "SASL sessions of upstream connections renewed in place before the broker's session lifetime ended (KIP-368)."}),
+		clientAuthFails: prometheus.NewCounter(prometheus.CounterOpts{Namespace: ns, Subsystem: sub,
+			Name: "client_authentication_failures_total", Help: "Client SASL authentications the proxy refused (clientAuth.mode terminate)."}),
 		staleMembers: prometheus.NewCounter(prometheus.CounterOpts{Namespace: ns, Subsystem: sub,
 			Name: "stale_members_total", Help: "Heartbeats of consumer-group members that joined before the last switch, answered UNKNOWN_MEMBER_ID so they rejoin on the new cluster from committed offsets."}),
 		activeCluster: prometheus.NewGaugeVec(prometheus.GaugeOpts{Namespace: ns, Subsystem: sub,
@@ -97,8 +109,8 @@ func newMetrics(reg prometheus.Registerer) (*metrics, error) {
 	}
 	m.perKey = make([]atomic.Pointer[keyMetrics], len(apiShapes())+1)
 	for _, c := range []prometheus.Collector{m.connections, m.connectionsTot, m.connClosed, m.requests,
-		m.requestBytes, m.responseBytes, m.gated, m.held, m.switches, m.switchDuration,
-		m.upstreamLatency, m.earlyFetches, m.staleMembers, m.activeCluster, m.pidRemaps} {
+		m.requestBytes, m.responseBytes, m.gated, m.held, m.heldBytes, m.switches, m.switchDuration,
+		m.upstreamLatency, m.earlyFetches, m.reauths, m.connRefused, m.clientAuthFails, m.staleMembers, m.activeCluster, m.pidRemaps} {
 		if err := reg.Register(c); err != nil {
 			return nil, err
 		}

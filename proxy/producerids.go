@@ -23,7 +23,9 @@ package proxy
 // (CRC32C over bytes 21..end; nothing is decompressed). A switch drains
 // every in-flight Produce first, so no batch straddles two clusters.
 //
-// Transactional producers are not remapped yet: their ids are left alone.
+// Transactional producers are followed by transactional id instead
+// (txn.go): their batches and transaction requests are rewritten through
+// the producer's mapping there, never through this table.
 
 import (
 	"context"
@@ -64,6 +66,9 @@ type producerIDs struct {
 	mu   sync.Mutex
 	byID map[int64]*producerEntry // presented id → entry
 	next int64
+
+	// txns follows transactional producers (txn.go).
+	txns *txnTable
 }
 
 // producerEntry is one producer a client holds.
@@ -98,7 +103,7 @@ type topicPartition struct {
 }
 
 func newProducerIDs() *producerIDs {
-	return &producerIDs{byID: map[int64]*producerEntry{}, next: firstRemappedID}
+	return &producerIDs{byID: map[int64]*producerEntry{}, next: firstRemappedID, txns: newTxnTable()}
 }
 
 // issued records an id a cluster issued and returns the id to present.
@@ -137,6 +142,7 @@ func (ids *producerIDs) updateRewritingLocked() {
 // the client's sequences moved on since). Produce goes through rewriting
 // from now on.
 func (ids *producerIDs) markSwitched(to *upstream) {
+	ids.txns.markSwitched(to)
 	ids.mu.Lock()
 	defer ids.mu.Unlock()
 	for _, e := range ids.byID {

@@ -3,6 +3,7 @@ package proxy
 import (
 	"context"
 	"crypto/sha256"
+	"crypto/tls"
 	"encoding/base64"
 	"errors"
 	"fmt"
@@ -16,6 +17,8 @@ import (
 
 	"github.com/prometheus/client_golang/prometheus"
 	"go.uber.org/zap"
+
+	"github.com/switchyard/switchyard/internal/saslserver"
 )
 
 // Proxy is a wire-level Kafka proxy in front of one or more upstream
@@ -38,6 +41,12 @@ type Proxy struct {
 	// inflight counts admitted, unanswered requests per API key (keys
 	// beyond the array share its last slot).
 	inflight [96]atomic.Int64
+	// heldBytes is the size of the requests parked now by HOLD gates and a
+	// draining switch, checked against Config.MaxHeldBytes (the
+	// held_bytes gauge shows it).
+	heldBytes atomic.Int64
+	// lastRefusedLog is when a refused connection was last logged (unix ns).
+	lastRefusedLog atomic.Int64
 	// earlyFetches counts fetches answered early during the current switch.
 	earlyFetches atomic.Int64
 	// topicNames maps virtual topic ids to names ([16]byte → string).
@@ -46,6 +55,10 @@ type Proxy struct {
 	pids *producerIDs
 	// members tells group members of the new cluster from stale ones.
 	members groupMembers
+	// clientUsers are the local users when client SASL is terminated.
+	clientUsers *saslserver.Users
+	// clientTLS, when set, serves the client listeners over TLS.
+	clientTLS *tls.Config
 
 	switchMu sync.Mutex // held for the whole of a switch
 
@@ -120,10 +133,14 @@ func New(cfg Config, log *zap.Logger, reg prometheus.Registerer) (*Proxy, error)
 	}
 	p.active = p.upstreams[cfg.Active]
 	m.activeCluster.WithLabelValues(cfg.Active).Set(1)
-	ln, err := net.Listen("tcp", cfg.Listen)
+	if err := p.setupClientAuth(); err != nil {
+		p.closeUpstreams()
+		return nil, err
+	}
+	ln, err := p.listen(cfg.Listen)
 	if err != nil {
 		p.closeUpstreams()
-		return nil, fmt.Errorf("listen %s: %w", cfg.Listen, err)
+		return nil, err
 	}
 	p.ln = ln
 	return p, nil
@@ -303,7 +320,7 @@ func (p *Proxy) ensureBrokerLocked(v int32) {
 		return
 	}
 	addr := p.brokerListenAddr(v)
-	ln, err := net.Listen("tcp", addr)
+	ln, err := p.listen(addr)
 	if err != nil {
 		// The broker stays without a listener; clients told about it fail
 		// to connect to it and fall back to other brokers. Status shows it.
@@ -408,6 +425,13 @@ func (p *Proxy) acceptLoop(ctx context.Context, ln net.Listener, vnode int32) {
 			nc.Close()
 			return
 		}
+		if len(p.conns) >= p.cfg.MaxConnections {
+			p.mu.Unlock()
+			nc.Close()
+			p.m.connRefused.Inc()
+			p.warnRefused()
+			continue
+		}
 		p.conns[c] = struct{}{}
 		p.wg.Add(1)
 		p.mu.Unlock()
@@ -422,6 +446,17 @@ func (p *Proxy) acceptLoop(ctx context.Context, ln net.Listener, vnode int32) {
 			p.m.connections.Dec()
 		}()
 	}
+}
+
+// warnRefused logs a refused connection, at most once every 10 seconds.
+func (p *Proxy) warnRefused() {
+	now := time.Now().UnixNano()
+	last := p.lastRefusedLog.Load()
+	if now-last < int64(10*time.Second) || !p.lastRefusedLog.CompareAndSwap(last, now) {
+		return
+	}
+	p.log.Warn("client connection refused: maxConnections reached (counted in connections_refused_total)",
+		zap.Int("max_connections", p.cfg.MaxConnections))
 }
 
 // broadcastLocked wakes everything waiting on a state change.

@@ -167,7 +167,8 @@ func (p *Proxy) rewriteRequest(ctx context.Context, c *clientConn, u *upstream, 
 		// v0-2: message sets without producer ids; only acks matters.
 	}
 	reqNeeds, _ := needsRewrite(hdr.Key)
-	if !reqNeeds && hdr.Key != keyProduce && hdr.Key != keyInitProducerID {
+	txnRemap := p.pids.txns.remapping.Load() && isTxnKey(hdr.Key)
+	if !reqNeeds && hdr.Key != keyProduce && hdr.Key != keyInitProducerID && !txnRemap {
 		return pass, nil
 	}
 	req := kmsg.RequestForKey(hdr.Key)
@@ -190,6 +191,11 @@ func (p *Proxy) rewriteRequest(ctx context.Context, c *clientConn, u *upstream, 
 	case *kmsg.OffsetForLeaderEpochRequest:
 		liftStaleEpochs(r, u)
 	}
+	if txnRemap {
+		if local, err := p.remapTxnRequestOrAnswer(ctx, c, u, hdr, body, req); local != nil || err != nil {
+			return rewritten{local: local}, err
+		}
+	}
 	translateMessage(req, &reqTranslator{ctx: ctx, p: p, u: u, offset: u.epochOffset.Load()})
 	out.frame = requestFrame(hdr, req.AppendTo(nil))
 	return out, nil
@@ -209,6 +215,7 @@ func (p *Proxy) patchProduceRequest(ctx context.Context, u *upstream, hdr reques
 	}
 	tr := &reqTranslator{ctx: ctx, p: p, u: u, offset: u.epochOffset.Load()}
 	rewritePIDs := p.pids.rewriting.Load() && txnID == nil
+	rewriteTxn := txnID != nil && p.pids.txns.remapping.Load()
 	for _, t := range topics {
 		name := t.name
 		if t.idOff >= 0 {
@@ -219,6 +226,14 @@ func (p *Proxy) patchProduceRequest(ctx context.Context, u *upstream, hdr reques
 			}
 			real := tr.topicID(id)
 			copy(body[t.idOff:t.idOff+16], real[:])
+		}
+		if rewriteTxn {
+			for _, part := range t.parts {
+				if err := p.rewriteTxnBatches(ctx, *txnID, part.records, u, topicPartition{name, part.partition}); err != nil {
+					return nil, false, err
+				}
+			}
+			continue
 		}
 		if !rewritePIDs {
 			continue

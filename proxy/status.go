@@ -73,8 +73,11 @@ type Status struct {
 	// InFlight counts requests forwarded upstream and not yet answered.
 	InFlight int64
 	// InFlightByAPI counts in-flight requests per API key (non-zero only).
+	// A transaction open through the proxy counts as one Produce (0) and
+	// one EndTxn (26): its records and its end are still to come (txn.go).
 	// A control plane that gated Produce waits for InFlightByAPI[0] to reach
-	// zero before it trusts the source's high watermarks.
+	// zero before it trusts the source's high watermarks; with the gate in
+	// force no transaction starts, so zero also means none is open.
 	InFlightByAPI map[int16]int64
 	// Held counts requests parked by a HOLD gate or a draining switch.
 	Held int64

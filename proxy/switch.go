@@ -3,6 +3,7 @@ package proxy
 import (
 	"context"
 	"fmt"
+	"strings"
 	"time"
 
 	"go.uber.org/zap"
@@ -18,8 +19,14 @@ import (
 //  2. Stop admitting requests: new ones are parked (in order, per
 //     connection), as under a HOLD gate.
 //  3. Drain: wait until no request other than a long-poll Fetch is in
-//     flight on any connection, up to DrainTimeout. Produce acks therefore
-//     come from the old cluster before anything reaches the new one.
+//     flight on any connection and no transaction is open, up to
+//     DrainTimeout. Produce acks therefore come from the old cluster before
+//     anything reaches the new one. Requests that continue an open
+//     transaction keep flowing to the old cluster meanwhile; requests that
+//     would start one are parked (txn.go). If a transaction is still open
+//     at the deadline the switch fails with ErrOpenTransactions and the
+//     proxy stays on the old cluster: a switch lands only between
+//     transactions.
 //  4. Abandon every upstream connection: in-flight Fetches are answered
 //     early by the proxy with an empty response (the client fetches the
 //     same offsets again from the new cluster); a connection with anything
@@ -78,14 +85,24 @@ func (p *Proxy) Switch(ctx context.Context, to string) (SwitchReport, error) {
 	// 3. Drain everything but long-poll fetches.
 	rep.Drained = int(nonFetchInflight(conns))
 	drainCtx, cancel := context.WithTimeout(ctx, p.cfg.DrainTimeout)
-	waitFor(drainCtx, func() bool { return nonFetchInflight(conns) == 0 })
+	waitFor(drainCtx, func() bool { return nonFetchInflight(conns) == 0 && p.pids.txns.openCount() == 0 })
 	cancel()
-	if ctx.Err() != nil {
+	undo := func() {
 		p.mu.Lock()
 		p.switching = false
 		p.broadcastLocked()
 		p.mu.Unlock()
+	}
+	if ctx.Err() != nil {
+		undo()
 		return SwitchReport{}, fmt.Errorf("switch to %q abandoned before the flip: %w", to, ctx.Err())
+	}
+	// Nothing starts a transaction while the switch drains, so none opens
+	// between this look and the flip.
+	if open := p.pids.txns.openIDs(); len(open) > 0 {
+		undo()
+		return SwitchReport{}, fmt.Errorf("switch to %q: %w after the %v drain timeout: transactional ids %s",
+			to, ErrOpenTransactions, p.cfg.DrainTimeout, strings.Join(open, ", "))
 	}
 
 	// 4. Abandon the old upstream connections.

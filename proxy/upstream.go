@@ -3,18 +3,23 @@ package proxy
 import (
 	"context"
 	"crypto/sha256"
+	"errors"
 	"fmt"
 	"net"
 	"sort"
 	"strconv"
 	"sync"
 	"sync/atomic"
+	"syscall"
 	"time"
 
 	"github.com/twmb/franz-go/pkg/kerr"
 	"github.com/twmb/franz-go/pkg/kgo"
 	"github.com/twmb/franz-go/pkg/kmsg"
 	"go.uber.org/zap"
+
+	"github.com/switchyard/switchyard/internal/tlsfiles"
+	"github.com/switchyard/switchyard/kafkasec"
 )
 
 // upstream is one configured cluster: what the proxy has learned about its
@@ -23,6 +28,7 @@ import (
 type upstream struct {
 	name   string
 	cfg    ClusterConfig
+	sec    *kafkasec.Security // TLS and SASL for every connection to it
 	client *kgo.Client
 
 	// epochOffset is added to every leader epoch this cluster reports; it
@@ -42,20 +48,33 @@ type upstream struct {
 }
 
 func newUpstream(cfg ClusterConfig, dialTimeout time.Duration, log *zap.Logger) (*upstream, error) {
-	cl, err := kgo.NewClient(
+	clog := log.With(zap.String("cluster", cfg.Name))
+	sec, err := kafkasec.New(context.Background(), cfg.Name, cfg.Config,
+		tlsfiles.OnReloadError(func(err error) {
+			clog.Warn("TLS files changed but cannot be loaded; keeping the previous ones", zap.Error(err))
+		}))
+	if err != nil {
+		return nil, err
+	}
+	if cfg.TLS.InsecureSkipVerify {
+		clog.Warn("TLS certificate verification is off for this cluster (tls.insecureSkipVerify)")
+	}
+	opts := append([]kgo.Opt{
 		kgo.SeedBrokers(cfg.Bootstrap...),
 		kgo.DialTimeout(dialTimeout),
 		kgo.RequestRetries(2),
 		kgo.RetryTimeout(dialTimeout),
 		kgo.MetadataMinAge(time.Second),
-		kgo.WithLogger(kgoLogger{log.With(zap.String("cluster", cfg.Name), zap.String("client", "proxy-admin"))}),
-	)
+		kgo.WithLogger(kgoLogger{clog.With(zap.String("client", "proxy-admin"))}),
+	}, sec.KgoOpts()...)
+	cl, err := kgo.NewClient(opts...)
 	if err != nil {
 		return nil, fmt.Errorf("cluster %s: client: %w", cfg.Name, err)
 	}
 	return &upstream{
 		name:         cfg.Name,
 		cfg:          cfg,
+		sec:          sec,
 		client:       cl,
 		brokers:      map[int32]string{},
 		topicIDs:     map[string][16]byte{},
@@ -81,19 +100,43 @@ func (u *upstream) setErr(err error) {
 func (u *upstream) refresh(ctx context.Context) error {
 	if u.apiVersions() == nil {
 		if err := u.loadVersions(ctx); err != nil {
+			err = u.diagnose(ctx, err)
 			u.setErr(err)
 			return err
 		}
 	}
 	resp, err := kmsg.NewPtrMetadataRequest().RequestWith(ctx, u.client)
 	if err != nil {
-		err = fmt.Errorf("cluster %s: metadata: %w: %w", u.name, ErrUnreachable, err)
+		err = u.diagnose(ctx, fmt.Errorf("cluster %s: metadata: %w: %w", u.name, ErrUnreachable, err))
 		u.setErr(err)
 		return err
 	}
 	u.learnMetadata(resp)
 	u.setErr(nil)
 	return nil
+}
+
+// diagnose explains a failure of the proxy's own client when the cluster
+// has TLS or SASL configured: franz-go reports a broker that hangs up
+// during a failed handshake as a bare EOF, so the proxy connects once
+// itself, step by step, and reports the step that failed (TLS handshake,
+// SASL handshake, authentication) instead. err is kept when that
+// connection succeeds.
+func (u *upstream) diagnose(ctx context.Context, err error) error {
+	if !u.cfg.Config.Enabled() || ctx.Err() != nil {
+		return err
+	}
+	for _, addr := range u.cfg.Bootstrap {
+		c, derr := u.sec.Dial(ctx, addr, 10*time.Second)
+		if derr == nil {
+			c.Close()
+			return err
+		}
+		if !errors.Is(derr, syscall.ECONNREFUSED) {
+			return fmt.Errorf("%w: %w", ErrUnreachable, derr)
+		}
+	}
+	return err
 }
 
 // refreshOnMiss refreshes all topics after a lookup missed, at most once a

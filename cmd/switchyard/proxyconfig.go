@@ -13,6 +13,7 @@ import (
 
 	"go.yaml.in/yaml/v3"
 
+	"github.com/switchyard/switchyard/kafkasec"
 	"github.com/switchyard/switchyard/proxy"
 	"github.com/switchyard/switchyard/proxy/admin"
 	"github.com/switchyard/switchyard/proxy/controlclient"
@@ -47,6 +48,12 @@ type proxyFile struct {
 	DialTimeout       time.Duration         `yaml:"dialTimeout"`
 	DrainTimeout      time.Duration         `yaml:"drainTimeout"`
 	HoldBudget        time.Duration         `yaml:"holdBudget"`
+	MaxHeldBytes      int64                 `yaml:"maxHeldBytes"`
+	MaxConnections    int                   `yaml:"maxConnections"`
+	MaxInflight       int                   `yaml:"maxInflightPerConnection"`
+	IdleTimeout       time.Duration         `yaml:"idleTimeout"`
+	ClientIOTimeout   time.Duration         `yaml:"clientIOTimeout"`
+	ClientAuth        proxy.ClientAuth      `yaml:"clientAuth"`
 	LogLevel          string                `yaml:"logLevel"`
 	LogFormat         string                `yaml:"logFormat"`
 
@@ -122,6 +129,11 @@ func parseProxyOptions(args []string, getenv func(string) string, stderr io.Writ
 		{"dial-timeout", opts.Proxy.DialTimeout.String(), "upstream dial `timeout`"},
 		{"drain-timeout", opts.Proxy.DrainTimeout.String(), "how long a switch waits for in-flight requests"},
 		{"hold-budget", opts.Proxy.HoldBudget.String(), "how long a HOLD gate parks a request before a retriable error"},
+		{"max-held-bytes", strconv.FormatInt(opts.Proxy.MaxHeldBytes, 10), "`bytes` of requests HOLD gates and a draining switch may park at once; beyond, they are answered as REJECT"},
+		{"max-connections", strconv.Itoa(opts.Proxy.MaxConnections), "client connections served at once; more are closed on accept"},
+		{"max-inflight-per-connection", strconv.Itoa(opts.Proxy.MaxInflightPerConnection), "requests of one connection forwarded and unanswered; beyond, the client is not read until a response goes out"},
+		{"idle-timeout", opts.Proxy.IdleTimeout.String(), "close a client connection silent this long with nothing in flight"},
+		{"client-io-timeout", opts.Proxy.ClientIOTimeout.String(), "time to read one request (first byte to last) or write one response, before the connection is closed"},
 		{"log-level", opts.LogLevel, "`level`: debug, info, warn, error"},
 		{"log-format", opts.LogFormat, "`format`: json or console"},
 		{"control", "", "control plane gRPC `host:port`; the proxy then follows its desired state (needs --app)"},
@@ -285,6 +297,12 @@ func applyProxyOption(o *proxyOptions, name, value string) error {
 	var err error
 	switch name {
 	case "cluster":
+		// A cluster named again here keeps the TLS and SASL settings the
+		// config file gave it (they have no flags).
+		security := map[string]kafkasec.Config{}
+		for _, c := range o.Proxy.Clusters {
+			security[c.Name] = c.Config
+		}
 		o.Proxy.Clusters = nil
 		for _, spec := range strings.Split(value, ";") {
 			if strings.TrimSpace(spec) == "" {
@@ -294,6 +312,7 @@ func applyProxyOption(o *proxyOptions, name, value string) error {
 			if e != nil {
 				return e
 			}
+			c.Config = security[c.Name]
 			o.Proxy.Clusters = append(o.Proxy.Clusters, c)
 		}
 	case "active":
@@ -329,6 +348,16 @@ func applyProxyOption(o *proxyOptions, name, value string) error {
 		o.Proxy.DrainTimeout, err = time.ParseDuration(value)
 	case "hold-budget":
 		o.Proxy.HoldBudget, err = time.ParseDuration(value)
+	case "max-held-bytes":
+		o.Proxy.MaxHeldBytes, err = strconv.ParseInt(value, 10, 64)
+	case "max-connections":
+		o.Proxy.MaxConnections, err = strconv.Atoi(value)
+	case "max-inflight-per-connection":
+		o.Proxy.MaxInflightPerConnection, err = strconv.Atoi(value)
+	case "idle-timeout":
+		o.Proxy.IdleTimeout, err = time.ParseDuration(value)
+	case "client-io-timeout":
+		o.Proxy.ClientIOTimeout, err = time.ParseDuration(value)
 	case "log-level":
 		o.LogLevel = value
 	case "log-format":
@@ -441,6 +470,7 @@ func loadProxyFile(path string, o *proxyOptions) error {
 	if len(f.Clusters) > 0 {
 		o.Proxy.Clusters = f.Clusters
 	}
+	o.Proxy.ClientAuth = f.ClientAuth
 	if len(f.ForbiddenAPIKeys) > 0 {
 		o.Proxy.Gate = proxy.Gate{APIKeys: f.ForbiddenAPIKeys, Mode: proxy.GateReject}
 	}
@@ -458,6 +488,21 @@ func loadProxyFile(path string, o *proxyOptions) error {
 	}
 	if f.HoldBudget != 0 {
 		o.Proxy.HoldBudget = f.HoldBudget
+	}
+	if f.MaxHeldBytes != 0 {
+		o.Proxy.MaxHeldBytes = f.MaxHeldBytes
+	}
+	if f.MaxConnections != 0 {
+		o.Proxy.MaxConnections = f.MaxConnections
+	}
+	if f.MaxInflight != 0 {
+		o.Proxy.MaxInflightPerConnection = f.MaxInflight
+	}
+	if f.IdleTimeout != 0 {
+		o.Proxy.IdleTimeout = f.IdleTimeout
+	}
+	if f.ClientIOTimeout != 0 {
+		o.Proxy.ClientIOTimeout = f.ClientIOTimeout
 	}
 	set(&o.Control.Address, f.Control)
 	set(&o.Control.App, f.App)

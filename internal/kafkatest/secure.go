@@ -134,7 +134,6 @@ func upper(s string) string {
 	return string(b)
 }
 
-
 // PlainToSecure returns a PLAINTEXT source and a SASL_SSL target (the
 // self-managed Kafka to MSK shape): the test bed's source and the SASL_SSL
 // listener of its target, or two in-process clusters.
