@@ -4,6 +4,7 @@
 #   make bench-proxy BENCH_MB=128 BENCH_RUNS=5
 #   make bench-proxy-real                # real Kafka (own test bed): franz-go + Kafka perf tools, direct vs proxied
 #   make bench-proxy-real-franz          # franz-go driver only, on the running test bed (make kafka-up)
+#   make bench-idle-conns                # the proxy's RSS with 1,000 idle client connections (BENCH_IDLE_CONNS)
 #   make bench-proxy-profile             # Go hot-path benchmarks with a CPU profile
 #   make bench-proxy-perf                # bench-proxy with `perf record` on the proxy process
 #   make bench-mirror                    # our mirror vs MirrorMaker 2 on the real test bed (512 MiB, 8 partitions, lz4)
@@ -21,13 +22,20 @@ BENCH_OUT        := bench/out
 BENCH_TESTBED_ENV := testbed/.state/env
 
 .PHONY: bench-proxy bench-proxy-real bench-proxy-real-franz bench-proxy-bins bench-proxy-profile bench-proxy-perf bench-mirror \
-	bench-cutover bench-cutover-real bench-cutover-bin
+	bench-cutover bench-cutover-real bench-cutover-bin bench-idle-conns
 
 bench-proxy-bins:
 	$(GO) build -o bin/switchyard ./cmd/switchyard
 	$(GO) build -o bin/proxybench ./bench/cmd/proxybench
 	$(GO) build -o bin/fakecluster ./bench/cmd/fakecluster
 	$(GO) build -o bin/benchproxy ./bench/cmd/benchproxy
+
+# bench-idle-conns: RSS of the proxy process with idle client connections,
+# each having made one request upstream.
+BENCH_IDLE_CONNS ?= 1000
+bench-idle-conns: bench-proxy-bins
+	@mkdir -p $(BENCH_OUT)
+	bin/benchproxy -idle-conns $(BENCH_IDLE_CONNS) -out $(BENCH_OUT)/idle-conns.md
 
 # bench-proxy: direct vs through the proxy on a 3-broker kfake cluster run
 # in its own process.

@@ -52,6 +52,7 @@ type config struct {
 	out, jsonOut                        string
 	logDir                              string
 	perfOut                             string
+	idleConns                           int
 }
 
 func main() {
@@ -72,6 +73,7 @@ func main() {
 	flag.StringVar(&c.jsonOut, "json", "", "also write every measurement as JSON here")
 	flag.StringVar(&c.logDir, "log-dir", "", "where the proxy's and cluster's logs go (default: a temporary directory, removed on success)")
 	flag.StringVar(&c.perfOut, "perf", "", "record a CPU profile of the proxy process with Linux perf (perf record -g -p PID) over the measured runs into this file")
+	flag.IntVar(&c.idleConns, "idle-conns", 0, "instead of the throughput runs, open this many client connections, leave them idle and report the proxy's RSS")
 	flag.Parse()
 	if c.runs < 1 || c.mib < 1 {
 		fmt.Fprintln(os.Stderr, "benchproxy: -runs and -mb must be positive")
@@ -267,6 +269,14 @@ func run(ctx context.Context, c config) (err error) {
 	}
 	fmt.Fprintf(os.Stderr, "benchproxy: proxy ready on %s (pid %d), idle RSS %.1f MiB; cluster %s\n",
 		listen, px.pid(), mib(rep.IdleRSS), bootstrap)
+
+	if c.idleConns > 0 {
+		report, err := idleConns(px.pid(), listen, c.idleConns)
+		if err == nil && c.out != "" {
+			err = os.WriteFile(c.out, []byte(report), 0o644)
+		}
+		return err
+	}
 
 	b := &bencher{c: c, ticks: clockTicks(), proxyPID: px.pid(), clusterPID: clusterPID,
 		metricsURL: "http://" + adminAddr + "/metrics", direct: bootstrap, proxied: listen}
