@@ -271,6 +271,14 @@ func (mr *Mirror) GroupsDrained(ctx context.Context, groups []string, topics ...
 			return false, fmt.Sprintf("group %s is %s on the source", g, d.State), nil
 		}
 	}
+	// A partition assigned to a member that holds records but has no
+	// committed offset yet is not drained either: members that joined
+	// and consumed but have not auto-committed yet would find nothing on
+	// the target and reset (consuming everything again, or skipping).
+	starts, err := adm.ListStartOffsets(ctx, topics...)
+	if err != nil {
+		return false, "", fmt.Errorf("source start offsets: %w", err)
+	}
 	for _, g := range groups {
 		offs, err := adm.FetchOffsets(ctx, g)
 		if err != nil {
@@ -289,6 +297,24 @@ func (mr *Mirror) GroupsDrained(ctx context.Context, groups []string, topics ...
 				behind = fmt.Sprintf("group %s at %d of %d on %s/%d", g, o.At, end.Offset, o.Topic, o.Partition)
 			}
 		})
+		if d, ok := described[g]; behind == "" && ok && d.Err == nil {
+			for topic, parts := range d.AssignedPartitions() {
+				for p := range parts {
+					if o, ok := offs.Lookup(topic, p); ok && o.Err == nil && o.At >= 0 {
+						continue
+					}
+					end, eok := ends.Lookup(topic, p)
+					start, sok := starts.Lookup(topic, p)
+					if eok && sok && end.Err == nil && start.Err == nil && end.Offset > start.Offset {
+						behind = fmt.Sprintf("group %s has not committed %s/%d yet", g, topic, p)
+						break
+					}
+				}
+				if behind != "" {
+					break
+				}
+			}
+		}
 		if behind != "" {
 			return false, behind, nil
 		}

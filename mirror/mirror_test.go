@@ -524,3 +524,49 @@ func TestMirrorWaitsForAnUnreachableTarget(t *testing.T) {
 		t.Errorf("after the target came up: ready %v, last error %q", st.Ready, st.LastError)
 	}
 }
+
+// TestGroupsDrainedWaitsForFirstCommit: a group whose member consumed but
+// never committed is not drained (its members would reset on the target);
+// once it commits the end, it is.
+func TestGroupsDrainedWaitsForFirstCommit(t *testing.T) {
+	source, target := kafkatest.Pair(t)
+	topic := kafkatest.Topic(t, "firstcommit")
+	source.CreateTopic(t, topic, 2)
+	produceRecords(t, source, topic, 0, 50)
+	rm := startMirror(t, kafkatest.Topic(t, "m"), source, target, []string{topic})
+	rm.waitCaughtUp(t, source, topic)
+	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
+	defer cancel()
+	group := kafkatest.Topic(t, "g")
+	member := source.Client(t, kgo.ConsumerGroup(group), kgo.ConsumeTopics(topic), kgo.DisableAutoCommit(),
+		kgo.ConsumeResetOffset(kgo.NewOffset().AtStart()))
+	for n := 0; n < 50; {
+		fs := member.PollFetches(ctx)
+		if ctx.Err() != nil {
+			t.Fatalf("consumed %d of 50", n)
+		}
+		n += fs.NumRecords()
+	}
+	adm := kadm.NewClient(source.Client(t))
+	for {
+		d, err := adm.DescribeGroups(ctx, group)
+		if err == nil && d[group].State == "Stable" && len(d.AssignedPartitions()[topic]) == 2 {
+			break
+		}
+		select {
+		case <-ctx.Done():
+			t.Fatalf("group never stable with both partitions assigned: %v", err)
+		case <-time.After(20 * time.Millisecond):
+		}
+	}
+	ok, behind, err := rm.GroupsDrained(ctx, []string{group}, topic)
+	if ok || err != nil || !strings.Contains(behind, "has not committed") {
+		t.Fatalf("consumed, nothing committed: drained %v, %q, %v", ok, behind, err)
+	}
+	if err := member.CommitUncommittedOffsets(ctx); err != nil {
+		t.Fatal(err)
+	}
+	if ok, behind, err := rm.GroupsDrained(ctx, []string{group}, topic); !ok || err != nil {
+		t.Errorf("committed at the end: drained %v, %q, %v", ok, behind, err)
+	}
+}
