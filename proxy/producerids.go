@@ -92,9 +92,18 @@ type producerEntry struct {
 // the client's id, with the sequence base per partition.
 type remappedProducer struct {
 	id    int64
-	epoch int16
+	epoch int16 // obtained with InitProducerId
 	mu    sync.Mutex
-	base  map[topicPartition]int32
+	// clientEpoch is the client epoch of the first batch seen here (-1
+	// before it); a client epoch is presented as epoch plus its distance
+	// from clientEpoch, so a client that bumps its epoch itself (sarama
+	// does, after OUT_OF_ORDER_SEQUENCE_NUMBER, without InitProducerId)
+	// bumps it on the cluster too. lastClientEpoch is the highest seen.
+	clientEpoch, lastClientEpoch int16
+	// base maps a partition to the client sequence presented as 0 in the
+	// current client epoch; after a client bump every base is 0.
+	base   map[topicPartition]int32
+	bumped bool
 }
 
 type topicPartition struct {
@@ -191,7 +200,8 @@ func (p *Proxy) remapOn(ctx context.Context, e *producerEntry, u *upstream) (*re
 	if e.onOther == nil {
 		e.onOther = map[string]*remappedProducer{}
 	}
-	rm = &remappedProducer{id: resp.ProducerID, epoch: resp.ProducerEpoch, base: map[topicPartition]int32{}}
+	rm = &remappedProducer{id: resp.ProducerID, epoch: resp.ProducerEpoch, clientEpoch: -1, lastClientEpoch: -1,
+		base: map[topicPartition]int32{}}
 	e.onOther[u.name] = rm
 	p.m.pidRemaps.WithLabelValues(u.name).Inc()
 	return rm, nil
@@ -263,14 +273,36 @@ func (p *Proxy) rewriteBatches(ctx context.Context, b []byte, u *upstream, tp to
 			if err != nil {
 				return changed, err
 			}
-			id, epoch = rm.id, rm.epoch
+			cepoch := int16(binary.BigEndian.Uint16(batch[batchEpochOff:]))
 			rm.mu.Lock()
-			base, ok := rm.base[tp]
-			if !ok {
-				base = seq
-				rm.base[tp] = base
+			if rm.clientEpoch < 0 {
+				rm.clientEpoch, rm.lastClientEpoch = cepoch, cepoch
 			}
+			if cepoch > rm.lastClientEpoch {
+				// The client started a new epoch on its own: its
+				// sequences restart at 0 on every partition, and so do
+				// the cluster's under the matching new epoch.
+				rm.lastClientEpoch = cepoch
+				rm.base = map[topicPartition]int32{}
+				rm.bumped = true
+			}
+			id, epoch = rm.id, rm.epoch+(cepoch-rm.clientEpoch)
+			base, ok := rm.base[tp]
+			bumped := rm.bumped
 			rm.mu.Unlock()
+			if !ok {
+				base = seq // the first batch of this partition here
+				if bumped {
+					base = 0
+				}
+				rm.mu.Lock()
+				if b, ok := rm.base[tp]; ok {
+					base = b // another connection set it meanwhile
+				} else {
+					rm.base[tp] = base
+				}
+				rm.mu.Unlock()
+			}
 			seq -= base
 			if seq < 0 { // sequences wrap at 2^31
 				seq += 1<<31 - 1
