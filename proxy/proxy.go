@@ -427,8 +427,8 @@ func (p *Proxy) acceptLoop(ctx context.Context, ln net.Listener, vnode int32) {
 		}
 		if len(p.conns) >= p.cfg.MaxConnections {
 			p.mu.Unlock()
+			p.m.connRefused.Inc() // before the close a test may be waiting on
 			nc.Close()
-			p.m.connRefused.Inc()
 			p.warnRefused()
 			continue
 		}
