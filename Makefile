@@ -52,3 +52,4 @@ include testbed/testbed.mk
 include testclients/clients.mk
 include bench/bench.mk
 include deploy/deploy.mk
+include internal/compat/compat.mk

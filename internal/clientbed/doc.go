@@ -11,4 +11,9 @@
 // print one JSON document on stdout. Every client follows the same recipe:
 // record i has key "k-<i mod K>", value "<prefix>-<i>" and the headers
 // seq=<i> and client=<prefix>, in that order.
+//
+// StartLive runs a client as a live application instead (live.go): it
+// produces continuously and consumes in a group with auto-commit until
+// stopped, reporting every acknowledgement, delivered record and error as
+// it happens. The compatibility matrix (internal/compat) is built on it.
 package clientbed

@@ -3,7 +3,9 @@
 //
 // Produces N keyed records with an idempotent producer and/or consumes them in
 // a consumer group, then prints one JSON document on stdout (schema: see
-// testclients/README.md). Logs go to stderr.
+// testclients/README.md). Logs go to stderr. With --mode live it runs as a live
+// application instead: it produces and consumes until told to stop on stdin and
+// prints one JSON event per line (see internal/clientbed/live.go).
 //
 // Exit status: 0 when the run completed with no error, 1 when it completed but
 // reported errors (the JSON is still printed), 2 on a usage error or crash.
@@ -20,12 +22,13 @@ function log(msg) {
 
 function usage(msg) {
   process.stderr.write(`${msg}\nusage: client.js --bootstrap H:P[,H:P] --topic T [--group G] --records N ` +
-    '[--keys K] [--mode produce|consume|both] [--timeout-ms MS] [--prefix P]\n');
+    '[--keys K] [--mode produce|consume|both] [--timeout-ms MS] [--prefix P]\n' +
+    '       client.js --mode live --bootstrap H:P --topic T --group G [--keys K] [--prefix P] [--interval-ms MS]\n');
   process.exit(2);
 }
 
 function parseArgs(argv) {
-  const a = { group: '', keys: 10, mode: 'both', timeoutMs: 60000, prefix: CLIENT };
+  const a = { group: '', keys: 10, mode: 'both', timeoutMs: 60000, prefix: CLIENT, intervalMs: 5 };
   for (let i = 0; i < argv.length; i++) {
     const flag = argv[i];
     const val = argv[i + 1];
@@ -40,11 +43,14 @@ function parseArgs(argv) {
       case '--mode': a.mode = val; break;
       case '--timeout-ms': a.timeoutMs = Number.parseInt(val, 10); break;
       case '--prefix': a.prefix = val; break;
+      case '--interval-ms': a.intervalMs = Number.parseInt(val, 10); break;
       default: usage(`unknown flag ${flag}`);
     }
   }
-  if (!a.bootstrap || !a.topic || !Number.isInteger(a.records) || a.records < 0) usage('--bootstrap, --topic and --records are required');
-  if (!['produce', 'consume', 'both'].includes(a.mode)) usage(`bad --mode ${a.mode}`);
+  if (!['produce', 'consume', 'both', 'live'].includes(a.mode)) usage(`bad --mode ${a.mode}`);
+  if (!a.bootstrap || !a.topic) usage('--bootstrap and --topic are required');
+  if (a.mode !== 'live' && (!Number.isInteger(a.records) || a.records < 0)) usage('--records is required');
+  if (a.mode === 'live' && (!Number.isInteger(a.intervalMs) || a.intervalMs < 1)) usage('--interval-ms must be >= 1');
   if (a.mode !== 'produce' && !a.group) usage('--group is required to consume');
   if (!Number.isInteger(a.keys) || a.keys < 1) usage('--keys must be >= 1');
   return a;
@@ -214,6 +220,112 @@ async function consume(kafka, a, deadline) {
   return { records, errors, committed, timed_out: timedOut, elapsed_ms: Date.now() - start };
 }
 
+// Live mode (see internal/clientbed/live.go): produce continuously with an
+// idempotent producer and consume in a group with auto-commit, until told to
+// stop on stdin; every ack, record and error is one JSON line on stdout.
+function emit(ev) {
+  process.stdout.write(`${JSON.stringify(ev)}\n`);
+}
+
+function liveError(side, msg, seq = -1, fatal = false) {
+  emit({ ev: 'err', side, seq, fatal, msg: String(msg) });
+}
+
+async function live(kafka, a) {
+  emit({ ev: 'lib', library: `kafkajs ${kafkajsVersion}` });
+  let stopProduce = false;
+  let stopAll;
+  const stopped = new Promise((resolve) => { stopAll = resolve; });
+  let buf = '';
+  process.stdin.setEncoding('utf8');
+  process.stdin.on('data', (chunk) => {
+    buf += chunk;
+    let i;
+    while ((i = buf.indexOf('\n')) >= 0) {
+      const cmd = buf.slice(0, i).trim();
+      buf = buf.slice(i + 1);
+      if (cmd === 'stop-produce') stopProduce = true;
+      if (cmd === 'stop') { stopProduce = true; stopAll(); }
+    }
+  });
+  process.stdin.on('end', () => { stopProduce = true; stopAll(); });
+
+  // What kafkajs requires for idempotence: maxInFlightRequests 1, acks -1.
+  const producer = kafka.producer({
+    idempotent: true,
+    maxInFlightRequests: 1,
+    createPartitioner: Partitioners.DefaultPartitioner,
+  });
+  const consumer = kafka.consumer({ groupId: a.group });
+  consumer.on(consumer.events.CRASH, (e) => {
+    liveError('consume', `consumer crashed: ${e.payload.error && e.payload.error.message}`, -1, true);
+  });
+  await producer.connect();
+  // The partitions, to place each record of a send (kafkajs reports one base
+  // offset per partition per send; see produce()).
+  const admin = kafka.admin();
+  await admin.connect();
+  const partitions = (await admin.fetchTopicMetadata({ topics: [a.topic] })).topics[0].partitions;
+  await admin.disconnect();
+  const partitioner = Partitioners.DefaultPartitioner();
+
+  await consumer.connect();
+  await consumer.subscribe({ topics: [a.topic], fromBeginning: true });
+  // Auto-commit is kafkajs's default (after each batch is processed).
+  await consumer.run({
+    eachMessage: async ({ partition, message }) => {
+      emit({
+        ev: 'rec', p: partition, o: Number(message.offset),
+        k: message.key === null ? null : message.key.toString(),
+        v: message.value === null ? null : message.value.toString(),
+      });
+    },
+  });
+
+  // The application's loop: records accumulate at the pace; each send takes
+  // what accumulated (a send at a time: concurrent sends of one idempotent
+  // producer are not supported by kafkajs).
+  let seq = 0;
+  const start = Date.now();
+  const sleep = (ms) => new Promise((r) => setTimeout(r, ms));
+  while (!stopProduce) {
+    const due = Math.floor((Date.now() - start) / a.intervalMs) + 1;
+    if (due <= seq) {
+      await sleep(Math.max(1, a.intervalMs));
+      continue;
+    }
+    const seqs = [];
+    const messages = [];
+    for (; seq < due; seq++) {
+      seqs.push(seq);
+      messages.push({ key: `k-${seq % a.keys}`, value: `${a.prefix}-${seq}` });
+    }
+    try {
+      const meta = await producer.send({ topic: a.topic, acks: -1, messages });
+      const base = new Map(meta.map((m) => [m.partition, BigInt(m.baseOffset)]));
+      const next = new Map();
+      for (let j = 0; j < messages.length; j++) {
+        const p = partitioner({ topic: a.topic, partitionMetadata: partitions, message: messages[j] });
+        const n = next.get(p) || 0n;
+        next.set(p, n + 1n);
+        if (!base.has(p)) {
+          liveError('produce', `send acknowledged no batch for partition ${p}`, seqs[j]);
+          continue;
+        }
+        emit({ ev: 'ack', seq: seqs[j], p, o: Number(base.get(p) + n) });
+      }
+    } catch (e) {
+      for (const s of seqs) liveError('produce', `send: ${e.message}`, s);
+    }
+  }
+  emit({ ev: 'produced', sent: seq });
+  await producer.disconnect().catch((e) => log(`producer disconnect: ${e.message}`));
+  await stopped;
+  // disconnect stops the consumer, which commits what it processed.
+  await consumer.disconnect().catch((e) => liveError('consume', `consumer disconnect: ${e.message}`));
+  emit({ ev: 'done' });
+}
+
 async function main() {
   const a = parseArgs(process.argv.slice(2));
   const deadline = Date.now() + a.timeoutMs;
@@ -223,6 +335,11 @@ async function main() {
     logLevel: logLevel.WARN,
     logCreator,
   });
+  if (a.mode === 'live') {
+    await live(kafka, a);
+    process.stdout.write('', () => process.exit(0));
+    return;
+  }
   const out = { client: CLIENT, library: `kafkajs ${kafkajsVersion}` };
   if (a.mode !== 'consume') {
     out.produce = await produce(kafka, a, deadline);

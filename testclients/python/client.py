@@ -3,7 +3,9 @@
 
 Produces N keyed records with an idempotent producer and/or consumes them in a
 consumer group, then prints one JSON document on stdout (schema: see
-testclients/README.md). Logs go to stderr.
+testclients/README.md). Logs go to stderr. With --mode live it runs as a live
+application instead: it produces and consumes until told to stop on stdin and
+prints one JSON event per line (see internal/clientbed/live.go).
 
 Exit status: 0 when the run completed with no error, 1 when it completed but
 reported errors (the JSON is still printed), 2 on a usage error or crash.
@@ -12,6 +14,7 @@ reported errors (the JSON is still printed), 2 on a usage error or crash.
 import argparse
 import json
 import sys
+import threading
 import time
 
 import confluent_kafka
@@ -145,21 +148,136 @@ def consume(args, deadline):
     }
 
 
+class Events:
+    """Live mode's event stream: one JSON object per line on stdout."""
+
+    def __init__(self):
+        self.lock = threading.Lock()
+
+    def emit(self, **ev):
+        line = json.dumps(ev, separators=(",", ":"))
+        with self.lock:
+            sys.stdout.write(line + "\n")
+            sys.stdout.flush()
+
+    def error(self, side, msg, seq=-1, fatal=False):
+        self.emit(ev="err", side=side, seq=seq, fatal=bool(fatal), msg=str(msg))
+
+
+def live(args):
+    """Produces continuously and consumes in a group with auto-commit, both
+    with librdkafka's defaults (idempotence on), until told to stop on stdin.
+    See internal/clientbed/live.go for the protocol."""
+    ev = Events()
+    ev.emit(ev="lib", library=f"confluent-kafka {lib_version(confluent_kafka.version())}, "
+                              f"librdkafka {lib_version(confluent_kafka.libversion())}")
+    stop_produce = threading.Event()
+    stop = threading.Event()
+
+    def commands():
+        for line in sys.stdin:
+            cmd = line.strip()
+            if cmd == "stop-produce":
+                stop_produce.set()
+            elif cmd == "stop":
+                break
+        stop_produce.set()
+        stop.set()
+
+    threading.Thread(target=commands, daemon=True).start()
+
+    def error_cb(side):
+        return lambda err: ev.error(side, f"error callback: {err}", fatal=err.fatal())
+
+    p = Producer({
+        "bootstrap.servers": args.bootstrap,
+        "client.id": f"clientbed-live-{args.prefix}",
+        "enable.idempotence": True,
+        "error_cb": error_cb("produce"),
+    })
+
+    def producer_loop():
+        interval = args.interval_ms / 1000.0
+        seq = 0
+        next_at = time.monotonic()
+
+        def on_delivery(seq):
+            def cb(err, msg):
+                if err is not None:
+                    ev.error("produce", f"delivery failed: {err}", seq=seq, fatal=err.fatal())
+                else:
+                    ev.emit(ev="ack", seq=seq, p=msg.partition(), o=msg.offset())
+            return cb
+
+        while not stop_produce.is_set():
+            now = time.monotonic()
+            if now < next_at:
+                p.poll(min(next_at - now, 0.05))
+                continue
+            try:
+                p.produce(args.topic, key=f"k-{seq % args.keys}".encode(), value=f"{args.prefix}-{seq}".encode(),
+                          on_delivery=on_delivery(seq))
+                seq += 1
+                next_at += interval
+            except BufferError:
+                p.poll(0.1)
+            except KafkaException as e:
+                ev.error("produce", f"produce: {e}", seq=seq)
+                seq += 1
+            p.poll(0)
+        # Every record handed over gets its delivery report (or, after
+        # message.timeout.ms, a failed one).
+        while p.flush(1.0) > 0 and not stop.is_set():
+            pass
+        ev.emit(ev="produced", sent=seq)
+
+    c = Consumer({
+        "bootstrap.servers": args.bootstrap,
+        "client.id": f"clientbed-live-{args.prefix}",
+        "group.id": args.group,
+        "auto.offset.reset": "earliest",
+        "error_cb": error_cb("consume"),
+    })
+
+    def consumer_loop():
+        c.subscribe([args.topic])
+        while not stop.is_set():
+            for m in c.consume(num_messages=500, timeout=0.2):
+                if m.error() is not None:
+                    ev.error("consume", f"consume: {m.error()}", fatal=m.error().fatal())
+                    continue
+                ev.emit(ev="rec", p=m.partition(), o=m.offset(), k=text(m.key()), v=text(m.value()))
+        # close() commits the auto-commit position and leaves the group.
+        c.close()
+
+    pt = threading.Thread(target=producer_loop)
+    pt.start()
+    consumer_loop()
+    pt.join()
+    ev.emit(ev="done")
+    return 0
+
+
 def main():
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--bootstrap", required=True, help="comma-separated host:port list")
     ap.add_argument("--topic", required=True)
     ap.add_argument("--group", default="")
-    ap.add_argument("--records", type=int, required=True)
+    ap.add_argument("--records", type=int, default=-1)
     ap.add_argument("--keys", type=int, default=10)
-    ap.add_argument("--mode", choices=["produce", "consume", "both"], default="both")
+    ap.add_argument("--mode", choices=["produce", "consume", "both", "live"], default="both")
     ap.add_argument("--timeout-ms", type=int, default=60000)
     ap.add_argument("--prefix", default=CLIENT, help="value prefix and 'client' header")
+    ap.add_argument("--interval-ms", type=int, default=5, help="live mode: pause between records")
     args = ap.parse_args()
+    if args.mode == "live":
+        if not args.group or args.interval_ms < 1 or args.keys < 1:
+            ap.error("live mode needs --group, --interval-ms >= 1 and --keys >= 1")
+        return live(args)
     if args.mode != "produce" and not args.group:
         ap.error("--group is required to consume")
     if args.records < 0 or args.keys < 1:
-        ap.error("--records must be >= 0 and --keys >= 1")
+        ap.error("--records (required) must be >= 0 and --keys >= 1")
 
     deadline = time.monotonic() + args.timeout_ms / 1000.0
     out = {

@@ -32,7 +32,8 @@ import org.apache.kafka.common.serialization.ByteArraySerializer;
  *
  * <p>Produces N keyed records with the default producer settings (idempotent since Kafka 3.0)
  * and/or consumes them in a consumer group, then prints one JSON document on stdout (schema: see
- * testclients/README.md). Logs go to stderr.
+ * testclients/README.md). Logs go to stderr. With {@code --mode live} it runs as a live application
+ * instead (see {@link Live}).
  *
  * <p>Exit status: 0 when the run completed with no error, 1 when it completed but reported errors
  * (the JSON is still printed), 2 on a usage error or crash.
@@ -48,6 +49,7 @@ public final class Client {
     private String mode = "both";
     private long timeoutMs = 60000;
     private String prefix = CLIENT;
+    private long intervalMs = 5;
 
     public static void main(String[] args) {
         int code;
@@ -57,6 +59,8 @@ public final class Client {
             System.err.println("[java] " + e.getMessage());
             System.err.println("usage: java -jar testclient.jar --bootstrap H:P[,H:P] --topic T [--group G] --records N"
                     + " [--keys K] [--mode produce|consume|both] [--timeout-ms MS] [--prefix P]");
+            System.err.println("       java -jar testclient.jar --mode live --bootstrap H:P --topic T --group G"
+                    + " [--keys K] [--prefix P] [--interval-ms MS]");
             code = 2;
         } catch (Exception e) {
             System.err.println("[java] crashed: " + e);
@@ -89,17 +93,21 @@ public final class Client {
                     case "--mode" -> mode = v;
                     case "--timeout-ms" -> timeoutMs = Long.parseLong(v);
                     case "--prefix" -> prefix = v;
+                    case "--interval-ms" -> intervalMs = Long.parseLong(v);
                     default -> throw new UsageException("unknown flag " + args[i]);
                 }
             } catch (NumberFormatException e) {
                 throw new UsageException("bad number for " + args[i] + ": " + v);
             }
         }
-        if (bootstrap == null || topic == null || records < 0) {
+        if (!List.of("produce", "consume", "both", "live").contains(mode)) {
+            throw new UsageException("bad --mode " + mode);
+        }
+        if (bootstrap == null || topic == null || (records < 0 && !mode.equals("live"))) {
             throw new UsageException("--bootstrap, --topic and --records are required");
         }
-        if (!List.of("produce", "consume", "both").contains(mode)) {
-            throw new UsageException("bad --mode " + mode);
+        if (intervalMs < 1) {
+            throw new UsageException("--interval-ms must be >= 1");
         }
         if (!mode.equals("produce") && group.isEmpty()) {
             throw new UsageException("--group is required to consume");
@@ -111,6 +119,9 @@ public final class Client {
 
     private int run(String[] args) throws Exception {
         parse(args);
+        if (mode.equals("live")) {
+            return new Live().run();
+        }
         long deadline = System.nanoTime() + TimeUnit.MILLISECONDS.toNanos(timeoutMs);
         Json out = new Json().beginObject();
         out.field("client").value(CLIENT);
@@ -318,6 +329,121 @@ public final class Client {
         out.field("elapsed_ms").value(TimeUnit.NANOSECONDS.toMillis(System.nanoTime() - start));
         out.endObject();
         return !errors.isEmpty() || timedOut;
+    }
+
+    /**
+     * Live mode (see internal/clientbed/live.go): produces continuously with the default producer
+     * settings (idempotent) and consumes in a group with the default auto-commit, until told to
+     * stop on stdin. Every ack, record and error is one JSON line on stdout.
+     */
+    private final class Live {
+        private final Object out = new Object();
+        private final CountDownLatch stopProduce = new CountDownLatch(1);
+        private final CountDownLatch stop = new CountDownLatch(1);
+
+        private void emit(Json ev) {
+            synchronized (out) {
+                System.out.println(ev);
+                System.out.flush();
+            }
+        }
+
+        private void error(String side, int seq, boolean fatal, String msg) {
+            emit(new Json().beginObject().field("ev").value("err").field("side").value(side).field("seq").value(seq)
+                    .field("fatal").value(fatal).field("msg").value(msg).endObject());
+        }
+
+        int run() throws Exception {
+            emit(new Json().beginObject().field("ev").value("lib").field("library").value("kafka-clients " + kafkaVersion()).endObject());
+            Thread commands = new Thread(() -> {
+                try (var in = new java.io.BufferedReader(new java.io.InputStreamReader(System.in, StandardCharsets.UTF_8))) {
+                    String line;
+                    while ((line = in.readLine()) != null) {
+                        if (line.trim().equals("stop-produce")) {
+                            stopProduce.countDown();
+                        } else if (line.trim().equals("stop")) {
+                            break;
+                        }
+                    }
+                } catch (IOException e) {
+                    System.err.println("[java] stdin: " + e);
+                }
+                stopProduce.countDown();
+                stop.countDown();
+            }, "commands");
+            commands.setDaemon(true);
+            commands.start();
+
+            Thread consumerThread = new Thread(this::consume, "consumer");
+            consumerThread.start();
+            produce();
+            consumerThread.join();
+            emit(new Json().beginObject().field("ev").value("done").endObject());
+            return 0;
+        }
+
+        private void produce() throws InterruptedException {
+            Properties p = new Properties();
+            p.put(ProducerConfig.BOOTSTRAP_SERVERS_CONFIG, bootstrap);
+            p.put(ProducerConfig.CLIENT_ID_CONFIG, "clientbed-live-" + prefix);
+            p.put(ProducerConfig.KEY_SERIALIZER_CLASS_CONFIG, ByteArraySerializer.class.getName());
+            p.put(ProducerConfig.VALUE_SERIALIZER_CLASS_CONFIG, ByteArraySerializer.class.getName());
+            // Everything else is the default: enable.idempotence=true, acks=all, 5 in flight,
+            // delivery.timeout.ms=120000.
+            int seq = 0;
+            try (KafkaProducer<byte[], byte[]> producer = new KafkaProducer<>(p)) {
+                long next = System.nanoTime();
+                while (!stopProduce.await(Math.max(0, next - System.nanoTime()), TimeUnit.NANOSECONDS)) {
+                    final int s = seq++;
+                    next += TimeUnit.MILLISECONDS.toNanos(intervalMs);
+                    try {
+                        producer.send(new ProducerRecord<>(topic, bytes("k-" + (s % keys)), bytes(prefix + "-" + s)), (md, err) -> {
+                            if (err != null) {
+                                error("produce", s, false, "delivery failed: " + err);
+                            } else {
+                                emit(new Json().beginObject().field("ev").value("ack").field("seq").value(s)
+                                        .field("p").value(md.partition()).field("o").value(md.offset()).endObject());
+                            }
+                        });
+                    } catch (RuntimeException e) {
+                        error("produce", s, false, "send: " + e);
+                    }
+                }
+                // Every record sent gets its delivery report.
+                producer.flush();
+            } catch (RuntimeException e) {
+                error("produce", -1, true, "producer: " + e);
+            }
+            emit(new Json().beginObject().field("ev").value("produced").field("sent").value(seq).endObject());
+        }
+
+        private void consume() {
+            Properties p = new Properties();
+            p.put(ConsumerConfig.BOOTSTRAP_SERVERS_CONFIG, bootstrap);
+            p.put(ConsumerConfig.CLIENT_ID_CONFIG, "clientbed-live-" + prefix);
+            p.put(ConsumerConfig.GROUP_ID_CONFIG, group);
+            p.put(ConsumerConfig.AUTO_OFFSET_RESET_CONFIG, "earliest");
+            p.put(ConsumerConfig.KEY_DESERIALIZER_CLASS_CONFIG, ByteArrayDeserializer.class.getName());
+            p.put(ConsumerConfig.VALUE_DESERIALIZER_CLASS_CONFIG, ByteArrayDeserializer.class.getName());
+            // Default: enable.auto.commit=true, every 5 s, in poll and on close.
+            try (KafkaConsumer<byte[], byte[]> consumer = new KafkaConsumer<>(p)) {
+                consumer.subscribe(List.of(topic));
+                while (stop.getCount() > 0) {
+                    try {
+                        for (ConsumerRecord<byte[], byte[]> r : consumer.poll(Duration.ofMillis(200))) {
+                            emit(new Json().beginObject().field("ev").value("rec").field("p").value(r.partition())
+                                    .field("o").value(r.offset()).field("k").value(string(r.key()))
+                                    .field("v").value(string(r.value())).endObject());
+                        }
+                    } catch (RuntimeException e) {
+                        error("consume", -1, false, "poll: " + e);
+                    }
+                }
+                // close() commits the position (auto-commit) and leaves the group.
+            } catch (RuntimeException e) {
+                error("consume", -1, true, "consumer: " + e);
+            }
+        }
     }
 
     private static byte[] bytes(String s) {
