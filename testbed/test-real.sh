@@ -38,6 +38,9 @@ for v in $versions; do
 		# shellcheck disable=SC1091
 		. testbed/.state/env
 		export SWITCHYARD_TEST_KAFKA=real
+		# The SASL_SSL suites fail instead of skipping when the listeners
+		# should be there.
+		[[ ${SECURE:-1} == 1 ]] && export SWITCHYARD_REQUIRE_SECURE=1
 		# shellcheck disable=SC2086
 		go test ${GO_TEST_FLAGS:--race -count=1 -timeout 20m} ${GO_TEST_PKGS:-./...}
 	) && rc=0 || rc=$?
