@@ -10,7 +10,6 @@ import (
 	"testing"
 	"time"
 
-	"github.com/prometheus/client_golang/prometheus"
 	"github.com/twmb/franz-go/pkg/kadm"
 	"github.com/twmb/franz-go/pkg/kgo"
 	"go.uber.org/zap"
@@ -21,11 +20,9 @@ import (
 	"google.golang.org/protobuf/types/known/durationpb"
 
 	switchyardv1 "github.com/switchyard/switchyard/api/switchyard/v1"
-	"github.com/switchyard/switchyard/control"
 	"github.com/switchyard/switchyard/internal/kafkatest"
+	"github.com/switchyard/switchyard/internal/planetest"
 	"github.com/switchyard/switchyard/internal/proxytest"
-	"github.com/switchyard/switchyard/mirror"
-	"github.com/switchyard/switchyard/mirror/topics"
 	"github.com/switchyard/switchyard/proxy/controlclient"
 )
 
@@ -88,30 +85,8 @@ func TestCutoverEndToEnd(t *testing.T) {
 	defer cancel()
 
 	// The control plane, with its mirror.
-	mc := mirror.DefaultConfig()
-	mc.Name = kafkatest.Topic(t, "m")
-	mc.Topics = topics.Policy{Include: []string{topic}}
-	mc.TxnMaxInterval = 100 * time.Millisecond
-	mc.TopicSyncInterval = 500 * time.Millisecond
 	const token = "e2e-token"
-	plane, err := control.NewPlane(ctx, control.PlaneConfig{
-		Server:   control.ServerConfig{Listen: "127.0.0.1:0", Token: token},
-		StoreDir: t.TempDir(),
-		Clusters: []*switchyardv1.Cluster{{Name: "source", Bootstrap: source.Bootstrap}, {Name: "target", Bootstrap: target.Bootstrap}},
-		Mirrors:  []control.PlaneMirror{{Source: "source", Target: "target", Config: mc}},
-	}, prometheus.NewRegistry(), log)
-	if err != nil {
-		t.Fatal(err)
-	}
-	pctx, stopPlane := context.WithCancel(context.Background())
-	planeDone := make(chan error, 1)
-	go func() { planeDone <- plane.Run(pctx) }()
-	defer func() {
-		stopPlane()
-		if err := <-planeDone; err != nil {
-			t.Errorf("control plane: %v", err)
-		}
-	}()
+	plane, m := planetest.Start(t, source, target, token, topic)
 
 	// Five sidecars following it.
 	var wg sync.WaitGroup
@@ -323,7 +298,6 @@ func TestCutoverEndToEnd(t *testing.T) {
 			}
 		}
 	}
-	m := plane.Mirror(mc.Name)
 	for _, g := range final.GetGroupOffsets() {
 		want, err := m.OffsetMap(g.GetTopic(), g.GetPartition()).Translate(g.GetSource())
 		if err != nil || g.GetTarget() != want || g.GetSource() < 0 {

@@ -8,7 +8,6 @@ import (
 	"testing"
 	"time"
 
-	"github.com/prometheus/client_golang/prometheus"
 	"github.com/twmb/franz-go/pkg/kgo"
 	"go.uber.org/zap"
 	"go.uber.org/zap/zaptest"
@@ -18,11 +17,9 @@ import (
 	"google.golang.org/protobuf/types/known/durationpb"
 
 	switchyardv1 "github.com/switchyard/switchyard/api/switchyard/v1"
-	"github.com/switchyard/switchyard/control"
 	"github.com/switchyard/switchyard/internal/kafkatest"
+	"github.com/switchyard/switchyard/internal/planetest"
 	"github.com/switchyard/switchyard/internal/proxytest"
-	"github.com/switchyard/switchyard/mirror"
-	"github.com/switchyard/switchyard/mirror/topics"
 	"github.com/switchyard/switchyard/proxy/controlclient"
 )
 
@@ -41,30 +38,8 @@ func startTxnBed(t *testing.T, ctx context.Context) *txnBed {
 	topic := kafkatest.Topic(t, "ledger")
 	source.CreateTopic(t, topic, 3)
 	log := zaptest.NewLogger(t, zaptest.Level(zap.WarnLevel))
-	mc := mirror.DefaultConfig()
-	mc.Name = kafkatest.Topic(t, "m")
-	mc.Topics = topics.Policy{Include: []string{topic}}
-	mc.TxnMaxInterval = 100 * time.Millisecond
-	mc.TopicSyncInterval = 500 * time.Millisecond
 	const token = "txn-token"
-	plane, err := control.NewPlane(ctx, control.PlaneConfig{
-		Server:   control.ServerConfig{Listen: "127.0.0.1:0", Token: token},
-		StoreDir: t.TempDir(),
-		Clusters: []*switchyardv1.Cluster{{Name: "source", Bootstrap: source.Bootstrap}, {Name: "target", Bootstrap: target.Bootstrap}},
-		Mirrors:  []control.PlaneMirror{{Source: "source", Target: "target", Config: mc}},
-	}, prometheus.NewRegistry(), log)
-	if err != nil {
-		t.Fatal(err)
-	}
-	pctx, stopPlane := context.WithCancel(context.Background())
-	planeDone := make(chan error, 1)
-	go func() { planeDone <- plane.Run(pctx) }()
-	t.Cleanup(func() {
-		stopPlane()
-		if err := <-planeDone; err != nil {
-			t.Errorf("control plane: %v", err)
-		}
-	})
+	plane, _ := planetest.Start(t, source, target, token, topic)
 
 	h := proxytest.Start(t, []*kafkatest.Cluster{source, target})
 	cfg := controlclient.DefaultConfig()

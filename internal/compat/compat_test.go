@@ -14,7 +14,6 @@ import (
 	"testing"
 	"time"
 
-	"github.com/prometheus/client_golang/prometheus"
 	"github.com/twmb/franz-go/pkg/kadm"
 	"github.com/twmb/franz-go/pkg/kgo"
 	"go.uber.org/zap"
@@ -28,9 +27,8 @@ import (
 	"github.com/switchyard/switchyard/control"
 	"github.com/switchyard/switchyard/internal/clientbed"
 	"github.com/switchyard/switchyard/internal/kafkatest"
+	"github.com/switchyard/switchyard/internal/planetest"
 	"github.com/switchyard/switchyard/internal/proxytest"
-	"github.com/switchyard/switchyard/mirror"
-	"github.com/switchyard/switchyard/mirror/topics"
 	"github.com/switchyard/switchyard/proxy/controlclient"
 )
 
@@ -285,30 +283,8 @@ func runOnce(t *testing.T, s settings, c clientbed.Client, flipDelay time.Durati
 	defer cancel()
 
 	// The control plane, with its mirror.
-	mc := mirror.DefaultConfig()
-	mc.Name = kafkatest.Topic(t, "m")
-	mc.Topics = topics.Policy{Include: []string{topic}}
-	mc.TxnMaxInterval = 100 * time.Millisecond
-	mc.TopicSyncInterval = 500 * time.Millisecond
 	const token = "compat-token"
-	plane, err := control.NewPlane(ctx, control.PlaneConfig{
-		Server:   control.ServerConfig{Listen: "127.0.0.1:0", Token: token},
-		StoreDir: t.TempDir(),
-		Clusters: []*switchyardv1.Cluster{{Name: "source", Bootstrap: source.Bootstrap}, {Name: "target", Bootstrap: target.Bootstrap}},
-		Mirrors:  []control.PlaneMirror{{Source: "source", Target: "target", Config: mc}},
-	}, prometheus.NewRegistry(), log)
-	if err != nil {
-		t.Fatal(err)
-	}
-	pctx, stopPlane := context.WithCancel(context.Background())
-	planeDone := make(chan error, 1)
-	go func() { planeDone <- plane.Run(pctx) }()
-	defer func() {
-		stopPlane()
-		if err := <-planeDone; err != nil {
-			t.Errorf("control plane: %v", err)
-		}
-	}()
+	plane, m := planetest.Start(t, source, target, token, topic)
 
 	// One sidecar per instance, following the control plane.
 	var wg sync.WaitGroup
@@ -396,7 +372,6 @@ func runOnce(t *testing.T, s settings, c clientbed.Client, flipDelay time.Durati
 		}
 		return err == nil && n == s.instances, fmt.Sprintf("%d connected, %v", n, err)
 	})
-	m := plane.Mirror(mc.Name)
 	sadm := kadm.NewClient(source.Client(t))
 	waitFor(ctx, t, 90*time.Second, "the application running, mirrored and committing", func() (bool, string) {
 		for _, l := range lives {
