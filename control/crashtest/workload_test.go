@@ -5,13 +5,11 @@ package crashtest
 import (
 	"context"
 	"fmt"
-	"sort"
 	"strings"
 	"sync"
 	"testing"
 	"time"
 
-	"github.com/twmb/franz-go/pkg/kadm"
 	"github.com/twmb/franz-go/pkg/kgo"
 
 	"github.com/switchyard/switchyard/internal/kafkatest"
@@ -184,35 +182,9 @@ type rec struct {
 // and offset.
 func readTopic(ctx context.Context, t *testing.T, c *kafkatest.Cluster, topic string) []rec {
 	t.Helper()
-	ends := c.SettledEnds(ctx, t, topic)
-	cl := c.Client(t, kgo.ConsumeTopics(topic), kgo.ConsumeResetOffset(kgo.NewOffset().AtStart()),
-		kgo.FetchIsolationLevel(kgo.ReadCommitted()), kgo.KeepControlRecords())
-	defer cl.Close()
-	next := map[int32]int64{}
 	var out []rec
-	for {
-		done := true
-		ends.Each(func(o kadm.ListedOffset) {
-			if next[o.Partition] < o.Offset {
-				done = false
-			}
-		})
-		if done {
-			break
-		}
-		fs := cl.PollFetches(ctx)
-		if ctx.Err() != nil {
-			t.Fatalf("read %s on %s: %v", topic, c.Name, ctx.Err())
-		}
-		fs.EachRecord(func(r *kgo.Record) {
-			next[r.Partition] = r.Offset + 1
-			if !r.Attrs.IsControl() {
-				out = append(out, rec{r.Partition, r.Offset, string(r.Value)})
-			}
-		})
+	for _, r := range c.ReadCommitted(ctx, t, topic) {
+		out = append(out, rec{r.Partition, r.Offset, string(r.Value)})
 	}
-	sort.Slice(out, func(i, j int) bool {
-		return out[i].partition < out[j].partition || (out[i].partition == out[j].partition && out[i].offset < out[j].offset)
-	})
 	return out
 }

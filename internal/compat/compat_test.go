@@ -7,7 +7,6 @@ import (
 	"math/rand/v2"
 	"os"
 	"slices"
-	"sort"
 	"strconv"
 	"strings"
 	"sync"
@@ -15,7 +14,6 @@ import (
 	"time"
 
 	"github.com/twmb/franz-go/pkg/kadm"
-	"github.com/twmb/franz-go/pkg/kgo"
 	"go.uber.org/zap"
 	"go.uber.org/zap/zaptest"
 	"google.golang.org/grpc"
@@ -607,35 +605,9 @@ func tailOf(s string, n int) string {
 // readTopic reads every committed record of a topic.
 func readTopic(ctx context.Context, t *testing.T, c *kafkatest.Cluster, topic string) []stored {
 	t.Helper()
-	ends := c.SettledEnds(ctx, t, topic)
-	cl := c.Client(t, kgo.ConsumeTopics(topic), kgo.ConsumeResetOffset(kgo.NewOffset().AtStart()),
-		kgo.FetchIsolationLevel(kgo.ReadCommitted()), kgo.KeepControlRecords())
-	defer cl.Close()
-	next := map[int32]int64{}
 	var out []stored
-	for {
-		done := true
-		ends.Each(func(o kadm.ListedOffset) {
-			if next[o.Partition] < o.Offset {
-				done = false
-			}
-		})
-		if done {
-			break
-		}
-		fs := cl.PollFetches(ctx)
-		if ctx.Err() != nil {
-			t.Fatalf("read %s on %s: %v", topic, c.Name, ctx.Err())
-		}
-		fs.EachRecord(func(r *kgo.Record) {
-			next[r.Partition] = r.Offset + 1
-			if !r.Attrs.IsControl() {
-				out = append(out, stored{r.Partition, r.Offset, string(r.Value)})
-			}
-		})
+	for _, r := range c.ReadCommitted(ctx, t, topic) {
+		out = append(out, stored{r.Partition, r.Offset, string(r.Value)})
 	}
-	sort.Slice(out, func(i, j int) bool {
-		return out[i].Partition < out[j].Partition || (out[i].Partition == out[j].Partition && out[i].Offset < out[j].Offset)
-	})
 	return out
 }

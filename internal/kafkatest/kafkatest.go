@@ -6,6 +6,7 @@ import (
 	"encoding/hex"
 	"fmt"
 	"os"
+	"sort"
 	"strings"
 	"testing"
 	"time"
@@ -177,4 +178,42 @@ func (c *Cluster) SettledEnds(ctx context.Context, t testing.TB, topic string) k
 		case <-time.After(20 * time.Millisecond):
 		}
 	}
+}
+
+// ReadCommitted reads every committed record of topic (read_committed, up
+// to the settled end offsets), ordered by partition and offset; control
+// records are left out.
+func (c *Cluster) ReadCommitted(ctx context.Context, t testing.TB, topic string) []*kgo.Record {
+	t.Helper()
+	ends := c.SettledEnds(ctx, t, topic)
+	cl := c.Client(t, kgo.ConsumeTopics(topic), kgo.ConsumeResetOffset(kgo.NewOffset().AtStart()),
+		kgo.FetchIsolationLevel(kgo.ReadCommitted()), kgo.KeepControlRecords())
+	defer cl.Close()
+	next := map[int32]int64{}
+	var out []*kgo.Record
+	for {
+		done := true
+		ends.Each(func(o kadm.ListedOffset) {
+			if next[o.Partition] < o.Offset {
+				done = false
+			}
+		})
+		if done {
+			break
+		}
+		fs := cl.PollFetches(ctx)
+		if ctx.Err() != nil {
+			t.Fatalf("read %s on %s: %v", topic, c.Name, ctx.Err())
+		}
+		fs.EachRecord(func(r *kgo.Record) {
+			next[r.Partition] = r.Offset + 1
+			if !r.Attrs.IsControl() {
+				out = append(out, r)
+			}
+		})
+	}
+	sort.Slice(out, func(i, j int) bool {
+		return out[i].Partition < out[j].Partition || (out[i].Partition == out[j].Partition && out[i].Offset < out[j].Offset)
+	})
+	return out
 }
