@@ -87,10 +87,13 @@ type Conn struct {
 
 // ReauthDue reports whether the session must be renewed before the next
 // request: KIP-368 brokers close a connection whose session expired when
-// the next request arrives.
-func (c *Conn) ReauthDue(now time.Time) bool {
-	return !c.reauthAt.IsZero() && !now.Before(c.reauthAt)
+// the next request arrives. Without a session lifetime it does not read
+// the clock (the proxy asks before every request).
+func (c *Conn) ReauthDue() bool {
+	return !c.reauthAt.IsZero() && c.dueAt(time.Now())
 }
+
+func (c *Conn) dueAt(now time.Time) bool { return !c.reauthAt.IsZero() && !now.Before(c.reauthAt) }
 
 // ReauthAt is when the session should be renewed (zero: never).
 func (c *Conn) ReauthAt() time.Time { return c.reauthAt }

@@ -171,10 +171,10 @@ func TestReauthenticate(t *testing.T) {
 	if at.Before(before) || at.After(before.Add(life)) {
 		t.Fatalf("renew at %v, want within the %v lifetime from %v", at, life, before)
 	}
-	if conn.ReauthDue(time.Now()) {
+	if conn.ReauthDue() {
 		t.Fatal("due at once")
 	}
-	if !conn.ReauthDue(at) {
+	if !conn.DueAt(at) {
 		t.Fatal("not due at its renewal time")
 	}
 	// Kafka accepts at most one re-authentication a second per

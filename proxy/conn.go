@@ -296,7 +296,7 @@ func (c *clientConn) forward(ctx context.Context, hdr requestHeader, frame []byt
 		c.doneInflight(hdr.Key)
 		return fault("upstream_dial", err)
 	}
-	if up.sc.ReauthDue(time.Now()) {
+	if up.sc.ReauthDue() {
 		if err := c.reauthenticate(ctx, up); err != nil {
 			c.doneInflight(hdr.Key)
 			return err

@@ -454,11 +454,6 @@ func loadProxyFile(path string, o *proxyOptions) error {
 	if err := dec.Decode(&f); err != nil && !errors.Is(err, io.EOF) {
 		return fmt.Errorf("config file %s: %w", path, err)
 	}
-	set := func(dst *string, v string) {
-		if v != "" {
-			*dst = v
-		}
-	}
 	set(&o.Proxy.Listen, f.Listen)
 	set(&o.Admin.Listen, f.Admin)
 	set(&o.Proxy.Active, f.Active)
@@ -477,33 +472,15 @@ func loadProxyFile(path string, o *proxyOptions) error {
 	if f.BrokerPortBase != nil {
 		o.Proxy.BrokerPortBase = *f.BrokerPortBase
 	}
-	if f.MaxFrameBytes != 0 {
-		o.Proxy.MaxFrameBytes = f.MaxFrameBytes
-	}
-	if f.DialTimeout != 0 {
-		o.Proxy.DialTimeout = f.DialTimeout
-	}
-	if f.DrainTimeout != 0 {
-		o.Proxy.DrainTimeout = f.DrainTimeout
-	}
-	if f.HoldBudget != 0 {
-		o.Proxy.HoldBudget = f.HoldBudget
-	}
-	if f.MaxHeldBytes != 0 {
-		o.Proxy.MaxHeldBytes = f.MaxHeldBytes
-	}
-	if f.MaxConnections != 0 {
-		o.Proxy.MaxConnections = f.MaxConnections
-	}
-	if f.MaxInflight != 0 {
-		o.Proxy.MaxInflightPerConnection = f.MaxInflight
-	}
-	if f.IdleTimeout != 0 {
-		o.Proxy.IdleTimeout = f.IdleTimeout
-	}
-	if f.ClientIOTimeout != 0 {
-		o.Proxy.ClientIOTimeout = f.ClientIOTimeout
-	}
+	set(&o.Proxy.MaxFrameBytes, f.MaxFrameBytes)
+	set(&o.Proxy.DialTimeout, f.DialTimeout)
+	set(&o.Proxy.DrainTimeout, f.DrainTimeout)
+	set(&o.Proxy.HoldBudget, f.HoldBudget)
+	set(&o.Proxy.MaxHeldBytes, f.MaxHeldBytes)
+	set(&o.Proxy.MaxConnections, f.MaxConnections)
+	set(&o.Proxy.MaxInflightPerConnection, f.MaxInflight)
+	set(&o.Proxy.IdleTimeout, f.IdleTimeout)
+	set(&o.Proxy.ClientIOTimeout, f.ClientIOTimeout)
 	set(&o.Control.Address, f.Control)
 	set(&o.Control.App, f.App)
 	set(&o.Control.Instance, f.Instance)
@@ -514,10 +491,17 @@ func loadProxyFile(path string, o *proxyOptions) error {
 	if f.ControlWait != nil {
 		o.Control.StartupWait = *f.ControlWait
 	}
-	if f.ControlStatusInterval != 0 {
-		o.Control.StatusInterval = f.ControlStatusInterval
-	}
+	set(&o.Control.StatusInterval, f.ControlStatusInterval)
 	return nil
+}
+
+// set overwrites *dst with v unless v is the zero value (the file leaves
+// the option alone).
+func set[T comparable](dst *T, v T) {
+	var zero T
+	if v != zero {
+		*dst = v
+	}
 }
 
 // multiFlag collects a repeatable flag.

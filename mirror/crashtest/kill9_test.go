@@ -32,6 +32,7 @@ import (
 	"github.com/twmb/franz-go/pkg/kmsg"
 	"go.yaml.in/yaml/v3"
 
+	"github.com/switchyard/switchyard/internal/buildtest"
 	"github.com/switchyard/switchyard/internal/kafkatest"
 	"github.com/switchyard/switchyard/mirror"
 	"github.com/switchyard/switchyard/mirror/offsetmap"
@@ -338,44 +339,7 @@ func slowFakeEndTxn(target *kafkatest.Cluster) {
 
 // buildSwitchyard builds the switchyard binary from this module, unless
 // -crashtest.bin names one.
-func buildSwitchyard(t *testing.T) string {
-	t.Helper()
-	if *flagBin != "" {
-		t.Logf("switchyard binary %s (not built)", *flagBin)
-		return *flagBin
-	}
-	root, err := moduleRoot()
-	if err != nil {
-		t.Fatal(err)
-	}
-	bin := filepath.Join(t.TempDir(), "switchyard")
-	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Minute)
-	defer cancel()
-	cmd := exec.CommandContext(ctx, "go", "build", "-o", bin, "./cmd/switchyard")
-	cmd.Dir = root
-	if out, err := cmd.CombinedOutput(); err != nil {
-		t.Fatalf("go build ./cmd/switchyard in %s: %v\n%s", root, err, out)
-	}
-	return bin
-}
-
-var moduleLine = regexp.MustCompile(`(?m)^module\s+"?github\.com/switchyard/switchyard"?\s*$`)
-
-// moduleRoot walks up from the working directory to this module's go.mod.
-func moduleRoot() (string, error) {
-	wd, err := os.Getwd()
-	if err != nil {
-		return "", fmt.Errorf("working directory: %w", err)
-	}
-	for dir := wd; ; dir = filepath.Dir(dir) {
-		if b, err := os.ReadFile(filepath.Join(dir, "go.mod")); err == nil && moduleLine.Match(b) {
-			return dir, nil
-		}
-		if filepath.Dir(dir) == dir {
-			return "", fmt.Errorf("no go.mod of github.com/switchyard/switchyard above %s", wd)
-		}
-	}
-}
+func buildSwitchyard(t *testing.T) string { return buildtest.Switchyard(t, *flagBin) }
 
 // writeConfig writes the mirror's configuration file: small transactions,
 // so that a run commits many and a kill has many places to land. edit, if
