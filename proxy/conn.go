@@ -388,7 +388,9 @@ func (c *clientConn) upstream(ctx context.Context, adm admission) (*upConn, erro
 		adm.u.setErr(err)
 		return nil, err
 	}
-	up := &upConn{nc: sc, sc: sc, u: adm.u, gen: adm.gen}
+	// nc is the TCP or TLS connection itself: reads and writes skip the
+	// wrapper kafkasec.Conn adds for the session's renewal time.
+	up := &upConn{nc: sc.Conn, sc: sc, u: adm.u, gen: adm.gen}
 	c.curMu.Lock()
 	c.cur = up
 	c.curMu.Unlock()
