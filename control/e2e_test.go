@@ -3,17 +3,13 @@ package control_test
 import (
 	"context"
 	"fmt"
-	"sort"
 	"strconv"
 	"strings"
 	"sync"
 	"testing"
 	"time"
 
-	"github.com/twmb/franz-go/pkg/kadm"
 	"github.com/twmb/franz-go/pkg/kgo"
-	"go.uber.org/zap"
-	"go.uber.org/zap/zaptest"
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/credentials/insecure"
 	"google.golang.org/grpc/metadata"
@@ -22,8 +18,6 @@ import (
 	switchyardv1 "github.com/switchyard/switchyard/api/switchyard/v1"
 	"github.com/switchyard/switchyard/internal/kafkatest"
 	"github.com/switchyard/switchyard/internal/planetest"
-	"github.com/switchyard/switchyard/internal/proxytest"
-	"github.com/switchyard/switchyard/proxy/controlclient"
 )
 
 // acked is a record a producer had acknowledged.
@@ -80,7 +74,6 @@ func TestCutoverEndToEnd(t *testing.T) {
 	topic := kafkatest.Topic(t, "orders")
 	source.CreateTopic(t, topic, 6)
 	group := kafkatest.Topic(t, "billing")
-	log := zaptest.NewLogger(t, zaptest.Level(zap.WarnLevel))
 	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Minute)
 	defer cancel()
 
@@ -89,22 +82,8 @@ func TestCutoverEndToEnd(t *testing.T) {
 	plane, m := planetest.Start(t, source, target, token, topic)
 
 	// Five sidecars following it.
-	var wg sync.WaitGroup
-	sctx, stopSidecars := context.WithCancel(context.Background())
-	defer func() { stopSidecars(); wg.Wait() }()
 	sidecar := func(instance, role string) string {
-		h := proxytest.Start(t, []*kafkatest.Cluster{source, target})
-		cfg := controlclient.DefaultConfig()
-		cfg.Address, cfg.App, cfg.Instance, cfg.Token = plane.Addr().String(), "orders", instance, token
-		cfg.Labels = map[string]string{"role": role}
-		cfg.StatusInterval = 100 * time.Millisecond
-		cc, err := controlclient.New(cfg, h.Proxy, h.Registry, log)
-		if err != nil {
-			t.Fatal(err)
-		}
-		wg.Add(1)
-		go func() { defer wg.Done(); _ = cc.Run(sctx) }()
-		return h.Addr().String()
+		return planetest.Sidecar(t, plane, token, "orders", instance, map[string]string{"role": role}, source, target).Addr().String()
 	}
 	var producers []*producer
 	for i := range 3 {
@@ -123,7 +102,10 @@ func TestCutoverEndToEnd(t *testing.T) {
 	var (
 		cmu      sync.Mutex
 		received []consumed
+		wg       sync.WaitGroup
 	)
+	sctx, stopConsumers := context.WithCancel(context.Background())
+	defer func() { stopConsumers(); wg.Wait() }()
 	for i := range 2 {
 		cl, err := kgo.NewClient(kgo.SeedBrokers(sidecar(fmt.Sprintf("consumer-%d", i), "consumer")),
 			kgo.ConsumerGroup(group), kgo.ConsumeTopics(topic), kgo.AutoCommitInterval(100*time.Millisecond),
@@ -325,35 +307,10 @@ type rec struct {
 // and offset.
 func readTopic(ctx context.Context, t *testing.T, c *kafkatest.Cluster, topic string) []rec {
 	t.Helper()
-	ends := c.SettledEnds(ctx, t, topic)
-	cl := c.Client(t, kgo.ConsumeTopics(topic), kgo.ConsumeResetOffset(kgo.NewOffset().AtStart()),
-		kgo.FetchIsolationLevel(kgo.ReadCommitted()), kgo.KeepControlRecords())
-	next := map[int32]int64{}
 	var out []rec
-	for {
-		done := true
-		ends.Each(func(o kadm.ListedOffset) {
-			if next[o.Partition] < o.Offset {
-				done = false
-			}
-		})
-		if done {
-			break
-		}
-		fs := cl.PollFetches(ctx)
-		if ctx.Err() != nil {
-			t.Fatalf("read %s: %v", topic, ctx.Err())
-		}
-		fs.EachRecord(func(r *kgo.Record) {
-			next[r.Partition] = r.Offset + 1
-			if !r.Attrs.IsControl() {
-				out = append(out, rec{r.Partition, r.Offset, string(r.Value)})
-			}
-		})
+	for _, r := range c.ReadCommitted(ctx, t, topic) {
+		out = append(out, rec{r.Partition, r.Offset, string(r.Value)})
 	}
-	sort.Slice(out, func(i, j int) bool {
-		return out[i].partition < out[j].partition || (out[i].partition == out[j].partition && out[i].offset < out[j].offset)
-	})
 	return out
 }
 

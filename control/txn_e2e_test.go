@@ -9,8 +9,6 @@ import (
 	"time"
 
 	"github.com/twmb/franz-go/pkg/kgo"
-	"go.uber.org/zap"
-	"go.uber.org/zap/zaptest"
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/credentials/insecure"
 	"google.golang.org/grpc/metadata"
@@ -19,8 +17,6 @@ import (
 	switchyardv1 "github.com/switchyard/switchyard/api/switchyard/v1"
 	"github.com/switchyard/switchyard/internal/kafkatest"
 	"github.com/switchyard/switchyard/internal/planetest"
-	"github.com/switchyard/switchyard/internal/proxytest"
-	"github.com/switchyard/switchyard/proxy/controlclient"
 )
 
 // txnBed is a control plane with a mirror of one topic and one sidecar.
@@ -37,23 +33,10 @@ func startTxnBed(t *testing.T, ctx context.Context) *txnBed {
 	source, target := kafkatest.Pair(t)
 	topic := kafkatest.Topic(t, "ledger")
 	source.CreateTopic(t, topic, 3)
-	log := zaptest.NewLogger(t, zaptest.Level(zap.WarnLevel))
 	const token = "txn-token"
 	plane, _ := planetest.Start(t, source, target, token, topic)
 
-	h := proxytest.Start(t, []*kafkatest.Cluster{source, target})
-	cfg := controlclient.DefaultConfig()
-	cfg.Address, cfg.App, cfg.Instance, cfg.Token = plane.Addr().String(), "ledger", "producer-0", token
-	cfg.StatusInterval = 100 * time.Millisecond
-	cc, err := controlclient.New(cfg, h.Proxy, h.Registry, log)
-	if err != nil {
-		t.Fatal(err)
-	}
-	sctx, stopSidecar := context.WithCancel(context.Background())
-	var wg sync.WaitGroup
-	wg.Add(1)
-	go func() { defer wg.Done(); _ = cc.Run(sctx) }()
-	t.Cleanup(func() { stopSidecar(); wg.Wait() })
+	h := planetest.Sidecar(t, plane, token, "ledger", "producer-0", nil, source, target)
 
 	conn, err := grpc.NewClient(plane.Addr().String(), grpc.WithTransportCredentials(insecure.NewCredentials()))
 	if err != nil {

@@ -9,13 +9,10 @@ import (
 	"slices"
 	"strconv"
 	"strings"
-	"sync"
 	"testing"
 	"time"
 
 	"github.com/twmb/franz-go/pkg/kadm"
-	"go.uber.org/zap"
-	"go.uber.org/zap/zaptest"
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/credentials/insecure"
 	"google.golang.org/grpc/metadata"
@@ -26,8 +23,6 @@ import (
 	"github.com/switchyard/switchyard/internal/clientbed"
 	"github.com/switchyard/switchyard/internal/kafkatest"
 	"github.com/switchyard/switchyard/internal/planetest"
-	"github.com/switchyard/switchyard/internal/proxytest"
-	"github.com/switchyard/switchyard/proxy/controlclient"
 )
 
 // Settings, from the environment (see compat.mk):
@@ -276,7 +271,6 @@ func runOnce(t *testing.T, s settings, c clientbed.Client, flipDelay time.Durati
 	const partitions = 3
 	source.CreateTopic(t, topic, partitions)
 	group := topic + "-group"
-	log := zaptest.NewLogger(t, zaptest.Level(zap.WarnLevel))
 	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Minute)
 	defer cancel()
 
@@ -285,21 +279,9 @@ func runOnce(t *testing.T, s settings, c clientbed.Client, flipDelay time.Durati
 	plane, m := planetest.Start(t, source, target, token, topic)
 
 	// One sidecar per instance, following the control plane.
-	var wg sync.WaitGroup
-	sctx, stopSidecars := context.WithCancel(context.Background())
-	defer func() { stopSidecars(); wg.Wait() }()
 	const app = "compat"
 	sidecar := func(instance string) string {
-		h := proxytest.Start(t, []*kafkatest.Cluster{source, target})
-		cfg := controlclient.DefaultConfig()
-		cfg.Address, cfg.App, cfg.Instance, cfg.Token = plane.Addr().String(), app, instance, token
-		cfg.StatusInterval = 100 * time.Millisecond
-		cc, err := controlclient.New(cfg, h.Proxy, h.Registry, log)
-		if err != nil {
-			t.Fatal(err)
-		}
-		wg.Go(func() { _ = cc.Run(sctx) })
-		return h.Addr().String()
+		return planetest.Sidecar(t, plane, token, app, instance, nil, source, target).Addr().String()
 	}
 	conn, err := grpc.NewClient(plane.Addr().String(), grpc.WithTransportCredentials(insecure.NewCredentials()))
 	if err != nil {

@@ -1,6 +1,7 @@
-// Package planetest runs a control plane for end-to-end tests: one mirror
+// Package planetest runs a control plane for end-to-end tests — one mirror
 // from the source to the target cluster, a bearer token, a store in a
-// temporary directory, stopped (and checked) when the test ends.
+// temporary directory, stopped (and checked) when the test ends — and
+// sidecars that follow it.
 package planetest
 
 import (
@@ -15,8 +16,10 @@ import (
 	switchyardv1 "github.com/switchyard/switchyard/api/switchyard/v1"
 	"github.com/switchyard/switchyard/control"
 	"github.com/switchyard/switchyard/internal/kafkatest"
+	"github.com/switchyard/switchyard/internal/proxytest"
 	"github.com/switchyard/switchyard/mirror"
 	"github.com/switchyard/switchyard/mirror/topics"
+	"github.com/switchyard/switchyard/proxy/controlclient"
 )
 
 // Start runs a control plane whose clusters are source and target and
@@ -49,4 +52,25 @@ func Start(t testing.TB, source, target *kafkatest.Cluster, token string, topicN
 		}
 	})
 	return plane, plane.Mirror(mc.Name)
+}
+
+// Sidecar starts a proxy in front of the clusters that follows plane as
+// instance of app (with labels, reporting its status every 100 ms), until
+// the test ends.
+func Sidecar(t testing.TB, plane *control.Plane, token, app, instance string, labels map[string]string, clusters ...*kafkatest.Cluster) *proxytest.Handle {
+	t.Helper()
+	h := proxytest.Start(t, clusters)
+	cfg := controlclient.DefaultConfig()
+	cfg.Address, cfg.App, cfg.Instance, cfg.Token = plane.Addr().String(), app, instance, token
+	cfg.Labels = labels
+	cfg.StatusInterval = 100 * time.Millisecond
+	cc, err := controlclient.New(cfg, h.Proxy, h.Registry, zaptest.NewLogger(t, zaptest.Level(zap.WarnLevel)))
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, stop := context.WithCancel(context.Background())
+	done := make(chan struct{})
+	go func() { defer close(done); _ = cc.Run(ctx) }()
+	t.Cleanup(func() { stop(); <-done })
+	return h
 }
