@@ -44,6 +44,7 @@ type clientConn struct {
 	inflight      atomic.Int64 // admitted and not yet answered
 	inflightFetch atomic.Int64 // the long polls among them (isLongPoll)
 	held          atomic.Int64 // parked by a gate or a switch
+	lastAnswered  atomic.Int64 // unix nanos of the last request finished or response written; idleness counts from it
 
 	closeOnce sync.Once
 
@@ -269,13 +270,24 @@ var errIdle = errors.New("no request for the idle timeout")
 // readRequest reads the next request frame. Silence while responses are
 // still due is not idleness: the deadline is renewed then.
 func (c *clientConn) readRequest(r *clientReader, buf []byte) ([]byte, error) {
+	idleSince := time.Now()
 	for {
 		r.started = false
-		c.nc.SetReadDeadline(time.Now().Add(c.p.cfg.IdleTimeout))
+		c.nc.SetReadDeadline(idleSince.Add(c.p.cfg.IdleTimeout))
 		frame, err := readFrame(r, c.p.cfg.MaxFrameBytes, buf)
 		if err != nil && !r.started && errors.Is(err, os.ErrDeadlineExceeded) {
+			now := time.Now()
 			if c.inflight.Load() > 0 || c.held.Load() > 0 {
+				idleSince = now
 				continue
+			}
+			// A response written since the deadline was set restarts the
+			// count: the client may be about to send its next request.
+			if last := time.Unix(0, c.lastAnswered.Load()); last.After(idleSince) {
+				idleSince = last
+				if now.Sub(idleSince) < c.p.cfg.IdleTimeout {
+					continue
+				}
 			}
 			return nil, fmt.Errorf("%w (%v)", errIdle, c.p.cfg.IdleTimeout)
 		}
@@ -345,6 +357,9 @@ func (c *clientConn) forward(ctx context.Context, hdr requestHeader, frame []byt
 }
 
 func (c *clientConn) doneInflight(key int16) {
+	// Stored before inflight drops so that the reader, seeing no request
+	// in flight, also sees that one was just finished.
+	c.lastAnswered.Store(time.Now().UnixNano())
 	c.inflight.Add(-1)
 	if isLongPoll(key) {
 		c.inflightFetch.Add(-1)
@@ -532,6 +547,9 @@ func (c *clientConn) writeLoop(ctx context.Context) error {
 // writeClient writes a response frame (payload without its size) to the client.
 func (c *clientConn) writeClient(key int16, frame []byte) error {
 	c.nc.SetWriteDeadline(time.Now().Add(c.p.cfg.ClientIOTimeout))
+	// A large response can take a while to write; idleness starts once
+	// it is out.
+	defer c.lastAnswered.Store(time.Now().UnixNano())
 	if err := writeFrame(c.nc, frame); err != nil {
 		if errors.Is(err, os.ErrDeadlineExceeded) {
 			return fault("client_timeout", fmt.Errorf("response not taken within %v (clientIOTimeout)", c.p.cfg.ClientIOTimeout))
