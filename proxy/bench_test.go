@@ -228,15 +228,32 @@ func BenchmarkRewriteResponseFetch(b *testing.B) {
 
 // BenchmarkRewriteRequestProduce rewrites a Produce of 1 MiB of batches:
 // v13 names topics by id (decoded, translated, re-encoded); v9 names them
-// and passes through untouched after acks is read.
+// and passes through untouched after acks is read. The idempotent variant
+// carries a producer id the proxy issued: each batch's sequences are read
+// to follow it into the response.
 func BenchmarkRewriteRequestProduce(b *testing.B) {
 	const topic = "bench"
 	p, u := benchProxy(b, map[string][16]byte{topic: topicID(0)})
 	c := &clientConn{p: p}
 	ctx := context.Background()
-	for _, v := range []int16{13, 9} {
-		b.Run(fmt.Sprintf("v%d-1MiB", v), func(b *testing.B) {
-			frame := requestFrameFor(produceRequest(v, topic, virtualTopicID(p.clusterID, topic)), 7)
+	const pid = 4242
+	p.pids.issued(u, -1, pid, 0)
+	for _, tc := range []struct {
+		v          int16
+		idempotent bool
+	}{{13, false}, {9, false}, {9, true}} {
+		name := fmt.Sprintf("v%d-1MiB", tc.v)
+		if tc.idempotent {
+			name += "-idempotent"
+		}
+		b.Run(name, func(b *testing.B) {
+			req := produceRequest(tc.v, topic, virtualTopicID(p.clusterID, topic))
+			if tc.idempotent {
+				for i := range req.Topics[0].Partitions {
+					setProducerID(req.Topics[0].Partitions[i].Records, pid)
+				}
+			}
+			frame := requestFrameFor(req, 7)
 			hdr := mustHeader(b, frame)
 			b.SetBytes(int64(len(frame) + 4))
 			b.ReportAllocs()
@@ -247,6 +264,21 @@ func BenchmarkRewriteRequestProduce(b *testing.B) {
 				}
 			}
 		})
+	}
+}
+
+// setProducerID gives every batch in b a producer id, epoch 0 and
+// consecutive sequences.
+func setProducerID(b []byte, pid int64) {
+	seq := int32(0)
+	for len(b) >= batchHeaderBytes {
+		total := 12 + int(binary.BigEndian.Uint32(b[batchLengthOff:]))
+		batch := b[:total]
+		b = b[total:]
+		binary.BigEndian.PutUint64(batch[batchPIDOff:], uint64(pid))
+		binary.BigEndian.PutUint16(batch[batchEpochOff:], 0)
+		binary.BigEndian.PutUint32(batch[batchSeqOff:], uint32(seq))
+		seq += int32(binary.BigEndian.Uint32(batch[batchLastOffsetDeltaOff:])) + 1
 	}
 }
 

@@ -87,6 +87,8 @@ type pendingReq struct {
 	transactional  bool
 	// joinGroup: see rewritten.joinGroup.
 	joinGroup string
+	// seqs: see rewritten.seqs.
+	seqs *produceSeqs
 	// txn: a transactional request (txn.go), followed into its response.
 	txn *txnNote
 	// reauth, when set, asks the writer to renew this upstream connection's
@@ -144,6 +146,7 @@ func (c *clientConn) serve(ctx context.Context) {
 			if pr.up != nil {
 				c.doneInflight(pr.hdr.Key)
 			}
+			c.p.releaseSeqs(pr.seqs)
 			continue
 		default:
 		}
@@ -329,13 +332,15 @@ func (c *clientConn) forward(ctx context.Context, hdr requestHeader, frame []byt
 		case c.slots <- struct{}{}: // the writer frees it with the response
 		case <-ctx.Done():
 			c.doneInflight(hdr.Key)
+			c.p.releaseSeqs(rw.seqs)
 			return errClientGone
 		}
 		// Once queued, the writer (or serve's cleanup) lowers inflight.
 		pr := &pendingReq{hdr: hdr, up: up, sent: time.Now(),
-			prevProducerID: rw.prevProducerID, transactional: rw.transactional, joinGroup: rw.joinGroup, txn: adm.txn}
+			prevProducerID: rw.prevProducerID, transactional: rw.transactional, joinGroup: rw.joinGroup, txn: adm.txn, seqs: rw.seqs}
 		if err := c.enqueue(ctx, pr); err != nil {
 			c.doneInflight(hdr.Key)
+			c.p.releaseSeqs(rw.seqs)
 			return err
 		}
 	}
@@ -484,64 +489,76 @@ func (c *clientConn) writeLoop(ctx context.Context) error {
 			}
 			continue
 		}
-		frame, err := readFrame(pr.up.nc, c.p.cfg.MaxFrameBytes, buf)
-		<-c.slots // answered (or about to be answered by the proxy)
-		if err != nil {
-			if pr.up.abandoned.Load() && isLongPoll(pr.hdr.Key) {
-				// The switch answered this long poll early. A fetch gets an
-				// empty response that also ends the client's fetch session,
-				// so its next fetch starts a new one on the new cluster. A
-				// JoinGroup or SyncGroup waiting for a rebalance on the old
-				// cluster gets NOT_COORDINATOR: the client looks the
-				// coordinator up again — on the new cluster — and rejoins
-				// there.
-				c.p.m.earlyFetches.Inc()
-				c.p.noteEarlyFetch()
-				resp := earlyLongPollResponse(pr.hdr)
-				c.doneInflight(pr.hdr.Key)
-				if err := c.writeClient(pr.hdr.Key, resp); err != nil {
-					return err
-				}
-				continue
-			}
-			c.doneInflight(pr.hdr.Key)
-			if pr.up.abandoned.Load() {
-				return fault("switch_undrained", fmt.Errorf("%s request in flight when the switch deadline passed", apiName(pr.hdr.Key)))
-			}
-			if errors.Is(err, errFrameTooLarge) || errors.Is(err, errFrameNegative) {
-				return fault("upstream_frame_too_large", err)
-			}
-			return fault("upstream_closed", fmt.Errorf("cluster %s: reading %s response: %w", pr.up.u.name, apiName(pr.hdr.Key), err))
-		}
-		buf = frame[:0]
-		c.p.m.forKey(pr.hdr.Key).latency.Observe(time.Since(pr.sent).Seconds())
-		if pr.joinGroup != "" {
-			c.p.noteJoined(pr.joinGroup, pr.hdr, frame)
-		}
-		if len(frame) < 4 || int32(binary.BigEndian.Uint32(frame)) != pr.hdr.CorrID {
-			c.doneInflight(pr.hdr.Key)
-			got := "none"
-			if len(frame) >= 4 {
-				got = strconv.Itoa(int(int32(binary.BigEndian.Uint32(frame))))
-			}
-			return fault("upstream_protocol", fmt.Errorf("cluster %s: response correlation id %s, want %d", pr.up.u.name, got, pr.hdr.CorrID))
-		}
-		if pr.txn != nil {
-			frame, err = c.p.txnResponse(pr.up.u, pr, frame)
-			if err != nil {
-				c.doneInflight(pr.hdr.Key)
-				return fault("upstream_protocol", fmt.Errorf("cluster %s: %s v%d response: %w", pr.up.u.name, apiName(pr.hdr.Key), pr.hdr.Version, err))
-			}
-		}
-		out, err := c.p.rewriteResponse(ctx, pr.up.u, pr, frame)
-		c.doneInflight(pr.hdr.Key)
-		if err != nil {
-			return fault("upstream_protocol", fmt.Errorf("cluster %s: %s v%d response: %w", pr.up.u.name, apiName(pr.hdr.Key), pr.hdr.Version, err))
-		}
-		if err := c.writeClient(pr.hdr.Key, out); err != nil {
+		var err error
+		if buf, err = c.answer(ctx, pr, buf); err != nil {
 			return err
 		}
 	}
+}
+
+// answer reads the response to pr from its upstream connection and writes
+// it to the client. buf is the read buffer to reuse, returned for the next.
+func (c *clientConn) answer(ctx context.Context, pr *pendingReq, buf []byte) ([]byte, error) {
+	// A Produce's probes end with its response, or without one.
+	defer c.p.releaseSeqs(pr.seqs)
+	frame, err := readFrame(pr.up.nc, c.p.cfg.MaxFrameBytes, buf)
+	<-c.slots // answered (or about to be answered by the proxy)
+	if err != nil {
+		if pr.up.abandoned.Load() && isLongPoll(pr.hdr.Key) {
+			// The switch answered this long poll early. A fetch gets an
+			// empty response that also ends the client's fetch session,
+			// so its next fetch starts a new one on the new cluster. A
+			// JoinGroup or SyncGroup waiting for a rebalance on the old
+			// cluster gets NOT_COORDINATOR: the client looks the
+			// coordinator up again — on the new cluster — and rejoins
+			// there.
+			c.p.m.earlyFetches.Inc()
+			c.p.noteEarlyFetch()
+			resp := earlyLongPollResponse(pr.hdr)
+			c.doneInflight(pr.hdr.Key)
+			if err := c.writeClient(pr.hdr.Key, resp); err != nil {
+				return buf, err
+			}
+			return buf, nil
+		}
+		c.doneInflight(pr.hdr.Key)
+		if pr.up.abandoned.Load() {
+			return buf, fault("switch_undrained", fmt.Errorf("%s request in flight when the switch deadline passed", apiName(pr.hdr.Key)))
+		}
+		if errors.Is(err, errFrameTooLarge) || errors.Is(err, errFrameNegative) {
+			return buf, fault("upstream_frame_too_large", err)
+		}
+		return buf, fault("upstream_closed", fmt.Errorf("cluster %s: reading %s response: %w", pr.up.u.name, apiName(pr.hdr.Key), err))
+	}
+	buf = frame[:0]
+	c.p.m.forKey(pr.hdr.Key).latency.Observe(time.Since(pr.sent).Seconds())
+	if pr.joinGroup != "" {
+		c.p.noteJoined(pr.joinGroup, pr.hdr, frame)
+	}
+	if len(frame) < 4 || int32(binary.BigEndian.Uint32(frame)) != pr.hdr.CorrID {
+		c.doneInflight(pr.hdr.Key)
+		got := "none"
+		if len(frame) >= 4 {
+			got = strconv.Itoa(int(int32(binary.BigEndian.Uint32(frame))))
+		}
+		return buf, fault("upstream_protocol", fmt.Errorf("cluster %s: response correlation id %s, want %d", pr.up.u.name, got, pr.hdr.CorrID))
+	}
+	if pr.txn != nil {
+		frame, err = c.p.txnResponse(pr.up.u, pr, frame)
+		if err != nil {
+			c.doneInflight(pr.hdr.Key)
+			return buf, fault("upstream_protocol", fmt.Errorf("cluster %s: %s v%d response: %w", pr.up.u.name, apiName(pr.hdr.Key), pr.hdr.Version, err))
+		}
+	}
+	out, err := c.p.rewriteResponse(ctx, pr.up.u, pr, frame)
+	c.doneInflight(pr.hdr.Key)
+	if err != nil {
+		return buf, fault("upstream_protocol", fmt.Errorf("cluster %s: %s v%d response: %w", pr.up.u.name, apiName(pr.hdr.Key), pr.hdr.Version, err))
+	}
+	if err := c.writeClient(pr.hdr.Key, out); err != nil {
+		return buf, err
+	}
+	return buf, nil
 }
 
 // writeClient writes a response frame (payload without its size) to the client.

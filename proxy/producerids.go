@@ -18,8 +18,9 @@ package proxy
 // one that issued its id, the proxy obtains an id for that producer from
 // the new cluster (InitProducerId, once per producer and cluster) and
 // rewrites producer id, epoch and base sequence in each batch header — the
-// sequence rebased so that the first batch the new cluster sees from this
-// producer on a partition starts at 0 — and recomputes the batch CRC
+// sequence rebased so that the one after the last batch a cluster
+// acknowledged is presented as 0, and the first batch on each partition
+// checked against it (sequences.go) — and recomputes the batch CRC
 // (CRC32C over bytes 21..end; nothing is decompressed). A switch drains
 // every in-flight Produce first, so no batch straddles two clusters.
 //
@@ -32,6 +33,7 @@ import (
 	"encoding/binary"
 	"fmt"
 	"hash/crc32"
+	"math"
 	"sync"
 	"sync/atomic"
 
@@ -86,10 +88,13 @@ type producerEntry struct {
 	// onOther holds the id the producer was given on each other cluster
 	// after a switch, keyed by cluster name.
 	onOther map[string]*remappedProducer
+	// acked is, per partition, the sequence after the last batch a cluster
+	// acknowledged (sequences.go).
+	acked map[topicPartition]ackedSeq
 }
 
 // remappedProducer is a producer's identity on a cluster that did not issue
-// the client's id, with the sequence base per partition.
+// the client's id, with the sequence gate per partition.
 type remappedProducer struct {
 	id    int64
 	epoch int16 // obtained with InitProducerId
@@ -100,10 +105,8 @@ type remappedProducer struct {
 	// does, after OUT_OF_ORDER_SEQUENCE_NUMBER, without InitProducerId)
 	// bumps it on the cluster too. lastClientEpoch is the highest seen.
 	clientEpoch, lastClientEpoch int16
-	// base maps a partition to the client sequence presented as 0 in the
-	// current client epoch; after a client bump every base is 0.
-	base   map[topicPartition]int32
-	bumped bool
+	// parts holds each partition's gate in the current client epoch.
+	parts map[topicPartition]*seqGate
 }
 
 type topicPartition struct {
@@ -122,7 +125,8 @@ func (ids *producerIDs) issued(u *upstream, prev, realID int64, realEpoch int16)
 	ids.mu.Lock()
 	defer ids.mu.Unlock()
 	if e, ok := ids.byID[prev]; ok && prev >= 0 {
-		e.issuer, e.realID, e.realEpoch, e.onOther, e.issuerLeft = u, realID, realEpoch, nil, false
+		// A new epoch: the client's sequences restart at 0 everywhere.
+		e.issuer, e.realID, e.realEpoch, e.onOther, e.issuerLeft, e.acked = u, realID, realEpoch, nil, false, nil
 		ids.updateRewritingLocked()
 		return prev
 	}
@@ -201,7 +205,7 @@ func (p *Proxy) remapOn(ctx context.Context, e *producerEntry, u *upstream) (*re
 		e.onOther = map[string]*remappedProducer{}
 	}
 	rm = &remappedProducer{id: resp.ProducerID, epoch: resp.ProducerEpoch, clientEpoch: -1, lastClientEpoch: -1,
-		base: map[topicPartition]int32{}}
+		parts: map[topicPartition]*seqGate{}}
 	e.onOther[u.name] = rm
 	p.m.pidRemaps.WithLabelValues(u.name).Inc()
 	return rm, nil
@@ -233,13 +237,25 @@ func (p *Proxy) translateInitProducerID(r *kmsg.InitProducerIDRequest, u *upstre
 	return prev
 }
 
-func (p *Proxy) rewriteBatches(ctx context.Context, b []byte, u *upstream, tp topicPartition) (bool, error) {
-	changed := false
+// rewriteBatches rewrites the producer ids of one partition's record
+// batches for cluster u. With follow (acks other than 0), it returns the
+// idempotent batches to follow into the response, or answered set when
+// the proxy answers the partition itself with code (sequences.go).
+func (p *Proxy) rewriteBatches(ctx context.Context, b []byte, u *upstream, tp topicPartition, follow bool) (batches []sentBatch, answered bool, code int16, err error) {
+	first := true
+	// Consecutive batches of one producer (a partition's usual case) share
+	// one lookup and one followed entry.
+	var (
+		prevPID int64 = -1
+		e       *producerEntry
+		native  bool
+		realID  int64
+	)
 	for len(b) >= batchHeaderBytes {
 		length := int(int32(binary.BigEndian.Uint32(b[batchLengthOff:])))
 		total := 12 + length
 		if length < 0 || total > len(b) || total < batchHeaderBytes {
-			return changed, fmt.Errorf("produce to %s/%d: malformed record batch", tp.topic, tp.partition)
+			return nil, false, 0, fmt.Errorf("produce to %s/%d: malformed record batch", tp.topic, tp.partition)
 		}
 		batch := b[:total]
 		b = b[total:]
@@ -250,70 +266,56 @@ func (p *Proxy) rewriteBatches(ctx context.Context, b []byte, u *upstream, tp to
 		if pid < 0 {
 			continue
 		}
-		e, ok := p.pids.lookup(pid)
-		if !ok {
-			continue // an id the proxy did not see issued: left alone
-		}
-		var (
-			id    int64
-			epoch int16
-			seq   = int32(binary.BigEndian.Uint32(batch[batchSeqOff:]))
-		)
-		p.pids.mu.Lock()
-		native := e.issuer == u && !e.issuerLeft
-		realID := e.realID
-		p.pids.mu.Unlock()
-		if native {
-			if realID == pid {
-				continue
+		if pid != prevPID {
+			var ok bool
+			p.pids.mu.Lock()
+			if e, ok = p.pids.byID[pid]; ok {
+				native, realID = e.issuer == u && !e.issuerLeft, e.realID
 			}
-			id, epoch = realID, int16(binary.BigEndian.Uint16(batch[batchEpochOff:]))
-		} else {
+			p.pids.mu.Unlock()
+			if !ok {
+				continue // an id the proxy did not see issued: left alone
+			}
+			prevPID = pid
+		}
+		cepoch, seq, last := batchSeqs(batch)
+		sb := sentBatch{e: e, tp: tp, epoch: cepoch, first: seq, last: last}
+		id, epoch := realID, cepoch
+		if !native {
 			rm, err := p.remapOn(ctx, e, u)
 			if err != nil {
-				return changed, err
+				return nil, false, 0, err
 			}
-			cepoch := int16(binary.BigEndian.Uint16(batch[batchEpochOff:]))
-			rm.mu.Lock()
-			if rm.clientEpoch < 0 {
-				rm.clientEpoch, rm.lastClientEpoch = cepoch, cepoch
-			}
-			if cepoch > rm.lastClientEpoch {
-				// The client started a new epoch on its own: its
-				// sequences restart at 0 on every partition, and so do
-				// the cluster's under the matching new epoch.
-				rm.lastClientEpoch = cepoch
-				rm.base = map[topicPartition]int32{}
-				rm.bumped = true
-			}
-			id, epoch = rm.id, rm.epoch+(cepoch-rm.clientEpoch)
-			base, ok := rm.base[tp]
-			bumped := rm.bumped
-			rm.mu.Unlock()
-			if !ok {
-				base = seq // the first batch of this partition here
-				if bumped {
-					base = 0
+			var g *seqGate
+			var stale bool
+			id, epoch, g, stale = p.seqGateFor(rm, e, tp, cepoch)
+			if first && follow && !stale {
+				forward, c, err := p.admitFirst(ctx, rm, g, &sb)
+				if err != nil {
+					return nil, false, 0, err
 				}
-				rm.mu.Lock()
-				if b, ok := rm.base[tp]; ok {
-					base = b // another connection set it meanwhile
-				} else {
-					rm.base[tp] = base
+				if !forward {
+					p.releaseSeqs(&produceSeqs{batches: batches})
+					return nil, true, c, nil
 				}
-				rm.mu.Unlock()
 			}
-			seq -= base
-			if seq < 0 { // sequences wrap at 2^31
-				seq += 1<<31 - 1
-				seq++
+			seq = addSeq(seq, -int64(g.base)+math.MaxInt32+1)
+		}
+		first = false
+		if follow {
+			if n := len(batches); n > 0 && batches[n-1].e == e && batches[n-1].epoch == cepoch {
+				batches[n-1].last = sb.last // the same producer's next batch
+			} else {
+				batches = append(batches, sb)
 			}
+		}
+		if id == pid && native {
+			continue
 		}
 		binary.BigEndian.PutUint64(batch[batchPIDOff:], uint64(id))
 		binary.BigEndian.PutUint16(batch[batchEpochOff:], uint16(epoch))
 		binary.BigEndian.PutUint32(batch[batchSeqOff:], uint32(seq))
 		binary.BigEndian.PutUint32(batch[batchCRCOff:], crc32.Checksum(batch[batchAttrsOff:], castagnoli))
-		changed = true
 	}
-	return changed, nil
+	return batches, false, 0, nil
 }

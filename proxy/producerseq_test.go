@@ -34,8 +34,8 @@ func idempotentBatch(pid int64, epoch int16, seq int32, from, n int) []byte {
 	return out
 }
 
-// seqProducer is a hand-driven idempotent producer on partition 0, so a
-// test can send exactly the sequences and epochs a client library would.
+// seqProducer is a hand-driven idempotent producer, so a test can send
+// exactly the sequences and epochs a client library would.
 type seqProducer struct {
 	t     *testing.T
 	tp    *testProxy
@@ -57,8 +57,8 @@ func newSeqProducer(t *testing.T, tp *testProxy, topic string) *seqProducer {
 	return &seqProducer{t: t, tp: tp, meta: tp.client(t), conns: map[string]*wireConn{}, topic: topic, pid: resp.ProducerID}
 }
 
-// leader returns a connection to the virtual broker leading partition 0.
-func (s *seqProducer) leader() *wireConn {
+// metadata returns the proxy's metadata of the producer's topic.
+func (s *seqProducer) metadata() *kmsg.MetadataResponse {
 	s.t.Helper()
 	req := kmsg.NewPtrMetadataRequest()
 	rt := kmsg.NewMetadataRequestTopic()
@@ -70,9 +70,36 @@ func (s *seqProducer) leader() *wireConn {
 	if err != nil || len(resp.Topics) != 1 || len(resp.Topics[0].Partitions) == 0 {
 		s.t.Fatalf("metadata of %s: %v", s.topic, err)
 	}
-	leader := resp.Topics[0].Partitions[0].Leader
-	for _, b := range resp.Brokers {
-		if b.NodeID == leader {
+	return resp
+}
+
+// leaderOf returns the virtual broker leading a partition.
+func (s *seqProducer) leaderOf(partition int32) int32 {
+	s.t.Helper()
+	for _, p := range s.metadata().Topics[0].Partitions {
+		if p.Partition == partition {
+			return p.Leader
+		}
+	}
+	s.t.Fatalf("%s/%d not in the metadata", s.topic, partition)
+	return -1
+}
+
+// brokers returns the virtual brokers' ids.
+func (s *seqProducer) brokers() []int32 {
+	s.t.Helper()
+	var ids []int32
+	for _, b := range s.metadata().Brokers {
+		ids = append(ids, b.NodeID)
+	}
+	return ids
+}
+
+// conn returns a connection to a virtual broker, one per broker.
+func (s *seqProducer) conn(node int32) *wireConn {
+	s.t.Helper()
+	for _, b := range s.metadata().Brokers {
+		if b.NodeID == node {
 			addr := fmt.Sprintf("%s:%d", b.Host, b.Port)
 			if c, ok := s.conns[addr]; ok {
 				return c
@@ -82,29 +109,69 @@ func (s *seqProducer) leader() *wireConn {
 			return c
 		}
 	}
-	s.t.Fatalf("leader %d of %s/0 not among the brokers", leader, s.topic)
+	s.t.Fatalf("broker %d not in the metadata", node)
 	return nil
+}
+
+// seqBatch is one partition's batch in a Produce request.
+type seqBatch struct {
+	partition int32
+	seq       int32
+	from, n   int
+}
+
+// produce builds a Produce request of one batch per partition.
+func (s *seqProducer) produce(epoch int16, batches ...seqBatch) *kmsg.ProduceRequest {
+	req := kmsg.NewPtrProduceRequest()
+	req.Version, req.Acks, req.TimeoutMillis = 9, -1, 5000
+	rt := kmsg.NewProduceRequestTopic()
+	rt.Topic = s.topic
+	for _, b := range batches {
+		rp := kmsg.NewProduceRequestTopicPartition()
+		rp.Partition = b.partition
+		rp.Records = idempotentBatch(s.pid, epoch, b.seq, b.from, b.n)
+		rt.Partitions = append(rt.Partitions, rp)
+	}
+	req.Topics = append(req.Topics, rt)
+	return req
+}
+
+// codes returns a Produce response's error code per partition.
+func codes(t *testing.T, resp kmsg.Response) map[int32]int16 {
+	t.Helper()
+	out := map[int32]int16{}
+	for _, rt := range resp.(*kmsg.ProduceResponse).Topics {
+		for _, p := range rt.Partitions {
+			out[p.Partition] = p.ErrorCode
+		}
+	}
+	return out
 }
 
 // send produces values from..from+n-1 as one batch and returns the error
 // code.
 func (s *seqProducer) send(epoch int16, seq int32, from, n int) int16 {
 	s.t.Helper()
-	req := kmsg.NewPtrProduceRequest()
-	req.Version, req.Acks, req.TimeoutMillis = 9, -1, 5000
-	rt := kmsg.NewProduceRequestTopic()
-	rt.Topic = s.topic
-	rp := kmsg.NewProduceRequestTopicPartition()
-	rp.Records = idempotentBatch(s.pid, epoch, seq, from, n)
-	rt.Partitions = append(rt.Partitions, rp)
-	req.Topics = append(req.Topics, rt)
-	resp := s.leader().roundTrip(req).(*kmsg.ProduceResponse)
-	return resp.Topics[0].Partitions[0].ErrorCode
+	return s.sendTo(s.leaderOf(0), epoch, seqBatch{0, seq, from, n})[0]
+}
+
+// sendTo produces one request to a virtual broker and returns the error
+// code per partition.
+func (s *seqProducer) sendTo(node int32, epoch int16, batches ...seqBatch) map[int32]int16 {
+	s.t.Helper()
+	return codes(s.t, s.conn(node).roundTrip(s.produce(epoch, batches...)))
 }
 
 func valuesOn(ctx context.Context, t *testing.T, c *kafkatest.Cluster, topic string, n int) []string {
 	t.Helper()
-	cl := c.Client(t, kgo.ConsumeTopics(topic), kgo.ConsumeResetOffset(kgo.NewOffset().AtStart()))
+	return partitionValues(ctx, t, c, topic, 0, n)
+}
+
+// partitionValues reads a partition's first n values; it fails if the
+// partition holds fewer, or more once n were read and the end is reached.
+func partitionValues(ctx context.Context, t *testing.T, c *kafkatest.Cluster, topic string, partition int32, n int) []string {
+	t.Helper()
+	cl := c.Client(t, kgo.ConsumePartitions(map[string]map[int32]kgo.Offset{topic: {partition: kgo.NewOffset().AtStart()}}))
 	var out []string
 	for len(out) < n {
 		fs := cl.PollFetches(ctx)

@@ -142,6 +142,9 @@ type rewritten struct {
 	// JoinGroup after a switch: the group, to learn the member id the new
 	// cluster gives out (groupMembers).
 	joinGroup string
+	// Produce: the idempotent batches to follow into the response, and the
+	// partitions the proxy answers (sequences.go).
+	seqs *produceSeqs
 }
 
 // rewriteRequest translates a client request for cluster u.
@@ -160,9 +163,9 @@ func (p *Proxy) rewriteRequest(ctx context.Context, c *clientConn, u *upstream, 
 		pass.joinGroup = p.joinGroupOf(hdr, body)
 	}
 	if hdr.Key == keyProduce {
-		out, expect, err := p.patchProduceRequest(ctx, u, hdr, frame, body)
+		out, err := p.patchProduceRequest(ctx, u, hdr, frame, body)
 		if !errors.Is(err, errNoFastPath) {
-			return rewritten{frame: out, expect: expect, prevProducerID: -1}, err
+			return out, err
 		}
 		// v0-2: message sets without producer ids; only acks matters.
 	}
@@ -202,49 +205,79 @@ func (p *Proxy) rewriteRequest(ctx context.Context, c *clientConn, u *upstream, 
 }
 
 // patchProduceRequest translates a Produce request in place: topic ids
-// (v13+) and, after a switch, the producer ids of record batches. It returns
-// errNoFastPath when the request must take the full path.
-func (p *Proxy) patchProduceRequest(ctx context.Context, u *upstream, hdr requestHeader, frame, body []byte) ([]byte, bool, error) {
+// (v13+) and the producer ids of record batches, whose sequences it also
+// follows (sequences.go). It returns errNoFastPath when the request must
+// take the full path.
+func (p *Proxy) patchProduceRequest(ctx context.Context, u *upstream, hdr requestHeader, frame, body []byte) (rewritten, error) {
+	out := rewritten{frame: frame, expect: true, prevProducerID: -1}
 	txnID, acks, topics, err := walkProduce(body, hdr.Version)
 	if err != nil {
 		if errors.Is(err, errNoFastPath) {
-			return nil, false, err
+			return out, err
 		}
 		// Malformed: forward it as is; the broker answers as it sees fit.
-		return frame, true, nil
+		return out, nil
 	}
+	out.expect = acks != 0
 	tr := &reqTranslator{ctx: ctx, p: p, u: u, offset: u.epochOffset.Load()}
-	rewritePIDs := p.pids.rewriting.Load() && txnID == nil
 	rewriteTxn := txnID != nil && p.pids.txns.remapping.Load()
-	for _, t := range topics {
+	// Batches of idempotent producers are followed into the response
+	// (acks=0 has none) and rewritten after a switch.
+	followPIDs := txnID == nil && (out.expect || p.pids.rewriting.Load())
+	var seqs produceSeqs
+	parts := 0
+	for ti, t := range topics {
 		name := t.name
+		var clientTopicID [16]byte
 		if t.idOff >= 0 {
-			var id [16]byte
-			copy(id[:], body[t.idOff:t.idOff+16])
-			if n, ok := p.topicNames.Load(id); ok {
+			copy(clientTopicID[:], body[t.idOff:t.idOff+16])
+			if n, ok := p.topicNames.Load(clientTopicID); ok {
 				name = n.(string)
 			}
-			real := tr.topicID(id)
+			real := tr.topicID(clientTopicID)
 			copy(body[t.idOff:t.idOff+16], real[:])
 		}
+		parts += len(t.parts)
 		if rewriteTxn {
 			for _, part := range t.parts {
 				if err := p.rewriteTxnBatches(ctx, *txnID, part.records, u, topicPartition{name, part.partition}); err != nil {
-					return nil, false, err
+					return out, err
 				}
 			}
 			continue
 		}
-		if !rewritePIDs {
+		if !followPIDs {
 			continue
 		}
-		for _, part := range t.parts {
-			if _, err := p.rewriteBatches(ctx, part.records, u, topicPartition{name, part.partition}); err != nil {
-				return nil, false, err
+		for pi, part := range t.parts {
+			batches, answered, code, err := p.rewriteBatches(ctx, part.records, u, topicPartition{name, part.partition}, out.expect)
+			if err != nil {
+				p.releaseSeqs(&seqs)
+				return out, err
 			}
+			if answered {
+				seqs.local = append(seqs.local, localPart{topicIndex: ti, partIndex: pi, topic: t.name,
+					topicID: clientTopicID, partition: part.partition, code: code})
+				continue
+			}
+			seqs.batches = append(seqs.batches, batches...)
 		}
 	}
-	return frame, acks != 0, nil
+	switch {
+	case len(seqs.local) == 0:
+	case len(seqs.local) == parts:
+		p.releaseSeqs(&seqs)
+		return rewritten{local: localProduceResponse(hdr, seqs.local)}, nil
+	default:
+		if out.frame, err = dropLocalParts(hdr, body, seqs.local); err != nil {
+			p.releaseSeqs(&seqs)
+			return out, err
+		}
+	}
+	if len(seqs.batches) > 0 || len(seqs.local) > 0 {
+		out.seqs = &seqs
+	}
+	return out, nil
 }
 
 // rewriteResponse translates a response from cluster u for the client.
@@ -260,7 +293,7 @@ func (p *Proxy) rewriteResponse(ctx context.Context, u *upstream, pr *pendingReq
 	_, respNeeds := needsRewrite(hdr.Key)
 	// Produce responses carry broker addresses and leaders from v9 on: kmsg
 	// (and brokers like kfake) use the KIP-951 tags at every flexible version.
-	if !respNeeds || (hdr.Key == keyProduce && hdr.Version < 9) {
+	if pr.seqs == nil && (!respNeeds || (hdr.Key == keyProduce && hdr.Version < 9)) {
 		return frame, nil
 	}
 	hl, err := responseHeaderLen(hdr.Key, hdr.Version, frame)
@@ -310,6 +343,10 @@ func (p *Proxy) rewriteResponse(ctx context.Context, u *upstream, pr *pendingReq
 	}
 	translateMessage(resp, &respTranslator{ctx: ctx, p: p, u: u, offset: offset})
 	switch r := resp.(type) {
+	case *kmsg.ProduceResponse:
+		if pr.seqs != nil {
+			p.settleProduce(r, pr.seqs)
+		}
 	case *kmsg.MetadataResponse:
 		if r.ClusterID != nil {
 			r.ClusterID = &p.clusterID

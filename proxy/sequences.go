@@ -1,0 +1,329 @@
+package proxy
+
+// Sequences of idempotent producers across a switch.
+//
+// A cluster that does not know a producer on a partition accepts its first
+// batch there whatever its sequence (Kafka's ProducerAppendInfo.checkSequence
+// skips the check when it has no epoch for the producer). After a switch
+// every producer is unknown to the new cluster, so the new cluster cannot
+// tell a batch that follows on from what the old cluster wrote from one
+// that was already written there (a resend after a lost acknowledgement) or
+// one that overtook an earlier batch (a client that resends out of order
+// after an error): both would be written, duplicating or reordering
+// records, and every later batch would be judged against the wrong start.
+//
+// The proxy therefore does that check itself, once per producer and
+// partition, for the first batch the new cluster sees:
+//
+//   - it follows every idempotent batch into its Produce response and keeps,
+//     per producer and partition, the sequence after the last batch a
+//     cluster acknowledged (in the client's numbering; ackedSeq);
+//   - on a cluster that did not issue the producer's id, the sequence the
+//     client should send next on a partition is presented to that cluster
+//     as 0. A first batch that starts there is forwarded as the partition's
+//     probe; batches behind it wait for the probe's response (one round
+//     trip, no error to the client); once a cluster acknowledged the probe
+//     it checks the order itself and the proxy only rewrites;
+//   - a first batch wholly below that sequence was written before: the
+//     proxy answers it as written (error none, offset unknown — what Kafka
+//     answers with DUPLICATE_SEQUENCE_NUMBER, and what every client takes
+//     as success); any other first batch is answered
+//     OUT_OF_ORDER_SEQUENCE_NUMBER, which is what the old cluster would
+//     have said, and the client resends in order or bumps its epoch.
+//
+// A partition answered by the proxy is removed from the request and its
+// answer merged into the cluster's response.
+
+import (
+	"context"
+	"encoding/binary"
+	"fmt"
+	"math"
+
+	"github.com/twmb/franz-go/pkg/kerr"
+	"github.com/twmb/franz-go/pkg/kmsg"
+)
+
+// batchLastOffsetDeltaOff is the offset of lastOffsetDelta in a v2 batch.
+const batchLastOffsetDeltaOff = 23
+
+// ackedSeq is the client sequence after the last batch a cluster wrote for
+// a producer on a partition, in the client epoch it belongs to.
+type ackedSeq struct {
+	epoch int16
+	next  int32
+}
+
+// seqGate is one partition of a producer on a cluster that did not issue
+// the client's id.
+type seqGate struct {
+	// base is the client sequence presented to the cluster as 0: the one
+	// after the last batch acknowledged before (0 in a new client epoch).
+	base int32
+	// established: the cluster acknowledged a batch here and checks the
+	// order from now on.
+	established bool
+	// probe is open while the first batch is in flight.
+	probe chan struct{}
+}
+
+// sentBatch is one idempotent batch of a Produce request, followed into the
+// response.
+type sentBatch struct {
+	e           *producerEntry
+	tp          topicPartition
+	epoch       int16 // the client's
+	first, last int32 // client sequences
+	// rm and gate are set when the batch is its partition's probe.
+	rm   *remappedProducer
+	gate *seqGate
+}
+
+// localPart is a partition the proxy answers itself.
+type localPart struct {
+	topicIndex, partIndex int // in the client's request
+	topic                 string
+	topicID               [16]byte // as the client sent it (v13+)
+	partition             int32
+	code                  int16
+}
+
+// produceSeqs is what a Produce request's response needs from its request.
+type produceSeqs struct {
+	batches []sentBatch
+	local   []localPart
+}
+
+// addSeq adds n to a sequence; sequences wrap from MaxInt32 to 0.
+func addSeq(seq int32, n int64) int32 {
+	return int32((int64(seq) + n) % (math.MaxInt32 + 1))
+}
+
+// seqBefore reports whether sequence a comes before b, within half the
+// sequence space.
+func seqBefore(a, b int32) bool {
+	d := (int64(b) - int64(a) + math.MaxInt32 + 1) % (math.MaxInt32 + 1)
+	return d > 0 && d < 1<<30
+}
+
+// ackedNext is the client sequence after the last batch of the producer a
+// cluster acknowledged on tp in the given client epoch (0 if none).
+func (ids *producerIDs) ackedNext(e *producerEntry, tp topicPartition, epoch int16) int32 {
+	ids.mu.Lock()
+	defer ids.mu.Unlock()
+	if a, ok := e.acked[tp]; ok && a.epoch == epoch {
+		return a.next
+	}
+	return 0
+}
+
+// seqGateFor returns the producer's id and epoch on the cluster for a batch in
+// client epoch cepoch, and the partition's gate. A client epoch above the
+// highest seen is a client that bumped its epoch itself (sarama does, after
+// OUT_OF_ORDER_SEQUENCE_NUMBER, without InitProducerId): its sequences
+// restart at 0 on every partition, and the cluster's epoch is bumped with
+// it. stale is set for a batch of an epoch older than the current one (the
+// cluster fences it; the proxy does not check its sequence).
+func (p *Proxy) seqGateFor(rm *remappedProducer, e *producerEntry, tp topicPartition, cepoch int16) (id int64, epoch int16, g *seqGate, stale bool) {
+	acked := p.pids.ackedNext(e, tp, cepoch)
+	rm.mu.Lock()
+	defer rm.mu.Unlock()
+	if rm.clientEpoch < 0 {
+		rm.clientEpoch, rm.lastClientEpoch = cepoch, cepoch
+	}
+	if cepoch > rm.lastClientEpoch {
+		rm.lastClientEpoch = cepoch
+		rm.parts = map[topicPartition]*seqGate{}
+	}
+	id, epoch = rm.id, rm.epoch+(cepoch-rm.clientEpoch)
+	g, ok := rm.parts[tp]
+	if !ok {
+		g = &seqGate{base: acked}
+		rm.parts[tp] = g
+	}
+	return id, epoch, g, cepoch < rm.lastClientEpoch
+}
+
+// admitFirst decides a partition's first batch on a cluster that has not
+// acknowledged the producer there yet: forward it (as the probe, or after
+// the probe was acknowledged), or answer it with the returned code.
+func (p *Proxy) admitFirst(ctx context.Context, rm *remappedProducer, g *seqGate, sb *sentBatch) (forward bool, code int16, err error) {
+	for {
+		rm.mu.Lock()
+		if g.established {
+			rm.mu.Unlock()
+			return true, 0, nil
+		}
+		if ch := g.probe; ch != nil {
+			rm.mu.Unlock()
+			p.m.seqChecks.WithLabelValues("waited").Inc()
+			select {
+			case <-ch:
+				continue
+			case <-ctx.Done():
+				return false, 0, ctx.Err()
+			}
+		}
+		switch {
+		case sb.first == g.base:
+			g.probe = make(chan struct{})
+			sb.rm, sb.gate = rm, g
+			rm.mu.Unlock()
+			return true, 0, nil
+		case seqBefore(sb.last, g.base):
+			rm.mu.Unlock()
+			p.m.seqChecks.WithLabelValues("duplicate").Inc()
+			return false, 0, nil
+		default:
+			rm.mu.Unlock()
+			p.m.seqChecks.WithLabelValues("out_of_order").Inc()
+			return false, kerr.OutOfOrderSequenceNumber.Code, nil
+		}
+	}
+}
+
+// settleBatch records a batch's outcome: the acknowledged sequence, and for
+// a probe, whether the cluster now knows the producer on the partition.
+func (p *Proxy) settleBatch(sb *sentBatch, code int16) {
+	written := code == 0 || code == kerr.DuplicateSequenceNumber.Code
+	if written {
+		next := addSeq(sb.last, 1)
+		p.pids.mu.Lock()
+		if sb.e.acked == nil {
+			sb.e.acked = map[topicPartition]ackedSeq{}
+		}
+		if a, ok := sb.e.acked[sb.tp]; !ok || a.epoch != sb.epoch || seqBefore(a.next, next) {
+			sb.e.acked[sb.tp] = ackedSeq{epoch: sb.epoch, next: next}
+		}
+		p.pids.mu.Unlock()
+	}
+	if sb.gate != nil {
+		sb.rm.mu.Lock()
+		if written {
+			sb.gate.established = true
+		}
+		if sb.gate.probe != nil {
+			close(sb.gate.probe)
+			sb.gate.probe = nil
+		}
+		sb.rm.mu.Unlock()
+		sb.gate = nil
+	}
+}
+
+// releaseSeqs ends the probes of a request whose response will not be
+// read (the connection failed): the batches behind them decide again.
+func (p *Proxy) releaseSeqs(s *produceSeqs) {
+	if s == nil {
+		return
+	}
+	for i := range s.batches {
+		if s.batches[i].gate != nil {
+			p.settleBatch(&s.batches[i], -1)
+		}
+	}
+}
+
+// settleProduce follows a Produce response into the request's batches and
+// adds the partitions the proxy answered. The response's topic ids are the
+// client's (translated) ones.
+func (p *Proxy) settleProduce(r *kmsg.ProduceResponse, s *produceSeqs) {
+	type key struct {
+		topic string
+		part  int32
+	}
+	codes := make(map[key]int16, len(s.batches))
+	for _, t := range r.Topics {
+		name := t.Topic
+		if name == "" {
+			if n, ok := p.topicNames.Load(t.TopicID); ok {
+				name = n.(string)
+			}
+		}
+		for _, part := range t.Partitions {
+			codes[key{name, part.Partition}] = part.ErrorCode
+		}
+	}
+	for i := range s.batches {
+		sb := &s.batches[i]
+		code, ok := codes[key{sb.tp.topic, sb.tp.partition}]
+		if !ok {
+			code = -1 // not answered: not written
+		}
+		p.settleBatch(sb, code)
+	}
+	addLocalParts(r, s.local)
+}
+
+// addLocalParts adds the partitions the proxy answered to a response.
+func addLocalParts(r *kmsg.ProduceResponse, local []localPart) {
+	for _, lp := range local {
+		var rt *kmsg.ProduceResponseTopic
+		for i := range r.Topics {
+			if (r.Version >= 13 && r.Topics[i].TopicID == lp.topicID) || (r.Version < 13 && r.Topics[i].Topic == lp.topic) {
+				rt = &r.Topics[i]
+				break
+			}
+		}
+		if rt == nil {
+			t := kmsg.NewProduceResponseTopic()
+			t.Topic, t.TopicID = lp.topic, lp.topicID
+			r.Topics = append(r.Topics, t)
+			rt = &r.Topics[len(r.Topics)-1]
+		}
+		rt.Partitions = append(rt.Partitions, localProducePartition(lp))
+	}
+}
+
+func localProducePartition(lp localPart) kmsg.ProduceResponseTopicPartition {
+	rp := kmsg.NewProduceResponseTopicPartition()
+	rp.Partition, rp.ErrorCode = lp.partition, lp.code
+	rp.BaseOffset, rp.LogAppendTime, rp.LogStartOffset = -1, -1, -1
+	return rp
+}
+
+// localProduceResponse answers a Produce request every partition of which
+// the proxy answers itself.
+func localProduceResponse(hdr requestHeader, local []localPart) []byte {
+	r := kmsg.NewPtrProduceResponse()
+	r.Version = hdr.Version
+	addLocalParts(r, local)
+	return responseFrame(keyProduce, hdr.Version, hdr.CorrID, r.AppendTo(nil))
+}
+
+// dropLocalParts re-encodes a Produce request without the partitions the
+// proxy answers. body already carries the cluster's topic ids and batches.
+func dropLocalParts(hdr requestHeader, body []byte, local []localPart) ([]byte, error) {
+	req := kmsg.NewPtrProduceRequest()
+	req.SetVersion(hdr.Version)
+	if err := req.ReadFrom(body); err != nil {
+		return nil, fmt.Errorf("produce request: %w", err)
+	}
+	drop := make(map[[2]int]bool, len(local))
+	for _, lp := range local {
+		drop[[2]int{lp.topicIndex, lp.partIndex}] = true
+	}
+	topics := req.Topics[:0]
+	for ti, t := range req.Topics {
+		parts := t.Partitions[:0]
+		for pi, part := range t.Partitions {
+			if !drop[[2]int{ti, pi}] {
+				parts = append(parts, part)
+			}
+		}
+		if len(parts) > 0 {
+			t.Partitions = parts
+			topics = append(topics, t)
+		}
+	}
+	req.Topics = topics
+	return requestFrame(hdr, req.AppendTo(nil)), nil
+}
+
+// batchSeqs reads a batch's client epoch, first and last sequence.
+func batchSeqs(batch []byte) (epoch int16, first, last int32) {
+	epoch = int16(binary.BigEndian.Uint16(batch[batchEpochOff:]))
+	first = int32(binary.BigEndian.Uint32(batch[batchSeqOff:]))
+	delta := int32(binary.BigEndian.Uint32(batch[batchLastOffsetDeltaOff:]))
+	return epoch, first, addSeq(first, int64(max(delta, 0)))
+}

@@ -1,0 +1,183 @@
+package proxy
+
+import (
+	"context"
+	"fmt"
+	"slices"
+	"testing"
+	"time"
+
+	"github.com/twmb/franz-go/pkg/kerr"
+
+	"github.com/switchyard/switchyard/internal/kafkatest"
+)
+
+// held returns every value a cluster holds in topic, per partition, read to
+// the settled end.
+func held(ctx context.Context, t *testing.T, c *kafkatest.Cluster, topic string) map[int32][]string {
+	t.Helper()
+	out := map[int32][]string{}
+	for _, r := range c.ReadCommitted(ctx, t, topic) {
+		out[r.Partition] = append(out[r.Partition], string(r.Value))
+	}
+	return out
+}
+
+// values returns the values from..to-1 as the test batches write them.
+func values(from, to int) []string {
+	var out []string
+	for i := from; i < to; i++ {
+		out = append(out, fmt.Sprint(i))
+	}
+	return out
+}
+
+// seqSetup starts a proxy between a source and a target holding topic with
+// the given partitions, and a hand-driven producer.
+func seqSetup(t *testing.T, name string, partitions int32) (ctx context.Context, tp *testProxy, p *seqProducer, target *kafkatest.Cluster) {
+	source, target := kafkatest.Pair(t)
+	topic := kafkatest.Topic(t, name)
+	source.CreateTopic(t, topic, partitions)
+	target.CreateTopic(t, topic, partitions)
+	tp = startProxy(t, source, target)
+	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
+	t.Cleanup(cancel)
+	return ctx, tp, newSeqProducer(t, tp, topic), target
+}
+
+func wantCode(t *testing.T, what string, got, want int16) {
+	t.Helper()
+	if got != want {
+		t.Fatalf("%s: %v, want %v", what, kerr.ErrorForCode(got), kerr.ErrorForCode(want))
+	}
+}
+
+// TestResendOfWrittenBatchAfterSwitch: a client that resends, after the
+// switch, a batch the source wrote (its acknowledgement lost) is told it was
+// written; the target does not get it a second time, and the next batch
+// follows on.
+func TestResendOfWrittenBatchAfterSwitch(t *testing.T) {
+	ctx, tp, p, target := seqSetup(t, "resend", 1)
+	wantCode(t, "source, first batch", p.send(0, 0, 0, 5), 0)
+	wantCode(t, "source, second batch", p.send(0, 5, 5, 5), 0)
+	before := gatheredValue(t, tp.reg, "switchyard_proxy_producer_sequence_checks_total", "outcome", "duplicate")
+	if _, err := tp.Switch(ctx, "target"); err != nil {
+		t.Fatal(err)
+	}
+	wantCode(t, "target, the second batch again", p.send(0, 5, 5, 5), 0)
+	wantCode(t, "target, the next batch", p.send(0, 10, 10, 5), 0)
+	if got := held(ctx, t, target, p.topic)[0]; !slices.Equal(got, values(10, 15)) {
+		t.Fatalf("target holds %q, want 10..14 once", got)
+	}
+	if d := gatheredValue(t, tp.reg, "switchyard_proxy_producer_sequence_checks_total", "outcome", "duplicate") - before; d != 1 {
+		t.Fatalf("duplicates answered: %v, want 1", d)
+	}
+}
+
+// TestOvertakingBatchAfterSwitch: a batch that overtakes the one before it
+// after the switch (a client resending out of order) is refused as out of
+// order, as the source would have; once the client sends in order the
+// target holds every record once, in order.
+func TestOvertakingBatchAfterSwitch(t *testing.T) {
+	ctx, tp, p, target := seqSetup(t, "overtake", 1)
+	wantCode(t, "source", p.send(0, 0, 0, 5), 0)
+	if _, err := tp.Switch(ctx, "target"); err != nil {
+		t.Fatal(err)
+	}
+	wantCode(t, "target, a batch ahead of the next", p.send(0, 10, 10, 5), kerr.OutOfOrderSequenceNumber.Code)
+	wantCode(t, "target, the next batch", p.send(0, 5, 5, 5), 0)
+	wantCode(t, "target, the batch refused before", p.send(0, 10, 10, 5), 0)
+	if got := held(ctx, t, target, p.topic)[0]; !slices.Equal(got, values(5, 15)) {
+		t.Fatalf("target holds %q, want 5..14 in order", got)
+	}
+}
+
+// TestFailedFirstBatchAfterSwitch: the first batch after the switch fails
+// on the target (sent to a broker that does not lead the partition there);
+// the batch after it is not taken as the new start: it is refused until the
+// failed one is resent.
+func TestFailedFirstBatchAfterSwitch(t *testing.T) {
+	ctx, tp, p, target := seqSetup(t, "failedfirst", 1)
+	wantCode(t, "source", p.send(0, 0, 0, 5), 0)
+	if _, err := tp.Switch(ctx, "target"); err != nil {
+		t.Fatal(err)
+	}
+	leader := p.leaderOf(0)
+	other := int32(-1)
+	for _, b := range p.brokers() {
+		if b != leader {
+			other = b
+		}
+	}
+	if other < 0 {
+		t.Skip("the target has one broker: no broker to fail the first batch on")
+	}
+	wantCode(t, "target, first batch to a follower", p.sendTo(other, 0, seqBatch{0, 5, 5, 5})[0], kerr.NotLeaderForPartition.Code)
+	wantCode(t, "target, the batch after it", p.sendTo(leader, 0, seqBatch{0, 10, 10, 5})[0], kerr.OutOfOrderSequenceNumber.Code)
+	wantCode(t, "target, the first batch resent", p.sendTo(leader, 0, seqBatch{0, 5, 5, 5})[0], 0)
+	wantCode(t, "target, the batch after it resent", p.sendTo(leader, 0, seqBatch{0, 10, 10, 5})[0], 0)
+	if got := held(ctx, t, target, p.topic)[0]; !slices.Equal(got, values(5, 15)) {
+		t.Fatalf("target holds %q, want 5..14 in order", got)
+	}
+}
+
+// TestPipelinedBatchesAfterSwitch: a client with two requests in flight
+// right after the switch gets no error: the batch behind the partition's
+// first one waits for its answer, then follows it.
+func TestPipelinedBatchesAfterSwitch(t *testing.T) {
+	ctx, tp, p, target := seqSetup(t, "pipelined", 1)
+	wantCode(t, "source", p.send(0, 0, 0, 5), 0)
+	if _, err := tp.Switch(ctx, "target"); err != nil {
+		t.Fatal(err)
+	}
+	c := p.conn(p.leaderOf(0))
+	req1, req2 := p.produce(0, seqBatch{0, 5, 5, 5}), p.produce(0, seqBatch{0, 10, 10, 5})
+	corr1 := c.send(req1)
+	corr2 := c.send(req2)
+	wantCode(t, "first request", codes(t, c.recv(req1, corr1))[0], 0)
+	wantCode(t, "second request", codes(t, c.recv(req2, corr2))[0], 0)
+	if got := held(ctx, t, target, p.topic)[0]; !slices.Equal(got, values(5, 15)) {
+		t.Fatalf("target holds %q, want 5..14 in order", got)
+	}
+}
+
+// TestPartlyAnsweredProduceAfterSwitch: one request carries a resent batch
+// the source wrote (answered by the proxy) and a new batch for another
+// partition (forwarded): the client gets both answers in one response, the
+// target only the new batch.
+func TestPartlyAnsweredProduceAfterSwitch(t *testing.T) {
+	ctx, tp, p, target := seqSetup(t, "partly", 3)
+	for part := range int32(3) {
+		wantCode(t, fmt.Sprintf("source, partition %d", part), p.sendTo(p.leaderOf(part), 0, seqBatch{part, 0, int(part) * 100, 5})[part], 0)
+	}
+	if _, err := tp.Switch(ctx, "target"); err != nil {
+		t.Fatal(err)
+	}
+	// Two partitions led by the same target broker (3 partitions, at most
+	// 2 brokers in the default target).
+	byLeader := map[int32][]int32{}
+	var a, b int32 = -1, -1
+	for part := range int32(3) {
+		l := p.leaderOf(part)
+		byLeader[l] = append(byLeader[l], part)
+		if len(byLeader[l]) == 2 {
+			a, b = byLeader[l][0], byLeader[l][1]
+		}
+	}
+	if a < 0 {
+		t.Skip("no two partitions share a leader on the target")
+	}
+	got := p.sendTo(p.leaderOf(a), 0,
+		seqBatch{a, 0, int(a) * 100, 5},   // written on the source: answered
+		seqBatch{b, 5, int(b)*100 + 5, 5}) // new: forwarded
+	if len(got) != 2 || got[a] != 0 || got[b] != 0 {
+		t.Fatalf("response codes %v, want partitions %d and %d both 0", got, a, b)
+	}
+	h := held(ctx, t, target, p.topic)
+	if len(h[a]) != 0 {
+		t.Fatalf("target partition %d holds %q, want nothing (the batch was the source's)", a, h[a])
+	}
+	if want := values(int(b)*100+5, int(b)*100+10); !slices.Equal(h[b], want) {
+		t.Fatalf("target partition %d holds %q, want %q", b, h[b], want)
+	}
+}
