@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"reflect"
+	"strings"
 	"sync"
 
 	"github.com/twmb/franz-go/pkg/kmsg"
@@ -228,6 +229,12 @@ func (p *Proxy) patchProduceRequest(ctx context.Context, u *upstream, hdr reques
 	parts := 0
 	for ti, t := range topics {
 		name := t.name
+		if t.idOff < 0 && (followPIDs || rewriteTxn) {
+			// t.name aliases the read buffer, which the next request
+			// overwrites; the name outlives it in sequence and
+			// transaction state.
+			name = strings.Clone(name)
+		}
 		var clientTopicID [16]byte
 		if t.idOff >= 0 {
 			copy(clientTopicID[:], body[t.idOff:t.idOff+16])

@@ -42,6 +42,7 @@ import (
 
 	"github.com/twmb/franz-go/pkg/kerr"
 	"github.com/twmb/franz-go/pkg/kmsg"
+	"go.uber.org/zap"
 )
 
 // batchLastOffsetDeltaOff is the offset of lastOffsetDelta in a v2 batch.
@@ -173,13 +174,22 @@ func (p *Proxy) admitFirst(ctx context.Context, rm *remappedProducer, g *seqGate
 		case seqBefore(sb.last, g.base):
 			rm.mu.Unlock()
 			p.m.seqChecks.WithLabelValues("duplicate").Inc()
+			p.logSeqCheck("duplicate", sb, g.base)
 			return false, 0, nil
 		default:
 			rm.mu.Unlock()
 			p.m.seqChecks.WithLabelValues("out_of_order").Inc()
+			p.logSeqCheck("out_of_order", sb, g.base)
 			return false, kerr.OutOfOrderSequenceNumber.Code, nil
 		}
 	}
+}
+
+func (p *Proxy) logSeqCheck(outcome string, sb *sentBatch, want int32) {
+	p.log.Warn("first batch after a switch does not follow on",
+		zap.String("outcome", outcome), zap.String("topic", sb.tp.topic), zap.Int32("partition", sb.tp.partition),
+		zap.Int64("producer_id", sb.e.presented), zap.Int16("epoch", sb.epoch),
+		zap.Int32("first_sequence", sb.first), zap.Int32("last_sequence", sb.last), zap.Int32("expected_sequence", want))
 }
 
 // settleBatch records a batch's outcome: the acknowledged sequence, and for

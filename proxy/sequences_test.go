@@ -60,10 +60,19 @@ func TestResendOfWrittenBatchAfterSwitch(t *testing.T) {
 	ctx, tp, p, target := seqSetup(t, "resend", 1)
 	wantCode(t, "source, first batch", p.send(0, 0, 0, 5), 0)
 	wantCode(t, "source, second batch", p.send(0, 5, 5, 5), 0)
+	// Another topic's request of the same shape on the same connection
+	// reuses the proxy's read buffer: nothing kept from the requests
+	// before may alias it.
+	other := p.produce(0, seqBatch{0, 0, 0, 1})
+	other.Topics[0].Topic = "x" + p.topic[1:]
+	p.conn(p.leaderOf(0)).roundTrip(other)
 	before := gatheredValue(t, tp.reg, "switchyard_proxy_producer_sequence_checks_total", "outcome", "duplicate")
 	if _, err := tp.Switch(ctx, "target"); err != nil {
 		t.Fatal(err)
 	}
+	// The client lost the acknowledgement with its connection: it
+	// resends on a new one.
+	p.conns = map[string]*wireConn{}
 	wantCode(t, "target, the second batch again", p.send(0, 5, 5, 5), 0)
 	wantCode(t, "target, the next batch", p.send(0, 10, 10, 5), 0)
 	if got := held(ctx, t, target, p.topic)[0]; !slices.Equal(got, values(10, 15)) {
