@@ -8,6 +8,7 @@ import (
 	"time"
 
 	"github.com/twmb/franz-go/pkg/kerr"
+	"github.com/twmb/franz-go/pkg/kmsg"
 
 	"github.com/switchyard/switchyard/internal/kafkatest"
 )
@@ -189,4 +190,143 @@ func TestPartlyAnsweredProduceAfterSwitch(t *testing.T) {
 	if want := values(int(b)*100+5, int(b)*100+10); !slices.Equal(h[b], want) {
 		t.Fatalf("target partition %d holds %q, want %q", b, h[b], want)
 	}
+}
+
+// FuzzProduceSequences drives a Produce request of any shape through the
+// sequence check of a producer remapped onto the active cluster, then a
+// response that accepts whatever was forwarded. Whatever the request, every
+// partition it names is answered exactly once — by the proxy or by the
+// cluster — and no partition's probe stays open.
+func FuzzProduceSequences(f *testing.F) {
+	p, u := newOfflineProxy(f)
+	// The topic ids the proxy presents (the cluster's are testTopicIDs).
+	var ids [][16]byte
+	for i := range testTopicIDs() {
+		name := fmt.Sprintf("topic-%d", i)
+		id := virtualTopicID(p.clusterID, name)
+		p.topicNames.Store(id, name)
+		ids = append(ids, id)
+	}
+	old := &upstream{name: "old"}
+	const realID = 7
+	pid := p.pids.issued(old, -1, realID, 0)
+	e, _ := p.pids.lookup(pid)
+	for _, v := range []int16{3, 7, 9, 13} {
+		for _, seqs := range [][2]int32{{10, 0}, {5, 0}, {15, 3}, {10, 9}} {
+			req := kmsg.NewPtrProduceRequest()
+			req.Version, req.Acks, req.TimeoutMillis = v, -1, 1000
+			for ti := range 2 {
+				rt := kmsg.NewProduceRequestTopic()
+				rt.Topic, rt.TopicID = fmt.Sprintf("topic-%d", ti), ids[ti]
+				for part, seq := range seqs {
+					rp := kmsg.NewProduceRequestTopicPartition()
+					rp.Partition, rp.Records = int32(part), idempotentBatch(pid, 0, seq, 0, 3)
+					rt.Partitions = append(rt.Partitions, rp)
+				}
+				rt.Partitions[1].Records = append(rt.Partitions[1].Records, idempotentBatch(pid, 0, seqs[1]+3, 3, 2)...)
+				req.Topics = append(req.Topics, rt)
+			}
+			f.Add(v, req.AppendTo(nil))
+		}
+	}
+	f.Fuzz(func(t *testing.T, version int16, body []byte) {
+		_, version = normalizeKeyVersion([]int16{keyProduce}, keyProduce, version)
+		if version < 3 {
+			version = 3
+		}
+		// Each input starts from the same state: topic-0/0 acknowledged up
+		// to 10 on the old cluster, nothing established on this one.
+		rm := &remappedProducer{id: 99, clientEpoch: -1, lastClientEpoch: -1, parts: map[topicPartition]*seqGate{}}
+		p.pids.mu.Lock()
+		e.onOther = map[string]*remappedProducer{u.name: rm}
+		e.acked = map[topicPartition]ackedSeq{{"topic-0", 0}: {0, 10}}
+		p.pids.mu.Unlock()
+
+		in := kmsg.NewPtrProduceRequest()
+		in.SetVersion(version)
+		if in.ReadFrom(body) != nil {
+			return // the proxy forwards what it cannot read; the broker answers
+		}
+		want := map[string]int{}
+		key := func(topic string, id [16]byte, part int32) string {
+			if version >= 13 {
+				return fmt.Sprintf("%x/%d", id, part)
+			}
+			return fmt.Sprintf("%s/%d", topic, part)
+		}
+		for _, rt := range in.Topics {
+			for _, rp := range rt.Partitions {
+				want[key(rt.Topic, rt.TopicID, rp.Partition)]++
+			}
+		}
+		id := "fuzz"
+		hdr, err := parseRequestHeader(requestFrame(requestHeader{Key: keyProduce, Version: version, CorrID: 5, ClientID: &id, Flexible: version >= 9}, body))
+		if err != nil {
+			t.Fatal(err)
+		}
+		frame := requestFrame(hdr, append([]byte(nil), body...))
+		rw, err := p.rewriteRequest(deadCtx(), &clientConn{p: p}, u, hdr, frame)
+		if err != nil || !rw.expect && rw.local == nil {
+			p.releaseSeqs(rw.seqs)
+			return
+		}
+		var answer []byte
+		if rw.local != nil {
+			answer = rw.local
+		} else {
+			// The cluster accepts every partition it was sent.
+			fh, err := parseRequestHeader(rw.frame)
+			if err != nil {
+				t.Fatalf("forwarded request header: %v", err)
+			}
+			fwd := kmsg.NewPtrProduceRequest()
+			fwd.SetVersion(version)
+			if err := fwd.ReadFrom(rw.frame[fh.BodyOffset:]); err != nil {
+				t.Fatalf("forwarded request does not decode: %v", err)
+			}
+			resp := kmsg.NewPtrProduceResponse()
+			resp.Version = version
+			for _, rt := range fwd.Topics {
+				t2 := kmsg.NewProduceResponseTopic()
+				t2.Topic, t2.TopicID = rt.Topic, rt.TopicID
+				for _, rp := range rt.Partitions {
+					p2 := kmsg.NewProduceResponseTopicPartition()
+					p2.Partition = rp.Partition
+					t2.Partitions = append(t2.Partitions, p2)
+				}
+				resp.Topics = append(resp.Topics, t2)
+			}
+			out, err := p.rewriteResponse(deadCtx(), u, &pendingReq{hdr: hdr, prevProducerID: -1, seqs: rw.seqs},
+				responseFrame(keyProduce, version, hdr.CorrID, resp.AppendTo(nil)))
+			if err != nil {
+				t.Fatalf("response: %v", err)
+			}
+			answer = out
+		}
+		p.releaseSeqs(rw.seqs) // what the writer's deferred release does
+		body2, err := stripResponseHeader(keyProduce, version, answer)
+		if err != nil {
+			t.Fatal(err)
+		}
+		got := kmsg.NewPtrProduceResponse()
+		got.Version = version
+		if err := got.ReadFrom(body2); err != nil {
+			t.Fatalf("answer does not decode: %v", err)
+		}
+		for _, rt := range got.Topics {
+			for _, rp := range rt.Partitions {
+				want[key(rt.Topic, rt.TopicID, rp.Partition)]--
+			}
+		}
+		for k, n := range want {
+			if n != 0 {
+				t.Fatalf("partition %s answered %d times too few", k, n)
+			}
+		}
+		for tp, g := range rm.parts {
+			if g.probe != nil {
+				t.Fatalf("probe of %v still open", tp)
+			}
+		}
+	})
 }
