@@ -358,6 +358,17 @@ func TestCutoverMovesSidecarsToTarget(t *testing.T) {
 		var seq []string
 		for _, d := range s.received {
 			seq = append(seq, fmt.Sprintf("%s/%v", d.GetActiveCluster(), d.GetGate().GetApiKeys()))
+			// The HOLD gate carries the cutover's hold budget; the flip's
+			// REJECT gate none.
+			if g := d.GetGate(); g != nil {
+				want := time.Duration(0)
+				if g.GetMode() == "HOLD" {
+					want = c.GetSpec().GetPolicy().GetHoldBudget().AsDuration()
+				}
+				if got := g.GetHoldBudget().AsDuration(); got != want || want < 0 {
+					t.Errorf("sidecar %s: %s gate with hold budget %v, want %v", s.instance, g.GetMode(), got, want)
+				}
+			}
 		}
 		s.mu.Unlock()
 		// (First the empty state of a sidecar no rule covers yet.)

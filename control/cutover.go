@@ -735,7 +735,11 @@ func (ct *Controller) gate(run *cutoverRun) (switchyardv1.CutoverStep, string, e
 }
 
 func (ct *Controller) gateOf(spec *switchyardv1.CutoverSpec) *gateSpec {
-	return &gateSpec{APIKeys: []int32{produceKey}, Mode: spec.GetPolicy().GetGateMode()}
+	g := &gateSpec{APIKeys: []int32{produceKey}, Mode: spec.GetPolicy().GetGateMode()}
+	if g.Mode == "HOLD" {
+		g.HoldBudget = spec.GetPolicy().GetHoldBudget().AsDuration()
+	}
+	return g
 }
 
 // flipGate is the gate in force while the sidecars switch. With consumer
@@ -748,7 +752,7 @@ func (ct *Controller) flipGate(spec *switchyardv1.CutoverSpec) *gateSpec {
 	g := ct.gateOf(spec)
 	if len(spec.GetGroups()) > 0 {
 		g.APIKeys = append(g.APIKeys, fetchKey)
-		g.Mode = "REJECT"
+		g.Mode, g.HoldBudget = "REJECT", 0
 	}
 	return g
 }

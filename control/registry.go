@@ -13,6 +13,7 @@ import (
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/status"
 	"google.golang.org/protobuf/proto"
+	"google.golang.org/protobuf/types/known/durationpb"
 	"google.golang.org/protobuf/types/known/timestamppb"
 
 	switchyardv1 "github.com/switchyard/switchyard/api/switchyard/v1"
@@ -35,6 +36,17 @@ type rule struct {
 type gateSpec struct {
 	APIKeys []int32 `json:"apiKeys"`
 	Mode    string  `json:"mode"`
+	// HoldBudget (HOLD): how long a sidecar parks a request; 0 leaves the
+	// sidecar's own holdBudget.
+	HoldBudget time.Duration `json:"holdBudget,omitempty"`
+}
+
+func (g *gateSpec) toProto() *switchyardv1.Gate {
+	pg := &switchyardv1.Gate{ApiKeys: slices.Clone(g.APIKeys), Mode: g.Mode}
+	if g.HoldBudget > 0 {
+		pg.HoldBudget = durationpb.New(g.HoldBudget)
+	}
+	return pg
 }
 
 func (r *rule) matches(id *switchyardv1.SidecarIdentity) bool {
@@ -141,7 +153,7 @@ func (r *Registry) desiredLocked(sc *sidecar) *switchyardv1.DesiredState {
 	}
 	d := &switchyardv1.DesiredState{Version: best.Version, ActiveCluster: best.Active}
 	if best.Gate != nil {
-		d.Gate = &switchyardv1.Gate{ApiKeys: slices.Clone(best.Gate.APIKeys), Mode: best.Gate.Mode}
+		d.Gate = best.Gate.toProto()
 	}
 	return d
 }
@@ -443,7 +455,7 @@ func (r *Registry) reissueLocked(floor uint64, sc *sidecar) {
 		ru := rule{ID: "adopted-" + sc.id.GetApp(), Seq: next.Counter, Apps: []string{sc.id.GetApp()},
 			Active: sc.status.GetActiveCluster(), Version: next.Counter}
 		if g := sc.status.GetGate(); g != nil {
-			ru.Gate = &gateSpec{APIKeys: slices.Clone(g.GetApiKeys()), Mode: g.GetMode()}
+			ru.Gate = &gateSpec{APIKeys: slices.Clone(g.GetApiKeys()), Mode: g.GetMode(), HoldBudget: g.GetHoldBudget().AsDuration()}
 		}
 		next.Rules = append(next.Rules, ru)
 	}

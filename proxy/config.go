@@ -199,6 +199,9 @@ func (g Gate) validate() error {
 	if g.Mode != GateReject && g.Mode != GateHold {
 		return fmt.Errorf("%w: mode %v", ErrInvalidGate, g.Mode)
 	}
+	if g.HoldBudget < 0 {
+		return fmt.Errorf("%w: hold budget %v must not be negative", ErrInvalidGate, g.HoldBudget)
+	}
 	return nil
 }
 

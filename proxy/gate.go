@@ -89,6 +89,10 @@ func (p *Proxy) admit(ctx context.Context, c *clientConn, hdr requestHeader, bod
 		}
 		ch := p.stateCh
 		gated, switching := p.gate.Blocks(key), p.switching
+		budget := p.gate.HoldBudget
+		if budget <= 0 {
+			budget = p.cfg.HoldBudget
+		}
 		if note != nil {
 			p.pids.txns.settle(note, txnTimeout)
 			switch note.kind {
@@ -139,7 +143,7 @@ func (p *Proxy) admit(ctx context.Context, c *clientConn, hdr requestHeader, bod
 					p.heldBytes.Add(-size)
 					return reject("hold_limit")
 				}
-				timer = time.NewTimer(p.cfg.HoldBudget)
+				timer = time.NewTimer(budget)
 				expired = timer.C
 			} else {
 				p.heldBytes.Add(size)

@@ -2,6 +2,7 @@ package proxy
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"net"
 	"slices"
@@ -320,5 +321,30 @@ func TestConfigMaxHeldBytes(t *testing.T) {
 				t.Errorf("Validate with maxHeldBytes %d: %v", tc.v, err)
 			}
 		})
+	}
+}
+
+// TestGateHoldBudget: a HOLD gate's own budget (a cutover's
+// policy.hold_budget, passed to the sidecars) replaces the proxy's
+// holdBudget: with a minute configured, a gate of 200 ms answers a held
+// produce with the retriable error well within the test's read deadline.
+func TestGateHoldBudget(t *testing.T) {
+	source, _ := kafkatest.Pair(t)
+	topic := kafkatest.Topic(t, "gatebudget")
+	source.CreateTopic(t, topic, 1)
+	tp := startProxy(t, source, nil, func(c *Config) { c.HoldBudget = time.Minute })
+	if err := tp.SetGate(Gate{APIKeys: []int16{keyProduce}, Mode: GateHold, HoldBudget: 200 * time.Millisecond}); err != nil {
+		t.Fatal(err)
+	}
+	if st := tp.Status(); st.Gate.HoldBudget != 200*time.Millisecond {
+		t.Fatalf("status gate hold budget %v, want 200ms", st.Gate.HoldBudget)
+	}
+	rc := dialWire(t, leaderAddr(t, tp, topic), "budget")
+	pr := rc.roundTrip(rawProduce(7, -1, topic, [16]byte{}, "a")).(*kmsg.ProduceResponse)
+	if c := pr.Topics[0].Partitions[0].ErrorCode; c != kerr.NotEnoughReplicas.Code {
+		t.Fatalf("held produce: error %d, want NOT_ENOUGH_REPLICAS after the gate's budget", c)
+	}
+	if err := tp.SetGate(Gate{APIKeys: []int16{keyProduce}, Mode: GateHold, HoldBudget: -time.Second}); !errors.Is(err, ErrInvalidGate) {
+		t.Fatalf("negative hold budget: %v, want ErrInvalidGate", err)
 	}
 }

@@ -476,7 +476,7 @@ func (p *Proxy) SetGate(g Gate) error {
 	defer p.mu.Unlock()
 	p.gate = g
 	p.broadcastLocked()
-	p.log.Info("gate set", zap.String("mode", g.Mode.String()), zap.Any("api_keys", g.APIKeys))
+	p.log.Info("gate set", zap.String("mode", g.Mode.String()), zap.Any("api_keys", g.APIKeys), zap.Duration("hold_budget", g.HoldBudget))
 	return nil
 }
 
@@ -516,7 +516,7 @@ func (p *Proxy) Status() Status {
 		ActiveCluster: p.active.name,
 		ClusterID:     p.clusterID,
 		Switching:     p.switching,
-		Gate:          Gate{APIKeys: append([]int16(nil), p.gate.APIKeys...), Mode: p.gate.Mode},
+		Gate:          Gate{APIKeys: append([]int16(nil), p.gate.APIKeys...), Mode: p.gate.Mode, HoldBudget: p.gate.HoldBudget},
 		Connections:   int64(len(p.conns)),
 		Switches:      p.switches,
 	}

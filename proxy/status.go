@@ -46,6 +46,9 @@ func ParseGateMode(s string) (GateMode, error) {
 type Gate struct {
 	APIKeys []int16
 	Mode    GateMode
+	// HoldBudget, for a HOLD gate, is how long a request is parked before
+	// the retriable error; 0 is Config.HoldBudget.
+	HoldBudget time.Duration
 }
 
 // Blocks reports whether the gate blocks the given API key.

@@ -22,6 +22,7 @@ import (
 	"google.golang.org/grpc/credentials/insecure"
 	healthpb "google.golang.org/grpc/health/grpc_health_v1"
 	"google.golang.org/grpc/status"
+	"google.golang.org/protobuf/types/known/durationpb"
 
 	switchyardv1 "github.com/switchyard/switchyard/api/switchyard/v1"
 	"github.com/switchyard/switchyard/proxy"
@@ -557,13 +558,19 @@ func TestGRPC(t *testing.T) {
 	})
 
 	t.Run("gates", func(t *testing.T) {
-		resp, err := client.SetGates(ctx, &switchyardv1.SetGatesRequest{ApiKeys: []int32{0}, Mode: "hold"})
+		resp, err := client.SetGates(ctx, &switchyardv1.SetGatesRequest{ApiKeys: []int32{0}, Mode: "hold",
+			HoldBudget: durationpb.New(1500 * time.Millisecond)})
 		if err != nil {
 			t.Fatalf("SetGates: %v", err)
 		}
-		if resp.GetGate().GetMode() != "HOLD" {
+		if resp.GetGate().GetMode() != "HOLD" || resp.GetGate().GetHoldBudget().AsDuration() != 1500*time.Millisecond {
 			t.Errorf("gate = %v", resp.GetGate())
 		}
+		fp.set(func(f *fakeProxy) {
+			if f.gate.HoldBudget != 1500*time.Millisecond {
+				t.Errorf("proxy gate hold budget %v, want 1.5s", f.gate.HoldBudget)
+			}
+		})
 		if _, err := client.ClearGates(ctx, &switchyardv1.ClearGatesRequest{}); err != nil {
 			t.Fatalf("ClearGates: %v", err)
 		}
@@ -637,6 +644,15 @@ func TestGRPCErrors(t *testing.T) {
 				return err
 			},
 			want: codes.DeadlineExceeded,
+		},
+		{
+			name: "gate negative hold budget",
+			call: func(ctx context.Context, c switchyardv1.ProxyAdminServiceClient) error {
+				_, err := c.SetGates(ctx, &switchyardv1.SetGatesRequest{ApiKeys: []int32{0}, Mode: "HOLD",
+					HoldBudget: &durationpb.Duration{Seconds: 1, Nanos: -5}})
+				return err
+			},
+			want: codes.InvalidArgument,
 		},
 		{
 			name: "gate bad mode",

@@ -74,7 +74,11 @@ func gateToProto(g proxy.Gate) *switchyardv1.Gate {
 	for i, k := range g.APIKeys {
 		keys[i] = int32(k)
 	}
-	return &switchyardv1.Gate{ApiKeys: keys, Mode: g.Mode.String()}
+	pg := &switchyardv1.Gate{ApiKeys: keys, Mode: g.Mode.String()}
+	if g.HoldBudget > 0 {
+		pg.HoldBudget = durationpb.New(g.HoldBudget)
+	}
+	return pg
 }
 
 // GateFromProto converts an API gate to the proxy's; nil is no gate (the
@@ -101,7 +105,14 @@ func GateFromProto(g *switchyardv1.Gate) (proxy.Gate, error) {
 		}
 		keys = append(keys, int16(k))
 	}
-	return proxy.Gate{APIKeys: keys, Mode: mode}, nil
+	var budget time.Duration
+	if b := g.GetHoldBudget(); b != nil {
+		if err := b.CheckValid(); err != nil {
+			return proxy.Gate{}, fmt.Errorf("%w: hold budget: %v", proxy.ErrInvalidGate, err)
+		}
+		budget = b.AsDuration()
+	}
+	return proxy.Gate{APIKeys: keys, Mode: mode, HoldBudget: budget}, nil
 }
 
 func reportToProto(r proxy.SwitchReport) *switchyardv1.SwitchReport {

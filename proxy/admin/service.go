@@ -3,7 +3,6 @@ package admin
 import (
 	"context"
 	"fmt"
-	"math"
 
 	"go.uber.org/zap"
 	"google.golang.org/grpc/codes"
@@ -82,7 +81,7 @@ func (s *service) SetGates(_ context.Context, req *switchyardv1.SetGatesRequest)
 		s.logger.Warn("admin: gate refused", zap.Error(err))
 		return nil, toStatus(err)
 	}
-	s.logger.Info("admin: gate set", zap.Int16s("apiKeys", g.APIKeys), zap.Stringer("mode", g.Mode))
+	s.logger.Info("admin: gate set", zap.Int16s("apiKeys", g.APIKeys), zap.Stringer("mode", g.Mode), zap.Duration("holdBudget", g.HoldBudget))
 	return &switchyardv1.SetGatesResponse{Gate: gateToProto(g)}, nil
 }
 
@@ -92,24 +91,7 @@ func (s *service) ClearGates(context.Context, *switchyardv1.ClearGatesRequest) (
 	return &switchyardv1.ClearGatesResponse{}, nil
 }
 
-// gateFromProto checks what the wire types allow but proxy.Gate cannot hold
-// (keys beyond int16), and what needs no proxy state to judge (no keys, an
-// unknown mode), wrapping proxy.ErrInvalidGate so the mapping is the same as
-// for a gate the proxy itself refuses.
+// gateFromProto is GateFromProto for a SetGates request.
 func gateFromProto(req *switchyardv1.SetGatesRequest) (proxy.Gate, error) {
-	mode, err := proxy.ParseGateMode(req.GetMode())
-	if err != nil {
-		return proxy.Gate{}, err
-	}
-	if len(req.GetApiKeys()) == 0 {
-		return proxy.Gate{}, fmt.Errorf("%w: no API keys", proxy.ErrInvalidGate)
-	}
-	keys := make([]int16, 0, len(req.GetApiKeys()))
-	for _, k := range req.GetApiKeys() {
-		if k < 0 || k > math.MaxInt16 {
-			return proxy.Gate{}, fmt.Errorf("%w: API key %d out of range 0..%d", proxy.ErrInvalidGate, k, math.MaxInt16)
-		}
-		keys = append(keys, int16(k))
-	}
-	return proxy.Gate{APIKeys: keys, Mode: mode}, nil
+	return GateFromProto(&switchyardv1.Gate{ApiKeys: req.GetApiKeys(), Mode: req.GetMode(), HoldBudget: req.GetHoldBudget()})
 }

@@ -241,7 +241,7 @@ func unionGate(a, b proxy.Gate) proxy.Gate {
 	}
 	keys := slices.Concat(a.APIKeys, b.APIKeys)
 	slices.Sort(keys)
-	return proxy.Gate{APIKeys: slices.Compact(keys), Mode: b.Mode}
+	return proxy.Gate{APIKeys: slices.Compact(keys), Mode: b.Mode, HoldBudget: b.HoldBudget}
 }
 
 // sameGate reports whether a and b block the same keys the same way; no
@@ -250,7 +250,7 @@ func sameGate(a, b proxy.Gate) bool {
 	if len(a.APIKeys) == 0 || len(b.APIKeys) == 0 {
 		return len(a.APIKeys) == len(b.APIKeys)
 	}
-	if a.Mode != b.Mode {
+	if a.Mode != b.Mode || a.HoldBudget != b.HoldBudget {
 		return false
 	}
 	ak, bk := slices.Clone(a.APIKeys), slices.Clone(b.APIKeys)

@@ -211,7 +211,11 @@ type SetGatesRequest struct {
 	// with a retriable error if the gate outlives the hold budget).
 	// Case-insensitive. A string rather than an enum so the JSON form is
 	// exactly "REJECT" or "HOLD".
-	Mode          string `protobuf:"bytes,2,opt,name=mode,proto3" json:"mode,omitempty"`
+	Mode string `protobuf:"bytes,2,opt,name=mode,proto3" json:"mode,omitempty"`
+	// HOLD only: how long a request is parked before it is answered with the
+	// retriable error. Unset: the proxy's holdBudget. Keep it below the
+	// clients' request timeout.
+	HoldBudget    *durationpb.Duration `protobuf:"bytes,3,opt,name=hold_budget,json=holdBudget,proto3" json:"hold_budget,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -258,6 +262,13 @@ func (x *SetGatesRequest) GetMode() string {
 		return x.Mode
 	}
 	return ""
+}
+
+func (x *SetGatesRequest) GetHoldBudget() *durationpb.Duration {
+	if x != nil {
+		return x.HoldBudget
+	}
+	return nil
 }
 
 // SetGatesResponse returns the gate now in force.
@@ -534,7 +545,9 @@ type Gate struct {
 	// Blocked Kafka API keys (0 Produce, 1 Fetch, 8 OffsetCommit, ...).
 	ApiKeys []int32 `protobuf:"varint,1,rep,packed,name=api_keys,json=apiKeys,proto3" json:"api_keys,omitempty"`
 	// "REJECT" or "HOLD"; see SetGatesRequest.mode.
-	Mode          string `protobuf:"bytes,2,opt,name=mode,proto3" json:"mode,omitempty"`
+	Mode string `protobuf:"bytes,2,opt,name=mode,proto3" json:"mode,omitempty"`
+	// HOLD only: see SetGatesRequest.hold_budget. Unset: the proxy's own.
+	HoldBudget    *durationpb.Duration `protobuf:"bytes,3,opt,name=hold_budget,json=holdBudget,proto3" json:"hold_budget,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -581,6 +594,13 @@ func (x *Gate) GetMode() string {
 		return x.Mode
 	}
 	return ""
+}
+
+func (x *Gate) GetHoldBudget() *durationpb.Duration {
+	if x != nil {
+		return x.HoldBudget
+	}
+	return nil
 }
 
 // SwitchReport describes an applied switch.
@@ -862,10 +882,12 @@ const file_switchyard_v1_proxy_admin_proto_rawDesc = "" +
 	"\rSwitchRequest\x12\x18\n" +
 	"\acluster\x18\x01 \x01(\tR\acluster\"E\n" +
 	"\x0eSwitchResponse\x123\n" +
-	"\x06report\x18\x01 \x01(\v2\x1b.switchyard.v1.SwitchReportR\x06report\"@\n" +
+	"\x06report\x18\x01 \x01(\v2\x1b.switchyard.v1.SwitchReportR\x06report\"|\n" +
 	"\x0fSetGatesRequest\x12\x19\n" +
 	"\bapi_keys\x18\x01 \x03(\x05R\aapiKeys\x12\x12\n" +
-	"\x04mode\x18\x02 \x01(\tR\x04mode\";\n" +
+	"\x04mode\x18\x02 \x01(\tR\x04mode\x12:\n" +
+	"\vhold_budget\x18\x03 \x01(\v2\x19.google.protobuf.DurationR\n" +
+	"holdBudget\";\n" +
 	"\x10SetGatesResponse\x12'\n" +
 	"\x04gate\x18\x01 \x01(\v2\x13.switchyard.v1.GateR\x04gate\"\x13\n" +
 	"\x11ClearGatesRequest\"\x14\n" +
@@ -888,10 +910,12 @@ const file_switchyard_v1_proxy_admin_proto_rawDesc = "" +
 	"\x10in_flight_by_api\x18\f \x03(\v2-.switchyard.v1.ProxyStatus.InFlightByApiEntryR\rinFlightByApi\x1a@\n" +
 	"\x12InFlightByApiEntry\x12\x10\n" +
 	"\x03key\x18\x01 \x01(\x05R\x03key\x12\x14\n" +
-	"\x05value\x18\x02 \x01(\x03R\x05value:\x028\x01\"5\n" +
+	"\x05value\x18\x02 \x01(\x03R\x05value:\x028\x01\"q\n" +
 	"\x04Gate\x12\x19\n" +
 	"\bapi_keys\x18\x01 \x03(\x05R\aapiKeys\x12\x12\n" +
-	"\x04mode\x18\x02 \x01(\tR\x04mode\"\xd4\x02\n" +
+	"\x04mode\x18\x02 \x01(\tR\x04mode\x12:\n" +
+	"\vhold_budget\x18\x03 \x01(\v2\x19.google.protobuf.DurationR\n" +
+	"holdBudget\"\xd4\x02\n" +
 	"\fSwitchReport\x12\x12\n" +
 	"\x04from\x18\x01 \x01(\tR\x04from\x12\x0e\n" +
 	"\x02to\x18\x02 \x01(\tR\x02to\x124\n" +
@@ -949,34 +973,36 @@ var file_switchyard_v1_proxy_admin_proto_goTypes = []any{
 	(*VirtualBroker)(nil),         // 11: switchyard.v1.VirtualBroker
 	(*ClusterStatus)(nil),         // 12: switchyard.v1.ClusterStatus
 	nil,                           // 13: switchyard.v1.ProxyStatus.InFlightByApiEntry
-	(*timestamppb.Timestamp)(nil), // 14: google.protobuf.Timestamp
-	(*durationpb.Duration)(nil),   // 15: google.protobuf.Duration
+	(*durationpb.Duration)(nil),   // 14: google.protobuf.Duration
+	(*timestamppb.Timestamp)(nil), // 15: google.protobuf.Timestamp
 }
 var file_switchyard_v1_proxy_admin_proto_depIdxs = []int32{
 	8,  // 0: switchyard.v1.GetStatusResponse.status:type_name -> switchyard.v1.ProxyStatus
 	10, // 1: switchyard.v1.SwitchResponse.report:type_name -> switchyard.v1.SwitchReport
-	9,  // 2: switchyard.v1.SetGatesResponse.gate:type_name -> switchyard.v1.Gate
-	9,  // 3: switchyard.v1.ProxyStatus.gate:type_name -> switchyard.v1.Gate
-	10, // 4: switchyard.v1.ProxyStatus.last_switch:type_name -> switchyard.v1.SwitchReport
-	11, // 5: switchyard.v1.ProxyStatus.brokers:type_name -> switchyard.v1.VirtualBroker
-	12, // 6: switchyard.v1.ProxyStatus.clusters:type_name -> switchyard.v1.ClusterStatus
-	13, // 7: switchyard.v1.ProxyStatus.in_flight_by_api:type_name -> switchyard.v1.ProxyStatus.InFlightByApiEntry
-	14, // 8: switchyard.v1.SwitchReport.started:type_name -> google.protobuf.Timestamp
-	14, // 9: switchyard.v1.SwitchReport.applied:type_name -> google.protobuf.Timestamp
-	15, // 10: switchyard.v1.SwitchReport.duration:type_name -> google.protobuf.Duration
-	0,  // 11: switchyard.v1.ProxyAdminService.GetStatus:input_type -> switchyard.v1.GetStatusRequest
-	2,  // 12: switchyard.v1.ProxyAdminService.Switch:input_type -> switchyard.v1.SwitchRequest
-	4,  // 13: switchyard.v1.ProxyAdminService.SetGates:input_type -> switchyard.v1.SetGatesRequest
-	6,  // 14: switchyard.v1.ProxyAdminService.ClearGates:input_type -> switchyard.v1.ClearGatesRequest
-	1,  // 15: switchyard.v1.ProxyAdminService.GetStatus:output_type -> switchyard.v1.GetStatusResponse
-	3,  // 16: switchyard.v1.ProxyAdminService.Switch:output_type -> switchyard.v1.SwitchResponse
-	5,  // 17: switchyard.v1.ProxyAdminService.SetGates:output_type -> switchyard.v1.SetGatesResponse
-	7,  // 18: switchyard.v1.ProxyAdminService.ClearGates:output_type -> switchyard.v1.ClearGatesResponse
-	15, // [15:19] is the sub-list for method output_type
-	11, // [11:15] is the sub-list for method input_type
-	11, // [11:11] is the sub-list for extension type_name
-	11, // [11:11] is the sub-list for extension extendee
-	0,  // [0:11] is the sub-list for field type_name
+	14, // 2: switchyard.v1.SetGatesRequest.hold_budget:type_name -> google.protobuf.Duration
+	9,  // 3: switchyard.v1.SetGatesResponse.gate:type_name -> switchyard.v1.Gate
+	9,  // 4: switchyard.v1.ProxyStatus.gate:type_name -> switchyard.v1.Gate
+	10, // 5: switchyard.v1.ProxyStatus.last_switch:type_name -> switchyard.v1.SwitchReport
+	11, // 6: switchyard.v1.ProxyStatus.brokers:type_name -> switchyard.v1.VirtualBroker
+	12, // 7: switchyard.v1.ProxyStatus.clusters:type_name -> switchyard.v1.ClusterStatus
+	13, // 8: switchyard.v1.ProxyStatus.in_flight_by_api:type_name -> switchyard.v1.ProxyStatus.InFlightByApiEntry
+	14, // 9: switchyard.v1.Gate.hold_budget:type_name -> google.protobuf.Duration
+	15, // 10: switchyard.v1.SwitchReport.started:type_name -> google.protobuf.Timestamp
+	15, // 11: switchyard.v1.SwitchReport.applied:type_name -> google.protobuf.Timestamp
+	14, // 12: switchyard.v1.SwitchReport.duration:type_name -> google.protobuf.Duration
+	0,  // 13: switchyard.v1.ProxyAdminService.GetStatus:input_type -> switchyard.v1.GetStatusRequest
+	2,  // 14: switchyard.v1.ProxyAdminService.Switch:input_type -> switchyard.v1.SwitchRequest
+	4,  // 15: switchyard.v1.ProxyAdminService.SetGates:input_type -> switchyard.v1.SetGatesRequest
+	6,  // 16: switchyard.v1.ProxyAdminService.ClearGates:input_type -> switchyard.v1.ClearGatesRequest
+	1,  // 17: switchyard.v1.ProxyAdminService.GetStatus:output_type -> switchyard.v1.GetStatusResponse
+	3,  // 18: switchyard.v1.ProxyAdminService.Switch:output_type -> switchyard.v1.SwitchResponse
+	5,  // 19: switchyard.v1.ProxyAdminService.SetGates:output_type -> switchyard.v1.SetGatesResponse
+	7,  // 20: switchyard.v1.ProxyAdminService.ClearGates:output_type -> switchyard.v1.ClearGatesResponse
+	17, // [17:21] is the sub-list for method output_type
+	13, // [13:17] is the sub-list for method input_type
+	13, // [13:13] is the sub-list for extension type_name
+	13, // [13:13] is the sub-list for extension extendee
+	0,  // [0:13] is the sub-list for field type_name
 }
 
 func init() { file_switchyard_v1_proxy_admin_proto_init() }
