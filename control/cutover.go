@@ -745,9 +745,10 @@ func (ct *Controller) gateOf(spec *switchyardv1.CutoverSpec) *gateSpec {
 // flipGate is the gate in force while the sidecars switch. With consumer
 // groups, Fetch is refused too, from the flip until the groups have
 // rejoined on the target: a consumer that fetched with the position it had
-// on the source would read the wrong records there (the offsets differ),
-// while refused it retries, learns from the target's coordinator that it
-// is not a member, rejoins, and reads its committed (translated) offsets.
+// on the source would read the wrong records there (the offsets differ).
+// A refused Fetch is answered empty (proxy/gate.go); the consumer's
+// heartbeat tells it that it is no longer a member (proxy/members.go), it
+// rejoins and reads its committed (translated) offsets.
 func (ct *Controller) flipGate(spec *switchyardv1.CutoverSpec) *gateSpec {
 	g := ct.gateOf(spec)
 	if len(spec.GetGroups()) > 0 {

@@ -113,6 +113,14 @@ func (p *Proxy) admit(ctx context.Context, c *clientConn, hdr requestHeader, bod
 		if gated && p.gate.Mode == GateReject {
 			p.mu.Unlock()
 			p.m.gated.WithLabelValues(apiName(key), "reject").Inc()
+			if key == keyFetch {
+				// A refused Fetch is an empty long poll (rejectResponse):
+				// answered after its MaxWait, at most refusedFetchWait,
+				// or as soon as the gate changes.
+				if err := waitRefusedFetch(ctx, ch, hdr, body); err != nil {
+					return admission{}, err
+				}
+			}
 			return admission{reject: true}, nil
 		}
 		if !gated && !switching {
@@ -169,9 +177,10 @@ func (p *Proxy) admit(ctx context.Context, c *clientConn, hdr requestHeader, bod
 // Retriable errors a gate answers with, per API. Each is one that every
 // major client retries without surfacing it to the application:
 //   - Produce: NOT_ENOUGH_REPLICAS — nothing was written, retry after backoff.
-//   - Fetch, ListOffsets, OffsetForLeaderEpoch: NOT_LEADER_OR_FOLLOWER —
-//     clients refresh metadata and retry (the Java consumer treats most
-//     other fetch errors as fatal).
+//   - Fetch: no error at all — an empty long poll (see rejectResponse and
+//     waitRefusedFetch); the code below only marks Fetch gateable.
+//   - ListOffsets, OffsetForLeaderEpoch: NOT_LEADER_OR_FOLLOWER —
+//     clients refresh metadata and retry.
 //   - OffsetCommit, OffsetFetch, TxnOffsetCommit, InitProducerId,
 //     AddPartitionsToTxn, AddOffsetsToTxn, EndTxn: COORDINATOR_LOAD_IN_PROGRESS
 //     — retried against the same coordinator.
@@ -245,14 +254,25 @@ func rejectResponse(hdr requestHeader, body []byte) ([]byte, error) {
 			pr.Topics = append(pr.Topics, rt)
 		}
 	case *kmsg.FetchRequest:
+		// No error and no records: the client's position is presented
+		// as the end. An error would do harm: kafkajs answers
+		// NOT_LEADER_OR_FOLLOWER (and every other leadership error) by
+		// rejoining its group from each of its fetchers at once
+		// (consumerGroup.recoverFromFetch), and after a switch, when the
+		// new cluster does not know its member id, each of those joins
+		// obtains a member id of its own: the group gets members nobody
+		// heartbeats for, and every rebalance waits for their session
+		// timeout (30s) to expire them. Answered empty, kafkajs
+		// heartbeats after the fetch, is told UNKNOWN_MEMBER_ID
+		// (members.go) and rejoins once.
 		fr := resp.(*kmsg.FetchResponse)
 		for _, t := range r.Topics {
 			rt := kmsg.NewFetchResponseTopic()
 			rt.Topic, rt.TopicID = t.Topic, t.TopicID
 			for _, part := range t.Partitions {
 				rp := kmsg.NewFetchResponseTopicPartition()
-				rp.Partition, rp.ErrorCode = part.Partition, code
-				rp.HighWatermark = -1
+				rp.Partition = part.Partition
+				rp.HighWatermark, rp.LastStableOffset, rp.LogStartOffset = part.FetchOffset, part.FetchOffset, -1
 				rt.Partitions = append(rt.Partitions, rp)
 			}
 			fr.Topics = append(fr.Topics, rt)
@@ -369,4 +389,34 @@ func rejectResponse(hdr requestHeader, body []byte) ([]byte, error) {
 		f.SetInt(int64(code))
 	}
 	return responseFrame(hdr.Key, hdr.Version, hdr.CorrID, resp.AppendTo(nil)), nil
+}
+
+// refusedFetchWait bounds how long a refused Fetch waits before its empty
+// answer: a client that heartbeats from its fetch loop (kafkajs) hears of a
+// lost membership soon after a switch.
+const refusedFetchWait = time.Second
+
+// waitRefusedFetch waits as a broker with nothing to return would: for the
+// Fetch's MaxWait (at most refusedFetchWait), or until the proxy's state
+// changes (ch: a gate lifted, a switch), so that the client does not spin
+// on empty answers and fetches at once when the gate lifts.
+func waitRefusedFetch(ctx context.Context, ch <-chan struct{}, hdr requestHeader, body []byte) error {
+	wait := refusedFetchWait
+	req := kmsg.NewPtrFetchRequest()
+	req.SetVersion(hdr.Version)
+	if err := req.ReadFrom(body); err == nil {
+		wait = min(wait, time.Duration(max(req.MaxWaitMillis, 0))*time.Millisecond)
+	}
+	if wait <= 0 {
+		return nil
+	}
+	t := time.NewTimer(wait)
+	defer t.Stop()
+	select {
+	case <-t.C:
+	case <-ch:
+	case <-ctx.Done():
+		return ctx.Err()
+	}
+	return nil
 }

@@ -77,7 +77,7 @@ func TestGateRejectProduceRetries(t *testing.T) {
 // every version both kmsg and the clusters support, a request through a
 // proxy that rejects that key, and decodes the answer at that version. Each
 // error code on the wire carries the key's retriable code from gateErrors
-// (Fetch's top-level code, a session error, stays NONE), and per-partition
+// (Fetch: none, an empty answer; checkEmptyFetch), and per-partition
 // answers name exactly the request's topics and partitions.
 func TestGateRejectResponsesWellFormed(t *testing.T) {
 	source, target := kafkatest.Pair(t)
@@ -117,7 +117,11 @@ func TestGateRejectResponsesWellFormed(t *testing.T) {
 					t.Fatalf("re-decode request: %v", err)
 				}
 				resp := rc.roundTrip(req)
-				checkErrorCodes(t, key, resp, code)
+				if key == keyFetch {
+					checkEmptyFetch(t, wire.(*kmsg.FetchRequest), resp.(*kmsg.FetchResponse))
+				} else {
+					checkErrorCodes(t, key, resp, code)
+				}
 				switch {
 				case perPartition[key] || (key == keyOffsetFetch && v < 2):
 					// OffsetFetch v0-1 has no top-level error code: the
@@ -600,4 +604,92 @@ func checkErrorCodes(t *testing.T, key int16, resp kmsg.Response, code int16) {
 	if carried == 0 {
 		t.Errorf("no error code on the wire carries %v: a client would take the answer as success", kerr.ErrorForCode(code))
 	}
+}
+
+// checkEmptyFetch checks a refused Fetch's answer: no error anywhere, no
+// records, and each partition's position presented as its end.
+func checkEmptyFetch(t *testing.T, req *kmsg.FetchRequest, resp *kmsg.FetchResponse) {
+	t.Helper()
+	if resp.ErrorCode != 0 {
+		t.Errorf("top-level error %v, want none", kerr.ErrorForCode(resp.ErrorCode))
+	}
+	offsets := map[int32]int64{}
+	for _, rt := range req.Topics {
+		for _, p := range rt.Partitions {
+			offsets[p.Partition] = p.FetchOffset
+		}
+	}
+	for _, rt := range resp.Topics {
+		for _, p := range rt.Partitions {
+			if p.ErrorCode != 0 || len(p.RecordBatches) != 0 {
+				t.Errorf("partition %d: error %v, %d bytes of records; want an empty answer", p.Partition, kerr.ErrorForCode(p.ErrorCode), len(p.RecordBatches))
+			}
+			lso := p.LastStableOffset
+			if resp.Version < 4 { // no last stable offset before v4
+				lso = offsets[p.Partition]
+			}
+			if want := offsets[p.Partition]; p.HighWatermark != want || lso != want {
+				t.Errorf("partition %d: high watermark %d, last stable offset %d; want the fetch offset %d", p.Partition, p.HighWatermark, p.LastStableOffset, want)
+			}
+		}
+	}
+}
+
+// TestGateRefusedFetchIsEmptyLongPoll: under a REJECT gate on Fetch, a
+// Fetch is answered as a broker with nothing to return answers it — no
+// error, no records, after its MaxWait — and the answer comes at once when
+// the gate lifts. An error here made kafkajs rejoin its group from every
+// fetcher at once after a switch, each join with a member id of its own,
+// and the group wait 30s and more for the members nobody heartbeat for
+// (docs/COMPATIBILITY.md, kafkajs).
+func TestGateRefusedFetchIsEmptyLongPoll(t *testing.T) {
+	source, _ := kafkatest.Pair(t)
+	topic := kafkatest.Topic(t, "emptyfetch")
+	source.CreateTopic(t, topic, 1)
+	tp := startProxy(t, source, nil)
+	if err := tp.SetGate(Gate{APIKeys: []int16{keyFetch}, Mode: GateReject}); err != nil {
+		t.Fatal(err)
+	}
+	rc := dialWire(t, tp.Addr().String(), "empty-fetch")
+	fetch := func(maxWait int32) *kmsg.FetchRequest {
+		req := kmsg.NewPtrFetchRequest()
+		req.Version, req.ReplicaID, req.MaxWaitMillis, req.MaxBytes = 11, -1, maxWait, 1<<20
+		req.SessionEpoch = -1
+		rt := kmsg.NewFetchRequestTopic()
+		rt.Topic = topic
+		rp := kmsg.NewFetchRequestTopicPartition()
+		rp.Partition, rp.FetchOffset, rp.PartitionMaxBytes, rp.CurrentLeaderEpoch = 0, 42, 1<<20, -1
+		rt.Partitions = append(rt.Partitions, rp)
+		req.Topics = append(req.Topics, rt)
+		return req
+	}
+	req := fetch(200)
+	start := time.Now()
+	resp := rc.roundTrip(req).(*kmsg.FetchResponse)
+	if took := time.Since(start); took < 200*time.Millisecond {
+		t.Errorf("answered after %v, want no sooner than its MaxWait (200ms): a client would spin on empty answers", took)
+	}
+	checkEmptyFetch(t, req, resp)
+
+	// A long MaxWait: the answer waits for the gate to lift, not for the
+	// MaxWait, nor for longer than refusedFetchWait.
+	rejects := func() float64 {
+		return gatheredValue(t, tp.reg, "switchyard_proxy_gated_requests_total", "api_key", "Fetch", "outcome", "reject")
+	}
+	before := rejects()
+	req = fetch(60000)
+	corr := rc.send(req)
+	eventually(t, 10*time.Second, "the second fetch refused", func() error {
+		if rejects() == before {
+			return fmt.Errorf("not yet")
+		}
+		return nil
+	})
+	tp.ClearGate()
+	start = time.Now()
+	resp = rc.recv(req, corr).(*kmsg.FetchResponse)
+	if took := time.Since(start); took > refusedFetchWait {
+		t.Errorf("answered %v after the gate lifted, want at once", took)
+	}
+	checkEmptyFetch(t, req, resp)
 }

@@ -56,11 +56,26 @@ function parseArgs(argv) {
   return a;
 }
 
-// kafkajs logs through a JSON logCreator; route everything to stderr.
+// kafkajs logs through a JSON logCreator; route everything to stderr, and
+// to a file of its own under $KAFKAJS_LOG_DIR when that is set (the client
+// bed keeps only a tail of stderr). $KAFKAJS_LOG_LEVEL (ERROR, WARN, INFO,
+// DEBUG; WARN by default) sets how much kafkajs says: INFO shows every group
+// join with its member id, DEBUG every request.
+const fs = require('fs');
+const path = require('path');
+let logFile = null;
+if (process.env.KAFKAJS_LOG_DIR) {
+  const prefixAt = process.argv.indexOf('--prefix');
+  const name = `${prefixAt > 0 ? process.argv[prefixAt + 1] : CLIENT}-${process.pid}.log`;
+  logFile = fs.openSync(path.join(process.env.KAFKAJS_LOG_DIR, name), 'a');
+}
 const logCreator = () => ({ level, log: entry }) => {
   const { message, ...extra } = entry;
-  process.stderr.write(`[${CLIENT}] ${logLevel[level] || level} ${message} ${JSON.stringify(extra)}\n`);
+  const line = `[${CLIENT}] ${logLevel[level] || level} ${message} ${JSON.stringify(extra)}\n`;
+  process.stderr.write(line);
+  if (logFile !== null) fs.writeSync(logFile, line);
 };
+const kafkajsLogLevel = logLevel[(process.env.KAFKAJS_LOG_LEVEL || 'WARN').toUpperCase()] ?? logLevel.WARN;
 
 function withDeadline(promise, deadline, what) {
   const left = deadline - Date.now();
@@ -260,6 +275,14 @@ async function live(kafka, a) {
   consumer.on(consumer.events.CRASH, (e) => {
     liveError('consume', `consumer crashed: ${e.payload.error && e.payload.error.message}`, -1, true);
   });
+  if (logFile !== null) {
+    // Diagnostics ($KAFKAJS_LOG_DIR): the group's joins, commits and batches.
+    for (const name of ['GROUP_JOIN', 'COMMIT_OFFSETS', 'REBALANCING', 'START_BATCH_PROCESS']) {
+      consumer.on(consumer.events[name], (e) => {
+        fs.writeSync(logFile, `[${CLIENT}] event ${name} ${new Date(e.timestamp).toISOString()} ${JSON.stringify(e.payload)}\n`);
+      });
+    }
+  }
   await producer.connect();
   // The partitions, to place each record of a send (kafkajs reports one base
   // offset per partition per send; see produce()).
@@ -332,7 +355,7 @@ async function main() {
   const kafka = new Kafka({
     clientId: `clientbed-${CLIENT}`,
     brokers: a.bootstrap.split(','),
-    logLevel: logLevel.WARN,
+    logLevel: kafkajsLogLevel,
     logCreator,
   });
   if (a.mode === 'live') {
