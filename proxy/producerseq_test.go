@@ -189,14 +189,8 @@ func partitionValues(ctx context.Context, t *testing.T, c *kafkatest.Cluster, to
 // the new cluster with it, so the batch is written, not wrapped into an
 // endless OUT_OF_ORDER_SEQUENCE_NUMBER.
 func TestRemapFollowsClientEpochBump(t *testing.T) {
-	source, target := kafkatest.Pair(t)
-	topic := kafkatest.Topic(t, "bump")
-	source.CreateTopic(t, topic, 1)
-	target.CreateTopic(t, topic, 1)
-	tp := startProxy(t, source, target)
-	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
-	defer cancel()
-	p := newSeqProducer(t, tp, topic)
+	ctx, tp, p, target := seqSetup(t, "bump", 1)
+	topic := p.topic
 	if ec := p.send(0, 0, 0, 5); ec != 0 {
 		t.Fatalf("on the source: %v", kerr.ErrorForCode(ec))
 	}

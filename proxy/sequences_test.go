@@ -339,16 +339,10 @@ func FuzzProduceSequences(f *testing.F) {
 // "move" (kafkajs) would write it twice. Other requests (Metadata) are still
 // served.
 func TestOrphanBrokerAnswersNotLeader(t *testing.T) {
-	source, target := kafkatest.Pair(t)
-	topic := kafkatest.Topic(t, "orphan")
 	// As many partitions as the target has brokers: whichever broker an
 	// orphan's request reached would lead one of them.
-	source.CreateTopic(t, topic, 3)
-	target.CreateTopic(t, topic, 3)
-	tp := startProxy(t, source, target)
-	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
-	defer cancel()
-	p := newSeqProducer(t, tp, topic)
+	ctx, tp, p, target := seqSetup(t, "orphan", 3)
+	topic := p.topic
 	before := p.brokers()
 	// Connections opened before the switch, as a client's are.
 	conns := map[int32]*wireConn{}
