@@ -299,6 +299,9 @@ func answerWith(hdr requestHeader, body []byte, code int16, fetchError bool) ([]
 				rp := kmsg.NewFetchResponseTopicPartition()
 				rp.Partition = part.Partition
 				rp.HighWatermark, rp.LastStableOffset, rp.LogStartOffset = part.FetchOffset, part.FetchOffset, -1
+				// An empty record set, not a null one: librdkafka 2.0
+				// fails the whole response on a record set size of -1.
+				rp.RecordBatches = []byte{}
 				if fetchError {
 					rp.ErrorCode, rp.HighWatermark, rp.LastStableOffset = code, -1, -1
 				}
