@@ -137,12 +137,20 @@ func (p *Proxy) seqGateFor(rm *remappedProducer, e *producerEntry, tp topicParti
 		rm.parts = map[topicPartition]*seqGate{}
 	}
 	id, epoch = rm.id, rm.epoch+(cepoch-rm.clientEpoch)
+	if cepoch < rm.lastClientEpoch {
+		// A batch of an older epoch, still on its way after the client
+		// bumped: rebased on what its own epoch acknowledged, and kept out
+		// of rm.parts, which holds the current epoch's gates (its base
+		// there would make the new epoch's first batch, at sequence 0,
+		// look like a duplicate).
+		return id, epoch, &seqGate{base: acked}, true
+	}
 	g, ok := rm.parts[tp]
 	if !ok {
 		g = &seqGate{base: acked}
 		rm.parts[tp] = g
 	}
-	return id, epoch, g, cepoch < rm.lastClientEpoch
+	return id, epoch, g, false
 }
 
 // admitFirst decides a partition's first batch on a cluster that has not
