@@ -8,6 +8,7 @@ import (
 	"fmt"
 	"io"
 	"os/exec"
+	"slices"
 	"strconv"
 	"strings"
 	"sync"
@@ -40,6 +41,22 @@ import (
 // commands on stdin, one per line: "stop-produce" stops sending and waits
 // for every delivery report; "stop" (or end of input) closes the consumer
 // — which commits its auto-commit position — and exits. Logs go to stderr.
+//
+// With
+//
+//	--transactional-id ID --txn-records N [--txn-abort-every M]
+//
+// (the clients TransactionalClients names) the producer is transactional
+// instead: transactional.id ID, one transaction per N records, committed,
+// except every M-th transaction (M > 0), which the application aborts once
+// its records are written (flush, then abort). An "ack" is printed only for
+// a record whose transaction committed, once the commit returned; the
+// records of an aborted transaction are printed as
+//
+//	{"ev":"abort","seq":7,"p":2,"o":41}               record 7 was written at 2/41, then aborted
+//
+// and a transaction that fails to end gives one produce error per record.
+// The consumer reads with isolation.level=read_committed.
 
 // LiveSpec describes one live client instance.
 type LiveSpec struct {
@@ -63,6 +80,25 @@ type LiveSpec struct {
 	// 3 retries 100ms apart) to span at least this long; see SaramaRetries.
 	// 0 keeps the library's defaults.
 	RetryBudget time.Duration
+	// TransactionalID, when set, makes the producer transactional (only
+	// the clients TransactionalClients names): one transaction per
+	// TxnRecords records (0 means DefaultTxnRecords), committed, except
+	// every TxnAbortEvery-th one (0: none), which is aborted once its
+	// records are written. The consumer then reads read_committed. It must
+	// be unique per instance.
+	TransactionalID string
+	TxnRecords      int
+	TxnAbortEvery   int
+}
+
+// DefaultTxnRecords is the records per transaction of a transactional live
+// producer.
+const DefaultTxnRecords = 20
+
+// TransactionalClients returns the clients whose live mode has a
+// transactional producer (LiveSpec.TransactionalID).
+func TransactionalClients() []Client {
+	return []Client{ConfluentKafkaPython, Java}
 }
 
 func (s LiveSpec) withDefaults() LiveSpec {
@@ -71,6 +107,9 @@ func (s LiveSpec) withDefaults() LiveSpec {
 	}
 	if s.Interval == 0 {
 		s.Interval = 5 * time.Millisecond
+	}
+	if s.TransactionalID != "" && s.TxnRecords == 0 {
+		s.TxnRecords = DefaultTxnRecords
 	}
 	return s
 }
@@ -85,6 +124,9 @@ func (s LiveSpec) check() error {
 	}
 	if s.Keys < 1 || s.Interval <= 0 {
 		errs = append(errs, fmt.Errorf("keys %d, interval %v: want positive", s.Keys, s.Interval))
+	}
+	if s.TransactionalID != "" && (s.TxnRecords < 1 || s.TxnAbortEvery < 0) {
+		errs = append(errs, fmt.Errorf("txn records %d, abort every %d: want positive, and not negative", s.TxnRecords, s.TxnAbortEvery))
 	}
 	return errors.Join(errs...)
 }
@@ -132,8 +174,12 @@ type LiveReport struct {
 	Client  Client
 	Library string
 	Spec    LiveSpec
-	// Acks are the acknowledged records, in the order reported.
+	// Acks are the acknowledged records, in the order reported (for a
+	// transactional producer: the records of committed transactions).
 	Acks []Ack
+	// Aborted are the records of the transactions the application aborted,
+	// where their delivery reports placed them (transactional producers).
+	Aborted []Ack
 	// Records are the consumed records, in the order delivered.
 	Records []LiveRecord
 	Errors  []LiveError
@@ -180,7 +226,7 @@ type Live struct {
 
 func newLive(c Client, spec LiveSpec) *Live {
 	l := &Live{client: c, spec: spec, log: newTail(256 << 10), produced: make(chan struct{}), done: make(chan struct{})}
-	l.rep = LiveReport{Client: c, Spec: spec, Acks: []Ack{}, Records: []LiveRecord{}, Errors: []LiveError{}}
+	l.rep = LiveReport{Client: c, Spec: spec, Acks: []Ack{}, Aborted: []Ack{}, Records: []LiveRecord{}, Errors: []LiveError{}}
 	return l
 }
 
@@ -194,6 +240,9 @@ func StartLive(ctx context.Context, c Client, spec LiveSpec) (*Live, error) {
 	}
 	if err := Available(c); err != nil {
 		return nil, err
+	}
+	if spec.TransactionalID != "" && !slices.Contains(TransactionalClients(), c) {
+		return nil, fmt.Errorf("%s: no transactional live mode (clients with one: %v)", c, TransactionalClients())
 	}
 	switch c {
 	case FranzGo:
@@ -221,6 +270,7 @@ func (l *Live) Report() LiveReport {
 	defer l.mu.Unlock()
 	r := l.rep
 	r.Acks = append([]Ack(nil), r.Acks...)
+	r.Aborted = append([]Ack(nil), r.Aborted...)
 	r.Records = append([]LiveRecord(nil), r.Records...)
 	r.Errors = append([]LiveError(nil), r.Errors...)
 	r.Log = l.log.String()
@@ -260,6 +310,12 @@ func (l *Live) Done() <-chan struct{} { return l.done }
 func (l *Live) addAck(a Ack) {
 	l.mu.Lock()
 	l.rep.Acks = append(l.rep.Acks, a)
+	l.mu.Unlock()
+}
+
+func (l *Live) addAborted(a Ack) {
+	l.mu.Lock()
+	l.rep.Aborted = append(l.rep.Aborted, a)
 	l.mu.Unlock()
 }
 
@@ -308,6 +364,11 @@ func (l *Live) apply(line []byte) error {
 			return fmt.Errorf("ack without seq: %q", line)
 		}
 		l.addAck(Ack{Seq: *ev.Seq, Partition: ev.P, Offset: ev.O})
+	case "abort":
+		if ev.Seq == nil {
+			return fmt.Errorf("abort without seq: %q", line)
+		}
+		l.addAborted(Ack{Seq: *ev.Seq, Partition: ev.P, Offset: ev.O})
 	case "rec":
 		l.addRecord(LiveRecord{Partition: ev.P, Offset: ev.O, Key: ev.K, Value: ev.V})
 	case "err":
@@ -327,7 +388,7 @@ func (l *Live) apply(line []byte) error {
 
 // liveArgs is the command line of an external program in live mode.
 func liveArgs(spec LiveSpec) []string {
-	return []string{"--mode", "live",
+	args := []string{"--mode", "live",
 		"--bootstrap", strings.Join(spec.Bootstrap, ","),
 		"--topic", spec.Topic,
 		"--group", spec.Group,
@@ -335,6 +396,12 @@ func liveArgs(spec LiveSpec) []string {
 		"--prefix", spec.Prefix,
 		"--interval-ms", strconv.FormatInt(max(1, spec.Interval.Milliseconds()), 10),
 	}
+	if spec.TransactionalID != "" {
+		args = append(args, "--transactional-id", spec.TransactionalID,
+			"--txn-records", strconv.Itoa(spec.TxnRecords),
+			"--txn-abort-every", strconv.Itoa(spec.TxnAbortEvery))
+	}
+	return args
 }
 
 // startProgramLive runs an external client program in live mode. Its

@@ -26,6 +26,9 @@ type checkInput struct {
 	// Committed and End are the group's committed offsets and the topic's
 	// end offsets on the target after the clients stopped.
 	Committed, End map[int32]int64
+	// TargetLog, for transactional runs, is the target's log read
+	// read_uncommitted: the records of transactions aborted there too.
+	TargetLog []stored
 }
 
 // runResult is what one run proved; the counts are the numbers
@@ -40,6 +43,9 @@ type runResult struct {
 	FlipDelayMS int64  `json:"flip_delay_ms"`
 	GateMode    string `json:"gate_mode"`
 	ColdStart   bool   `json:"cold_start,omitempty"`
+	// Transactional: the producers were transactional (COMPAT_TRANSACTIONAL);
+	// Acked then counts the records of committed transactions.
+	Transactional bool `json:"transactional,omitempty"`
 	// Settings names what the run changed from the library's defaults.
 	Settings string `json:"settings,omitempty"`
 
@@ -85,6 +91,18 @@ type runResult struct {
 	// is not its end offset once everything was consumed, and group
 	// offsets the cutover synced inexactly.
 	PositionErrors int `json:"position_errors"`
+	// Aborted counts the records of the transactions the application
+	// aborted (transactional producers). AbortedVisible counts those a
+	// read_committed read of either cluster returned, AbortedDelivered
+	// the deliveries of one to the group.
+	Aborted          int `json:"aborted,omitempty"`
+	AbortedVisible   int `json:"aborted_visible,omitempty"`
+	AbortedDelivered int `json:"aborted_delivered,omitempty"`
+	// AbortedOnTarget counts the aborted records the target's log holds
+	// (read_uncommitted): transactions aborted on the target, after the
+	// flip (the mirror copies committed records only). Not a failure: it
+	// shows the invisibility check had records to hide there.
+	AbortedOnTarget int `json:"aborted_on_target,omitempty"`
 
 	// Stalled is true when an instance had fewer than 100 acks within 90s
 	// after the cutover ended.
@@ -111,7 +129,7 @@ type runResult struct {
 // failed reports whether any invariant was broken.
 func (r *runResult) failed() bool {
 	return r.Stalled || r.Lost+r.Duplicated+r.Misplaced+r.OrderViolations+r.Malformed+r.Unreported+r.ProduceErrors+r.ConsumeErrors+
-		r.ClientErrors+r.FatalErrors+r.ConsumerDuplicates+r.ConsumerMissed+r.PositionErrors > 0
+		r.ClientErrors+r.FatalErrors+r.ConsumerDuplicates+r.ConsumerMissed+r.PositionErrors+r.AbortedVisible+r.AbortedDelivered > 0
 }
 
 // notices are errors a library hands the application by design when its
@@ -171,13 +189,17 @@ func parseValue(v string) (prefix string, seq int, ok bool) {
 // target exactly once, in each producer's order per partition, at the
 // position its ack named (on the source before the flip, on the target
 // after); no error surfaced; the group delivered every acknowledged record
-// exactly once and committed the end of every partition.
+// exactly once and committed the end of every partition; no record of an
+// aborted transaction on either cluster (read_committed) or delivered to
+// the group.
 func check(in checkInput, r *runResult) {
 	var p problems
 	acked := map[string]bool{}
+	aborted := map[string]bool{}
 	for _, rep := range in.Reports {
 		r.Sent += rep.Sent
 		r.Acked += len(rep.Acks)
+		r.Aborted += len(rep.Aborted)
 		withSeq := map[int]bool{}
 		noticed := false
 		for _, e := range rep.Errors {
@@ -211,7 +233,16 @@ func check(in checkInput, r *runResult) {
 			acked[v] = true
 			delete(withSeq, a.Seq)
 		}
-		if n := rep.Sent - len(rep.Acks) - len(withSeq); n > 0 {
+		for _, a := range rep.Aborted {
+			v := fmt.Sprintf("%s-%d", rep.Spec.Prefix, a.Seq)
+			if acked[v] || aborted[v] {
+				r.Malformed++
+				p.add("acknowledged and aborted, or aborted twice", "%s", v)
+			}
+			aborted[v] = true
+			delete(withSeq, a.Seq)
+		}
+		if n := rep.Sent - len(rep.Acks) - len(rep.Aborted) - len(withSeq); n > 0 {
 			r.Unreported += n
 			p.add("no delivery report", "%s %s: %d of %d records sent", rep.Client, rep.Spec.Prefix, n, rep.Sent)
 		}
@@ -277,6 +308,26 @@ func check(in checkInput, r *runResult) {
 		}
 	}
 
+	// Aborted transactions stay invisible: on both clusters read
+	// read_committed, and to the group, which reads read_committed.
+	for _, side := range []struct {
+		name string
+		recs []stored
+	}{{"source", in.Source}, {"target", in.Target}} {
+		for _, s := range side.recs {
+			if aborted[s.Value] {
+				r.AbortedVisible++
+				p.add("aborted record visible", "%s on the %s at %d/%d (read_committed)", s.Value, side.name, s.Partition, s.Offset)
+			}
+		}
+	}
+
+	for _, s := range in.TargetLog {
+		if aborted[s.Value] {
+			r.AbortedOnTarget++
+		}
+	}
+
 	// The consumers.
 	delivered := map[string]int{}
 	for _, rep := range in.Reports {
@@ -288,6 +339,10 @@ func check(in checkInput, r *runResult) {
 			}
 			if delivered[rec.Value] > 1 {
 				r.ConsumerDuplicates++
+			}
+			if aborted[rec.Value] {
+				r.AbortedDelivered++
+				p.add("aborted record delivered", "%s (to %s, at %d/%d)", rec.Value, rep.Spec.Prefix, rec.Partition, rec.Offset)
 			}
 		}
 	}

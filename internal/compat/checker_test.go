@@ -79,6 +79,51 @@ func TestCheck(t *testing.T) {
 		})
 	}
 
+	// A transactional run: seq 3 was written at 0/3 of the target in a
+	// transaction the application aborted; read_committed hides it.
+	txn := func() checkInput {
+		in := clean()
+		in.Reports[0].Sent = 4
+		in.Reports[0].Aborted = []clientbed.Ack{{Seq: 3, Partition: 0, Offset: 3}}
+		in.Committed[0], in.End[0] = 5, 5 // the record and the abort marker
+		in.TargetLog = append(append([]stored(nil), in.Target...), stored{0, 3, "i0-3"})
+		return in
+	}
+	for _, tc := range []struct {
+		name   string
+		mutate func(*checkInput)
+		want   func(r *runResult) int
+	}{
+		{"aborted record on the target", func(in *checkInput) { in.Target = append(in.Target, stored{0, 3, "i0-3"}) },
+			func(r *runResult) int { return r.AbortedVisible }},
+		{"aborted record on the source", func(in *checkInput) { in.Source = append(in.Source, stored{0, 2, "i0-3"}) },
+			func(r *runResult) int { return r.AbortedVisible }},
+		{"aborted record delivered", func(in *checkInput) {
+			in.Reports[0].Records = append(in.Reports[0].Records, clientbed.LiveRecord{Partition: 0, Offset: 3, Value: "i0-3"})
+		}, func(r *runResult) int { return r.AbortedDelivered }},
+		{"acknowledged and aborted", func(in *checkInput) {
+			in.Reports[0].Aborted = append(in.Reports[0].Aborted, clientbed.Ack{Seq: 2, Partition: 0, Offset: 2})
+			in.Reports[0].Sent = 4
+		}, func(r *runResult) int { return r.Malformed }},
+		{"unreported beside an abort", func(in *checkInput) { in.Reports[0].Sent = 5 }, func(r *runResult) int { return r.Unreported }},
+	} {
+		t.Run("transactional/"+tc.name, func(t *testing.T) {
+			in := txn()
+			var r runResult
+			check(in, &r)
+			if r.failed() || len(r.Problems) > 0 || r.Aborted != 1 || r.AbortedOnTarget != 1 {
+				t.Fatalf("clean transactional run failed (or its abort was not counted): %+v", r)
+			}
+			in = txn()
+			tc.mutate(&in)
+			r = runResult{}
+			check(in, &r)
+			if got := tc.want(&r); got != 1 || !r.failed() {
+				t.Errorf("counted %d, failed %v, want 1 and failed: %+v", got, r.failed(), r)
+			}
+		})
+	}
+
 	t.Run("one notice per member", func(t *testing.T) {
 		in := clean()
 		in.Reports[0].Client = clientbed.FranzGo

@@ -6,9 +6,15 @@
 #   make test-compat-kfake   the same on in-process kfake clusters
 #
 # COMPAT_CLIENTS, COMPAT_SEED, COMPAT_INSTANCES, COMPAT_GATE_MODE,
-# COMPAT_SARAMA_DEFAULTS and COMPAT_RESULTS pass through (see
-# internal/compat/compat_test.go). `make test` runs one run per client, on
-# kfake (test-go) and on real Kafka (test-real).
+# COMPAT_SARAMA_DEFAULTS, COMPAT_COLD_START, COMPAT_TRANSACTIONAL and
+# COMPAT_RESULTS pass through (see internal/compat/compat_test.go). `make
+# test` runs one run per client, on kfake (test-go) and on real Kafka
+# (test-real).
+#
+#   COMPAT_TRANSACTIONAL=1 make test-compat   transactional producers (java,
+#                            confluent-kafka-python; the others skipped): a
+#                            transaction per 20 records, every 10th aborted,
+#                            the group read_committed
 COMPAT_RUNS ?= 10
 
 .PHONY: test-compat test-compat-kfake

@@ -13,6 +13,7 @@ import (
 	"time"
 
 	"github.com/twmb/franz-go/pkg/kadm"
+	"github.com/twmb/franz-go/pkg/kgo"
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/credentials/insecure"
 	"google.golang.org/grpc/metadata"
@@ -37,6 +38,14 @@ import (
 //	                  without waiting for its first commit, and with no delay
 //	COMPAT_SARAMA_DEFAULTS=1  run sarama with its default retries (3, 100ms
 //	                  apart), which do not outlast a REJECT gate
+//	COMPAT_TRANSACTIONAL=1  transactional producers (the clients of
+//	                  clientbed.TransactionalClients; the others are
+//	                  skipped): transactional.id unique per instance, a
+//	                  transaction per 20 records, committed, every 10th
+//	                  aborted once its records are written; the group reads
+//	                  read_committed. Acknowledged then means committed, and
+//	                  no aborted record may be on either cluster or reach
+//	                  the group
 type settings struct {
 	// quick is the default matrix of `make test`: neither COMPAT_RUNS nor
 	// COMPAT_CLIENTS given.
@@ -48,7 +57,15 @@ type settings struct {
 	results         string
 	saramaDefaults  bool
 	coldStart       bool
+	transactional   bool
 }
+
+// The transactions of COMPAT_TRANSACTIONAL=1: records per transaction, and
+// every how many transactions one is aborted.
+const (
+	txnRecords    = 20
+	txnAbortEvery = 10
+)
 
 func loadSettings(t *testing.T) settings {
 	t.Helper()
@@ -85,6 +102,7 @@ func loadSettings(t *testing.T) settings {
 	}
 	s.saramaDefaults = os.Getenv("COMPAT_SARAMA_DEFAULTS") == "1"
 	s.coldStart = os.Getenv("COMPAT_COLD_START") == "1"
+	s.transactional = os.Getenv("COMPAT_TRANSACTIONAL") == "1"
 	if v := os.Getenv("COMPAT_GATE_MODE"); v != "" {
 		s.gateMode = strings.ToUpper(v)
 	}
@@ -113,8 +131,8 @@ func needClient(t *testing.T, c clientbed.Client) {
 // results and the commands.
 func TestCompatibility(t *testing.T) {
 	s := loadSettings(t)
-	t.Logf("compat: seed %d (COMPAT_SEED=%d repeats the flip timing), %d run(s) per client, %d instances, gate %s, backend %s, cold start %v",
-		s.seed, s.seed, s.runs, s.instances, s.gateMode, kafkatest.Backend(), s.coldStart)
+	t.Logf("compat: seed %d (COMPAT_SEED=%d repeats the flip timing), %d run(s) per client, %d instances, gate %s, backend %s, "+
+		"cold start %v, transactional %v", s.seed, s.seed, s.runs, s.instances, s.gateMode, kafkatest.Backend(), s.coldStart, s.transactional)
 	rng := rand.New(rand.NewPCG(s.seed, 0x5717c4))
 	for _, c := range s.clients {
 		// Draw every client's delays up front: a skipped client does not
@@ -128,6 +146,9 @@ func TestCompatibility(t *testing.T) {
 		}
 		t.Run(string(c), func(t *testing.T) {
 			needClient(t, c)
+			if s.transactional && !slices.Contains(clientbed.TransactionalClients(), c) {
+				t.Skipf("COMPAT_TRANSACTIONAL=1: %s has no transactional live mode (clients with one: %v)", c, clientbed.TransactionalClients())
+			}
 			if why := knownBroken[kafkatest.Backend()][c]; why != "" && s.quick {
 				t.Skipf("known failure, left out of the quick matrix: %s (COMPAT_CLIENTS=%s make test-compat runs it)", why, c)
 			}
@@ -135,7 +156,7 @@ func TestCompatibility(t *testing.T) {
 			for i, d := range delays {
 				t.Run(fmt.Sprintf("run-%d", i), func(t *testing.T) {
 					r := &runResult{Client: string(c), Backend: kafkatest.Backend(), Seed: s.seed, Run: i,
-						FlipDelayMS: d.Milliseconds(), GateMode: s.gateMode, ColdStart: s.coldStart}
+						FlipDelayMS: d.Milliseconds(), GateMode: s.gateMode, ColdStart: s.coldStart, Transactional: s.transactional}
 					// Recorded however the run ends: a run that stopped
 					// early counts as failed (Completed false).
 					defer func() {
@@ -191,16 +212,26 @@ func summarize(t *testing.T, rs []*runResult) {
 		sum.ConsumerDuplicates += r.ConsumerDuplicates
 		sum.ConsumerMissed += r.ConsumerMissed
 		sum.PositionErrors += r.PositionErrors
+		sum.Aborted += r.Aborted
+		sum.AbortedVisible += r.AbortedVisible
+		sum.AbortedDelivered += r.AbortedDelivered
+		sum.AbortedOnTarget += r.AbortedOnTarget
 		windows = append(windows, r.BlockWindowMS)
 		if r.failed() || r.Cutover != "done" || !r.Settled || !r.Completed {
 			failed++
 		}
 	}
 	slices.Sort(windows)
-	t.Logf("SUMMARY %s (%s%s) on %s, gate %s: %d runs (%d failed); acked %d (%d after the flip); lost %d, duplicated %d, "+
+	txn := ""
+	if rs[0].Transactional {
+		txn = fmt.Sprintf(" transactional (committed records acked; %d records of aborted transactions, %d of them aborted on "+
+			"the target, visible on a cluster %d, delivered to the group %d)", sum.Aborted, sum.AbortedOnTarget, sum.AbortedVisible,
+			sum.AbortedDelivered)
+	}
+	t.Logf("SUMMARY %s (%s%s) on %s, gate %s:%s %d runs (%d failed); acked %d (%d after the flip); lost %d, duplicated %d, "+
 		"order %d, misplaced %d; notices %d; errors surfaced: produce %d, consume %d, client %d; consumed %d, consumer duplicates %d, "+
 		"missed %d; position errors %d; block window ms min %d median %d max %d",
-		rs[0].Client, rs[0].Library, settingsNote(rs[0].Settings), rs[0].Backend, rs[0].GateMode, len(rs), failed, sum.Acked, sum.AckedAfterFlip,
+		rs[0].Client, rs[0].Library, settingsNote(rs[0].Settings), rs[0].Backend, rs[0].GateMode, txn, len(rs), failed, sum.Acked, sum.AckedAfterFlip,
 		sum.Lost, sum.Duplicated, sum.OrderViolations, sum.Misplaced, sum.Notices, sum.ProduceErrors, sum.ConsumeErrors, sum.ClientErrors,
 		sum.Consumed, sum.ConsumerDuplicates, sum.ConsumerMissed, sum.PositionErrors,
 		windows[0], windows[len(windows)/2], windows[len(windows)-1])
@@ -315,6 +346,11 @@ func runOnce(t *testing.T, s settings, c clientbed.Client, flipDelay time.Durati
 		}
 	}()
 	spec := clientbed.LiveSpec{Topic: topic, Partitions: partitions, Group: group}
+	if s.transactional {
+		spec.TxnRecords, spec.TxnAbortEvery = txnRecords, txnAbortEvery
+		res.Settings = fmt.Sprintf("transactional.id per instance, %d records per transaction, every %dth aborted; "+
+			"isolation.level=read_committed", txnRecords, txnAbortEvery)
+	}
 	if c == clientbed.Sarama && !s.saramaDefaults {
 		// sarama's default retries (3, 100ms apart) give up within the
 		// gate: the one setting the matrix changes (docs/COMPATIBILITY.md).
@@ -324,6 +360,9 @@ func runOnce(t *testing.T, s settings, c clientbed.Client, flipDelay time.Durati
 	}
 	for i := range s.instances {
 		spec.Bootstrap, spec.Prefix = []string{sidecar(fmt.Sprintf("i%d", i))}, fmt.Sprintf("i%d", i)
+		if s.transactional {
+			spec.TransactionalID = topic + "-" + spec.Prefix
+		}
 		l, err := clientbed.StartLive(lctx, c, spec)
 		if err != nil {
 			t.Fatal(err)
@@ -524,6 +563,9 @@ func runOnce(t *testing.T, s settings, c clientbed.Client, flipDelay time.Durati
 	}
 	in := checkInput{Reports: reps, Committed: committed, End: ends,
 		Source: readTopic(ctx, t, source, topic), Target: readTopic(ctx, t, target, topic)}
+	if s.transactional {
+		in.TargetLog = readLog(ctx, t, target, topic)
+	}
 	check(in, res)
 	// The cutover synced the group's offset of every partition, each the
 	// exact translation of the source's.
@@ -542,10 +584,11 @@ func runOnce(t *testing.T, s settings, c clientbed.Client, flipDelay time.Durati
 	res.ElapsedMS = time.Since(start).Milliseconds()
 	t.Logf("%s (%s): sent %d, acked %d (%d after the flip), on target %d, lost %d, duplicated %d, unacked %d, misplaced %d, "+
 		"order %d, unreported %d; notices %d; errors: produce %d consume %d client %d (fatal %d); consumed %d, duplicates %d, missed %d; "+
-		"position errors %d; block window %dms",
+		"position errors %d; aborted %d (in the target's log %d; visible %d, delivered %d); block window %dms",
 		c, res.Library, res.Sent, res.Acked, res.AckedAfterFlip, res.OnTarget, res.Lost, res.Duplicated, res.Unacked,
 		res.Misplaced, res.OrderViolations, res.Unreported, res.Notices, res.ProduceErrors, res.ConsumeErrors, res.ClientErrors,
-		res.FatalErrors, res.Consumed, res.ConsumerDuplicates, res.ConsumerMissed, res.PositionErrors, res.BlockWindowMS)
+		res.FatalErrors, res.Consumed, res.ConsumerDuplicates, res.ConsumerMissed, res.PositionErrors,
+		res.Aborted, res.AbortedOnTarget, res.AbortedVisible, res.AbortedDelivered, res.BlockWindowMS)
 	for _, rep := range reps {
 		if len(rep.Errors) > 0 {
 			t.Logf("%s %s: %d errors surfaced, the first: %v; the last: %v", rep.Client, rep.Spec.Prefix, len(rep.Errors),
@@ -580,11 +623,22 @@ func tailOf(s string, n int) string {
 	return "\n" + s
 }
 
+// readLog reads every record of a topic's log, read_uncommitted: the
+// records of aborted transactions too.
+func readLog(ctx context.Context, t *testing.T, c *kafkatest.Cluster, topic string) []stored {
+	t.Helper()
+	return asStored(c.ReadUncommitted(ctx, t, topic))
+}
+
 // readTopic reads every committed record of a topic.
 func readTopic(ctx context.Context, t *testing.T, c *kafkatest.Cluster, topic string) []stored {
 	t.Helper()
-	var out []stored
-	for _, r := range c.ReadCommitted(ctx, t, topic) {
+	return asStored(c.ReadCommitted(ctx, t, topic))
+}
+
+func asStored(rs []*kgo.Record) []stored {
+	out := make([]stored, 0, len(rs))
+	for _, r := range rs {
 		out = append(out, stored{r.Partition, r.Offset, string(r.Value)})
 	}
 	return out

@@ -185,9 +185,24 @@ func (c *Cluster) SettledEnds(ctx context.Context, t testing.TB, topic string) k
 // records are left out.
 func (c *Cluster) ReadCommitted(ctx context.Context, t testing.TB, topic string) []*kgo.Record {
 	t.Helper()
+	return c.readTo(ctx, t, topic, kgo.ReadCommitted())
+}
+
+// ReadUncommitted reads every record of topic's log (read_uncommitted, up
+// to the settled end offsets): the records of aborted transactions too,
+// ordered by partition and offset; control records are left out.
+func (c *Cluster) ReadUncommitted(ctx context.Context, t testing.TB, topic string) []*kgo.Record {
+	t.Helper()
+	return c.readTo(ctx, t, topic, kgo.ReadUncommitted())
+}
+
+// readTo reads topic from its start to the settled end offsets with the
+// isolation level given.
+func (c *Cluster) readTo(ctx context.Context, t testing.TB, topic string, isolation kgo.IsolationLevel) []*kgo.Record {
+	t.Helper()
 	ends := c.SettledEnds(ctx, t, topic)
 	cl := c.Client(t, kgo.ConsumeTopics(topic), kgo.ConsumeResetOffset(kgo.NewOffset().AtStart()),
-		kgo.FetchIsolationLevel(kgo.ReadCommitted()), kgo.KeepControlRecords())
+		kgo.FetchIsolationLevel(isolation), kgo.KeepControlRecords())
 	defer cl.Close()
 	next := map[int32]int64{}
 	var out []*kgo.Record

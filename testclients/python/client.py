@@ -167,7 +167,10 @@ class Events:
 def live(args):
     """Produces continuously and consumes in a group with auto-commit, both
     with librdkafka's defaults (idempotence on), until told to stop on stdin.
-    See internal/clientbed/live.go for the protocol."""
+    With --transactional-id the producer is transactional (a transaction per
+    --txn-records records, every --txn-abort-every-th aborted) and the
+    consumer reads read_committed. See internal/clientbed/live.go for the
+    protocol."""
     ev = Events()
     ev.emit(ev="lib", library=f"confluent-kafka {lib_version(confluent_kafka.version())}, "
                               f"librdkafka {lib_version(confluent_kafka.libversion())}")
@@ -189,12 +192,30 @@ def live(args):
     def error_cb(side):
         return lambda err: ev.error(side, f"error callback: {err}", fatal=err.fatal())
 
-    p = Producer({
+    pconf = {
         "bootstrap.servers": args.bootstrap,
         "client.id": f"clientbed-live-{args.prefix}",
         "enable.idempotence": True,
         "error_cb": error_cb("produce"),
-    })
+    }
+    if args.transactional_id:
+        # Everything else is the default (transaction.timeout.ms 60 s).
+        pconf["transactional.id"] = args.transactional_id
+    p = Producer(pconf)
+
+    def send(seq, on_delivery):
+        """Hands record seq to the producer. True: taken; False: refused
+        (reported as a produce error); None: the queue is full, try again."""
+        try:
+            p.produce(args.topic, key=f"k-{seq % args.keys}".encode(), value=f"{args.prefix}-{seq}".encode(),
+                      on_delivery=on_delivery)
+            return True
+        except BufferError:
+            p.poll(0.1)
+            return None
+        except KafkaException as e:
+            ev.error("produce", f"produce: {e}", seq=seq)
+            return False
 
     def producer_loop():
         interval = args.interval_ms / 1000.0
@@ -214,16 +235,10 @@ def live(args):
             if now < next_at:
                 p.poll(min(next_at - now, 0.05))
                 continue
-            try:
-                p.produce(args.topic, key=f"k-{seq % args.keys}".encode(), value=f"{args.prefix}-{seq}".encode(),
-                          on_delivery=on_delivery(seq))
+            taken = send(seq, on_delivery(seq))
+            if taken is not None:
                 seq += 1
-                next_at += interval
-            except BufferError:
-                p.poll(0.1)
-            except KafkaException as e:
-                ev.error("produce", f"produce: {e}", seq=seq)
-                seq += 1
+                next_at += interval if taken else 0
             p.poll(0)
         # Every record handed over gets its delivery report (or, after
         # message.timeout.ms, a failed one).
@@ -231,13 +246,106 @@ def live(args):
             pass
         ev.emit(ev="produced", sent=seq)
 
-    c = Consumer({
+    def transactional_loop():
+        """A transaction per --txn-records records, committed; every
+        --txn-abort-every-th one aborted once its records are written. Acks
+        are printed for committed records only, after the commit returned;
+        the records of an aborted transaction as "abort" events."""
+        interval = args.interval_ms / 1000.0
+        seq = 0
+        next_at = time.monotonic()
+        number = 0
+        txn = None
+
+        def on_delivery(results, seq):
+            def cb(err, msg):
+                results[seq] = err if err is not None else (msg.partition(), msg.offset())
+            return cb
+
+        def end(t):
+            """Ends transaction t and reports its records; False when the
+            producer cannot go on."""
+            what = "abort_transaction" if t["abort"] else "commit_transaction"
+            try:
+                if t["abort"]:
+                    # The records are written before the abort: it has something to hide.
+                    p.flush(60)
+                    p.abort_transaction()
+                else:
+                    p.commit_transaction()
+            except KafkaException as e:
+                err = e.args[0]
+                for s in t["seqs"]:
+                    ev.error("produce", f"transaction {t['number']}: {what}: {err}", seq=s, fatal=err.fatal())
+                try:
+                    p.abort_transaction()
+                    return True
+                except KafkaException as e2:
+                    ev.error("produce", f"transaction {t['number']}: abort_transaction after a failed {what}: {e2.args[0]}",
+                             fatal=True)
+                    return False
+            # Delivery reports are served by poll (and by the flush inside
+            # commit_transaction): collect the rest.
+            deadline = time.monotonic() + 10
+            while len(t["results"]) < len(t["seqs"]) and time.monotonic() < deadline:
+                p.poll(0.01)
+            for s in t["seqs"]:
+                r = t["results"].get(s)
+                if isinstance(r, tuple):
+                    ev.emit(ev="abort" if t["abort"] else "ack", seq=s, p=r[0], o=r[1])
+                elif r is None:
+                    ev.error("produce", f"transaction {t['number']} ended ({what}) without its delivery report", seq=s)
+                else:
+                    ev.error("produce", f"transaction {t['number']}: delivery failed: {r}", seq=s, fatal=r.fatal())
+            return True
+
+        try:
+            p.init_transactions()
+            while True:
+                stopping = stop_produce.is_set()
+                now = time.monotonic()
+                if not stopping and now < next_at:
+                    p.poll(min(next_at - now, 0.05))
+                    continue
+                if txn is not None and (stopping or len(txn["seqs"]) >= args.txn_records):
+                    t, txn = txn, None
+                    if not end(t):
+                        break
+                if stopping:
+                    break
+                if txn is None:
+                    number += 1
+                    p.begin_transaction()
+                    txn = {"number": number, "abort": args.txn_abort_every > 0 and number % args.txn_abort_every == 0,
+                           "seqs": [], "results": {}}
+                taken = send(seq, on_delivery(txn["results"], seq))
+                if taken:
+                    txn["seqs"].append(seq)
+                if taken is not None:
+                    seq += 1
+                    next_at += interval if taken else 0
+                p.poll(0)
+        except KafkaException as e:
+            # init_transactions or begin_transaction: the open transaction's
+            # records get no other report.
+            if txn is not None:
+                for s in txn["seqs"]:
+                    ev.error("produce", f"transaction {txn['number']} left open: {e.args[0]}", seq=s, fatal=True)
+            ev.error("produce", f"producer: {e.args[0]}", fatal=True)
+        ev.emit(ev="produced", sent=seq)
+
+    cconf = {
         "bootstrap.servers": args.bootstrap,
         "client.id": f"clientbed-live-{args.prefix}",
         "group.id": args.group,
         "auto.offset.reset": "earliest",
         "error_cb": error_cb("consume"),
-    })
+    }
+    if args.transactional_id:
+        # librdkafka's default, said out loud: records of aborted (and open)
+        # transactions stay invisible.
+        cconf["isolation.level"] = "read_committed"
+    c = Consumer(cconf)
 
     def consumer_loop():
         c.subscribe([args.topic])
@@ -250,7 +358,7 @@ def live(args):
         # close() commits the auto-commit position and leaves the group.
         c.close()
 
-    pt = threading.Thread(target=producer_loop)
+    pt = threading.Thread(target=transactional_loop if args.transactional_id else producer_loop)
     pt.start()
     consumer_loop()
     pt.join()
@@ -269,11 +377,18 @@ def main():
     ap.add_argument("--timeout-ms", type=int, default=60000)
     ap.add_argument("--prefix", default=CLIENT, help="value prefix and 'client' header")
     ap.add_argument("--interval-ms", type=int, default=5, help="live mode: pause between records")
+    ap.add_argument("--transactional-id", default="", help="live mode: a transactional producer with this id")
+    ap.add_argument("--txn-records", type=int, default=20, help="live mode: records per transaction")
+    ap.add_argument("--txn-abort-every", type=int, default=0, help="live mode: abort every M-th transaction (0: none)")
     args = ap.parse_args()
     if args.mode == "live":
         if not args.group or args.interval_ms < 1 or args.keys < 1:
             ap.error("live mode needs --group, --interval-ms >= 1 and --keys >= 1")
+        if args.txn_records < 1 or args.txn_abort_every < 0:
+            ap.error("--txn-records must be >= 1 and --txn-abort-every >= 0")
         return live(args)
+    if args.transactional_id:
+        ap.error("--transactional-id is for --mode live")
     if args.mode != "produce" and not args.group:
         ap.error("--group is required to consume")
     if args.records < 0 or args.keys < 1:

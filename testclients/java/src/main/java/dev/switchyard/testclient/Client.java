@@ -9,6 +9,7 @@ import java.util.HashMap;
 import java.util.List;
 import java.util.Map;
 import java.util.Properties;
+import java.util.concurrent.ConcurrentHashMap;
 import java.util.concurrent.ConcurrentLinkedQueue;
 import java.util.concurrent.CountDownLatch;
 import java.util.concurrent.TimeUnit;
@@ -22,6 +23,7 @@ import org.apache.kafka.clients.consumer.KafkaConsumer;
 import org.apache.kafka.clients.producer.KafkaProducer;
 import org.apache.kafka.clients.producer.ProducerConfig;
 import org.apache.kafka.clients.producer.ProducerRecord;
+import org.apache.kafka.clients.producer.RecordMetadata;
 import org.apache.kafka.common.header.Header;
 import org.apache.kafka.common.header.internals.RecordHeaders;
 import org.apache.kafka.common.serialization.ByteArrayDeserializer;
@@ -50,6 +52,9 @@ public final class Client {
     private long timeoutMs = 60000;
     private String prefix = CLIENT;
     private long intervalMs = 5;
+    private String transactionalId = "";
+    private int txnRecords = 20;
+    private int txnAbortEvery = 0;
 
     public static void main(String[] args) {
         int code;
@@ -60,7 +65,8 @@ public final class Client {
             System.err.println("usage: java -jar testclient.jar --bootstrap H:P[,H:P] --topic T [--group G] --records N"
                     + " [--keys K] [--mode produce|consume|both] [--timeout-ms MS] [--prefix P]");
             System.err.println("       java -jar testclient.jar --mode live --bootstrap H:P --topic T --group G"
-                    + " [--keys K] [--prefix P] [--interval-ms MS]");
+                    + " [--keys K] [--prefix P] [--interval-ms MS]"
+                    + " [--transactional-id ID [--txn-records N] [--txn-abort-every M]]");
             code = 2;
         } catch (Exception e) {
             System.err.println("[java] crashed: " + e);
@@ -94,6 +100,9 @@ public final class Client {
                     case "--timeout-ms" -> timeoutMs = Long.parseLong(v);
                     case "--prefix" -> prefix = v;
                     case "--interval-ms" -> intervalMs = Long.parseLong(v);
+                    case "--transactional-id" -> transactionalId = v;
+                    case "--txn-records" -> txnRecords = Integer.parseInt(v);
+                    case "--txn-abort-every" -> txnAbortEvery = Integer.parseInt(v);
                     default -> throw new UsageException("unknown flag " + args[i]);
                 }
             } catch (NumberFormatException e) {
@@ -114,6 +123,12 @@ public final class Client {
         }
         if (keys < 1) {
             throw new UsageException("--keys must be >= 1");
+        }
+        if (!transactionalId.isEmpty() && !mode.equals("live")) {
+            throw new UsageException("--transactional-id is for --mode live");
+        }
+        if (txnRecords < 1 || txnAbortEvery < 0) {
+            throw new UsageException("--txn-records must be >= 1 and --txn-abort-every >= 0");
         }
     }
 
@@ -334,7 +349,9 @@ public final class Client {
     /**
      * Live mode (see internal/clientbed/live.go): produces continuously with the default producer
      * settings (idempotent) and consumes in a group with the default auto-commit, until told to
-     * stop on stdin. Every ack, record and error is one JSON line on stdout.
+     * stop on stdin. Every ack, record and error is one JSON line on stdout. With
+     * --transactional-id the producer is transactional (a transaction per --txn-records records,
+     * every --txn-abort-every-th aborted) and the consumer reads read_committed.
      */
     private final class Live {
         private final Object out = new Object();
@@ -383,6 +400,10 @@ public final class Client {
         }
 
         private void produce() throws InterruptedException {
+            if (!transactionalId.isEmpty()) {
+                produceTransactional();
+                return;
+            }
             Properties p = new Properties();
             p.put(ProducerConfig.BOOTSTRAP_SERVERS_CONFIG, bootstrap);
             p.put(ProducerConfig.CLIENT_ID_CONFIG, "clientbed-live-" + prefix);
@@ -417,12 +438,137 @@ public final class Client {
             emit(new Json().beginObject().field("ev").value("produced").field("sent").value(seq).endObject());
         }
 
+        /** One transaction of the transactional producer: its records and their delivery reports. */
+        private static final class Txn {
+            final int number;
+            final boolean abort;
+            final List<Integer> seqs = new ArrayList<>();
+            /** seq -> RecordMetadata, or the Exception its callback or send() gave. */
+            final Map<Integer, Object> results = new ConcurrentHashMap<>();
+
+            Txn(int number, boolean abort) {
+                this.number = number;
+                this.abort = abort;
+            }
+        }
+
+        /**
+         * The transactional producer: transactional.id --transactional-id, a transaction per
+         * --txn-records records, committed; every --txn-abort-every-th one is aborted once its
+         * records are written. Acks are printed for committed records only, after the commit
+         * returned; the records of an aborted transaction as "abort" events.
+         */
+        private void produceTransactional() throws InterruptedException {
+            Properties p = new Properties();
+            p.put(ProducerConfig.BOOTSTRAP_SERVERS_CONFIG, bootstrap);
+            p.put(ProducerConfig.CLIENT_ID_CONFIG, "clientbed-live-" + prefix);
+            p.put(ProducerConfig.KEY_SERIALIZER_CLASS_CONFIG, ByteArraySerializer.class.getName());
+            p.put(ProducerConfig.VALUE_SERIALIZER_CLASS_CONFIG, ByteArraySerializer.class.getName());
+            p.put(ProducerConfig.TRANSACTIONAL_ID_CONFIG, transactionalId);
+            // Everything else is the default: idempotent, acks=all, 5 in flight,
+            // transaction.timeout.ms=60000, max.block.ms=60000 (bounds the commit).
+            int seq = 0;
+            Txn txn = null;
+            try (KafkaProducer<byte[], byte[]> producer = new KafkaProducer<>(p)) {
+                producer.initTransactions();
+                long next = System.nanoTime();
+                int number = 0;
+                boolean broken = false;
+                while (!broken) {
+                    boolean stopping = stopProduce.await(Math.max(0, next - System.nanoTime()), TimeUnit.NANOSECONDS);
+                    if (txn != null && (stopping || txn.seqs.size() >= txnRecords)) {
+                        Txn t = txn;
+                        txn = null;
+                        broken = !end(producer, t);
+                    }
+                    if (stopping || broken) {
+                        break;
+                    }
+                    if (txn == null) {
+                        number++;
+                        producer.beginTransaction();
+                        txn = new Txn(number, txnAbortEvery > 0 && number % txnAbortEvery == 0);
+                    }
+                    final int s = seq++;
+                    final Txn t = txn;
+                    next += TimeUnit.MILLISECONDS.toNanos(intervalMs);
+                    t.seqs.add(s);
+                    try {
+                        producer.send(new ProducerRecord<>(topic, bytes("k-" + (s % keys)), bytes(prefix + "-" + s)),
+                                (md, err) -> t.results.put(s, err != null ? err : md));
+                    } catch (RuntimeException e) {
+                        t.results.put(s, e);
+                    }
+                }
+            } catch (RuntimeException e) {
+                // initTransactions, beginTransaction or close: the open transaction's records
+                // get no other report.
+                if (txn != null) {
+                    for (int s : txn.seqs) {
+                        error("produce", s, true, "transaction " + txn.number + " left open: " + e);
+                    }
+                }
+                error("produce", -1, true, "producer: " + e);
+            }
+            emit(new Json().beginObject().field("ev").value("produced").field("sent").value(seq).endObject());
+        }
+
+        /**
+         * Ends a transaction (commit, or flush and abort) and reports its records. Returns false
+         * when the producer cannot go on (a transaction that failed and could not be aborted).
+         */
+        private boolean end(KafkaProducer<byte[], byte[]> producer, Txn t) throws InterruptedException {
+            String what = t.abort ? "abortTransaction" : "commitTransaction";
+            try {
+                if (t.abort) {
+                    // The records are written before the abort: it has something to hide.
+                    producer.flush();
+                    producer.abortTransaction();
+                } else {
+                    producer.commitTransaction();
+                }
+            } catch (RuntimeException e) {
+                for (int s : t.seqs) {
+                    error("produce", s, false, "transaction " + t.number + ": " + what + ": " + e);
+                }
+                try {
+                    producer.abortTransaction();
+                    return true;
+                } catch (RuntimeException e2) {
+                    error("produce", -1, true, "transaction " + t.number + ": abortTransaction after a failed "
+                            + what + ": " + e2);
+                    return false;
+                }
+            }
+            // Both flush first, and a flush returns once the callbacks ran; wait a little anyway.
+            long deadline = System.nanoTime() + TimeUnit.SECONDS.toNanos(10);
+            while (t.results.size() < t.seqs.size() && System.nanoTime() < deadline) {
+                Thread.sleep(1);
+            }
+            for (int s : t.seqs) {
+                Object r = t.results.get(s);
+                if (r instanceof RecordMetadata md) {
+                    emit(new Json().beginObject().field("ev").value(t.abort ? "abort" : "ack").field("seq").value(s)
+                            .field("p").value(md.partition()).field("o").value(md.offset()).endObject());
+                } else if (r == null) {
+                    error("produce", s, false, "transaction " + t.number + " ended (" + what + ") without its delivery report");
+                } else {
+                    error("produce", s, false, "transaction " + t.number + ": delivery failed: " + r);
+                }
+            }
+            return true;
+        }
+
         private void consume() {
             Properties p = new Properties();
             p.put(ConsumerConfig.BOOTSTRAP_SERVERS_CONFIG, bootstrap);
             p.put(ConsumerConfig.CLIENT_ID_CONFIG, "clientbed-live-" + prefix);
             p.put(ConsumerConfig.GROUP_ID_CONFIG, group);
             p.put(ConsumerConfig.AUTO_OFFSET_RESET_CONFIG, "earliest");
+            if (!transactionalId.isEmpty()) {
+                // Records of aborted (and open) transactions stay invisible.
+                p.put(ConsumerConfig.ISOLATION_LEVEL_CONFIG, "read_committed");
+            }
             p.put(ConsumerConfig.KEY_DESERIALIZER_CLASS_CONFIG, ByteArrayDeserializer.class.getName());
             p.put(ConsumerConfig.VALUE_DESERIALIZER_CLASS_CONFIG, ByteArrayDeserializer.class.getName());
             // Default: enable.auto.commit=true, every 5 s, in poll and on close.
