@@ -8,6 +8,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/twmb/franz-go/pkg/kadm"
 	"github.com/twmb/franz-go/pkg/kgo"
 
 	"github.com/switchyard/switchyard/internal/clientbed"
@@ -87,8 +88,13 @@ func testConsumerAcrossSwitch(t *testing.T, c clientbed.Client) {
 	p := proxytest.Start(t, []*kafkatest.Cluster{source, target})
 	bootstrap := []string{p.Addr().String()}
 	const n = 600
-	spec := clientbed.Spec{Bootstrap: bootstrap, Topic: topic, Group: topic + "-group", Records: 2 * n,
-		Mode: clientbed.ModeConsume, Prefix: "franz-go", Timeout: 90 * time.Second}
+	// The consumer stops after 3n deliveries: the first half on the
+	// source, all of it again from the target's start once it rejoined
+	// there (see below), and the second half. Were it short of the first
+	// half when it rejoined, it stops at its deadline instead, with every
+	// record delivered all the same.
+	spec := clientbed.Spec{Bootstrap: bootstrap, Topic: topic, Group: topic + "-group", Records: 3 * n,
+		Mode: clientbed.ModeConsume, Prefix: "franz-go", Timeout: 60 * time.Second}
 
 	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Minute)
 	defer cancel()
@@ -139,10 +145,13 @@ func testConsumerAcrossSwitch(t *testing.T, c clientbed.Client) {
 		time.Sleep(20 * time.Millisecond)
 	}
 	// The consumer commits only when it is done, so the group has no
-	// offsets to carry over: when it rejoins on the target it starts from
-	// the earliest offset again and re-reads what it read on the source.
-	// Draining groups so that nothing is re-read is the cutover's job
-	// (control plane); this test is about the client's cached metadata.
+	// offsets to carry over: when it rejoins on the target (its member is
+	// unknown there) it starts from the earliest offset again and re-reads
+	// what it read on the source. Draining groups so that nothing is
+	// re-read is the cutover's job (control plane); this test is about the
+	// client's cached metadata. The second half is produced once the
+	// consumer rejoined, so that a second delivery of it is a fault, not
+	// the group's reset.
 	if err := p.SetGate(proxyGate()); err != nil {
 		t.Fatal(err)
 	}
@@ -153,6 +162,7 @@ func testConsumerAcrossSwitch(t *testing.T, c clientbed.Client) {
 		t.Fatalf("switch: %v", err)
 	}
 	p.ClearGate()
+	waitMembers(ctx, t, target, spec.Group, 1)
 	produce(n, 2*n)
 
 	out := <-done
@@ -161,6 +171,9 @@ func testConsumerAcrossSwitch(t *testing.T, c clientbed.Client) {
 	}
 	if out.res.Consume == nil {
 		t.Fatalf("consumer reported nothing:\n%s", out.res.Log)
+	}
+	if out.res.Consume.TimedOut {
+		t.Logf("the consumer stopped at its deadline: it rejoined on the target before it had the whole first half")
 	}
 	for _, e := range out.res.Consume.Errors {
 		// The group's members and generation exist only on the source: a
@@ -214,4 +227,23 @@ func testConsumerAcrossSwitch(t *testing.T, c clientbed.Client) {
 		}
 	}
 	t.Logf("%s: %d records delivered, %d pre-switch records re-read after the group moved", c, len(out.res.Consume.Records), rereads)
+}
+
+// waitMembers waits until group is stable on cluster c with members
+// members.
+func waitMembers(ctx context.Context, t *testing.T, c *kafkatest.Cluster, group string, members int) {
+	t.Helper()
+	adm := kadm.NewClient(c.Client(t))
+	for {
+		described, err := adm.DescribeGroups(ctx, group)
+		g, ok := described[group]
+		if err == nil && ok && g.Err == nil && g.State == "Stable" && len(g.Members) == members {
+			return
+		}
+		select {
+		case <-ctx.Done():
+			t.Fatalf("group %s on %s: not stable with %d members (%+v, %v): %v", group, c.Name, members, g, err, ctx.Err())
+		case <-time.After(20 * time.Millisecond):
+		}
+	}
 }
