@@ -66,6 +66,10 @@ type upConn struct {
 	sc  *kafkasec.Conn // nc, with its SASL session
 	u   *upstream
 	gen uint64
+	// orphan: the client's virtual broker has no broker of u behind it (u
+	// has fewer brokers than a cluster before); nc reaches any broker, for
+	// requests any broker answers (orphanAnswer).
+	orphan bool
 	// abandoned is set by a switch before it closes nc: requests still in
 	// flight on it are answered by the proxy (Fetch) or end the client
 	// connection (anything else).
@@ -311,6 +315,13 @@ func (c *clientConn) forward(ctx context.Context, hdr requestHeader, frame []byt
 		c.doneInflight(hdr.Key)
 		return fault("upstream_dial", err)
 	}
+	if local, ok := c.orphanAnswer(hdr, frame, up); ok {
+		c.doneInflight(hdr.Key)
+		if local == nil {
+			return nil // acks=0
+		}
+		return c.enqueue(ctx, &pendingReq{hdr: hdr, local: local})
+	}
 	if up.sc.ReauthDue() {
 		if err := c.reauthenticate(ctx, up); err != nil {
 			c.doneInflight(hdr.Key)
@@ -411,6 +422,10 @@ func (c *clientConn) upstream(ctx context.Context, adm admission) (*upConn, erro
 	// nc is the TCP or TLS connection itself: reads and writes skip the
 	// wrapper kafkasec.Conn adds for the session's renewal time.
 	up := &upConn{nc: sc.Conn, sc: sc, u: adm.u, gen: adm.gen}
+	if c.vnode >= 0 {
+		_, mapped := c.p.realFor(adm.u, c.vnode)
+		up.orphan = !mapped
+	}
 	c.curMu.Lock()
 	c.cur = up
 	c.curMu.Unlock()
@@ -559,6 +574,25 @@ func (c *clientConn) answer(ctx context.Context, pr *pendingReq, buf []byte) ([]
 		return buf, err
 	}
 	return buf, nil
+}
+
+// orphanAnswer answers a request for partitions that reached a virtual
+// broker the active cluster has no broker behind (it has fewer brokers than
+// the cluster before a switch) with NOT_LEADER_OR_FOLLOWER. Forwarded to
+// any broker, as other requests are, a Produce could be written by a
+// broker that metadata names under another virtual id: to the client the
+// partition then moved although the write landed, and a client that
+// resends after a leader move (kafkajs resends a partition that moved to a
+// broker it has not heard from in the same send) writes it twice.
+func (c *clientConn) orphanAnswer(hdr requestHeader, frame []byte, up *upConn) ([]byte, bool) {
+	if !up.orphan || !leaderBound(hdr.Key) || !hdr.Known {
+		return nil, false
+	}
+	local, err := notLeaderResponse(hdr, frame[hdr.BodyOffset:])
+	if err != nil {
+		return nil, false // the broker answers what the proxy cannot read
+	}
+	return local, true
 }
 
 // writeClient writes a response frame (payload without its size) to the client.

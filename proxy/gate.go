@@ -230,6 +230,32 @@ func rejectResponse(hdr requestHeader, body []byte) ([]byte, error) {
 	if !ok || !hdr.Known {
 		return nil, fmt.Errorf("API key %d v%d cannot be rejected", hdr.Key, hdr.Version)
 	}
+	return answerWith(hdr, body, code, false)
+}
+
+// notLeaderResponse answers a request for partitions (Produce, Fetch,
+// ListOffsets, OffsetForLeaderEpoch) with NOT_LEADER_OR_FOLLOWER for every
+// partition: what a broker that leads none of them says.
+func notLeaderResponse(hdr requestHeader, body []byte) ([]byte, error) {
+	if !leaderBound(hdr.Key) || !hdr.Known {
+		return nil, fmt.Errorf("API key %d v%d is not answered for a leader", hdr.Key, hdr.Version)
+	}
+	return answerWith(hdr, body, kerr.NotLeaderForPartition.Code, true)
+}
+
+// leaderBound reports whether requests of key go to a partition's leader.
+func leaderBound(key int16) bool {
+	switch key {
+	case keyProduce, keyFetch, keyListOffsets, keyOffsetForLeaderEpoch:
+		return true
+	}
+	return false
+}
+
+// answerWith builds a response to the request carrying code wherever the
+// API has an error code; a Fetch gets an empty answer instead unless
+// fetchError.
+func answerWith(hdr requestHeader, body []byte, code int16, fetchError bool) ([]byte, error) {
 	req := kmsg.RequestForKey(hdr.Key)
 	req.SetVersion(hdr.Version)
 	if err := req.ReadFrom(body); err != nil {
@@ -276,6 +302,9 @@ func rejectResponse(hdr requestHeader, body []byte) ([]byte, error) {
 				// An empty record set, not a null one: librdkafka 2.0
 				// fails the whole response on a record set size of -1.
 				rp.RecordBatches = []byte{}
+				if fetchError {
+					rp.ErrorCode, rp.HighWatermark, rp.LastStableOffset = code, -1, -1
+				}
 				rt.Partitions = append(rt.Partitions, rp)
 			}
 			fr.Topics = append(fr.Topics, rt)

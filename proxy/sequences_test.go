@@ -330,3 +330,57 @@ func FuzzProduceSequences(f *testing.F) {
 		}
 	})
 }
+
+// TestOrphanBrokerAnswersNotLeader: after a switch to a cluster of fewer
+// brokers, a virtual broker with no broker behind it answers requests for
+// partitions NOT_LEADER_OR_FOLLOWER instead of handing them to any broker:
+// a write that landed there would reach a partition whose leader metadata
+// names under another virtual id, and a client that resends after such a
+// "move" (kafkajs) would write it twice. Other requests (Metadata) are still
+// served.
+func TestOrphanBrokerAnswersNotLeader(t *testing.T) {
+	source, target := kafkatest.Pair(t)
+	topic := kafkatest.Topic(t, "orphan")
+	// As many partitions as the target has brokers: whichever broker an
+	// orphan's request reached would lead one of them.
+	source.CreateTopic(t, topic, 3)
+	target.CreateTopic(t, topic, 3)
+	tp := startProxy(t, source, target)
+	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
+	defer cancel()
+	p := newSeqProducer(t, tp, topic)
+	before := p.brokers()
+	// Connections opened before the switch, as a client's are.
+	conns := map[int32]*wireConn{}
+	for _, b := range p.metadata().Brokers {
+		conns[b.NodeID] = dialWire(t, fmt.Sprintf("%s:%d", b.Host, b.Port), "orphan")
+	}
+	if _, err := tp.Switch(ctx, "target"); err != nil {
+		t.Fatal(err)
+	}
+	after := p.brokers()
+	var orphan int32 = -1
+	for _, b := range before {
+		if !slices.Contains(after, b) {
+			orphan = b
+		}
+	}
+	if orphan < 0 {
+		t.Skipf("the target has as many brokers as the source (%v, %v)", before, after)
+	}
+	c := conns[orphan]
+	for part := range int32(3) {
+		req := rawProduce(9, -1, topic, [16]byte{}, "x")
+		req.Topics[0].Partitions[0].Partition = part
+		resp := c.roundTrip(req).(*kmsg.ProduceResponse)
+		if code := resp.Topics[0].Partitions[0].ErrorCode; code != kerr.NotLeaderForPartition.Code {
+			t.Fatalf("produce to partition %d through virtual broker %d: %v, want NOT_LEADER_OR_FOLLOWER", part, orphan, kerr.ErrorForCode(code))
+		}
+	}
+	if md := c.roundTrip(kmsg.NewPtrMetadataRequest()).(*kmsg.MetadataResponse); len(md.Brokers) != len(after) {
+		t.Fatalf("metadata through virtual broker %d: %d brokers, want %d", orphan, len(md.Brokers), len(after))
+	}
+	if got := held(ctx, t, target, topic); len(got) != 0 {
+		t.Fatalf("target holds %q, want nothing", got)
+	}
+}
