@@ -397,8 +397,10 @@ func (p *Proxy) upstreamAddrFor(u *upstream, v int32) string {
 		}
 	}
 	// The bootstrap listener, or a virtual broker the cluster has no broker
-	// for (it has fewer brokers than the previous one): any broker will do,
-	// the client's next metadata request moves it on.
+	// for (it has fewer brokers than the previous one): any broker will do
+	// for cluster-wide requests; requests for partitions are answered by
+	// the proxy there (clientConn.orphanAnswer), and the client's next
+	// metadata request moves it on.
 	ids := u.brokerIDs()
 	if len(ids) > 0 {
 		if a, ok := u.brokerAddr(ids[int(max(v, 0))%len(ids)]); ok {
