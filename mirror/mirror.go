@@ -500,9 +500,14 @@ func (mr *Mirror) Status() Status {
 
 // CaughtUp reports whether every mirrored partition of the given source
 // topics (all mirrored topics when none are given) has been copied up to
-// the source's last stable offset as read now, and names the first that
-// has not. A control plane calls it after gating producers: then "caught
-// up" stays true.
+// the source's last stable offset as read now, with no transaction pending
+// there (last stable offset = end offset), and names the first that has
+// not. A control plane calls it after gating producers: then "caught up"
+// stays true. Pending transactions count as not caught up because a
+// transaction's end is written in two steps: EndTxn is answered once the
+// coordinator logged the decision, and the markers that make the records
+// committed reach the partitions after. A cutover that flipped in between
+// would see the committed records appear on the source after the flip.
 func (mr *Mirror) CaughtUp(ctx context.Context, topicNames ...string) (bool, string, error) {
 	mr.mu.Lock()
 	names := map[string]bool{}
@@ -529,9 +534,22 @@ func (mr *Mirror) CaughtUp(ctx context.Context, topicNames ...string) (bool, str
 	sort.Strings(list)
 	ends, err := adm.ListCommittedOffsets(ctx, list...)
 	if err != nil {
+		return false, "", fmt.Errorf("source last stable offsets: %w", err)
+	}
+	highs, err := adm.ListEndOffsets(ctx, list...)
+	if err != nil {
 		return false, "", fmt.Errorf("source end offsets: %w", err)
 	}
 	behind := ""
+	highs.Each(func(o kadm.ListedOffset) {
+		if l, ok := ends.Lookup(o.Topic, o.Partition); behind == "" && o.Err == nil && ok && l.Err == nil && l.Offset < o.Offset {
+			behind = fmt.Sprintf("%s/%d (a transaction is open or its markers are not written: last stable offset %d, end %d)",
+				o.Topic, o.Partition, l.Offset, o.Offset)
+		}
+	})
+	if behind != "" {
+		return false, behind, nil
+	}
 	next := func(o kadm.ListedOffset) (int64, bool) {
 		om := mr.OffsetMap(o.Topic, o.Partition)
 		if om == nil {

@@ -294,6 +294,52 @@ func TestMirrorSkipsAbortedTransactions(t *testing.T) {
 	}
 }
 
+// TestCaughtUpWaitsForOpenTransactions: a transaction open on the source
+// (or one whose end markers are not written yet) holds the last stable
+// offset below the end; its records become readable only when it ends. A
+// mirror that copied up to the last stable offset is not caught up then,
+// or a cutover could flip before the records it must carry exist for it.
+func TestCaughtUpWaitsForOpenTransactions(t *testing.T) {
+	source, target := kafkatest.Pair(t)
+	topic := kafkatest.Topic(t, "open-txn")
+	source.CreateTopic(t, topic, 1)
+	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
+	defer cancel()
+	produceRecords(t, source, topic, 0, 10)
+	rm := startMirror(t, kafkatest.Topic(t, "m"), source, target, []string{topic})
+	rm.waitCaughtUp(t, source, topic)
+
+	txn := source.Client(t, kgo.TransactionalID("src-"+topic), kgo.DefaultProduceTopic(topic))
+	if err := txn.BeginTransaction(); err != nil {
+		t.Fatal(err)
+	}
+	if err := txn.ProduceSync(ctx, &kgo.Record{Value: []byte("in-txn")}).FirstErr(); err != nil {
+		t.Fatal(err)
+	}
+	ok, behind, err := rm.CaughtUp(ctx, topic)
+	if err != nil || ok || !strings.Contains(behind, "transaction") {
+		t.Fatalf("CaughtUp with a transaction open on the source: %v, %q, %v; want false, naming the transaction", ok, behind, err)
+	}
+	if err := txn.EndTransaction(ctx, kgo.TryCommit); err != nil {
+		t.Fatal(err)
+	}
+	for {
+		ok, behind, err = rm.CaughtUp(ctx, topic)
+		if ok {
+			break
+		}
+		select {
+		case <-ctx.Done():
+			t.Fatalf("not caught up after the commit: %q, %v", behind, err)
+		case <-time.After(20 * time.Millisecond):
+		}
+	}
+	got := readAll(t, target, topic)[0]
+	if n := len(got); n != 11 || got[n-1].value == nil || *got[n-1].value != "in-txn" {
+		t.Fatalf("target holds %d records, the last %v; want 11, the last the committed one", n, got[n-1].value)
+	}
+}
+
 // TestMirrorResumesWithoutGapOrDuplicate stops the mirror in the middle of
 // copying (cancelling its transaction midway), restarts it with the same
 // name several times while the source keeps growing, and compares every
