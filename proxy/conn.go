@@ -13,6 +13,7 @@ import (
 	"sync/atomic"
 	"time"
 
+	"github.com/twmb/franz-go/pkg/kmsg"
 	"go.uber.org/zap"
 	"golang.org/x/sync/errgroup"
 
@@ -67,9 +68,11 @@ type upConn struct {
 	u   *upstream
 	gen uint64
 	// orphan: the client's virtual broker has no broker of u behind it (u
-	// has fewer brokers than a cluster before); nc reaches any broker, for
-	// requests any broker answers (orphanAnswer).
+	// has fewer brokers than a cluster before); nc reaches broker node (-1:
+	// a bootstrap address), which answers what any broker answers and the
+	// requests for partitions it leads (orphanAnswer).
 	orphan bool
+	node   int32
 	// abandoned is set by a switch before it closes nc: requests still in
 	// flight on it are answered by the proxy (Fetch) or end the client
 	// connection (anything else).
@@ -409,7 +412,7 @@ func (c *clientConn) upstream(ctx context.Context, adm admission) (*upConn, erro
 		}
 		c.staleFetchSession = true
 	}
-	addr := c.p.upstreamAddrFor(adm.u, c.vnode)
+	addr, node, own := c.p.upstreamAddrFor(adm.u, c.vnode)
 	dial := adm.u.sec.Dial
 	if c.p.cfg.ClientAuth.Mode == ClientAuthPassthrough {
 		dial = adm.u.sec.DialTLS // the client authenticates itself
@@ -421,11 +424,7 @@ func (c *clientConn) upstream(ctx context.Context, adm admission) (*upConn, erro
 	}
 	// nc is the TCP or TLS connection itself: reads and writes skip the
 	// wrapper kafkasec.Conn adds for the session's renewal time.
-	up := &upConn{nc: sc.Conn, sc: sc, u: adm.u, gen: adm.gen}
-	if c.vnode >= 0 {
-		_, mapped := c.p.realFor(adm.u, c.vnode)
-		up.orphan = !mapped
-	}
+	up := &upConn{nc: sc.Conn, sc: sc, u: adm.u, gen: adm.gen, orphan: c.vnode >= 0 && !own, node: node}
 	c.curMu.Lock()
 	c.cur = up
 	c.curMu.Unlock()
@@ -578,14 +577,19 @@ func (c *clientConn) answer(ctx context.Context, pr *pendingReq, buf []byte) ([]
 
 // orphanAnswer answers a request for partitions that reached a virtual
 // broker the active cluster has no broker behind (it has fewer brokers than
-// the cluster before a switch) with NOT_LEADER_OR_FOLLOWER. Forwarded to
-// any broker, as other requests are, a Produce could be written by a
-// broker that metadata names under another virtual id: to the client the
-// partition then moved although the write landed, and a client that
-// resends after a leader move (kafkajs resends a partition that moved to a
-// broker it has not heard from in the same send) writes it twice.
+// the cluster before a switch) with NOT_LEADER_OR_FOLLOWER, unless the
+// broker the connection reaches leads every partition it names (always so
+// on a one-broker cluster): then it is forwarded. Forwarded regardless, a
+// Produce could be written in part (the partitions that broker leads) and
+// refused in part, and a client that resends after such a partial answer
+// (kafkajs resends a partition that moved to a broker it has not heard
+// from in the same send, and rolls back the sequences of the whole
+// request) writes records twice.
 func (c *clientConn) orphanAnswer(hdr requestHeader, frame []byte, up *upConn) ([]byte, bool) {
 	if !up.orphan || !leaderBound(hdr.Key) || !hdr.Known {
+		return nil, false
+	}
+	if up.node >= 0 && c.p.ledBy(up.u, up.node, hdr, frame[hdr.BodyOffset:]) {
 		return nil, false
 	}
 	local, err := notLeaderResponse(hdr, frame[hdr.BodyOffset:])
@@ -593,6 +597,65 @@ func (c *clientConn) orphanAnswer(hdr requestHeader, frame []byte, up *upConn) (
 		return nil, false // the broker answers what the proxy cannot read
 	}
 	return local, true
+}
+
+// ledBy reports whether broker node of u leads every partition a request
+// for partitions names, as far as u's metadata tells.
+func (p *Proxy) ledBy(u *upstream, node int32, hdr requestHeader, body []byte) bool {
+	req := kmsg.RequestForKey(hdr.Key)
+	if req == nil {
+		return false
+	}
+	req.SetVersion(hdr.Version)
+	if err := req.ReadFrom(body); err != nil {
+		return false
+	}
+	led := func(topic string, partition int32) bool {
+		l, ok := u.leader(topic, partition)
+		return ok && l == node
+	}
+	// Topic ids in a request are the ones the proxy presents.
+	named := func(name string, id [16]byte) string {
+		if n, ok := p.topicNames.Load(id); ok && id != ([16]byte{}) {
+			return n.(string)
+		}
+		return name
+	}
+	all := true
+	check := func(topic string, id [16]byte, partitions ...int32) {
+		for _, part := range partitions {
+			all = all && led(named(topic, id), part)
+		}
+	}
+	switch r := req.(type) {
+	case *kmsg.ProduceRequest:
+		for _, t := range r.Topics {
+			for _, part := range t.Partitions {
+				check(t.Topic, t.TopicID, part.Partition)
+			}
+		}
+	case *kmsg.FetchRequest:
+		for _, t := range r.Topics {
+			for _, part := range t.Partitions {
+				check(t.Topic, t.TopicID, part.Partition)
+			}
+		}
+	case *kmsg.ListOffsetsRequest:
+		for _, t := range r.Topics {
+			for _, part := range t.Partitions {
+				check(t.Topic, [16]byte{}, part.Partition)
+			}
+		}
+	case *kmsg.OffsetForLeaderEpochRequest:
+		for _, t := range r.Topics {
+			for _, part := range t.Partitions {
+				check(t.Topic, [16]byte{}, part.Partition)
+			}
+		}
+	default:
+		return false
+	}
+	return all
 }
 
 // writeClient writes a response frame (payload without its size) to the client.

@@ -387,27 +387,30 @@ func (p *Proxy) brokerAddress(v int32) (string, int32, bool) {
 }
 
 // upstreamAddrFor returns the real broker a connection to virtual broker v
-// (or the bootstrap listener, v < 0) should reach on cluster u.
-func (p *Proxy) upstreamAddrFor(u *upstream, v int32) string {
+// (or the bootstrap listener, v < 0) should reach on cluster u: its address,
+// its node id (-1 when only a bootstrap address is known), and whether it is
+// v's own broker.
+func (p *Proxy) upstreamAddrFor(u *upstream, v int32) (addr string, node int32, own bool) {
 	if v >= 0 {
 		if r, ok := p.realFor(u, v); ok {
 			if a, ok := u.brokerAddr(r); ok {
-				return a
+				return a, r, true
 			}
 		}
 	}
 	// The bootstrap listener, or a virtual broker the cluster has no broker
 	// for (it has fewer brokers than the previous one): any broker will do
-	// for cluster-wide requests; requests for partitions are answered by
-	// the proxy there (clientConn.orphanAnswer), and the client's next
-	// metadata request moves it on.
+	// for cluster-wide requests; requests for partitions it does not lead
+	// are answered by the proxy there (clientConn.orphanAnswer), and the
+	// client's next metadata request moves it on.
 	ids := u.brokerIDs()
 	if len(ids) > 0 {
-		if a, ok := u.brokerAddr(ids[int(max(v, 0))%len(ids)]); ok {
-			return a
+		id := ids[int(max(v, 0))%len(ids)]
+		if a, ok := u.brokerAddr(id); ok {
+			return a, id, false
 		}
 	}
-	return u.cfg.Bootstrap[0]
+	return u.cfg.Bootstrap[0], -1, false
 }
 
 func (p *Proxy) acceptLoop(ctx context.Context, ln net.Listener, vnode int32) {

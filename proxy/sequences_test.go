@@ -3,6 +3,7 @@ package proxy
 import (
 	"context"
 	"fmt"
+	"maps"
 	"slices"
 	"testing"
 	"time"
@@ -332,19 +333,28 @@ func FuzzProduceSequences(f *testing.F) {
 }
 
 // TestOrphanBrokerAnswersNotLeader: after a switch to a cluster of fewer
-// brokers, a virtual broker with no broker behind it answers requests for
-// partitions NOT_LEADER_OR_FOLLOWER instead of handing them to any broker:
-// a write that landed there would reach a partition whose leader metadata
-// names under another virtual id, and a client that resends after such a
-// "move" (kafkajs) would write it twice. Other requests (Metadata) are still
-// served.
+// brokers, a virtual broker with no broker behind it forwards requests for
+// partitions only when the broker it reaches leads all of them, and answers
+// NOT_LEADER_OR_FOLLOWER otherwise: never a write in part, which a client
+// that resends after a partial answer (kafkajs) would write twice. Other
+// requests (Metadata) are still served.
 func TestOrphanBrokerAnswersNotLeader(t *testing.T) {
 	source, target := kafkatest.Pair(t)
 	topic := kafkatest.Topic(t, "orphan")
-	// As many partitions as the target has brokers: whichever broker an
-	// orphan's request reached would lead one of them.
+	// More partitions than the target has brokers: on a target of several
+	// brokers some are led by the broker an orphan's connection reaches,
+	// some not.
 	source.CreateTopic(t, topic, 3)
 	target.CreateTopic(t, topic, 3)
+	if target.Fake != nil {
+		// Leaders on both of the target's brokers, whichever the orphan's
+		// connection reaches.
+		for part := range int32(3) {
+			if err := target.Fake.MoveTopicPartition(topic, part, part%2); err != nil {
+				t.Fatal(err)
+			}
+		}
+	}
 	tp := startProxy(t, source, target)
 	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
 	defer cancel()
@@ -369,18 +379,49 @@ func TestOrphanBrokerAnswersNotLeader(t *testing.T) {
 		t.Skipf("the target has as many brokers as the source (%v, %v)", before, after)
 	}
 	c := conns[orphan]
+	// One partition per request: forwarded (and written) where the broker
+	// behind the orphan leads it, refused elsewhere.
+	want := map[int32][]string{}
+	written, refused := 0, 0
 	for part := range int32(3) {
-		req := rawProduce(9, -1, topic, [16]byte{}, "x")
+		v := fmt.Sprintf("p%d", part)
+		req := rawProduce(9, -1, topic, [16]byte{}, v)
 		req.Topics[0].Partitions[0].Partition = part
-		resp := c.roundTrip(req).(*kmsg.ProduceResponse)
-		if code := resp.Topics[0].Partitions[0].ErrorCode; code != kerr.NotLeaderForPartition.Code {
-			t.Fatalf("produce to partition %d through virtual broker %d: %v, want NOT_LEADER_OR_FOLLOWER", part, orphan, kerr.ErrorForCode(code))
+		switch code := c.roundTrip(req).(*kmsg.ProduceResponse).Topics[0].Partitions[0].ErrorCode; code {
+		case 0:
+			written++
+			want[part] = []string{v}
+		case kerr.NotLeaderForPartition.Code:
+			refused++
+		default:
+			t.Fatalf("produce to partition %d through virtual broker %d: %v", part, orphan, kerr.ErrorForCode(code))
 		}
+	}
+	if target.Fake != nil && (refused == 0 || written == 0) {
+		t.Fatalf("through virtual broker %d %d partitions written alone, %d refused; want both: the broker behind it leads some", orphan, written, refused)
+	}
+	// All partitions in one request: written whole (one-broker target) or
+	// not at all.
+	req := rawProduce(9, -1, topic, [16]byte{}, "all")
+	for part := int32(1); part < 3; part++ {
+		rp := kmsg.NewProduceRequestTopicPartition()
+		rp.Partition, rp.Records = part, plainBatch("all")
+		req.Topics[0].Partitions = append(req.Topics[0].Partitions, rp)
+	}
+	codes := map[int16]int{}
+	for _, rp := range c.roundTrip(req).(*kmsg.ProduceResponse).Topics[0].Partitions {
+		codes[rp.ErrorCode]++
+		if rp.ErrorCode == 0 {
+			want[rp.Partition] = append(want[rp.Partition], "all")
+		}
+	}
+	if len(codes) != 1 || (refused > 0 && codes[kerr.NotLeaderForPartition.Code] != 3) {
+		t.Errorf("a request across the partitions answered %v (error code: partitions), want NOT_LEADER_OR_FOLLOWER for all, or (when every partition was written alone) success for all", codes)
 	}
 	if md := c.roundTrip(kmsg.NewPtrMetadataRequest()).(*kmsg.MetadataResponse); len(md.Brokers) != len(after) {
 		t.Fatalf("metadata through virtual broker %d: %d brokers, want %d", orphan, len(md.Brokers), len(after))
 	}
-	if got := held(ctx, t, target, topic); len(got) != 0 {
-		t.Fatalf("target holds %q, want nothing", got)
+	if got := held(ctx, t, target, topic); !maps.EqualFunc(got, want, slices.Equal) {
+		t.Fatalf("target holds %q, want %q (%d written, %d refused)", got, want, written, refused)
 	}
 }

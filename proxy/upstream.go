@@ -41,6 +41,7 @@ type upstream struct {
 	topicIDs      map[string][16]byte       // topic name → real id
 	topicNames    map[[16]byte]string       // real id → topic name
 	leaderEpochs  map[string][]int32        // topic → partition → real leader epoch
+	leaders       map[string][]int32        // topic → partition → real leader id (-1: none)
 	versions      *kmsg.ApiVersionsResponse // nil until known
 	realClusterID string
 	lastErr       string
@@ -80,6 +81,7 @@ func newUpstream(cfg ClusterConfig, dialTimeout time.Duration, log *zap.Logger) 
 		topicIDs:     map[string][16]byte{},
 		topicNames:   map[[16]byte]string{},
 		leaderEpochs: map[string][]int32{},
+		leaders:      map[string][]int32{},
 	}, nil
 }
 
@@ -196,6 +198,18 @@ func (u *upstream) learnMetadata(resp *kmsg.MetadataResponse) {
 			u.topicIDs[*t.Topic] = t.TopicID
 			u.topicNames[t.TopicID] = *t.Topic
 		}
+		if len(t.Partitions) > 0 {
+			leaders := make([]int32, len(t.Partitions))
+			for i := range leaders {
+				leaders[i] = -1
+			}
+			for _, p := range t.Partitions {
+				if int(p.Partition) < len(leaders) && p.Partition >= 0 && p.ErrorCode == 0 {
+					leaders[p.Partition] = p.Leader
+				}
+			}
+			u.leaders[*t.Topic] = leaders
+		}
 		if resp.Version >= 7 && len(t.Partitions) > 0 {
 			epochs := make([]int32, len(t.Partitions))
 			for _, p := range t.Partitions {
@@ -206,6 +220,17 @@ func (u *upstream) learnMetadata(resp *kmsg.MetadataResponse) {
 			u.leaderEpochs[*t.Topic] = epochs
 		}
 	}
+}
+
+// leader returns the real broker last learned to lead a partition.
+func (u *upstream) leader(topic string, partition int32) (int32, bool) {
+	u.mu.RLock()
+	defer u.mu.RUnlock()
+	ls := u.leaders[topic]
+	if partition < 0 || int(partition) >= len(ls) || ls[partition] < 0 {
+		return 0, false
+	}
+	return ls[partition], true
 }
 
 // leaderEpoch returns the last leader epoch learned for a partition.
