@@ -251,9 +251,12 @@ func TestMirrorFollowsPartitionIncrease(t *testing.T) {
 	rm.waitCaughtUp(t, source, topic)
 	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
 	defer cancel()
-	if _, err := kadm.NewClient(source.Client(t)).UpdatePartitions(ctx, 4, topic); err != nil {
-		t.Fatal(err)
+	if rs, err := kadm.NewClient(source.Client(t)).UpdatePartitions(ctx, 4, topic); err != nil || rs[topic].Err != nil {
+		t.Fatalf("add partitions to %s: %v %v", topic, err, rs[topic].Err)
 	}
+	// A real broker learns of the new partitions asynchronously; a producer
+	// whose first metadata still shows two refuses partition 2 outright.
+	source.WaitPartitions(t, topic, 4)
 	// Write to every partition explicitly, the new ones included.
 	cl := source.Client(t, kgo.RecordPartitioner(kgo.ManualPartitioner()))
 	for i := 0; i < 400; i++ {

@@ -15,6 +15,7 @@ import (
 	"github.com/twmb/franz-go/pkg/kerr"
 	"github.com/twmb/franz-go/pkg/kfake"
 	"github.com/twmb/franz-go/pkg/kgo"
+	"github.com/twmb/franz-go/pkg/kmsg"
 
 	"github.com/switchyard/switchyard/kafkasec"
 )
@@ -108,37 +109,77 @@ func (c *Cluster) CreateTopic(t testing.TB, topic string, partitions int32) {
 	t.Helper()
 	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
 	defer cancel()
-	adm := kadm.NewClient(c.Client(t))
-	resp, err := adm.CreateTopic(ctx, partitions, 1, nil, topic)
+	cl := c.Client(t)
+	resp, err := kadm.NewClient(cl).CreateTopic(ctx, partitions, 1, nil, topic)
 	if err != nil && !errorsIsTopicExists(err) {
 		t.Fatalf("create topic %s on %s: %v", topic, c.Name, err)
 	}
 	if resp.Err != nil && !errorsIsTopicExists(resp.Err) {
 		t.Fatalf("create topic %s on %s: %v", topic, c.Name, resp.Err)
 	}
+	c.waitPartitions(ctx, t, cl, topic, int(partitions))
+}
+
+// WaitPartitions waits until the cluster's metadata shows topic with
+// partitions partitions, each with a leader. A real broker learns of new
+// partitions from the controller asynchronously: a client that asks right
+// after CreatePartitions returns may still see the old count.
+func (c *Cluster) WaitPartitions(t testing.TB, topic string, partitions int) {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
+	defer cancel()
+	c.waitPartitions(ctx, t, c.Client(t), topic, partitions)
+}
+
+func (c *Cluster) waitPartitions(ctx context.Context, t testing.TB, cl *kgo.Client, topic string, partitions int) {
+	t.Helper()
 	for {
-		md, err := adm.Metadata(ctx, topic)
+		err := c.partitionsSeen(ctx, cl, topic, partitions)
 		if err == nil {
-			td, ok := md.Topics[topic]
-			if ok && td.Err == nil && len(td.Partitions) == int(partitions) && allLed(td) {
-				return
-			}
+			return
 		}
 		select {
 		case <-ctx.Done():
-			t.Fatalf("topic %s on %s: no leaders after 60s (last error %v)", topic, c.Name, err)
+			t.Fatalf("topic %s on %s: %d partitions with leaders not seen after 60s: %v", topic, c.Name, partitions, err)
 		case <-time.After(50 * time.Millisecond):
 		}
 	}
 }
 
-func allLed(td kadm.TopicDetail) bool {
-	for _, p := range td.Partitions {
-		if p.Leader < 0 || p.Err != nil {
-			return false
+// partitionsSeen asks every broker of the cluster, since each learns of
+// topic changes from the controller on its own schedule and a client may
+// take its metadata from any of them.
+func (c *Cluster) partitionsSeen(ctx context.Context, cl *kgo.Client, topic string, partitions int) error {
+	brokers, err := kadm.NewClient(cl).ListBrokers(ctx)
+	if err != nil {
+		return fmt.Errorf("list brokers: %w", err)
+	}
+	for _, b := range brokers {
+		req := kmsg.NewPtrMetadataRequest()
+		rt := kmsg.NewMetadataRequestTopic()
+		rt.Topic = kmsg.StringPtr(topic)
+		req.Topics = append(req.Topics, rt)
+		resp, err := req.RequestWith(ctx, cl.Broker(int(b.NodeID)))
+		if err != nil {
+			return fmt.Errorf("metadata from broker %d: %w", b.NodeID, err)
+		}
+		if len(resp.Topics) != 1 {
+			return fmt.Errorf("broker %d answered %d topics", b.NodeID, len(resp.Topics))
+		}
+		rtp := resp.Topics[0]
+		if err := kerr.ErrorForCode(rtp.ErrorCode); err != nil {
+			return fmt.Errorf("broker %d: %w", b.NodeID, err)
+		}
+		if len(rtp.Partitions) != partitions {
+			return fmt.Errorf("broker %d shows %d partitions", b.NodeID, len(rtp.Partitions))
+		}
+		for _, p := range rtp.Partitions {
+			if p.Leader < 0 || p.ErrorCode != 0 {
+				return fmt.Errorf("broker %d: partition %d has no leader (%v)", b.NodeID, p.Partition, kerr.ErrorForCode(p.ErrorCode))
+			}
 		}
 	}
-	return true
+	return nil
 }
 
 func errorsIsTopicExists(err error) bool {
