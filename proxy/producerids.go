@@ -289,6 +289,12 @@ func (p *Proxy) rewriteBatches(ctx context.Context, b []byte, u *upstream, tp to
 			var g *seqGate
 			var stale bool
 			id, epoch, g, stale = p.seqGateFor(rm, e, tp, cepoch)
+			if first && follow && stale {
+				if written, code := p.checkStale(g, &sb); written || code != 0 {
+					p.releaseSeqs(&produceSeqs{batches: batches})
+					return nil, true, code, nil
+				}
+			}
 			if first && follow && !stale {
 				forward, c, err := p.admitFirst(ctx, rm, g, &sb)
 				if err != nil {

@@ -193,6 +193,26 @@ func (p *Proxy) admitFirst(ctx context.Context, rm *remappedProducer, g *seqGate
 	}
 }
 
+// checkStale decides the first batch of a partition in an older client
+// epoch than the current one (seqGateFor's stale): the cluster has no state
+// for that epoch on the partition and would write whatever it is sent, so a
+// resend of what the epoch already had acknowledged is answered here as
+// written, and one that overlaps it OUT_OF_ORDER_SEQUENCE_NUMBER. Neither
+// waits for a probe: the new epoch's gate is not this batch's.
+func (p *Proxy) checkStale(g *seqGate, sb *sentBatch) (written bool, code int16) {
+	switch {
+	case seqBefore(sb.last, g.base):
+		p.m.seqChecks.WithLabelValues("duplicate").Inc()
+		p.logSeqCheck("duplicate", sb, g.base)
+		return true, 0
+	case seqBefore(sb.first, g.base):
+		p.m.seqChecks.WithLabelValues("out_of_order").Inc()
+		p.logSeqCheck("out_of_order", sb, g.base)
+		return false, kerr.OutOfOrderSequenceNumber.Code
+	}
+	return false, 0
+}
+
 func (p *Proxy) logSeqCheck(outcome string, sb *sentBatch, want int32) {
 	p.log.Warn("first batch after a switch does not follow on",
 		zap.String("outcome", outcome), zap.String("topic", sb.tp.topic), zap.Int32("partition", sb.tp.partition),
@@ -210,7 +230,10 @@ func (p *Proxy) settleBatch(sb *sentBatch, code int16) {
 		if sb.e.acked == nil {
 			sb.e.acked = map[topicPartition]ackedSeq{}
 		}
-		if a, ok := sb.e.acked[sb.tp]; !ok || a.epoch != sb.epoch || seqBefore(a.next, next) {
+		// A batch of an older client epoch, written late (stale), must not
+		// replace what the newer epoch acknowledged: the next switch would
+		// judge that epoch's resends against 0.
+		if a, ok := sb.e.acked[sb.tp]; !ok || sb.epoch > a.epoch || (sb.epoch == a.epoch && seqBefore(a.next, next)) {
 			sb.e.acked[sb.tp] = ackedSeq{epoch: sb.epoch, next: next}
 		}
 		p.pids.mu.Unlock()

@@ -204,7 +204,10 @@ func (u *upstream) learnMetadata(resp *kmsg.MetadataResponse) {
 				leaders[i] = -1
 			}
 			for _, p := range t.Partitions {
-				if int(p.Partition) < len(leaders) && p.Partition >= 0 && p.ErrorCode == 0 {
+				// REPLICA_NOT_AVAILABLE (a follower is offline) still
+				// names the leader.
+				led := p.ErrorCode == 0 || p.ErrorCode == kerr.ReplicaNotAvailable.Code
+				if int(p.Partition) < len(leaders) && p.Partition >= 0 && led && p.Leader >= 0 {
 					leaders[p.Partition] = p.Leader
 				}
 			}
