@@ -321,7 +321,12 @@ func (c *clientConn) forward(ctx context.Context, hdr requestHeader, frame []byt
 	if local, ok := c.orphanAnswer(hdr, frame, up); ok {
 		c.doneInflight(hdr.Key)
 		if local == nil {
-			return nil // acks=0
+			// acks=0: no answer to carry the error. A broker closes the
+			// connection then, so that the client refreshes its metadata
+			// instead of sending on into the void.
+			return fault("orphan_acks0", fmt.Errorf(
+				"an acks=0 Produce reached virtual broker %d, which has no broker of cluster %s behind it and does not lead its partitions; closing, as a broker does, so that the client refreshes its metadata",
+				c.vnode, up.u.name))
 		}
 		return c.enqueue(ctx, &pendingReq{hdr: hdr, local: local})
 	}
@@ -396,12 +401,15 @@ func (c *clientConn) enqueue(ctx context.Context, pr *pendingReq) error {
 }
 
 // upstream returns the upstream connection for this admission, dialling the
-// active cluster when there is none or a switch happened since it was made.
+// active cluster when there is none or a switch happened since it was made,
+// or when an orphan connection's virtual broker has since been given a
+// broker of its own (the cluster grew): it would otherwise refuse, for
+// good, the partitions that broker leads.
 func (c *clientConn) upstream(ctx context.Context, adm admission) (*upConn, error) {
 	c.curMu.Lock()
 	cur := c.cur
 	c.curMu.Unlock()
-	if cur != nil && cur.gen == adm.gen && cur.u == adm.u {
+	if cur != nil && cur.gen == adm.gen && cur.u == adm.u && !(cur.orphan && c.p.hasBroker(adm.u, c.vnode)) {
 		return cur, nil
 	}
 	if cur != nil {

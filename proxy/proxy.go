@@ -303,6 +303,13 @@ func (p *Proxy) virtualFor(u *upstream, real int32) int32 {
 	return v
 }
 
+// hasBroker reports whether virtual broker v has a broker of cluster u
+// behind it, with an address to dial.
+func (p *Proxy) hasBroker(u *upstream, v int32) bool {
+	_, _, own := p.upstreamAddrFor(u, v)
+	return own
+}
+
 // realFor returns the real node id of cluster u behind virtual id v.
 func (p *Proxy) realFor(u *upstream, v int32) (int32, bool) {
 	p.mu.Lock()

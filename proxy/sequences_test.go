@@ -359,26 +359,10 @@ func TestOrphanBrokerAnswersNotLeader(t *testing.T) {
 	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
 	defer cancel()
 	p := newSeqProducer(t, tp, topic)
-	before := p.brokers()
-	// Connections opened before the switch, as a client's are.
-	conns := map[int32]*wireConn{}
-	for _, b := range p.metadata().Brokers {
-		conns[b.NodeID] = dialWire(t, fmt.Sprintf("%s:%d", b.Host, b.Port), "orphan")
-	}
-	if _, err := tp.Switch(ctx, "target"); err != nil {
-		t.Fatal(err)
-	}
-	after := p.brokers()
-	var orphan int32 = -1
-	for _, b := range before {
-		if !slices.Contains(after, b) {
-			orphan = b
-		}
-	}
+	orphan, c, after := switchLeavingOrphan(ctx, t, tp, p)
 	if orphan < 0 {
-		t.Skipf("the target has as many brokers as the source (%v, %v)", before, after)
+		t.Skipf("the target has as many brokers as the source (%v)", after)
 	}
-	c := conns[orphan]
 	// One partition per request: forwarded (and written) where the broker
 	// behind the orphan leads it, refused elsewhere.
 	want := map[int32][]string{}
@@ -424,4 +408,82 @@ func TestOrphanBrokerAnswersNotLeader(t *testing.T) {
 	if got := held(ctx, t, target, topic); !maps.EqualFunc(got, want, slices.Equal) {
 		t.Fatalf("target holds %q, want %q (%d written, %d refused)", got, want, written, refused)
 	}
+	if refused > 0 {
+		// acks=0 gets no answer to carry the error: the connection is
+		// closed, as a broker does, so that the client asks for metadata.
+		req := rawProduce(9, 0, topic, [16]byte{}, "acks0")
+		for part := int32(1); part < 3; part++ {
+			rp := kmsg.NewProduceRequestTopicPartition()
+			rp.Partition, rp.Records = part, plainBatch("acks0")
+			req.Topics[0].Partitions = append(req.Topics[0].Partitions, rp)
+		}
+		c.send(req)
+		c.expectClosed()
+	}
+}
+
+// TestOrphanBrokerTakesNewBroker: when the cluster grows and a virtual
+// broker that had no broker behind it is given the new one, a connection
+// the client opened to it before dials that broker: it does not go on
+// refusing, for good, the partitions the new broker leads.
+func TestOrphanBrokerTakesNewBroker(t *testing.T) {
+	source, target := kafkatest.Pair(t)
+	if target.Fake == nil {
+		t.Skip("adds a broker to the target: kfake only")
+	}
+	topic := kafkatest.Topic(t, "grow")
+	source.CreateTopic(t, topic, 1)
+	target.CreateTopic(t, topic, 1)
+	tp := startProxy(t, source, target)
+	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
+	defer cancel()
+	p := newSeqProducer(t, tp, topic)
+	orphan, c, after := switchLeavingOrphan(ctx, t, tp, p)
+	if orphan < 0 {
+		t.Fatalf("no virtual broker without a broker after the switch (%v)", after)
+	}
+	// The orphan's connection reaches one of the target's brokers.
+	if md := c.roundTrip(kmsg.NewPtrMetadataRequest()).(*kmsg.MetadataResponse); len(md.Brokers) != len(after) {
+		t.Fatalf("metadata through virtual broker %d: %d brokers, want %d", orphan, len(md.Brokers), len(after))
+	}
+	node, _, err := target.Fake.AddNode(-1, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := target.Fake.MoveTopicPartition(topic, 0, node); err != nil {
+		t.Fatal(err)
+	}
+	if got := p.leaderOf(0); got != orphan {
+		t.Fatalf("partition 0, moved to the new broker %d, is led by virtual broker %d, want %d (the lowest free id)", node, got, orphan)
+	}
+	req := rawProduce(9, -1, topic, [16]byte{}, "grown")
+	if code := c.roundTrip(req).(*kmsg.ProduceResponse).Topics[0].Partitions[0].ErrorCode; code != 0 {
+		t.Fatalf("produce through virtual broker %d, now the new broker's: %v", orphan, kerr.ErrorForCode(code))
+	}
+	if got, want := held(ctx, t, target, topic)[0], []string{"grown"}; !slices.Equal(got, want) {
+		t.Fatalf("target holds %q, want %q", got, want)
+	}
+}
+
+// switchLeavingOrphan opens a connection to every virtual broker, as a
+// client does, switches to the target and returns a virtual broker the
+// target has no broker for with its connection (-1 if there is none), and
+// the virtual brokers after the switch.
+func switchLeavingOrphan(ctx context.Context, t *testing.T, tp *testProxy, p *seqProducer) (orphan int32, c *wireConn, after []int32) {
+	t.Helper()
+	before := p.brokers()
+	conns := map[int32]*wireConn{}
+	for _, b := range p.metadata().Brokers {
+		conns[b.NodeID] = dialWire(t, fmt.Sprintf("%s:%d", b.Host, b.Port), "orphan")
+	}
+	if _, err := tp.Switch(ctx, "target"); err != nil {
+		t.Fatal(err)
+	}
+	after = p.brokers()
+	for _, b := range before {
+		if !slices.Contains(after, b) {
+			return b, conns[b], after
+		}
+	}
+	return -1, nil, after
 }
