@@ -14,6 +14,10 @@ type stored struct {
 	Partition int32
 	Offset    int64
 	Value     string
+	// Writer is the producer id and epoch of the record's batch, to tell
+	// apart, when a record is stored twice, a resend by the same producer
+	// from a write by a new one.
+	Writer string
 }
 
 // checkInput is everything one run produced: the clients' reports and what
@@ -269,10 +273,21 @@ func check(in checkInput, r *runResult) {
 		return a.Partition < b.Partition || (a.Partition == b.Partition && a.Offset < b.Offset)
 	})
 	last := map[string]int{} // partition/prefix → last seq
+	first := map[string]stored{}
 	for _, s := range target {
 		count[s.Value]++
+		if count[s.Value] == 1 {
+			first[s.Value] = s
+		}
 		if count[s.Value] == 2 {
-			p.add("duplicated on the target", "%s (again at %d/%d)", s.Value, s.Partition, s.Offset)
+			f, src := first[s.Value], "not on the source"
+			for _, o := range in.Source {
+				if o.Value == s.Value {
+					src = fmt.Sprintf("on the source at %d/%d by producer %s", o.Partition, o.Offset, o.Writer)
+				}
+			}
+			p.add("duplicated on the target", "%s (at %d/%d by producer %s, again at %d/%d by producer %s; %s)",
+				s.Value, f.Partition, f.Offset, f.Writer, s.Partition, s.Offset, s.Writer, src)
 		}
 		if count[s.Value] > 1 {
 			r.Duplicated++

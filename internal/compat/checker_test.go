@@ -18,8 +18,8 @@ func TestCheck(t *testing.T) {
 				Acks:    []clientbed.Ack{{Seq: 0, Partition: 0, Offset: 0}, {Seq: 1, Partition: 0, Offset: 1}, {Seq: 2, Partition: 0, Offset: 2}},
 				Records: []clientbed.LiveRecord{{Value: "i0-0"}, {Value: "i0-1"}, {Value: "i0-2"}},
 			}},
-			Source:    []stored{{0, 0, "i0-0"}, {0, 1, "i0-1"}},
-			Target:    []stored{{0, 0, "i0-0"}, {0, 1, "i0-1"}, {0, 2, "i0-2"}},
+			Source:    []stored{{0, 0, "i0-0", ""}, {0, 1, "i0-1", ""}},
+			Target:    []stored{{0, 0, "i0-0", ""}, {0, 1, "i0-1", ""}, {0, 2, "i0-2", ""}},
 			Committed: map[int32]int64{0: 3},
 			End:       map[int32]int64{0: 3, 1: 0},
 		}
@@ -33,10 +33,10 @@ func TestCheck(t *testing.T) {
 	}{
 		{"clean", func(*checkInput) {}, func(r *runResult) int { return 0 }},
 		{"lost", func(in *checkInput) { in.Target = in.Target[:2] }, func(r *runResult) int { return r.Lost }},
-		{"duplicated", func(in *checkInput) { in.Target = append(in.Target, stored{0, 3, "i0-2"}) },
+		{"duplicated", func(in *checkInput) { in.Target = append(in.Target, stored{0, 3, "i0-2", ""}) },
 			func(r *runResult) int { return r.Duplicated }},
 		{"order", func(in *checkInput) {
-			in.Target = []stored{{0, 0, "i0-0"}, {0, 1, "i0-2"}, {0, 2, "i0-1"}}
+			in.Target = []stored{{0, 0, "i0-0", ""}, {0, 1, "i0-2", ""}, {0, 2, "i0-1", ""}}
 		}, func(r *runResult) int { return r.OrderViolations }},
 		{"misplaced", func(in *checkInput) { in.Reports[0].Acks[2].Offset = 7 }, func(r *runResult) int { return r.Misplaced }},
 		{"acknowledged twice", func(in *checkInput) {
@@ -86,7 +86,7 @@ func TestCheck(t *testing.T) {
 		in.Reports[0].Sent = 4
 		in.Reports[0].Aborted = []clientbed.Ack{{Seq: 3, Partition: 0, Offset: 3}}
 		in.Committed[0], in.End[0] = 5, 5 // the record and the abort marker
-		in.TargetLog = append(append([]stored(nil), in.Target...), stored{0, 3, "i0-3"})
+		in.TargetLog = append(append([]stored(nil), in.Target...), stored{0, 3, "i0-3", ""})
 		return in
 	}
 	for _, tc := range []struct {
@@ -94,9 +94,9 @@ func TestCheck(t *testing.T) {
 		mutate func(*checkInput)
 		want   func(r *runResult) int
 	}{
-		{"aborted record on the target", func(in *checkInput) { in.Target = append(in.Target, stored{0, 3, "i0-3"}) },
+		{"aborted record on the target", func(in *checkInput) { in.Target = append(in.Target, stored{0, 3, "i0-3", ""}) },
 			func(r *runResult) int { return r.AbortedVisible }},
-		{"aborted record on the source", func(in *checkInput) { in.Source = append(in.Source, stored{0, 2, "i0-3"}) },
+		{"aborted record on the source", func(in *checkInput) { in.Source = append(in.Source, stored{0, 2, "i0-3", ""}) },
 			func(r *runResult) int { return r.AbortedVisible }},
 		{"aborted record delivered", func(in *checkInput) {
 			in.Reports[0].Records = append(in.Reports[0].Records, clientbed.LiveRecord{Partition: 0, Offset: 3, Value: "i0-3"})

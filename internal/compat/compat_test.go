@@ -237,17 +237,18 @@ func summarize(t *testing.T, rs []*runResult) {
 		windows[0], windows[len(windows)/2], windows[len(windows)-1])
 }
 
-// knownBroken names, per backend, the clients that fail the matrix because
-// of an open Switchyard bug (docs/COMPATIBILITY.md, "Failures found"). The
+// knownBroken names, per backend, the clients that fail the matrix for a
+// known reason (docs/COMPATIBILITY.md: an open Switchyard bug under
+// "Failures found", or the client's own, under its section). The
 // quick matrix of `make test` leaves them out, saying so; `make
 // test-compat` and any COMPAT_CLIENTS or COMPAT_RUNS setting run them.
 var knownBroken = map[string]map[clientbed.Client]string{
 	kafkatest.BackendKfake: {
-		clientbed.KafkaJS: "kafkajs 2.2.4 where leaders move at the flip (kfake's two-broker target): send() resolves " +
-			"without writing a partition after NOT_LEADER_OR_FOLLOWER (sendMessages.js keeps each broker's response " +
-			"across retries, so a partition that moved to a broker that already answered is neither resent nor " +
-			"reported; kafkajs issue #1303), and records written twice through virtual brokers the target has no " +
-			"broker for (docs/COMPATIBILITY.md, failure 4); 5 of 10 runs, COMPAT_SEED=20261122",
+		clientbed.KafkaJS: "kafkajs 2.2.4 where partition leaders move at the flip (kfake's two-broker target): " +
+			"kafkajs keeps one response per broker across a send()'s retries (sendMessages.js, kafkajs issue #1303), " +
+			"so a partition that moved to a broker that already answered is neither resent nor reported, and one " +
+			"written through a broker that answered is resent to its new leader if that one failed: records dropped " +
+			"or written twice (docs/COMPATIBILITY.md, kafkajs); 4 of 10 runs, COMPAT_SEED=20261122",
 	},
 }
 
@@ -639,7 +640,7 @@ func readTopic(ctx context.Context, t *testing.T, c *kafkatest.Cluster, topic st
 func asStored(rs []*kgo.Record) []stored {
 	out := make([]stored, 0, len(rs))
 	for _, r := range rs {
-		out = append(out, stored{r.Partition, r.Offset, string(r.Value)})
+		out = append(out, stored{r.Partition, r.Offset, string(r.Value), fmt.Sprintf("%d/%d", r.ProducerID, r.ProducerEpoch)})
 	}
 	return out
 }
