@@ -248,7 +248,8 @@ var knownBroken = map[string]map[clientbed.Client]string{
 			"kafkajs keeps one response per broker across a send()'s retries (sendMessages.js, kafkajs issue #1303), " +
 			"so a partition that moved to a broker that already answered is neither resent nor reported, and one " +
 			"written through a broker that answered is resent to its new leader if that one failed: records dropped " +
-			"or written twice (docs/COMPATIBILITY.md, kafkajs); 4 of 10 runs, COMPAT_SEED=20261122",
+			"or written twice (docs/COMPATIBILITY.md, kafkajs); 4 of 10 runs, COMPAT_SEED=20261122. One send() per " +
+			"partition (KAFKAJS_SEND_PER_PARTITION=1) avoids it",
 	},
 }
 

@@ -305,6 +305,23 @@ async function live(kafka, a) {
     },
   });
 
+  // $KAFKAJS_SEND_PER_PARTITION=1: what docs/COMPATIBILITY.md advises
+  // kafkajs users where partition leaders may move — one send() per
+  // partition (each message given its partition), so that no send's retry
+  // spans brokers. Otherwise one send() takes everything that accumulated.
+  const perPartition = process.env.KAFKAJS_SEND_PER_PARTITION === '1';
+  const sendsOf = (seqs, messages) => {
+    if (!perPartition) return [{ seqs, messages }];
+    const byPartition = new Map();
+    for (let j = 0; j < messages.length; j++) {
+      const p = partitioner({ topic: a.topic, partitionMetadata: partitions, message: messages[j] });
+      if (!byPartition.has(p)) byPartition.set(p, { seqs: [], messages: [] });
+      byPartition.get(p).seqs.push(seqs[j]);
+      byPartition.get(p).messages.push({ ...messages[j], partition: p });
+    }
+    return [...byPartition.values()];
+  };
+
   // The application's loop: records accumulate at the pace; each send takes
   // what accumulated (a send at a time: concurrent sends of one idempotent
   // producer are not supported by kafkajs).
@@ -323,22 +340,24 @@ async function live(kafka, a) {
       seqs.push(seq);
       messages.push({ key: `k-${seq % a.keys}`, value: `${a.prefix}-${seq}` });
     }
-    try {
-      const meta = await producer.send({ topic: a.topic, acks: -1, messages });
-      const base = new Map(meta.map((m) => [m.partition, BigInt(m.baseOffset)]));
-      const next = new Map();
-      for (let j = 0; j < messages.length; j++) {
-        const p = partitioner({ topic: a.topic, partitionMetadata: partitions, message: messages[j] });
-        const n = next.get(p) || 0n;
-        next.set(p, n + 1n);
-        if (!base.has(p)) {
-          liveError('produce', `send acknowledged no batch for partition ${p}`, seqs[j]);
-          continue;
+    for (const send of sendsOf(seqs, messages)) {
+      try {
+        const meta = await producer.send({ topic: a.topic, acks: -1, messages: send.messages });
+        const base = new Map(meta.map((m) => [m.partition, BigInt(m.baseOffset)]));
+        const next = new Map();
+        for (let j = 0; j < send.messages.length; j++) {
+          const p = partitioner({ topic: a.topic, partitionMetadata: partitions, message: send.messages[j] });
+          const n = next.get(p) || 0n;
+          next.set(p, n + 1n);
+          if (!base.has(p)) {
+            liveError('produce', `send acknowledged no batch for partition ${p}`, send.seqs[j]);
+            continue;
+          }
+          emit({ ev: 'ack', seq: send.seqs[j], p, o: Number(base.get(p) + n) });
         }
-        emit({ ev: 'ack', seq: seqs[j], p, o: Number(base.get(p) + n) });
+      } catch (e) {
+        for (const s of send.seqs) liveError('produce', `send: ${e.message}`, s);
       }
-    } catch (e) {
-      for (const s of seqs) liveError('produce', `send: ${e.message}`, s);
     }
   }
   emit({ ev: 'produced', sent: seq });
