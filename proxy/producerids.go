@@ -289,16 +289,21 @@ func (p *Proxy) rewriteBatches(ctx context.Context, b []byte, u *upstream, tp to
 			var g *seqGate
 			var stale bool
 			id, epoch, g, stale = p.seqGateFor(rm, e, tp, cepoch)
-			if first && follow && stale {
-				if written, code := p.checkStale(g, &sb); written || code != 0 {
-					p.releaseSeqs(&produceSeqs{batches: batches})
-					return nil, true, code, nil
-				}
-			}
-			if first && follow && !stale {
-				forward, c, err := p.admitFirst(ctx, rm, g, &sb)
-				if err != nil {
-					return nil, false, 0, err
+			if first && follow {
+				forward, c := true, int16(0)
+				switch {
+				case !stale:
+					if forward, c, err = p.admitFirst(ctx, rm, g, &sb); err != nil {
+						return nil, false, 0, err
+					}
+				case seqBefore(sb.first, g.base):
+					// An older client epoch than the current one, reaching
+					// back into what that epoch had acknowledged: the
+					// cluster has no state for the epoch on the partition
+					// and would write it. What does not reach back is
+					// forwarded without a probe (the new epoch's gate is
+					// not this batch's).
+					forward, c = false, p.refuseFirst(&sb, g.base)
 				}
 				if !forward {
 					p.releaseSeqs(&produceSeqs{batches: batches})

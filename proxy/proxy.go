@@ -306,8 +306,22 @@ func (p *Proxy) virtualFor(u *upstream, real int32) int32 {
 // hasBroker reports whether virtual broker v has a broker of cluster u
 // behind it, with an address to dial.
 func (p *Proxy) hasBroker(u *upstream, v int32) bool {
-	_, _, own := p.upstreamAddrFor(u, v)
-	return own
+	_, _, ok := p.ownBroker(u, v)
+	return ok
+}
+
+// ownBroker returns the address and node id of the broker of cluster u
+// behind virtual broker v, if it has one with a known address.
+func (p *Proxy) ownBroker(u *upstream, v int32) (addr string, node int32, ok bool) {
+	if v < 0 {
+		return "", -1, false
+	}
+	r, ok := p.realFor(u, v)
+	if !ok {
+		return "", -1, false
+	}
+	a, ok := u.brokerAddr(r)
+	return a, r, ok
 }
 
 // realFor returns the real node id of cluster u behind virtual id v.
@@ -398,12 +412,8 @@ func (p *Proxy) brokerAddress(v int32) (string, int32, bool) {
 // its node id (-1 when only a bootstrap address is known), and whether it is
 // v's own broker.
 func (p *Proxy) upstreamAddrFor(u *upstream, v int32) (addr string, node int32, own bool) {
-	if v >= 0 {
-		if r, ok := p.realFor(u, v); ok {
-			if a, ok := u.brokerAddr(r); ok {
-				return a, r, true
-			}
-		}
+	if a, r, ok := p.ownBroker(u, v); ok {
+		return a, r, true
 	}
 	// The bootstrap listener, or a virtual broker the cluster has no broker
 	// for (it has fewer brokers than the previous one): any broker will do

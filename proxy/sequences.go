@@ -179,38 +179,26 @@ func (p *Proxy) admitFirst(ctx context.Context, rm *remappedProducer, g *seqGate
 			sb.rm, sb.gate = rm, g
 			rm.mu.Unlock()
 			return true, 0, nil
-		case seqBefore(sb.last, g.base):
-			rm.mu.Unlock()
-			p.m.seqChecks.WithLabelValues("duplicate").Inc()
-			p.logSeqCheck("duplicate", sb, g.base)
-			return false, 0, nil
 		default:
 			rm.mu.Unlock()
-			p.m.seqChecks.WithLabelValues("out_of_order").Inc()
-			p.logSeqCheck("out_of_order", sb, g.base)
-			return false, kerr.OutOfOrderSequenceNumber.Code, nil
+			return false, p.refuseFirst(sb, g.base), nil
 		}
 	}
 }
 
-// checkStale decides the first batch of a partition in an older client
-// epoch than the current one (seqGateFor's stale): the cluster has no state
-// for that epoch on the partition and would write whatever it is sent, so a
-// resend of what the epoch already had acknowledged is answered here as
-// written, and one that overlaps it OUT_OF_ORDER_SEQUENCE_NUMBER. Neither
-// waits for a probe: the new epoch's gate is not this batch's.
-func (p *Proxy) checkStale(g *seqGate, sb *sentBatch) (written bool, code int16) {
-	switch {
-	case seqBefore(sb.last, g.base):
+// refuseFirst answers a partition's first batch on a cluster that does not
+// start at want, the sequence after the last one acknowledged: wholly below
+// it, the batch was written before and is answered as written (0); any
+// other, OUT_OF_ORDER_SEQUENCE_NUMBER, as the old cluster would have.
+func (p *Proxy) refuseFirst(sb *sentBatch, want int32) int16 {
+	if seqBefore(sb.last, want) {
 		p.m.seqChecks.WithLabelValues("duplicate").Inc()
-		p.logSeqCheck("duplicate", sb, g.base)
-		return true, 0
-	case seqBefore(sb.first, g.base):
-		p.m.seqChecks.WithLabelValues("out_of_order").Inc()
-		p.logSeqCheck("out_of_order", sb, g.base)
-		return false, kerr.OutOfOrderSequenceNumber.Code
+		p.logSeqCheck("duplicate", sb, want)
+		return 0
 	}
-	return false, 0
+	p.m.seqChecks.WithLabelValues("out_of_order").Inc()
+	p.logSeqCheck("out_of_order", sb, want)
+	return kerr.OutOfOrderSequenceNumber.Code
 }
 
 func (p *Proxy) logSeqCheck(outcome string, sb *sentBatch, want int32) {
