@@ -339,26 +339,20 @@ func FuzzProduceSequences(f *testing.F) {
 // that resends after a partial answer (kafkajs) would write twice. Other
 // requests (Metadata) are still served.
 func TestOrphanBrokerAnswersNotLeader(t *testing.T) {
-	source, target := kafkatest.Pair(t)
-	topic := kafkatest.Topic(t, "orphan")
 	// More partitions than the target has brokers: on a target of several
 	// brokers some are led by the broker an orphan's connection reaches,
 	// some not.
-	source.CreateTopic(t, topic, 3)
-	target.CreateTopic(t, topic, 3)
+	ctx, tp, p, target := seqSetup(t, "orphan", 3)
+	topic := p.topic
 	if target.Fake != nil {
 		// Leaders on both of the target's brokers, whichever the orphan's
-		// connection reaches.
+		// connection reaches (the switch reads the target's leaders).
 		for part := range int32(3) {
 			if err := target.Fake.MoveTopicPartition(topic, part, part%2); err != nil {
 				t.Fatal(err)
 			}
 		}
 	}
-	tp := startProxy(t, source, target)
-	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
-	defer cancel()
-	p := newSeqProducer(t, tp, topic)
 	orphan, c, after := switchLeavingOrphan(ctx, t, tp, p)
 	if orphan < 0 {
 		t.Skipf("the target has as many brokers as the source (%v)", after)
@@ -427,17 +421,11 @@ func TestOrphanBrokerAnswersNotLeader(t *testing.T) {
 // the client opened to it before dials that broker: it does not go on
 // refusing, for good, the partitions the new broker leads.
 func TestOrphanBrokerTakesNewBroker(t *testing.T) {
-	source, target := kafkatest.Pair(t)
-	if target.Fake == nil {
+	if kafkatest.Backend() != kafkatest.BackendKfake {
 		t.Skip("adds a broker to the target: kfake only")
 	}
-	topic := kafkatest.Topic(t, "grow")
-	source.CreateTopic(t, topic, 1)
-	target.CreateTopic(t, topic, 1)
-	tp := startProxy(t, source, target)
-	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
-	defer cancel()
-	p := newSeqProducer(t, tp, topic)
+	ctx, tp, p, target := seqSetup(t, "grow", 1)
+	topic := p.topic
 	orphan, c, after := switchLeavingOrphan(ctx, t, tp, p)
 	if orphan < 0 {
 		t.Fatalf("no virtual broker without a broker after the switch (%v)", after)

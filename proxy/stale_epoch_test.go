@@ -1,11 +1,14 @@
 package proxy
 
 import (
+	"context"
 	"slices"
 	"testing"
 
 	"github.com/twmb/franz-go/pkg/kerr"
 	"github.com/twmb/franz-go/pkg/kmsg"
+
+	"github.com/switchyard/switchyard/internal/kafkatest"
 )
 
 // TestStaleBatchAfterClientEpochBump: after a switch the client bumps its
@@ -15,13 +18,7 @@ import (
 // behind for the new epoch: the new epoch's first batch there (sequence 0)
 // is written, not answered as a duplicate of what the source wrote.
 func TestStaleBatchAfterClientEpochBump(t *testing.T) {
-	ctx, tp, p, target := seqSetup(t, "stale", 2)
-	wantCode(t, "source, partition 0", p.sendTo(p.leaderOf(0), 0, seqBatch{0, 0, 0, 5})[0], 0)
-	wantCode(t, "source, partition 1", p.sendTo(p.leaderOf(1), 0, seqBatch{1, 0, 100, 5})[1], 0)
-	if _, err := tp.Switch(ctx, "target"); err != nil {
-		t.Fatal(err)
-	}
-	p.conns = map[string]*wireConn{}
+	ctx, p, target := switchAfterEpochZero(t, "stale")
 	wantCode(t, "target, partition 1 follows on", p.sendTo(p.leaderOf(1), 0, seqBatch{1, 5, 105, 5})[1], 0)
 	// The client bumps its epoch: sequences from 0.
 	wantCode(t, "target, partition 1 in epoch 1", p.sendTo(p.leaderOf(1), 1, seqBatch{1, 0, 110, 5})[1], 0)
@@ -102,13 +99,7 @@ func TestLeaderKeptWhenReplicaNotAvailable(t *testing.T) {
 // target, is answered as written: the target has no state for that epoch
 // on the partition, and would write it again (real Kafka does).
 func TestStaleResendOfWrittenBatch(t *testing.T) {
-	ctx, tp, p, target := seqSetup(t, "staleresend", 2)
-	wantCode(t, "source, partition 0", p.sendTo(p.leaderOf(0), 0, seqBatch{0, 0, 0, 5})[0], 0)
-	wantCode(t, "source, partition 1", p.sendTo(p.leaderOf(1), 0, seqBatch{1, 0, 100, 5})[1], 0)
-	if _, err := tp.Switch(ctx, "target"); err != nil {
-		t.Fatal(err)
-	}
-	p.conns = map[string]*wireConn{}
+	ctx, p, target := switchAfterEpochZero(t, "staleresend")
 	wantCode(t, "target, partition 1 in epoch 1", p.sendTo(p.leaderOf(1), 1, seqBatch{1, 0, 110, 5})[1], 0)
 	// Epoch 0's batch for partition 0 again, sequences 0-4: the source
 	// wrote it.
@@ -119,4 +110,19 @@ func TestStaleResendOfWrittenBatch(t *testing.T) {
 	if got, want := held(ctx, t, target, p.topic)[0], values(10, 15); !slices.Equal(got, want) {
 		t.Fatalf("target partition 0 holds %q, want %q", got, want)
 	}
+}
+
+// switchAfterEpochZero writes, in client epoch 0, values 0-4 to partition 0
+// and 100-104 to partition 1 of a new two-partition topic on the source
+// (sequences 0-4 each), then switches to the target; the producer's
+// connections are new ones there.
+func switchAfterEpochZero(t *testing.T, name string) (context.Context, *seqProducer, *kafkatest.Cluster) {
+	ctx, tp, p, target := seqSetup(t, name, 2)
+	wantCode(t, "source, partition 0", p.sendTo(p.leaderOf(0), 0, seqBatch{0, 0, 0, 5})[0], 0)
+	wantCode(t, "source, partition 1", p.sendTo(p.leaderOf(1), 0, seqBatch{1, 0, 100, 5})[1], 0)
+	if _, err := tp.Switch(ctx, "target"); err != nil {
+		t.Fatal(err)
+	}
+	p.conns = map[string]*wireConn{}
+	return ctx, p, target
 }
