@@ -50,7 +50,14 @@ func newSeqProducer(t *testing.T, tp *testProxy, topic string) *seqProducer {
 	init := kmsg.NewPtrInitProducerIDRequest()
 	init.Version = 4
 	init.ProducerID, init.ProducerEpoch = -1, -1
+	// A broker that just started answers COORDINATOR_LOAD_IN_PROGRESS
+	// until its transaction state is loaded; a client retries that.
+	deadline := time.Now().Add(30 * time.Second)
 	resp := c.roundTrip(init).(*kmsg.InitProducerIDResponse)
+	for kerr.IsRetriable(kerr.ErrorForCode(resp.ErrorCode)) && time.Now().Before(deadline) {
+		time.Sleep(100 * time.Millisecond) // the broker offers nothing to wait on
+		resp = c.roundTrip(init).(*kmsg.InitProducerIDResponse)
+	}
 	if resp.ErrorCode != 0 {
 		t.Fatalf("init producer id: %v", kerr.ErrorForCode(resp.ErrorCode))
 	}
