@@ -273,7 +273,10 @@ func check(in checkInput, r *runResult) {
 		return a.Partition < b.Partition || (a.Partition == b.Partition && a.Offset < b.Offset)
 	})
 	last := map[string]int{} // partition/prefix → last seq
-	first := map[string]stored{}
+	first, onSource := map[string]stored{}, map[string]stored{}
+	for _, o := range in.Source {
+		onSource[o.Value] = o
+	}
 	for _, s := range target {
 		count[s.Value]++
 		if count[s.Value] == 1 {
@@ -281,10 +284,8 @@ func check(in checkInput, r *runResult) {
 		}
 		if count[s.Value] == 2 {
 			f, src := first[s.Value], "not on the source"
-			for _, o := range in.Source {
-				if o.Value == s.Value {
-					src = fmt.Sprintf("on the source at %d/%d by producer %s", o.Partition, o.Offset, o.Writer)
-				}
+			if o, ok := onSource[s.Value]; ok {
+				src = fmt.Sprintf("on the source at %d/%d by producer %s", o.Partition, o.Offset, o.Writer)
 			}
 			p.add("duplicated on the target", "%s (at %d/%d by producer %s, again at %d/%d by producer %s; %s)",
 				s.Value, f.Partition, f.Offset, f.Writer, s.Partition, s.Offset, s.Writer, src)
