@@ -48,6 +48,7 @@ $(TOOLS)/staticcheck:
 
 # Fragments owned by their directories.
 include api/api.mk
+include wirecheck/wirecheck.mk
 include testbed/testbed.mk
 include testclients/clients.mk
 include bench/bench.mk

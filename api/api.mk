@@ -41,17 +41,19 @@ generate: tools-gen
 	cd api && buf lint
 
 # check-generate: fail when the committed generated code differs from what the
-# committed .proto files produce (someone edited a .proto and did not run
-# `make generate`, or edited generated code by hand).
+# committed sources produce (someone edited a .proto and did not run
+# `make generate`, or edited generated code by hand). GENERATED lists every
+# generated path: api/ here, wirecheck's schema (wirecheck/wirecheck.mk).
+GENERATED := api/ wirecheck/schema_gen.go
 check-generate: generate
-	@if ! git diff --quiet -- api/ || [ -n "$$(git ls-files --others --exclude-standard -- api/)" ]; then \
-		echo "check-generate: generated code under api/ is stale or uncommitted."; \
+	@if ! git diff --quiet -- $(GENERATED) || [ -n "$$(git ls-files --others --exclude-standard -- $(GENERATED))" ]; then \
+		echo "check-generate: generated code ($(GENERATED)) is stale or uncommitted."; \
 		echo "Run 'make generate' and commit the result. Differences:"; \
-		git --no-pager diff --stat -- api/; \
-		git ls-files --others --exclude-standard -- api/ | sed 's/^/  untracked: /'; \
+		git --no-pager diff --stat -- $(GENERATED); \
+		git ls-files --others --exclude-standard -- $(GENERATED) | sed 's/^/  untracked: /'; \
 		exit 1; \
 	fi
-	@echo "check-generate: api/ is up to date"
+	@echo "check-generate: $(GENERATED) up to date"
 
 # api-breaking: compare the .proto files with another git ref under buf's FILE
 # rules (default: branch main), e.g. before merging an API change. Not part of

@@ -1,0 +1,8 @@
+# wirecheck's schema table (wirecheck/schema_gen.go), generated from Apache
+# Kafka's own message definitions in the kafka-clients jars on Maven Central.
+# `make generate` regenerates it with the rest; `make check-generate` fails
+# when the committed file is stale.
+.PHONY: generate-wirecheck
+generate: generate-wirecheck
+generate-wirecheck:
+	GO=$(GO) wirecheck/generate.sh
