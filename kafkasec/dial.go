@@ -17,6 +17,7 @@ import (
 	"github.com/twmb/franz-go/pkg/sasl"
 
 	"github.com/switchyard/switchyard/internal/tlsfiles"
+	"github.com/switchyard/switchyard/wirecheck"
 )
 
 // Security is a built Config: what connects to one cluster.
@@ -58,23 +59,39 @@ func (s *Security) SASL() bool { return s.mech != nil }
 
 // KgoOpts returns the franz-go options connecting to the cluster (franz-go
 // re-authenticates its own connections, KIP-368).
-func (s *Security) KgoOpts() []kgo.Opt {
-	var opts []kgo.Opt
-	if s.cfg.TLS.Enabled {
-		opts = append(opts, kgo.Dialer(func(ctx context.Context, network, addr string) (net.Conn, error) {
-			var d net.Dialer
-			nc, err := d.DialContext(ctx, network, addr)
-			if err != nil {
+//
+// Every connection is a wirecheck.Conn: the client sees a broker's
+// response only after it has been walked against its definition, because
+// kmsg, which franz-go decodes with, trusts the counts it reads (a
+// response declaring 2^32-1 tagged fields would hold a core for a minute).
+// dialTimeout bounds the TCP connection (0: franz-go's default, 10 s); a
+// dialer replaces franz-go's kgo.DialTimeout.
+func (s *Security) KgoOpts(dialTimeout time.Duration) []kgo.Opt {
+	if dialTimeout <= 0 {
+		dialTimeout = 10 * time.Second
+	}
+	opts := []kgo.Opt{kgo.Dialer(func(ctx context.Context, network, addr string) (net.Conn, error) {
+		d := net.Dialer{Timeout: dialTimeout}
+		nc, err := d.DialContext(ctx, network, addr)
+		if err != nil {
+			return nil, err
+		}
+		if s.cfg.TLS.Enabled {
+			if nc, err = s.handshake(ctx, nc, addr); err != nil {
 				return nil, err
 			}
-			return s.handshake(ctx, nc, addr)
-		}))
-	}
+		}
+		return wirecheck.NewConn(nc, maxKgoResponse), nil
+	})}
 	if s.mech != nil {
 		opts = append(opts, kgo.SASL(s.mech))
 	}
 	return opts
 }
+
+// maxKgoResponse bounds a response to the franz-go clients: franz-go's own
+// default (kgo.BrokerMaxReadBytes).
+const maxKgoResponse = 100 << 20
 
 // Conn is a raw connection to one broker, authenticated as s says.
 type Conn struct {
@@ -287,6 +304,11 @@ func roundTrip(nc net.Conn, corr int32, req kmsg.Request, resp kmsg.Response) er
 	}
 	if got := int32(binary.BigEndian.Uint32(buf)); got != corr {
 		return fmt.Errorf("response correlation id %d, want %d", got, corr)
+	}
+	// Walked before decoding: a broker, or anyone in the middle of a
+	// plaintext connection, decides these bytes (wirecheck).
+	if err := wirecheck.Response(req.Key(), req.GetVersion(), buf[4:]); err != nil {
+		return err
 	}
 	resp.SetVersion(req.GetVersion())
 	if err := resp.ReadFrom(buf[4:]); err != nil {

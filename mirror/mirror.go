@@ -111,7 +111,7 @@ func (mr *Mirror) targetClient(opts ...kgo.Opt) (*kgo.Client, error) {
 }
 
 func (mr *Mirror) client(bootstrap []string, sec *kafkasec.Security, opts []kgo.Opt) (*kgo.Client, error) {
-	all := append([]kgo.Opt{kgo.SeedBrokers(bootstrap...)}, sec.KgoOpts()...)
+	all := append([]kgo.Opt{kgo.SeedBrokers(bootstrap...)}, sec.KgoOpts(0)...)
 	all = append(all, mr.opts...)
 	return kgo.NewClient(append(all, opts...)...)
 }
@@ -560,7 +560,7 @@ func (mr *Mirror) CaughtUp(ctx context.Context, topicNames ...string) (bool, str
 	if mr.assign != nil {
 		// Scaled out: other processes copy some partitions; what all of
 		// them committed is in the checkpoint topic.
-		maps, err := ReadOffsetMaps(ctx, mr.cfg.TargetBootstrap, mr.cfg.Name, append(mr.dstSec.KgoOpts(), mr.opts...)...)
+		maps, err := ReadOffsetMaps(ctx, mr.cfg.TargetBootstrap, mr.cfg.Name, append(mr.dstSec.KgoOpts(0), mr.opts...)...)
 		if err != nil {
 			return false, "", err
 		}

@@ -30,7 +30,7 @@ func TestMirrorToSASLSSLTarget(t *testing.T) {
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
-	persisted, err := ReadOffsetMaps(ctx, target.Bootstrap, rm.cfg.Name, sec.KgoOpts()...)
+	persisted, err := ReadOffsetMaps(ctx, target.Bootstrap, rm.cfg.Name, sec.KgoOpts(0)...)
 	if err != nil {
 		t.Fatalf("read offset maps: %v", err)
 	}

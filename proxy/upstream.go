@@ -67,7 +67,7 @@ func newUpstream(cfg ClusterConfig, dialTimeout time.Duration, log *zap.Logger) 
 		kgo.RetryTimeout(dialTimeout),
 		kgo.MetadataMinAge(time.Second),
 		kgo.WithLogger(kgoLogger{clog.With(zap.String("client", "proxy-admin"))}),
-	}, sec.KgoOpts()...)
+	}, sec.KgoOpts(dialTimeout)...)
 	cl, err := kgo.NewClient(opts...)
 	if err != nil {
 		return nil, fmt.Errorf("cluster %s: client: %w", cfg.Name, err)

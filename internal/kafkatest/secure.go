@@ -104,7 +104,7 @@ func (c *Cluster) kgoSecurity(t testing.TB) []kgo.Opt {
 	if err != nil {
 		t.Fatalf("security for %s: %v", c.Name, err)
 	}
-	return sec.KgoOpts()
+	return sec.KgoOpts(0)
 }
 
 // TLSClientConfig returns a client TLS configuration trusting c's CA.

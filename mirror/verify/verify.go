@@ -164,8 +164,8 @@ func Run(ctx context.Context, cfg Config, opts ...kgo.Opt) (Report, error) {
 	if err != nil {
 		return rep, err
 	}
-	srcOpts := append(srcSec.KgoOpts(), opts...)
-	tgtOpts := append(tgtSec.KgoOpts(), opts...)
+	srcOpts := append(srcSec.KgoOpts(0), opts...)
+	tgtOpts := append(tgtSec.KgoOpts(0), opts...)
 	maps, err := mirror.ReadOffsetMaps(ctx, cfg.TargetBootstrap, cfg.Mirror, tgtOpts...)
 	if err != nil {
 		return rep, fmt.Errorf("offset maps of mirror %s: %w", cfg.Mirror, err)

@@ -85,7 +85,7 @@ func waitCaughtUp(t *testing.T, mr *mirror.Mirror, source, target *kafkatest.Clu
 			if err != nil {
 				t.Fatal(err)
 			}
-			maps, err := mirror.ReadOffsetMaps(ctx, target.Bootstrap, mr.Status().Name, sec.KgoOpts()...)
+			maps, err := mirror.ReadOffsetMaps(ctx, target.Bootstrap, mr.Status().Name, sec.KgoOpts(0)...)
 			ends.Each(func(o kadm.ListedOffset) {
 				if m := maps[mirror.TopicPartition{Topic: topic, Partition: o.Partition}]; behind == "" && (err != nil || m == nil || m.Next() < o.Offset) {
 					behind = fmt.Sprintf("%s/%d (committed)", topic, o.Partition)
