@@ -18,6 +18,8 @@ import (
 	"github.com/twmb/franz-go/pkg/kerr"
 	"github.com/twmb/franz-go/pkg/kmsg"
 	"go.uber.org/zap"
+
+	"github.com/switchyard/switchyard/wirecheck"
 )
 
 func (p *Proxy) apiVersionsResponse(ctx context.Context, hdr requestHeader, body []byte) ([]byte, error) {
@@ -108,7 +110,9 @@ func intersectVersions(known []*kmsg.ApiVersionsResponse) []kmsg.ApiVersionsResp
 			continue
 		}
 		if req := kmsg.RequestForKey(k.ApiKey); req != nil {
-			a.max = min(a.max, req.MaxVersion())
+			// Versions the proxy cannot walk (wirecheck) it could not
+			// decode either.
+			a.max = min(a.max, req.MaxVersion(), wirecheck.MaxRequestVersion(k.ApiKey))
 		}
 		if a.min > a.max {
 			continue

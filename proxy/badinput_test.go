@@ -71,6 +71,21 @@ func TestBadInputClosesOneConnection(t *testing.T) {
 		return body
 	}()
 
+	// hostileTags is a request whose tag section declares 2^32-1 tagged
+	// fields in a few bytes: kmsg v1.15 loops over the count without
+	// checking that bytes remain (a minute of CPU, issue 14); the proxy
+	// must refuse it before decoding.
+	hostileTags := func(key, version int16, body []byte) []byte {
+		frame := kbin.AppendInt16(nil, key)
+		frame = kbin.AppendInt16(frame, version)
+		frame = kbin.AppendInt32(frame, 43)
+		frame = kbin.AppendNullableString(frame, kmsg.StringPtr("raw"))
+		frame = append(frame, 0) // header tags
+		frame = append(frame, body...)
+		frame = kbin.AppendUvarint(frame, 0xFFFF_FFFF)
+		return append(sizePrefix(uint32(len(frame))), frame...)
+	}
+
 	tests := []struct {
 		name string
 		// send writes the bad input; closeAfter closes our side right after.
@@ -125,6 +140,25 @@ func TestBadInputClosesOneConnection(t *testing.T) {
 			name:   "negative request version",
 			send:   append(sizePrefix(10), 0, 3, 0xff, 0xff, 0, 0, 0, 7, 0xff, 0xff),
 			reason: "bad_header",
+		},
+		{
+			// Metadata v12: null topics, auto create, authorized ops; the
+			// request's own tag section is the hostile count.
+			name:   "Metadata v12 declaring 2^32-1 tagged fields",
+			send:   hostileTags(3, 12, []byte{0, 1, 0}),
+			reason: "malformed_request",
+		},
+		{
+			// Heartbeat v4: group "g", generation, member "m", no instance
+			// id; decoded by the proxy after a switch (stale members).
+			name:   "Heartbeat v4 declaring 2^32-1 tagged fields",
+			send:   hostileTags(12, 4, []byte{2, 'g', 0, 0, 0, 1, 2, 'm', 0}),
+			reason: "malformed_request",
+		},
+		{
+			name:   "Metadata v4 with more topics than the frame holds",
+			send:   append(sizePrefix(19), 0, 3, 0, 4, 0, 0, 0, 44, 0, 3, 'r', 'a', 'w', 0x7f, 0xff, 0xff, 0xff, 1, 0),
+			reason: "malformed_request",
 		},
 		{
 			// Unknown versions are forwarded as bytes. A Kafka broker closes

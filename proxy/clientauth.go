@@ -160,9 +160,8 @@ func (c *clientConn) handleClientAuth(ctx context.Context, hdr requestHeader, bo
 	}
 	if hdr.Key == keySaslHandshake {
 		req := kmsg.NewPtrSASLHandshakeRequest()
-		req.Version = hdr.Version
-		if err := req.ReadFrom(body); err != nil {
-			return true, fault("bad_request", fmt.Errorf("SaslHandshake v%d: %w", hdr.Version, err))
+		if err := readRequest(req, hdr, body); err != nil {
+			return true, fault("bad_request", err)
 		}
 		mechs := c.p.cfg.ClientAuth.Mechanisms
 		switch {
@@ -181,9 +180,8 @@ func (c *clientConn) handleClientAuth(ctx context.Context, hdr requestHeader, bo
 		return true, c.enqueue(ctx, &pendingReq{hdr: hdr, local: saslError(hdr, nil, mechs, "")})
 	}
 	req := kmsg.NewPtrSASLAuthenticateRequest()
-	req.Version = hdr.Version
-	if err := req.ReadFrom(body); err != nil {
-		return true, fault("bad_request", fmt.Errorf("SaslAuthenticate v%d: %w", hdr.Version, err))
+	if err := readRequest(req, hdr, body); err != nil {
+		return true, fault("bad_request", err)
 	}
 	s := c.auth.session
 	if s == nil || s.Done {

@@ -18,6 +18,7 @@ import (
 	"golang.org/x/sync/errgroup"
 
 	"github.com/switchyard/switchyard/kafkasec"
+	"github.com/switchyard/switchyard/wirecheck"
 )
 
 // clientConn is one client connection and the upstream connection it is
@@ -210,6 +211,15 @@ func (c *clientConn) readLoop(ctx context.Context) error {
 		hdr, err := parseRequestHeader(frame)
 		if err != nil {
 			return fault("bad_header", err)
+		}
+		if hdr.Known {
+			// Walked once here, so that whatever decodes it later
+			// (decode.go) costs bounded CPU. A broker closes the
+			// connection on a request it cannot parse; so does the proxy.
+			if err := wirecheck.Request(hdr.Key, hdr.Version, frame[hdr.BodyOffset:]); err != nil {
+				return fault("malformed_request", err)
+			}
+			hdr.Checked = true
 		}
 		km := c.p.m.forKey(hdr.Key)
 		km.requests.Inc()
@@ -614,8 +624,7 @@ func (p *Proxy) ledBy(u *upstream, node int32, hdr requestHeader, body []byte) b
 	if req == nil {
 		return false
 	}
-	req.SetVersion(hdr.Version)
-	if err := req.ReadFrom(body); err != nil {
+	if err := readRequest(req, hdr, body); err != nil {
 		return false
 	}
 	led := func(topic string, partition int32) bool {

@@ -10,6 +10,8 @@ import (
 
 	"github.com/twmb/franz-go/pkg/kbin"
 	"github.com/twmb/franz-go/pkg/kmsg"
+
+	"github.com/switchyard/switchyard/wirecheck"
 )
 
 // Frame errors. Each closes the one connection that produced it.
@@ -82,9 +84,12 @@ type requestHeader struct {
 	BodyOffset int
 	// Flexible reports a flexible (v2) header; false for keys kmsg does not know.
 	Flexible bool
-	// Known is false for API keys kmsg does not know; their bodies are
-	// forwarded blind.
+	// Known is false for API keys and versions kmsg or wirecheck does not
+	// know; their bodies are forwarded blind.
 	Known bool
+	// Checked: the body was walked by wirecheck (decode.go) and may be
+	// decoded.
+	Checked bool
 }
 
 // parseRequestHeader parses the header at the start of a request frame.
@@ -105,8 +110,9 @@ func parseRequestHeader(frame []byte) (requestHeader, error) {
 		return h, fmt.Errorf("%w: negative version %d for key %d", errBadHeader, h.Version, h.Key)
 	}
 	// A version above what kmsg knows may have changed its header; it is
-	// forwarded blind like an unknown key.
-	if sh := shapeOf(h.Key); sh.known && h.Version <= sh.maxVersion {
+	// forwarded blind like an unknown key. So is one wirecheck has no
+	// definition for: its body cannot be walked, so it is never decoded.
+	if sh := shapeOf(h.Key); sh.known && h.Version <= sh.maxVersion && wirecheck.KnowsRequest(h.Key, h.Version) {
 		h.Known = true
 		h.Flexible = sh.flexible(h.Version)
 	}

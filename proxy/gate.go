@@ -257,9 +257,8 @@ func leaderBound(key int16) bool {
 // fetchError.
 func answerWith(hdr requestHeader, body []byte, code int16, fetchError bool) ([]byte, error) {
 	req := kmsg.RequestForKey(hdr.Key)
-	req.SetVersion(hdr.Version)
-	if err := req.ReadFrom(body); err != nil {
-		return nil, fmt.Errorf("decode %s v%d request: %w", apiName(hdr.Key), hdr.Version, err)
+	if err := readRequest(req, hdr, body); err != nil {
+		return nil, err
 	}
 	resp := req.ResponseKind()
 	resp.SetVersion(hdr.Version)
@@ -435,8 +434,7 @@ const refusedFetchWait = time.Second
 func waitRefusedFetch(ctx context.Context, ch <-chan struct{}, hdr requestHeader, body []byte) error {
 	wait := refusedFetchWait
 	req := kmsg.NewPtrFetchRequest()
-	req.SetVersion(hdr.Version)
-	if err := req.ReadFrom(body); err == nil {
+	if err := readRequest(req, hdr, body); err == nil {
 		wait = min(wait, time.Duration(max(req.MaxWaitMillis, 0))*time.Millisecond)
 	}
 	if wait <= 0 {

@@ -68,8 +68,7 @@ func (p *Proxy) checkHeartbeat(hdr requestHeader, body []byte) []byte {
 		return nil
 	}
 	req := kmsg.NewPtrHeartbeatRequest()
-	req.SetVersion(hdr.Version)
-	if err := req.ReadFrom(body); err != nil || !p.members.stale(req.Group, req.MemberID) {
+	if err := readRequest(req, hdr, body); err != nil || !p.members.stale(req.Group, req.MemberID) {
 		return nil
 	}
 	resp := kmsg.NewPtrHeartbeatResponse()
@@ -85,8 +84,7 @@ func (p *Proxy) joinGroupOf(hdr requestHeader, body []byte) string {
 		return ""
 	}
 	req := kmsg.NewPtrJoinGroupRequest()
-	req.SetVersion(hdr.Version)
-	if err := req.ReadFrom(body); err != nil {
+	if err := readRequest(req, hdr, body); err != nil {
 		return ""
 	}
 	return req.Group
@@ -102,8 +100,7 @@ func (p *Proxy) noteJoined(group string, hdr requestHeader, frame []byte) {
 		return
 	}
 	resp := kmsg.NewPtrJoinGroupResponse()
-	resp.SetVersion(hdr.Version)
-	if err := resp.ReadFrom(frame[hl:]); err != nil || resp.ErrorCode != 0 {
+	if err := readResponse(resp, hdr.Key, hdr.Version, frame[hl:]); err != nil || resp.ErrorCode != 0 {
 		return
 	}
 	p.members.joined(group, resp.MemberID)

@@ -3,7 +3,6 @@ package proxy
 import (
 	"context"
 	"errors"
-	"fmt"
 	"reflect"
 	"strings"
 	"sync"
@@ -176,8 +175,7 @@ func (p *Proxy) rewriteRequest(ctx context.Context, c *clientConn, u *upstream, 
 		return pass, nil
 	}
 	req := kmsg.RequestForKey(hdr.Key)
-	req.SetVersion(hdr.Version)
-	if err := req.ReadFrom(body); err != nil {
+	if err := readRequest(req, hdr, body); err != nil {
 		// The broker will answer this malformed request as it sees fit.
 		return pass, nil
 	}
@@ -314,9 +312,8 @@ func (p *Proxy) rewriteResponse(ctx context.Context, u *upstream, pr *pendingReq
 		}
 	}
 	resp := kmsg.ResponseForKey(hdr.Key)
-	resp.SetVersion(hdr.Version)
-	if err := resp.ReadFrom(frame[hl:]); err != nil {
-		return nil, fmt.Errorf("decode: %w", err)
+	if err := readResponse(resp, hdr.Key, hdr.Version, frame[hl:]); err != nil {
+		return nil, err
 	}
 	offset := u.epochOffset.Load()
 	switch r := resp.(type) {

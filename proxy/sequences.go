@@ -37,7 +37,6 @@ package proxy
 import (
 	"context"
 	"encoding/binary"
-	"fmt"
 	"math"
 
 	"github.com/twmb/franz-go/pkg/kerr"
@@ -324,9 +323,8 @@ func localProduceResponse(hdr requestHeader, local []localPart) []byte {
 // proxy answers. body already carries the cluster's topic ids and batches.
 func dropLocalParts(hdr requestHeader, body []byte, local []localPart) ([]byte, error) {
 	req := kmsg.NewPtrProduceRequest()
-	req.SetVersion(hdr.Version)
-	if err := req.ReadFrom(body); err != nil {
-		return nil, fmt.Errorf("produce request: %w", err)
+	if err := readRequest(req, hdr, body); err != nil {
+		return nil, err
 	}
 	drop := make(map[[2]int]bool, len(local))
 	for _, lp := range local {

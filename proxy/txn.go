@@ -201,8 +201,7 @@ func classifyTxn(hdr requestHeader, body []byte) (*txnNote, time.Duration) {
 		return nil, 0
 	}
 	req := kmsg.RequestForKey(hdr.Key)
-	req.SetVersion(hdr.Version)
-	if err := req.ReadFrom(body); err != nil {
+	if err := readRequest(req, hdr, body); err != nil {
 		return nil, 0
 	}
 	switch r := req.(type) {
@@ -591,9 +590,8 @@ func (p *Proxy) txnResponse(u *upstream, pr *pendingReq, frame []byte) ([]byte, 
 		return nil, err
 	}
 	resp := kmsg.ResponseForKey(pr.hdr.Key)
-	resp.SetVersion(pr.hdr.Version)
-	if err := resp.ReadFrom(frame[hl:]); err != nil {
-		return nil, fmt.Errorf("decode: %w", err)
+	if err := readResponse(resp, pr.hdr.Key, pr.hdr.Version, frame[hl:]); err != nil {
+		return nil, err
 	}
 	t := p.pids.txns
 	switch r := resp.(type) {
