@@ -30,6 +30,26 @@ bench: bench-go  # bench-proxy (bench/bench.mk) compares direct vs proxied
 bench-go:
 	$(GO) test -run '^$$' -bench . -benchmem -count 1 ./proxy/...
 
+# Fuzzing, long and not part of `make test` (FUZZ_TIME per target, default
+# 30m). fuzz-upstream runs the proxy against a broker that answers damaged
+# responses (proxy.TestHostileBroker); fuzz runs every Go fuzz target, the
+# client side (requests, frames, headers) and the broker side (responses).
+FUZZ_TIME ?= 30m
+FUZZ_TARGETS := \
+	./wirecheck/:FuzzRequest ./wirecheck/:FuzzResponse \
+	./proxy/:FuzzReadFrame ./proxy/:FuzzParseRequestHeader ./proxy/:FuzzRewriteRequest \
+	./proxy/:FuzzRejectResponse ./proxy/:FuzzProduceSequences ./proxy/:FuzzRewriteResponse \
+	./proxy/:FuzzPatchBatchEpochs ./proxy/:FuzzIntersectVersions
+.PHONY: fuzz fuzz-upstream
+fuzz-upstream:
+	SWITCHYARD_FUZZ_UPSTREAM=$(FUZZ_TIME) $(GO) test -count=1 -timeout 0 -run '^TestHostileBroker$$' -v ./proxy/
+fuzz:
+	@set -e; for t in $(FUZZ_TARGETS); do \
+		pkg=$${t%%:*}; name=$${t##*:}; \
+		echo "=== fuzz $$pkg $$name for $(FUZZ_TIME)"; \
+		$(GO) test -run '^$$' -fuzz "^$$name\$$" -fuzztime $(FUZZ_TIME) $$pkg; \
+	done
+
 lint: fmt vet staticcheck
 
 fmt:

@@ -72,6 +72,12 @@ type Config struct {
 	ClientIOTimeout time.Duration `yaml:"clientIOTimeout"`
 	// Gate is applied at start (e.g. --forbidden-api-keys).
 	Gate Gate `yaml:"-"`
+	// MaxVirtualBrokers bounds the virtual brokers (and their listeners)
+	// made for one cluster's node ids; ids beyond it are presented as -1.
+	MaxVirtualBrokers int `yaml:"maxVirtualBrokers"`
+	// StopTimeout bounds how long Run, once its context is cancelled,
+	// waits for the connections it closed to finish.
+	StopTimeout time.Duration `yaml:"stopTimeout"`
 
 	// MaxHeldBytes bounds the bytes of the requests HOLD gates and a
 	// draining switch park at once, over all connections. A request that
@@ -95,6 +101,8 @@ func DefaultConfig() Config {
 		IdleTimeout:              10 * time.Minute,
 		ClientIOTimeout:          60 * time.Second,
 		MaxHeldBytes:             64 << 20,
+		StopTimeout:              5 * time.Second,
+		MaxVirtualBrokers:        1024,
 	}
 }
 
@@ -159,6 +167,12 @@ func (c *Config) Validate() error {
 	}
 	if c.MaxHeldBytes <= 0 {
 		return fmt.Errorf("maxHeldBytes: %d must be positive", c.MaxHeldBytes)
+	}
+	if c.MaxVirtualBrokers < 1 {
+		return fmt.Errorf("maxVirtualBrokers: %d must be at least 1", c.MaxVirtualBrokers)
+	}
+	if c.StopTimeout <= 0 {
+		return fmt.Errorf("stopTimeout: %v must be positive", c.StopTimeout)
 	}
 	if err := c.ClientAuth.validate(c.Clusters); err != nil {
 		return err

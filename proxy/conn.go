@@ -143,8 +143,14 @@ func (c *clientConn) serve(ctx context.Context) {
 	// writes; AfterFunc does it without a goroutine per connection.
 	stop := context.AfterFunc(gctx, c.close)
 	defer stop()
-	g.Go(func() error { return c.readLoop(gctx) })
-	g.Go(func() error { return c.writeLoop(gctx) })
+	g.Go(func() (err error) {
+		defer c.recoverFault(&err)
+		return c.readLoop(gctx)
+	})
+	g.Go(func() (err error) {
+		defer c.recoverFault(&err)
+		return c.writeLoop(gctx)
+	})
 	err := g.Wait()
 	c.close()
 	// Entries the writer never reached still count as in flight.
@@ -184,6 +190,22 @@ func (f *connFault) Error() string { return f.reason + ": " + f.err.Error() }
 func (f *connFault) Unwrap() error { return f.err }
 
 func fault(reason string, err error) error { return &connFault{reason: reason, err: err} }
+
+// recoverFault turns a panic of one of the connection's goroutines into a
+// fault that closes this connection only (reason "panic"), logged with its
+// stack. It is the last resort, not the defence: input is walked before it
+// is decoded (decode.go) and every patch is bounds-checked; a panic caught
+// here is a bug to fix. Locks released by defer are released while the
+// panic unwinds; the proxy holds none across a call that reads input.
+func (c *clientConn) recoverFault(err *error) {
+	r := recover()
+	if r == nil {
+		return
+	}
+	c.log.Error("recovered from a panic while serving a client connection; closing that connection",
+		zap.Any("panic", r), zap.Stack("stack"))
+	*err = fault("panic", fmt.Errorf("panic: %v", r))
+}
 
 // errClientGone ends a connection the client closed; it is not a fault.
 var errClientGone = errors.New("client closed the connection")
@@ -436,6 +458,21 @@ func (c *clientConn) upstream(ctx context.Context, adm admission) (*upConn, erro
 		dial = adm.u.sec.DialTLS // the client authenticates itself
 	}
 	sc, err := dial(ctx, addr, c.p.cfg.DialTimeout)
+	if err != nil && !own {
+		// Any broker serves this connection (the bootstrap listener, or a
+		// virtual broker without a broker of its own), and the one the
+		// cluster's metadata named may be gone: the configured bootstrap
+		// addresses are tried before the client is turned away.
+		for _, b := range adm.u.cfg.Bootstrap {
+			if b == addr {
+				continue
+			}
+			if bsc, berr := dial(ctx, b, c.p.cfg.DialTimeout); berr == nil {
+				sc, err, node = bsc, nil, -1
+				break
+			}
+		}
+	}
 	if err != nil {
 		adm.u.setErr(err)
 		return nil, err

@@ -17,4 +17,7 @@ var (
 	ErrOpenTransactions = errors.New("transactions still open")
 	// ErrUnreachable: no broker of a cluster answered.
 	ErrUnreachable = errors.New("cluster unreachable")
+	// ErrStopTimeout: Run returned at its stop timeout with connections
+	// still being served.
+	ErrStopTimeout = errors.New("stop timeout")
 )

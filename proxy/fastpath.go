@@ -14,6 +14,7 @@ package proxy
 import (
 	"encoding/binary"
 	"errors"
+	"fmt"
 
 	"github.com/twmb/franz-go/pkg/kbin"
 )
@@ -159,14 +160,21 @@ func walkFetchResponse(body []byte, version int16) (*fetchPatches, error) {
 				tag := b.Uvarint()
 				size := int(b.Uvarint())
 				start := pos()
-				switch tag {
-				case 0: // DivergingEpoch: epoch int32, end offset int64
+				if b.Span(size); !b.Ok() {
+					break // overruns the frame: refused below
+				}
+				// The positions are patched in place, so they must lie
+				// inside the tag: a broker (or anyone in the middle of a
+				// plaintext connection) decides the size.
+				switch {
+				case tag == 0 && size >= 12: // DivergingEpoch: epoch int32, end offset int64
 					fp.epochs = append(fp.epochs, start)
-				case 1: // CurrentLeader: leader id int32, leader epoch int32
+				case tag == 1 && size >= 8: // CurrentLeader: leader id int32, leader epoch int32
 					fp.nodeIDs = append(fp.nodeIDs, start)
 					fp.epochs = append(fp.epochs, start+4)
+				case tag <= 1:
+					return nil, fmt.Errorf("fetch: tagged field %d of %d bytes is too short", tag, size)
 				}
-				b.Span(size)
 			}
 		}
 		skipTags(&b)

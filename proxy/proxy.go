@@ -200,7 +200,26 @@ func (p *Proxy) Run(ctx context.Context) error {
 	}
 	p.broadcastLocked()
 	p.mu.Unlock()
-	p.wg.Wait()
+	// Closing the sockets ends every connection's goroutines at their next
+	// read or write. The wait is bounded all the same (StopTimeout): a
+	// stop must not depend on every goroutine behaving, so that SIGTERM
+	// ends the process in time.
+	done := make(chan struct{})
+	go func() { // ends when the last connection goroutine does
+		p.wg.Wait()
+		close(done)
+	}()
+	t := time.NewTimer(p.cfg.StopTimeout)
+	defer t.Stop()
+	select {
+	case <-done:
+	case <-t.C:
+		p.mu.Lock()
+		n := len(p.conns)
+		p.mu.Unlock()
+		p.closeUpstreams()
+		return fmt.Errorf("%w: %d client connections still being served after the stop timeout (%v)", ErrStopTimeout, n, p.cfg.StopTimeout)
+	}
 	p.closeUpstreams()
 	return nil
 }
@@ -280,6 +299,13 @@ func (p *Proxy) mapBrokers(u *upstream) {
 // virtualFor returns the virtual node id for a real node id of cluster u,
 // allocating the lowest virtual id not yet used by u (and its listener) on
 // first sight. Negative ids (no leader) pass through.
+//
+// Every node id in every response makes a virtual broker, so a cluster
+// (or a broker gone wrong, or anyone in the middle of a plaintext
+// connection) naming ids without end would make the proxy bind listeners
+// without end. Past MaxVirtualBrokers ids of one cluster, a new id is
+// presented as -1, which clients read as "no leader" or "coordinator not
+// available" and retry; it is logged and counted.
 func (p *Proxy) virtualFor(u *upstream, real int32) int32 {
 	if real < 0 {
 		return real
@@ -290,6 +316,14 @@ func (p *Proxy) virtualFor(u *upstream, real int32) int32 {
 		return v
 	}
 	used := p.fromVirtual[u.name]
+	if len(used) >= p.cfg.MaxVirtualBrokers {
+		p.m.brokersRefused.Inc()
+		if u.brokerCapLogged.CompareAndSwap(false, true) {
+			p.log.Error("cluster names more brokers than maxVirtualBrokers; further node ids are presented as -1 (no leader)",
+				zap.String("cluster", u.name), zap.Int("maxVirtualBrokers", p.cfg.MaxVirtualBrokers), zap.Int32("node", real))
+		}
+		return -1
+	}
 	v := int32(0)
 	for {
 		if _, taken := used[v]; !taken {

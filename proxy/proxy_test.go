@@ -7,10 +7,13 @@ import (
 	"testing"
 	"time"
 
+	"github.com/prometheus/client_golang/prometheus"
 	"github.com/switchyard/switchyard/internal/kafkatest"
 	"github.com/twmb/franz-go/pkg/kerr"
 	"github.com/twmb/franz-go/pkg/kgo"
 	"github.com/twmb/franz-go/pkg/kmsg"
+	"go.uber.org/zap"
+	"go.uber.org/zap/zaptest"
 )
 
 func TestProduceConsumeThroughProxy(t *testing.T) {
@@ -125,5 +128,40 @@ func checkRecords(t *testing.T, got []seen, from, to int) {
 		if count[i] == 0 {
 			t.Errorf("record seq %d lost", i)
 		}
+	}
+}
+
+// TestRunStopIsBounded: Run returns within StopTimeout of its context's
+// end even when a connection goroutine does not (issue 14: a proxy burning
+// CPU on a hostile request did not stop on SIGTERM for over 10 s). A
+// goroutine that never finishes is stood in for by a WaitGroup count that
+// is released only after Run returned.
+func TestRunStopIsBounded(t *testing.T) {
+	source, _ := kafkatest.Pair(t)
+	cfg := DefaultConfig()
+	cfg.Listen = "127.0.0.1:0"
+	cfg.BrokerPortBase = -1
+	cfg.Clusters = []ClusterConfig{{Name: "source", Bootstrap: source.Bootstrap}}
+	cfg.Active = "source"
+	cfg.StopTimeout = 300 * time.Millisecond
+	p, err := New(cfg, zaptest.NewLogger(t, zaptest.Level(zap.ErrorLevel)), prometheus.NewRegistry())
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() { done <- p.Run(ctx) }()
+	eventually(t, 10*time.Second, "proxy ready", func() error { return p.Ready() })
+
+	p.wg.Add(1) // a connection goroutine that is stuck
+	defer p.wg.Done()
+	cancel()
+	select {
+	case err := <-done:
+		if !errors.Is(err, ErrStopTimeout) {
+			t.Fatalf("Run returned %v, want ErrStopTimeout", err)
+		}
+	case <-time.After(10 * time.Second):
+		t.Fatal("Run did not return within 10 s of its context's end (StopTimeout 300 ms)")
 	}
 }

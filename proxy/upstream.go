@@ -44,8 +44,11 @@ type upstream struct {
 	leaders       map[string][]int32        // topic → partition → real leader id (-1: none)
 	versions      *kmsg.ApiVersionsResponse // nil until known
 	realClusterID string
-	lastErr       string
-	lastRefresh   time.Time
+	// brokerCapLogged: the proxy logged that this cluster named more
+	// brokers than MaxVirtualBrokers (virtualFor).
+	brokerCapLogged atomic.Bool
+	lastErr         string
+	lastRefresh     time.Time
 }
 
 func newUpstream(cfg ClusterConfig, dialTimeout time.Duration, log *zap.Logger) (*upstream, error) {
