@@ -19,7 +19,9 @@ package proxy
 //     SCRAM credentials against a local users file, and authenticates
 //     upstream with each cluster's own settings. A connection that sends
 //     anything but ApiVersions and SASL requests before authenticating is
-//     closed, as a broker would. Switches are invisible to the client.
+//     closed, as a broker would, and so is one that sends a frame over
+//     MaxPreAuthFrameBytes before authenticating. Switches are
+//     invisible to the client.
 //   - none (the default when a cluster has SASL configured): clients talk
 //     plaintext; a client that tries SASL anyway is told no mechanism is
 //     enabled (the proxy cannot authenticate one connection twice).
@@ -68,6 +70,17 @@ type ClientAuth struct {
 	// listeners over TLS (for deployments where clients are not on
 	// loopback); a caFile then requires client certificates signed by it.
 	TLS tlsfiles.Files `yaml:"tls"`
+
+	// The settings below apply to mode terminate, where the proxy sees
+	// its clients authenticate; DefaultConfig sets them.
+
+	// MaxPreAuthFrameBytes bounds every frame a client sends before its
+	// authentication succeeds (ApiVersions, SaslHandshake,
+	// SaslAuthenticate included); a larger one closes the connection
+	// (connection_errors_total{reason="preauth_frame_too_large"}). Kafka's
+	// sasl.server.max.receive.size, 512 KiB. Afterwards maxFrameBytes
+	// applies.
+	MaxPreAuthFrameBytes int32 `yaml:"maxPreAuthFrameBytes"`
 }
 
 // validate checks c against the clusters and fills in the defaults.
@@ -102,6 +115,9 @@ func (c *ClientAuth) validate(clusters []ClusterConfig) error {
 			if !saslserver.Supported(c.Mechanisms[i]) {
 				return fmt.Errorf("clientAuth.mechanisms[%d]: %q is not one of PLAIN, SCRAM-SHA-256, SCRAM-SHA-512", i, m)
 			}
+		}
+		if c.MaxPreAuthFrameBytes < 1024 {
+			return fmt.Errorf("clientAuth.maxPreAuthFrameBytes: %d is below the 1024-byte minimum", c.MaxPreAuthFrameBytes)
 		}
 	default:
 		return fmt.Errorf("clientAuth.mode: %q is not one of passthrough, terminate, none", c.Mode)
@@ -208,6 +224,25 @@ func (c *clientConn) handleClientAuth(ctx context.Context, hdr requestHeader, bo
 	resp.Version = hdr.Version
 	resp.SASLAuthBytes = reply
 	return true, c.enqueue(ctx, &pendingReq{hdr: hdr, local: responseFrame(hdr.Key, hdr.Version, hdr.CorrID, resp.AppendTo(nil))})
+}
+
+// preAuth reports whether the connection is one whose client must still
+// authenticate to the proxy (mode terminate). Reader only.
+func (c *clientConn) preAuth() bool {
+	return c.p.cfg.ClientAuth.Mode == ClientAuthTerminate && c.auth.user == ""
+}
+
+// frameLimit is the size of the largest request frame the reader takes
+// next: clientAuth.maxPreAuthFrameBytes until the client has
+// authenticated, as on a broker (sasl.server.max.receive.size), then
+// maxFrameBytes. In passthrough mode the proxy cannot tell when a client
+// has authenticated, so maxFrameBytes applies throughout and the broker
+// bounds what reaches it. Reader only.
+func (c *clientConn) frameLimit() int32 {
+	if c.preAuth() {
+		return min(c.p.cfg.ClientAuth.MaxPreAuthFrameBytes, c.p.cfg.MaxFrameBytes)
+	}
+	return c.p.cfg.MaxFrameBytes
 }
 
 func (a *clientSASL) mechanism() string {

@@ -81,7 +81,9 @@ type Config struct {
 }
 
 // DefaultConfig returns the defaults: listen on 127.0.0.1:9092 with virtual
-// brokers on the following ports, 100 MiB frames, 10 s dial, drain and hold.
+// brokers on the following ports, 100 MiB frames, 10 s dial, drain and hold;
+// for client SASL terminated by the proxy, Kafka's 512 KiB frames before
+// authentication.
 func DefaultConfig() Config {
 	return Config{
 		Listen:        "127.0.0.1:9092",
@@ -95,6 +97,9 @@ func DefaultConfig() Config {
 		IdleTimeout:              10 * time.Minute,
 		ClientIOTimeout:          60 * time.Second,
 		MaxHeldBytes:             64 << 20,
+		ClientAuth: ClientAuth{
+			MaxPreAuthFrameBytes: 512 << 10,
+		},
 	}
 }
 
