@@ -82,8 +82,9 @@ type Config struct {
 
 // DefaultConfig returns the defaults: listen on 127.0.0.1:9092 with virtual
 // brokers on the following ports, 100 MiB frames, 10 s dial, drain and hold;
-// for client SASL terminated by the proxy, Kafka's 512 KiB frames before
-// authentication.
+// for client SASL terminated by the proxy, Kafka's limits before
+// authentication (512 KiB frames, 100 ms before answering a failure) and at
+// most 10 failed authentications per client address and minute.
 func DefaultConfig() Config {
 	return Config{
 		Listen:        "127.0.0.1:9092",
@@ -99,6 +100,9 @@ func DefaultConfig() Config {
 		MaxHeldBytes:             64 << 20,
 		ClientAuth: ClientAuth{
 			MaxPreAuthFrameBytes: 512 << 10,
+			FailedAuthDelay:      100 * time.Millisecond,
+			MaxFailedAuths:       10,
+			FailedAuthWindow:     time.Minute,
 		},
 	}
 }

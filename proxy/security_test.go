@@ -468,7 +468,11 @@ func TestClientAuthValidate(t *testing.T) {
 		{ClientAuth{UsersFile: users}, plainCluster, "apply to mode terminate only"},
 		{ClientAuth{TLS: tlsfiles.Files{CAFile: users}}, plainCluster, "clientAuth.tls: certFile and keyFile"},
 		{terminate(func(*ClientAuth) {}), plainCluster, ""},
+		{terminate(func(ca *ClientAuth) { ca.MaxFailedAuths, ca.FailedAuthWindow, ca.FailedAuthDelay = 0, 0, 0 }), plainCluster, ""},
 		{terminate(func(ca *ClientAuth) { ca.MaxPreAuthFrameBytes = 100 }), plainCluster, "clientAuth.maxPreAuthFrameBytes: 100 is below"},
+		{terminate(func(ca *ClientAuth) { ca.FailedAuthDelay = -time.Second }), plainCluster, "clientAuth.failedAuthDelay: -1s"},
+		{terminate(func(ca *ClientAuth) { ca.MaxFailedAuths = -1 }), plainCluster, "clientAuth.maxFailedAuths: -1"},
+		{terminate(func(ca *ClientAuth) { ca.FailedAuthWindow = 0 }), plainCluster, "clientAuth.failedAuthWindow: 0s must be positive"},
 	} {
 		ca := tc.ca
 		err := ca.validate(tc.clusters)
