@@ -19,7 +19,10 @@ package proxy
 //     SCRAM credentials against a local users file, and authenticates
 //     upstream with each cluster's own settings. A connection that sends
 //     anything but ApiVersions and SASL requests before authenticating is
-//     closed, as a broker would. Switches are invisible to the client.
+//     closed, as a broker would, and so is one that sends a frame over
+//     MaxPreAuthFrameBytes before authenticating. Failed authentications
+//     are answered after FailedAuthDelay and limited per client address
+//     (authlimit.go). Switches are invisible to the client.
 //   - none (the default when a cluster has SASL configured): clients talk
 //     plaintext; a client that tries SASL anyway is told no mechanism is
 //     enabled (the proxy cannot authenticate one connection twice).
@@ -32,6 +35,7 @@ import (
 	"net"
 	"slices"
 	"strings"
+	"time"
 
 	"github.com/twmb/franz-go/pkg/kerr"
 	"github.com/twmb/franz-go/pkg/kmsg"
@@ -68,6 +72,30 @@ type ClientAuth struct {
 	// listeners over TLS (for deployments where clients are not on
 	// loopback); a caFile then requires client certificates signed by it.
 	TLS tlsfiles.Files `yaml:"tls"`
+
+	// The settings below apply to mode terminate, where the proxy sees
+	// its clients authenticate; DefaultConfig sets them.
+
+	// MaxPreAuthFrameBytes bounds every frame a client sends before its
+	// authentication succeeds (ApiVersions, SaslHandshake,
+	// SaslAuthenticate included); a larger one closes the connection
+	// (connection_errors_total{reason="preauth_frame_too_large"}). Kafka's
+	// sasl.server.max.receive.size, 512 KiB. Afterwards maxFrameBytes
+	// applies.
+	MaxPreAuthFrameBytes int32 `yaml:"maxPreAuthFrameBytes"`
+	// FailedAuthDelay is how long the proxy waits after a failed
+	// authentication before it answers and closes the connection, reading
+	// nothing from it meanwhile (Kafka's
+	// connection.failed.authentication.delay.ms, 100 ms); 0 answers at
+	// once.
+	FailedAuthDelay time.Duration `yaml:"failedAuthDelay"`
+	// MaxFailedAuths bounds the failed authentications from one client
+	// address (IPv4 address or IPv6 /64) within FailedAuthWindow, counted
+	// from its first attempt: beyond it, that address's attempts are
+	// refused without checking credentials until the window ends
+	// (client_authentication_throttled_total). 0: no limit.
+	MaxFailedAuths   int           `yaml:"maxFailedAuths"`
+	FailedAuthWindow time.Duration `yaml:"failedAuthWindow"`
 }
 
 // validate checks c against the clusters and fills in the defaults.
@@ -102,6 +130,18 @@ func (c *ClientAuth) validate(clusters []ClusterConfig) error {
 			if !saslserver.Supported(c.Mechanisms[i]) {
 				return fmt.Errorf("clientAuth.mechanisms[%d]: %q is not one of PLAIN, SCRAM-SHA-256, SCRAM-SHA-512", i, m)
 			}
+		}
+		if c.MaxPreAuthFrameBytes < 1024 {
+			return fmt.Errorf("clientAuth.maxPreAuthFrameBytes: %d is below the 1024-byte minimum", c.MaxPreAuthFrameBytes)
+		}
+		if c.FailedAuthDelay < 0 {
+			return fmt.Errorf("clientAuth.failedAuthDelay: %v must not be negative", c.FailedAuthDelay)
+		}
+		if c.MaxFailedAuths < 0 {
+			return fmt.Errorf("clientAuth.maxFailedAuths: %d must not be negative", c.MaxFailedAuths)
+		}
+		if c.MaxFailedAuths > 0 && c.FailedAuthWindow <= 0 {
+			return fmt.Errorf("clientAuth.failedAuthWindow: %v must be positive when maxFailedAuths is set", c.FailedAuthWindow)
 		}
 	default:
 		return fmt.Errorf("clientAuth.mode: %q is not one of passthrough, terminate, none", c.Mode)
@@ -187,7 +227,17 @@ func (c *clientConn) handleClientAuth(ctx context.Context, hdr requestHeader, bo
 	if s == nil || s.Done {
 		return true, c.failAuth(ctx, hdr, kerr.IllegalSaslState, nil, "SaslAuthenticate without a SaslHandshake")
 	}
+	end, retryIn, ok := c.p.authLimit.begin(sourceOf(c.nc.RemoteAddr()))
+	if !ok {
+		c.p.m.authThrottled.Inc()
+		c.log.Warn("client authentication refused without checking credentials: too many failures from this address (clientAuth.maxFailedAuths)",
+			zap.Int("maxFailedAuths", c.p.cfg.ClientAuth.MaxFailedAuths), zap.Duration("failedAuthWindow", c.p.cfg.ClientAuth.FailedAuthWindow),
+			zap.Duration("retryIn", retryIn))
+		return true, c.failAuth(ctx, hdr, kerr.SaslAuthenticationFailed, nil,
+			fmt.Sprintf("too many failed authentications from this address; retry in %v", retryIn.Round(time.Second)))
+	}
 	reply, err := s.Step(req.SASLAuthBytes)
+	end(err != nil)
 	if err != nil {
 		c.p.m.clientAuthFails.Inc()
 		c.log.Warn("client authentication failed", zap.String("mechanism", c.auth.mechanism()), zap.Error(err))
@@ -208,6 +258,25 @@ func (c *clientConn) handleClientAuth(ctx context.Context, hdr requestHeader, bo
 	return true, c.enqueue(ctx, &pendingReq{hdr: hdr, local: responseFrame(hdr.Key, hdr.Version, hdr.CorrID, resp.AppendTo(nil))})
 }
 
+// preAuth reports whether the connection is one whose client must still
+// authenticate to the proxy (mode terminate). Reader only.
+func (c *clientConn) preAuth() bool {
+	return c.p.cfg.ClientAuth.Mode == ClientAuthTerminate && c.auth.user == ""
+}
+
+// frameLimit is the size of the largest request frame the reader takes
+// next: clientAuth.maxPreAuthFrameBytes until the client has
+// authenticated, as on a broker (sasl.server.max.receive.size), then
+// maxFrameBytes. In passthrough mode the proxy cannot tell when a client
+// has authenticated, so maxFrameBytes applies throughout and the broker
+// bounds what reaches it. Reader only.
+func (c *clientConn) frameLimit() int32 {
+	if c.preAuth() {
+		return min(c.p.cfg.ClientAuth.MaxPreAuthFrameBytes, c.p.cfg.MaxFrameBytes)
+	}
+	return c.p.cfg.MaxFrameBytes
+}
+
 func (a *clientSASL) mechanism() string {
 	if a.session == nil {
 		return ""
@@ -216,8 +285,15 @@ func (a *clientSASL) mechanism() string {
 }
 
 // failAuth answers with an error and closes the connection once the answer
-// is written, as a broker does after a failed authentication.
+// is written, as a broker does after a failed authentication. Like a
+// broker (connection.failed.authentication.delay.ms), it first waits
+// clientAuth.failedAuthDelay, reading nothing from the client meanwhile,
+// so that one connection guesses at one attempt per delay rather than at
+// line rate. It returns once the connection ends, or ctx does.
 func (c *clientConn) failAuth(ctx context.Context, hdr requestHeader, code *kerr.Error, mechs []string, msg string) error {
+	if err := sleepCtx(ctx, c.p.cfg.ClientAuth.FailedAuthDelay); err != nil {
+		return errClientGone
+	}
 	if err := c.enqueue(ctx, &pendingReq{hdr: hdr, local: saslError(hdr, code, mechs, msg), closeAfter: true}); err != nil {
 		return err
 	}
@@ -258,6 +334,7 @@ func (p *Proxy) setupClientAuth() error {
 			return fmt.Errorf("clientAuth.usersFile: %w", err)
 		}
 		p.clientUsers = users
+		p.authLimit = newAuthLimiter(ca.MaxFailedAuths, ca.FailedAuthWindow)
 	}
 	if ca.TLS.Enabled() {
 		cfg, err := tlsfiles.ServerConfig(ca.TLS, ca.TLS.CAFile != "", tlsfiles.OnReloadError(func(err error) {

@@ -87,7 +87,10 @@ type Config struct {
 }
 
 // DefaultConfig returns the defaults: listen on 127.0.0.1:9092 with virtual
-// brokers on the following ports, 100 MiB frames, 10 s dial, drain and hold.
+// brokers on the following ports, 100 MiB frames, 10 s dial, drain and hold;
+// for client SASL terminated by the proxy, Kafka's limits before
+// authentication (512 KiB frames, 100 ms before answering a failure) and at
+// most 10 failed authentications per client address and minute.
 func DefaultConfig() Config {
 	return Config{
 		Listen:        "127.0.0.1:9092",
@@ -103,6 +106,12 @@ func DefaultConfig() Config {
 		MaxHeldBytes:             64 << 20,
 		StopTimeout:              5 * time.Second,
 		MaxVirtualBrokers:        1024,
+		ClientAuth: ClientAuth{
+			MaxPreAuthFrameBytes: 512 << 10,
+			FailedAuthDelay:      100 * time.Millisecond,
+			MaxFailedAuths:       10,
+			FailedAuthWindow:     time.Minute,
+		},
 	}
 }
 

@@ -223,6 +223,8 @@ func (c *clientConn) readLoop(ctx context.Context) error {
 				return fault("idle", err)
 			case errors.Is(err, os.ErrDeadlineExceeded):
 				return fault("client_timeout", fmt.Errorf("request not complete within %v (clientIOTimeout): %w", c.p.cfg.ClientIOTimeout, err))
+			case errors.Is(err, errFrameTooLarge) && c.preAuth():
+				return fault("preauth_frame_too_large", fmt.Errorf("%w before SASL authentication (clientAuth.maxPreAuthFrameBytes; maxFrameBytes applies once authenticated)", err))
 			case errors.Is(err, errFrameTooLarge), errors.Is(err, errFrameNegative):
 				return fault("frame_too_large", err)
 			default:
@@ -316,7 +318,7 @@ func (c *clientConn) readRequest(r *clientReader, buf []byte) ([]byte, error) {
 	for {
 		r.started = false
 		c.nc.SetReadDeadline(idleSince.Add(c.p.cfg.IdleTimeout))
-		frame, err := readFrame(r, c.p.cfg.MaxFrameBytes, buf)
+		frame, err := readFrame(r, c.frameLimit(), buf)
 		if err != nil && !r.started && errors.Is(err, os.ErrDeadlineExceeded) {
 			now := time.Now()
 			if c.inflight.Load() > 0 || c.held.Load() > 0 {

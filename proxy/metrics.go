@@ -27,6 +27,7 @@ type metrics struct {
 	reauths         prometheus.Counter
 	connRefused     prometheus.Counter
 	clientAuthFails prometheus.Counter
+	authThrottled   prometheus.Counter
 	staleMembers    prometheus.Counter
 	activeCluster   *prometheus.GaugeVec   // cluster
 	pidRemaps       *prometheus.CounterVec // cluster
@@ -102,6 +103,8 @@ func newMetrics(reg prometheus.Registerer) (*metrics, error) {
 			Name: "upstream_reauthentications_total", Help: "SASL sessions of upstream connections renewed in place before the broker's session lifetime ended (KIP-368)."}),
 		clientAuthFails: prometheus.NewCounter(prometheus.CounterOpts{Namespace: ns, Subsystem: sub,
 			Name: "client_authentication_failures_total", Help: "Client SASL authentications the proxy refused (clientAuth.mode terminate)."}),
+		authThrottled: prometheus.NewCounter(prometheus.CounterOpts{Namespace: ns, Subsystem: sub,
+			Name: "client_authentication_throttled_total", Help: "Client SASL authentications refused without checking credentials because their address had failed clientAuth.maxFailedAuths times within clientAuth.failedAuthWindow."}),
 		staleMembers: prometheus.NewCounter(prometheus.CounterOpts{Namespace: ns, Subsystem: sub,
 			Name: "stale_members_total", Help: "Heartbeats of consumer-group members that joined before the last switch, answered UNKNOWN_MEMBER_ID so they rejoin on the new cluster from committed offsets."}),
 		activeCluster: prometheus.NewGaugeVec(prometheus.GaugeOpts{Namespace: ns, Subsystem: sub,
@@ -116,7 +119,7 @@ func newMetrics(reg prometheus.Registerer) (*metrics, error) {
 	m.perKey = make([]atomic.Pointer[keyMetrics], len(apiShapes())+1)
 	for _, c := range []prometheus.Collector{m.connections, m.connectionsTot, m.connClosed, m.requests,
 		m.requestBytes, m.responseBytes, m.gated, m.held, m.heldBytes, m.switches, m.switchDuration,
-		m.upstreamLatency, m.earlyFetches, m.reauths, m.connRefused, m.clientAuthFails, m.staleMembers, m.activeCluster, m.pidRemaps, m.seqChecks, m.brokersRefused} {
+		m.upstreamLatency, m.earlyFetches, m.reauths, m.connRefused, m.clientAuthFails, m.authThrottled, m.staleMembers, m.activeCluster, m.pidRemaps, m.seqChecks, m.brokersRefused} {
 		if err := reg.Register(c); err != nil {
 			return nil, err
 		}

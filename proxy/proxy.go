@@ -57,6 +57,9 @@ type Proxy struct {
 	members groupMembers
 	// clientUsers are the local users when client SASL is terminated.
 	clientUsers *saslserver.Users
+	// authLimit counts failed client authentications per address (nil:
+	// no limit).
+	authLimit *authLimiter
 	// clientTLS, when set, serves the client listeners over TLS.
 	clientTLS *tls.Config
 

@@ -294,7 +294,7 @@ func TestClientSASLTerminate(t *testing.T) {
 	target.CreateTopic(t, topic, 2)
 	users := usersFile(t, map[string]string{"app": "local-pw-1"})
 	tp := secureProxy(t, target, nil, func(c *Config) {
-		c.ClientAuth = ClientAuth{Mode: ClientAuthTerminate, UsersFile: users}
+		c.ClientAuth.Mode, c.ClientAuth.UsersFile = ClientAuthTerminate, users
 	})
 	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
 	defer cancel()
@@ -447,6 +447,12 @@ func TestClientAuthValidate(t *testing.T) {
 	users := usersFile(t, map[string]string{"app": "pw"})
 	saslCluster := []ClusterConfig{{Name: "msk", Config: kafkasec.Config{SASL: kafkasec.SASL{Mechanism: "PLAIN"}}}}
 	plainCluster := []ClusterConfig{{Name: "a"}}
+	terminate := func(mutate func(*ClientAuth)) ClientAuth {
+		ca := DefaultConfig().ClientAuth
+		ca.Mode, ca.UsersFile = ClientAuthTerminate, users
+		mutate(&ca)
+		return ca
+	}
 	for _, tc := range []struct {
 		ca       ClientAuth
 		clusters []ClusterConfig
@@ -461,6 +467,12 @@ func TestClientAuthValidate(t *testing.T) {
 		{ClientAuth{Mode: "bogus"}, plainCluster, "clientAuth.mode: \"bogus\""},
 		{ClientAuth{UsersFile: users}, plainCluster, "apply to mode terminate only"},
 		{ClientAuth{TLS: tlsfiles.Files{CAFile: users}}, plainCluster, "clientAuth.tls: certFile and keyFile"},
+		{terminate(func(*ClientAuth) {}), plainCluster, ""},
+		{terminate(func(ca *ClientAuth) { ca.MaxFailedAuths, ca.FailedAuthWindow, ca.FailedAuthDelay = 0, 0, 0 }), plainCluster, ""},
+		{terminate(func(ca *ClientAuth) { ca.MaxPreAuthFrameBytes = 100 }), plainCluster, "clientAuth.maxPreAuthFrameBytes: 100 is below"},
+		{terminate(func(ca *ClientAuth) { ca.FailedAuthDelay = -time.Second }), plainCluster, "clientAuth.failedAuthDelay: -1s"},
+		{terminate(func(ca *ClientAuth) { ca.MaxFailedAuths = -1 }), plainCluster, "clientAuth.maxFailedAuths: -1"},
+		{terminate(func(ca *ClientAuth) { ca.FailedAuthWindow = 0 }), plainCluster, "clientAuth.failedAuthWindow: 0s must be positive"},
 	} {
 		ca := tc.ca
 		err := ca.validate(tc.clusters)

@@ -448,7 +448,9 @@ func loadProxyFile(path string, o *proxyOptions) error {
 	if err != nil {
 		return fmt.Errorf("config file: %w", err)
 	}
-	var f proxyFile
+	// clientAuth is decoded onto the current settings, so that the
+	// settings a file's clientAuth leaves out keep their defaults.
+	f := proxyFile{ClientAuth: o.Proxy.ClientAuth}
 	dec := yaml.NewDecoder(bytes.NewReader(raw))
 	dec.KnownFields(true)
 	if err := dec.Decode(&f); err != nil && !errors.Is(err, io.EOF) {

@@ -51,12 +51,29 @@ clientAuth:
 	if opts.Proxy.ClientAuth.Mode != proxy.ClientAuthTerminate || len(opts.Proxy.ClientAuth.Mechanisms) != 3 {
 		t.Errorf("clientAuth: %+v", opts.Proxy.ClientAuth)
 	}
+	// What the file's clientAuth leaves out keeps its default; what it
+	// sets, even to zero, applies.
+	def := proxy.DefaultConfig().ClientAuth
+	if got := opts.Proxy.ClientAuth; got.MaxPreAuthFrameBytes != def.MaxPreAuthFrameBytes || got.FailedAuthDelay != def.FailedAuthDelay ||
+		got.MaxFailedAuths != def.MaxFailedAuths || got.FailedAuthWindow != def.FailedAuthWindow {
+		t.Errorf("clientAuth limits: %+v, want the defaults %+v", got, def)
+	}
+	tuned := body + "  maxPreAuthFrameBytes: 65536\n  failedAuthDelay: 0s\n  maxFailedAuths: 3\n"
+	opts, err = parseProxyOptions([]string{"--config", writeConfig(t, tuned)}, envOf(nil), io.Discard)
+	if err != nil {
+		t.Fatalf("parse: %v", err)
+	}
+	if got := opts.Proxy.ClientAuth; got.MaxPreAuthFrameBytes != 65536 || got.FailedAuthDelay != 0 || got.MaxFailedAuths != 3 || got.FailedAuthWindow != def.FailedAuthWindow {
+		t.Errorf("clientAuth limits from the file: %+v", got)
+	}
 
 	for _, tc := range []struct{ yaml, want string }{
 		{strings.Replace(body, "passwordFile: "+pw, "passwordFile: "+pw+".missing", 1), "clusters[1] (msk).sasl.passwordFile: open"},
 		{strings.Replace(body, "SCRAM-SHA-512", "GSSAPI", 1), "clusters[1] (msk).sasl.mechanism: \"GSSAPI\""},
 		{strings.Replace(body, "passwordFile: "+pw, "password: inline-secret-123, passwordFile: "+pw, 1), "exactly one of password and passwordFile"},
 		{strings.Replace(body, "mode: terminate", "mode: sideways", 1), "clientAuth.mode: \"sideways\""},
+		{body + "  maxPreAuthFrameBytes: 10\n", "clientAuth.maxPreAuthFrameBytes: 10"},
+		{body + "  failedAuthDelay: -1s\n", "clientAuth.failedAuthDelay: -1s"},
 	} {
 		_, err := parseProxyOptions([]string{"--config", writeConfig(t, tc.yaml)}, envOf(nil), io.Discard)
 		if err == nil || !strings.Contains(err.Error(), tc.want) {

@@ -34,13 +34,26 @@ var ErrAuthFailed = errors.New("authentication failed: invalid credentials")
 const scramIterations = 4096
 
 // Users is a local user list: name → credentials for each mechanism.
+// Passwords are not kept: PLAIN checks a keyed digest of the password, SCRAM
+// the derived keys (RFC 5802).
 type Users struct {
 	users map[string]*user
+	// key is a random per-process secret. It keys the PLAIN password
+	// digests and the credentials made up for unknown users (fakeScram),
+	// so that what the server sends and how long it takes do not tell an
+	// unknown user from a real one. Real users' salts are random per
+	// process too (NewUsers), so both change at a restart and at no other
+	// time.
+	key []byte
+	// compare compares two secrets of equal, fixed size;
+	// subtle.ConstantTimeCompare outside tests, which watch what is
+	// compared.
+	compare func(a, b []byte) int
 }
 
 type user struct {
-	password []byte
-	scram    map[string]scramCreds // mechanism → derived keys
+	plain []byte                // plainDigest of the password
+	scram map[string]scramCreds // mechanism → derived keys
 }
 
 type scramCreds struct {
@@ -78,7 +91,8 @@ func LoadUsers(path string) (*Users, error) {
 // NewUsers builds a user list from name → password, deriving SCRAM keys
 // with a random salt per user and mechanism.
 func NewUsers(passwords map[string]string) (*Users, error) {
-	u := &Users{users: map[string]*user{}}
+	u := &Users{users: map[string]*user{}, key: make([]byte, 32), compare: subtle.ConstantTimeCompare}
+	rand.Read(u.key)
 	names := make([]string, 0, len(passwords))
 	for n := range passwords {
 		names = append(names, n)
@@ -92,9 +106,9 @@ func NewUsers(passwords map[string]string) (*Users, error) {
 		if pw == "" {
 			return nil, fmt.Errorf("user %q: empty password", name)
 		}
-		e := &user{password: []byte(pw), scram: map[string]scramCreds{}}
+		e := &user{plain: u.plainDigest([]byte(pw)), scram: map[string]scramCreds{}}
 		for _, mech := range []string{ScramSHA256, ScramSHA512} {
-			salt := make([]byte, 16)
+			salt := make([]byte, saltLen)
 			rand.Read(salt)
 			h := hashFor(mech)
 			salted, err := pbkdf2.Key(h, pw, salt, scramIterations, h().Size())
@@ -109,6 +123,44 @@ func NewUsers(passwords map[string]string) (*Users, error) {
 		u.users[name] = e
 	}
 	return u, nil
+}
+
+// saltLen is the size of real and made-up SCRAM salts.
+const saltLen = 16
+
+// plainDigest is what PLAIN compares: a keyed digest of fixed size, so
+// that the comparison takes as long whatever the length of the password
+// tried and of the real one.
+func (u *Users) plainDigest(pw []byte) []byte {
+	m := hmac.New(sha256.New, u.key)
+	m.Write([]byte("plain\x00"))
+	m.Write(pw)
+	return m.Sum(nil)
+}
+
+// fakeScram makes up SCRAM credentials for a user that does not exist,
+// derived from the user name with the per-process key: the same salt at
+// every attempt, as a real user's is, and a stored key no proof matches
+// (the caller also checks that the user exists).
+func (u *Users) fakeScram(mech, name string) scramCreds {
+	h := hashFor(mech)
+	derive := func(label string) []byte {
+		m := hmac.New(h, u.key)
+		m.Write([]byte(label + "\x00" + mech + "\x00" + name))
+		return m.Sum(nil)
+	}
+	return scramCreds{salt: derive("salt")[:saltLen], storedKey: derive("stored")}
+}
+
+// scramCreds returns the credentials of name for a SCRAM mechanism, made up
+// (fakeScram) when the user does not exist; known reports whether it does.
+// Both are computed either way, so the time taken does not tell.
+func (u *Users) scramCreds(mech, name string) (creds scramCreds, known bool) {
+	creds = u.fakeScram(mech, name)
+	if e, ok := u.users[name]; ok {
+		return e.scram[mech], true
+	}
+	return creds, false
 }
 
 func hashFor(mech string) func() hash.Hash {
@@ -175,7 +227,9 @@ func (s *Session) Step(msg []byte) ([]byte, error) {
 	return nil, errors.New("unexpected message after the exchange ended")
 }
 
-// plain checks "authzid NUL authcid NUL passwd".
+// plain checks "authzid NUL authcid NUL passwd". It compares fixed-size
+// digests, and compares one for an unknown user too, so neither the
+// password's length nor the user's existence shows in the time taken.
 func (s *Session) plain(msg []byte) error {
 	parts := bytes.Split(msg, []byte{0})
 	if len(parts) != 3 {
@@ -185,8 +239,15 @@ func (s *Session) plain(msg []byte) error {
 	if authz != "" && authz != name {
 		return fmt.Errorf("PLAIN: authorization id %q differs from user %q", authz, name)
 	}
-	e, ok := s.users.users[name]
-	if !ok || subtle.ConstantTimeCompare(e.password, pw) != 1 {
+	u := s.users
+	// An unknown user's password is compared with a made-up digest, and
+	// refused whatever the outcome: the work is the same.
+	want := u.plainDigest([]byte("fake\x00" + name))
+	e, known := u.users[name]
+	if known {
+		want = e.plain
+	}
+	if match := u.compare(want, u.plainDigest(pw)); !known || match != 1 {
 		return ErrAuthFailed
 	}
 	s.User, s.Done = name, true
@@ -214,15 +275,10 @@ func (s *Session) scramFirst(msg []byte) ([]byte, error) {
 		return nil, errors.New("malformed SCRAM client-first message: no user or nonce")
 	}
 	s.name = name
-	var salt []byte
-	if e, ok := s.users.users[name]; ok {
-		salt = e.scram[s.mech].salt
-	} else {
-		// Unknown user: carry on with a random salt and fail at the
-		// proof, so the reply does not reveal which users exist.
-		salt = make([]byte, 16)
-		rand.Read(salt)
-	}
+	// An unknown user gets a made-up salt, the same at every attempt, and
+	// fails at the proof: the reply does not reveal which users exist.
+	creds, _ := s.users.scramCreds(s.mech, name)
+	salt := creds.salt
 	snonce := make([]byte, 18)
 	rand.Read(snonce)
 	s.nonce = cnonce + base64.RawStdEncoding.EncodeToString(snonce)
@@ -250,11 +306,8 @@ func (s *Session) scramFinal(msg []byte) ([]byte, error) {
 	if err != nil {
 		return nil, errors.New("malformed SCRAM proof")
 	}
-	e, ok := s.users.users[s.name]
-	if !ok {
-		return nil, ErrAuthFailed
-	}
-	creds := e.scram[s.mech]
+	// An unknown user's made-up credentials go through the same steps.
+	creds, known := s.users.scramCreds(s.mech, s.name)
 	h := hashFor(s.mech)
 	authMessage := s.clientFirstBare + "," + s.serverFirst + "," + withoutProof
 	sig := mac(h, creds.storedKey, authMessage)
@@ -267,7 +320,7 @@ func (s *Session) scramFinal(msg []byte) ([]byte, error) {
 	}
 	sum := h()
 	sum.Write(clientKey)
-	if subtle.ConstantTimeCompare(sum.Sum(nil), creds.storedKey) != 1 {
+	if match := s.users.compare(creds.storedKey, sum.Sum(nil)); !known || match != 1 {
 		return nil, ErrAuthFailed
 	}
 	s.User, s.Done = s.name, true

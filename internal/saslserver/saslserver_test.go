@@ -2,6 +2,10 @@ package saslserver
 
 import (
 	"context"
+	"crypto/sha256"
+	"crypto/sha512"
+	"crypto/subtle"
+	"encoding/base64"
 	"errors"
 	"os"
 	"path/filepath"
@@ -125,5 +129,98 @@ func TestLoadUsers(t *testing.T) {
 	}
 	if _, err := LoadUsers(filepath.Join(dir, "missing")); err == nil {
 		t.Error("missing file loaded")
+	}
+}
+
+// serverFirst sends a client-first message for name and returns the
+// server's salt and iteration count.
+func serverFirst(t *testing.T, users *Users, mech, name string) (salt, iterations string) {
+	t.Helper()
+	s, err := users.Start(mech)
+	if err != nil {
+		t.Fatal(err)
+	}
+	reply, err := s.Step([]byte("n,,n=" + name + ",r=client-nonce"))
+	if err != nil {
+		t.Fatalf("%s client-first for %s: %v", mech, name, err)
+	}
+	attrs := parseAttrs(string(reply))
+	return attrs["s"], attrs["i"]
+}
+
+// TestUnknownUserScramFirstLooksReal: an unknown user's server-first
+// message is indistinguishable from a real user's across attempts: the
+// same salt every time (a random salt per attempt gave unknown users
+// away with two client-first messages), of the same size, with the same
+// iteration count; and each unknown user has its own, as real users do.
+func TestUnknownUserScramFirstLooksReal(t *testing.T) {
+	users, err := NewUsers(map[string]string{"app": "s3cret-pw"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, mech := range []string{ScramSHA256, ScramSHA512} {
+		t.Run(mech, func(t *testing.T) {
+			realSalt, realIter := serverFirst(t, users, mech, "app")
+			if again, _ := serverFirst(t, users, mech, "app"); again != realSalt {
+				t.Fatalf("a real user's salt changed between attempts: %s, then %s", realSalt, again)
+			}
+			ghost, ghostIter := serverFirst(t, users, mech, "ghost")
+			if again, _ := serverFirst(t, users, mech, "ghost"); again != ghost {
+				t.Errorf("an unknown user's salt changed between attempts (%s, then %s): the user's absence shows", ghost, again)
+			}
+			if ghostIter != realIter {
+				t.Errorf("iterations: unknown user %s, real user %s", ghostIter, realIter)
+			}
+			rs, _ := base64.StdEncoding.DecodeString(realSalt)
+			gs, err := base64.StdEncoding.DecodeString(ghost)
+			if err != nil || len(gs) != len(rs) {
+				t.Errorf("unknown user's salt %q (%v): %d bytes, a real one has %d", ghost, err, len(gs), len(rs))
+			}
+			if other, _ := serverFirst(t, users, mech, "ghost2"); other == ghost {
+				t.Error("two unknown users share a salt")
+			}
+		})
+	}
+}
+
+// TestSecretComparisonsHideLength: each credential check compares two
+// secrets of one fixed size, whatever the length of the password tried,
+// and compares them for unknown users too, so the time taken tells
+// neither the password's length nor whether the user exists.
+func TestSecretComparisonsHideLength(t *testing.T) {
+	users, err := NewUsers(map[string]string{"app": "s3cret-pw"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	type call struct{ a, b int }
+	var calls []call
+	users.compare = func(a, b []byte) int {
+		calls = append(calls, call{len(a), len(b)})
+		return subtle.ConstantTimeCompare(a, b)
+	}
+	for _, tc := range []struct{ name, user, pw string }{
+		{"short", "app", "x"},
+		{"same-length", "app", "s3cret-px"},
+		{"long", "app", strings.Repeat("p", 200)},
+		{"unknown-user", "ghost", "s3cret-pw"},
+		{"good", "app", "s3cret-pw"},
+	} {
+		for _, m := range []sasl.Mechanism{
+			plain.Auth{User: tc.user, Pass: tc.pw}.AsMechanism(),
+			scram.Auth{User: tc.user, Pass: tc.pw}.AsSha256Mechanism(),
+			scram.Auth{User: tc.user, Pass: tc.pw}.AsSha512Mechanism(),
+		} {
+			t.Run(tc.name+"/"+m.Name(), func(t *testing.T) {
+				calls = nil
+				exchange(t, users, m)
+				size := sha256.Size
+				if m.Name() == ScramSHA512 {
+					size = sha512.Size
+				}
+				if len(calls) != 1 || calls[0] != (call{size, size}) {
+					t.Errorf("comparisons (sizes): %v, want one of two %d-byte secrets", calls, size)
+				}
+			})
+		}
 	}
 }
