@@ -200,7 +200,7 @@ func (c *clientConn) handleClientAuth(ctx context.Context, hdr requestHeader, bo
 	}
 	if hdr.Key == keySaslHandshake {
 		req := kmsg.NewPtrSASLHandshakeRequest()
-		if err := readRequest(req, hdr, body); err != nil {
+		if err := decodeRequest(req, hdr, body); err != nil {
 			return true, fault("bad_request", err)
 		}
 		mechs := c.p.cfg.ClientAuth.Mechanisms
@@ -220,7 +220,7 @@ func (c *clientConn) handleClientAuth(ctx context.Context, hdr requestHeader, bo
 		return true, c.enqueue(ctx, &pendingReq{hdr: hdr, local: saslError(hdr, nil, mechs, "")})
 	}
 	req := kmsg.NewPtrSASLAuthenticateRequest()
-	if err := readRequest(req, hdr, body); err != nil {
+	if err := decodeRequest(req, hdr, body); err != nil {
 		return true, fault("bad_request", err)
 	}
 	s := c.auth.session

@@ -663,7 +663,7 @@ func (p *Proxy) ledBy(u *upstream, node int32, hdr requestHeader, body []byte) b
 	if req == nil {
 		return false
 	}
-	if err := readRequest(req, hdr, body); err != nil {
+	if err := decodeRequest(req, hdr, body); err != nil {
 		return false
 	}
 	led := func(topic string, partition int32) bool {

@@ -19,10 +19,10 @@ import (
 	"github.com/switchyard/switchyard/wirecheck"
 )
 
-// readRequest decodes a client request body into req (any kmsg request of
+// decodeRequest decodes a client request body into req (any kmsg request of
 // hdr's key). The body was walked on arrival when hdr.Checked; otherwise it
 // is walked here.
-func readRequest(req kmsg.Request, hdr requestHeader, body []byte) error {
+func decodeRequest(req kmsg.Request, hdr requestHeader, body []byte) error {
 	if !hdr.Checked {
 		if err := wirecheck.Request(hdr.Key, hdr.Version, body); err != nil {
 			return err
@@ -35,9 +35,9 @@ func readRequest(req kmsg.Request, hdr requestHeader, body []byte) error {
 	return nil
 }
 
-// readResponse decodes a response body (after its header) of the given
+// decodeResponse decodes a response body (after its header) of the given
 // key and version into resp, after walking it.
-func readResponse(resp kmsg.Response, key, version int16, body []byte) error {
+func decodeResponse(resp kmsg.Response, key, version int16, body []byte) error {
 	if err := wirecheck.Response(key, version, body); err != nil {
 		return err
 	}

@@ -9,8 +9,8 @@ import (
 )
 
 // TestDecodesAreWalked holds the package to its rule (decode.go): client
-// and broker bytes reach kmsg's ReadFrom only through readRequest and
-// readResponse, which walk them first. A new ReadFrom elsewhere fails here.
+// and broker bytes reach kmsg's ReadFrom only through decodeRequest and
+// decodeResponse, which walk them first. A new ReadFrom elsewhere fails here.
 func TestDecodesAreWalked(t *testing.T) {
 	files, err := filepath.Glob("*.go")
 	if err != nil {
@@ -27,7 +27,7 @@ func TestDecodesAreWalked(t *testing.T) {
 		}
 		for i, line := range strings.Split(string(src), "\n") {
 			if decode.MatchString(line) {
-				t.Errorf("%s:%d decodes without a walk (use readRequest or readResponse): %s", f, i+1, strings.TrimSpace(line))
+				t.Errorf("%s:%d decodes without a walk (use decodeRequest or decodeResponse): %s", f, i+1, strings.TrimSpace(line))
 			}
 		}
 	}

@@ -257,7 +257,7 @@ func leaderBound(key int16) bool {
 // fetchError.
 func answerWith(hdr requestHeader, body []byte, code int16, fetchError bool) ([]byte, error) {
 	req := kmsg.RequestForKey(hdr.Key)
-	if err := readRequest(req, hdr, body); err != nil {
+	if err := decodeRequest(req, hdr, body); err != nil {
 		return nil, err
 	}
 	resp := req.ResponseKind()
@@ -434,7 +434,7 @@ const refusedFetchWait = time.Second
 func waitRefusedFetch(ctx context.Context, ch <-chan struct{}, hdr requestHeader, body []byte) error {
 	wait := refusedFetchWait
 	req := kmsg.NewPtrFetchRequest()
-	if err := readRequest(req, hdr, body); err == nil {
+	if err := decodeRequest(req, hdr, body); err == nil {
 		wait = min(wait, time.Duration(max(req.MaxWaitMillis, 0))*time.Millisecond)
 	}
 	if wait <= 0 {

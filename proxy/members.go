@@ -68,7 +68,7 @@ func (p *Proxy) checkHeartbeat(hdr requestHeader, body []byte) []byte {
 		return nil
 	}
 	req := kmsg.NewPtrHeartbeatRequest()
-	if err := readRequest(req, hdr, body); err != nil || !p.members.stale(req.Group, req.MemberID) {
+	if err := decodeRequest(req, hdr, body); err != nil || !p.members.stale(req.Group, req.MemberID) {
 		return nil
 	}
 	resp := kmsg.NewPtrHeartbeatResponse()
@@ -84,7 +84,7 @@ func (p *Proxy) joinGroupOf(hdr requestHeader, body []byte) string {
 		return ""
 	}
 	req := kmsg.NewPtrJoinGroupRequest()
-	if err := readRequest(req, hdr, body); err != nil {
+	if err := decodeRequest(req, hdr, body); err != nil {
 		return ""
 	}
 	return req.Group
@@ -100,7 +100,7 @@ func (p *Proxy) noteJoined(group string, hdr requestHeader, frame []byte) {
 		return
 	}
 	resp := kmsg.NewPtrJoinGroupResponse()
-	if err := readResponse(resp, hdr.Key, hdr.Version, frame[hl:]); err != nil || resp.ErrorCode != 0 {
+	if err := decodeResponse(resp, hdr.Key, hdr.Version, frame[hl:]); err != nil || resp.ErrorCode != 0 {
 		return
 	}
 	p.members.joined(group, resp.MemberID)

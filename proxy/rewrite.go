@@ -175,7 +175,7 @@ func (p *Proxy) rewriteRequest(ctx context.Context, c *clientConn, u *upstream, 
 		return pass, nil
 	}
 	req := kmsg.RequestForKey(hdr.Key)
-	if err := readRequest(req, hdr, body); err != nil {
+	if err := decodeRequest(req, hdr, body); err != nil {
 		// The broker will answer this malformed request as it sees fit.
 		return pass, nil
 	}
@@ -312,7 +312,7 @@ func (p *Proxy) rewriteResponse(ctx context.Context, u *upstream, pr *pendingReq
 		}
 	}
 	resp := kmsg.ResponseForKey(hdr.Key)
-	if err := readResponse(resp, hdr.Key, hdr.Version, frame[hl:]); err != nil {
+	if err := decodeResponse(resp, hdr.Key, hdr.Version, frame[hl:]); err != nil {
 		return nil, err
 	}
 	offset := u.epochOffset.Load()

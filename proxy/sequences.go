@@ -323,7 +323,7 @@ func localProduceResponse(hdr requestHeader, local []localPart) []byte {
 // proxy answers. body already carries the cluster's topic ids and batches.
 func dropLocalParts(hdr requestHeader, body []byte, local []localPart) ([]byte, error) {
 	req := kmsg.NewPtrProduceRequest()
-	if err := readRequest(req, hdr, body); err != nil {
+	if err := decodeRequest(req, hdr, body); err != nil {
 		return nil, err
 	}
 	drop := make(map[[2]int]bool, len(local))

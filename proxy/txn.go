@@ -201,7 +201,7 @@ func classifyTxn(hdr requestHeader, body []byte) (*txnNote, time.Duration) {
 		return nil, 0
 	}
 	req := kmsg.RequestForKey(hdr.Key)
-	if err := readRequest(req, hdr, body); err != nil {
+	if err := decodeRequest(req, hdr, body); err != nil {
 		return nil, 0
 	}
 	switch r := req.(type) {
@@ -590,7 +590,7 @@ func (p *Proxy) txnResponse(u *upstream, pr *pendingReq, frame []byte) ([]byte, 
 		return nil, err
 	}
 	resp := kmsg.ResponseForKey(pr.hdr.Key)
-	if err := readResponse(resp, pr.hdr.Key, pr.hdr.Version, frame[hl:]); err != nil {
+	if err := decodeResponse(resp, pr.hdr.Key, pr.hdr.Version, frame[hl:]); err != nil {
 		return nil, err
 	}
 	t := p.pids.txns
