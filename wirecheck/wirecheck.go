@@ -176,9 +176,9 @@ func (w *walker) structure(fields []field, pos, end int) (int, *MalformedError) 
 // tags walks a tagged-field section. Known tags are walked inside their
 // own size, as a decoder reads them.
 func (w *walker) tags(fields []field, pos, end int) (int, *MalformedError) {
-	n, pos, err := w.uvarint(pos, end, "tagged field count")
-	if err != nil {
-		return pos, err
+	n, pos, ok := w.uvarint(pos, end)
+	if !ok {
+		return pos, fail(pos, "tagged field count: bad or truncated varint")
 	}
 	// A tagged field takes at least two bytes: its tag and its size.
 	if int64(n)*2 > int64(end-pos) {
@@ -186,11 +186,11 @@ func (w *walker) tags(fields []field, pos, end int) (int, *MalformedError) {
 	}
 	for range n {
 		var tag, size uint32
-		if tag, pos, err = w.uvarint(pos, end, "tag"); err != nil {
-			return pos, err
+		if tag, pos, ok = w.uvarint(pos, end); !ok {
+			return pos, fail(pos, "tag: bad or truncated varint")
 		}
-		if size, pos, err = w.uvarint(pos, end, "tagged field size"); err != nil {
-			return pos, err
+		if size, pos, ok = w.uvarint(pos, end); !ok {
+			return pos, fail(pos, "tagged field size: bad or truncated varint")
 		}
 		if int64(size) > int64(end-pos) {
 			return pos, fail(pos, "tagged field %d of %d bytes exceeds the %d bytes left", tag, size, end-pos)
@@ -277,9 +277,9 @@ func (w *walker) length(f *field, k kind, pos, end int) (int64, int, *MalformedE
 	next := pos
 	switch {
 	case w.flexible:
-		u, p, err := w.uvarint(pos, end, f.name+" length")
-		if err != nil {
-			return 0, pos, err
+		u, p, ok := w.uvarint(pos, end)
+		if !ok {
+			return 0, pos, fail(pos, "%s length: bad or truncated varint", f.name)
 		}
 		l, next = int64(u)-1, p
 	case k == kString:
@@ -299,12 +299,12 @@ func (w *walker) length(f *field, k kind, pos, end int) (int64, int, *MalformedE
 	return l, next, nil
 }
 
-func (w *walker) uvarint(pos, end int, what string) (uint32, int, *MalformedError) {
+func (w *walker) uvarint(pos, end int) (uint32, int, bool) {
 	v, n := kbin.Uvarint(w.body[pos:end])
 	if n <= 0 {
-		return 0, pos, fail(pos, "%s: bad or truncated varint", what)
+		return 0, pos, false
 	}
-	return v, pos + n, nil
+	return v, pos + n, true
 }
 
 // leastSize is the fewest bytes one element of kind k can take in this

@@ -2,6 +2,7 @@ package wirecheck
 
 import (
 	"errors"
+	"fmt"
 	"math/rand/v2"
 	"reflect"
 	"strings"
@@ -331,4 +332,49 @@ func FuzzResponse(f *testing.F) {
 	f.Fuzz(func(t *testing.T, key, version int16, body []byte) {
 		differential(t, false, key, version, body)
 	})
+}
+
+// denseMetadata is a Metadata v12 request body of about size bytes made of
+// the smallest topic entries there are (an id, an empty name, no tags):
+// the most elements a walk can meet per byte. Its last byte is cut off, so
+// the walk reaches the end before it fails.
+func denseMetadata(size int) []byte {
+	n := size / 18
+	b := kbin.AppendUvarint(nil, uint32(n+1))
+	for range n {
+		b = append(b, make([]byte, 16)...) // topic id
+		b = append(b, 1, 0)                // name "" (compact), no tags
+	}
+	b = append(b, 1, 0, 0) // allow auto creation, authorized operations, tags
+	return b[:len(b)-1]
+}
+
+// BenchmarkDenseMalformed is the worst case per byte: every element as
+// small as it can be.
+func BenchmarkDenseMalformed(b *testing.B) {
+	for _, size := range []int{1 << 10, 64 << 10, 1 << 20} {
+		body := denseMetadata(size)
+		b.Run(fmt.Sprintf("%dKiB", size>>10), func(b *testing.B) {
+			b.SetBytes(int64(len(body)))
+			for b.Loop() {
+				if Request(3, 12, body) == nil {
+					b.Fatal("passed")
+				}
+			}
+		})
+	}
+}
+
+// BenchmarkDenseKmsgDecode decodes the valid (uncut) dense body with kmsg,
+// for comparison: what the walk costs next to the decode it guards.
+func BenchmarkDenseKmsgDecode(b *testing.B) {
+	body := append(denseMetadata(1<<20), 0)
+	b.SetBytes(int64(len(body)))
+	for b.Loop() {
+		req := kmsg.NewPtrMetadataRequest()
+		req.SetVersion(12)
+		if err := req.ReadFrom(body); err != nil {
+			b.Fatal(err)
+		}
+	}
 }
