@@ -53,6 +53,8 @@ type proxyFile struct {
 	MaxInflight       int                   `yaml:"maxInflightPerConnection"`
 	IdleTimeout       time.Duration         `yaml:"idleTimeout"`
 	ClientIOTimeout   time.Duration         `yaml:"clientIOTimeout"`
+	MaxVirtualBrokers int                   `yaml:"maxVirtualBrokers"`
+	StopTimeout       time.Duration         `yaml:"stopTimeout"`
 	ClientAuth        proxy.ClientAuth      `yaml:"clientAuth"`
 	LogLevel          string                `yaml:"logLevel"`
 	LogFormat         string                `yaml:"logFormat"`
@@ -134,6 +136,8 @@ func parseProxyOptions(args []string, getenv func(string) string, stderr io.Writ
 		{"max-inflight-per-connection", strconv.Itoa(opts.Proxy.MaxInflightPerConnection), "requests of one connection forwarded and unanswered; beyond, the client is not read until a response goes out"},
 		{"idle-timeout", opts.Proxy.IdleTimeout.String(), "close a client connection silent this long with nothing in flight"},
 		{"client-io-timeout", opts.Proxy.ClientIOTimeout.String(), "time to read one request (first byte to last) or write one response, before the connection is closed"},
+		{"max-virtual-brokers", strconv.Itoa(opts.Proxy.MaxVirtualBrokers), "virtual brokers (listeners) made for one cluster's node ids; ids beyond are presented as -1"},
+		{"stop-timeout", opts.Proxy.StopTimeout.String(), "how long a stopping proxy waits for the connections it closed"},
 		{"log-level", opts.LogLevel, "`level`: debug, info, warn, error"},
 		{"log-format", opts.LogFormat, "`format`: json or console"},
 		{"control", "", "control plane gRPC `host:port`; the proxy then follows its desired state (needs --app)"},
@@ -358,6 +362,10 @@ func applyProxyOption(o *proxyOptions, name, value string) error {
 		o.Proxy.IdleTimeout, err = time.ParseDuration(value)
 	case "client-io-timeout":
 		o.Proxy.ClientIOTimeout, err = time.ParseDuration(value)
+	case "max-virtual-brokers":
+		o.Proxy.MaxVirtualBrokers, err = strconv.Atoi(value)
+	case "stop-timeout":
+		o.Proxy.StopTimeout, err = time.ParseDuration(value)
 	case "log-level":
 		o.LogLevel = value
 	case "log-format":
@@ -483,6 +491,8 @@ func loadProxyFile(path string, o *proxyOptions) error {
 	set(&o.Proxy.MaxInflightPerConnection, f.MaxInflight)
 	set(&o.Proxy.IdleTimeout, f.IdleTimeout)
 	set(&o.Proxy.ClientIOTimeout, f.ClientIOTimeout)
+	set(&o.Proxy.MaxVirtualBrokers, f.MaxVirtualBrokers)
+	set(&o.Proxy.StopTimeout, f.StopTimeout)
 	set(&o.Control.Address, f.Control)
 	set(&o.Control.App, f.App)
 	set(&o.Control.Instance, f.Instance)

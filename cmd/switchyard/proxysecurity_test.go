@@ -126,15 +126,16 @@ maxInflightPerConnection: 8
 idleTimeout: 2m
 clientIOTimeout: 5s
 maxHeldBytes: 1048576
+maxVirtualBrokers: 64
 `)
-	opts, err := parseProxyOptions([]string{"--config", path, "--max-connections", "60"},
+	opts, err := parseProxyOptions([]string{"--config", path, "--max-connections", "60", "--stop-timeout", "2s"},
 		envOf(map[string]string{"SWITCHYARD_IDLE_TIMEOUT": "3m"}), io.Discard)
 	if err != nil {
 		t.Fatal(err)
 	}
 	p := opts.Proxy
 	if p.MaxConnections != 60 || p.MaxInflightPerConnection != 8 || p.IdleTimeout != 3*time.Minute ||
-		p.ClientIOTimeout != 5*time.Second || p.MaxHeldBytes != 1<<20 {
+		p.ClientIOTimeout != 5*time.Second || p.MaxHeldBytes != 1<<20 || p.MaxVirtualBrokers != 64 || p.StopTimeout != 2*time.Second {
 		t.Errorf("limits: %+v", p)
 	}
 	for args, want := range map[string]string{
@@ -142,6 +143,8 @@ maxHeldBytes: 1048576
 		"--max-inflight-per-connection=x": "--max-inflight-per-connection",
 		"--client-io-timeout=-1s":         "clientIOTimeout",
 		"--max-held-bytes=0":              "maxHeldBytes",
+		"--max-virtual-brokers=0":         "maxVirtualBrokers: 0 must be at least 1",
+		"--stop-timeout=0s":               "stopTimeout",
 	} {
 		_, err := parseProxyOptions([]string{"--config", path, args}, envOf(nil), io.Discard)
 		if err == nil || !strings.Contains(err.Error(), want) {
