@@ -720,28 +720,38 @@ func TestRestartRollsBackOrResumes(t *testing.T) {
 	}
 }
 
-// TestRegistryAdoptsSidecarsAfterLosingItsStore: a control plane whose
-// store was lost meets a sidecar that applied version 9; it adopts the
-// sidecar's state under a higher version rather than sending versions the
-// sidecar would refuse.
-func TestRegistryAdoptsSidecarsAfterLosingItsStore(t *testing.T) {
+// TestRegistryKeepsDivergedSidecarsAfterLosingItsStore: a control plane
+// whose store was lost meets a sidecar that applied version 9, on the
+// target and gated. It adopts nothing: the sidecar is sent the registry's
+// state (none), keeps what it runs and is counted as diverged; the next
+// rule is issued above version 9, so the sidecar accepts it.
+func TestRegistryKeepsDivergedSidecarsAfterLosingItsStore(t *testing.T) {
 	p := startPlane(t, "", nil)
-	ctx := metadata.AppendToOutgoingContext(context.Background(), "authorization", "Bearer "+p.token)
-	stream, err := switchyardv1.NewSidecarServiceClient(p.conn).Connect(ctx)
+	first := &switchyardv1.ConnectRequest{Identity: &switchyardv1.SidecarIdentity{App: "orders", Instance: "a"},
+		AppliedVersion: 9, Status: &switchyardv1.ProxyStatus{ActiveCluster: "target", Gate: &switchyardv1.Gate{ApiKeys: []int32{0}, Mode: "HOLD"}}}
+	stream, m, err := openStream(t, p.conn, p.token, first)
 	if err != nil {
 		t.Fatal(err)
 	}
-	if err := stream.Send(&switchyardv1.ConnectRequest{Identity: &switchyardv1.SidecarIdentity{App: "orders", Instance: "a"},
-		AppliedVersion: 9, Status: &switchyardv1.ProxyStatus{ActiveCluster: "target", Gate: &switchyardv1.Gate{ApiKeys: []int32{0}, Mode: "HOLD"}}}); err != nil {
-		t.Fatal(err)
+	if d := m.GetDesired(); d.GetVersion() != 0 || d.GetActiveCluster() != "" || d.GetGate() != nil {
+		t.Errorf("desired %v, want none (the registry has no rule for orders)", d)
 	}
-	m, err := stream.Recv()
+	if got := p.reg.counts()[[2]string{"orders", "diverged"}]; got != 1 {
+		t.Errorf("diverged sidecars of orders: %d, want 1 (%v)", got, p.reg.counts())
+	}
+	v, err := p.reg.SetRule("declared", &switchyardv1.SidecarSelector{Apps: []string{"orders"}}, "target", nil)
 	if err != nil {
 		t.Fatal(err)
 	}
-	d := m.GetDesired()
-	if d.GetVersion() <= 9 || d.GetActiveCluster() != "target" || d.GetGate().GetMode() != "HOLD" {
-		t.Errorf("desired %v, want the sidecar's own state above version 9", d)
+	if v <= 9 {
+		t.Fatalf("the first rule after the loss has version %d, at or below the sidecar's 9", v)
+	}
+	m, err = stream.Recv()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if d := m.GetDesired(); d.GetVersion() != v || d.GetActiveCluster() != "target" || d.GetGate() != nil {
+		t.Errorf("desired %v, want version %d on target, no gate", d, v)
 	}
 }
 

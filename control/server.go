@@ -74,18 +74,21 @@ func (s *service) mutate(ctx context.Context, method string, summary any, call f
 }
 
 // sidecarService is the registry's SidecarService behind the authorizer:
-// only the sidecar and operator roles may connect.
+// only the sidecar and operator roles may connect, and a sidecar
+// credential only as the applications (and instance) it names.
 type sidecarService struct {
-	*Registry
+	switchyardv1.UnimplementedSidecarServiceServer
+	reg *Registry
 	svc *service
 }
 
-// Connect checks the caller, then serves the stream (see Registry.Connect).
+// Connect checks the caller, then serves the stream (see Registry.serve).
 func (s sidecarService) Connect(stream switchyardv1.SidecarService_ConnectServer) error {
-	if _, err := s.svc.allow(stream.Context(), "Connect", permConnect); err != nil {
+	who, err := s.svc.allow(stream.Context(), "Connect", permConnect)
+	if err != nil {
 		return err
 	}
-	return s.Registry.Connect(stream)
+	return s.reg.serve(stream, who)
 }
 
 func (s *service) ListClusters(ctx context.Context, _ *switchyardv1.ListClustersRequest) (*switchyardv1.ListClustersResponse, error) {
@@ -246,9 +249,6 @@ func NewServer(cfg ServerConfig, ct *Controller, reg *Registry, clusters []*swit
 		return nil, fmt.Errorf("control: %w", err)
 	}
 	s.audit = audit
-	// The registry serves Connect behind sidecarService, which checks the
-	// caller first; its own hook stays unset.
-	reg.auth = nil
 	svc := &service{ct: ct, reg: reg, mirrors: mirrors, clusters: clusters, auth: newAuthorizer(cfg), audit: audit,
 		log: log, stopping: reg.stopping}
 	s.grpc = grpc.NewServer(
@@ -258,7 +258,7 @@ func NewServer(cfg ServerConfig, ct *Controller, reg *Registry, clusters []*swit
 		grpc.KeepaliveEnforcementPolicy(keepalive.EnforcementPolicy{MinTime: 5 * time.Second, PermitWithoutStream: true}),
 	)
 	switchyardv1.RegisterControlServiceServer(s.grpc, svc)
-	switchyardv1.RegisterSidecarServiceServer(s.grpc, sidecarService{Registry: reg, svc: svc})
+	switchyardv1.RegisterSidecarServiceServer(s.grpc, sidecarService{reg: reg, svc: svc})
 
 	gw := runtime.NewServeMux()
 	if err := switchyardv1.RegisterControlServiceHandlerServer(context.Background(), gw, svc); err != nil {

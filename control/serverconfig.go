@@ -122,6 +122,9 @@ func (c ServerConfig) Validate() error {
 		if t.Value == "" {
 			add("%s: empty token", field)
 		}
+		if err := checkApps(t.Role, t.Apps); err != nil {
+			add("%s.apps: %w", field, err)
+		}
 		for j := range i {
 			if tokens[j].Value != "" && tokens[j].Value == t.Value {
 				add("%s (%s): the same token as %s: each token must tell who is calling", field, t.Name, tokens[j].Name)
@@ -134,6 +137,12 @@ func (c ServerConfig) Validate() error {
 		}
 		if cc.Role < RoleSidecar || cc.Role > RoleOperator {
 			add("clientCertificates[%d].role: want sidecar, read-only or operator", i)
+		}
+		if err := checkApps(cc.Role, cc.Apps); err != nil {
+			add("clientCertificates[%d].apps: %w", i, err)
+		}
+		if cc.BindInstance && cc.Role != RoleSidecar {
+			add("clientCertificates[%d].bindInstance: only for role sidecar", i)
 		}
 	}
 	if len(c.ClientCertificates) > 0 && c.TLS.CAFile == "" {
@@ -154,6 +163,26 @@ func (c ServerConfig) Validate() error {
 		add("shutdownTimeout: %v must not be negative", c.ShutdownTimeout)
 	}
 	return errors.Join(errs...)
+}
+
+// checkApps checks the apps of a credential with role: required for the
+// sidecar role, which may only claim them, and refused for the others.
+func checkApps(role Role, apps []string) error {
+	if role != RoleSidecar {
+		if len(apps) > 0 {
+			return errors.New("only for role sidecar (an operator may connect as any application)")
+		}
+		return nil
+	}
+	if len(apps) == 0 {
+		return errors.New("required for role sidecar: the applications its streams may claim")
+	}
+	for _, a := range apps {
+		if a == "" || a == "*" {
+			return fmt.Errorf("%q: an application name (a trailing * matches a prefix, not everything)", a)
+		}
+	}
+	return nil
 }
 
 func isLoopback(host string) bool {
