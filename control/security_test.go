@@ -563,7 +563,22 @@ func TestServerConfigValidate(t *testing.T) {
 		{"public with client CA only", func(c *ServerConfig) {
 			*c = ServerConfig{Listen: "0.0.0.0:9180", TLS: tlsfiles.Files{CertFile: pki.server.Cert, KeyFile: pki.server.Key, CAFile: pki.server.CA}}
 		}, nil},
-		{"public with a token", func(c *ServerConfig) { *c = ServerConfig{Listen: "0.0.0.0:9180", Token: legacySecret} }, nil},
+		{"public with a token over plaintext", func(c *ServerConfig) { *c = ServerConfig{Listen: "0.0.0.0:9180", Token: legacySecret} },
+			[]string{"tokenFile, tokens: listen 0.0.0.0:9180 is not a loopback address and serves no TLS", "allowPlaintextTokens"}},
+		{"all interfaces with named tokens over plaintext", func(c *ServerConfig) {
+			c.Listen = ":9180"
+			c.TLS = tlsfiles.Files{}
+			c.ClientCertOptional = false
+			c.ClientCertificates = nil
+		},
+			[]string{"tokenFile, tokens: listen :9180 is not a loopback address"}},
+		{"public with a token over plaintext, allowed", func(c *ServerConfig) {
+			*c = ServerConfig{Listen: "0.0.0.0:9180", Token: legacySecret, AllowPlaintextTokens: true}
+		}, nil},
+		{"public with a token over TLS", func(c *ServerConfig) {
+			*c = ServerConfig{Listen: "0.0.0.0:9180", Token: legacySecret, TLS: tlsfiles.Files{CertFile: pki.server.Cert, KeyFile: pki.server.Key}}
+		}, nil},
+		{"loopback with a token over plaintext", func(c *ServerConfig) { *c = ServerConfig{Listen: "127.0.0.1:9180", Token: legacySecret} }, nil},
 		{"sidecar token without apps", func(c *ServerConfig) { c.Tokens[2].Apps = nil }, []string{"tokens[2].apps: required for role sidecar"}},
 		{"sidecar token for every app", func(c *ServerConfig) { c.Tokens[2].Apps = []string{"orders", "*"} }, []string{`tokens[2].apps: "*": an application name`}},
 		{"apps on an operator token", func(c *ServerConfig) { c.Tokens[0].Apps = []string{"orders"} }, []string{"tokens[0].apps: only for role sidecar"}},

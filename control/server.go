@@ -235,6 +235,10 @@ func NewServer(cfg ServerConfig, ct *Controller, reg *Registry, clusters []*swit
 	if cfg.ShutdownTimeout <= 0 {
 		cfg.ShutdownTimeout = 5 * time.Second
 	}
+	if host, _, _ := net.SplitHostPort(cfg.Listen); len(cfg.allTokens()) > 0 && cfg.TLS.CertFile == "" && !isLoopback(host) {
+		log.Warn("control: bearer tokens accepted without TLS on a listener that is not loopback (allowPlaintextTokens): "+
+			"safe only where something else encrypts the connection", zap.String("listen", cfg.Listen))
+	}
 	s := &Server{cfg: cfg, log: log, reg: reg}
 	if cfg.TLS.CertFile != "" {
 		tlsCfg, err := tlsfiles.ServerConfig(cfg.TLS, cfg.TLS.CAFile != "" && !cfg.ClientCertOptional,
