@@ -182,6 +182,10 @@ func (r *Registry) desiredLocked(sc *sidecar) *switchyardv1.DesiredState {
 func (r *Registry) SetRule(id string, sel *switchyardv1.SidecarSelector, active string, gate *gateSpec) (uint64, error) {
 	r.mu.Lock()
 	defer r.mu.Unlock()
+	return r.setRuleLocked(id, sel, active, gate)
+}
+
+func (r *Registry) setRuleLocked(id string, sel *switchyardv1.SidecarSelector, active string, gate *gateSpec) (uint64, error) {
 	next := r.state
 	next.Rules = slices.Clone(r.state.Rules)
 	var err error
@@ -211,6 +215,38 @@ func (r *Registry) SetRule(id string, sel *switchyardv1.SidecarSelector, active 
 	}
 	r.broadcastLocked()
 	return ru.Version, nil
+}
+
+// Declare makes active, with no gate, the desired state of the sidecars
+// sel selects, as a new rule (the newest, so it wins over older ones) —
+// only if every connected sidecar it selects reports that it runs on
+// active already: it records what holds and moves no client. It returns
+// the rule's version and the connected sidecars it covers. Errors are
+// FailedPrecondition, naming the sidecar, or the store's.
+func (r *Registry) Declare(sel *switchyardv1.SidecarSelector, active string) (uint64, []string, error) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	selected := rule{Apps: sel.GetApps(), Labels: sel.GetLabels()}
+	var covered []string
+	for k, sc := range r.sidecars {
+		if !sc.connected || !selected.matches(sc.id) {
+			continue
+		}
+		switch got := sc.status.GetActiveCluster(); {
+		case sc.status == nil:
+			return 0, nil, status.Errorf(codes.FailedPrecondition, "sidecar %s has not reported its status yet", k)
+		case got != active:
+			return 0, nil, status.Errorf(codes.FailedPrecondition,
+				"sidecar %s runs on cluster %q, not %q: declaring records where sidecars run and moves none; a cutover moves them", k, got, active)
+		}
+		covered = append(covered, k)
+	}
+	sort.Strings(covered)
+	v, err := r.setRuleLocked(fmt.Sprintf("declared-%d", r.state.Counter+1), sel, active, nil)
+	if err != nil {
+		return 0, nil, err
+	}
+	return v, covered, nil
 }
 
 // HasRule reports whether the registry holds a rule with the given id:
@@ -297,7 +333,7 @@ func (r *Registry) List(app string) []*switchyardv1.Sidecar {
 		}
 		out = append(out, &switchyardv1.Sidecar{
 			Identity: sc.id, Connected: sc.connected, Desired: r.desiredLocked(sc), AppliedVersion: sc.applied,
-			ApplyError: sc.applyErr, Status: sc.status, LastSeen: timestamppb.New(sc.lastSeen),
+			ApplyError: sc.applyErr, Status: sc.status, LastSeen: timestamppb.New(sc.lastSeen), Credential: sc.who.String(),
 		})
 	}
 	sort.Slice(out, func(i, j int) bool {

@@ -3,6 +3,7 @@ package control
 import (
 	"context"
 	"math"
+	"slices"
 	"testing"
 	"time"
 
@@ -65,7 +66,7 @@ func (p *plane) waitConnected(app string, instances ...string) {
 				got = append(got, sc.GetIdentity().GetInstance())
 			}
 		}
-		if equalStrings(got, instances) {
+		if slices.Equal(got, instances) {
 			return
 		}
 		if time.Now().After(deadline) {
@@ -78,16 +79,14 @@ func (p *plane) waitConnected(app string, instances ...string) {
 	}
 }
 
-func equalStrings(a, b []string) bool {
-	if len(a) != len(b) {
-		return false
+// cutoverToDone runs the cutover of spec() and waits until it is done.
+func (p *plane) cutoverToDone() {
+	p.t.Helper()
+	resp, err := p.client.CreateCutover(p.authed(), &switchyardv1.CreateCutoverRequest{Spec: spec()})
+	if err != nil {
+		p.t.Fatal(err)
 	}
-	for i := range a {
-		if a[i] != b[i] {
-			return false
-		}
-	}
-	return true
+	p.waitCutover(resp.GetCutover().GetId(), switchyardv1.CutoverStep_CUTOVER_STEP_DONE)
 }
 
 // TestForgedVersionClaimIsNotAdopted: a stream that claims a version above
@@ -120,11 +119,7 @@ func TestForgedVersionClaimIsNotAdopted(t *testing.T) {
 	attacker.cancel()
 	p.waitConnected("orders", "pod-1")
 
-	resp, err := p.client.CreateCutover(p.authed(), &switchyardv1.CreateCutoverRequest{Spec: spec()})
-	if err != nil {
-		t.Fatal(err)
-	}
-	p.waitCutover(resp.GetCutover().GetId(), switchyardv1.CutoverStep_CUTOVER_STEP_DONE)
+	p.cutoverToDone()
 	if active, gate := real.state(); active != "target" || gate != nil {
 		t.Errorf("after the cutover pod-1 is on %s with gate %v, want target and no gate", active, gate)
 	}
@@ -164,11 +159,7 @@ func TestVersionClaimCannotWrapTheCounter(t *testing.T) {
 	attacker.cancel()
 	p.waitConnected("orders", "pod-1")
 
-	resp, err := p.client.CreateCutover(p.authed(), &switchyardv1.CreateCutoverRequest{Spec: spec()})
-	if err != nil {
-		t.Fatal(err)
-	}
-	p.waitCutover(resp.GetCutover().GetId(), switchyardv1.CutoverStep_CUTOVER_STEP_DONE)
+	p.cutoverToDone()
 	if active, _ := real.state(); active != "target" {
 		t.Errorf("pod-1 on %s after the cutover, want target", active)
 	}
@@ -204,11 +195,7 @@ func TestSecondStreamForAConnectedInstanceIsRefused(t *testing.T) {
 		t.Fatalf("after the refused stream: %v, want pod-1 connected on source", list)
 	}
 	// pod-1's own reports still count: a cutover runs on its acks.
-	resp, err := p.client.CreateCutover(p.authed(), &switchyardv1.CreateCutoverRequest{Spec: spec()})
-	if err != nil {
-		t.Fatal(err)
-	}
-	p.waitCutover(resp.GetCutover().GetId(), switchyardv1.CutoverStep_CUTOVER_STEP_DONE)
+	p.cutoverToDone()
 
 	real.close()
 	p.waitConnected("orders")

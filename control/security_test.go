@@ -304,6 +304,11 @@ func TestRolesOverREST(t *testing.T) {
 		{"create wrong token", "POST", "/v1/cutovers", "nope", tlstest.Paths{}, 401, "invalid bearer token"},
 		// Past auth: no sidecar runs "orders", which the cutover refuses.
 		{"create operator cert", "POST", "/v1/cutovers", "", pki.alice, 400, ""},
+		{"declare sidecar token", "POST", "/v1/sidecars:declare", sidecarsSecret, tlstest.Paths{}, 403,
+			"DeclareState needs role operator; token sidecars has role sidecar"},
+		{"declare read-only", "POST", "/v1/sidecars:declare", dashboardsSecret, tlstest.Paths{}, 403, "DeclareState needs role operator"},
+		// Past auth: the body (a cutover's) names no active cluster.
+		{"declare operator token", "POST", "/v1/sidecars:declare", opsSecret, tlstest.Paths{}, 400, "active_cluster"},
 		{"watch anonymous", "GET", "/v1/cutovers/c-1:watch", "", tlstest.Paths{}, 401, "WatchCutover needs credentials"},
 		{"watch sidecar token", "GET", "/v1/cutovers/c-1:watch", sidecarsSecret, tlstest.Paths{}, 403, "WatchCutover needs role read-only or operator"},
 		{"watch read-only, unknown cutover", "GET", "/v1/cutovers/c-1:watch", dashboardsSecret, tlstest.Paths{}, 404, ""},
@@ -428,6 +433,12 @@ func TestAuditLog(t *testing.T) {
 	if _, err := alice.AbortCutover(ctx, &switchyardv1.AbortCutoverRequest{Id: "c-missing", Reason: "typo"}); status.Code(err) != codes.NotFound {
 		t.Fatalf("abort of a missing cutover: %v", err)
 	}
+	// No sidecar of billing is connected: the declaration holds for those
+	// that start later.
+	if _, err := ops.DeclareState(ctx, &switchyardv1.DeclareStateRequest{
+		Selector: &switchyardv1.SidecarSelector{Apps: []string{"billing"}}, ActiveCluster: "target"}); err != nil {
+		t.Fatalf("declare: %v", err)
+	}
 	// Reads are not audited.
 	if _, err := dash.ListCutovers(ctx, &switchyardv1.ListCutoversRequest{}); err != nil {
 		t.Fatal(err)
@@ -441,6 +452,7 @@ func TestAuditLog(t *testing.T) {
 		{"token ops", "operator", "CreateCutover", "OK", id, []string{`"source":"source"`, `"apps":["orders"]`}},
 		{"token dashboards", "read-only", "AbortCutover", "PermissionDenied", "", []string{`"id":"` + id + `"`, `"reason":"not mine"`}},
 		{"certificate alice", "operator", "AbortCutover", "NotFound", "", []string{`"id":"c-missing"`}},
+		{"token ops", "operator", "DeclareState", "OK", "", []string{`"apps":["billing"]`, `"activeCluster":"target"`}},
 	}
 	if len(entries) != len(want) {
 		t.Fatalf("audit log has %d entries, want %d: %+v", len(entries), len(want), entries)
@@ -655,21 +667,21 @@ func TestSidecarClaimsBoundToCredentials(t *testing.T) {
 		want          codes.Code
 		msg           string
 	}{
-		{"token, its app", none, sidecarsSecret, "probe", "p-1", codes.OK, ""},
-		{"token, an app by prefix", none, sidecarsSecret, "payments", "p-1", codes.OK, ""},
+		{"token, its app", none, sidecarsSecret, "probe", "p-1", codes.OK, "token sidecars"},
+		{"token, an app by prefix", none, sidecarsSecret, "payments", "p-1", codes.OK, "token sidecars"},
 		{"token, another app", none, sidecarsSecret, "orders", "o-1", codes.PermissionDenied,
 			`token sidecars may not claim application "orders" (it may claim probe, pay*)`},
 		{"token, a prefix is not an app", none, sidecarsSecret, "pa", "p-1", codes.PermissionDenied, `may not claim application "pa"`},
-		{"certificate, its app", pki.orders, "", "probe", "p-2", codes.OK, ""},
+		{"certificate, its app", pki.orders, "", "probe", "p-2", codes.OK, "certificate spiffe://test/ns/shop/sa/orders"},
 		{"certificate, another app", pki.orders, "", "orders", "o-2", codes.PermissionDenied,
 			`certificate spiffe://test/ns/shop/sa/orders may not claim application "orders" (it may claim probe)`},
-		{"bound certificate, its instance by common name", pki.pod1, "", "orders", "shop/orders-1", codes.OK, ""},
-		{"bound certificate, its instance by URI", pki.pod1, "", "orders", "spiffe://test/pods/shop/orders-1", codes.OK, ""},
+		{"bound certificate, its instance by common name", pki.pod1, "", "orders", "shop/orders-1", codes.OK, "certificate spiffe://test/pods/shop/orders-1"},
+		{"bound certificate, its instance by URI", pki.pod1, "", "orders", "spiffe://test/pods/shop/orders-1", codes.OK, "certificate spiffe://test/pods/shop/orders-1"},
 		{"bound certificate, another instance", pki.pod1, "", "orders", "shop/orders-2", codes.PermissionDenied,
 			`may claim only an instance its certificate names (spiffe://test/pods/shop/orders-1, shop/orders-1), not "shop/orders-2"`},
 		{"bound certificate, another app", pki.pod1, "", "payments", "shop/orders-1", codes.PermissionDenied, `may not claim application "payments"`},
-		{"operator token, any app", none, opsSecret, "orders", "o-3", codes.OK, ""},
-		{"operator certificate, any app", pki.alice, "", "billing", "b-1", codes.OK, ""},
+		{"operator token, any app", none, opsSecret, "orders", "o-3", codes.OK, "token ops"},
+		{"operator certificate, any app", pki.alice, "", "billing", "b-1", codes.OK, "certificate alice"},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			conn := sp.dial(t, tc.cert, tc.token)
@@ -677,14 +689,18 @@ func TestSidecarClaimsBoundToCredentials(t *testing.T) {
 				Identity: &switchyardv1.SidecarIdentity{App: tc.app, Instance: tc.instance},
 				Status:   &switchyardv1.ProxyStatus{ActiveCluster: "source"}})
 			defer s.cancel()
-			if status.Code(err) != tc.want || !strings.Contains(status.Convert(err).Message(), tc.msg) {
+			if status.Code(err) != tc.want || (tc.want != codes.OK && !strings.Contains(status.Convert(err).Message(), tc.msg)) {
 				t.Fatalf("claim %s/%s: %v, want %v with %q", tc.app, tc.instance, err, tc.want, tc.msg)
 			}
-			if tc.want != codes.OK {
-				for _, sc := range sp.reg.List(tc.app) {
-					if sc.GetIdentity().GetInstance() == tc.instance {
-						t.Errorf("the refused claim is registered: %v", sc)
-					}
+			for _, sc := range sp.reg.List(tc.app) {
+				if sc.GetIdentity().GetInstance() != tc.instance {
+					continue
+				}
+				switch {
+				case tc.want != codes.OK:
+					t.Errorf("the refused claim is registered: %v", sc)
+				case sc.GetCredential() != tc.msg:
+					t.Errorf("listed with credential %q, want %q", sc.GetCredential(), tc.msg)
 				}
 			}
 		})
@@ -736,7 +752,12 @@ func TestSidecarRoleCannotSwitchOrGate(t *testing.T) {
 	if status.Code(err) != codes.PermissionDenied {
 		t.Errorf("AbortCutover with a sidecar token: %v, want PermissionDenied", err)
 	}
-	for _, path := range []string{"/v1/cutovers", "/v1/cutovers/c-1:abort"} {
+	_, err = client.DeclareState(ctx, &switchyardv1.DeclareStateRequest{
+		Selector: &switchyardv1.SidecarSelector{Apps: []string{"payments"}}, ActiveCluster: "target"})
+	if status.Code(err) != codes.PermissionDenied {
+		t.Errorf("DeclareState with a sidecar token: %v, want PermissionDenied", err)
+	}
+	for _, path := range []string{"/v1/cutovers", "/v1/cutovers/c-1:abort", "/v1/sidecars:declare"} {
 		req, err := http.NewRequest("POST", "https://"+sp.addr+path,
 			strings.NewReader(`{"selector":{"apps":["payments"]},"source":"source","target":"target"}`))
 		if err != nil {

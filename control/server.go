@@ -62,14 +62,26 @@ func (s *service) read(ctx context.Context, method string) error {
 }
 
 // mutate runs a mutating call for an operator and writes it to the audit
-// log, refused or not.
-func (s *service) mutate(ctx context.Context, method string, summary any, call func() (*switchyardv1.Cutover, error)) (*switchyardv1.Cutover, error) {
+// log, refused or not. call returns the id of the cutover it concerns, if
+// any, for the audit log.
+func (s *service) mutate(ctx context.Context, method string, summary any, call func() (string, error)) error {
 	who, err := s.allow(ctx, method, permOperate)
-	var c *switchyardv1.Cutover
+	var id string
 	if err == nil {
-		c, err = call()
+		id, err = call()
 	}
-	s.audit.record(ctx, who, method, summary, c.GetId(), err)
+	s.audit.record(ctx, who, method, summary, id, err)
+	return err
+}
+
+// mutateCutover is mutate for a call that returns a cutover.
+func (s *service) mutateCutover(ctx context.Context, method string, summary any, call func() (*switchyardv1.Cutover, error)) (*switchyardv1.Cutover, error) {
+	var c *switchyardv1.Cutover
+	err := s.mutate(ctx, method, summary, func() (string, error) {
+		var err error
+		c, err = call()
+		return c.GetId(), err
+	})
 	return c, err
 }
 
@@ -129,7 +141,7 @@ func mirrorToProto(m *MirrorRef) *switchyardv1.Mirror {
 }
 
 func (s *service) CreateCutover(ctx context.Context, req *switchyardv1.CreateCutoverRequest) (*switchyardv1.CreateCutoverResponse, error) {
-	c, err := s.mutate(ctx, "CreateCutover", req.GetSpec(), func() (*switchyardv1.Cutover, error) {
+	c, err := s.mutateCutover(ctx, "CreateCutover", req.GetSpec(), func() (*switchyardv1.Cutover, error) {
 		return s.ct.Create(req.GetSpec())
 	})
 	if err != nil {
@@ -157,13 +169,26 @@ func (s *service) ListCutovers(ctx context.Context, _ *switchyardv1.ListCutovers
 }
 
 func (s *service) AbortCutover(ctx context.Context, req *switchyardv1.AbortCutoverRequest) (*switchyardv1.AbortCutoverResponse, error) {
-	c, err := s.mutate(ctx, "AbortCutover", req, func() (*switchyardv1.Cutover, error) {
+	c, err := s.mutateCutover(ctx, "AbortCutover", req, func() (*switchyardv1.Cutover, error) {
 		return s.ct.Abort(req.GetId(), req.GetReason())
 	})
 	if err != nil {
 		return nil, err
 	}
 	return &switchyardv1.AbortCutoverResponse{Cutover: c}, nil
+}
+
+func (s *service) DeclareState(ctx context.Context, req *switchyardv1.DeclareStateRequest) (*switchyardv1.DeclareStateResponse, error) {
+	var resp *switchyardv1.DeclareStateResponse
+	err := s.mutate(ctx, "DeclareState", req, func() (string, error) {
+		var err error
+		resp, err = s.ct.Declare(req.GetSelector(), req.GetActiveCluster())
+		return "", err
+	})
+	if err != nil {
+		return nil, err
+	}
+	return resp, nil
 }
 
 func (s *service) WatchCutover(req *switchyardv1.WatchCutoverRequest, stream switchyardv1.ControlService_WatchCutoverServer) error {
