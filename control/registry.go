@@ -71,13 +71,15 @@ type registryState struct {
 	Rules   []rule `json:"rules"`
 }
 
-// MaxAppliedVersion is the largest applied version a sidecar may report.
-// A sidecar refuses desired states below the version it applied, so the
-// registry continues its counter above what a sidecar reports (a sidecar
-// reporting a version this registry never issued follows a store that was
-// lost or restored from a backup). Bounding the claim keeps the counter
-// far from overflow: a registry hands out a few versions per cutover, and
-// 2^48 leaves 2^64-2^48 of them.
+// MaxAppliedVersion is the largest applied version a sidecar may report
+// above the registry's counter. A sidecar refuses desired states below the
+// version it applied, so the registry continues its counter above what a
+// sidecar reports (a sidecar reporting a version this registry never
+// issued follows a store that was lost or restored from a backup).
+// Bounding that claim keeps the counter far from overflow: a registry
+// hands out a few versions per cutover, and 2^48 leaves 2^64-2^48 of them.
+// Versions the registry issued itself, up to its counter, are always
+// accepted, even once the counter has passed the bound.
 const MaxAppliedVersion = 1 << 48
 
 // nextVersion is the version after v; it refuses to wrap.
@@ -354,7 +356,8 @@ func cutKey(k string) (string, string, bool) {
 // serve serves one sidecar's stream, opened by who (already authorized to
 // connect). The first message must name the sidecar; it is refused when
 // who may not claim that application or instance (PermissionDenied), when
-// it reports an applied version above MaxAppliedVersion (InvalidArgument),
+// it reports an applied version above both the counter and
+// MaxAppliedVersion (InvalidArgument),
 // or while another stream of the same instance is connected
 // (AlreadyExists: a sidecar whose stream broke reconnects once the control
 // plane has noticed, within its keepalive of ~15 s). serve returns when
@@ -430,15 +433,16 @@ func (r *Registry) stop() { r.stoppingOnce.Do(func() { close(r.stopping) }) }
 
 // attach registers a new stream of the sidecar id, opened by who, with its
 // first message. It refuses a second stream of a connected instance and an
-// applied version above MaxAppliedVersion; see serve.
+// applied version above both the counter and MaxAppliedVersion; see serve.
 func (r *Registry) attach(id *switchyardv1.SidecarIdentity, first *switchyardv1.ConnectRequest, who principal) (*sidecar, uint64, error) {
 	applied := first.GetAppliedVersion()
-	if applied > MaxAppliedVersion {
-		return nil, 0, status.Errorf(codes.InvalidArgument,
-			"applied_version %d is above the largest a control plane accepts (%d): restart the sidecar to start over", applied, uint64(MaxAppliedVersion))
-	}
 	r.mu.Lock()
 	defer r.mu.Unlock()
+	if applied > r.state.Counter && applied > MaxAppliedVersion {
+		return nil, 0, status.Errorf(codes.InvalidArgument,
+			"applied_version %d is above any this control plane issued and above the largest it accepts from a sidecar (%d): "+
+				"restart the sidecar to start over", applied, uint64(MaxAppliedVersion))
+	}
 	k := sidecarKey(id)
 	sc := r.sidecars[k]
 	if sc != nil && sc.connected {

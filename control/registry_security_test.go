@@ -177,6 +177,43 @@ func TestVersionClaimCannotWrapTheCounter(t *testing.T) {
 	}
 }
 
+// TestVersionClaimBound: a claim up to MaxAppliedVersion raises the
+// counter; one above both the counter and the bound is refused; and the
+// versions the registry issues past the bound are accepted back from its
+// sidecars (a claim at the bound must not lock them out).
+func TestVersionClaimBound(t *testing.T) {
+	p := startPlane(t, "", nil)
+	first := forged("orders", "a", MaxAppliedVersion)
+	first.Status = &switchyardv1.ProxyStatus{ActiveCluster: "source"}
+	a, _, err := openStream(t, p.conn, p.token, first)
+	if err != nil {
+		t.Fatalf("a claim at the bound: %v", err)
+	}
+	v, err := p.reg.SetRule("later", &switchyardv1.SidecarSelector{Apps: []string{"orders"}}, "source", nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if v <= MaxAppliedVersion {
+		t.Fatalf("the next version is %d, want above the claim %d", v, uint64(MaxAppliedVersion))
+	}
+	a.cancel()
+	p.waitConnected("orders")
+	for _, tc := range []struct {
+		instance string
+		applied  uint64
+		want     codes.Code
+	}{
+		{"b", v, codes.OK},
+		{"c", v + 1, codes.InvalidArgument},
+	} {
+		s, _, err := openStream(t, p.conn, p.token, forged("orders", tc.instance, tc.applied))
+		if status.Code(err) != tc.want {
+			t.Errorf("a stream that applied %d (counter %d): %v, want %v", tc.applied, v, err, tc.want)
+		}
+		s.cancel()
+	}
+}
+
 // TestSecondStreamForAConnectedInstanceIsRefused: while pod-1's stream is
 // open, another stream claiming pod-1 — even with the same token — is
 // refused, and cannot stand in for pod-1's acknowledgements. Once pod-1's
