@@ -3,10 +3,12 @@ package main
 import (
 	"context"
 	"fmt"
+	"io"
 	"net"
 	"os"
 	"path/filepath"
 	"reflect"
+	"slices"
 	"strings"
 	"testing"
 	"time"
@@ -370,6 +372,27 @@ func TestProxyControlTLSErrors(t *testing.T) {
 		!strings.Contains(stderr.String(), "-control-tls-server-name name") {
 		t.Fatalf("proxy --help: exit code %d, does not list -control-tls-server-name:\n%s", code, stderr.String())
 	}
+}
+
+// TestProxyControlTokenOverTLS: a token to a control plane off loopback is
+// accepted with TLS to it (the --control-tls-* flags count), and refused
+// without.
+func TestProxyControlTokenOverTLS(t *testing.T) {
+	f := newSecureFixture(t)
+	args := []string{"--cluster", "a=127.0.0.1:1", "--control", "switchyard-control.switchyard:9180", "--app", "orders"}
+	env := envOf(map[string]string{"SWITCHYARD_CONTROL_TOKEN": opsToken})
+	o, err := parseProxyOptions(append(slices.Clone(args), "--control-tls-ca", f.server.CA), env, io.Discard)
+	if err != nil {
+		t.Fatalf("a token over TLS: %v", err)
+	}
+	if o.Control.TLS.CAFile != f.server.CA || o.Control.Token != opsToken {
+		t.Errorf("control client TLS %+v, token set %t; want the CA and the token", o.Control.TLS, o.Control.Token != "")
+	}
+	_, err = parseProxyOptions(args, env, io.Discard)
+	if err == nil || !strings.Contains(err.Error(), "control token: not sent in the clear") {
+		t.Fatalf("a token without TLS: %v, want it refused", err)
+	}
+	f.assertNoSecrets(t, "the error", err.Error())
 }
 
 // TestControlSidecarCredentials: the sidecar credentials' apps and

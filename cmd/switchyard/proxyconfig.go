@@ -109,6 +109,12 @@ func parseProxyOptions(args []string, getenv func(string) string, stderr io.Writ
 		Proxy: proxy.DefaultConfig(), Admin: admin.DefaultConfig(), Control: controlclient.DefaultConfig(),
 		LogLevel: "info", LogFormat: "json",
 	}
+	// The TLS flags first: the control client's configuration is checked
+	// as a whole (a token needs TLS off loopback).
+	controlTLS, args, err := splitControlTLSFlags(args, getenv)
+	if err != nil {
+		return opts, usageError{err}
+	}
 
 	fs := flag.NewFlagSet("proxy", flag.ContinueOnError)
 	fs.SetOutput(stderr)
@@ -176,7 +182,6 @@ func parseProxyOptions(args []string, getenv func(string) string, stderr io.Writ
 		}
 	}
 	// 2. Environment, then 3. flags, for every flag but --config.
-	var err error
 	fs.VisitAll(func(f *flag.Flag) {
 		if err != nil || f.Name == "config" {
 			return
@@ -218,6 +223,15 @@ func parseProxyOptions(args []string, getenv func(string) string, stderr io.Writ
 	case "json", "console":
 	default:
 		return opts, usageError{fmt.Errorf("log-format: %q: want json or console", opts.LogFormat)}
+	}
+	if controlTLS.Enabled() {
+		if opts.Control.Address == "" {
+			return opts, usageError{errors.New("--control-tls-*: need a control plane (--control)")}
+		}
+		if err := controlTLS.Validate(controlTLSFlag); err != nil {
+			return opts, usageError{err}
+		}
+		opts.Control.TLS = controlTLS
 	}
 	if err := validateControl(&opts, getenv); err != nil {
 		return opts, usageError{err}
