@@ -5,6 +5,7 @@ import (
 	"crypto/subtle"
 	"crypto/x509"
 	"fmt"
+	"slices"
 	"strings"
 
 	"google.golang.org/grpc/codes"
@@ -12,6 +13,8 @@ import (
 	"google.golang.org/grpc/metadata"
 	"google.golang.org/grpc/peer"
 	"google.golang.org/grpc/status"
+
+	switchyardv1 "github.com/switchyard/switchyard/api/switchyard/v1"
 )
 
 // ctxMetadata is the incoming gRPC metadata of a call (for REST calls, the
@@ -108,6 +111,11 @@ type Token struct {
 	Name  string
 	Role  Role
 	Value Secret
+	// Apps (role sidecar, required) are the applications a sidecar stream
+	// with this token may claim to serve: names, or prefixes ending in
+	// "*". A token is shared by an application's pods, so it cannot name
+	// an instance; see ClientCertificate.BindInstance.
+	Apps []string
 }
 
 // ClientCertificate maps a verified client certificate to a role. Identity
@@ -116,13 +124,26 @@ type Token struct {
 type ClientCertificate struct {
 	Identity string
 	Role     Role
+	// Apps (role sidecar, required) are the applications a sidecar stream
+	// with the certificate may claim, as Token.Apps.
+	Apps []string
+	// BindInstance (role sidecar): the instance a stream claims must be
+	// one of the certificate's names (a URI SAN, a DNS SAN or its common
+	// name), so each sidecar's certificate proves its instance — e.g. a
+	// per-pod certificate with the common name "namespace/pod", the
+	// sidecar's default instance.
+	BindInstance bool
 }
 
-func (c ClientCertificate) matches(name string) bool {
-	if prefix, ok := strings.CutSuffix(c.Identity, "*"); ok {
+func (c ClientCertificate) matches(name string) bool { return matchPattern(c.Identity, name) }
+
+// matchPattern compares name with pattern exactly, or as a prefix when the
+// pattern ends in "*".
+func matchPattern(pattern, name string) bool {
+	if prefix, ok := strings.CutSuffix(pattern, "*"); ok {
 		return strings.HasPrefix(name, prefix)
 	}
-	return name == c.Identity
+	return name == pattern
 }
 
 // principal is who made a call, as logs and the audit log name it.
@@ -130,6 +151,31 @@ type principal struct {
 	kind string // "token", "certificate" or "anonymous"
 	name string // the token's name or the certificate identity
 	role Role
+	// apps (role sidecar) are the applications a sidecar stream may claim
+	// (patterns, see matchPattern).
+	apps []string
+	// instances, when not nil (role sidecar, a certificate with
+	// BindInstance), are the instances a sidecar stream may claim.
+	instances []string
+}
+
+// mayClaim checks that a sidecar stream opened by p may claim to be id. An
+// operator (or anyone, with auth off) may claim any sidecar; a sidecar
+// credential only its applications and, when bound, its instance. The
+// error is PermissionDenied.
+func (p principal) mayClaim(id *switchyardv1.SidecarIdentity) error {
+	if p.role != RoleSidecar {
+		return nil
+	}
+	if !slices.ContainsFunc(p.apps, func(a string) bool { return matchPattern(a, id.GetApp()) }) {
+		return status.Errorf(codes.PermissionDenied, "%s may not claim application %q (it may claim %s)",
+			p, id.GetApp(), strings.Join(p.apps, ", "))
+	}
+	if p.instances != nil && !slices.Contains(p.instances, id.GetInstance()) {
+		return status.Errorf(codes.PermissionDenied, "%s may claim only an instance its certificate names (%s), not %q",
+			p, strings.Join(p.instances, ", "), id.GetInstance())
+	}
+	return nil
 }
 
 func (p principal) String() string {
@@ -186,7 +232,7 @@ func (a *authorizer) authenticate(ctx context.Context) (principal, error) {
 			return anonymous, status.Error(codes.Unauthenticated, "invalid bearer token")
 		}
 		t := a.tokens[match]
-		return principal{kind: "token", name: t.Name, role: t.Role}, nil
+		return principal{kind: "token", name: t.Name, role: t.Role, apps: t.Apps}, nil
 	}
 	if cert := a.peerCertificate(ctx); cert != nil {
 		return a.certPrincipal(cert), nil
@@ -226,7 +272,11 @@ func (a *authorizer) certPrincipal(cert *x509.Certificate) principal {
 	for _, c := range a.certs {
 		for _, n := range names {
 			if c.matches(n) {
-				return principal{kind: "certificate", name: n, role: c.Role}
+				p := principal{kind: "certificate", name: n, role: c.Role, apps: c.Apps}
+				if c.BindInstance {
+					p.instances = names
+				}
+				return p
 			}
 		}
 	}

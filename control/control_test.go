@@ -720,28 +720,104 @@ func TestRestartRollsBackOrResumes(t *testing.T) {
 	}
 }
 
-// TestRegistryAdoptsSidecarsAfterLosingItsStore: a control plane whose
-// store was lost meets a sidecar that applied version 9; it adopts the
-// sidecar's state under a higher version rather than sending versions the
-// sidecar would refuse.
-func TestRegistryAdoptsSidecarsAfterLosingItsStore(t *testing.T) {
+// TestRegistryKeepsDivergedSidecarsAfterLosingItsStore: a control plane
+// whose store was lost meets a sidecar that applied version 9, on the
+// target and gated. It adopts nothing: the sidecar is sent the registry's
+// state (none), keeps what it runs and is counted as diverged. The
+// operator declares the application on the target: the sidecar gets that
+// state above version 9 (its gate lifted), and a sidecar that starts later
+// is put there too.
+func TestRegistryKeepsDivergedSidecarsAfterLosingItsStore(t *testing.T) {
 	p := startPlane(t, "", nil)
-	ctx := metadata.AppendToOutgoingContext(context.Background(), "authorization", "Bearer "+p.token)
-	stream, err := switchyardv1.NewSidecarServiceClient(p.conn).Connect(ctx)
+	first := &switchyardv1.ConnectRequest{Identity: &switchyardv1.SidecarIdentity{App: "orders", Instance: "a"},
+		AppliedVersion: 9, Status: &switchyardv1.ProxyStatus{ActiveCluster: "target", Gate: &switchyardv1.Gate{ApiKeys: []int32{0}, Mode: "HOLD"}}}
+	stream, m, err := openStream(t, p.conn, p.token, first)
 	if err != nil {
 		t.Fatal(err)
 	}
-	if err := stream.Send(&switchyardv1.ConnectRequest{Identity: &switchyardv1.SidecarIdentity{App: "orders", Instance: "a"},
-		AppliedVersion: 9, Status: &switchyardv1.ProxyStatus{ActiveCluster: "target", Gate: &switchyardv1.Gate{ApiKeys: []int32{0}, Mode: "HOLD"}}}); err != nil {
-		t.Fatal(err)
+	if d := m.GetDesired(); d.GetVersion() != 0 || d.GetActiveCluster() != "" || d.GetGate() != nil {
+		t.Errorf("desired %v, want none (the registry has no rule for orders)", d)
 	}
-	m, err := stream.Recv()
+	if got := p.reg.counts()[[2]string{"orders", "diverged"}]; got != 1 {
+		t.Errorf("diverged sidecars of orders: %d, want 1 (%v)", got, p.reg.counts())
+	}
+
+	sel := &switchyardv1.SidecarSelector{Apps: []string{"orders"}}
+	_, err = p.client.DeclareState(p.authed(), &switchyardv1.DeclareStateRequest{Selector: sel, ActiveCluster: "source"})
+	if status.Code(err) != codes.FailedPrecondition || !strings.Contains(err.Error(), `sidecar orders/a runs on cluster "target", not "source"`) {
+		t.Errorf("declaring orders on source while it runs on target: %v, want FailedPrecondition naming orders/a", err)
+	}
+	resp, err := p.client.DeclareState(p.authed(), &switchyardv1.DeclareStateRequest{Selector: sel, ActiveCluster: "target"})
 	if err != nil {
 		t.Fatal(err)
 	}
-	d := m.GetDesired()
-	if d.GetVersion() <= 9 || d.GetActiveCluster() != "target" || d.GetGate().GetMode() != "HOLD" {
-		t.Errorf("desired %v, want the sidecar's own state above version 9", d)
+	v := resp.GetVersion()
+	if v <= 9 || len(resp.GetSidecars()) != 1 || resp.GetSidecars()[0] != "orders/a" {
+		t.Fatalf("declared %v: want a version above the sidecar's 9, covering orders/a", resp)
+	}
+	m, err = stream.Recv()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if d := m.GetDesired(); d.GetVersion() != v || d.GetActiveCluster() != "target" || d.GetGate() != nil {
+		t.Errorf("desired %v, want version %d on target, no gate", d, v)
+	}
+	late := connectSidecar(t, p, "orders", "b", "source")
+	deadline := time.Now().Add(10 * time.Second)
+	for active, _ := late.state(); active != "target"; active, _ = late.state() {
+		if time.Now().After(deadline) {
+			t.Fatalf("a sidecar started after the declaration runs on %s, want target", active)
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+}
+
+// TestDeclareStateRefusals: a declaration needs applications and a known
+// cluster, and waits for a running cutover of the same applications.
+func TestDeclareStateRefusals(t *testing.T) {
+	p := startPlane(t, "", &fakeMirror{ready: true, caughtUp: false})
+	connectSidecar(t, p, "orders", "a", "source")
+	p.waitConnected("orders", "a")
+	for _, tc := range []struct {
+		name string
+		req  *switchyardv1.DeclareStateRequest
+		want codes.Code
+	}{
+		{"no apps", &switchyardv1.DeclareStateRequest{Selector: &switchyardv1.SidecarSelector{}, ActiveCluster: "source"}, codes.InvalidArgument},
+		{"no cluster", &switchyardv1.DeclareStateRequest{Selector: &switchyardv1.SidecarSelector{Apps: []string{"orders"}}}, codes.InvalidArgument},
+		{"unknown cluster", &switchyardv1.DeclareStateRequest{Selector: &switchyardv1.SidecarSelector{Apps: []string{"orders"}}, ActiveCluster: "elsewhere"},
+			codes.FailedPrecondition},
+	} {
+		if _, err := p.client.DeclareState(p.authed(), tc.req); status.Code(err) != tc.want {
+			t.Errorf("%s: %v, want %v", tc.name, err, tc.want)
+		}
+	}
+	if _, err := p.client.DeclareState(context.Background(), &switchyardv1.DeclareStateRequest{
+		Selector: &switchyardv1.SidecarSelector{Apps: []string{"orders"}}, ActiveCluster: "source"}); status.Code(err) != codes.Unauthenticated {
+		t.Errorf("without a token: %v, want Unauthenticated", err)
+	}
+
+	// The mirror never catches up: the cutover waits in drain.
+	sp := spec()
+	sp.Policy.DrainTimeout = durationpb.New(time.Minute)
+	resp, err := p.client.CreateCutover(p.authed(), &switchyardv1.CreateCutoverRequest{Spec: sp})
+	if err != nil {
+		t.Fatal(err)
+	}
+	id := resp.GetCutover().GetId()
+	p.waitCutover(id, switchyardv1.CutoverStep_CUTOVER_STEP_DRAIN)
+	_, err = p.client.DeclareState(p.authed(), &switchyardv1.DeclareStateRequest{
+		Selector: &switchyardv1.SidecarSelector{Apps: []string{"billing", "orders"}}, ActiveCluster: "source"})
+	if status.Code(err) != codes.Aborted || !strings.Contains(err.Error(), id) {
+		t.Errorf("during a cutover of orders: %v, want Aborted naming %s", err, id)
+	}
+	if _, err := p.client.AbortCutover(p.authed(), &switchyardv1.AbortCutoverRequest{Id: id}); err != nil {
+		t.Fatal(err)
+	}
+	p.waitCutover(id, switchyardv1.CutoverStep_CUTOVER_STEP_ROLLED_BACK)
+	if _, err := p.client.DeclareState(p.authed(), &switchyardv1.DeclareStateRequest{
+		Selector: &switchyardv1.SidecarSelector{Apps: []string{"orders"}}, ActiveCluster: "source"}); err != nil {
+		t.Errorf("after the cutover rolled back: %v", err)
 	}
 }
 

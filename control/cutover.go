@@ -291,6 +291,42 @@ func (ct *Controller) Create(spec *switchyardv1.CutoverSpec) (*switchyardv1.Cuto
 	return out, nil
 }
 
+// Declare declares the sidecars sel selects to run on cluster active, with
+// no gate (see Registry.Declare), unless a cutover of one of their
+// applications is running (Aborted): the cutover owns their state then.
+func (ct *Controller) Declare(sel *switchyardv1.SidecarSelector, active string) (*switchyardv1.DeclareStateResponse, error) {
+	if len(sel.GetApps()) == 0 || slices.Contains(sel.GetApps(), "") {
+		return nil, status.Error(codes.InvalidArgument, "selector.apps: at least one application, none empty")
+	}
+	if active == "" {
+		return nil, status.Error(codes.InvalidArgument, "active_cluster: the cluster the sidecars run on")
+	}
+	if ct.clusters[active] == nil {
+		return nil, status.Errorf(codes.FailedPrecondition, "cluster %q is not configured (known: %s)", active, strings.Join(ct.clusterNames(), ", "))
+	}
+	// Held across the registry's update, so no cutover of these
+	// applications starts in between (lock order: Controller.mu, then
+	// Registry.mu).
+	ct.mu.Lock()
+	defer ct.mu.Unlock()
+	for _, other := range ct.cutovers {
+		if !terminal(other.c.GetStep()) && overlaps(other.c.GetSpec().GetSelector().GetApps(), sel.GetApps()) {
+			return nil, status.Errorf(codes.Aborted, "cutover %s of %v is running (%s): it owns their desired state", other.c.GetId(),
+				other.c.GetSpec().GetSelector().GetApps(), StepName(other.c.GetStep()))
+		}
+	}
+	v, covered, err := ct.reg.Declare(sel, active)
+	if err != nil {
+		if _, ok := status.FromError(err); !ok {
+			err = status.Errorf(codes.Internal, "store the declared state: %v", err)
+		}
+		return nil, err
+	}
+	ct.log.Info("state declared", zap.Strings("apps", sel.GetApps()), zap.Any("labels", sel.GetLabels()),
+		zap.String("active", active), zap.Uint64("version", v), zap.Strings("sidecars", covered))
+	return &switchyardv1.DeclareStateResponse{Version: v, Sidecars: covered}, nil
+}
+
 func overlaps(a, b []string) bool {
 	return slices.ContainsFunc(a, func(x string) bool { return slices.Contains(b, x) })
 }

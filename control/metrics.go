@@ -6,7 +6,7 @@ import (
 
 // metrics are the control plane's collectors.
 type metrics struct {
-	sidecars    *prometheus.GaugeVec     // app, state (connected, disconnected, unacknowledged)
+	sidecars    *prometheus.GaugeVec     // app, state (connected, unacknowledged, diverged, disconnected)
 	cutovers    *prometheus.CounterVec   // outcome (done, rolled_back, failed)
 	active      *prometheus.GaugeVec     // step: cutovers in progress per step
 	blockWindow prometheus.Histogram     // producer block window of finished cutovers
@@ -17,7 +17,7 @@ func newMetrics(reg prometheus.Registerer) (*metrics, error) {
 	const ns, sub = "switchyard", "control"
 	m := &metrics{
 		sidecars: prometheus.NewGaugeVec(prometheus.GaugeOpts{Namespace: ns, Subsystem: sub, Name: "sidecars",
-			Help: "Sidecars known to the control plane, by application and state: connected (and acknowledged their desired state), unacknowledged (connected, behind or failing to apply), disconnected."},
+			Help: "Sidecars known to the control plane, by application and state: connected (and acknowledged their desired state), unacknowledged (connected, behind or failing to apply), diverged (connected, running a desired-state version this control plane did not issue it, e.g. after its store was lost: declare the application's state), disconnected."},
 			[]string{"app", "state"}),
 		cutovers: prometheus.NewCounterVec(prometheus.CounterOpts{Namespace: ns, Subsystem: sub, Name: "cutovers_total",
 			Help: "Cutovers ended, by outcome: done, rolled_back, failed."}, []string{"outcome"}),

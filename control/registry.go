@@ -4,6 +4,7 @@ import (
 	"errors"
 	"fmt"
 	"maps"
+	"math"
 	"slices"
 	"sort"
 	"sync"
@@ -65,9 +66,28 @@ func (r *rule) matches(id *switchyardv1.SidecarIdentity) bool {
 type registryState struct {
 	// Counter is the last version handed out. Versions only grow, over
 	// every rule, so a sidecar whose newest matching rule changes still
-	// sees its version rise.
+	// sees its version rise. It never wraps: see MaxAppliedVersion.
 	Counter uint64 `json:"counter"`
 	Rules   []rule `json:"rules"`
+}
+
+// MaxAppliedVersion is the largest applied version a sidecar may report
+// above the registry's counter. A sidecar refuses desired states below the
+// version it applied, so the registry continues its counter above what a
+// sidecar reports (a sidecar reporting a version this registry never
+// issued follows a store that was lost or restored from a backup).
+// Bounding that claim keeps the counter far from overflow: a registry
+// hands out a few versions per cutover, and 2^48 leaves 2^64-2^48 of them.
+// Versions the registry issued itself, up to its counter, are always
+// accepted, even once the counter has passed the bound.
+const MaxAppliedVersion = 1 << 48
+
+// nextVersion is the version after v; it refuses to wrap.
+func nextVersion(v uint64) (uint64, error) {
+	if v == math.MaxUint64 {
+		return 0, errors.New("the desired-state version counter is exhausted")
+	}
+	return v + 1, nil
 }
 
 // sidecar is one sidecar as the registry knows it.
@@ -80,6 +100,7 @@ type sidecar struct {
 	status    *switchyardv1.ProxyStatus
 	clusters  []string
 	lastSeen  time.Time
+	who       principal     // the credential of its current (or last) stream
 	statusAt  uint64        // the applied version reported with the status
 	goneAt    time.Time     // when its stream ended (zero while connected)
 	notify    chan struct{} // the desired state may have changed
@@ -88,13 +109,12 @@ type sidecar struct {
 func sidecarKey(id *switchyardv1.SidecarIdentity) string { return id.GetApp() + "/" + id.GetInstance() }
 
 // Registry is the sidecar registry and the desired state of every sidecar.
-// It serves SidecarService.Connect.
+// Its desired state — the rules cutovers and operators set — is the only
+// source of truth: what a sidecar reports is shown, never adopted. The
+// server serves SidecarService.Connect with it (see serve).
 type Registry struct {
-	switchyardv1.UnimplementedSidecarServiceServer
-
 	store *Store
 	log   *zap.Logger
-	auth  func(ctxMetadata) error
 
 	// forgetAfter is how long a disconnected sidecar stays listed: a pod
 	// replaced in a rollout never comes back under its old instance name.
@@ -164,9 +184,16 @@ func (r *Registry) desiredLocked(sc *sidecar) *switchyardv1.DesiredState {
 func (r *Registry) SetRule(id string, sel *switchyardv1.SidecarSelector, active string, gate *gateSpec) (uint64, error) {
 	r.mu.Lock()
 	defer r.mu.Unlock()
+	return r.setRuleLocked(id, sel, active, gate)
+}
+
+func (r *Registry) setRuleLocked(id string, sel *switchyardv1.SidecarSelector, active string, gate *gateSpec) (uint64, error) {
 	next := r.state
 	next.Rules = slices.Clone(r.state.Rules)
-	next.Counter++
+	var err error
+	if next.Counter, err = nextVersion(next.Counter); err != nil {
+		return 0, err
+	}
 	i := slices.IndexFunc(next.Rules, func(ru rule) bool { return ru.ID == id })
 	if i < 0 {
 		next.Rules = append(next.Rules, rule{ID: id, Seq: next.Counter})
@@ -190,6 +217,38 @@ func (r *Registry) SetRule(id string, sel *switchyardv1.SidecarSelector, active 
 	}
 	r.broadcastLocked()
 	return ru.Version, nil
+}
+
+// Declare makes active, with no gate, the desired state of the sidecars
+// sel selects, as a new rule (the newest, so it wins over older ones) —
+// only if every connected sidecar it selects reports that it runs on
+// active already: it records what holds and moves no client. It returns
+// the rule's version and the connected sidecars it covers. Errors are
+// FailedPrecondition, naming the sidecar, or the store's.
+func (r *Registry) Declare(sel *switchyardv1.SidecarSelector, active string) (uint64, []string, error) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	selected := rule{Apps: sel.GetApps(), Labels: sel.GetLabels()}
+	var covered []string
+	for k, sc := range r.sidecars {
+		if !sc.connected || !selected.matches(sc.id) {
+			continue
+		}
+		switch got := sc.status.GetActiveCluster(); {
+		case sc.status == nil:
+			return 0, nil, status.Errorf(codes.FailedPrecondition, "sidecar %s has not reported its status yet", k)
+		case got != active:
+			return 0, nil, status.Errorf(codes.FailedPrecondition,
+				"sidecar %s runs on cluster %q, not %q: declaring records where sidecars run and moves none; a cutover moves them", k, got, active)
+		}
+		covered = append(covered, k)
+	}
+	sort.Strings(covered)
+	v, err := r.setRuleLocked(fmt.Sprintf("declared-%d", r.state.Counter+1), sel, active, nil)
+	if err != nil {
+		return 0, nil, err
+	}
+	return v, covered, nil
 }
 
 // HasRule reports whether the registry holds a rule with the given id:
@@ -276,7 +335,7 @@ func (r *Registry) List(app string) []*switchyardv1.Sidecar {
 		}
 		out = append(out, &switchyardv1.Sidecar{
 			Identity: sc.id, Connected: sc.connected, Desired: r.desiredLocked(sc), AppliedVersion: sc.applied,
-			ApplyError: sc.applyErr, Status: sc.status, LastSeen: timestamppb.New(sc.lastSeen),
+			ApplyError: sc.applyErr, Status: sc.status, LastSeen: timestamppb.New(sc.lastSeen), Credential: sc.who.String(),
 		})
 	}
 	sort.Slice(out, func(i, j int) bool {
@@ -294,14 +353,17 @@ func cutKey(k string) (string, string, bool) {
 	return k, "", false
 }
 
-// Connect serves one sidecar's stream.
-func (r *Registry) Connect(stream switchyardv1.SidecarService_ConnectServer) error {
+// serve serves one sidecar's stream, opened by who (already authorized to
+// connect). The first message must name the sidecar; it is refused when
+// who may not claim that application or instance (PermissionDenied), when
+// it reports an applied version above both the counter and
+// MaxAppliedVersion (InvalidArgument),
+// or while another stream of the same instance is connected
+// (AlreadyExists: a sidecar whose stream broke reconnects once the control
+// plane has noticed, within its keepalive of ~15 s). serve returns when
+// the stream ends, the server stops, or the caller goes away.
+func (r *Registry) serve(stream switchyardv1.SidecarService_ConnectServer, who principal) error {
 	ctx := stream.Context()
-	if r.auth != nil {
-		if err := r.auth(incoming(ctx)); err != nil {
-			return err
-		}
-	}
 	first, err := stream.Recv()
 	if err != nil {
 		return err
@@ -310,9 +372,19 @@ func (r *Registry) Connect(stream switchyardv1.SidecarService_ConnectServer) err
 	if id.GetApp() == "" || id.GetInstance() == "" {
 		return status.Error(codes.InvalidArgument, "the first message must carry the sidecar's identity: app and instance")
 	}
-	sc, gen := r.attach(id, first)
+	if err := who.mayClaim(id); err != nil {
+		r.log.Warn("sidecar stream refused: a claim its credential does not allow", zap.Stringer("who", who),
+			zap.String("app", id.GetApp()), zap.String("instance", id.GetInstance()), zap.Error(err))
+		return err
+	}
+	sc, gen, err := r.attach(id, first, who)
+	if err != nil {
+		r.log.Warn("sidecar stream refused", zap.Stringer("who", who), zap.String("app", id.GetApp()),
+			zap.String("instance", id.GetInstance()), zap.Uint64("applied", first.GetAppliedVersion()), zap.Error(err))
+		return err
+	}
 	r.log.Info("sidecar connected", zap.String("app", id.GetApp()), zap.String("instance", id.GetInstance()),
-		zap.Uint64("applied", first.GetAppliedVersion()))
+		zap.Uint64("applied", first.GetAppliedVersion()), zap.Stringer("who", who))
 	defer r.detach(sc, gen)
 
 	// The receiver is owned by this handler: when the handler returns, gRPC
@@ -359,28 +431,47 @@ func (r *Registry) Connect(stream switchyardv1.SidecarService_ConnectServer) err
 // stop ends every open stream (server shutdown).
 func (r *Registry) stop() { r.stoppingOnce.Do(func() { close(r.stopping) }) }
 
-func (r *Registry) attach(id *switchyardv1.SidecarIdentity, first *switchyardv1.ConnectRequest) (*sidecar, uint64) {
+// attach registers a new stream of the sidecar id, opened by who, with its
+// first message. It refuses a second stream of a connected instance and an
+// applied version above both the counter and MaxAppliedVersion; see serve.
+func (r *Registry) attach(id *switchyardv1.SidecarIdentity, first *switchyardv1.ConnectRequest, who principal) (*sidecar, uint64, error) {
+	applied := first.GetAppliedVersion()
 	r.mu.Lock()
 	defer r.mu.Unlock()
-	r.gen++
+	if applied > r.state.Counter && applied > MaxAppliedVersion {
+		return nil, 0, status.Errorf(codes.InvalidArgument,
+			"applied_version %d is above any this control plane issued and above the largest it accepts from a sidecar (%d): "+
+				"restart the sidecar to start over", applied, uint64(MaxAppliedVersion))
+	}
 	k := sidecarKey(id)
 	sc := r.sidecars[k]
+	if sc != nil && sc.connected {
+		// Whoever opened it: a stream cannot take over an instance (and
+		// stand in for its acknowledgements) while the instance is there.
+		return nil, 0, status.Errorf(codes.AlreadyExists,
+			"sidecar %s is connected already: a second stream for the same instance is refused (a sidecar that lost its stream is let back in once the control plane has noticed)", k)
+	}
+	if applied > r.state.Counter {
+		if err := r.reissueLocked(applied, id); err != nil {
+			return nil, 0, status.Errorf(codes.Unavailable, "re-issue desired state above version %d: %v", applied, err)
+		}
+		r.log.Warn("a sidecar reports a desired-state version this control plane never issued (its store was lost, "+
+			"or restored from a backup): the sidecar keeps what it runs until a rule covers it; versions continue above it",
+			zap.String("app", id.GetApp()), zap.String("instance", id.GetInstance()), zap.Uint64("applied", applied),
+			zap.Stringer("who", who))
+	}
 	if sc == nil {
 		sc = &sidecar{notify: make(chan struct{}, 1)}
 		r.sidecars[k] = sc
+	} else if sc.who.String() != who.String() {
+		r.log.Warn("sidecar reconnects with another credential", zap.String("app", id.GetApp()),
+			zap.String("instance", id.GetInstance()), zap.Stringer("was", sc.who), zap.Stringer("now", who))
 	}
-	// A new stream of the same instance replaces the old one.
-	sc.id, sc.gen, sc.connected, sc.goneAt = proto.Clone(id).(*switchyardv1.SidecarIdentity), r.gen, true, time.Time{}
+	r.gen++
+	sc.id, sc.gen, sc.connected, sc.goneAt, sc.who = proto.Clone(id).(*switchyardv1.SidecarIdentity), r.gen, true, time.Time{}, who
 	r.applyReportLocked(sc, first)
-	if first.GetAppliedVersion() > r.state.Counter {
-		// The sidecar applied a version this registry never handed out (its
-		// store was lost or replaced). A sidecar refuses versions below the
-		// one it applied, so every rule is issued again above it, and its
-		// application, if no rule covers it, is adopted as it runs now.
-		r.reissueLocked(first.GetAppliedVersion(), sc)
-	}
 	r.broadcastLocked()
-	return sc, r.gen
+	return sc, r.gen, nil
 }
 
 func (r *Registry) detach(sc *sidecar, gen uint64) {
@@ -417,53 +508,60 @@ func (r *Registry) applyReportLocked(sc *sidecar, m *switchyardv1.ConnectRequest
 }
 
 // counts returns the number of sidecars per application and state:
-// connected (acknowledged its desired state), unacknowledged, disconnected.
+// connected (acknowledged its desired state), unacknowledged (behind, or
+// failing to apply), diverged (runs a version this registry did not issue
+// it: see reissueLocked), disconnected.
 func (r *Registry) counts() map[[2]string]int {
 	r.mu.Lock()
 	defer r.mu.Unlock()
 	r.pruneLocked()
 	out := map[[2]string]int{}
 	for _, sc := range r.sidecars {
-		state := "connected"
-		switch {
-		case !sc.connected:
-			state = "disconnected"
-		case sc.applyErr != "":
-			state = "unacknowledged"
-		default:
-			if d := r.desiredLocked(sc); d != nil && sc.applied < d.GetVersion() {
-				state = "unacknowledged"
-			}
-		}
-		out[[2]string{sc.id.GetApp(), state}]++
+		out[[2]string{sc.id.GetApp(), r.stateLocked(sc)}]++
 	}
 	return out
 }
 
-// reissueLocked raises the version counter above floor and gives every rule
-// a new version, so sidecars that applied versions up to floor accept them.
-func (r *Registry) reissueLocked(floor uint64, sc *sidecar) {
+// stateLocked is a sidecar's state as counts names it.
+func (r *Registry) stateLocked(sc *sidecar) string {
+	want := r.desiredLocked(sc).GetVersion()
+	switch {
+	case !sc.connected:
+		return "disconnected"
+	case sc.applied > want:
+		// Checked before the apply error: such a sidecar refuses the
+		// registry's lower version, and that is the divergence, not a
+		// failure to apply.
+		return "diverged"
+	case sc.applyErr != "" || sc.applied < want:
+		return "unacknowledged"
+	}
+	return "connected"
+}
+
+// reissueLocked raises the version counter to floor and gives every rule
+// that matches id a new version above it, so a sidecar that applied
+// versions up to floor accepts them: it is sent the registry's state, never
+// the other way round. A sidecar no rule matches is sent nothing (version
+// 0) and keeps what it runs; counts and List show it as diverged until an
+// operator declares its state or a cutover moves it.
+func (r *Registry) reissueLocked(floor uint64, id *switchyardv1.SidecarIdentity) error {
 	next := r.state
 	next.Rules = slices.Clone(r.state.Rules)
 	next.Counter = floor
 	for i := range next.Rules {
-		next.Counter++
-		next.Rules[i].Version = next.Counter
-	}
-	if !slices.ContainsFunc(next.Rules, func(ru rule) bool { return ru.matches(sc.id) }) && sc.status != nil {
-		next.Counter++
-		ru := rule{ID: "adopted-" + sc.id.GetApp(), Seq: next.Counter, Apps: []string{sc.id.GetApp()},
-			Active: sc.status.GetActiveCluster(), Version: next.Counter}
-		if g := sc.status.GetGate(); g != nil {
-			ru.Gate = &gateSpec{APIKeys: slices.Clone(g.GetApiKeys()), Mode: g.GetMode(), HoldBudget: g.GetHoldBudget().AsDuration()}
+		if !next.Rules[i].matches(id) {
+			continue
 		}
-		next.Rules = append(next.Rules, ru)
+		v, err := nextVersion(next.Counter)
+		if err != nil {
+			return err
+		}
+		next.Counter, next.Rules[i].Version = v, v
 	}
 	if err := r.store.Put("registry", "state", next); err != nil {
-		r.log.Error("re-issue desired state versions", zap.Error(err))
-		return
+		return err
 	}
-	r.log.Warn("a sidecar applied a version above this registry's: re-issued every rule above it", zap.Uint64("floor", floor))
 	r.state = next
 	for _, sc := range r.sidecars {
 		select {
@@ -471,4 +569,5 @@ func (r *Registry) reissueLocked(floor uint64, sc *sidecar) {
 		default:
 		}
 	}
+	return nil
 }

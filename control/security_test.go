@@ -57,6 +57,7 @@ type securePKI struct {
 	orders  tlstest.Paths // URI spiffe://test/ns/shop/sa/orders: sidecar
 	mallory tlstest.Paths // CN mallory: no role
 	other   tlstest.Paths // CN alice, from another CA
+	pod1    tlstest.Paths // CN shop/orders-1, URI spiffe://test/pods/shop/orders-1: sidecar of orders, bound to its instance
 }
 
 func newPKI(t *testing.T) securePKI {
@@ -79,6 +80,8 @@ func newPKI(t *testing.T) securePKI {
 		orders:  sub("orders", ca, ca.Issue(t, tlstest.Leaf{CommonName: "orders", URIs: []string{"spiffe://test/ns/shop/sa/orders"}, Client: true})),
 		mallory: sub("mallory", ca, ca.Issue(t, tlstest.Leaf{CommonName: "mallory", Client: true})),
 		other:   sub("other", other, other.Issue(t, tlstest.Leaf{CommonName: "alice", Client: true})),
+		pod1: sub("pod1", ca, ca.Issue(t, tlstest.Leaf{CommonName: "shop/orders-1", URIs: []string{"spiffe://test/pods/shop/orders-1"},
+			Client: true})),
 	}
 }
 
@@ -89,11 +92,12 @@ func secureConfig(pki securePKI, auditFile string) ServerConfig {
 		Tokens: []Token{
 			{Name: "ops", Role: RoleOperator, Value: opsSecret},
 			{Name: "dashboards", Role: RoleReadOnly, Value: dashboardsSecret},
-			{Name: "sidecars", Role: RoleSidecar, Value: sidecarsSecret},
+			{Name: "sidecars", Role: RoleSidecar, Value: sidecarsSecret, Apps: []string{"probe", "pay*"}},
 		},
 		ClientCertificates: []ClientCertificate{
 			{Identity: "alice", Role: RoleOperator},
-			{Identity: "spiffe://test/ns/shop/*", Role: RoleSidecar},
+			{Identity: "spiffe://test/ns/shop/*", Role: RoleSidecar, Apps: []string{"probe"}},
+			{Identity: "spiffe://test/pods/*", Role: RoleSidecar, Apps: []string{"orders"}, BindInstance: true},
 		},
 		ReadAuth:           true,
 		TLS:                tlsfiles.Files{CertFile: pki.server.Cert, KeyFile: pki.server.Key, CAFile: pki.server.CA},
@@ -300,6 +304,11 @@ func TestRolesOverREST(t *testing.T) {
 		{"create wrong token", "POST", "/v1/cutovers", "nope", tlstest.Paths{}, 401, "invalid bearer token"},
 		// Past auth: no sidecar runs "orders", which the cutover refuses.
 		{"create operator cert", "POST", "/v1/cutovers", "", pki.alice, 400, ""},
+		{"declare sidecar token", "POST", "/v1/sidecars:declare", sidecarsSecret, tlstest.Paths{}, 403,
+			"DeclareState needs role operator; token sidecars has role sidecar"},
+		{"declare read-only", "POST", "/v1/sidecars:declare", dashboardsSecret, tlstest.Paths{}, 403, "DeclareState needs role operator"},
+		// Past auth: the body (a cutover's) names no active cluster.
+		{"declare operator token", "POST", "/v1/sidecars:declare", opsSecret, tlstest.Paths{}, 400, "active_cluster"},
 		{"watch anonymous", "GET", "/v1/cutovers/c-1:watch", "", tlstest.Paths{}, 401, "WatchCutover needs credentials"},
 		{"watch sidecar token", "GET", "/v1/cutovers/c-1:watch", sidecarsSecret, tlstest.Paths{}, 403, "WatchCutover needs role read-only or operator"},
 		{"watch read-only, unknown cutover", "GET", "/v1/cutovers/c-1:watch", dashboardsSecret, tlstest.Paths{}, 404, ""},
@@ -424,6 +433,12 @@ func TestAuditLog(t *testing.T) {
 	if _, err := alice.AbortCutover(ctx, &switchyardv1.AbortCutoverRequest{Id: "c-missing", Reason: "typo"}); status.Code(err) != codes.NotFound {
 		t.Fatalf("abort of a missing cutover: %v", err)
 	}
+	// No sidecar of billing is connected: the declaration holds for those
+	// that start later.
+	if _, err := ops.DeclareState(ctx, &switchyardv1.DeclareStateRequest{
+		Selector: &switchyardv1.SidecarSelector{Apps: []string{"billing"}}, ActiveCluster: "target"}); err != nil {
+		t.Fatalf("declare: %v", err)
+	}
 	// Reads are not audited.
 	if _, err := dash.ListCutovers(ctx, &switchyardv1.ListCutoversRequest{}); err != nil {
 		t.Fatal(err)
@@ -437,6 +452,7 @@ func TestAuditLog(t *testing.T) {
 		{"token ops", "operator", "CreateCutover", "OK", id, []string{`"source":"source"`, `"apps":["orders"]`}},
 		{"token dashboards", "read-only", "AbortCutover", "PermissionDenied", "", []string{`"id":"` + id + `"`, `"reason":"not mine"`}},
 		{"certificate alice", "operator", "AbortCutover", "NotFound", "", []string{`"id":"c-missing"`}},
+		{"token ops", "operator", "DeclareState", "OK", "", []string{`"apps":["billing"]`, `"activeCluster":"target"`}},
 	}
 	if len(entries) != len(want) {
 		t.Fatalf("audit log has %d entries, want %d: %+v", len(entries), len(want), entries)
@@ -559,7 +575,27 @@ func TestServerConfigValidate(t *testing.T) {
 		{"public with client CA only", func(c *ServerConfig) {
 			*c = ServerConfig{Listen: "0.0.0.0:9180", TLS: tlsfiles.Files{CertFile: pki.server.Cert, KeyFile: pki.server.Key, CAFile: pki.server.CA}}
 		}, nil},
-		{"public with a token", func(c *ServerConfig) { *c = ServerConfig{Listen: "0.0.0.0:9180", Token: legacySecret} }, nil},
+		{"public with a token over plaintext", func(c *ServerConfig) { *c = ServerConfig{Listen: "0.0.0.0:9180", Token: legacySecret} },
+			[]string{"tokenFile, tokens: listen 0.0.0.0:9180 is not a loopback address and serves no TLS", "allowPlaintextTokens"}},
+		{"all interfaces with named tokens over plaintext", func(c *ServerConfig) {
+			c.Listen = ":9180"
+			c.TLS = tlsfiles.Files{}
+			c.ClientCertOptional = false
+			c.ClientCertificates = nil
+		},
+			[]string{"tokenFile, tokens: listen :9180 is not a loopback address"}},
+		{"public with a token over plaintext, allowed", func(c *ServerConfig) {
+			*c = ServerConfig{Listen: "0.0.0.0:9180", Token: legacySecret, AllowPlaintextTokens: true}
+		}, nil},
+		{"public with a token over TLS", func(c *ServerConfig) {
+			*c = ServerConfig{Listen: "0.0.0.0:9180", Token: legacySecret, TLS: tlsfiles.Files{CertFile: pki.server.Cert, KeyFile: pki.server.Key}}
+		}, nil},
+		{"loopback with a token over plaintext", func(c *ServerConfig) { *c = ServerConfig{Listen: "127.0.0.1:9180", Token: legacySecret} }, nil},
+		{"sidecar token without apps", func(c *ServerConfig) { c.Tokens[2].Apps = nil }, []string{"tokens[2].apps: required for role sidecar"}},
+		{"sidecar token for every app", func(c *ServerConfig) { c.Tokens[2].Apps = []string{"orders", "*"} }, []string{`tokens[2].apps: "*": an application name`}},
+		{"apps on an operator token", func(c *ServerConfig) { c.Tokens[0].Apps = []string{"orders"} }, []string{"tokens[0].apps: only for role sidecar"}},
+		{"sidecar certificate without apps", func(c *ServerConfig) { c.ClientCertificates[1].Apps = nil }, []string{"clientCertificates[1].apps: required for role sidecar"}},
+		{"bound instance of an operator", func(c *ServerConfig) { c.ClientCertificates[0].BindInstance = true }, []string{"clientCertificates[0].bindInstance: only for role sidecar"}},
 		{"missing cert file", func(c *ServerConfig) { c.TLS.CertFile = missing }, []string{"tls.certFile: open " + missing + ": no such file"}},
 		{"missing client CA", func(c *ServerConfig) { c.TLS.CAFile = missing }, []string{"tls.caFile: open " + missing}},
 		{"key of another certificate", func(c *ServerConfig) { c.TLS.KeyFile = pki.alice.Key }, []string{"tls.certFile: load key pair", "private key does not match"}},
@@ -613,5 +649,129 @@ func TestParseRole(t *testing.T) {
 	}
 	if _, err := ParseRole("admin"); err == nil || !strings.Contains(err.Error(), `role "admin": want sidecar, read-only or operator`) {
 		t.Errorf("ParseRole(admin): %v", err)
+	}
+}
+
+// TestSidecarClaimsBoundToCredentials: a sidecar credential may open
+// streams only as the applications it names, and a certificate bound to
+// its instance only as that instance; an operator may claim any sidecar.
+func TestSidecarClaimsBoundToCredentials(t *testing.T) {
+	pki := newPKI(t)
+	sp := startSecurePlane(t, secureConfig(pki, ""), pki)
+	none := tlstest.Paths{}
+	for _, tc := range []struct {
+		name          string
+		cert          tlstest.Paths
+		token         string
+		app, instance string
+		want          codes.Code
+		msg           string
+	}{
+		{"token, its app", none, sidecarsSecret, "probe", "p-1", codes.OK, "token sidecars"},
+		{"token, an app by prefix", none, sidecarsSecret, "payments", "p-1", codes.OK, "token sidecars"},
+		{"token, another app", none, sidecarsSecret, "orders", "o-1", codes.PermissionDenied,
+			`token sidecars may not claim application "orders" (it may claim probe, pay*)`},
+		{"token, a prefix is not an app", none, sidecarsSecret, "pa", "p-1", codes.PermissionDenied, `may not claim application "pa"`},
+		{"certificate, its app", pki.orders, "", "probe", "p-2", codes.OK, "certificate spiffe://test/ns/shop/sa/orders"},
+		{"certificate, another app", pki.orders, "", "orders", "o-2", codes.PermissionDenied,
+			`certificate spiffe://test/ns/shop/sa/orders may not claim application "orders" (it may claim probe)`},
+		{"bound certificate, its instance by common name", pki.pod1, "", "orders", "shop/orders-1", codes.OK, "certificate spiffe://test/pods/shop/orders-1"},
+		{"bound certificate, its instance by URI", pki.pod1, "", "orders", "spiffe://test/pods/shop/orders-1", codes.OK, "certificate spiffe://test/pods/shop/orders-1"},
+		{"bound certificate, another instance", pki.pod1, "", "orders", "shop/orders-2", codes.PermissionDenied,
+			`may claim only an instance its certificate names (spiffe://test/pods/shop/orders-1, shop/orders-1), not "shop/orders-2"`},
+		{"bound certificate, another app", pki.pod1, "", "payments", "shop/orders-1", codes.PermissionDenied, `may not claim application "payments"`},
+		{"operator token, any app", none, opsSecret, "orders", "o-3", codes.OK, "token ops"},
+		{"operator certificate, any app", pki.alice, "", "billing", "b-1", codes.OK, "certificate alice"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			conn := sp.dial(t, tc.cert, tc.token)
+			s, _, err := openStream(t, conn, "", &switchyardv1.ConnectRequest{
+				Identity: &switchyardv1.SidecarIdentity{App: tc.app, Instance: tc.instance},
+				Status:   &switchyardv1.ProxyStatus{ActiveCluster: "source"}})
+			defer s.cancel()
+			if status.Code(err) != tc.want || (tc.want != codes.OK && !strings.Contains(status.Convert(err).Message(), tc.msg)) {
+				t.Fatalf("claim %s/%s: %v, want %v with %q", tc.app, tc.instance, err, tc.want, tc.msg)
+			}
+			for _, sc := range sp.reg.List(tc.app) {
+				if sc.GetIdentity().GetInstance() != tc.instance {
+					continue
+				}
+				switch {
+				case tc.want != codes.OK:
+					t.Errorf("the refused claim is registered: %v", sc)
+				case sc.GetCredential() != tc.msg:
+					t.Errorf("listed with credential %q, want %q", sc.GetCredential(), tc.msg)
+				}
+			}
+		})
+	}
+	assertNoSecrets(t, sp, pki)
+}
+
+// TestSidecarRoleCannotSwitchOrGate: with a token of the sidecar role, an
+// attacker can neither take over a connected sidecar, nor get a state of
+// its own pushed to the application, nor make a mutating call (gRPC and
+// REST).
+func TestSidecarRoleCannotSwitchOrGate(t *testing.T) {
+	pki := newPKI(t)
+	sp := startSecurePlane(t, secureConfig(pki, ""), pki)
+	real := connectSidecar(t, sp.plane, "payments", "pod-1", "source")
+	sp.waitConnected("payments", "pod-1")
+	conn := sp.dial(t, tlstest.Paths{}, sidecarsSecret)
+
+	_, _, err := openStream(t, conn, "", forged("payments", "pod-1", 1<<40))
+	if status.Code(err) != codes.AlreadyExists {
+		t.Errorf("taking over payments/pod-1: %v, want AlreadyExists", err)
+	}
+	s, m, err := openStream(t, conn, "", forged("payments", "attacker", 1<<40))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer s.cancel()
+	if d := m.GetDesired(); d.GetActiveCluster() != "" || d.GetGate() != nil {
+		t.Errorf("the forged stream was sent its own state: %v", d)
+	}
+	for _, sc := range sp.reg.List("payments") {
+		if d := sc.GetDesired(); d.GetActiveCluster() != "" || d.GetGate() != nil {
+			t.Errorf("payments/%s is wanted in %v after the forged claim", sc.GetIdentity().GetInstance(), d)
+		}
+	}
+	if active, gate := real.state(); active != "source" || gate != nil {
+		t.Errorf("payments/pod-1 runs on %s with gate %v, want source and no gate", active, gate)
+	}
+
+	client := switchyardv1.NewControlServiceClient(conn)
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	_, err = client.CreateCutover(ctx, &switchyardv1.CreateCutoverRequest{Spec: &switchyardv1.CutoverSpec{
+		Selector: &switchyardv1.SidecarSelector{Apps: []string{"payments"}}, Source: "source", Target: "target"}})
+	if status.Code(err) != codes.PermissionDenied {
+		t.Errorf("CreateCutover with a sidecar token: %v, want PermissionDenied", err)
+	}
+	_, err = client.AbortCutover(ctx, &switchyardv1.AbortCutoverRequest{Id: "c-1"})
+	if status.Code(err) != codes.PermissionDenied {
+		t.Errorf("AbortCutover with a sidecar token: %v, want PermissionDenied", err)
+	}
+	_, err = client.DeclareState(ctx, &switchyardv1.DeclareStateRequest{
+		Selector: &switchyardv1.SidecarSelector{Apps: []string{"payments"}}, ActiveCluster: "target"})
+	if status.Code(err) != codes.PermissionDenied {
+		t.Errorf("DeclareState with a sidecar token: %v, want PermissionDenied", err)
+	}
+	for _, path := range []string{"/v1/cutovers", "/v1/cutovers/c-1:abort", "/v1/sidecars:declare"} {
+		req, err := http.NewRequest("POST", "https://"+sp.addr+path,
+			strings.NewReader(`{"selector":{"apps":["payments"]},"source":"source","target":"target"}`))
+		if err != nil {
+			t.Fatal(err)
+		}
+		req.Header.Set("Content-Type", "application/json")
+		req.Header.Set("Authorization", "Bearer "+sidecarsSecret)
+		resp, err := sp.httpClient(t, tlstest.Paths{}).Do(req)
+		if err != nil {
+			t.Fatal(err)
+		}
+		resp.Body.Close()
+		if resp.StatusCode != http.StatusForbidden {
+			t.Errorf("POST %s with a sidecar token: %d, want 403", path, resp.StatusCode)
+		}
 	}
 }

@@ -62,30 +62,45 @@ func (s *service) read(ctx context.Context, method string) error {
 }
 
 // mutate runs a mutating call for an operator and writes it to the audit
-// log, refused or not.
-func (s *service) mutate(ctx context.Context, method string, summary any, call func() (*switchyardv1.Cutover, error)) (*switchyardv1.Cutover, error) {
+// log, refused or not. call returns the id of the cutover it concerns, if
+// any, for the audit log.
+func (s *service) mutate(ctx context.Context, method string, summary any, call func() (string, error)) error {
 	who, err := s.allow(ctx, method, permOperate)
-	var c *switchyardv1.Cutover
+	var id string
 	if err == nil {
-		c, err = call()
+		id, err = call()
 	}
-	s.audit.record(ctx, who, method, summary, c.GetId(), err)
+	s.audit.record(ctx, who, method, summary, id, err)
+	return err
+}
+
+// mutateCutover is mutate for a call that returns a cutover.
+func (s *service) mutateCutover(ctx context.Context, method string, summary any, call func() (*switchyardv1.Cutover, error)) (*switchyardv1.Cutover, error) {
+	var c *switchyardv1.Cutover
+	err := s.mutate(ctx, method, summary, func() (string, error) {
+		var err error
+		c, err = call()
+		return c.GetId(), err
+	})
 	return c, err
 }
 
 // sidecarService is the registry's SidecarService behind the authorizer:
-// only the sidecar and operator roles may connect.
+// only the sidecar and operator roles may connect, and a sidecar
+// credential only as the applications (and instance) it names.
 type sidecarService struct {
-	*Registry
+	switchyardv1.UnimplementedSidecarServiceServer
+	reg *Registry
 	svc *service
 }
 
-// Connect checks the caller, then serves the stream (see Registry.Connect).
+// Connect checks the caller, then serves the stream (see Registry.serve).
 func (s sidecarService) Connect(stream switchyardv1.SidecarService_ConnectServer) error {
-	if _, err := s.svc.allow(stream.Context(), "Connect", permConnect); err != nil {
+	who, err := s.svc.allow(stream.Context(), "Connect", permConnect)
+	if err != nil {
 		return err
 	}
-	return s.Registry.Connect(stream)
+	return s.reg.serve(stream, who)
 }
 
 func (s *service) ListClusters(ctx context.Context, _ *switchyardv1.ListClustersRequest) (*switchyardv1.ListClustersResponse, error) {
@@ -126,7 +141,7 @@ func mirrorToProto(m *MirrorRef) *switchyardv1.Mirror {
 }
 
 func (s *service) CreateCutover(ctx context.Context, req *switchyardv1.CreateCutoverRequest) (*switchyardv1.CreateCutoverResponse, error) {
-	c, err := s.mutate(ctx, "CreateCutover", req.GetSpec(), func() (*switchyardv1.Cutover, error) {
+	c, err := s.mutateCutover(ctx, "CreateCutover", req.GetSpec(), func() (*switchyardv1.Cutover, error) {
 		return s.ct.Create(req.GetSpec())
 	})
 	if err != nil {
@@ -154,13 +169,26 @@ func (s *service) ListCutovers(ctx context.Context, _ *switchyardv1.ListCutovers
 }
 
 func (s *service) AbortCutover(ctx context.Context, req *switchyardv1.AbortCutoverRequest) (*switchyardv1.AbortCutoverResponse, error) {
-	c, err := s.mutate(ctx, "AbortCutover", req, func() (*switchyardv1.Cutover, error) {
+	c, err := s.mutateCutover(ctx, "AbortCutover", req, func() (*switchyardv1.Cutover, error) {
 		return s.ct.Abort(req.GetId(), req.GetReason())
 	})
 	if err != nil {
 		return nil, err
 	}
 	return &switchyardv1.AbortCutoverResponse{Cutover: c}, nil
+}
+
+func (s *service) DeclareState(ctx context.Context, req *switchyardv1.DeclareStateRequest) (*switchyardv1.DeclareStateResponse, error) {
+	var resp *switchyardv1.DeclareStateResponse
+	err := s.mutate(ctx, "DeclareState", req, func() (string, error) {
+		var err error
+		resp, err = s.ct.Declare(req.GetSelector(), req.GetActiveCluster())
+		return "", err
+	})
+	if err != nil {
+		return nil, err
+	}
+	return resp, nil
 }
 
 func (s *service) WatchCutover(req *switchyardv1.WatchCutoverRequest, stream switchyardv1.ControlService_WatchCutoverServer) error {
@@ -232,6 +260,10 @@ func NewServer(cfg ServerConfig, ct *Controller, reg *Registry, clusters []*swit
 	if cfg.ShutdownTimeout <= 0 {
 		cfg.ShutdownTimeout = 5 * time.Second
 	}
+	if host, _, _ := net.SplitHostPort(cfg.Listen); len(cfg.allTokens()) > 0 && cfg.TLS.CertFile == "" && !isLoopback(host) {
+		log.Warn("control: bearer tokens accepted without TLS on a listener that is not loopback (allowPlaintextTokens): "+
+			"safe only where something else encrypts the connection", zap.String("listen", cfg.Listen))
+	}
 	s := &Server{cfg: cfg, log: log, reg: reg}
 	if cfg.TLS.CertFile != "" {
 		tlsCfg, err := tlsfiles.ServerConfig(cfg.TLS, cfg.TLS.CAFile != "" && !cfg.ClientCertOptional,
@@ -246,9 +278,6 @@ func NewServer(cfg ServerConfig, ct *Controller, reg *Registry, clusters []*swit
 		return nil, fmt.Errorf("control: %w", err)
 	}
 	s.audit = audit
-	// The registry serves Connect behind sidecarService, which checks the
-	// caller first; its own hook stays unset.
-	reg.auth = nil
 	svc := &service{ct: ct, reg: reg, mirrors: mirrors, clusters: clusters, auth: newAuthorizer(cfg), audit: audit,
 		log: log, stopping: reg.stopping}
 	s.grpc = grpc.NewServer(
@@ -258,7 +287,7 @@ func NewServer(cfg ServerConfig, ct *Controller, reg *Registry, clusters []*swit
 		grpc.KeepaliveEnforcementPolicy(keepalive.EnforcementPolicy{MinTime: 5 * time.Second, PermitWithoutStream: true}),
 	)
 	switchyardv1.RegisterControlServiceServer(s.grpc, svc)
-	switchyardv1.RegisterSidecarServiceServer(s.grpc, sidecarService{Registry: reg, svc: svc})
+	switchyardv1.RegisterSidecarServiceServer(s.grpc, sidecarService{reg: reg, svc: svc})
 
 	gw := runtime.NewServeMux()
 	if err := switchyardv1.RegisterControlServiceHandlerServer(context.Background(), gw, svc); err != nil {

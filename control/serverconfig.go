@@ -37,6 +37,11 @@ type ServerConfig struct {
 	// ClientCertOptional lets clients without a certificate complete the
 	// handshake (to authenticate with a token, or to read /healthz).
 	ClientCertOptional bool
+	// AllowPlaintextTokens lets a listener that is not on loopback accept
+	// bearer tokens without TLS. Validate refuses that otherwise: a token
+	// sent in the clear is anyone's who can read the network. Set it only
+	// where something else encrypts the connection (a service mesh's mTLS).
+	AllowPlaintextTokens bool
 	// AuditFile, when set, receives one JSON line per mutating call.
 	// Mutating calls are logged through zap either way.
 	AuditFile string
@@ -51,8 +56,8 @@ func (c ServerConfig) String() string {
 	for _, t := range c.allTokens() {
 		names = append(names, t.Name+"="+t.Role.String())
 	}
-	return fmt.Sprintf("{Listen:%s Tokens:%v ClientCertificates:%v ReadAuth:%t TLS:%+v ClientCertOptional:%t AuditFile:%s ShutdownTimeout:%v}",
-		c.Listen, names, c.ClientCertificates, c.ReadAuth, c.TLS, c.ClientCertOptional, c.AuditFile, c.ShutdownTimeout)
+	return fmt.Sprintf("{Listen:%s Tokens:%v ClientCertificates:%v ReadAuth:%t TLS:%+v ClientCertOptional:%t AllowPlaintextTokens:%t AuditFile:%s ShutdownTimeout:%v}",
+		c.Listen, names, c.ClientCertificates, c.ReadAuth, c.TLS, c.ClientCertOptional, c.AllowPlaintextTokens, c.AuditFile, c.ShutdownTimeout)
 }
 
 // GoString is String.
@@ -122,6 +127,9 @@ func (c ServerConfig) Validate() error {
 		if t.Value == "" {
 			add("%s: empty token", field)
 		}
+		if err := checkApps(t.Role, t.Apps); err != nil {
+			add("%s.apps: %w", field, err)
+		}
 		for j := range i {
 			if tokens[j].Value != "" && tokens[j].Value == t.Value {
 				add("%s (%s): the same token as %s: each token must tell who is calling", field, t.Name, tokens[j].Name)
@@ -135,6 +143,12 @@ func (c ServerConfig) Validate() error {
 		if cc.Role < RoleSidecar || cc.Role > RoleOperator {
 			add("clientCertificates[%d].role: want sidecar, read-only or operator", i)
 		}
+		if err := checkApps(cc.Role, cc.Apps); err != nil {
+			add("clientCertificates[%d].apps: %w", i, err)
+		}
+		if cc.BindInstance && cc.Role != RoleSidecar {
+			add("clientCertificates[%d].bindInstance: only for role sidecar", i)
+		}
 	}
 	if len(c.ClientCertificates) > 0 && c.TLS.CAFile == "" {
 		add("clientCertificates: need tls.caFile to verify client certificates")
@@ -142,6 +156,11 @@ func (c ServerConfig) Validate() error {
 	if err == nil && !c.authEnabled() && !isLoopback(host) {
 		add("listen: %s is not a loopback address, and no tokens (tokenFile, tokens) or client CA (tls.caFile) "+
 			"are configured: anyone who reaches the port could move clients between clusters", c.Listen)
+	}
+	if err == nil && len(tokens) > 0 && c.TLS.CertFile == "" && !isLoopback(host) && !c.AllowPlaintextTokens {
+		add("tokenFile, tokens: listen %s is not a loopback address and serves no TLS (tls.certFile, tls.keyFile): "+
+			"bearer tokens would cross the network in the clear; serve TLS, or set allowPlaintextTokens "+
+			"where something else encrypts the connection (a service mesh)", c.Listen)
 	}
 	if c.AuditFile != "" {
 		if fi, err := os.Stat(filepath.Dir(c.AuditFile)); err != nil {
@@ -154,6 +173,26 @@ func (c ServerConfig) Validate() error {
 		add("shutdownTimeout: %v must not be negative", c.ShutdownTimeout)
 	}
 	return errors.Join(errs...)
+}
+
+// checkApps checks the apps of a credential with role: required for the
+// sidecar role, which may only claim them, and refused for the others.
+func checkApps(role Role, apps []string) error {
+	if role != RoleSidecar {
+		if len(apps) > 0 {
+			return errors.New("only for role sidecar (an operator may connect as any application)")
+		}
+		return nil
+	}
+	if len(apps) == 0 {
+		return errors.New("required for role sidecar: the applications its streams may claim")
+	}
+	for _, a := range apps {
+		if a == "" || a == "*" {
+			return fmt.Errorf("%q: an application name (a trailing * matches a prefix, not everything)", a)
+		}
+	}
+	return nil
 }
 
 func isLoopback(host string) bool {

@@ -37,20 +37,26 @@ The configuration file:
   tokens:                             # further named tokens, each read from a file
     - {name: ci, role: operator, file: /etc/switchyard/tokens/ci}
     - {name: grafana, role: read-only, file: /etc/switchyard/tokens/grafana}
-    - {name: sidecars, role: sidecar, file: /etc/switchyard/tokens/sidecars}
+    - {name: shop, role: sidecar, file: /etc/switchyard/tokens/shop, apps: [orders, billing]}
   tls:                                # serve TLS (gRPC and REST, same port)
     certFile: /etc/switchyard/tls/tls.crt   # re-read when the files change
     keyFile: /etc/switchyard/tls/tls.key
     caFile: /etc/switchyard/tls/ca.crt      # client CA: mTLS, certificates required
     clientCertOptional: false               # true: token-only clients too
   clientCertificates:                 # verified client certificates -> roles, by
-    - {identity: "spiffe://cluster.local/ns/shop/*", role: sidecar}   # URI/DNS SAN
-    - {identity: alice, role: operator}                               # or CN
+    - {identity: "spiffe://cluster.local/ns/shop/sa/orders", role: sidecar, apps: [orders]}  # URI/DNS SAN
+    - {identity: "shop/orders-*", role: sidecar, apps: [orders], bindInstance: true}  # or CN
+    - {identity: alice, role: operator}
   auditFile: /var/lib/switchyard/audit.jsonl  # mutating calls, one JSON line each
   readAuth: false                     # true: reads need a read-only or operator role
-  # Without tokens or tls.caFile, listen must be a loopback address.
+  allowPlaintextTokens: false         # true: accept tokens without TLS off loopback
+  # Without tokens or tls.caFile, listen must be a loopback address; with
+  # tokens, a listen address that is not loopback needs TLS (or
+  # allowPlaintextTokens, where a service mesh encrypts the connection).
   # Roles: read-only (list, get, watch), operator (also create and abort
-  # cutovers, and connect as a sidecar), sidecar (only connect).
+  # cutovers, declare state, and connect as any sidecar), sidecar (only
+  # connect, as one of its apps; with bindInstance, as an instance its
+  # certificate names).
   storeDir: /var/lib/switchyard       # cutovers and desired state (atomic files)
   clusters:
     - name: source
@@ -69,23 +75,26 @@ Flags:
 
 // controlConfig is the control plane's configuration file.
 type controlConfig struct {
-	Listen             string                `yaml:"listen"`
-	TokenFile          string                `yaml:"tokenFile"`
-	Tokens             []controlNamedToken   `yaml:"tokens"`
-	TLS                controlTLS            `yaml:"tls"`
-	ClientCertificates []controlCertIdentity `yaml:"clientCertificates"`
-	AuditFile          string                `yaml:"auditFile"`
-	ReadAuth           bool                  `yaml:"readAuth"`
-	StoreDir           string                `yaml:"storeDir"`
-	Clusters           []controlCluster      `yaml:"clusters"`
-	Mirrors            []controlMirror       `yaml:"mirrors"`
+	Listen               string                `yaml:"listen"`
+	TokenFile            string                `yaml:"tokenFile"`
+	Tokens               []controlNamedToken   `yaml:"tokens"`
+	TLS                  controlTLS            `yaml:"tls"`
+	ClientCertificates   []controlCertIdentity `yaml:"clientCertificates"`
+	AuditFile            string                `yaml:"auditFile"`
+	ReadAuth             bool                  `yaml:"readAuth"`
+	AllowPlaintextTokens bool                  `yaml:"allowPlaintextTokens"`
+	StoreDir             string                `yaml:"storeDir"`
+	Clusters             []controlCluster      `yaml:"clusters"`
+	Mirrors              []controlMirror       `yaml:"mirrors"`
 }
 
-// controlNamedToken is a named token whose value is read from File.
+// controlNamedToken is a named token whose value is read from File; Apps
+// are the applications a sidecar token may claim.
 type controlNamedToken struct {
-	Name string `yaml:"name"`
-	Role string `yaml:"role"`
-	File string `yaml:"file"`
+	Name string   `yaml:"name"`
+	Role string   `yaml:"role"`
+	File string   `yaml:"file"`
+	Apps []string `yaml:"apps"`
 }
 
 // controlTLS is the server side of TLS: the serving pair and the client CA.
@@ -97,8 +106,10 @@ type controlTLS struct {
 }
 
 type controlCertIdentity struct {
-	Identity string `yaml:"identity"`
-	Role     string `yaml:"role"`
+	Identity     string   `yaml:"identity"`
+	Role         string   `yaml:"role"`
+	Apps         []string `yaml:"apps"`
+	BindInstance bool     `yaml:"bindInstance"`
 }
 
 type controlCluster struct {
@@ -144,11 +155,12 @@ func loadControlConfig(path string) (controlConfig, error) {
 // has credentials. Errors name the field and never hold a token.
 func (c *controlConfig) serverConfig(getenv func(string) string) (control.ServerConfig, error) {
 	sc := control.ServerConfig{
-		Listen:             c.Listen,
-		ReadAuth:           c.ReadAuth,
-		AuditFile:          c.AuditFile,
-		TLS:                tlsfiles.Files{CertFile: c.TLS.CertFile, KeyFile: c.TLS.KeyFile, CAFile: c.TLS.CAFile},
-		ClientCertOptional: c.TLS.ClientCertOptional,
+		Listen:               c.Listen,
+		ReadAuth:             c.ReadAuth,
+		AuditFile:            c.AuditFile,
+		TLS:                  tlsfiles.Files{CertFile: c.TLS.CertFile, KeyFile: c.TLS.KeyFile, CAFile: c.TLS.CAFile},
+		ClientCertOptional:   c.TLS.ClientCertOptional,
+		AllowPlaintextTokens: c.AllowPlaintextTokens,
 	}
 	token, err := readToken(c.TokenFile, getenv)
 	if err != nil {
@@ -167,14 +179,15 @@ func (c *controlConfig) serverConfig(getenv func(string) string) (control.Server
 		} else if value, err = readTokenFile(t.File); err != nil {
 			errs = append(errs, fmt.Errorf("tokens[%d].file: %w", i, err))
 		}
-		sc.Tokens = append(sc.Tokens, control.Token{Name: t.Name, Role: role, Value: control.Secret(value)})
+		sc.Tokens = append(sc.Tokens, control.Token{Name: t.Name, Role: role, Value: control.Secret(value), Apps: t.Apps})
 	}
 	for i, cc := range c.ClientCertificates {
 		role, err := control.ParseRole(cc.Role)
 		if err != nil {
 			errs = append(errs, fmt.Errorf("clientCertificates[%d].role: %w", i, err))
 		}
-		sc.ClientCertificates = append(sc.ClientCertificates, control.ClientCertificate{Identity: cc.Identity, Role: role})
+		sc.ClientCertificates = append(sc.ClientCertificates, control.ClientCertificate{Identity: cc.Identity, Role: role,
+			Apps: cc.Apps, BindInstance: cc.BindInstance})
 	}
 	if err := errors.Join(errs...); err != nil {
 		return sc, err

@@ -35,6 +35,9 @@ Commands:
   cutover list          list cutovers, newest first
   cutover abort ID      roll a cutover back (only before its gates are released)
   sidecars [--app NAME] list the sidecars that have connected
+  sidecars declare --app NAME --active CLUSTER
+                        declare where an application's sidecars run (after a
+                        control plane lost its store); moves no client
   mirrors               list the mirrors and their lag
   clusters              list the clusters
 

@@ -2,6 +2,7 @@ package main
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"io"
 	"sort"
@@ -15,12 +16,23 @@ import (
 )
 
 const sidecarsUsage = `Usage: switchyard ctl sidecars [--app NAME]
+       switchyard ctl sidecars declare --app NAME[,NAME] --active CLUSTER [--label k=v]
 
 Lists the sidecars that have connected to the control plane: who they are,
 whether their stream is open, the cluster they are on and the one wanted,
 the gate in force, the version applied against the version wanted, and the
-last apply error.
+last apply error. A sidecar that runs a version the control plane did not
+issue it (after the control plane lost its store) is marked diverged.
+
+declare makes CLUSTER, with no gate, the desired state of the applications'
+sidecars — those connected and those that start later. It moves no client:
+the control plane refuses it while a connected sidecar of the applications
+runs elsewhere. Use it after the control plane lost its store, for the
+applications whose sidecars are marked diverged. Needs the operator role.
 `
+
+// declareUsage is sidecarsUsage: declare is a form of sidecars.
+const declareUsage = sidecarsUsage
 
 const mirrorsUsage = `Usage: switchyard ctl mirrors
 
@@ -34,8 +46,11 @@ const clustersUsage = `Usage: switchyard ctl clusters
 Lists the clusters the control plane is configured with.
 `
 
-// runSidecars runs `switchyard ctl sidecars`.
+// runSidecars runs `switchyard ctl sidecars` and `sidecars declare`.
 func (c *ctl) runSidecars(ctx context.Context, args []string) error {
+	if len(args) > 0 && args[0] == "declare" {
+		return c.sidecarsDeclare(ctx, args[1:])
+	}
 	fs := c.flagSet("sidecars", sidecarsUsage)
 	app := fs.String("app", "", "only the sidecars of this application")
 	if err := c.noArgs(fs, args); err != nil {
@@ -62,6 +77,41 @@ func (c *ctl) runSidecars(ctx context.Context, args []string) error {
 	return nil
 }
 
+// sidecarsDeclare runs `sidecars declare`.
+func (c *ctl) sidecarsDeclare(ctx context.Context, args []string) error {
+	fs := c.flagSet("sidecars declare", declareUsage)
+	var apps listFlag
+	labels := labelFlag{}
+	fs.Var(&apps, "app", "application `name`s, comma-separated or repeated (required)")
+	fs.Var(labels, "label", "only sidecars carrying this `key=value` label; repeatable")
+	active := fs.String("active", "", "the `cluster` the sidecars run on (required)")
+	if err := c.noArgs(fs, args); err != nil {
+		return err
+	}
+	switch {
+	case len(apps) == 0:
+		return usageError{errors.New("--app is required: the application(s) whose state to declare")}
+	case *active == "":
+		return usageError{errors.New("--active is required: the cluster the sidecars run on")}
+	}
+	req := &switchyardv1.DeclareStateRequest{Selector: &switchyardv1.SidecarSelector{Apps: apps}, ActiveCluster: *active}
+	if len(labels) > 0 {
+		req.Selector.Labels = labels
+	}
+	cctx, cancel := c.callContext(ctx)
+	defer cancel()
+	resp, err := c.client.DeclareState(cctx, req)
+	if err != nil {
+		return c.rpcErr("sidecars declare", err)
+	}
+	if c.jsonOutput() {
+		return c.printJSON(resp)
+	}
+	fmt.Fprintf(c.stdout, "declared %s on %s, no gate, as version %d; %d connected sidecars covered\n",
+		strings.Join(apps, ","), *active, resp.GetVersion(), len(resp.GetSidecars()))
+	return nil
+}
+
 // printSidecars writes the table of `sidecars`.
 func printSidecars(w io.Writer, sidecars []*switchyardv1.Sidecar, now time.Time) {
 	tw := tabwriter.NewWriter(w, 0, 0, 2, ' ', 0)
@@ -76,11 +126,15 @@ func printSidecars(w io.Writer, sidecars []*switchyardv1.Sidecar, now time.Time)
 		if t := s.GetLastSeen(); t != nil {
 			lastSeen = fmtDur(now.Sub(t.AsTime())) + " ago"
 		}
+		problem := oneLine(s.GetApplyError())
+		if s.GetConnected() && s.GetAppliedVersion() > s.GetDesired().GetVersion() {
+			problem = "diverged: runs a version this control plane did not issue it (sidecars declare)"
+		}
 		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%s\t%s\t%d/%d\t%s\t%s\n",
 			id.GetApp(), id.GetInstance(), orDash(labelFlag(id.GetLabels()).String()), connected,
 			orDash(s.GetStatus().GetActiveCluster()), orDash(s.GetDesired().GetActiveCluster()),
 			gateString(s.GetStatus().GetGate()), s.GetAppliedVersion(), s.GetDesired().GetVersion(),
-			lastSeen, orDash(oneLine(s.GetApplyError())))
+			lastSeen, orDash(problem))
 	}
 	_ = tw.Flush()
 }

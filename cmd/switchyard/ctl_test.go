@@ -48,17 +48,19 @@ type fakeControl struct {
 	auth     []string // the authorization header of each call
 	creates  []*switchyardv1.CreateCutoverRequest
 	aborts   []*switchyardv1.AbortCutoverRequest
+	declares []*switchyardv1.DeclareStateRequest
 	sidecarQ []*switchyardv1.ListSidecarsRequest
 	attempts map[string]int // watch streams opened, per id
 
 	// What it answers.
-	clusters []*switchyardv1.Cluster
-	sidecars []*switchyardv1.Sidecar
-	mirrors  []*switchyardv1.Mirror
-	cutovers []*switchyardv1.Cutover
-	watches  map[string][]watchAttempt
-	abortErr error
-	holding  chan struct{} // if set, told when a watch stream holds
+	clusters   []*switchyardv1.Cluster
+	sidecars   []*switchyardv1.Sidecar
+	mirrors    []*switchyardv1.Mirror
+	cutovers   []*switchyardv1.Cutover
+	watches    map[string][]watchAttempt
+	abortErr   error
+	declareErr error
+	holding    chan struct{} // if set, told when a watch stream holds
 }
 
 // startFakeControl serves f on 127.0.0.1:0 until the test ends and returns
@@ -148,6 +150,16 @@ func (f *fakeControl) AbortCutover(_ context.Context, req *switchyardv1.AbortCut
 	return &switchyardv1.AbortCutoverResponse{Cutover: &switchyardv1.Cutover{
 		Id: req.GetId(), Step: switchyardv1.CutoverStep_CUTOVER_STEP_ROLLING_BACK, AbortRequested: true,
 	}}, nil
+}
+
+func (f *fakeControl) DeclareState(_ context.Context, req *switchyardv1.DeclareStateRequest) (*switchyardv1.DeclareStateResponse, error) {
+	f.mu.Lock()
+	f.declares = append(f.declares, req)
+	f.mu.Unlock()
+	if f.declareErr != nil {
+		return nil, f.declareErr
+	}
+	return &switchyardv1.DeclareStateResponse{Version: 12, Sidecars: []string{"orders/orders-0", "orders/orders-1"}}, nil
 }
 
 func (f *fakeControl) WatchCutover(req *switchyardv1.WatchCutoverRequest, stream grpc.ServerStreamingServer[switchyardv1.WatchCutoverResponse]) error {
@@ -778,6 +790,47 @@ func TestCtlAbort(t *testing.T) {
 	}
 }
 
+// TestCtlSidecarsDeclare: `sidecars declare` sends the selector and the
+// cluster, prints what was declared, and reports a refusal.
+func TestCtlSidecarsDeclare(t *testing.T) {
+	f := &fakeControl{}
+	addr := startFakeControl(t, f)
+	code, stdout, stderr := ctlRun(t, tokenEnv, "--server", addr, "sidecars", "declare", "--app", "orders,billing", "--label", "role=producer", "--active", "target")
+	if code != 0 {
+		t.Fatalf("exit code %d; stderr:\n%s", code, stderr)
+	}
+	if want := "declared orders,billing on target, no gate, as version 12; 2 connected sidecars covered\n"; stdout != want {
+		t.Errorf("stdout %q, want %q", stdout, want)
+	}
+	f.mu.Lock()
+	got := f.declares[0]
+	f.mu.Unlock()
+	want := &switchyardv1.DeclareStateRequest{Selector: &switchyardv1.SidecarSelector{Apps: []string{"orders", "billing"},
+		Labels: map[string]string{"role": "producer"}}, ActiveCluster: "target"}
+	if !proto.Equal(got, want) {
+		t.Errorf("declare request %v, want %v", got, want)
+	}
+	for _, tc := range []struct {
+		args []string
+		want string
+	}{
+		{[]string{"sidecars", "declare", "--active", "target"}, "--app is required"},
+		{[]string{"sidecars", "declare", "--app", "orders"}, "--active is required"},
+		{[]string{"sidecars", "declare", "--app", "orders", "--active", "target", "extra"}, `unexpected argument "extra"`},
+	} {
+		if code, _, stderr := ctlRun(t, tokenEnv, append([]string{"--server", addr}, tc.args...)...); code != 2 || !strings.Contains(stderr, tc.want) {
+			t.Errorf("%q: exit code %d, stderr %q; want 2 and %q", tc.args, code, stderr, tc.want)
+		}
+	}
+
+	f = &fakeControl{declareErr: status.Error(codes.FailedPrecondition, `sidecar orders/orders-0 runs on cluster "source", not "target"`)}
+	addr = startFakeControl(t, f)
+	code, _, stderr = ctlRun(t, tokenEnv, "--server", addr, "sidecars", "declare", "--app", "orders", "--active", "target")
+	if want := "switchyard ctl: sidecars declare: FAILED_PRECONDITION: sidecar orders/orders-0 runs on cluster \"source\", not \"target\"\n"; code != 1 || stderr != want {
+		t.Errorf("refused: exit code %d, stderr %q; want 1, %q", code, stderr, want)
+	}
+}
+
 // TestCtlErrors: an unreachable control plane and an unknown cutover.
 func TestCtlErrors(t *testing.T) {
 	code, _, stderr := ctlRun(t, map[string]string{envControlAddr: freeAddr(t)}, "cutover", "list")
@@ -825,6 +878,12 @@ func TestCtlTables(t *testing.T) {
 				Desired: &switchyardv1.DesiredState{Version: 3, ActiveCluster: "source"},
 				Status:  &switchyardv1.ProxyStatus{ActiveCluster: "source"},
 			},
+			{
+				Identity:  &switchyardv1.SidecarIdentity{App: "orders-service", Instance: "orders-2"},
+				Connected: true, AppliedVersion: 9, ApplyError: "desired version 0: older than the applied version 9; keeping it",
+				Desired: &switchyardv1.DesiredState{},
+				Status:  &switchyardv1.ProxyStatus{ActiveCluster: "target"},
+			},
 		},
 		cutovers: []*switchyardv1.Cutover{done, rolled},
 	}
@@ -846,6 +905,7 @@ mirror orders: topic payments not mirrored: target has 6 partitions, source 3
 		{name: "sidecars", args: []string{"sidecars", "--app", "orders-service"}, want: `APP             INSTANCE  LABELS                CONNECTED  CLUSTER  WANTED  GATE                VERSION  LAST SEEN  ERROR
 orders-service  orders-0  role=producer,zone=a  yes        source   target  HOLD Produce,Fetch  7/8      -          -
 orders-service  orders-1  -                     no         source   source  -                   3/3      -          unknown cluster "target"
+orders-service  orders-2  -                     yes        target   -       -                   9/0      -          diverged: runs a version this control plane did not issue it (sidecars declare)
 `},
 		{name: "cutover list", args: []string{"cutover", "list"}, want: `ID                      APPS                                    FROM    TO      MODE    STEP         CREATED               TOOK  BLOCK WINDOW  ERROR
 c-20261122-041502-3f9a  orders-service,billing (role=producer)  source  target  HOLD    DONE         2026-11-22T04:15:02Z  2.0s  1.3s          -

@@ -3,14 +3,17 @@ package main
 import (
 	"context"
 	"fmt"
+	"io"
 	"net"
 	"os"
 	"path/filepath"
 	"reflect"
+	"slices"
 	"strings"
 	"testing"
 	"time"
 
+	"github.com/switchyard/switchyard/control"
 	"github.com/switchyard/switchyard/internal/tlsfiles"
 	"github.com/switchyard/switchyard/internal/tlsfiles/tlstest"
 )
@@ -269,6 +272,12 @@ func TestControlConfigErrors(t *testing.T) {
 		{"public without credentials", [2]string{good, "listen: 0.0.0.0:9180\nstoreDir: x\nclusters: [{name: a, bootstrap: [\"h:1\"]}, {name: b, bootstrap: [\"h:2\"]}]\n"},
 			[]string{"listen: 0.0.0.0:9180 is not a loopback address"}},
 		{"unknown field", [2]string{"clientCertOptional: true", "clientCertOptinal: true"}, []string{"clientCertOptinal"}},
+		{"tokens over plaintext, not on loopback", [2]string{good, fmt.Sprintf("listen: 0.0.0.0:9180\ntokens: [{name: ops, role: operator, file: %s}]\n"+
+			"storeDir: x\nclusters: [{name: a, bootstrap: [\"h:1\"]}, {name: b, bootstrap: [\"h:2\"]}]\n", f.opsFile)},
+			[]string{"tokenFile, tokens: listen 0.0.0.0:9180 is not a loopback address and serves no TLS", "allowPlaintextTokens"}},
+		{"sidecar token without apps", [2]string{"role: read-only", "role: sidecar"}, []string{"tokens[1].apps: required for role sidecar"}},
+		{"apps of an operator certificate", [2]string{"{identity: alice, role: operator}", "{identity: alice, role: operator, apps: [orders]}"},
+			[]string{"clientCertificates[0].apps: only for role sidecar"}},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			body := strings.Replace(good, tc.replace[0], tc.replace[1], 1)
@@ -362,5 +371,54 @@ func TestProxyControlTLSErrors(t *testing.T) {
 	if code := run(context.Background(), []string{"proxy", "--help"}, envOf(nil), &stdout, &stderr); code != 0 ||
 		!strings.Contains(stderr.String(), "-control-tls-server-name name") {
 		t.Fatalf("proxy --help: exit code %d, does not list -control-tls-server-name:\n%s", code, stderr.String())
+	}
+}
+
+// TestProxyControlTokenOverTLS: a token to a control plane off loopback is
+// accepted with TLS to it (the --control-tls-* flags count), and refused
+// without.
+func TestProxyControlTokenOverTLS(t *testing.T) {
+	f := newSecureFixture(t)
+	args := []string{"--cluster", "a=127.0.0.1:1", "--control", "switchyard-control.switchyard:9180", "--app", "orders"}
+	env := envOf(map[string]string{"SWITCHYARD_CONTROL_TOKEN": opsToken})
+	o, err := parseProxyOptions(append(slices.Clone(args), "--control-tls-ca", f.server.CA), env, io.Discard)
+	if err != nil {
+		t.Fatalf("a token over TLS: %v", err)
+	}
+	if o.Control.TLS.CAFile != f.server.CA || o.Control.Token != opsToken {
+		t.Errorf("control client TLS %+v, token set %t; want the CA and the token", o.Control.TLS, o.Control.Token != "")
+	}
+	_, err = parseProxyOptions(args, env, io.Discard)
+	if err == nil || !strings.Contains(err.Error(), "control token: not sent in the clear") {
+		t.Fatalf("a token without TLS: %v, want it refused", err)
+	}
+	f.assertNoSecrets(t, "the error", err.Error())
+}
+
+// TestControlSidecarCredentials: the sidecar credentials' apps and
+// bindInstance, and allowPlaintextTokens, reach the server's configuration.
+func TestControlSidecarCredentials(t *testing.T) {
+	f := newSecureFixture(t)
+	body := strings.Replace(f.config("0.0.0.0:9180"), "clientCertificates:\n",
+		"clientCertificates:\n  - {identity: \"spiffe://cluster.local/pods/*\", role: sidecar, apps: [orders, \"pay*\"], bindInstance: true}\n", 1)
+	body = strings.Replace(body, "  - {name: dashboards, role: read-only, file: ", "  - {name: dashboards, role: sidecar, apps: [orders], file: ", 1)
+	body += "allowPlaintextTokens: true\n"
+	cfg, err := loadControlConfig(f.writeConfig(t, body))
+	if err != nil {
+		t.Fatal(err)
+	}
+	sc, err := cfg.serverConfig(envOf(nil))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got := sc.Tokens[1]; got.Role != control.RoleSidecar || !reflect.DeepEqual(got.Apps, []string{"orders"}) {
+		t.Errorf("tokens[1]: role %v apps %v, want sidecar of [orders]", got.Role, got.Apps)
+	}
+	want := control.ClientCertificate{Identity: "spiffe://cluster.local/pods/*", Role: control.RoleSidecar, Apps: []string{"orders", "pay*"}, BindInstance: true}
+	if got := sc.ClientCertificates[0]; !reflect.DeepEqual(got, want) {
+		t.Errorf("clientCertificates[0]: %+v, want %+v", got, want)
+	}
+	if !sc.AllowPlaintextTokens {
+		t.Error("allowPlaintextTokens: not set")
 	}
 }

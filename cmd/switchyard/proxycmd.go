@@ -21,25 +21,12 @@ import (
 )
 
 func runProxy(ctx context.Context, args []string, getenv func(string) string, stderr io.Writer) error {
-	controlTLS, args, err := splitControlTLSFlags(args, getenv)
-	if err != nil {
-		return usageError{err}
-	}
 	opts, err := parseProxyOptions(args, getenv, stderr)
 	if errors.Is(err, flag.ErrHelp) {
 		printControlTLSFlags(stderr)
 	}
 	if err != nil {
 		return err
-	}
-	if controlTLS.Enabled() {
-		if opts.Control.Address == "" {
-			return usageError{errors.New("--control-tls-*: need a control plane (--control)")}
-		}
-		if err := controlTLS.Validate(controlTLSFlag); err != nil {
-			return usageError{err}
-		}
-		opts.Control.TLS = controlTLS
 	}
 	log, err := newLogger(opts.LogLevel, opts.LogFormat, stderr)
 	if err != nil {

@@ -66,6 +66,8 @@ type proxyFile struct {
 	ControlTokenFile      string            `yaml:"controlTokenFile"`
 	ControlWait           *time.Duration    `yaml:"controlWait"`
 	ControlStatusInterval time.Duration     `yaml:"controlStatusInterval"`
+	// ControlAllowPlaintextToken: see controlclient.Config.AllowPlaintextToken.
+	ControlAllowPlaintextToken bool `yaml:"controlAllowPlaintextToken"`
 }
 
 const proxyUsage = `Usage: switchyard proxy [flags]
@@ -88,7 +90,9 @@ receives (active cluster, gate), acknowledges it and reports its status.
 /readyz stays unready until the first desired state is applied or
 --control-wait has passed (then it serves with --active). If the control
 plane goes away, the proxy keeps what it applied and reconnects. The bearer
-token comes from --control-token-file or SWITCHYARD_CONTROL_TOKEN. Without
+token comes from --control-token-file or SWITCHYARD_CONTROL_TOKEN; it is
+only sent over TLS (--control-tls-ca), or to a loopback --control address,
+or with --control-allow-plaintext-token (a service mesh encrypts). Without
 --instance the instance is SWITCHYARD_POD_NAMESPACE/SWITCHYARD_POD_NAME
 (set by the sidecar injector), else the host name.
 
@@ -106,6 +110,12 @@ func parseProxyOptions(args []string, getenv func(string) string, stderr io.Writ
 	opts := proxyOptions{
 		Proxy: proxy.DefaultConfig(), Admin: admin.DefaultConfig(), Control: controlclient.DefaultConfig(),
 		LogLevel: "info", LogFormat: "json",
+	}
+	// The TLS flags first: the control client's configuration is checked
+	// as a whole (a token needs TLS off loopback).
+	controlTLS, args, err := splitControlTLSFlags(args, getenv)
+	if err != nil {
+		return opts, usageError{err}
 	}
 
 	fs := flag.NewFlagSet("proxy", flag.ContinueOnError)
@@ -149,6 +159,8 @@ func parseProxyOptions(args []string, getenv func(string) string, stderr io.Writ
 	} {
 		fs.String(f.name, f.def, f.help)
 	}
+	fs.Bool("control-allow-plaintext-token", false, "send the control plane's token without TLS to a --control address that is not loopback "+
+		"(only where something else encrypts the connection, e.g. a service mesh)")
 	fs.Var(&clusters, "cluster", "upstream cluster as `name=host:port[,host:port...]`; repeat for each cluster")
 	fs.Var(&labels, "label", "`key=value` label announced to the control plane; repeat for each label (SWITCHYARD_LABEL: k=v,k=v)")
 	if err := fs.Parse(args); err != nil {
@@ -174,7 +186,6 @@ func parseProxyOptions(args []string, getenv func(string) string, stderr io.Writ
 		}
 	}
 	// 2. Environment, then 3. flags, for every flag but --config.
-	var err error
 	fs.VisitAll(func(f *flag.Flag) {
 		if err != nil || f.Name == "config" {
 			return
@@ -216,6 +227,15 @@ func parseProxyOptions(args []string, getenv func(string) string, stderr io.Writ
 	case "json", "console":
 	default:
 		return opts, usageError{fmt.Errorf("log-format: %q: want json or console", opts.LogFormat)}
+	}
+	if controlTLS.Enabled() {
+		if opts.Control.Address == "" {
+			return opts, usageError{errors.New("--control-tls-*: need a control plane (--control)")}
+		}
+		if err := controlTLS.Validate(controlTLSFlag); err != nil {
+			return opts, usageError{err}
+		}
+		opts.Control.TLS = controlTLS
 	}
 	if err := validateControl(&opts, getenv); err != nil {
 		return opts, usageError{err}
@@ -388,6 +408,8 @@ func applyProxyOption(o *proxyOptions, name, value string) error {
 		o.Control.StartupWait, err = time.ParseDuration(value)
 	case "control-status-interval":
 		o.Control.StatusInterval, err = time.ParseDuration(value)
+	case "control-allow-plaintext-token":
+		o.Control.AllowPlaintextToken, err = strconv.ParseBool(value)
 	default:
 		return fmt.Errorf("unknown option")
 	}
@@ -504,6 +526,7 @@ func loadProxyFile(path string, o *proxyOptions) error {
 		o.Control.StartupWait = *f.ControlWait
 	}
 	set(&o.Control.StatusInterval, f.ControlStatusInterval)
+	set(&o.Control.AllowPlaintextToken, f.ControlAllowPlaintextToken)
 	return nil
 }
 

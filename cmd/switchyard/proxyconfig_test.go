@@ -209,6 +209,18 @@ func TestParseProxyOptionsErrors(t *testing.T) {
 			env:  map[string]string{"SWITCHYARD_CONTROL_TOKEN": "t", "SWITCHYARD_CONTROL_TOKEN_FILE": "/x"},
 			want: []string{"SWITCHYARD_CONTROL_TOKEN and SWITCHYARD_CONTROL_TOKEN_FILE"},
 		},
+		{
+			name: "token in plaintext off loopback",
+			args: []string{"--cluster", "a=kafka:9092", "--control", "switchyard-control:9300", "--app", "o"},
+			env:  map[string]string{"SWITCHYARD_CONTROL_TOKEN": "t"},
+			want: []string{"control token: not sent in the clear to switchyard-control:9300", "allowPlaintextToken"},
+		},
+		{
+			name: "plaintext token permission not a bool",
+			args: []string{"--cluster", "a=kafka:9092"},
+			env:  map[string]string{"SWITCHYARD_CONTROL_ALLOW_PLAINTEXT_TOKEN": "please"},
+			want: []string{"SWITCHYARD_CONTROL_ALLOW_PLAINTEXT_TOKEN", `"please"`},
+		},
 		{name: "unknown YAML control field", yaml: "clusters: [{name: a, bootstrap: [kafka:9092]}]\nlables: {role: x}\n", want: []string{"lables"}},
 		{name: "labels not a map in YAML", yaml: "clusters: [{name: a, bootstrap: [kafka:9092]}]\nlabels: [role]\n", want: []string{"config file"}},
 	}
@@ -264,6 +276,7 @@ labels: {role: file, tier: gold}
 controlTokenFile: `+fileToken+`
 controlWait: 3s
 controlStatusInterval: 2s
+controlAllowPlaintextToken: true
 `)
 	host, err := os.Hostname()
 	if err != nil {
@@ -273,10 +286,12 @@ controlStatusInterval: 2s
 		address, app, instance, token string
 		labels                        map[string]string
 		wait, interval                time.Duration
+		plaintext                     bool
 	}
 	fromFile := want{
 		address: "control-file:9300", app: "orders-file", instance: "i-file", token: "tok-file",
 		labels: map[string]string{"role": "file", "tier": "gold"}, wait: 3 * time.Second, interval: 2 * time.Second,
+		plaintext: true,
 	}
 	env := map[string]string{
 		"SWITCHYARD_CONTROL":       "control-env:9300",
@@ -301,7 +316,9 @@ controlStatusInterval: 2s
 		return want{address: "c:9300", app: "orders", instance: instance, wait: defaults.StartupWait, interval: defaults.StatusInterval}
 	}
 	envFileToken := minimalWant(host)
-	envFileToken.token = "tok-env-file"
+	envFileToken.token, envFileToken.plaintext = "tok-env-file", true
+	loopbackToken := minimalWant(host)
+	loopbackToken.address, loopbackToken.token = "127.0.0.1:9300", "tok-env"
 
 	tests := []struct {
 		name string
@@ -322,7 +339,10 @@ controlStatusInterval: 2s
 			env: map[string]string{"SWITCHYARD_POD_NAME": "orders-7d9f", "SWITCHYARD_POD_NAMESPACE": "shop"}, want: minimalWant("shop/orders-7d9f")},
 		{name: "instance from the pod name alone", args: minimal, env: map[string]string{"SWITCHYARD_POD_NAME": "orders-7d9f"}, want: minimalWant("orders-7d9f")},
 		{name: "instance from the host name", args: minimal, want: minimalWant(host)},
-		{name: "token file from the environment", args: minimal, env: map[string]string{"SWITCHYARD_CONTROL_TOKEN_FILE": envToken}, want: envFileToken},
+		{name: "token file from the environment, plaintext allowed by the environment", args: minimal,
+			env: map[string]string{"SWITCHYARD_CONTROL_TOKEN_FILE": envToken, "SWITCHYARD_CONTROL_ALLOW_PLAINTEXT_TOKEN": "true"}, want: envFileToken},
+		{name: "token in plaintext to loopback", args: []string{"--cluster", "a=kafka:9092", "--control", "127.0.0.1:9300", "--app", "orders"},
+			env: map[string]string{"SWITCHYARD_CONTROL_TOKEN": "tok-env"}, want: loopbackToken},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -331,9 +351,9 @@ controlStatusInterval: 2s
 				t.Fatalf("parseProxyOptions: %v", err)
 			}
 			c, w := o.Control, tt.want
-			got := want{c.Address, c.App, c.Instance, c.Token, c.Labels, c.StartupWait, c.StatusInterval}
+			got := want{c.Address, c.App, c.Instance, c.Token, c.Labels, c.StartupWait, c.StatusInterval, c.AllowPlaintextToken}
 			if got.address != w.address || got.app != w.app || got.instance != w.instance || got.token != w.token ||
-				!maps.Equal(got.labels, w.labels) || got.wait != w.wait || got.interval != w.interval {
+				!maps.Equal(got.labels, w.labels) || got.wait != w.wait || got.interval != w.interval || got.plaintext != w.plaintext {
 				t.Errorf("control options\n got %+v\nwant %+v", got, w)
 			}
 		})

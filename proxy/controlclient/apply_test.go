@@ -172,6 +172,19 @@ func TestConfigValidate(t *testing.T) {
 		{"negative startup wait", func(c *Config) { c.StartupWait = -time.Second }, "startupWait"},
 		{"backoff", func(c *Config) { c.MinBackoff = 0 }, "minBackoff"},
 		{"backoff bounds", func(c *Config) { c.MaxBackoff = c.MinBackoff / 2 }, "maxBackoff"},
+		{"token over plaintext to loopback", func(c *Config) { c.Token = "t" }, ""},
+		{"token over plaintext to localhost", func(c *Config) { c.Token, c.Address = "t", "localhost:9300" }, ""},
+		{"token over plaintext to IPv6 loopback", func(c *Config) { c.Token, c.Address = "t", "[::1]:9300" }, ""},
+		{"token over plaintext off loopback", func(c *Config) { c.Token, c.Address = "t", "switchyard-control.switchyard:9300" },
+			"token: not sent in the clear to switchyard-control.switchyard:9300"},
+		{"token over plaintext to a routable IP", func(c *Config) { c.Token, c.Address = "t", "10.0.0.7:9300" }, "allowPlaintextToken"},
+		{"token over plaintext off loopback, allowed", func(c *Config) {
+			c.Token, c.Address, c.AllowPlaintextToken = "t", "switchyard-control.switchyard:9300", true
+		}, ""},
+		{"token over TLS off loopback", func(c *Config) {
+			c.Token, c.Address, c.TLS.ServerName = "t", "switchyard-control.switchyard:9300", "control"
+		}, ""},
+		{"no token over plaintext off loopback", func(c *Config) { c.Address = "switchyard-control.switchyard:9300" }, ""},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {

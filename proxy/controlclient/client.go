@@ -181,7 +181,10 @@ func (c *Client) Run(ctx context.Context) error {
 		grpc.WithKeepaliveParams(keepalive.ClientParameters{Time: 30 * time.Second, Timeout: 10 * time.Second}),
 	}
 	if c.cfg.Token != "" {
-		opts = append(opts, grpc.WithPerRPCCredentials(bearerToken(c.cfg.Token)))
+		// With TLS, gRPC itself refuses to send the token over anything
+		// else; without it, Validate allowed plaintext (loopback, or
+		// AllowPlaintextToken).
+		opts = append(opts, grpc.WithPerRPCCredentials(bearerToken{token: c.cfg.Token, requireTLS: c.cfg.TLS.Enabled()}))
 	}
 	cc, err := grpc.NewClient(c.cfg.Address, opts...)
 	if err != nil {
@@ -398,15 +401,19 @@ func (c *Client) reportNow() {
 }
 
 // bearerToken sends "authorization: Bearer <token>" with every call.
-type bearerToken string
-
-func (b bearerToken) GetRequestMetadata(context.Context, ...string) (map[string]string, error) {
-	return map[string]string{"authorization": "Bearer " + string(b)}, nil
+type bearerToken struct {
+	token      string
+	requireTLS bool
 }
 
-// RequireTransportSecurity is false so a token also goes over a plaintext
-// stream (Config.TLS unset; see Config.Token); gRPC would refuse otherwise.
-func (bearerToken) RequireTransportSecurity() bool { return false }
+func (b bearerToken) GetRequestMetadata(context.Context, ...string) (map[string]string, error) {
+	return map[string]string{"authorization": "Bearer " + b.token}, nil
+}
+
+// RequireTransportSecurity is false only when Config.Validate allowed the
+// token over plaintext (see Config.Token); gRPC refuses to send it over an
+// insecure connection otherwise.
+func (b bearerToken) RequireTransportSecurity() bool { return b.requireTLS }
 
 // expBackoff doubles a delay from min up to max; each delay is drawn
 // uniformly from its upper half, so sidecars that lost the same control

@@ -22,9 +22,14 @@ type Config struct {
 	// Labels are further selectors, e.g. {"role": "producer"}.
 	Labels map[string]string
 	// Token, when set, is sent as "authorization: Bearer <Token>" on the
-	// stream. Without TLS the token is only as safe as the network between
-	// sidecar and control plane.
+	// stream. Validate refuses to send it without TLS unless Address is
+	// loopback ("localhost" or a loopback IP) or AllowPlaintextToken is set.
 	Token string
+	// AllowPlaintextToken lets Token go without TLS to an Address that is
+	// not loopback, where something else encrypts the connection (a
+	// service mesh's mTLS). Without it, anyone who can read the network
+	// between sidecar and control plane could take the token.
+	AllowPlaintextToken bool
 	// TLS, when enabled (any field set), connects with TLS: CAFile is the
 	// CA the control plane's certificate must chain to (empty: the system
 	// roots), CertFile and KeyFile a client certificate for mTLS, which the
@@ -91,6 +96,10 @@ func (c Config) Validate() error {
 			return err
 		}
 	}
+	if c.Token != "" && !c.TLS.Enabled() && !loopback(host) && !c.AllowPlaintextToken {
+		return fmt.Errorf("token: not sent in the clear to %s, which is not a loopback address: turn TLS on (tls), "+
+			"or set allowPlaintextToken where something else encrypts the connection (a service mesh)", c.Address)
+	}
 	if c.StatusInterval <= 0 {
 		return fmt.Errorf("statusInterval: %v must be positive", c.StatusInterval)
 	}
@@ -104,6 +113,17 @@ func (c Config) Validate() error {
 		return fmt.Errorf("maxBackoff: %v is below minBackoff %v", c.MaxBackoff, c.MinBackoff)
 	}
 	return nil
+}
+
+// loopback reports whether host is "localhost" or a loopback IP address:
+// a token sent there does not cross the network. A DNS name that resolves
+// to loopback does not count (what it resolves to may change).
+func loopback(host string) bool {
+	if host == "localhost" {
+		return true
+	}
+	ip := net.ParseIP(host)
+	return ip != nil && ip.IsLoopback()
 }
 
 // checkName accepts what the control plane, its REST API and people can

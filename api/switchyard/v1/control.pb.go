@@ -524,7 +524,10 @@ type Sidecar struct {
 	// Its status as last reported.
 	Status *ProxyStatus `protobuf:"bytes,6,opt,name=status,proto3" json:"status,omitempty"`
 	// When it last reported.
-	LastSeen      *timestamppb.Timestamp `protobuf:"bytes,7,opt,name=last_seen,json=lastSeen,proto3" json:"last_seen,omitempty"`
+	LastSeen *timestamppb.Timestamp `protobuf:"bytes,7,opt,name=last_seen,json=lastSeen,proto3" json:"last_seen,omitempty"`
+	// The credential its stream authenticated with, as logs name it: "token
+	// NAME", "certificate IDENTITY", or "anonymous" (no auth configured).
+	Credential    string `protobuf:"bytes,8,opt,name=credential,proto3" json:"credential,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -606,6 +609,13 @@ func (x *Sidecar) GetLastSeen() *timestamppb.Timestamp {
 		return x.LastSeen
 	}
 	return nil
+}
+
+func (x *Sidecar) GetCredential() string {
+	if x != nil {
+		return x.Credential
+	}
+	return ""
 }
 
 // ListSidecarsRequest may filter by application.
@@ -1048,6 +1058,117 @@ func (x *SidecarSelector) GetLabels() map[string]string {
 	return nil
 }
 
+// DeclareStateRequest declares where the selected sidecars run.
+type DeclareStateRequest struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// The sidecars: of these applications (at least one), with these labels.
+	Selector *SidecarSelector `protobuf:"bytes,1,opt,name=selector,proto3" json:"selector,omitempty"`
+	// The cluster they run on: the desired state becomes this cluster, no
+	// gate.
+	ActiveCluster string `protobuf:"bytes,2,opt,name=active_cluster,json=activeCluster,proto3" json:"active_cluster,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *DeclareStateRequest) Reset() {
+	*x = DeclareStateRequest{}
+	mi := &file_switchyard_v1_control_proto_msgTypes[15]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *DeclareStateRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*DeclareStateRequest) ProtoMessage() {}
+
+func (x *DeclareStateRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_switchyard_v1_control_proto_msgTypes[15]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use DeclareStateRequest.ProtoReflect.Descriptor instead.
+func (*DeclareStateRequest) Descriptor() ([]byte, []int) {
+	return file_switchyard_v1_control_proto_rawDescGZIP(), []int{15}
+}
+
+func (x *DeclareStateRequest) GetSelector() *SidecarSelector {
+	if x != nil {
+		return x.Selector
+	}
+	return nil
+}
+
+func (x *DeclareStateRequest) GetActiveCluster() string {
+	if x != nil {
+		return x.ActiveCluster
+	}
+	return ""
+}
+
+// DeclareStateResponse says what was declared.
+type DeclareStateResponse struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// The version of the declared desired state.
+	Version uint64 `protobuf:"varint,1,opt,name=version,proto3" json:"version,omitempty"`
+	// The connected sidecars it covers now, as app/instance.
+	Sidecars      []string `protobuf:"bytes,2,rep,name=sidecars,proto3" json:"sidecars,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *DeclareStateResponse) Reset() {
+	*x = DeclareStateResponse{}
+	mi := &file_switchyard_v1_control_proto_msgTypes[16]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *DeclareStateResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*DeclareStateResponse) ProtoMessage() {}
+
+func (x *DeclareStateResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_switchyard_v1_control_proto_msgTypes[16]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use DeclareStateResponse.ProtoReflect.Descriptor instead.
+func (*DeclareStateResponse) Descriptor() ([]byte, []int) {
+	return file_switchyard_v1_control_proto_rawDescGZIP(), []int{16}
+}
+
+func (x *DeclareStateResponse) GetVersion() uint64 {
+	if x != nil {
+		return x.Version
+	}
+	return 0
+}
+
+func (x *DeclareStateResponse) GetSidecars() []string {
+	if x != nil {
+		return x.Sidecars
+	}
+	return nil
+}
+
 // CutoverPolicy says how a cutover treats clients.
 type CutoverPolicy struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
@@ -1074,7 +1195,7 @@ type CutoverPolicy struct {
 
 func (x *CutoverPolicy) Reset() {
 	*x = CutoverPolicy{}
-	mi := &file_switchyard_v1_control_proto_msgTypes[15]
+	mi := &file_switchyard_v1_control_proto_msgTypes[17]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1086,7 +1207,7 @@ func (x *CutoverPolicy) String() string {
 func (*CutoverPolicy) ProtoMessage() {}
 
 func (x *CutoverPolicy) ProtoReflect() protoreflect.Message {
-	mi := &file_switchyard_v1_control_proto_msgTypes[15]
+	mi := &file_switchyard_v1_control_proto_msgTypes[17]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1099,7 +1220,7 @@ func (x *CutoverPolicy) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use CutoverPolicy.ProtoReflect.Descriptor instead.
 func (*CutoverPolicy) Descriptor() ([]byte, []int) {
-	return file_switchyard_v1_control_proto_rawDescGZIP(), []int{15}
+	return file_switchyard_v1_control_proto_rawDescGZIP(), []int{17}
 }
 
 func (x *CutoverPolicy) GetGateMode() string {
@@ -1163,7 +1284,7 @@ type CutoverSpec struct {
 
 func (x *CutoverSpec) Reset() {
 	*x = CutoverSpec{}
-	mi := &file_switchyard_v1_control_proto_msgTypes[16]
+	mi := &file_switchyard_v1_control_proto_msgTypes[18]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1175,7 +1296,7 @@ func (x *CutoverSpec) String() string {
 func (*CutoverSpec) ProtoMessage() {}
 
 func (x *CutoverSpec) ProtoReflect() protoreflect.Message {
-	mi := &file_switchyard_v1_control_proto_msgTypes[16]
+	mi := &file_switchyard_v1_control_proto_msgTypes[18]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1188,7 +1309,7 @@ func (x *CutoverSpec) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use CutoverSpec.ProtoReflect.Descriptor instead.
 func (*CutoverSpec) Descriptor() ([]byte, []int) {
-	return file_switchyard_v1_control_proto_rawDescGZIP(), []int{16}
+	return file_switchyard_v1_control_proto_rawDescGZIP(), []int{18}
 }
 
 func (x *CutoverSpec) GetSelector() *SidecarSelector {
@@ -1259,7 +1380,7 @@ type StepRecord struct {
 
 func (x *StepRecord) Reset() {
 	*x = StepRecord{}
-	mi := &file_switchyard_v1_control_proto_msgTypes[17]
+	mi := &file_switchyard_v1_control_proto_msgTypes[19]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1271,7 +1392,7 @@ func (x *StepRecord) String() string {
 func (*StepRecord) ProtoMessage() {}
 
 func (x *StepRecord) ProtoReflect() protoreflect.Message {
-	mi := &file_switchyard_v1_control_proto_msgTypes[17]
+	mi := &file_switchyard_v1_control_proto_msgTypes[19]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1284,7 +1405,7 @@ func (x *StepRecord) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use StepRecord.ProtoReflect.Descriptor instead.
 func (*StepRecord) Descriptor() ([]byte, []int) {
-	return file_switchyard_v1_control_proto_rawDescGZIP(), []int{17}
+	return file_switchyard_v1_control_proto_rawDescGZIP(), []int{19}
 }
 
 func (x *StepRecord) GetStep() CutoverStep {
@@ -1343,7 +1464,7 @@ type SidecarAck struct {
 
 func (x *SidecarAck) Reset() {
 	*x = SidecarAck{}
-	mi := &file_switchyard_v1_control_proto_msgTypes[18]
+	mi := &file_switchyard_v1_control_proto_msgTypes[20]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1355,7 +1476,7 @@ func (x *SidecarAck) String() string {
 func (*SidecarAck) ProtoMessage() {}
 
 func (x *SidecarAck) ProtoReflect() protoreflect.Message {
-	mi := &file_switchyard_v1_control_proto_msgTypes[18]
+	mi := &file_switchyard_v1_control_proto_msgTypes[20]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1368,7 +1489,7 @@ func (x *SidecarAck) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use SidecarAck.ProtoReflect.Descriptor instead.
 func (*SidecarAck) Descriptor() ([]byte, []int) {
-	return file_switchyard_v1_control_proto_rawDescGZIP(), []int{18}
+	return file_switchyard_v1_control_proto_rawDescGZIP(), []int{20}
 }
 
 func (x *SidecarAck) GetApp() string {
@@ -1434,7 +1555,7 @@ type GroupOffset struct {
 
 func (x *GroupOffset) Reset() {
 	*x = GroupOffset{}
-	mi := &file_switchyard_v1_control_proto_msgTypes[19]
+	mi := &file_switchyard_v1_control_proto_msgTypes[21]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1446,7 +1567,7 @@ func (x *GroupOffset) String() string {
 func (*GroupOffset) ProtoMessage() {}
 
 func (x *GroupOffset) ProtoReflect() protoreflect.Message {
-	mi := &file_switchyard_v1_control_proto_msgTypes[19]
+	mi := &file_switchyard_v1_control_proto_msgTypes[21]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1459,7 +1580,7 @@ func (x *GroupOffset) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GroupOffset.ProtoReflect.Descriptor instead.
 func (*GroupOffset) Descriptor() ([]byte, []int) {
-	return file_switchyard_v1_control_proto_rawDescGZIP(), []int{19}
+	return file_switchyard_v1_control_proto_rawDescGZIP(), []int{21}
 }
 
 func (x *GroupOffset) GetGroup() string {
@@ -1543,7 +1664,7 @@ type Cutover struct {
 
 func (x *Cutover) Reset() {
 	*x = Cutover{}
-	mi := &file_switchyard_v1_control_proto_msgTypes[20]
+	mi := &file_switchyard_v1_control_proto_msgTypes[22]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1555,7 +1676,7 @@ func (x *Cutover) String() string {
 func (*Cutover) ProtoMessage() {}
 
 func (x *Cutover) ProtoReflect() protoreflect.Message {
-	mi := &file_switchyard_v1_control_proto_msgTypes[20]
+	mi := &file_switchyard_v1_control_proto_msgTypes[22]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1568,7 +1689,7 @@ func (x *Cutover) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Cutover.ProtoReflect.Descriptor instead.
 func (*Cutover) Descriptor() ([]byte, []int) {
-	return file_switchyard_v1_control_proto_rawDescGZIP(), []int{20}
+	return file_switchyard_v1_control_proto_rawDescGZIP(), []int{22}
 }
 
 func (x *Cutover) GetId() string {
@@ -1680,7 +1801,7 @@ type CreateCutoverRequest struct {
 
 func (x *CreateCutoverRequest) Reset() {
 	*x = CreateCutoverRequest{}
-	mi := &file_switchyard_v1_control_proto_msgTypes[21]
+	mi := &file_switchyard_v1_control_proto_msgTypes[23]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1692,7 +1813,7 @@ func (x *CreateCutoverRequest) String() string {
 func (*CreateCutoverRequest) ProtoMessage() {}
 
 func (x *CreateCutoverRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_switchyard_v1_control_proto_msgTypes[21]
+	mi := &file_switchyard_v1_control_proto_msgTypes[23]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1705,7 +1826,7 @@ func (x *CreateCutoverRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use CreateCutoverRequest.ProtoReflect.Descriptor instead.
 func (*CreateCutoverRequest) Descriptor() ([]byte, []int) {
-	return file_switchyard_v1_control_proto_rawDescGZIP(), []int{21}
+	return file_switchyard_v1_control_proto_rawDescGZIP(), []int{23}
 }
 
 func (x *CreateCutoverRequest) GetSpec() *CutoverSpec {
@@ -1726,7 +1847,7 @@ type CreateCutoverResponse struct {
 
 func (x *CreateCutoverResponse) Reset() {
 	*x = CreateCutoverResponse{}
-	mi := &file_switchyard_v1_control_proto_msgTypes[22]
+	mi := &file_switchyard_v1_control_proto_msgTypes[24]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1738,7 +1859,7 @@ func (x *CreateCutoverResponse) String() string {
 func (*CreateCutoverResponse) ProtoMessage() {}
 
 func (x *CreateCutoverResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_switchyard_v1_control_proto_msgTypes[22]
+	mi := &file_switchyard_v1_control_proto_msgTypes[24]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1751,7 +1872,7 @@ func (x *CreateCutoverResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use CreateCutoverResponse.ProtoReflect.Descriptor instead.
 func (*CreateCutoverResponse) Descriptor() ([]byte, []int) {
-	return file_switchyard_v1_control_proto_rawDescGZIP(), []int{22}
+	return file_switchyard_v1_control_proto_rawDescGZIP(), []int{24}
 }
 
 func (x *CreateCutoverResponse) GetCutover() *Cutover {
@@ -1772,7 +1893,7 @@ type GetCutoverRequest struct {
 
 func (x *GetCutoverRequest) Reset() {
 	*x = GetCutoverRequest{}
-	mi := &file_switchyard_v1_control_proto_msgTypes[23]
+	mi := &file_switchyard_v1_control_proto_msgTypes[25]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1784,7 +1905,7 @@ func (x *GetCutoverRequest) String() string {
 func (*GetCutoverRequest) ProtoMessage() {}
 
 func (x *GetCutoverRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_switchyard_v1_control_proto_msgTypes[23]
+	mi := &file_switchyard_v1_control_proto_msgTypes[25]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1797,7 +1918,7 @@ func (x *GetCutoverRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GetCutoverRequest.ProtoReflect.Descriptor instead.
 func (*GetCutoverRequest) Descriptor() ([]byte, []int) {
-	return file_switchyard_v1_control_proto_rawDescGZIP(), []int{23}
+	return file_switchyard_v1_control_proto_rawDescGZIP(), []int{25}
 }
 
 func (x *GetCutoverRequest) GetId() string {
@@ -1818,7 +1939,7 @@ type GetCutoverResponse struct {
 
 func (x *GetCutoverResponse) Reset() {
 	*x = GetCutoverResponse{}
-	mi := &file_switchyard_v1_control_proto_msgTypes[24]
+	mi := &file_switchyard_v1_control_proto_msgTypes[26]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1830,7 +1951,7 @@ func (x *GetCutoverResponse) String() string {
 func (*GetCutoverResponse) ProtoMessage() {}
 
 func (x *GetCutoverResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_switchyard_v1_control_proto_msgTypes[24]
+	mi := &file_switchyard_v1_control_proto_msgTypes[26]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1843,7 +1964,7 @@ func (x *GetCutoverResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GetCutoverResponse.ProtoReflect.Descriptor instead.
 func (*GetCutoverResponse) Descriptor() ([]byte, []int) {
-	return file_switchyard_v1_control_proto_rawDescGZIP(), []int{24}
+	return file_switchyard_v1_control_proto_rawDescGZIP(), []int{26}
 }
 
 func (x *GetCutoverResponse) GetCutover() *Cutover {
@@ -1862,7 +1983,7 @@ type ListCutoversRequest struct {
 
 func (x *ListCutoversRequest) Reset() {
 	*x = ListCutoversRequest{}
-	mi := &file_switchyard_v1_control_proto_msgTypes[25]
+	mi := &file_switchyard_v1_control_proto_msgTypes[27]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1874,7 +1995,7 @@ func (x *ListCutoversRequest) String() string {
 func (*ListCutoversRequest) ProtoMessage() {}
 
 func (x *ListCutoversRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_switchyard_v1_control_proto_msgTypes[25]
+	mi := &file_switchyard_v1_control_proto_msgTypes[27]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1887,7 +2008,7 @@ func (x *ListCutoversRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListCutoversRequest.ProtoReflect.Descriptor instead.
 func (*ListCutoversRequest) Descriptor() ([]byte, []int) {
-	return file_switchyard_v1_control_proto_rawDescGZIP(), []int{25}
+	return file_switchyard_v1_control_proto_rawDescGZIP(), []int{27}
 }
 
 // ListCutoversResponse lists cutovers.
@@ -1901,7 +2022,7 @@ type ListCutoversResponse struct {
 
 func (x *ListCutoversResponse) Reset() {
 	*x = ListCutoversResponse{}
-	mi := &file_switchyard_v1_control_proto_msgTypes[26]
+	mi := &file_switchyard_v1_control_proto_msgTypes[28]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1913,7 +2034,7 @@ func (x *ListCutoversResponse) String() string {
 func (*ListCutoversResponse) ProtoMessage() {}
 
 func (x *ListCutoversResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_switchyard_v1_control_proto_msgTypes[26]
+	mi := &file_switchyard_v1_control_proto_msgTypes[28]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1926,7 +2047,7 @@ func (x *ListCutoversResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListCutoversResponse.ProtoReflect.Descriptor instead.
 func (*ListCutoversResponse) Descriptor() ([]byte, []int) {
-	return file_switchyard_v1_control_proto_rawDescGZIP(), []int{26}
+	return file_switchyard_v1_control_proto_rawDescGZIP(), []int{28}
 }
 
 func (x *ListCutoversResponse) GetCutovers() []*Cutover {
@@ -1949,7 +2070,7 @@ type AbortCutoverRequest struct {
 
 func (x *AbortCutoverRequest) Reset() {
 	*x = AbortCutoverRequest{}
-	mi := &file_switchyard_v1_control_proto_msgTypes[27]
+	mi := &file_switchyard_v1_control_proto_msgTypes[29]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1961,7 +2082,7 @@ func (x *AbortCutoverRequest) String() string {
 func (*AbortCutoverRequest) ProtoMessage() {}
 
 func (x *AbortCutoverRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_switchyard_v1_control_proto_msgTypes[27]
+	mi := &file_switchyard_v1_control_proto_msgTypes[29]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1974,7 +2095,7 @@ func (x *AbortCutoverRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use AbortCutoverRequest.ProtoReflect.Descriptor instead.
 func (*AbortCutoverRequest) Descriptor() ([]byte, []int) {
-	return file_switchyard_v1_control_proto_rawDescGZIP(), []int{27}
+	return file_switchyard_v1_control_proto_rawDescGZIP(), []int{29}
 }
 
 func (x *AbortCutoverRequest) GetId() string {
@@ -2002,7 +2123,7 @@ type AbortCutoverResponse struct {
 
 func (x *AbortCutoverResponse) Reset() {
 	*x = AbortCutoverResponse{}
-	mi := &file_switchyard_v1_control_proto_msgTypes[28]
+	mi := &file_switchyard_v1_control_proto_msgTypes[30]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2014,7 +2135,7 @@ func (x *AbortCutoverResponse) String() string {
 func (*AbortCutoverResponse) ProtoMessage() {}
 
 func (x *AbortCutoverResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_switchyard_v1_control_proto_msgTypes[28]
+	mi := &file_switchyard_v1_control_proto_msgTypes[30]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2027,7 +2148,7 @@ func (x *AbortCutoverResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use AbortCutoverResponse.ProtoReflect.Descriptor instead.
 func (*AbortCutoverResponse) Descriptor() ([]byte, []int) {
-	return file_switchyard_v1_control_proto_rawDescGZIP(), []int{28}
+	return file_switchyard_v1_control_proto_rawDescGZIP(), []int{30}
 }
 
 func (x *AbortCutoverResponse) GetCutover() *Cutover {
@@ -2048,7 +2169,7 @@ type WatchCutoverRequest struct {
 
 func (x *WatchCutoverRequest) Reset() {
 	*x = WatchCutoverRequest{}
-	mi := &file_switchyard_v1_control_proto_msgTypes[29]
+	mi := &file_switchyard_v1_control_proto_msgTypes[31]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2060,7 +2181,7 @@ func (x *WatchCutoverRequest) String() string {
 func (*WatchCutoverRequest) ProtoMessage() {}
 
 func (x *WatchCutoverRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_switchyard_v1_control_proto_msgTypes[29]
+	mi := &file_switchyard_v1_control_proto_msgTypes[31]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2073,7 +2194,7 @@ func (x *WatchCutoverRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use WatchCutoverRequest.ProtoReflect.Descriptor instead.
 func (*WatchCutoverRequest) Descriptor() ([]byte, []int) {
-	return file_switchyard_v1_control_proto_rawDescGZIP(), []int{29}
+	return file_switchyard_v1_control_proto_rawDescGZIP(), []int{31}
 }
 
 func (x *WatchCutoverRequest) GetId() string {
@@ -2094,7 +2215,7 @@ type WatchCutoverResponse struct {
 
 func (x *WatchCutoverResponse) Reset() {
 	*x = WatchCutoverResponse{}
-	mi := &file_switchyard_v1_control_proto_msgTypes[30]
+	mi := &file_switchyard_v1_control_proto_msgTypes[32]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2106,7 +2227,7 @@ func (x *WatchCutoverResponse) String() string {
 func (*WatchCutoverResponse) ProtoMessage() {}
 
 func (x *WatchCutoverResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_switchyard_v1_control_proto_msgTypes[30]
+	mi := &file_switchyard_v1_control_proto_msgTypes[32]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2119,7 +2240,7 @@ func (x *WatchCutoverResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use WatchCutoverResponse.ProtoReflect.Descriptor instead.
 func (*WatchCutoverResponse) Descriptor() ([]byte, []int) {
-	return file_switchyard_v1_control_proto_rawDescGZIP(), []int{30}
+	return file_switchyard_v1_control_proto_rawDescGZIP(), []int{32}
 }
 
 func (x *WatchCutoverResponse) GetCutover() *Cutover {
@@ -2159,7 +2280,7 @@ const file_switchyard_v1_control_proto_rawDesc = "" +
 	"\x06status\x18\x04 \x01(\v2\x1a.switchyard.v1.ProxyStatusR\x06status\x12\x1a\n" +
 	"\bclusters\x18\x05 \x03(\tR\bclusters\"H\n" +
 	"\x0fConnectResponse\x125\n" +
-	"\adesired\x18\x01 \x01(\v2\x1b.switchyard.v1.DesiredStateR\adesired\"\xd1\x02\n" +
+	"\adesired\x18\x01 \x01(\v2\x1b.switchyard.v1.DesiredStateR\adesired\"\xf1\x02\n" +
 	"\aSidecar\x12:\n" +
 	"\bidentity\x18\x01 \x01(\v2\x1e.switchyard.v1.SidecarIdentityR\bidentity\x12\x1c\n" +
 	"\tconnected\x18\x02 \x01(\bR\tconnected\x125\n" +
@@ -2168,7 +2289,10 @@ const file_switchyard_v1_control_proto_rawDesc = "" +
 	"\vapply_error\x18\x05 \x01(\tR\n" +
 	"applyError\x122\n" +
 	"\x06status\x18\x06 \x01(\v2\x1a.switchyard.v1.ProxyStatusR\x06status\x127\n" +
-	"\tlast_seen\x18\a \x01(\v2\x1a.google.protobuf.TimestampR\blastSeen\"'\n" +
+	"\tlast_seen\x18\a \x01(\v2\x1a.google.protobuf.TimestampR\blastSeen\x12\x1e\n" +
+	"\n" +
+	"credential\x18\b \x01(\tR\n" +
+	"credential\"'\n" +
 	"\x13ListSidecarsRequest\x12\x10\n" +
 	"\x03app\x18\x01 \x01(\tR\x03app\"J\n" +
 	"\x14ListSidecarsResponse\x122\n" +
@@ -2207,7 +2331,13 @@ const file_switchyard_v1_control_proto_rawDesc = "" +
 	"\x06labels\x18\x02 \x03(\v2*.switchyard.v1.SidecarSelector.LabelsEntryR\x06labels\x1a9\n" +
 	"\vLabelsEntry\x12\x10\n" +
 	"\x03key\x18\x01 \x01(\tR\x03key\x12\x14\n" +
-	"\x05value\x18\x02 \x01(\tR\x05value:\x028\x01\"\x90\x02\n" +
+	"\x05value\x18\x02 \x01(\tR\x05value:\x028\x01\"x\n" +
+	"\x13DeclareStateRequest\x12:\n" +
+	"\bselector\x18\x01 \x01(\v2\x1e.switchyard.v1.SidecarSelectorR\bselector\x12%\n" +
+	"\x0eactive_cluster\x18\x02 \x01(\tR\ractiveCluster\"L\n" +
+	"\x14DeclareStateResponse\x12\x18\n" +
+	"\aversion\x18\x01 \x01(\x04R\aversion\x12\x1a\n" +
+	"\bsidecars\x18\x02 \x03(\tR\bsidecars\"\x90\x02\n" +
 	"\rCutoverPolicy\x12\x1b\n" +
 	"\tgate_mode\x18\x01 \x01(\tR\bgateMode\x12>\n" +
 	"\rdrain_timeout\x18\x02 \x01(\v2\x19.google.protobuf.DurationR\fdrainTimeout\x12:\n" +
@@ -2298,7 +2428,7 @@ const file_switchyard_v1_control_proto_rawDesc = "" +
 	"\x19CUTOVER_STEP_ROLLING_BACK\x10\t\x12\x1c\n" +
 	"\x18CUTOVER_STEP_ROLLED_BACK\x10\n" +
 	"\x12\x17\n" +
-	"\x13CUTOVER_STEP_FAILED\x10\v2\xd4\x05\n" +
+	"\x13CUTOVER_STEP_FAILED\x10\v2\xad\x06\n" +
 	"\x0eControlService\x12W\n" +
 	"\fListClusters\x12\".switchyard.v1.ListClustersRequest\x1a#.switchyard.v1.ListClustersResponse\x12W\n" +
 	"\fListSidecars\x12\".switchyard.v1.ListSidecarsRequest\x1a#.switchyard.v1.ListSidecarsResponse\x12T\n" +
@@ -2308,7 +2438,8 @@ const file_switchyard_v1_control_proto_rawDesc = "" +
 	"GetCutover\x12 .switchyard.v1.GetCutoverRequest\x1a!.switchyard.v1.GetCutoverResponse\x12W\n" +
 	"\fListCutovers\x12\".switchyard.v1.ListCutoversRequest\x1a#.switchyard.v1.ListCutoversResponse\x12W\n" +
 	"\fAbortCutover\x12\".switchyard.v1.AbortCutoverRequest\x1a#.switchyard.v1.AbortCutoverResponse\x12Y\n" +
-	"\fWatchCutover\x12\".switchyard.v1.WatchCutoverRequest\x1a#.switchyard.v1.WatchCutoverResponse0\x012^\n" +
+	"\fWatchCutover\x12\".switchyard.v1.WatchCutoverRequest\x1a#.switchyard.v1.WatchCutoverResponse0\x01\x12W\n" +
+	"\fDeclareState\x12\".switchyard.v1.DeclareStateRequest\x1a#.switchyard.v1.DeclareStateResponse2^\n" +
 	"\x0eSidecarService\x12L\n" +
 	"\aConnect\x12\x1d.switchyard.v1.ConnectRequest\x1a\x1e.switchyard.v1.ConnectResponse(\x010\x01BAZ?github.com/switchyard/switchyard/api/switchyard/v1;switchyardv1b\x06proto3"
 
@@ -2325,7 +2456,7 @@ func file_switchyard_v1_control_proto_rawDescGZIP() []byte {
 }
 
 var file_switchyard_v1_control_proto_enumTypes = make([]protoimpl.EnumInfo, 1)
-var file_switchyard_v1_control_proto_msgTypes = make([]protoimpl.MessageInfo, 34)
+var file_switchyard_v1_control_proto_msgTypes = make([]protoimpl.MessageInfo, 36)
 var file_switchyard_v1_control_proto_goTypes = []any{
 	(CutoverStep)(0),              // 0: switchyard.v1.CutoverStep
 	(*Cluster)(nil),               // 1: switchyard.v1.Cluster
@@ -2343,93 +2474,98 @@ var file_switchyard_v1_control_proto_goTypes = []any{
 	(*ListMirrorsRequest)(nil),    // 13: switchyard.v1.ListMirrorsRequest
 	(*ListMirrorsResponse)(nil),   // 14: switchyard.v1.ListMirrorsResponse
 	(*SidecarSelector)(nil),       // 15: switchyard.v1.SidecarSelector
-	(*CutoverPolicy)(nil),         // 16: switchyard.v1.CutoverPolicy
-	(*CutoverSpec)(nil),           // 17: switchyard.v1.CutoverSpec
-	(*StepRecord)(nil),            // 18: switchyard.v1.StepRecord
-	(*SidecarAck)(nil),            // 19: switchyard.v1.SidecarAck
-	(*GroupOffset)(nil),           // 20: switchyard.v1.GroupOffset
-	(*Cutover)(nil),               // 21: switchyard.v1.Cutover
-	(*CreateCutoverRequest)(nil),  // 22: switchyard.v1.CreateCutoverRequest
-	(*CreateCutoverResponse)(nil), // 23: switchyard.v1.CreateCutoverResponse
-	(*GetCutoverRequest)(nil),     // 24: switchyard.v1.GetCutoverRequest
-	(*GetCutoverResponse)(nil),    // 25: switchyard.v1.GetCutoverResponse
-	(*ListCutoversRequest)(nil),   // 26: switchyard.v1.ListCutoversRequest
-	(*ListCutoversResponse)(nil),  // 27: switchyard.v1.ListCutoversResponse
-	(*AbortCutoverRequest)(nil),   // 28: switchyard.v1.AbortCutoverRequest
-	(*AbortCutoverResponse)(nil),  // 29: switchyard.v1.AbortCutoverResponse
-	(*WatchCutoverRequest)(nil),   // 30: switchyard.v1.WatchCutoverRequest
-	(*WatchCutoverResponse)(nil),  // 31: switchyard.v1.WatchCutoverResponse
-	nil,                           // 32: switchyard.v1.SidecarIdentity.LabelsEntry
-	nil,                           // 33: switchyard.v1.Mirror.TopicErrorsEntry
-	nil,                           // 34: switchyard.v1.SidecarSelector.LabelsEntry
-	(*Gate)(nil),                  // 35: switchyard.v1.Gate
-	(*ProxyStatus)(nil),           // 36: switchyard.v1.ProxyStatus
-	(*timestamppb.Timestamp)(nil), // 37: google.protobuf.Timestamp
-	(*durationpb.Duration)(nil),   // 38: google.protobuf.Duration
+	(*DeclareStateRequest)(nil),   // 16: switchyard.v1.DeclareStateRequest
+	(*DeclareStateResponse)(nil),  // 17: switchyard.v1.DeclareStateResponse
+	(*CutoverPolicy)(nil),         // 18: switchyard.v1.CutoverPolicy
+	(*CutoverSpec)(nil),           // 19: switchyard.v1.CutoverSpec
+	(*StepRecord)(nil),            // 20: switchyard.v1.StepRecord
+	(*SidecarAck)(nil),            // 21: switchyard.v1.SidecarAck
+	(*GroupOffset)(nil),           // 22: switchyard.v1.GroupOffset
+	(*Cutover)(nil),               // 23: switchyard.v1.Cutover
+	(*CreateCutoverRequest)(nil),  // 24: switchyard.v1.CreateCutoverRequest
+	(*CreateCutoverResponse)(nil), // 25: switchyard.v1.CreateCutoverResponse
+	(*GetCutoverRequest)(nil),     // 26: switchyard.v1.GetCutoverRequest
+	(*GetCutoverResponse)(nil),    // 27: switchyard.v1.GetCutoverResponse
+	(*ListCutoversRequest)(nil),   // 28: switchyard.v1.ListCutoversRequest
+	(*ListCutoversResponse)(nil),  // 29: switchyard.v1.ListCutoversResponse
+	(*AbortCutoverRequest)(nil),   // 30: switchyard.v1.AbortCutoverRequest
+	(*AbortCutoverResponse)(nil),  // 31: switchyard.v1.AbortCutoverResponse
+	(*WatchCutoverRequest)(nil),   // 32: switchyard.v1.WatchCutoverRequest
+	(*WatchCutoverResponse)(nil),  // 33: switchyard.v1.WatchCutoverResponse
+	nil,                           // 34: switchyard.v1.SidecarIdentity.LabelsEntry
+	nil,                           // 35: switchyard.v1.Mirror.TopicErrorsEntry
+	nil,                           // 36: switchyard.v1.SidecarSelector.LabelsEntry
+	(*Gate)(nil),                  // 37: switchyard.v1.Gate
+	(*ProxyStatus)(nil),           // 38: switchyard.v1.ProxyStatus
+	(*timestamppb.Timestamp)(nil), // 39: google.protobuf.Timestamp
+	(*durationpb.Duration)(nil),   // 40: google.protobuf.Duration
 }
 var file_switchyard_v1_control_proto_depIdxs = []int32{
 	1,  // 0: switchyard.v1.ListClustersResponse.clusters:type_name -> switchyard.v1.Cluster
-	32, // 1: switchyard.v1.SidecarIdentity.labels:type_name -> switchyard.v1.SidecarIdentity.LabelsEntry
-	35, // 2: switchyard.v1.DesiredState.gate:type_name -> switchyard.v1.Gate
+	34, // 1: switchyard.v1.SidecarIdentity.labels:type_name -> switchyard.v1.SidecarIdentity.LabelsEntry
+	37, // 2: switchyard.v1.DesiredState.gate:type_name -> switchyard.v1.Gate
 	4,  // 3: switchyard.v1.ConnectRequest.identity:type_name -> switchyard.v1.SidecarIdentity
-	36, // 4: switchyard.v1.ConnectRequest.status:type_name -> switchyard.v1.ProxyStatus
+	38, // 4: switchyard.v1.ConnectRequest.status:type_name -> switchyard.v1.ProxyStatus
 	5,  // 5: switchyard.v1.ConnectResponse.desired:type_name -> switchyard.v1.DesiredState
 	4,  // 6: switchyard.v1.Sidecar.identity:type_name -> switchyard.v1.SidecarIdentity
 	5,  // 7: switchyard.v1.Sidecar.desired:type_name -> switchyard.v1.DesiredState
-	36, // 8: switchyard.v1.Sidecar.status:type_name -> switchyard.v1.ProxyStatus
-	37, // 9: switchyard.v1.Sidecar.last_seen:type_name -> google.protobuf.Timestamp
+	38, // 8: switchyard.v1.Sidecar.status:type_name -> switchyard.v1.ProxyStatus
+	39, // 9: switchyard.v1.Sidecar.last_seen:type_name -> google.protobuf.Timestamp
 	8,  // 10: switchyard.v1.ListSidecarsResponse.sidecars:type_name -> switchyard.v1.Sidecar
 	11, // 11: switchyard.v1.Mirror.partitions:type_name -> switchyard.v1.MirrorPartition
-	33, // 12: switchyard.v1.Mirror.topic_errors:type_name -> switchyard.v1.Mirror.TopicErrorsEntry
+	35, // 12: switchyard.v1.Mirror.topic_errors:type_name -> switchyard.v1.Mirror.TopicErrorsEntry
 	12, // 13: switchyard.v1.ListMirrorsResponse.mirrors:type_name -> switchyard.v1.Mirror
-	34, // 14: switchyard.v1.SidecarSelector.labels:type_name -> switchyard.v1.SidecarSelector.LabelsEntry
-	38, // 15: switchyard.v1.CutoverPolicy.drain_timeout:type_name -> google.protobuf.Duration
-	38, // 16: switchyard.v1.CutoverPolicy.hold_budget:type_name -> google.protobuf.Duration
-	38, // 17: switchyard.v1.CutoverPolicy.ack_timeout:type_name -> google.protobuf.Duration
-	15, // 18: switchyard.v1.CutoverSpec.selector:type_name -> switchyard.v1.SidecarSelector
-	16, // 19: switchyard.v1.CutoverSpec.policy:type_name -> switchyard.v1.CutoverPolicy
-	0,  // 20: switchyard.v1.StepRecord.step:type_name -> switchyard.v1.CutoverStep
-	37, // 21: switchyard.v1.StepRecord.started:type_name -> google.protobuf.Timestamp
-	37, // 22: switchyard.v1.StepRecord.finished:type_name -> google.protobuf.Timestamp
-	17, // 23: switchyard.v1.Cutover.spec:type_name -> switchyard.v1.CutoverSpec
-	0,  // 24: switchyard.v1.Cutover.step:type_name -> switchyard.v1.CutoverStep
-	18, // 25: switchyard.v1.Cutover.history:type_name -> switchyard.v1.StepRecord
-	19, // 26: switchyard.v1.Cutover.sidecars:type_name -> switchyard.v1.SidecarAck
-	20, // 27: switchyard.v1.Cutover.group_offsets:type_name -> switchyard.v1.GroupOffset
-	37, // 28: switchyard.v1.Cutover.gated_at:type_name -> google.protobuf.Timestamp
-	37, // 29: switchyard.v1.Cutover.released_at:type_name -> google.protobuf.Timestamp
-	38, // 30: switchyard.v1.Cutover.block_window:type_name -> google.protobuf.Duration
-	37, // 31: switchyard.v1.Cutover.created:type_name -> google.protobuf.Timestamp
-	37, // 32: switchyard.v1.Cutover.updated:type_name -> google.protobuf.Timestamp
-	17, // 33: switchyard.v1.CreateCutoverRequest.spec:type_name -> switchyard.v1.CutoverSpec
-	21, // 34: switchyard.v1.CreateCutoverResponse.cutover:type_name -> switchyard.v1.Cutover
-	21, // 35: switchyard.v1.GetCutoverResponse.cutover:type_name -> switchyard.v1.Cutover
-	21, // 36: switchyard.v1.ListCutoversResponse.cutovers:type_name -> switchyard.v1.Cutover
-	21, // 37: switchyard.v1.AbortCutoverResponse.cutover:type_name -> switchyard.v1.Cutover
-	21, // 38: switchyard.v1.WatchCutoverResponse.cutover:type_name -> switchyard.v1.Cutover
-	2,  // 39: switchyard.v1.ControlService.ListClusters:input_type -> switchyard.v1.ListClustersRequest
-	9,  // 40: switchyard.v1.ControlService.ListSidecars:input_type -> switchyard.v1.ListSidecarsRequest
-	13, // 41: switchyard.v1.ControlService.ListMirrors:input_type -> switchyard.v1.ListMirrorsRequest
-	22, // 42: switchyard.v1.ControlService.CreateCutover:input_type -> switchyard.v1.CreateCutoverRequest
-	24, // 43: switchyard.v1.ControlService.GetCutover:input_type -> switchyard.v1.GetCutoverRequest
-	26, // 44: switchyard.v1.ControlService.ListCutovers:input_type -> switchyard.v1.ListCutoversRequest
-	28, // 45: switchyard.v1.ControlService.AbortCutover:input_type -> switchyard.v1.AbortCutoverRequest
-	30, // 46: switchyard.v1.ControlService.WatchCutover:input_type -> switchyard.v1.WatchCutoverRequest
-	6,  // 47: switchyard.v1.SidecarService.Connect:input_type -> switchyard.v1.ConnectRequest
-	3,  // 48: switchyard.v1.ControlService.ListClusters:output_type -> switchyard.v1.ListClustersResponse
-	10, // 49: switchyard.v1.ControlService.ListSidecars:output_type -> switchyard.v1.ListSidecarsResponse
-	14, // 50: switchyard.v1.ControlService.ListMirrors:output_type -> switchyard.v1.ListMirrorsResponse
-	23, // 51: switchyard.v1.ControlService.CreateCutover:output_type -> switchyard.v1.CreateCutoverResponse
-	25, // 52: switchyard.v1.ControlService.GetCutover:output_type -> switchyard.v1.GetCutoverResponse
-	27, // 53: switchyard.v1.ControlService.ListCutovers:output_type -> switchyard.v1.ListCutoversResponse
-	29, // 54: switchyard.v1.ControlService.AbortCutover:output_type -> switchyard.v1.AbortCutoverResponse
-	31, // 55: switchyard.v1.ControlService.WatchCutover:output_type -> switchyard.v1.WatchCutoverResponse
-	7,  // 56: switchyard.v1.SidecarService.Connect:output_type -> switchyard.v1.ConnectResponse
-	48, // [48:57] is the sub-list for method output_type
-	39, // [39:48] is the sub-list for method input_type
-	39, // [39:39] is the sub-list for extension type_name
-	39, // [39:39] is the sub-list for extension extendee
-	0,  // [0:39] is the sub-list for field type_name
+	36, // 14: switchyard.v1.SidecarSelector.labels:type_name -> switchyard.v1.SidecarSelector.LabelsEntry
+	15, // 15: switchyard.v1.DeclareStateRequest.selector:type_name -> switchyard.v1.SidecarSelector
+	40, // 16: switchyard.v1.CutoverPolicy.drain_timeout:type_name -> google.protobuf.Duration
+	40, // 17: switchyard.v1.CutoverPolicy.hold_budget:type_name -> google.protobuf.Duration
+	40, // 18: switchyard.v1.CutoverPolicy.ack_timeout:type_name -> google.protobuf.Duration
+	15, // 19: switchyard.v1.CutoverSpec.selector:type_name -> switchyard.v1.SidecarSelector
+	18, // 20: switchyard.v1.CutoverSpec.policy:type_name -> switchyard.v1.CutoverPolicy
+	0,  // 21: switchyard.v1.StepRecord.step:type_name -> switchyard.v1.CutoverStep
+	39, // 22: switchyard.v1.StepRecord.started:type_name -> google.protobuf.Timestamp
+	39, // 23: switchyard.v1.StepRecord.finished:type_name -> google.protobuf.Timestamp
+	19, // 24: switchyard.v1.Cutover.spec:type_name -> switchyard.v1.CutoverSpec
+	0,  // 25: switchyard.v1.Cutover.step:type_name -> switchyard.v1.CutoverStep
+	20, // 26: switchyard.v1.Cutover.history:type_name -> switchyard.v1.StepRecord
+	21, // 27: switchyard.v1.Cutover.sidecars:type_name -> switchyard.v1.SidecarAck
+	22, // 28: switchyard.v1.Cutover.group_offsets:type_name -> switchyard.v1.GroupOffset
+	39, // 29: switchyard.v1.Cutover.gated_at:type_name -> google.protobuf.Timestamp
+	39, // 30: switchyard.v1.Cutover.released_at:type_name -> google.protobuf.Timestamp
+	40, // 31: switchyard.v1.Cutover.block_window:type_name -> google.protobuf.Duration
+	39, // 32: switchyard.v1.Cutover.created:type_name -> google.protobuf.Timestamp
+	39, // 33: switchyard.v1.Cutover.updated:type_name -> google.protobuf.Timestamp
+	19, // 34: switchyard.v1.CreateCutoverRequest.spec:type_name -> switchyard.v1.CutoverSpec
+	23, // 35: switchyard.v1.CreateCutoverResponse.cutover:type_name -> switchyard.v1.Cutover
+	23, // 36: switchyard.v1.GetCutoverResponse.cutover:type_name -> switchyard.v1.Cutover
+	23, // 37: switchyard.v1.ListCutoversResponse.cutovers:type_name -> switchyard.v1.Cutover
+	23, // 38: switchyard.v1.AbortCutoverResponse.cutover:type_name -> switchyard.v1.Cutover
+	23, // 39: switchyard.v1.WatchCutoverResponse.cutover:type_name -> switchyard.v1.Cutover
+	2,  // 40: switchyard.v1.ControlService.ListClusters:input_type -> switchyard.v1.ListClustersRequest
+	9,  // 41: switchyard.v1.ControlService.ListSidecars:input_type -> switchyard.v1.ListSidecarsRequest
+	13, // 42: switchyard.v1.ControlService.ListMirrors:input_type -> switchyard.v1.ListMirrorsRequest
+	24, // 43: switchyard.v1.ControlService.CreateCutover:input_type -> switchyard.v1.CreateCutoverRequest
+	26, // 44: switchyard.v1.ControlService.GetCutover:input_type -> switchyard.v1.GetCutoverRequest
+	28, // 45: switchyard.v1.ControlService.ListCutovers:input_type -> switchyard.v1.ListCutoversRequest
+	30, // 46: switchyard.v1.ControlService.AbortCutover:input_type -> switchyard.v1.AbortCutoverRequest
+	32, // 47: switchyard.v1.ControlService.WatchCutover:input_type -> switchyard.v1.WatchCutoverRequest
+	16, // 48: switchyard.v1.ControlService.DeclareState:input_type -> switchyard.v1.DeclareStateRequest
+	6,  // 49: switchyard.v1.SidecarService.Connect:input_type -> switchyard.v1.ConnectRequest
+	3,  // 50: switchyard.v1.ControlService.ListClusters:output_type -> switchyard.v1.ListClustersResponse
+	10, // 51: switchyard.v1.ControlService.ListSidecars:output_type -> switchyard.v1.ListSidecarsResponse
+	14, // 52: switchyard.v1.ControlService.ListMirrors:output_type -> switchyard.v1.ListMirrorsResponse
+	25, // 53: switchyard.v1.ControlService.CreateCutover:output_type -> switchyard.v1.CreateCutoverResponse
+	27, // 54: switchyard.v1.ControlService.GetCutover:output_type -> switchyard.v1.GetCutoverResponse
+	29, // 55: switchyard.v1.ControlService.ListCutovers:output_type -> switchyard.v1.ListCutoversResponse
+	31, // 56: switchyard.v1.ControlService.AbortCutover:output_type -> switchyard.v1.AbortCutoverResponse
+	33, // 57: switchyard.v1.ControlService.WatchCutover:output_type -> switchyard.v1.WatchCutoverResponse
+	17, // 58: switchyard.v1.ControlService.DeclareState:output_type -> switchyard.v1.DeclareStateResponse
+	7,  // 59: switchyard.v1.SidecarService.Connect:output_type -> switchyard.v1.ConnectResponse
+	50, // [50:60] is the sub-list for method output_type
+	40, // [40:50] is the sub-list for method input_type
+	40, // [40:40] is the sub-list for extension type_name
+	40, // [40:40] is the sub-list for extension extendee
+	0,  // [0:40] is the sub-list for field type_name
 }
 
 func init() { file_switchyard_v1_control_proto_init() }
@@ -2444,7 +2580,7 @@ func file_switchyard_v1_control_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_switchyard_v1_control_proto_rawDesc), len(file_switchyard_v1_control_proto_rawDesc)),
 			NumEnums:      1,
-			NumMessages:   34,
+			NumMessages:   36,
 			NumExtensions: 0,
 			NumServices:   2,
 		},

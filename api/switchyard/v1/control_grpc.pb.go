@@ -27,6 +27,7 @@ const (
 	ControlService_ListCutovers_FullMethodName  = "/switchyard.v1.ControlService/ListCutovers"
 	ControlService_AbortCutover_FullMethodName  = "/switchyard.v1.ControlService/AbortCutover"
 	ControlService_WatchCutover_FullMethodName  = "/switchyard.v1.ControlService/WatchCutover"
+	ControlService_DeclareState_FullMethodName  = "/switchyard.v1.ControlService/DeclareState"
 )
 
 // ControlServiceClient is the client API for ControlService service.
@@ -84,6 +85,23 @@ type ControlServiceClient interface {
 	//
 	// REST: GET /v1/cutovers/{id}:watch (one JSON object per line)
 	WatchCutover(ctx context.Context, in *WatchCutoverRequest, opts ...grpc.CallOption) (grpc.ServerStreamingClient[WatchCutoverResponse], error)
+	// DeclareState makes "on this cluster, no gate" the desired state of the
+	// selected sidecars, under a new version, for those connected now and
+	// those that connect later. It records what already holds and never
+	// moves a client: it is refused while a connected sidecar of the
+	// selection runs on another cluster (a cutover moves clients). Its use:
+	// the control plane never adopts what sidecars report, so after losing
+	// its store it sends sidecars that had moved nothing, and they keep
+	// running where they are (listed as diverged) while new ones would start
+	// on their configured cluster; declaring their cluster makes it the
+	// desired state again. A gate a selected sidecar still holds is lifted.
+	//
+	// Errors: INVALID_ARGUMENT (no apps, no cluster), FAILED_PRECONDITION (an
+	// unknown cluster, a connected sidecar on another cluster or without a
+	// status), ABORTED (a cutover of one of the applications is running).
+	//
+	// REST: POST /v1/sidecars:declare
+	DeclareState(ctx context.Context, in *DeclareStateRequest, opts ...grpc.CallOption) (*DeclareStateResponse, error)
 }
 
 type controlServiceClient struct {
@@ -183,6 +201,16 @@ func (c *controlServiceClient) WatchCutover(ctx context.Context, in *WatchCutove
 // This type alias is provided for backwards compatibility with existing code that references the prior non-generic stream type by name.
 type ControlService_WatchCutoverClient = grpc.ServerStreamingClient[WatchCutoverResponse]
 
+func (c *controlServiceClient) DeclareState(ctx context.Context, in *DeclareStateRequest, opts ...grpc.CallOption) (*DeclareStateResponse, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(DeclareStateResponse)
+	err := c.cc.Invoke(ctx, ControlService_DeclareState_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
 // ControlServiceServer is the server API for ControlService service.
 // All implementations must embed UnimplementedControlServiceServer
 // for forward compatibility.
@@ -238,6 +266,23 @@ type ControlServiceServer interface {
 	//
 	// REST: GET /v1/cutovers/{id}:watch (one JSON object per line)
 	WatchCutover(*WatchCutoverRequest, grpc.ServerStreamingServer[WatchCutoverResponse]) error
+	// DeclareState makes "on this cluster, no gate" the desired state of the
+	// selected sidecars, under a new version, for those connected now and
+	// those that connect later. It records what already holds and never
+	// moves a client: it is refused while a connected sidecar of the
+	// selection runs on another cluster (a cutover moves clients). Its use:
+	// the control plane never adopts what sidecars report, so after losing
+	// its store it sends sidecars that had moved nothing, and they keep
+	// running where they are (listed as diverged) while new ones would start
+	// on their configured cluster; declaring their cluster makes it the
+	// desired state again. A gate a selected sidecar still holds is lifted.
+	//
+	// Errors: INVALID_ARGUMENT (no apps, no cluster), FAILED_PRECONDITION (an
+	// unknown cluster, a connected sidecar on another cluster or without a
+	// status), ABORTED (a cutover of one of the applications is running).
+	//
+	// REST: POST /v1/sidecars:declare
+	DeclareState(context.Context, *DeclareStateRequest) (*DeclareStateResponse, error)
 	mustEmbedUnimplementedControlServiceServer()
 }
 
@@ -271,6 +316,9 @@ func (UnimplementedControlServiceServer) AbortCutover(context.Context, *AbortCut
 }
 func (UnimplementedControlServiceServer) WatchCutover(*WatchCutoverRequest, grpc.ServerStreamingServer[WatchCutoverResponse]) error {
 	return status.Error(codes.Unimplemented, "method WatchCutover not implemented")
+}
+func (UnimplementedControlServiceServer) DeclareState(context.Context, *DeclareStateRequest) (*DeclareStateResponse, error) {
+	return nil, status.Error(codes.Unimplemented, "method DeclareState not implemented")
 }
 func (UnimplementedControlServiceServer) mustEmbedUnimplementedControlServiceServer() {}
 func (UnimplementedControlServiceServer) testEmbeddedByValue()                        {}
@@ -430,6 +478,24 @@ func _ControlService_WatchCutover_Handler(srv interface{}, stream grpc.ServerStr
 // This type alias is provided for backwards compatibility with existing code that references the prior non-generic stream type by name.
 type ControlService_WatchCutoverServer = grpc.ServerStreamingServer[WatchCutoverResponse]
 
+func _ControlService_DeclareState_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(DeclareStateRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(ControlServiceServer).DeclareState(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: ControlService_DeclareState_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(ControlServiceServer).DeclareState(ctx, req.(*DeclareStateRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
 // ControlService_ServiceDesc is the grpc.ServiceDesc for ControlService service.
 // It's only intended for direct use with grpc.RegisterService,
 // and not to be introspected or modified (even as a copy)
@@ -464,6 +530,10 @@ var ControlService_ServiceDesc = grpc.ServiceDesc{
 		{
 			MethodName: "AbortCutover",
 			Handler:    _ControlService_AbortCutover_Handler,
+		},
+		{
+			MethodName: "DeclareState",
+			Handler:    _ControlService_DeclareState_Handler,
 		},
 	},
 	Streams: []grpc.StreamDesc{
