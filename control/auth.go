@@ -2,6 +2,7 @@ package control
 
 import (
 	"context"
+	"crypto/sha256"
 	"crypto/subtle"
 	"crypto/x509"
 	"fmt"
@@ -196,6 +197,10 @@ type authorizer struct {
 	enabled  bool
 	readAuth bool
 	tokens   []Token
+	// digests holds the SHA-256 of each token's value, compared instead
+	// of the values: a comparison of fixed-size digests takes the same
+	// time whatever the length of the token tried or of the token kept.
+	digests [][sha256.Size]byte
 	// certs is set only when the server verifies client certificates
 	// against a CA, so an unverified certificate is never looked at.
 	certs       []ClientCertificate
@@ -204,6 +209,9 @@ type authorizer struct {
 
 func newAuthorizer(cfg ServerConfig) *authorizer {
 	a := &authorizer{readAuth: cfg.ReadAuth, tokens: cfg.allTokens(), verifyCerts: cfg.TLS.CAFile != ""}
+	for _, t := range a.tokens {
+		a.digests = append(a.digests, sha256.Sum256([]byte(t.Value)))
+	}
 	if a.verifyCerts {
 		a.certs = cfg.ClientCertificates
 	}
@@ -221,10 +229,12 @@ func (a *authorizer) authenticate(ctx context.Context) (principal, error) {
 			return anonymous, status.Error(codes.Unauthenticated, "invalid bearer token: want authorization: Bearer <token>")
 		}
 		// Compare with every token, so the time taken does not tell
-		// which one (or whether an early one) matched.
+		// which one (or whether an early one) matched, and digests, so it
+		// does not tell a token's length either.
 		match := -1
-		for i, t := range a.tokens {
-			if subtle.ConstantTimeCompare([]byte(got), []byte(t.Value)) == 1 && match < 0 {
+		tried := sha256.Sum256([]byte(got))
+		for i := range a.digests {
+			if subtle.ConstantTimeCompare(tried[:], a.digests[i][:]) == 1 && match < 0 {
 				match = i
 			}
 		}
