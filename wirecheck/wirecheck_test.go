@@ -378,3 +378,55 @@ func BenchmarkDenseKmsgDecode(b *testing.B) {
 		}
 	}
 }
+
+// BenchmarkTypical walks what passes on the hot path: a Produce of three
+// partitions of 16 KiB batches and a Fetch request of three partitions
+// (every request the proxy forwards is walked once), and a Fetch response
+// carrying them.
+func BenchmarkTypical(b *testing.B) {
+	produce := kmsg.NewPtrProduceRequest()
+	produce.SetVersion(11)
+	fetch := kmsg.NewPtrFetchRequest()
+	fetch.SetVersion(16)
+	fresp := kmsg.NewPtrFetchResponse()
+	fresp.SetVersion(16)
+	pt := kmsg.NewProduceRequestTopic()
+	pt.Topic = "orders"
+	ft := kmsg.NewFetchRequestTopic()
+	ft.Topic = "orders"
+	rt := kmsg.NewFetchResponseTopic()
+	rt.Topic = "orders"
+	for i := range int32(3) {
+		pp := kmsg.NewProduceRequestTopicPartition()
+		pp.Partition, pp.Records = i, make([]byte, 16<<10)
+		pt.Partitions = append(pt.Partitions, pp)
+		fp := kmsg.NewFetchRequestTopicPartition()
+		fp.Partition = i
+		ft.Partitions = append(ft.Partitions, fp)
+		rp := kmsg.NewFetchResponseTopicPartition()
+		rp.Partition, rp.RecordBatches = i, make([]byte, 16<<10)
+		rt.Partitions = append(rt.Partitions, rp)
+	}
+	produce.Topics = append(produce.Topics, pt)
+	fetch.Topics = append(fetch.Topics, ft)
+	fresp.Topics = append(fresp.Topics, rt)
+	for _, tc := range []struct {
+		name    string
+		check   func(int16, int16, []byte) error
+		key, v  int16
+		message interface{ AppendTo([]byte) []byte }
+	}{
+		{"ProduceRequest", Request, 0, 11, produce},
+		{"FetchRequest", Request, 1, 16, fetch},
+		{"FetchResponse", Response, 1, 16, fresp},
+	} {
+		body := tc.message.AppendTo(nil)
+		b.Run(tc.name, func(b *testing.B) {
+			for b.Loop() {
+				if err := tc.check(tc.key, tc.v, body); err != nil {
+					b.Fatal(err)
+				}
+			}
+		})
+	}
+}
