@@ -859,8 +859,27 @@ func TestConfigValidate(t *testing.T) {
 		wantErr string
 	}{
 		{name: "default", mutate: func(*Config) {}},
-		{name: "any interface", mutate: func(c *Config) { c.Listen = ":9190" }},
 		{name: "ephemeral port", mutate: func(c *Config) { c.Listen = "127.0.0.1:0" }},
+		{name: "localhost", mutate: func(c *Config) { c.Listen = "localhost:9190" }},
+		{name: "ipv6 loopback", mutate: func(c *Config) { c.Listen = "[::1]:9190" }},
+		// The API can gate and switch the proxy: beyond loopback it needs
+		// a credential.
+		{name: "any interface without credentials", mutate: func(c *Config) { c.Listen = ":9190" },
+			wantErr: "listen: :9190 is not a loopback address, and neither a token nor a client CA (tls.caFile) is configured"},
+		{name: "0.0.0.0 without credentials", mutate: func(c *Config) { c.Listen = "0.0.0.0:9190" }, wantErr: "not a loopback address"},
+		{name: "pod address without credentials", mutate: func(c *Config) { c.Listen = "10.1.2.3:9190" }, wantErr: "not a loopback address"},
+		{name: "a name without credentials", mutate: func(c *Config) { c.Listen = "sidecar.example:9190" }, wantErr: "not a loopback address"},
+		{name: "any interface with a token", mutate: func(c *Config) { c.Listen, c.Token = ":9190", "tok" }},
+		{name: "token with white space", mutate: func(c *Config) { c.Token = "tok\n" }, wantErr: "token: leading or trailing white space"},
+		{name: "client CA without a certificate", mutate: func(c *Config) { c.Listen, c.TLS.CAFile = ":9190", "/nonexistent/ca.pem" },
+			wantErr: "tls.certFile, tls.keyFile: required"},
+		{name: "client setting", mutate: func(c *Config) { c.TLS.InsecureSkipVerify = true }, wantErr: "tls.insecureSkipVerify: a client setting"},
+		{name: "missing certificate file", mutate: func(c *Config) { c.TLS.CertFile, c.TLS.KeyFile = "/nonexistent/c.pem", "/nonexistent/k.pem" },
+			wantErr: "tls.certFile: open /nonexistent/c.pem"},
+		{name: "health listener", mutate: func(c *Config) { c.HealthListen = "0.0.0.0:9191" }},
+		{name: "health listener on the admin port", mutate: func(c *Config) { c.HealthListen = c.Listen }, wantErr: "healthListen: 127.0.0.1:9190 is also listen"},
+		{name: "bad health listener", mutate: func(c *Config) { c.HealthListen = "9191" }, wantErr: "healthListen"},
+		{name: "allowed host with a port", mutate: func(c *Config) { c.AllowedHosts = []string{"admin.example:9190"} }, wantErr: "allowedHosts[0]"},
 		{name: "no port", mutate: func(c *Config) { c.Listen = "127.0.0.1" }, wantErr: "listen"},
 		{name: "port out of range", mutate: func(c *Config) { c.Listen = "127.0.0.1:70000" }, wantErr: "out of range"},
 		{name: "zero shutdown timeout", mutate: func(c *Config) { c.ShutdownTimeout = 0 }, wantErr: "shutdownTimeout"},
