@@ -55,7 +55,7 @@ func TestParseProxyOptionsAdmin(t *testing.T) {
 		{name: "a TLS certificate is not a credential", args: []string{"--admin", "0.0.0.0:9190", "--admin-tls-cert", server.Cert, "--admin-tls-key", server.Key},
 			want: []string{"not a loopback address"}},
 		{name: "client CA without a certificate", args: []string{"--admin", "0.0.0.0:9190", "--admin-tls-ca", server.CA},
-			want: []string{"--admin-tls-ca: needs --admin-tls-cert and --admin-tls-key"}},
+			want: []string{"--admin-tls-cert, --admin-tls-key: required to serve TLS"}},
 		{name: "missing admin TLS key", args: []string{"--admin-tls-cert", server.Cert},
 			want: []string{"--admin-tls-key: must be set when --admin-tls-cert is"}},
 		{name: "unreadable admin CA", args: []string{"--admin", "0.0.0.0:9190", "--admin-tls-cert", server.Cert, "--admin-tls-key", server.Key, "--admin-tls-ca", "/nonexistent/ca.pem"},
@@ -70,7 +70,7 @@ func TestParseProxyOptionsAdmin(t *testing.T) {
 			want: []string{"healthListen: 127.0.0.1:9190 is also listen"}},
 		{name: "allowed host with a port", args: []string{"--admin-allowed-hosts", "a.example,b.example:9190"}, want: []string{"allowedHosts[1]"}},
 		{name: "client setting in adminTls", yaml: "adminTls: {certFile: " + server.Cert + ", keyFile: " + server.Key + ", serverName: x}\n",
-			want: []string{"tls.serverName: a client setting"}},
+			want: []string{"adminTls.serverName, adminTls.insecureSkipVerify: client settings"}},
 	}
 	for _, tt := range errs {
 		t.Run(tt.name, func(t *testing.T) {
@@ -161,29 +161,10 @@ func TestRunProxyAdminGuarded(t *testing.T) {
 		"--active", "source", "--listen", freeAddr(t), "--broker-port-base=-1",
 		"--admin", adminAddr, "--health-listen", health, "--log-level", "warn",
 	}
-	env := envOf(map[string]string{"SWITCHYARD_ADMIN_TOKEN": "admin-s3cret"})
-	var stderr lockedBuffer
-	ctx, cancel := context.WithCancel(context.Background())
-	defer cancel()
-	exited := make(chan int, 1)
-	go func() { exited <- run(ctx, args, env, io.Discard, &stderr) }()
-
+	r := startRun(t, args, map[string]string{"SWITCHYARD_ADMIN_TOKEN": "admin-s3cret"})
+	ctx := t.Context()
 	// Ready, by the probe the injector sets: the health listener.
-	deadline := time.Now().Add(20 * time.Second)
-	for {
-		select {
-		case code := <-exited:
-			t.Fatalf("run exited with %d; stderr:\n%s", code, stderr.String())
-		default:
-		}
-		if code, _ := httpDo(t, http.MethodGet, "http://"+health+"/readyz", ""); code == http.StatusOK {
-			break
-		}
-		if time.Now().After(deadline) {
-			t.Fatalf("health listener /readyz not 200 within 20s; stderr:\n%s", stderr.String())
-		}
-		time.Sleep(20 * time.Millisecond)
-	}
+	r.waitReady("http://" + health + "/readyz")
 
 	send := func(method, url, contentType, body string, header ...string) (int, string) {
 		t.Helper()
@@ -270,15 +251,7 @@ func TestRunProxyAdminGuarded(t *testing.T) {
 		t.Errorf("gRPC Switch with the token: %v, %v", resp, err)
 	}
 
-	cancel()
-	select {
-	case code := <-exited:
-		if code != 0 {
-			t.Errorf("run after cancel = %d, want 0; stderr:\n%s", code, stderr.String())
-		}
-	case <-time.After(20 * time.Second):
-		t.Fatal("run did not return within 20s of cancel")
-	}
+	r.stop()
 }
 
 // TestRunRefusesExposedAdmin: `switchyard proxy` with the admin API on

@@ -298,11 +298,8 @@ func validateAdmin(c admin.Config, origins map[string]string) error {
 			"anyone who reaches the port could gate and switch this proxy; listen on 127.0.0.1 (expose --health-listen for probes and metrics) "+
 			"or configure a token or mTLS", name("admin", "admin"), c.Listen)
 	}
-	if c.TLS.CAFile != "" && c.TLS.CertFile == "" {
-		return fmt.Errorf("%s: needs --admin-tls-cert and --admin-tls-key (client certificates are checked in the TLS handshake)", name("admin-tls-ca", "adminTls.caFile"))
-	}
-	if err := c.TLS.Validate("--admin-tls"); err != nil {
-		return err
+	if err := c.TLS.ValidateServer("--admin-tls"); err != nil {
+		return fmt.Errorf("%w (or adminTls in the config file)", err)
 	}
 	if err := c.Validate(); err != nil {
 		return fmt.Errorf("admin (--admin, --health-listen, --admin-allowed-hosts, adminTls in the config file): %w", err)
@@ -538,6 +535,9 @@ func loadProxyFile(path string, o *proxyOptions) error {
 	set(&o.Admin.Listen, f.Admin)
 	set(&o.Admin.HealthListen, f.HealthListen)
 	set(&o.AdminTokenFile, f.AdminTokenFile)
+	if f.AdminTLS.ServerName != "" || f.AdminTLS.InsecureSkipVerify {
+		return fmt.Errorf("config file %s: adminTls.serverName, adminTls.insecureSkipVerify: client settings; the admin server does not use them", path)
+	}
 	o.Admin.TLS = f.AdminTLS
 	if f.AdminAllowedHosts != nil {
 		o.Admin.AllowedHosts = f.AdminAllowedHosts

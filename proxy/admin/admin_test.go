@@ -161,36 +161,20 @@ func defaultTestConfig() Config {
 	return cfg
 }
 
-// do sends an HTTP/1.1 request and returns the status code and body.
+// do sends an HTTP/1.1 request, with Content-Type application/json when it
+// has a body, and returns the status code and body. header holds further
+// name, value pairs.
 func do(t *testing.T, method, url, body string, header ...string) (int, []byte) {
 	t.Helper()
-	var r io.Reader
+	h := map[string]string{}
 	if body != "" {
-		r = strings.NewReader(body)
-	}
-	req, err := http.NewRequest(method, url, r)
-	if err != nil {
-		t.Fatalf("new request: %v", err)
-	}
-	if body != "" {
-		req.Header.Set("Content-Type", "application/json")
+		h["Content-Type"] = "application/json"
 	}
 	for i := 0; i+1 < len(header); i += 2 {
-		req.Header.Set(header[i], header[i+1])
+		h[header[i]] = header[i+1]
 	}
-	resp, err := http.DefaultClient.Do(req)
-	if err != nil {
-		t.Fatalf("%s %s: %v", method, url, err)
-	}
-	defer resp.Body.Close()
-	if resp.ProtoMajor != 1 {
-		t.Errorf("%s %s: served over %s, want HTTP/1.1", method, url, resp.Proto)
-	}
-	b, err := io.ReadAll(resp.Body)
-	if err != nil {
-		t.Fatalf("read body: %v", err)
-	}
-	return resp.StatusCode, b
+	code, b := rawRequest(t, method, url, body, h)
+	return code, []byte(b)
 }
 
 func decode(t *testing.T, b []byte) map[string]any {

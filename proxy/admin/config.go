@@ -92,19 +92,8 @@ func (c Config) Validate() error {
 			add("healthListen: %s is also listen: give the health endpoints a port of their own", c.HealthListen)
 		}
 	}
-	if c.TLS.Enabled() {
-		if c.TLS.CertFile == "" && c.TLS.KeyFile == "" {
-			add("tls.certFile, tls.keyFile: required to serve TLS (a client CA is checked in the TLS handshake)")
-		}
-		if c.TLS.ServerName != "" {
-			add("tls.serverName: a client setting; the server does not use it")
-		}
-		if c.TLS.InsecureSkipVerify {
-			add("tls.insecureSkipVerify: a client setting; the server does not use it")
-		}
-		if err := c.TLS.Validate("tls"); err != nil {
-			errs = append(errs, err)
-		}
+	if err := c.TLS.ValidateServer("tls"); err != nil {
+		errs = append(errs, err)
 	}
 	if strings.TrimSpace(string(c.Token)) != string(c.Token) {
 		add("token: leading or trailing white space")

@@ -7,8 +7,6 @@ import (
 	"io"
 	"net"
 	"net/http"
-	"os"
-	"path/filepath"
 	"strings"
 	"testing"
 
@@ -29,8 +27,9 @@ import (
 )
 
 // rawRequest sends one HTTP/1.1 request exactly as given: body, headers and
-// Host (the Host header a browser would send), with no Content-Type added.
-func rawRequest(t *testing.T, client *http.Client, method, url, body string, header map[string]string) (int, string) {
+// Host (the Host header a browser would send), with no Content-Type added,
+// and returns the status code and body.
+func rawRequest(t *testing.T, method, url, body string, header map[string]string) (int, string) {
 	t.Helper()
 	var r io.Reader
 	if body != "" {
@@ -47,14 +46,14 @@ func rawRequest(t *testing.T, client *http.Client, method, url, body string, hea
 		}
 		req.Header.Set(k, v)
 	}
-	if client == nil {
-		client = http.DefaultClient
-	}
-	resp, err := client.Do(req)
+	resp, err := http.DefaultClient.Do(req)
 	if err != nil {
 		t.Fatalf("%s %s: %v", method, url, err)
 	}
 	defer resp.Body.Close()
+	if resp.ProtoMajor != 1 {
+		t.Errorf("%s %s: served over %s, want HTTP/1.1", method, url, resp.Proto)
+	}
 	b, err := io.ReadAll(resp.Body)
 	if err != nil {
 		t.Fatalf("read body: %v", err)
@@ -117,7 +116,7 @@ func TestBrowserRequestsRefused(t *testing.T) {
 			header: map[string]string{"Origin": "http://evil.example"}, wantCode: 403},
 		// DNS rebinding: the page's own origin, resolved to 127.0.0.1.
 		{name: "rebinding switch", method: "POST", path: "/v1/switch", body: switchBody,
-			header: map[string]string{"Content-Type": json, "Host": "rebind.evil.example:" + port, "Origin": "http://rebind.evil.example:" + port},
+			header:   map[string]string{"Content-Type": json, "Host": "rebind.evil.example:" + port, "Origin": "http://rebind.evil.example:" + port},
 			wantCode: 403, wantBody: "DNS rebinding"},
 		{name: "rebinding status read", method: "GET", path: "/v1/status",
 			header: map[string]string{"Host": "rebind.evil.example:" + port}, wantCode: 403},
@@ -144,7 +143,7 @@ func TestBrowserRequestsRefused(t *testing.T) {
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
 			fp.set(func(f *fakeProxy) { f.switched, f.gate, f.gateSet = nil, proxy.Gate{}, false })
-			code, body := rawRequest(t, nil, tt.method, ts.base+tt.path, tt.body, tt.header)
+			code, body := rawRequest(t, tt.method, ts.base+tt.path, tt.body, tt.header)
 			if code != tt.wantCode || !strings.Contains(body, tt.wantBody) {
 				t.Errorf("%s %s: %d %s, want %d with %q", tt.method, tt.path, code, body, tt.wantCode, tt.wantBody)
 			}
@@ -215,7 +214,7 @@ func TestGRPCBrowserRulesAndAllowedHosts(t *testing.T) {
 		})
 	}
 	t.Run("allowed host over REST", func(t *testing.T) {
-		code, body := rawRequest(t, nil, "GET", ts.base+"/v1/status", "", map[string]string{"Host": "sidecar-admin.example:" + port})
+		code, body := rawRequest(t, "GET", ts.base+"/v1/status", "", map[string]string{"Host": "sidecar-admin.example:" + port})
 		if code != 200 {
 			t.Errorf("GET /v1/status with an allowed host: %d %s", code, body)
 		}
@@ -260,7 +259,7 @@ func TestTokenAuth(t *testing.T) {
 	}
 	for _, tt := range rest {
 		t.Run("REST "+tt.name, func(t *testing.T) {
-			code, body := rawRequest(t, nil, tt.method, ts.base+tt.path, tt.body, tt.header)
+			code, body := rawRequest(t, tt.method, ts.base+tt.path, tt.body, tt.header)
 			if code != tt.want {
 				t.Errorf("%s %s: %d %s, want %d", tt.method, tt.path, code, body, tt.want)
 			}
@@ -322,20 +321,12 @@ type adminPKI struct {
 
 func newAdminPKI(t *testing.T) adminPKI {
 	t.Helper()
-	dir := t.TempDir()
 	ca := tlstest.NewCA(t, "admin-ca")
 	other := tlstest.NewCA(t, "other-ca")
-	sub := func(name string, ca *tlstest.CA, is tlstest.Issued) tlstest.Paths {
-		d := filepath.Join(dir, name)
-		if err := os.Mkdir(d, 0o700); err != nil {
-			t.Fatal(err)
-		}
-		return tlstest.Write(t, d, ca, is)
-	}
 	return adminPKI{
-		server:   sub("server", ca, ca.Localhost(t)),
-		client:   sub("client", ca, ca.Issue(t, tlstest.Leaf{CommonName: "operator", Client: true})),
-		stranger: sub("stranger", other, other.Issue(t, tlstest.Leaf{CommonName: "operator", Client: true})),
+		server:   tlstest.Write(t, t.TempDir(), ca, ca.Localhost(t)),
+		client:   tlstest.Write(t, t.TempDir(), ca, ca.Issue(t, tlstest.Leaf{CommonName: "operator", Client: true})),
+		stranger: tlstest.Write(t, t.TempDir(), other, other.Issue(t, tlstest.Leaf{CommonName: "operator", Client: true})),
 	}
 }
 
@@ -483,7 +474,7 @@ func TestHealthListener(t *testing.T) {
 		{method: "DELETE", path: "/v1/gates", want: 404},
 		{method: "POST", path: "/healthz", want: 405},
 	} {
-		code, body := rawRequest(t, nil, tc.method, base+tc.path, tc.body, map[string]string{"Content-Type": "application/json", "Authorization": "Bearer tok"})
+		code, body := rawRequest(t, tc.method, base+tc.path, tc.body, map[string]string{"Content-Type": "application/json", "Authorization": "Bearer tok"})
 		if code != tc.want || !strings.Contains(body, tc.wantBody) {
 			t.Errorf("%s %s on the health listener: %d %q, want %d with %q", tc.method, tc.path, code, body, tc.want, tc.wantBody)
 		}
