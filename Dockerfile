@@ -32,8 +32,9 @@ RUN --mount=type=cache,target=/go/pkg/mod --mount=type=cache,target=/root/.cache
 FROM gcr.io/distroless/static-debian12:nonroot AS runtime
 COPY --from=build /out/switchyard /usr/local/bin/switchyard
 USER 65532:65532
-# 9092: proxy bootstrap listener (loopback in a pod); 9190: proxy admin API;
-# 8443: injector webhook.
-EXPOSE 9092 9190 8443
+# 9092: proxy bootstrap listener (loopback in a pod); 9190: proxy admin API
+# (loopback unless it has a token or mTLS); 9191: proxy health and metrics
+# (--health-listen); 8443: injector webhook.
+EXPOSE 9092 9190 9191 8443
 ENTRYPOINT ["/usr/local/bin/switchyard"]
 CMD ["--help"]

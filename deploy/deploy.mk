@@ -9,7 +9,8 @@
 #   - kustomize build of deploy/kubernetes/base and .../control-plane;
 #   - kubeconform -strict on those, on the ctl pod, on the pods the injector
 #     produces (deploy/injector/testdata/*.patched.json) and on `helm
-#     template` of the chart in four configurations (one with TLS and mTLS), against JSON schemas
+#     template` of the chart in five configurations (one with TLS and mTLS,
+#     one with the applications' NetworkPolicy), against JSON schemas
 #     generated from the OpenAPI document of each Kubernetes version in
 #     KUBE_SCHEMA_VERSIONS (deploy/tools/kubeschema; the document comes from
 #     the k8s.io/kubernetes module on the Go module proxy). cert-manager's
@@ -73,7 +74,8 @@ deploy-kustomize: tools-deploy
 deploy-helm: tools-deploy
 	@mkdir -p $(DEPLOY_OUT)
 	helm lint --strict deploy/helm/switchyard
-	helm lint --strict deploy/helm/switchyard -f $(HELM_CONTROL_VALUES) --set injector.tls.certManager.enabled=true
+	helm lint --strict deploy/helm/switchyard -f $(HELM_CONTROL_VALUES) --set injector.tls.certManager.enabled=true \
+		--set appNetworkPolicy.enabled=true --set 'appNetworkPolicy.namespaces={shop}'
 	helm template sy deploy/helm/switchyard -n switchyard --kube-version $(KUBE_NEWEST) > $(DEPLOY_OUT)/helm-default.yaml
 	helm template sy deploy/helm/switchyard -n switchyard --kube-version $(KUBE_OLDEST) -f $(HELM_CONTROL_VALUES) \
 		--set injector.tls.certManager.enabled=true > $(DEPLOY_OUT)/helm-all.yaml
@@ -85,6 +87,9 @@ deploy-helm: tools-deploy
 		--set controlPlane.auditFile=/var/lib/switchyard/audit.jsonl \
 		--set injector.sidecar.control.tlsSecret=switchyard-control-ca --set injector.sidecar.control.tlsClientCert=true \
 		> $(DEPLOY_OUT)/helm-tls.yaml
+	helm template sy deploy/helm/switchyard -n switchyard --kube-version $(KUBE_OLDEST) --set appNetworkPolicy.enabled=true \
+		--set 'appNetworkPolicy.namespaces={shop,payments}' --set 'appNetworkPolicy.ingress[0].ports[0].port=8080' \
+		> $(DEPLOY_OUT)/helm-app-networkpolicy.yaml
 
 deploy-kubeconform: deploy-kustomize deploy-helm
 	@set -e; for v in $(KUBE_SCHEMA_VERSIONS); do \

@@ -52,7 +52,8 @@ type deploymentSpec struct {
 	Selector labelSelector `yaml:"selector"`
 	Template struct {
 		Metadata struct {
-			Labels map[string]string `yaml:"labels"`
+			Labels      map[string]string `yaml:"labels"`
+			Annotations map[string]string `yaml:"annotations"`
 		} `yaml:"metadata"`
 		Spec podSpec `yaml:"spec"`
 	} `yaml:"template"`
@@ -598,6 +599,8 @@ func TestKustomizeManifests(t *testing.T) {
 		t.Fatal("orders: no switchyard-proxy sidecar")
 	}
 	checkSidecar(t, as.Template.Spec, *sidecar, labels, cp.address(), secret, key)
+	healthPort := checkSidecarListeners(t, *sidecar, as.Template.Metadata.Annotations)
+	checkAppNetworkPolicy(t, appObjs, labels, healthPort)
 
 	// The ctl pod reaches the Service by its short name, from its namespace.
 	server, _ := flag(spec[podSpec](t, ctlPod[0]).Containers[0].Args, "--server")
@@ -631,6 +634,120 @@ func checkSidecar(t *testing.T, ps podSpec, c container, labels map[string]strin
 	}
 }
 
+// checkSidecarListeners checks where the sidecar listens: the admin API
+// (switch, gates) on loopback, where no other pod reaches it; the health
+// listener on the pod address, on the one port the container declares,
+// which the probes and the Prometheus annotations (when the pod has them)
+// use. It returns the health port.
+func checkSidecarListeners(t *testing.T, c container, annotations map[string]string) int {
+	t.Helper()
+	admin, _ := flag(c.Args, "--admin")
+	if host, _, err := net.SplitHostPort(admin); err != nil || net.ParseIP(host) == nil || !net.ParseIP(host).IsLoopback() {
+		t.Errorf("sidecar: --admin %q: want a loopback address (the admin API can gate and switch the pod)", admin)
+	}
+	health, _ := flag(c.Args, "--health-listen")
+	_, hp, err := net.SplitHostPort(health)
+	port, _ := strconv.Atoi(hp)
+	if err != nil || port == 0 {
+		t.Errorf("sidecar: --health-listen %q: want host:port", health)
+	}
+	if len(c.Ports) != 1 || c.Ports[0].ContainerPort != port {
+		t.Errorf("sidecar: ports %+v: want only the health port %d", c.Ports, port)
+	}
+	for _, p := range []*probe{c.StartupProbe, c.ReadinessProbe, c.LivenessProbe} {
+		if p == nil || c.port(p.HTTPGet.Port) != port {
+			t.Errorf("sidecar: probe %+v: want it on the health port %d", p, port)
+		}
+	}
+	if annotations["prometheus.io/scrape"] != "true" || annotations["prometheus.io/port"] != strconv.Itoa(port) || annotations["prometheus.io/path"] != "/metrics" {
+		t.Errorf("pod annotations %v: want Prometheus pointed at /metrics on the health port %d", annotations, port)
+	}
+	return port
+}
+
+// checkAppNetworkPolicy checks the NetworkPolicies that select the
+// application's pods (labels): there is one, and the sidecar's health
+// port is admitted from the monitoring namespace only, never from
+// everywhere.
+func checkAppNetworkPolicy(t *testing.T, objs []object, labels map[string]string, healthPort int) {
+	t.Helper()
+	found := false
+	for _, o := range objs {
+		if o.Kind != "NetworkPolicy" {
+			continue
+		}
+		np := spec[networkPolicySpec](t, o)
+		if !np.PodSelector.matches(labels) {
+			continue
+		}
+		found = true
+		if !slices.Equal(np.PolicyTypes, []string{"Ingress"}) {
+			t.Errorf("NetworkPolicy %s: policyTypes %v, want [Ingress]", o.Metadata.Name, np.PolicyTypes)
+		}
+		admitted := false
+		for _, in := range np.Ingress {
+			if !slices.ContainsFunc(in.Ports, func(p policyPort) bool { return p.Port == healthPort }) {
+				continue
+			}
+			if len(in.From) == 0 {
+				t.Errorf("NetworkPolicy %s admits the health port %d from everywhere", o.Metadata.Name, healthPort)
+			}
+			for _, p := range in.From {
+				if p.NamespaceSelector == nil || p.NamespaceSelector.MatchLabels["kubernetes.io/metadata.name"] != "monitoring" || p.PodSelector != nil {
+					t.Errorf("NetworkPolicy %s: health port %d from %+v: want the monitoring namespace only", o.Metadata.Name, healthPort, p)
+				}
+			}
+			admitted = true
+		}
+		if !admitted {
+			t.Errorf("NetworkPolicy %s: the health port %d is not admitted: Prometheus could not scrape", o.Metadata.Name, healthPort)
+		}
+	}
+	if !found {
+		t.Errorf("no NetworkPolicy selects the application's pods (labels %v)", labels)
+	}
+}
+
+// TestHelmAppNetworkPolicy: off by default; on, one policy per listed
+// namespace selecting the injected pod, admitting its health port from the
+// monitoring namespace and the applications' own rules; on without
+// namespaces, a template error naming the value.
+func TestHelmAppNetworkPolicy(t *testing.T) {
+	appPolicies := func(objs []object) []object {
+		var out []object
+		for _, o := range objs {
+			if o.Kind == "NetworkPolicy" && o.Metadata.Labels["app.kubernetes.io/name"] == "switchyard-app" {
+				out = append(out, o)
+			}
+		}
+		return out
+	}
+	if got := appPolicies(helmTemplate(t, "-n", "switchyard")); len(got) != 0 {
+		t.Errorf("default values render %d application NetworkPolicies, want none", len(got))
+	}
+	objs := helmTemplate(t, "-n", "switchyard", "--set", "appNetworkPolicy.enabled=true", "--set", "appNetworkPolicy.namespaces={shop,payments}",
+		"--set", "appNetworkPolicy.ingress[0].ports[0].port=8080")
+	pod, cfg := injectedPod(t, objs)
+	got := appPolicies(objs)
+	var namespaces []string
+	for _, o := range got {
+		namespaces = append(namespaces, o.Metadata.Namespace)
+	}
+	if !slices.Equal(namespaces, []string{"shop", "payments"}) {
+		t.Fatalf("application NetworkPolicies in %v, want shop and payments", namespaces)
+	}
+	checkAppNetworkPolicy(t, got[:1], pod.labels, cfg.HealthPort)
+	np := spec[networkPolicySpec](t, got[0])
+	if len(np.Ingress) != 2 || len(np.Ingress[1].Ports) != 1 || np.Ingress[1].Ports[0].Port != 8080 {
+		t.Errorf("ingress %+v: want the health rule and the application's port 8080", np.Ingress)
+	}
+	helm := os.Getenv("HELM")
+	out, err := exec.Command(helm, "template", "sy", "helm/switchyard", "--kube-version", "1.37.0", "--set", "appNetworkPolicy.enabled=true").CombinedOutput()
+	if err == nil || !strings.Contains(string(out), "appNetworkPolicy.namespaces") {
+		t.Errorf("enabled without namespaces: %v\n%s\nwant an error naming appNetworkPolicy.namespaces", err, out)
+	}
+}
+
 // TestHelmManifests checks the chart with the control plane enabled the
 // same way, and the sidecar the chart's injector would inject.
 func TestHelmManifests(t *testing.T) {
@@ -642,6 +759,10 @@ func TestHelmManifests(t *testing.T) {
 	checkNetworkPolicy(t, objs, cp, pod.labels)
 	checkPods(t, []object{pod.object(t)})
 	checkSidecar(t, pod.spec, pod.sidecar, pod.labels, cp.address(), secret, key)
+	healthPort := checkSidecarListeners(t, pod.sidecar, pod.annotations)
+	if healthPort != cfg.HealthPort {
+		t.Errorf("sidecar health port %d, injector healthPort %d", healthPort, cfg.HealthPort)
+	}
 	if cfg.Control.TokenSecret != secret || cfg.Control.TokenSecretKey != key {
 		t.Errorf("injected token %s/%s, control plane's %s/%s: the chart's default should be the same name", cfg.Control.TokenSecret, cfg.Control.TokenSecretKey, secret, key)
 	}
@@ -658,6 +779,7 @@ func TestHelmManifests(t *testing.T) {
 type injected struct {
 	name, namespace string
 	labels          map[string]string
+	annotations     map[string]string
 	spec            podSpec
 	sidecar         container
 }
@@ -713,7 +835,8 @@ func injectedPod(t *testing.T, objs []object) (injected, injector.Config) {
 	if err != nil || patch == nil {
 		t.Fatalf("Inject: %v, %v", patch, err)
 	}
-	p := injected{name: "orders-7d9c8b6f5-x2x9q", namespace: "shop", labels: maps.Clone(pod.Metadata.Labels)}
+	p := injected{name: "orders-7d9c8b6f5-x2x9q", namespace: "shop", labels: maps.Clone(pod.Metadata.Labels),
+		annotations: maps.Clone(pod.Metadata.Annotations)}
 	// The patch's values, through JSON (which YAML reads), into the types
 	// checked here.
 	recode := func(v any, into any) {
@@ -746,6 +869,9 @@ func injectedPod(t *testing.T, objs []object) (injected, injector.Config) {
 			p.spec.Volumes = append(p.spec.Volumes, vs...)
 		case op.Path == "/metadata/labels/switchyard.io~1app":
 			p.labels[injector.LabelApp] = op.Value.(string)
+		case strings.HasPrefix(op.Path, "/metadata/annotations/"):
+			key := strings.NewReplacer("~1", "/", "~0", "~").Replace(strings.TrimPrefix(op.Path, "/metadata/annotations/"))
+			p.annotations[key] = op.Value.(string)
 		}
 	}
 	return p, cfg

@@ -14,6 +14,7 @@ import (
 	"path/filepath"
 	"slices"
 	"sort"
+	"strconv"
 	"strings"
 	"sync"
 	"syscall"
@@ -37,9 +38,11 @@ import (
 // chart (ci values) and its injector when HELM is set.
 //
 // What it rewrites, and only that: bootstrap addresses (to the kfake
-// clusters), listen and admin addresses (to free loopback ports), the
-// Service address (to the control plane's port) and mount paths (to
-// temporary directories).
+// clusters), listen and health addresses (to free loopback ports), the
+// admin address's port (to a free one; its host stays the manifest's, so
+// an admin API exposed without credentials fails to start), the Service
+// address (to the control plane's port) and mount paths (to temporary
+// directories).
 func TestManifestsRun(t *testing.T) {
 	if testing.Short() {
 		t.Skip("builds and runs the binary")
@@ -125,16 +128,28 @@ func runStack(t *testing.T, bin string, st stack) {
 	control.waitHTTP(t, fmt.Sprintf("http://%s%s", cpAddr, st.cp.container.StartupProbe.HTTPGet.Path))
 	control.waitHTTP(t, fmt.Sprintf("http://%s%s", cpAddr, st.cp.container.ReadinessProbe.HTTPGet.Path))
 
-	// The sidecar, pointed at it; ready when its probes say so.
-	adminAddr := fmt.Sprintf("127.0.0.1:%d", freePort(t))
+	// The sidecar, pointed at it; ready when its probes, on the health
+	// listener, say so.
+	manifestAdmin, _ := flag(st.sidecar.Args, "--admin")
+	adminHost, _, err := net.SplitHostPort(manifestAdmin)
+	if err != nil {
+		t.Fatalf("sidecar --admin %q: %v", manifestAdmin, err)
+	}
+	adminPort := freePort(t)
+	adminAddr := net.JoinHostPort(adminHost, strconv.Itoa(adminPort))
+	healthAddr := fmt.Sprintf("127.0.0.1:%d", freePort(t))
 	controlArg, _ := flag(st.sidecar.Args, "--control")
 	if controlArg != st.cp.address() {
 		t.Fatalf("sidecar --control %q is not the control plane's Service %q", controlArg, st.cp.address())
 	}
 	sidecar := k.start("sidecar", st.pod, st.podSpec, st.sidecar,
-		map[string]string{"--control": cpAddr, "--listen": "127.0.0.1:0", "--admin": adminAddr})
-	sidecar.waitHTTP(t, "http://"+adminAddr+st.sidecar.StartupProbe.HTTPGet.Path)
-	sidecar.waitHTTP(t, "http://"+adminAddr+st.sidecar.ReadinessProbe.HTTPGet.Path)
+		map[string]string{"--control": cpAddr, "--listen": "127.0.0.1:0", "--admin": adminAddr, "--health-listen": healthAddr})
+	sidecar.waitHTTP(t, "http://"+healthAddr+st.sidecar.StartupProbe.HTTPGet.Path)
+	sidecar.waitHTTP(t, "http://"+healthAddr+st.sidecar.ReadinessProbe.HTTPGet.Path)
+	// Another pod reaches this one at its address, not at 127.0.0.1: the
+	// admin API must not answer there.
+	checkNotBeyondLoopback(t, adminPort)
+	adminAddr = fmt.Sprintf("127.0.0.1:%d", adminPort)
 
 	// `switchyard ctl` as the README runs it through a port-forward: the
 	// sidecar registered as the pod's application and instance.
@@ -184,6 +199,28 @@ func runStack(t *testing.T, bin string, st stack) {
 	}
 	if err := json.Unmarshal(status, &st2); err != nil || st2.Status.ActiveCluster != "target" {
 		t.Errorf("sidecar status after the cutover: %s (%v): want activeCluster target", status, err)
+	}
+}
+
+// checkNotBeyondLoopback checks that nothing answers on port at this
+// machine's non-loopback addresses (where another pod would connect to a
+// pod). Without such an address there is nothing to check.
+func checkNotBeyondLoopback(t *testing.T, port int) {
+	t.Helper()
+	addrs, err := net.InterfaceAddrs()
+	if err != nil {
+		t.Fatalf("interface addresses: %v", err)
+	}
+	for _, a := range addrs {
+		ipn, ok := a.(*net.IPNet)
+		if !ok || ipn.IP.IsLoopback() || ipn.IP.IsLinkLocalUnicast() {
+			continue
+		}
+		addr := net.JoinHostPort(ipn.IP.String(), strconv.Itoa(port))
+		if c, err := net.DialTimeout("tcp", addr, 2*time.Second); err == nil {
+			c.Close()
+			t.Errorf("the sidecar's admin API answers at %s, beyond loopback", addr)
+		}
 	}
 }
 

@@ -83,28 +83,9 @@ func TestRunProxyEndToEnd(t *testing.T) {
 		"--active", "source", "--listen", listen, "--admin", admin,
 		"--broker-port-base=-1", "--drain-timeout", "5s", "--log-level", "warn",
 	}
-	var stderr lockedBuffer
-	ctx, cancel := context.WithCancel(context.Background())
-	defer cancel()
-	exited := make(chan int, 1)
-	go func() { exited <- run(ctx, args, envOf(nil), io.Discard, &stderr) }()
-
-	deadline := time.Now().Add(20 * time.Second)
-	for {
-		select {
-		case code := <-exited:
-			t.Fatalf("run exited with %d before it was ready; stderr:\n%s", code, stderr.String())
-		default:
-		}
-		code, _ := httpDo(t, http.MethodGet, base+"/readyz", "")
-		if code == http.StatusOK {
-			break
-		}
-		if time.Now().After(deadline) {
-			t.Fatalf("/readyz not 200 within 20s (last %d); stderr:\n%s", code, stderr.String())
-		}
-		time.Sleep(20 * time.Millisecond)
-	}
+	r := startRun(t, args, nil)
+	ctx := t.Context()
+	r.waitReady(base + "/readyz")
 
 	status := func() map[string]any {
 		t.Helper()
@@ -170,14 +151,61 @@ func TestRunProxyEndToEnd(t *testing.T) {
 		t.Errorf("target holds %q, want the one record produced after the switch", got)
 	}
 
-	cancel()
+	r.stop()
+}
+
+// running is `switchyard` run in the background by startRun.
+type running struct {
+	t      *testing.T
+	cancel context.CancelFunc
+	exited chan int
+	stderr *lockedBuffer
+}
+
+// startRun runs `switchyard args...` with env in the background until
+// stop (or the end of the test) cancels it.
+func startRun(t *testing.T, args []string, env map[string]string) *running {
+	t.Helper()
+	ctx, cancel := context.WithCancel(context.Background())
+	r := &running{t: t, cancel: cancel, exited: make(chan int, 1), stderr: &lockedBuffer{}}
+	go func() { r.exited <- run(ctx, args, envOf(env), io.Discard, r.stderr) }()
+	t.Cleanup(cancel)
+	return r
+}
+
+// waitReady polls url until it answers 200, failing if the run exits first
+// or 20 s pass.
+func (r *running) waitReady(url string) {
+	r.t.Helper()
+	deadline := time.Now().Add(20 * time.Second)
+	for {
+		select {
+		case code := <-r.exited:
+			r.t.Fatalf("run exited with %d before %s answered; stderr:\n%s", code, url, r.stderr.String())
+		default:
+		}
+		code, _ := httpDo(r.t, http.MethodGet, url, "")
+		if code == http.StatusOK {
+			return
+		}
+		if time.Now().After(deadline) {
+			r.t.Fatalf("%s not 200 within 20s (last %d); stderr:\n%s", url, code, r.stderr.String())
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+}
+
+// stop cancels the run and expects exit code 0 within 20 s.
+func (r *running) stop() {
+	r.t.Helper()
+	r.cancel()
 	select {
-	case code := <-exited:
+	case code := <-r.exited:
 		if code != 0 {
-			t.Errorf("run after cancel = %d, want 0; stderr:\n%s", code, stderr.String())
+			r.t.Errorf("run after cancel = %d, want 0; stderr:\n%s", code, r.stderr.String())
 		}
 	case <-time.After(20 * time.Second):
-		t.Fatal("run did not return within 20s of cancel")
+		r.t.Fatal("run did not return within 20s of cancel")
 	}
 }
 

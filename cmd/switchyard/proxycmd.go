@@ -58,6 +58,7 @@ func runProxy(ctx context.Context, args []string, getenv func(string) string, st
 		return err
 	}
 	log.Info("proxy starting", zap.String("listen", p.Addr().String()), zap.String("admin", opts.Admin.Listen),
+		zap.String("health", opts.Admin.HealthListen), zap.Bool("admin_auth", opts.Admin.Authenticated()),
 		zap.String("active", opts.Proxy.Active), zap.String("cluster_id", p.ClusterID()),
 		zap.String("control", opts.Control.Address))
 	g, gctx := errgroup.WithContext(ctx)

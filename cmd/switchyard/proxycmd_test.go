@@ -1,8 +1,6 @@
 package main
 
 import (
-	"context"
-	"io"
 	"net"
 	"net/http"
 	"strings"
@@ -104,13 +102,9 @@ func TestRunProxyFollowsControlPlane(t *testing.T) {
 		"--control-wait", "10m", "--log-level", "warn",
 	}
 	env := map[string]string{"SWITCHYARD_CONTROL_TOKEN": "s3cret"}
-	var stderr lockedBuffer
-	ctx, cancel := context.WithCancel(context.Background())
-	defer cancel()
-	exited := make(chan int, 1)
-	go func() { exited <- run(ctx, args, envOf(env), io.Discard, &stderr) }()
+	r := startRun(t, args, env)
 
-	hello := cp.waitFor(t, "the sidecar's identity", func(r *switchyardv1.ConnectRequest) bool { return r.GetIdentity() != nil })
+	hello := cp.waitFor(t, "the sidecar's identity", func(req *switchyardv1.ConnectRequest) bool { return req.GetIdentity() != nil })
 	if id := hello.GetIdentity(); id.GetApp() != "orders" || id.GetInstance() != "orders-0" || id.GetLabels()["role"] != "producer" {
 		t.Errorf("identity = %v", id)
 	}
@@ -126,8 +120,8 @@ func TestRunProxyFollowsControlPlane(t *testing.T) {
 	deadline := time.Now().Add(20 * time.Second)
 	for {
 		select {
-		case code := <-exited:
-			t.Fatalf("run exited with %d; stderr:\n%s", code, stderr.String())
+		case code := <-r.exited:
+			t.Fatalf("run exited with %d; stderr:\n%s", code, r.stderr.String())
 		default:
 		}
 		code, body := httpDo(t, http.MethodGet, base+"/readyz", "")
@@ -138,7 +132,7 @@ func TestRunProxyFollowsControlPlane(t *testing.T) {
 			t.Fatalf("/readyz 200 before any desired state")
 		}
 		if time.Now().After(deadline) {
-			t.Fatalf("/readyz never said it waits for the control plane (last %d %s); stderr:\n%s", code, body, stderr.String())
+			t.Fatalf("/readyz never said it waits for the control plane (last %d %s); stderr:\n%s", code, body, r.stderr.String())
 		}
 		time.Sleep(20 * time.Millisecond)
 	}
@@ -148,7 +142,7 @@ func TestRunProxyFollowsControlPlane(t *testing.T) {
 	case <-time.After(20 * time.Second):
 		t.Fatal("no stream took the desired state")
 	}
-	ack := cp.waitFor(t, "applied_version 1", func(r *switchyardv1.ConnectRequest) bool { return r.GetAppliedVersion() == 1 })
+	ack := cp.waitFor(t, "applied_version 1", func(req *switchyardv1.ConnectRequest) bool { return req.GetAppliedVersion() == 1 })
 	if ack.GetApplyError() != "" || ack.GetStatus().GetActiveCluster() != "target" || ack.GetStatus().GetGate().GetMode() != "REJECT" {
 		t.Errorf("acknowledgement: error %q, status %v", ack.GetApplyError(), ack.GetStatus())
 	}
@@ -166,13 +160,5 @@ func TestRunProxyFollowsControlPlane(t *testing.T) {
 		}
 	}
 
-	cancel()
-	select {
-	case code := <-exited:
-		if code != 0 {
-			t.Errorf("run after cancel = %d, want 0; stderr:\n%s", code, stderr.String())
-		}
-	case <-time.After(20 * time.Second):
-		t.Fatal("run did not return within 20s of cancel")
-	}
+	r.stop()
 }

@@ -6,6 +6,7 @@ import (
 	"flag"
 	"fmt"
 	"io"
+	"net"
 	"os"
 	"strconv"
 	"strings"
@@ -13,6 +14,7 @@ import (
 
 	"go.yaml.in/yaml/v3"
 
+	"github.com/switchyard/switchyard/internal/tlsfiles"
 	"github.com/switchyard/switchyard/kafkasec"
 	"github.com/switchyard/switchyard/proxy"
 	"github.com/switchyard/switchyard/proxy/admin"
@@ -29,14 +31,21 @@ type proxyOptions struct {
 	// ControlTokenFile, when set, holds the control plane's bearer token;
 	// parseProxyOptions reads it into Control.Token.
 	ControlTokenFile string
-	LogLevel         string
-	LogFormat        string
+	// AdminTokenFile, when set, holds the bearer token the admin API
+	// requires; parseProxyOptions reads it into Admin.Token.
+	AdminTokenFile string
+	LogLevel       string
+	LogFormat      string
 }
 
 // proxyFile is the YAML configuration file's shape (--config).
 type proxyFile struct {
 	Listen            string                `yaml:"listen"`
 	Admin             string                `yaml:"admin"`
+	HealthListen      string                `yaml:"healthListen"`
+	AdminTokenFile    string                `yaml:"adminTokenFile"`
+	AdminTLS          tlsfiles.Files        `yaml:"adminTls"`
+	AdminAllowedHosts []string              `yaml:"adminAllowedHosts"`
 	Active            string                `yaml:"active"`
 	Clusters          []proxy.ClusterConfig `yaml:"clusters"`
 	ForbiddenAPIKeys  []int16               `yaml:"forbiddenApiKeys"`
@@ -78,6 +87,15 @@ gets its own local listener. The admin API (gRPC and REST) is on --admin:
   GET /v1/status   POST /v1/switch {"cluster":"target"}
   PUT /v1/gates {"apiKeys":[0],"mode":"REJECT"|"HOLD"}   DELETE /v1/gates
   GET /metrics   GET /healthz   GET /readyz   GET /v1/openapi.json
+
+It can gate and switch the proxy, so it listens on loopback unless it has
+credentials: a non-loopback --admin needs --admin-token-file (or
+SWITCHYARD_ADMIN_TOKEN) or --admin-tls-ca (mTLS). Browsers are refused:
+calls that change anything need Content-Type: application/json (curl
+--json), and a foreign Origin or a Host that is not an IP, localhost, the
+--admin host or an --admin-allowed-hosts name gets 403. --health-listen
+serves GET /healthz, /readyz and /metrics alone, without credentials, for
+probes and Prometheus.
 
 Configuration comes from, lowest precedence first: defaults, the YAML file
 named by --config, SWITCHYARD_* environment variables (the flag name in
@@ -131,7 +149,13 @@ func parseProxyOptions(args []string, getenv func(string) string, stderr io.Writ
 	for _, f := range []struct{ name, def, help string }{
 		{"active", "", "`name` of the cluster routed to at start (required with several clusters)"},
 		{"listen", opts.Proxy.Listen, "bootstrap listener `host:port` clients connect to"},
-		{"admin", opts.Admin.Listen, "admin API listener `host:port` (gRPC, REST, metrics, health)"},
+		{"admin", opts.Admin.Listen, "admin API listener `host:port` (gRPC, REST, metrics, health); beyond loopback it needs --admin-token-file or --admin-tls-ca"},
+		{"health-listen", "", "read-only listener `host:port` for GET /healthz, /readyz and /metrics, without credentials (probes, Prometheus); empty: none"},
+		{"admin-token-file", "", "`file` holding the bearer token every admin API call must carry (or the token itself in SWITCHYARD_ADMIN_TOKEN)"},
+		{"admin-tls-cert", "", "PEM `file` of the admin API's TLS certificate (serves TLS only)"},
+		{"admin-tls-key", "", "PEM `file` of the key of --admin-tls-cert"},
+		{"admin-tls-ca", "", "PEM `file` of the CA admin clients' certificates must chain to (mTLS: a verified certificate stands in for the token)"},
+		{"admin-allowed-hosts", "", "comma-separated host `names` callers may dial the admin API by, beyond IP addresses, localhost and the --admin host (others are refused as DNS rebinding)"},
 		{"forbidden-api-keys", "", "comma-separated API `keys` rejected with a retriable error from start (kafka-proxy compatible; 0 = Produce)"},
 		{"advertise-host", "", "`host` put in broker addresses given to clients (default: the --listen host)"},
 		{"broker-port-base", "0", "virtual broker N listens on `port` base+N (0: the port after --listen's)"},
@@ -185,7 +209,9 @@ func parseProxyOptions(args []string, getenv func(string) string, stderr io.Writ
 			return opts, usageError{err}
 		}
 	}
-	// 2. Environment, then 3. flags, for every flag but --config.
+	// 2. Environment, then 3. flags, for every flag but --config. origins
+	// remembers which flag or variable set an option, for error messages.
+	origins := map[string]string{}
 	fs.VisitAll(func(f *flag.Flag) {
 		if err != nil || f.Name == "config" {
 			return
@@ -203,25 +229,35 @@ func parseProxyOptions(args []string, getenv func(string) string, stderr io.Writ
 		default:
 			return
 		}
+		src := "--" + f.Name
+		if !set[f.Name] {
+			src = env
+		}
+		origins[f.Name] = src
 		if e := applyProxyOption(&opts, f.Name, value); e != nil {
-			src := "--" + f.Name
-			if !set[f.Name] {
-				src = env
-			}
 			err = usageError{fmt.Errorf("%s: %w", src, e)}
 		}
 	})
 	if err != nil {
 		return opts, err
 	}
-	if err := controlToken(&opts, set["control-token-file"], getenv); err != nil {
+	tok, err := settleToken("control-token-file", &opts.ControlTokenFile, set["control-token-file"], getenv, opts.Control.Address != "")
+	if err != nil {
 		return opts, usageError{err}
 	}
+	if tok != "" {
+		opts.Control.Token = tok
+	}
+	tok, err = settleToken("admin-token-file", &opts.AdminTokenFile, set["admin-token-file"], getenv, true)
+	if err != nil {
+		return opts, usageError{err}
+	}
+	opts.Admin.Token = admin.Secret(tok)
 	if err := opts.Proxy.Validate(); err != nil {
 		return opts, usageError{err}
 	}
-	if err := opts.Admin.Validate(); err != nil {
-		return opts, usageError{fmt.Errorf("admin %w", err)}
+	if err := validateAdmin(opts.Admin, origins); err != nil {
+		return opts, usageError{err}
 	}
 	switch opts.LogFormat {
 	case "json", "console":
@@ -243,30 +279,54 @@ func parseProxyOptions(args []string, getenv func(string) string, stderr io.Writ
 	return opts, nil
 }
 
-// controlToken settles where the control plane's token comes from and
-// reads it. Layers as for every option, with SWITCHYARD_CONTROL_TOKEN (the
-// token itself) in the environment layer beside
-// SWITCHYARD_CONTROL_TOKEN_FILE: --control-token-file, else either
-// variable (not both), else controlTokenFile from the config file. Without
-// a control plane nothing is read.
-func controlToken(o *proxyOptions, flagSet bool, getenv func(string) string) error {
-	if tok := getenv("SWITCHYARD_CONTROL_TOKEN"); tok != "" && !flagSet {
-		if getenv("SWITCHYARD_CONTROL_TOKEN_FILE") != "" {
-			return errors.New("SWITCHYARD_CONTROL_TOKEN and SWITCHYARD_CONTROL_TOKEN_FILE: set one, not both")
+// settleToken settles where a bearer token comes from and reads it. Layers
+// as for every option, with SWITCHYARD_<NAME>_TOKEN (the token itself) in
+// the environment layer beside SWITCHYARD_<NAME>_TOKEN_FILE: the flag
+// fileFlag (--control-token-file, say), else either variable (not both),
+// else the config file's key. The token file is read only when read is
+// true (a control token without a control plane is not). It returns the
+// token, "" when none is configured.
+func settleToken(fileFlag string, file *string, flagSet bool, getenv func(string) string, read bool) (string, error) {
+	env := "SWITCHYARD_" + strings.ToUpper(strings.ReplaceAll(strings.TrimSuffix(fileFlag, "-file"), "-", "_"))
+	var token string
+	if tok := getenv(env); tok != "" && !flagSet {
+		if getenv(env+"_FILE") != "" {
+			return "", fmt.Errorf("%s and %s_FILE: set one, not both", env, env)
 		}
-		o.ControlTokenFile = ""
-		o.Control.Token = strings.TrimSpace(tok)
+		*file = ""
+		token = strings.TrimSpace(tok)
 	}
-	if o.ControlTokenFile == "" || o.Control.Address == "" {
-		return nil
+	if *file == "" || !read {
+		return token, nil
 	}
-	raw, err := os.ReadFile(o.ControlTokenFile)
+	token, err := readTokenFile(*file)
 	if err != nil {
-		return fmt.Errorf("control-token-file: %w", err)
+		return "", fmt.Errorf("%s: %w", fileFlag, err)
 	}
-	o.Control.Token = strings.TrimSpace(string(raw))
-	if o.Control.Token == "" {
-		return fmt.Errorf("control-token-file: %s is empty", o.ControlTokenFile)
+	return token, nil
+}
+
+// validateAdmin checks the admin API's options, with errors that name the
+// flag or variable that set them (origins, by flag name; an option missing
+// there came from the config file or the default). The rule that matters
+// most is checked first: an admin API beyond loopback needs credentials.
+func validateAdmin(c admin.Config, origins map[string]string) error {
+	name := func(flagName, fileKey string) string {
+		if o := origins[flagName]; o != "" {
+			return o
+		}
+		return "--" + flagName + " (" + fileKey + " in the config file)"
+	}
+	if host, _, err := net.SplitHostPort(c.Listen); err == nil && !admin.IsLoopback(host) && !c.Authenticated() {
+		return fmt.Errorf("%s %s: not a loopback address, and neither --admin-token-file (SWITCHYARD_ADMIN_TOKEN) nor --admin-tls-ca is set: "+
+			"anyone who reaches the port could gate and switch this proxy; listen on 127.0.0.1 (expose --health-listen for probes and metrics) "+
+			"or configure a token or mTLS", name("admin", "admin"), c.Listen)
+	}
+	if err := c.TLS.ValidateServer("--admin-tls"); err != nil {
+		return fmt.Errorf("%w (or adminTls in the config file)", err)
+	}
+	if err := c.Validate(); err != nil {
+		return fmt.Errorf("admin (--admin, --health-listen, --admin-allowed-hosts, adminTls in the config file): %w", err)
 	}
 	return nil
 }
@@ -345,6 +405,23 @@ func applyProxyOption(o *proxyOptions, name, value string) error {
 		o.Proxy.Listen = value
 	case "admin":
 		o.Admin.Listen = value
+	case "health-listen":
+		o.Admin.HealthListen = value
+	case "admin-token-file":
+		o.AdminTokenFile = value
+	case "admin-tls-cert":
+		o.Admin.TLS.CertFile = value
+	case "admin-tls-key":
+		o.Admin.TLS.KeyFile = value
+	case "admin-tls-ca":
+		o.Admin.TLS.CAFile = value
+	case "admin-allowed-hosts":
+		o.Admin.AllowedHosts = nil
+		for _, h := range strings.Split(value, ",") {
+			if h = strings.TrimSpace(h); h != "" {
+				o.Admin.AllowedHosts = append(o.Admin.AllowedHosts, h)
+			}
+		}
 	case "forbidden-api-keys":
 		keys, e := parseAPIKeys(value)
 		if e != nil {
@@ -488,6 +565,15 @@ func loadProxyFile(path string, o *proxyOptions) error {
 	}
 	set(&o.Proxy.Listen, f.Listen)
 	set(&o.Admin.Listen, f.Admin)
+	set(&o.Admin.HealthListen, f.HealthListen)
+	set(&o.AdminTokenFile, f.AdminTokenFile)
+	if f.AdminTLS.ServerName != "" || f.AdminTLS.InsecureSkipVerify {
+		return fmt.Errorf("config file %s: adminTls.serverName, adminTls.insecureSkipVerify: client settings; the admin server does not use them", path)
+	}
+	o.Admin.TLS = f.AdminTLS
+	if f.AdminAllowedHosts != nil {
+		o.Admin.AllowedHosts = f.AdminAllowedHosts
+	}
 	set(&o.Proxy.Active, f.Active)
 	set(&o.Proxy.AdvertiseHost, f.AdvertiseHost)
 	set(&o.Proxy.BrokerAddressBase, f.BrokerAddressBase)

@@ -27,11 +27,16 @@ type Config struct {
 	// application is configured with. Virtual broker N listens on the
 	// following ports, so ports Listen+1... must be free in the pod.
 	Listen string `yaml:"listen"`
-	// AdminPort is the admin API's port (--admin 0.0.0.0:AdminPort). It
-	// listens on the pod's address because kubelet probes and Prometheus
-	// reach it there; restrict it with a NetworkPolicy (the API is
-	// unauthenticated and can switch clusters).
+	// AdminPort is the admin API's port, on loopback (--admin
+	// 127.0.0.1:AdminPort): the API can gate and switch the application's
+	// traffic, so only the pod's own containers and `kubectl port-forward`
+	// reach it.
 	AdminPort int `yaml:"adminPort"`
+	// HealthPort is the health listener's port, on the pod's address
+	// (--health-listen 0.0.0.0:HealthPort): GET /healthz, /readyz and
+	// /metrics only, for kubelet probes and Prometheus. It is the one port
+	// the sidecar declares (named sy-health).
+	HealthPort int `yaml:"healthPort"`
 	// ProxyConfigMap is the ConfigMap, in the pod's namespace, holding
 	// proxy.yaml (clusters, active cluster, timeouts); the pod annotation
 	// switchyard.io/proxy-config overrides it.
@@ -83,7 +88,8 @@ type Control struct {
 }
 
 // DefaultConfig returns the defaults: a native sidecar named
-// switchyard-proxy on 127.0.0.1:9092 with its admin API on port 9190,
+// switchyard-proxy on 127.0.0.1:9092 with its admin API on 127.0.0.1:9190
+// and its health listener on port 9191,
 // proxy.yaml from the ConfigMap switchyard-proxy, the application name from
 // app.kubernetes.io/name or app, and requests sized from measurements (see
 // deploy/kubernetes/base/example-app.yaml).
@@ -94,6 +100,7 @@ func DefaultConfig() Config {
 		NativeSidecar:   true,
 		Listen:          "127.0.0.1:9092",
 		AdminPort:       9190,
+		HealthPort:      9191,
 		ProxyConfigMap:  "switchyard-proxy",
 		AppLabels:       []string{"app.kubernetes.io/name", "app"},
 		Resources: Resources{
@@ -132,6 +139,12 @@ func (c Config) Validate() error {
 	if c.AdminPort < 1 || c.AdminPort > 65535 {
 		return fmt.Errorf("adminPort: %d out of range", c.AdminPort)
 	}
+	if c.HealthPort < 1 || c.HealthPort > 65535 {
+		return fmt.Errorf("healthPort: %d out of range", c.HealthPort)
+	}
+	if c.HealthPort == c.AdminPort {
+		return fmt.Errorf("healthPort: %d is also adminPort", c.HealthPort)
+	}
 	if c.ProxyConfigMap == "" {
 		return errors.New("proxyConfigMap: required")
 	}
@@ -141,7 +154,7 @@ func (c Config) Validate() error {
 	if c.KafkaSecret != "" && !validDNSLabel(c.KafkaSecret) {
 		return fmt.Errorf("kafkaSecret: %q is not a Secret name", c.KafkaSecret)
 	}
-	owned := []string{"--listen", "--admin", "--config"}
+	owned := []string{"--listen", "--admin", "--health-listen", "--config"}
 	if c.Control.Address != "" {
 		owned = append(owned, controlFlags...)
 	}

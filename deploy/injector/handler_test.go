@@ -5,6 +5,8 @@ import (
 	"encoding/json"
 	"flag"
 	"fmt"
+	"maps"
+	"net"
 	"net/http"
 	"net/http/httptest"
 	"os"
@@ -189,7 +191,8 @@ func TestInjectedSidecar(t *testing.T) {
 			if c.Name != "switchyard-proxy" || c.RestartPolicy != "Always" || c.Image != "registry.example.com/switchyard:0.1.0" {
 				t.Errorf("sidecar %q restartPolicy %q image %q", c.Name, c.RestartPolicy, c.Image)
 			}
-			wantArgs := []string{"proxy", "--config", "/etc/switchyard/proxy.yaml", "--listen", "127.0.0.1:9092", "--admin", "0.0.0.0:9190"}
+			wantArgs := []string{"proxy", "--config", "/etc/switchyard/proxy.yaml", "--listen", "127.0.0.1:9092",
+				"--admin", "127.0.0.1:9190", "--health-listen", "0.0.0.0:9191"}
 			if tt.control {
 				wantArgs = append(wantArgs, "--control", testControlAddress, "--app", tt.app,
 					"--instance", "$(SWITCHYARD_POD_NAMESPACE)/$(SWITCHYARD_POD_NAME)",
@@ -254,10 +257,24 @@ func TestInjectedSidecar(t *testing.T) {
 					}
 				}
 			}
+			// The admin API (switch, gates) is reachable from the pod only;
+			// probes, the one declared port and the Prometheus annotations
+			// are the read-only health listener's.
+			admin := c.Args[slices.Index(c.Args, "--admin")+1]
+			if host, _, err := net.SplitHostPort(admin); err != nil || !net.ParseIP(host).IsLoopback() {
+				t.Errorf("--admin %q: want a loopback address", admin)
+			}
+			_, healthPort, _ := net.SplitHostPort(c.Args[slices.Index(c.Args, "--health-listen")+1])
+			if len(c.Ports) != 1 || c.Ports[0].Name != HealthPortName || strconv.Itoa(int(c.Ports[0].ContainerPort)) != healthPort {
+				t.Errorf("ports %+v: want only %s, the --health-listen port %s", c.Ports, HealthPortName, healthPort)
+			}
 			for _, p := range []*Probe{c.StartupProbe, c.ReadinessProbe, c.LivenessProbe} {
-				if p == nil || p.HTTPGet.Port != "sy-admin" {
-					t.Errorf("probe %+v: want one on the admin port", p)
+				if p == nil || p.HTTPGet.Port != HealthPortName {
+					t.Errorf("probe %+v: want one on the health port", p)
 				}
+			}
+			if a := pod.Metadata.Annotations; a[AnnotationPrometheusScrape] != "true" || a[AnnotationPrometheusPort] != healthPort || a[AnnotationPrometheusPath] != "/metrics" {
+				t.Errorf("annotations %v: want Prometheus pointed at /metrics on the health port %s", a, healthPort)
 			}
 			if c.ReadinessProbe.HTTPGet.Path != "/readyz" || c.LivenessProbe.HTTPGet.Path != "/healthz" {
 				t.Errorf("readiness %s liveness %s", c.ReadinessProbe.HTTPGet.Path, c.LivenessProbe.HTTPGet.Path)
@@ -283,15 +300,58 @@ func TestInjectPlainContainer(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if len(patch) != 4 || patch[0].Path != "/spec/containers/-" {
+	// container, volumes, status annotation, three Prometheus annotations, label
+	if len(patch) != 7 || patch[0].Path != "/spec/containers/-" {
 		t.Fatalf("patch %+v", patch)
 	}
 	c := patch[0].Value.(Container)
 	if c.RestartPolicy != "" || !slices.Contains(c.Args, "debug") || envValue(c.Env, "SWITCHYARD_APP") != "orders-v2" {
 		t.Errorf("container %+v", c)
 	}
-	if patch[3].Path != "/metadata/labels/switchyard.io~1app" || patch[3].Value != "orders-v2" {
-		t.Errorf("label op %+v", patch[3])
+	if patch[6].Path != "/metadata/labels/switchyard.io~1app" || patch[6].Value != "orders-v2" {
+		t.Errorf("label op %+v", patch[6])
+	}
+}
+
+// TestInjectPrometheusAnnotations: a pod without Prometheus annotations gets
+// them, pointed at the sidecar's health port; a pod with any of its own
+// keeps them as they are.
+func TestInjectPrometheusAnnotations(t *testing.T) {
+	for _, tt := range []struct {
+		name string
+		own  map[string]string
+		want bool
+	}{
+		{name: "none", want: true},
+		{name: "the application's own scrape port", own: map[string]string{AnnotationPrometheusScrape: "true", AnnotationPrometheusPort: "8080"}},
+		{name: "opted out", own: map[string]string{AnnotationPrometheusScrape: "false"}},
+		{name: "only a path", own: map[string]string{AnnotationPrometheusPath: "/app-metrics"}},
+	} {
+		t.Run(tt.name, func(t *testing.T) {
+			ann := map[string]string{AnnotationInject: "true"}
+			maps.Copy(ann, tt.own)
+			pod := &Pod{Metadata: ObjectMeta{GenerateName: "orders-", Labels: map[string]string{"app": "orders"}, Annotations: ann},
+				Spec: PodSpec{Containers: []NamedObject{{Name: "app"}}}}
+			patch, err := Inject(pod, "shop", testConfig())
+			if err != nil {
+				t.Fatal(err)
+			}
+			got := map[string]any{}
+			for _, op := range patch {
+				if k, ok := strings.CutPrefix(op.Path, "/metadata/annotations/prometheus.io~1"); ok {
+					got[k] = op.Value
+				}
+			}
+			if !tt.want {
+				if len(got) != 0 {
+					t.Errorf("annotations added %v over the pod's own %v", got, tt.own)
+				}
+				return
+			}
+			if len(got) != 3 || got["scrape"] != "true" || got["port"] != "9191" || got["path"] != "/metrics" {
+				t.Errorf("annotations added %v, want scrape true, port 9191, path /metrics", got)
+			}
+		})
 	}
 }
 
@@ -352,6 +412,9 @@ func TestConfigValidate(t *testing.T) {
 		{name: "listen not loopback", modify: func(c *Config) { c.Listen = "0.0.0.0:9092" }, err: "want a 127.0.0.0/8 address"},
 		{name: "listen IPv6 loopback", modify: func(c *Config) { c.Listen = "[::1]:9092" }},
 		{name: "admin port", modify: func(c *Config) { c.AdminPort = 0 }, err: "adminPort: 0 out of range"},
+		{name: "health port", modify: func(c *Config) { c.HealthPort = 70000 }, err: "healthPort: 70000 out of range"},
+		{name: "health port is the admin port", modify: func(c *Config) { c.HealthPort = c.AdminPort }, err: "healthPort: 9190 is also adminPort"},
+		{name: "owned health flag", modify: func(c *Config) { c.ExtraArgs = []string{"-health-listen", ":1"} }, err: "extraArgs: --health-listen is set by the injector"},
 		{name: "owned flag", modify: func(c *Config) { c.ExtraArgs = []string{"--admin=127.0.0.1:1"} }, err: "extraArgs: --admin is set by the injector"},
 		{name: "root", modify: func(c *Config) { c.RunAsUser = 0 }, err: "runAsUser: 0"},
 		{name: "pull policy", modify: func(c *Config) { c.ImagePullPolicy = "Sometimes" }, err: "imagePullPolicy"},

@@ -28,6 +28,10 @@ const (
 	KafkaSecretDir = "/etc/switchyard/kafka"
 )
 
+// HealthPortName names the sidecar's health port (Config.HealthPort), the
+// port probes and a PodMonitor refer to.
+const HealthPortName = "sy-health"
+
 // controlTLSVolume holds the control plane's CA (and the sidecar's client
 // certificate, for mTLS), mounted in the sidecar at controlTLSDir.
 const (
@@ -122,12 +126,33 @@ func Inject(pod *Pod, namespace string, cfg Config) (Patch, error) {
 	}
 	// The inject annotation is there, so annotations exist.
 	patch = append(patch, Operation{Op: "add", Path: "/metadata/annotations/" + escape(AnnotationStatus), Value: "injected"})
+	// Prometheus discovery by annotation finds the sidecar's metrics on its
+	// health listener, unless the pod already says what to scrape.
+	if !hasAnyAnnotation(pod, AnnotationPrometheusScrape, AnnotationPrometheusPort, AnnotationPrometheusPath) {
+		for _, a := range [][2]string{
+			{AnnotationPrometheusScrape, "true"},
+			{AnnotationPrometheusPort, strconv.Itoa(cfg.HealthPort)},
+			{AnnotationPrometheusPath, "/metrics"},
+		} {
+			patch = append(patch, Operation{Op: "add", Path: "/metadata/annotations/" + escape(a[0]), Value: a[1]})
+		}
+	}
 	if len(pod.Metadata.Labels) == 0 {
 		patch = append(patch, Operation{Op: "add", Path: "/metadata/labels", Value: map[string]string{LabelApp: app}})
 	} else {
 		patch = append(patch, Operation{Op: "add", Path: "/metadata/labels/" + escape(LabelApp), Value: app})
 	}
 	return patch, nil
+}
+
+// hasAnyAnnotation reports whether pod has one of the annotations.
+func hasAnyAnnotation(pod *Pod, keys ...string) bool {
+	for _, k := range keys {
+		if _, ok := pod.Metadata.Annotations[k]; ok {
+			return true
+		}
+	}
+	return false
 }
 
 // wanted reports whether pod asks for injection.
@@ -159,12 +184,15 @@ func appName(pod *Pod, cfg Config) string {
 
 // sidecar is the proxy container for application app.
 func sidecar(cfg Config, app string) Container {
-	admin := strconv.Itoa(cfg.AdminPort)
+	// The admin API (switch, gates) stays on loopback: no other pod can
+	// reach it, and the proxy refuses a non-loopback --admin without
+	// credentials. Probes and Prometheus use the read-only health listener.
 	args := []string{
 		"proxy",
 		"--config", proxyConfigDir + "/proxy.yaml",
 		"--listen", cfg.Listen,
-		"--admin", "0.0.0.0:" + admin,
+		"--admin", "127.0.0.1:" + strconv.Itoa(cfg.AdminPort),
+		"--health-listen", "0.0.0.0:" + strconv.Itoa(cfg.HealthPort),
 	}
 	if cfg.Control.Address != "" {
 		// The application is resolved here, at admission; the instance is
@@ -203,16 +231,17 @@ func sidecar(cfg Config, app string) Container {
 			// limit, so Go would otherwise size its scheduler to the node.
 			{Name: "GOMAXPROCS", Value: "2"},
 		},
-		// Only the admin port is declared: the Kafka listeners are on
-		// loopback, reachable from the pod's own containers only.
-		Ports:     []ContainerPort{{Name: "sy-admin", ContainerPort: int32(cfg.AdminPort), Protocol: "TCP"}},
+		// Only the health port is declared: the Kafka listeners and the
+		// admin API are on loopback, reachable from the pod's own
+		// containers only.
+		Ports:     []ContainerPort{{Name: HealthPortName, ContainerPort: int32(cfg.HealthPort), Protocol: "TCP"}},
 		Resources: cfg.Resources,
 		// Startup: the listeners are bound (New binds them before the admin
 		// server starts), so the application may start. Readiness: the
 		// active cluster has answered. Liveness: the process serves HTTP.
-		StartupProbe:   &Probe{HTTPGet: HTTPGetAction{Path: "/healthz", Port: "sy-admin"}, PeriodSeconds: 1, FailureThreshold: 30},
-		ReadinessProbe: &Probe{HTTPGet: HTTPGetAction{Path: "/readyz", Port: "sy-admin"}, PeriodSeconds: 5, TimeoutSeconds: 2, FailureThreshold: 2},
-		LivenessProbe:  &Probe{HTTPGet: HTTPGetAction{Path: "/healthz", Port: "sy-admin"}, PeriodSeconds: 10, TimeoutSeconds: 2, FailureThreshold: 3},
+		StartupProbe:   &Probe{HTTPGet: HTTPGetAction{Path: "/healthz", Port: HealthPortName}, PeriodSeconds: 1, FailureThreshold: 30},
+		ReadinessProbe: &Probe{HTTPGet: HTTPGetAction{Path: "/readyz", Port: HealthPortName}, PeriodSeconds: 5, TimeoutSeconds: 2, FailureThreshold: 2},
+		LivenessProbe:  &Probe{HTTPGet: HTTPGetAction{Path: "/healthz", Port: HealthPortName}, PeriodSeconds: 10, TimeoutSeconds: 2, FailureThreshold: 3},
 		VolumeMounts:   []VolumeMount{{Name: proxyConfigVolume, MountPath: proxyConfigDir, ReadOnly: true}},
 		SecurityContext: &SecurityContext{
 			RunAsNonRoot:             true,

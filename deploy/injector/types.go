@@ -20,6 +20,14 @@ const (
 	// LabelApp is set on injected pods to the application name, so that
 	// metrics and the future control plane can select by it.
 	LabelApp = "switchyard.io/app"
+	// AnnotationPrometheusScrape, ...Port and ...Path are the common
+	// annotations Prometheus configurations discover pods by. The injector
+	// points them at the sidecar's health listener when the pod has none
+	// of them; a pod that sets prometheus.io/scrape (even "false") keeps
+	// its own.
+	AnnotationPrometheusScrape = "prometheus.io/scrape"
+	AnnotationPrometheusPort   = "prometheus.io/port"
+	AnnotationPrometheusPath   = "prometheus.io/path"
 )
 
 // Pod is the part of a core/v1 Pod the injector reads. Fields that are

@@ -63,16 +63,7 @@ func (f Files) ForAddr(addr string) Files {
 // field+"-ca", "-cert" and "-key" ("--upstream-tls" gives
 // "--upstream-tls-cert: ..."). Errors never contain file contents.
 func (f Files) Validate(field string) error {
-	flagNames := map[string]string{"caFile": "ca", "certFile": "cert", "keyFile": "key"}
-	name := func(sub string) string {
-		switch {
-		case field == "":
-			return sub
-		case strings.HasPrefix(field, "-"):
-			return field + "-" + flagNames[sub]
-		}
-		return field + "." + sub
-	}
+	name := func(sub string) string { return fieldName(field, sub) }
 	var errs []error
 	switch {
 	case f.CertFile != "" && f.KeyFile == "":
@@ -94,6 +85,48 @@ func (f Files) Validate(field string) error {
 		}
 	}
 	return errors.Join(errs...)
+}
+
+// ValidateServer is Validate for the files a server is given: once any
+// field is set, CertFile and KeyFile are required (a server cannot verify
+// client certificates against CAFile without serving TLS), and ServerName
+// and InsecureSkipVerify, client settings, are refused. Errors are named as
+// Validate's ("--admin-tls" gives "--admin-tls-cert, --admin-tls-key: ...").
+func (f Files) ValidateServer(field string) error {
+	if !f.Enabled() {
+		return nil
+	}
+	name := func(sub string) string { return fieldName(field, sub) }
+	var errs []error
+	if f.CertFile == "" && f.KeyFile == "" {
+		errs = append(errs, fmt.Errorf("%s, %s: required to serve TLS (client certificates are verified in the TLS handshake)",
+			name("certFile"), name("keyFile")))
+	}
+	if f.ServerName != "" {
+		errs = append(errs, fmt.Errorf("%s: a client setting; the server does not use it", name("serverName")))
+	}
+	if f.InsecureSkipVerify {
+		errs = append(errs, fmt.Errorf("%s: a client setting; the server does not use it", name("insecureSkipVerify")))
+	}
+	if err := f.Validate(field); err != nil {
+		errs = append(errs, err)
+	}
+	return errors.Join(errs...)
+}
+
+// fieldName names sub, a field of Files, below field: "tls" gives
+// "tls.certFile", a flag prefix "--x-tls" gives "--x-tls-cert", "" gives
+// "certFile".
+func fieldName(field, sub string) string {
+	flagNames := map[string]string{"caFile": "ca", "certFile": "cert", "keyFile": "key",
+		"serverName": "server-name", "insecureSkipVerify": "insecure-skip-verify"}
+	switch {
+	case field == "":
+		return sub
+	case strings.HasPrefix(field, "-"):
+		return field + "-" + flagNames[sub]
+	}
+	return field + "." + sub
 }
 
 // pairError marks which of the two files a loadPair error is about.

@@ -52,6 +52,15 @@ func TestForAddr(t *testing.T) {
 	}
 }
 
+// filesCase is a Files to validate, the field prefix its errors are named
+// with, and what the error must say.
+type filesCase struct {
+	name  string
+	f     tlsfiles.Files
+	field string
+	want  []string // substrings of the error; nil means no error
+}
+
 func TestValidate(t *testing.T) {
 	dir := t.TempDir()
 	ca := tlstest.NewCA(t, "ca")
@@ -68,12 +77,7 @@ func TestValidate(t *testing.T) {
 	tlstest.Replace(t, garbage, []byte("not a certificate"))
 	missing := filepath.Join(dir, "missing.pem")
 
-	for _, tc := range []struct {
-		name  string
-		f     tlsfiles.Files
-		field string
-		want  []string // substrings of the error; nil means no error
-	}{
+	for _, tc := range []filesCase{
 		{"zero", tlsfiles.Files{}, "tls", nil},
 		{"good", tlsfiles.Files{CAFile: good.CA, CertFile: good.Cert, KeyFile: good.Key}, "tls", nil},
 		{"ca only", tlsfiles.Files{CAFile: good.CA}, "tls", nil},
@@ -98,23 +102,55 @@ func TestValidate(t *testing.T) {
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			err := tc.f.Validate(tc.field)
-			if tc.want == nil {
-				if err != nil {
-					t.Fatalf("Validate: %v", err)
-				}
-				return
+			if wantError(t, "Validate", err, tc.want) {
+				assertNoSecret(t, err.Error(), good, other, expired)
 			}
-			if err == nil {
-				t.Fatalf("Validate: no error, want %q", tc.want)
-			}
-			for _, w := range tc.want {
-				if !strings.Contains(err.Error(), w) {
-					t.Errorf("error %q does not contain %q", err, w)
-				}
-			}
-			assertNoSecret(t, err.Error(), good, other, expired)
 		})
 	}
+}
+
+// TestValidateServer: a server's files need a certificate and key once any
+// is set, and refuse the client settings, with the fields named.
+func TestValidateServer(t *testing.T) {
+	dir := t.TempDir()
+	ca := tlstest.NewCA(t, "ca")
+	good := tlstest.Write(t, dir, ca, ca.Localhost(t))
+	for _, tc := range []filesCase{
+		{"zero", tlsfiles.Files{}, "tls", nil},
+		{"pair", tlsfiles.Files{CertFile: good.Cert, KeyFile: good.Key}, "tls", nil},
+		{"pair and client CA", tlsfiles.Files{CAFile: good.CA, CertFile: good.Cert, KeyFile: good.Key}, "tls", nil},
+		{"client CA alone", tlsfiles.Files{CAFile: good.CA}, "tls", []string{"tls.certFile, tls.keyFile: required to serve TLS"}},
+		{"flag names", tlsfiles.Files{CAFile: good.CA}, "--admin-tls", []string{"--admin-tls-cert, --admin-tls-key: required to serve TLS"}},
+		{"server name", tlsfiles.Files{CertFile: good.Cert, KeyFile: good.Key, ServerName: "x"}, "tls", []string{"tls.serverName: a client setting"}},
+		{"insecure", tlsfiles.Files{CertFile: good.Cert, KeyFile: good.Key, InsecureSkipVerify: true}, "adminTls",
+			[]string{"adminTls.insecureSkipVerify: a client setting"}},
+		{"files checked too", tlsfiles.Files{CertFile: good.Cert}, "tls", []string{"tls.keyFile: must be set when tls.certFile is"}},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			wantError(t, "ValidateServer", tc.f.ValidateServer(tc.field), tc.want)
+		})
+	}
+}
+
+// wantError checks that err contains every substring of want, or, with a
+// nil want, that there is no error. It reports whether err is an error.
+func wantError(t *testing.T, call string, err error, want []string) bool {
+	t.Helper()
+	if want == nil {
+		if err != nil {
+			t.Fatalf("%s: %v", call, err)
+		}
+		return false
+	}
+	if err == nil {
+		t.Fatalf("%s: no error, want %q", call, want)
+	}
+	for _, w := range want {
+		if !strings.Contains(err.Error(), w) {
+			t.Errorf("error %q does not contain %q", err, w)
+		}
+	}
+	return true
 }
 
 // assertNoSecret fails when s quotes any private key material.

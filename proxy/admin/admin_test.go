@@ -161,36 +161,20 @@ func defaultTestConfig() Config {
 	return cfg
 }
 
-// do sends an HTTP/1.1 request and returns the status code and body.
+// do sends an HTTP/1.1 request, with Content-Type application/json when it
+// has a body, and returns the status code and body. header holds further
+// name, value pairs.
 func do(t *testing.T, method, url, body string, header ...string) (int, []byte) {
 	t.Helper()
-	var r io.Reader
+	h := map[string]string{}
 	if body != "" {
-		r = strings.NewReader(body)
-	}
-	req, err := http.NewRequest(method, url, r)
-	if err != nil {
-		t.Fatalf("new request: %v", err)
-	}
-	if body != "" {
-		req.Header.Set("Content-Type", "application/json")
+		h["Content-Type"] = "application/json"
 	}
 	for i := 0; i+1 < len(header); i += 2 {
-		req.Header.Set(header[i], header[i+1])
+		h[header[i]] = header[i+1]
 	}
-	resp, err := http.DefaultClient.Do(req)
-	if err != nil {
-		t.Fatalf("%s %s: %v", method, url, err)
-	}
-	defer resp.Body.Close()
-	if resp.ProtoMajor != 1 {
-		t.Errorf("%s %s: served over %s, want HTTP/1.1", method, url, resp.Proto)
-	}
-	b, err := io.ReadAll(resp.Body)
-	if err != nil {
-		t.Fatalf("read body: %v", err)
-	}
-	return resp.StatusCode, b
+	code, b := rawRequest(t, method, url, body, h)
+	return code, []byte(b)
 }
 
 func decode(t *testing.T, b []byte) map[string]any {
@@ -859,8 +843,27 @@ func TestConfigValidate(t *testing.T) {
 		wantErr string
 	}{
 		{name: "default", mutate: func(*Config) {}},
-		{name: "any interface", mutate: func(c *Config) { c.Listen = ":9190" }},
 		{name: "ephemeral port", mutate: func(c *Config) { c.Listen = "127.0.0.1:0" }},
+		{name: "localhost", mutate: func(c *Config) { c.Listen = "localhost:9190" }},
+		{name: "ipv6 loopback", mutate: func(c *Config) { c.Listen = "[::1]:9190" }},
+		// The API can gate and switch the proxy: beyond loopback it needs
+		// a credential.
+		{name: "any interface without credentials", mutate: func(c *Config) { c.Listen = ":9190" },
+			wantErr: "listen: :9190 is not a loopback address, and neither a token nor a client CA (tls.caFile) is configured"},
+		{name: "0.0.0.0 without credentials", mutate: func(c *Config) { c.Listen = "0.0.0.0:9190" }, wantErr: "not a loopback address"},
+		{name: "pod address without credentials", mutate: func(c *Config) { c.Listen = "10.1.2.3:9190" }, wantErr: "not a loopback address"},
+		{name: "a name without credentials", mutate: func(c *Config) { c.Listen = "sidecar.example:9190" }, wantErr: "not a loopback address"},
+		{name: "any interface with a token", mutate: func(c *Config) { c.Listen, c.Token = ":9190", "tok" }},
+		{name: "token with white space", mutate: func(c *Config) { c.Token = "tok\n" }, wantErr: "token: leading or trailing white space"},
+		{name: "client CA without a certificate", mutate: func(c *Config) { c.Listen, c.TLS.CAFile = ":9190", "/nonexistent/ca.pem" },
+			wantErr: "tls.certFile, tls.keyFile: required"},
+		{name: "client setting", mutate: func(c *Config) { c.TLS.InsecureSkipVerify = true }, wantErr: "tls.insecureSkipVerify: a client setting"},
+		{name: "missing certificate file", mutate: func(c *Config) { c.TLS.CertFile, c.TLS.KeyFile = "/nonexistent/c.pem", "/nonexistent/k.pem" },
+			wantErr: "tls.certFile: open /nonexistent/c.pem"},
+		{name: "health listener", mutate: func(c *Config) { c.HealthListen = "0.0.0.0:9191" }},
+		{name: "health listener on the admin port", mutate: func(c *Config) { c.HealthListen = c.Listen }, wantErr: "healthListen: 127.0.0.1:9190 is also listen"},
+		{name: "bad health listener", mutate: func(c *Config) { c.HealthListen = "9191" }, wantErr: "healthListen"},
+		{name: "allowed host with a port", mutate: func(c *Config) { c.AllowedHosts = []string{"admin.example:9190"} }, wantErr: "allowedHosts[0]"},
 		{name: "no port", mutate: func(c *Config) { c.Listen = "127.0.0.1" }, wantErr: "listen"},
 		{name: "port out of range", mutate: func(c *Config) { c.Listen = "127.0.0.1:70000" }, wantErr: "out of range"},
 		{name: "zero shutdown timeout", mutate: func(c *Config) { c.ShutdownTimeout = 0 }, wantErr: "shutdownTimeout"},
