@@ -85,6 +85,12 @@ type Control struct {
 	// --control-tls-key). The control plane can map it to the sidecar
 	// role; tokenSecret may then be empty.
 	TLSClientCert bool `yaml:"tlsClientCert"`
+	// AllowPlaintextToken lets sidecars send the token without TLS
+	// (--control-allow-plaintext-token): for a control plane served
+	// without TLS inside a network that encrypts (a service mesh). A
+	// sidecar otherwise refuses to send its token in the clear beyond
+	// loopback, so a tokenSecret without tlsSecret needs it.
+	AllowPlaintextToken bool `yaml:"allowPlaintextToken"`
 }
 
 // DefaultConfig returns the defaults: a native sidecar named
@@ -178,7 +184,7 @@ func (c Config) Validate() error {
 // controlFlags are the proxy flags the injector sets when a control plane
 // is configured.
 var controlFlags = []string{"--control", "--app", "--instance", "--control-token-file",
-	"--control-tls-ca", "--control-tls-cert", "--control-tls-key"}
+	"--control-tls-ca", "--control-tls-cert", "--control-tls-key", "--control-allow-plaintext-token"}
 
 func (c Control) validate() error {
 	if c.Address == "" {
@@ -208,6 +214,9 @@ func (c Control) validate() error {
 	}
 	if c.TokenSecretKey == "" {
 		return errors.New("tokenSecretKey: required with tokenSecret")
+	}
+	if c.TLSSecret == "" && !c.AllowPlaintextToken {
+		return errors.New("tokenSecret without tlsSecret: the sidecars would send the token in the clear and refuse to start; set tlsSecret (TLS to the control plane), or allowPlaintextToken: true where the network encrypts")
 	}
 	return nil
 }

@@ -34,10 +34,12 @@ func testConfig() Config {
 const testControlAddress = "sy-switchyard-control.switchyard.svc:9180"
 
 // controlConfig is testConfig with a control plane, as the chart renders
-// it when controlPlane.enabled.
+// it when controlPlane.enabled (without TLS: the token goes in the clear,
+// allowed explicitly).
 func controlConfig() Config {
 	cfg := testConfig()
 	cfg.Control.Address = testControlAddress
+	cfg.Control.AllowPlaintextToken = true
 	return cfg
 }
 
@@ -196,7 +198,7 @@ func TestInjectedSidecar(t *testing.T) {
 			if tt.control {
 				wantArgs = append(wantArgs, "--control", testControlAddress, "--app", tt.app,
 					"--instance", "$(SWITCHYARD_POD_NAMESPACE)/$(SWITCHYARD_POD_NAME)",
-					"--control-token-file", "/var/run/secrets/switchyard/token")
+					"--control-token-file", "/var/run/secrets/switchyard/token", "--control-allow-plaintext-token")
 			}
 			if !slices.Equal(c.Args, wantArgs) {
 				t.Errorf("args %q, want %q", c.Args, wantArgs)
@@ -418,7 +420,9 @@ func TestConfigValidate(t *testing.T) {
 		{name: "owned flag", modify: func(c *Config) { c.ExtraArgs = []string{"--admin=127.0.0.1:1"} }, err: "extraArgs: --admin is set by the injector"},
 		{name: "root", modify: func(c *Config) { c.RunAsUser = 0 }, err: "runAsUser: 0"},
 		{name: "pull policy", modify: func(c *Config) { c.ImagePullPolicy = "Sometimes" }, err: "imagePullPolicy"},
-		{name: "control", modify: func(c *Config) { c.Control.Address = testControlAddress }},
+		{name: "control", modify: func(c *Config) { c.Control.Address = testControlAddress; c.Control.TLSSecret = "control-tls" }},
+		{name: "control token in the clear", modify: func(c *Config) { c.Control.Address = testControlAddress }, err: "control.tokenSecret without tlsSecret"},
+		{name: "control token in the clear, allowed", modify: func(c *Config) { c.Control.Address = testControlAddress; c.Control.AllowPlaintextToken = true }},
 		{name: "control address", modify: func(c *Config) { c.Control.Address = "switchyard-control" }, err: "control.address"},
 		{name: "control address port", modify: func(c *Config) { c.Control.Address = "switchyard-control:http" }, err: "control.address"},
 		{name: "control without token", modify: func(c *Config) { c.Control = Control{Address: testControlAddress} }, err: "control.tokenSecret: required"},

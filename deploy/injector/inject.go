@@ -205,6 +205,9 @@ func sidecar(cfg Config, app string) Container {
 		)
 		if cfg.Control.TokenSecret != "" {
 			args = append(args, "--control-token-file", controlTokenDir+"/token")
+			if cfg.Control.TLSSecret == "" && cfg.Control.AllowPlaintextToken {
+				args = append(args, "--control-allow-plaintext-token")
+			}
 		}
 		if cfg.Control.TLSSecret != "" {
 			args = append(args, "--control-tls-ca", controlTLSDir+"/ca.crt")

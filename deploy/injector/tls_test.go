@@ -20,11 +20,11 @@ func TestInjectControlTLS(t *testing.T) {
 		wantMounts []string
 		wantItems  []string // keys of the TLS Secret mounted
 	}{
-		{name: "token only", control: Control{Address: testControlAddress, TokenSecret: "tok", TokenSecretKey: "token"},
-			wantArgs:   []string{"--control-token-file", "/var/run/secrets/switchyard/token"},
+		{name: "token only, in the clear", control: Control{Address: testControlAddress, TokenSecret: "tok", TokenSecretKey: "token", AllowPlaintextToken: true},
+			wantArgs:   []string{"--control-token-file", "/var/run/secrets/switchyard/token", "--control-allow-plaintext-token"},
 			wantVols:   []string{"switchyard-proxy-config", "switchyard-control-token"},
 			wantMounts: []string{"/etc/switchyard", "/var/run/secrets/switchyard"}},
-		{name: "token over TLS", control: Control{Address: testControlAddress, TokenSecret: "tok", TokenSecretKey: "token", TLSSecret: "control-tls"},
+		{name: "token over TLS", control: Control{Address: testControlAddress, TokenSecret: "tok", TokenSecretKey: "token", TLSSecret: "control-tls", AllowPlaintextToken: true},
 			wantArgs:   []string{"--control-token-file", "/var/run/secrets/switchyard/token", "--control-tls-ca", "/var/run/secrets/switchyard-control-tls/ca.crt"},
 			wantVols:   []string{"switchyard-proxy-config", "switchyard-control-token", "switchyard-control-tls"},
 			wantMounts: []string{"/etc/switchyard", "/var/run/secrets/switchyard", "/var/run/secrets/switchyard-control-tls"},
@@ -108,6 +108,10 @@ func TestConfigValidateControlTLS(t *testing.T) {
 		{"bad secret name", Control{Address: testControlAddress, TokenSecret: "t", TokenSecretKey: "k", TLSSecret: "Bad_Name"}, nil, "control.tlsSecret"},
 		{"CA only still needs a token", Control{Address: testControlAddress, TLSSecret: "control-tls"}, nil,
 			"control.tokenSecret: required with address unless tlsClientCert"},
+		{"a token in the clear needs allowPlaintextToken", Control{Address: testControlAddress, TokenSecret: "t", TokenSecretKey: "k"}, nil,
+			"control.tokenSecret without tlsSecret: the sidecars would send the token in the clear and refuse to start"},
+		{"owned plaintext flag", Control{Address: testControlAddress, TokenSecret: "t", TokenSecretKey: "k", AllowPlaintextToken: true}, []string{"--control-allow-plaintext-token"},
+			"extraArgs: --control-allow-plaintext-token is set by the injector"},
 		{"owned TLS flag", Control{Address: testControlAddress, TLSSecret: "control-tls", TLSClientCert: true}, []string{"--control-tls-ca=/x"},
 			"extraArgs: --control-tls-ca is set by the injector"},
 	} {
