@@ -78,6 +78,16 @@ type Config struct {
 	// would take the proxy past it is answered as a REJECT gate would
 	// (outcome hold_limit).
 	MaxHeldBytes int64 `yaml:"maxHeldBytes"`
+
+	// ProducerIDExpiry is how long an idempotent producer the proxy
+	// follows may stay unused before the proxy forgets it, as brokers
+	// forget a producer after producer.id.expiration.ms (1 day by
+	// default). Use the clusters' value if it was changed.
+	ProducerIDExpiry time.Duration `yaml:"producerIdExpiry"`
+	// MaxProducerIDs bounds the idempotent producers the proxy follows;
+	// beyond it the least recently used one is forgotten (metric
+	// producer_ids_expired_total{reason="limit"}).
+	MaxProducerIDs int `yaml:"maxProducerIds"`
 }
 
 // DefaultConfig returns the defaults: listen on 127.0.0.1:9092 with virtual
@@ -95,8 +105,15 @@ func DefaultConfig() Config {
 		IdleTimeout:              10 * time.Minute,
 		ClientIOTimeout:          60 * time.Second,
 		MaxHeldBytes:             64 << 20,
+
+		ProducerIDExpiry: 24 * time.Hour,
+		MaxProducerIDs:   defaultMaxProducerIDs,
 	}
 }
+
+// defaultMaxProducerIDs keeps the producer-id table within a few MiB
+// (about 400 bytes per producer that wrote to one partition).
+const defaultMaxProducerIDs = 20000
 
 // Validate reports the first configuration error, naming the field.
 func (c *Config) Validate() error {
@@ -159,6 +176,12 @@ func (c *Config) Validate() error {
 	}
 	if c.MaxHeldBytes <= 0 {
 		return fmt.Errorf("maxHeldBytes: %d must be positive", c.MaxHeldBytes)
+	}
+	if c.ProducerIDExpiry <= 0 {
+		return fmt.Errorf("producerIdExpiry: %v must be positive", c.ProducerIDExpiry)
+	}
+	if c.MaxProducerIDs < 1 {
+		return fmt.Errorf("maxProducerIds: %d must be at least 1", c.MaxProducerIDs)
 	}
 	if err := c.ClientAuth.validate(c.Clusters); err != nil {
 		return err

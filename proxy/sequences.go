@@ -55,6 +55,59 @@ type ackedSeq struct {
 	next  int32
 }
 
+// ackedSeqs holds a producer's ackedSeq per partition: a short list for
+// the few partitions most producers write to (a map costs ten times the
+// memory of one entry, and the proxy follows up to MaxProducerIDs
+// producers), a map once there are more.
+type ackedSeqs struct {
+	few  []ackedPart
+	many map[topicPartition]ackedSeq
+}
+
+type ackedPart struct {
+	tp topicPartition
+	ackedSeq
+}
+
+// ackedFew is how many partitions ackedSeqs lists before it takes a map.
+const ackedFew = 8
+
+func (a *ackedSeqs) get(tp topicPartition) (ackedSeq, bool) {
+	if a.many != nil {
+		s, ok := a.many[tp]
+		return s, ok
+	}
+	for _, p := range a.few {
+		if p.tp == tp {
+			return p.ackedSeq, true
+		}
+	}
+	return ackedSeq{}, false
+}
+
+func (a *ackedSeqs) set(tp topicPartition, s ackedSeq) {
+	if a.many != nil {
+		a.many[tp] = s
+		return
+	}
+	for i := range a.few {
+		if a.few[i].tp == tp {
+			a.few[i].ackedSeq = s
+			return
+		}
+	}
+	if len(a.few) < ackedFew {
+		a.few = append(a.few, ackedPart{tp, s})
+		return
+	}
+	a.many = make(map[topicPartition]ackedSeq, 2*ackedFew)
+	for _, p := range a.few {
+		a.many[p.tp] = p.ackedSeq
+	}
+	a.many[tp] = s
+	a.few = nil
+}
+
 // seqGate is one partition of a producer on a cluster that did not issue
 // the client's id.
 type seqGate struct {
@@ -112,7 +165,7 @@ func seqBefore(a, b int32) bool {
 func (ids *producerIDs) ackedNext(e *producerEntry, tp topicPartition, epoch int16) int32 {
 	ids.mu.Lock()
 	defer ids.mu.Unlock()
-	if a, ok := e.acked[tp]; ok && a.epoch == epoch {
+	if a, ok := e.acked.get(tp); ok && a.epoch == epoch {
 		return a.next
 	}
 	return 0
@@ -215,14 +268,11 @@ func (p *Proxy) settleBatch(sb *sentBatch, code int16) {
 	if written {
 		next := addSeq(sb.last, 1)
 		p.pids.mu.Lock()
-		if sb.e.acked == nil {
-			sb.e.acked = map[topicPartition]ackedSeq{}
-		}
 		// A batch of an older client epoch, written late (stale), must not
 		// replace what the newer epoch acknowledged: the next switch would
 		// judge that epoch's resends against 0.
-		if a, ok := sb.e.acked[sb.tp]; !ok || sb.epoch > a.epoch || (sb.epoch == a.epoch && seqBefore(a.next, next)) {
-			sb.e.acked[sb.tp] = ackedSeq{epoch: sb.epoch, next: next}
+		if a, ok := sb.e.acked.get(sb.tp); !ok || sb.epoch > a.epoch || (sb.epoch == a.epoch && seqBefore(a.next, next)) {
+			sb.e.acked.set(sb.tp, ackedSeq{epoch: sb.epoch, next: next})
 		}
 		p.pids.mu.Unlock()
 	}

@@ -240,7 +240,8 @@ func FuzzProduceSequences(f *testing.F) {
 		rm := &remappedProducer{id: 99, clientEpoch: -1, lastClientEpoch: -1, parts: map[topicPartition]*seqGate{}}
 		p.pids.mu.Lock()
 		e.onOther = map[string]*remappedProducer{u.name: rm}
-		e.acked = map[topicPartition]ackedSeq{{"topic-0", 0}: {0, 10}}
+		e.acked = ackedSeqs{}
+		e.acked.set(topicPartition{"topic-0", 0}, ackedSeq{0, 10})
 		p.pids.mu.Unlock()
 
 		in := kmsg.NewPtrProduceRequest()

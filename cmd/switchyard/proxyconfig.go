@@ -53,6 +53,8 @@ type proxyFile struct {
 	MaxInflight       int                   `yaml:"maxInflightPerConnection"`
 	IdleTimeout       time.Duration         `yaml:"idleTimeout"`
 	ClientIOTimeout   time.Duration         `yaml:"clientIOTimeout"`
+	ProducerIDExpiry  time.Duration         `yaml:"producerIdExpiry"`
+	MaxProducerIDs    int                   `yaml:"maxProducerIds"`
 	ClientAuth        proxy.ClientAuth      `yaml:"clientAuth"`
 	LogLevel          string                `yaml:"logLevel"`
 	LogFormat         string                `yaml:"logFormat"`
@@ -134,6 +136,8 @@ func parseProxyOptions(args []string, getenv func(string) string, stderr io.Writ
 		{"max-inflight-per-connection", strconv.Itoa(opts.Proxy.MaxInflightPerConnection), "requests of one connection forwarded and unanswered; beyond, the client is not read until a response goes out"},
 		{"idle-timeout", opts.Proxy.IdleTimeout.String(), "close a client connection silent this long with nothing in flight"},
 		{"client-io-timeout", opts.Proxy.ClientIOTimeout.String(), "time to read one request (first byte to last) or write one response, before the connection is closed"},
+		{"producer-id-expiry", opts.Proxy.ProducerIDExpiry.String(), "forget an idempotent producer unused this long (the clusters' producer.id.expiration.ms)"},
+		{"max-producer-ids", strconv.Itoa(opts.Proxy.MaxProducerIDs), "idempotent producers followed at most; beyond, the least recently used is forgotten"},
 		{"log-level", opts.LogLevel, "`level`: debug, info, warn, error"},
 		{"log-format", opts.LogFormat, "`format`: json or console"},
 		{"control", "", "control plane gRPC `host:port`; the proxy then follows its desired state (needs --app)"},
@@ -358,6 +362,10 @@ func applyProxyOption(o *proxyOptions, name, value string) error {
 		o.Proxy.IdleTimeout, err = time.ParseDuration(value)
 	case "client-io-timeout":
 		o.Proxy.ClientIOTimeout, err = time.ParseDuration(value)
+	case "producer-id-expiry":
+		o.Proxy.ProducerIDExpiry, err = time.ParseDuration(value)
+	case "max-producer-ids":
+		o.Proxy.MaxProducerIDs, err = strconv.Atoi(value)
 	case "log-level":
 		o.LogLevel = value
 	case "log-format":
@@ -481,6 +489,8 @@ func loadProxyFile(path string, o *proxyOptions) error {
 	set(&o.Proxy.MaxInflightPerConnection, f.MaxInflight)
 	set(&o.Proxy.IdleTimeout, f.IdleTimeout)
 	set(&o.Proxy.ClientIOTimeout, f.ClientIOTimeout)
+	set(&o.Proxy.ProducerIDExpiry, f.ProducerIDExpiry)
+	set(&o.Proxy.MaxProducerIDs, f.MaxProducerIDs)
 	set(&o.Control.Address, f.Control)
 	set(&o.Control.App, f.App)
 	set(&o.Control.Instance, f.Instance)
