@@ -112,7 +112,7 @@ func newMetrics(reg prometheus.Registerer) (*metrics, error) {
 		pidRemaps: prometheus.NewCounterVec(prometheus.CounterOpts{Namespace: ns, Subsystem: sub,
 			Name: "producer_id_remaps_total", Help: "Producer ids obtained on a cluster for a client producer whose id another cluster issued, by cluster."}, []string{"cluster"}),
 		seqChecks: prometheus.NewCounterVec(prometheus.CounterOpts{Namespace: ns, Subsystem: sub,
-			Name: "producer_sequence_checks_total", Help: "First batches of idempotent producers on a partition of a cluster that did not issue their id, checked by the proxy: waited (behind the partition's first batch in flight), duplicate (written before, answered as written), out_of_order (answered OUT_OF_ORDER_SEQUENCE_NUMBER)."}, []string{"outcome"}),
+			Name: "producer_sequence_checks_total", Help: "First batches of idempotent producers on a partition of a cluster that did not issue their id, checked by the proxy: waited (behind the partition's first batch in flight), wait_expired (waited the hold budget without an answer to that batch, answered NOT_ENOUGH_REPLICAS), duplicate (written before, answered as written), out_of_order (answered OUT_OF_ORDER_SEQUENCE_NUMBER)."}, []string{"outcome"}),
 		producerIDs: prometheus.NewGauge(prometheus.GaugeOpts{Namespace: ns, Subsystem: sub,
 			Name: "producer_ids", Help: "Idempotent producers the proxy follows now (one per producer id it presented), at most maxProducerIds."}),
 		producerIDsExpired: prometheus.NewCounterVec(prometheus.CounterOpts{Namespace: ns, Subsystem: sub,

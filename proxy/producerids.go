@@ -362,8 +362,16 @@ func (p *Proxy) translateInitProducerID(r *kmsg.InitProducerIDRequest, u *upstre
 // batches for cluster u. With follow (acks other than 0), it returns the
 // idempotent batches to follow into the response, or answered set when
 // the proxy answers the partition itself with code (sequences.go).
+//
+// Every probe it opened is released when it returns an error.
 func (p *Proxy) rewriteBatches(ctx context.Context, b []byte, u *upstream, tp topicPartition, follow bool) (batches []sentBatch, answered bool, code int16, err error) {
 	first := true
+	fail := func(err error) ([]sentBatch, bool, int16, error) {
+		// A probe opened for an earlier batch would never be answered:
+		// the request is not forwarded.
+		p.releaseSeqs(&produceSeqs{batches: batches})
+		return nil, false, 0, err
+	}
 	// Consecutive batches of one producer (a partition's usual case) share
 	// one lookup and one followed entry.
 	var (
@@ -376,7 +384,7 @@ func (p *Proxy) rewriteBatches(ctx context.Context, b []byte, u *upstream, tp to
 		length := int(int32(binary.BigEndian.Uint32(b[batchLengthOff:])))
 		total := 12 + length
 		if length < 0 || total > len(b) || total < batchHeaderBytes {
-			return nil, false, 0, fmt.Errorf("produce to %s/%d: malformed record batch", tp.topic, tp.partition)
+			return fail(fmt.Errorf("produce to %s/%d: malformed record batch", tp.topic, tp.partition))
 		}
 		batch := b[:total]
 		b = b[total:]
@@ -408,7 +416,7 @@ func (p *Proxy) rewriteBatches(ctx context.Context, b []byte, u *upstream, tp to
 		if !native {
 			rm, err := p.remapOn(ctx, e, u)
 			if err != nil {
-				return nil, false, 0, err
+				return fail(err)
 			}
 			var g *seqGate
 			var stale bool
@@ -418,7 +426,7 @@ func (p *Proxy) rewriteBatches(ctx context.Context, b []byte, u *upstream, tp to
 				switch {
 				case !stale:
 					if forward, c, err = p.admitFirst(ctx, rm, g, &sb); err != nil {
-						return nil, false, 0, err
+						return fail(err)
 					}
 				case seqBefore(sb.first, g.base):
 					// An older client epoch than the current one, reaching
