@@ -2,8 +2,9 @@ package proxy
 
 import "time"
 
-// clock is the time source of the producer-id table: when entries were
-// last used. Tests replace it to move time without sleeping.
+// clock is the time source of the producer-id and transaction tables:
+// when entries were last used and when an open transaction is taken to
+// have timed out. Tests replace it to move time without sleeping.
 type clock interface {
 	Now() time.Time
 	// AfterFunc calls f in its own goroutine once d has passed; stop

@@ -90,6 +90,14 @@ type Config struct {
 	// beyond it the least recently used one is forgotten (metric
 	// producer_ids_expired_total{reason="limit"}).
 	MaxProducerIDs int `yaml:"maxProducerIds"`
+	// MaxTransactionTimeout caps the transaction timeout the proxy assumes
+	// for a transactional producer (the one its accepted InitProducerId
+	// asked for): an open transaction is taken to have been aborted by
+	// its coordinator once that much time and a margin have passed. Kafka's
+	// transaction.max.timeout.ms, 15 minutes by default; raise it to match
+	// clusters that allow longer transactions, or a switch may land inside
+	// one of them.
+	MaxTransactionTimeout time.Duration `yaml:"maxTransactionTimeout"`
 }
 
 // DefaultConfig returns the defaults: listen on 127.0.0.1:9092 with virtual
@@ -108,8 +116,9 @@ func DefaultConfig() Config {
 		ClientIOTimeout:          60 * time.Second,
 		MaxHeldBytes:             64 << 20,
 
-		ProducerIDExpiry: 24 * time.Hour,
-		MaxProducerIDs:   defaultMaxProducerIDs,
+		ProducerIDExpiry:      24 * time.Hour,
+		MaxProducerIDs:        defaultMaxProducerIDs,
+		MaxTransactionTimeout: 15 * time.Minute,
 	}
 }
 
@@ -184,6 +193,9 @@ func (c *Config) Validate() error {
 	}
 	if c.MaxProducerIDs < 1 {
 		return fmt.Errorf("maxProducerIds: %d must be at least 1", c.MaxProducerIDs)
+	}
+	if c.MaxTransactionTimeout < time.Millisecond {
+		return fmt.Errorf("maxTransactionTimeout: %v must be at least 1ms", c.MaxTransactionTimeout)
 	}
 	if err := c.ClientAuth.validate(c.Clusters); err != nil {
 		return err

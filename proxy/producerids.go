@@ -149,14 +149,18 @@ type topicPartition struct {
 func newProducerIDs(cfg Config, m *metrics) *producerIDs {
 	return &producerIDs{byID: map[int64]*producerEntry{}, next: firstRemappedID,
 		expiry: cfg.ProducerIDExpiry, max: cfg.MaxProducerIDs, clock: realClock{}, base: time.Now(), m: m,
-		txns: newTxnTable()}
+		txns: newTxnTable(cfg.MaxTransactionTimeout)}
 }
 
-// setClock replaces the time source of the producer table (tests).
+// setClock replaces the time source of the producer and transaction
+// tables (tests).
 func (ids *producerIDs) setClock(c clock) {
 	ids.mu.Lock()
 	ids.clock, ids.base = c, c.Now()
 	ids.mu.Unlock()
+	ids.txns.mu.Lock()
+	ids.txns.clock = c
+	ids.txns.mu.Unlock()
 }
 
 // issued records an id a cluster issued and returns the id to present.

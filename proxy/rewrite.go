@@ -220,6 +220,9 @@ func (p *Proxy) patchProduceRequest(ctx context.Context, u *upstream, hdr reques
 		return out, nil
 	}
 	out.expect = acks != 0
+	if txnID != nil && acks == 0 {
+		return out, errTxnAcks0
+	}
 	tr := &reqTranslator{ctx: ctx, p: p, u: u, offset: u.epochOffset.Load()}
 	rewriteTxn := txnID != nil && p.pids.txns.remapping.Load()
 	// Batches of idempotent producers are followed into the response
