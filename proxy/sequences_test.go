@@ -586,17 +586,8 @@ func TestUnparsableBatchReleasesProbe(t *testing.T) {
 // the hold budget has passed, instead of hanging its connection; once the
 // first batch is answered the retry goes through, in order.
 func TestBatchBehindUnansweredProbe(t *testing.T) {
-	source := kafkatest.NewFake(t, "source", 1)
-	backend := kafkatest.NewFake(t, "target", 1)
-	topic := kafkatest.Topic(t, "unanswered")
-	source.CreateTopic(t, topic, 1)
-	backend.CreateTopic(t, topic, 1)
-	relay := newFaultyRelay(t, backend, func(key, _ int16, clientID string) faultAction {
-		if clientID == "probe" && key == keyProduce {
-			return faultHoldResponse
-		}
-		return faultNone
-	})
+	source, backend, topic := fakePairWithTopic(t, "unanswered", 1)
+	relay := holdProducesOf(t, backend, "probe")
 	tp := startProxy(t, source, relay.cluster("target"), func(c *Config) { c.HoldBudget = 500 * time.Millisecond })
 	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
 	defer cancel()

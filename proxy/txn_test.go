@@ -661,6 +661,30 @@ func TestTxnGroupSessionAcrossSwitch(t *testing.T) {
 	t.Logf("%d on the source, %d on the target", len(onSource[0]), len(onTarget[0]))
 }
 
+// fakePairWithTopic starts a source and a target kfake cluster of one
+// broker each (every request reaches the coordinator and the leader),
+// both holding a new topic of the given partitions.
+func fakePairWithTopic(t *testing.T, prefix string, partitions int32) (source, target *kafkatest.Cluster, topic string) {
+	t.Helper()
+	source, target = kafkatest.NewFake(t, "source", 1), kafkatest.NewFake(t, "target", 1)
+	topic = kafkatest.Topic(t, prefix)
+	source.CreateTopic(t, topic, partitions)
+	target.CreateTopic(t, topic, partitions)
+	return source, target, topic
+}
+
+// holdProducesOf relays a one-broker cluster, withholding the responses to
+// the Produce requests of one client id until the test releases them.
+func holdProducesOf(t *testing.T, backend *kafkatest.Cluster, clientID string) *faultyRelay {
+	t.Helper()
+	return newFaultyRelay(t, backend, func(key, _ int16, id string) faultAction {
+		if id == clientID && key == keyProduce {
+			return faultHoldResponse
+		}
+		return faultNone
+	})
+}
+
 // txnBatch encodes a transactional v2 batch of the given values.
 func txnBatch(pid int64, epoch int16, seq int32, values ...string) []byte {
 	var recs []byte
@@ -718,10 +742,7 @@ func initTxnOnWire(t *testing.T, c *wireConn, txnID string, timeout int32) *kmsg
 // transaction, leave no tracked timeout and no transactional id behind, and
 // a switch right after them lands.
 func TestTxnRefusedRequestsOpenNothing(t *testing.T) {
-	source, target := kafkatest.NewFake(t, "source", 1), kafkatest.NewFake(t, "target", 1)
-	topic := kafkatest.Topic(t, "txnrefused")
-	source.CreateTopic(t, topic, 1)
-	target.CreateTopic(t, topic, 1)
+	source, target, topic := fakePairWithTopic(t, "txnrefused", 1)
 	tp := startProxy(t, source, target, func(c *Config) { c.DrainTimeout = time.Second })
 	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
 	defer cancel()
@@ -765,10 +786,7 @@ func TestTxnRefusedRequestsOpenNothing(t *testing.T) {
 // MaxTransactionTimeout (here 1 minute) and the abort margin have passed,
 // not 10 minutes: a switch waiting for it lands then.
 func TestTxnTimeoutCapped(t *testing.T) {
-	source, target := kafkatest.NewFake(t, "source", 1), kafkatest.NewFake(t, "target", 1)
-	topic := kafkatest.Topic(t, "txncap")
-	source.CreateTopic(t, topic, 1)
-	target.CreateTopic(t, topic, 1)
+	source, target, topic := fakePairWithTopic(t, "txncap", 1)
 	tp := startProxy(t, source, target, func(c *Config) {
 		c.MaxTransactionTimeout = time.Minute
 		c.DrainTimeout = 200 * time.Millisecond
@@ -826,16 +844,8 @@ func TestTxnProduceAcks0ClosesConnection(t *testing.T) {
 // — the transaction is open — the second is admitted as continuing it, so
 // the transaction can end on the old cluster and the switch lands after it.
 func TestTxnStartParkedBehindItsFirstAnswer(t *testing.T) {
-	backend, target := kafkatest.NewFake(t, "source", 1), kafkatest.NewFake(t, "target", 1)
-	topic := kafkatest.Topic(t, "txnpark")
-	backend.CreateTopic(t, topic, 2)
-	target.CreateTopic(t, topic, 2)
-	relay := newFaultyRelay(t, backend, func(key, _ int16, clientID string) faultAction {
-		if clientID == "first" && key == keyProduce {
-			return faultHoldResponse
-		}
-		return faultNone
-	})
+	backend, target, topic := fakePairWithTopic(t, "txnpark", 2)
+	relay := holdProducesOf(t, backend, "first")
 	tp := startProxy(t, relay.cluster("source"), target, func(c *Config) { c.DrainTimeout = 20 * time.Second })
 	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
 	defer cancel()
