@@ -307,7 +307,8 @@ func FuzzProduceSequences(f *testing.F) {
 		if rw.local != nil {
 			answer = rw.local
 		} else {
-			// The cluster accepts every partition it was sent.
+			// The cluster accepts every partition it was sent, and answers
+			// a partition named twice once, as Kafka does.
 			fh, err := parseRequestHeader(rw.frame)
 			if err != nil {
 				t.Fatalf("forwarded request header: %v", err)
@@ -319,13 +320,17 @@ func FuzzProduceSequences(f *testing.F) {
 			}
 			resp := kmsg.NewPtrProduceResponse()
 			resp.Version = version
+			answered := map[string]bool{}
 			for _, rt := range fwd.Topics {
 				t2 := kmsg.NewProduceResponseTopic()
 				t2.Topic, t2.TopicID = rt.Topic, rt.TopicID
 				for _, rp := range rt.Partitions {
-					p2 := kmsg.NewProduceResponseTopicPartition()
-					p2.Partition = rp.Partition
-					t2.Partitions = append(t2.Partitions, p2)
+					if k := key(rt.Topic, rt.TopicID, rp.Partition); !answered[k] {
+						answered[k] = true
+						p2 := kmsg.NewProduceResponseTopicPartition()
+						p2.Partition = rp.Partition
+						t2.Partitions = append(t2.Partitions, p2)
+					}
 				}
 				resp.Topics = append(resp.Topics, t2)
 			}
