@@ -5,6 +5,7 @@
 #   make bench-proxy-real                # real Kafka (own test bed): franz-go + Kafka perf tools, direct vs proxied
 #   make bench-proxy-real-franz          # franz-go driver only, on the running test bed (make kafka-up)
 #   make bench-idle-conns                # the proxy's RSS with 1,000 idle client connections (BENCH_IDLE_CONNS)
+#   make soak-producers                  # the proxy's RSS across 1,000,000 short-lived idempotent producers (SOAK_PRODUCERS)
 #   make bench-proxy-profile             # Go hot-path benchmarks with a CPU profile
 #   make bench-proxy-perf                # bench-proxy with `perf record` on the proxy process
 #   make bench-mirror                    # our mirror vs MirrorMaker 2 on the real test bed (512 MiB, 8 partitions, lz4)
@@ -22,7 +23,7 @@ BENCH_OUT        := bench/out
 BENCH_TESTBED_ENV := testbed/.state/env
 
 .PHONY: bench-proxy bench-proxy-real bench-proxy-real-franz bench-proxy-bins bench-proxy-profile bench-proxy-perf bench-mirror \
-	bench-cutover bench-cutover-real bench-cutover-bin bench-idle-conns
+	bench-cutover bench-cutover-real bench-cutover-bin bench-idle-conns soak-producers
 
 bench-proxy-bins:
 	$(GO) build -o bin/switchyard ./cmd/switchyard
@@ -36,6 +37,16 @@ BENCH_IDLE_CONNS ?= 1000
 bench-idle-conns: bench-proxy-bins
 	@mkdir -p $(BENCH_OUT)
 	bin/benchproxy -idle-conns $(BENCH_IDLE_CONNS) -out $(BENCH_OUT)/idle-conns.md
+
+# soak-producers: RSS of the proxy process while SOAK_PRODUCERS short-lived
+# idempotent producers (one InitProducerId and one Produce each) pass
+# through it with the default limits; fails if the RSS ends above twice the
+# idle RSS. SOAK_PROXY_ARGS adds proxy flags, e.g. --max-producer-ids=100000.
+SOAK_PRODUCERS  ?= 1000000
+SOAK_PROXY_ARGS ?=
+soak-producers: bench-proxy-bins
+	@mkdir -p $(BENCH_OUT)
+	bin/benchproxy -producers $(SOAK_PRODUCERS) -proxy-args '$(SOAK_PROXY_ARGS)' -out $(BENCH_OUT)/soak-producers.md
 
 # bench-proxy: direct vs through the proxy on a 3-broker kfake cluster run
 # in its own process.

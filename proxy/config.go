@@ -50,7 +50,9 @@ type Config struct {
 	// DrainTimeout bounds how long a switch waits for in-flight requests.
 	DrainTimeout time.Duration `yaml:"drainTimeout"`
 	// HoldBudget bounds how long a HOLD gate parks a request before it is
-	// answered with a retriable error.
+	// answered with a retriable error, and how long a Produce waits after
+	// a switch behind the first batch of its producer and partition on the
+	// new cluster (sequences.go) before it is answered NOT_ENOUGH_REPLICAS.
 	HoldBudget time.Duration `yaml:"holdBudget"`
 	// ClientAuth says how clients authenticate (SASL passthrough,
 	// terminate or none) and whether the client listeners serve TLS.
@@ -84,6 +86,24 @@ type Config struct {
 	// would take the proxy past it is answered as a REJECT gate would
 	// (outcome hold_limit).
 	MaxHeldBytes int64 `yaml:"maxHeldBytes"`
+
+	// ProducerIDExpiry is how long an idempotent producer the proxy
+	// follows may stay unused before the proxy forgets it, as brokers
+	// forget a producer after producer.id.expiration.ms (1 day by
+	// default). Use the clusters' value if it was changed.
+	ProducerIDExpiry time.Duration `yaml:"producerIdExpiry"`
+	// MaxProducerIDs bounds the idempotent producers the proxy follows;
+	// beyond it the least recently used one is forgotten (metric
+	// producer_ids_expired_total{reason="limit"}).
+	MaxProducerIDs int `yaml:"maxProducerIds"`
+	// MaxTransactionTimeout caps the transaction timeout the proxy assumes
+	// for a transactional producer (the one its accepted InitProducerId
+	// asked for): an open transaction is taken to have been aborted by
+	// its coordinator once that much time and a margin have passed. Kafka's
+	// transaction.max.timeout.ms, 15 minutes by default; raise it to match
+	// clusters that allow longer transactions, or a switch may land inside
+	// one of them.
+	MaxTransactionTimeout time.Duration `yaml:"maxTransactionTimeout"`
 }
 
 // DefaultConfig returns the defaults: listen on 127.0.0.1:9092 with virtual
@@ -112,8 +132,16 @@ func DefaultConfig() Config {
 			MaxFailedAuths:       10,
 			FailedAuthWindow:     time.Minute,
 		},
+
+		ProducerIDExpiry:      24 * time.Hour,
+		MaxProducerIDs:        defaultMaxProducerIDs,
+		MaxTransactionTimeout: 15 * time.Minute,
 	}
 }
+
+// defaultMaxProducerIDs keeps the producer-id table within a few MiB
+// (about 400 bytes per producer that wrote to one partition).
+const defaultMaxProducerIDs = 20000
 
 // Validate reports the first configuration error, naming the field.
 func (c *Config) Validate() error {
@@ -182,6 +210,15 @@ func (c *Config) Validate() error {
 	}
 	if c.StopTimeout <= 0 {
 		return fmt.Errorf("stopTimeout: %v must be positive", c.StopTimeout)
+	}
+	if c.ProducerIDExpiry <= 0 {
+		return fmt.Errorf("producerIdExpiry: %v must be positive", c.ProducerIDExpiry)
+	}
+	if c.MaxProducerIDs < 1 {
+		return fmt.Errorf("maxProducerIds: %d must be at least 1", c.MaxProducerIDs)
+	}
+	if c.MaxTransactionTimeout < time.Millisecond {
+		return fmt.Errorf("maxTransactionTimeout: %v must be at least 1ms", c.MaxTransactionTimeout)
 	}
 	if err := c.ClientAuth.validate(c.Clusters); err != nil {
 		return err

@@ -129,9 +129,6 @@ func (p *Proxy) admit(ctx context.Context, c *clientConn, hdr requestHeader, bod
 				c.inflightFetch.Add(1)
 			}
 			p.inflightByKey(key).Add(1)
-			if note != nil {
-				p.pids.txns.admitted(p, note)
-			}
 			adm := admission{u: p.active, gen: p.gen, txn: note}
 			p.mu.Unlock()
 			delete(c.gateAnswered, key)

@@ -33,6 +33,10 @@ type metrics struct {
 	pidRemaps       *prometheus.CounterVec // cluster
 	seqChecks       *prometheus.CounterVec // outcome
 	brokersRefused  prometheus.Counter
+	// producerIDs and producerIDsExpired follow the producer-id table
+	// (producerids.go).
+	producerIDs        prometheus.Gauge
+	producerIDsExpired *prometheus.CounterVec // reason
 
 	// perKey caches each API key's per-request series (index: the key;
 	// the last slot: every key kmsg does not know), so the request path
@@ -112,14 +116,19 @@ func newMetrics(reg prometheus.Registerer) (*metrics, error) {
 		pidRemaps: prometheus.NewCounterVec(prometheus.CounterOpts{Namespace: ns, Subsystem: sub,
 			Name: "producer_id_remaps_total", Help: "Producer ids obtained on a cluster for a client producer whose id another cluster issued, by cluster."}, []string{"cluster"}),
 		seqChecks: prometheus.NewCounterVec(prometheus.CounterOpts{Namespace: ns, Subsystem: sub,
-			Name: "producer_sequence_checks_total", Help: "First batches of idempotent producers on a partition of a cluster that did not issue their id, checked by the proxy: waited (behind the partition's first batch in flight), duplicate (written before, answered as written), out_of_order (answered OUT_OF_ORDER_SEQUENCE_NUMBER)."}, []string{"outcome"}),
+			Name: "producer_sequence_checks_total", Help: "First batches of idempotent producers on a partition of a cluster that did not issue their id, checked by the proxy: waited (behind the partition's first batch in flight), wait_expired (waited the hold budget without an answer to that batch, answered NOT_ENOUGH_REPLICAS), duplicate (written before, answered as written), out_of_order (answered OUT_OF_ORDER_SEQUENCE_NUMBER)."}, []string{"outcome"}),
+		producerIDs: prometheus.NewGauge(prometheus.GaugeOpts{Namespace: ns, Subsystem: sub,
+			Name: "producer_ids", Help: "Idempotent producers the proxy follows now (one per producer id it presented), at most maxProducerIds."}),
+		producerIDsExpired: prometheus.NewCounterVec(prometheus.CounterOpts{Namespace: ns, Subsystem: sub,
+			Name: "producer_ids_expired_total", Help: "Idempotent producers the proxy forgot, by reason: idle (unused for producerIdExpiry, as brokers forget them), limit (the least recently used, to stay within maxProducerIds)."}, []string{"reason"}),
 		brokersRefused: prometheus.NewCounter(prometheus.CounterOpts{Namespace: ns, Subsystem: sub,
 			Name: "virtual_brokers_refused_total", Help: "Node ids presented as -1 because their cluster named more brokers than maxVirtualBrokers."}),
 	}
 	m.perKey = make([]atomic.Pointer[keyMetrics], len(apiShapes())+1)
 	for _, c := range []prometheus.Collector{m.connections, m.connectionsTot, m.connClosed, m.requests,
 		m.requestBytes, m.responseBytes, m.gated, m.held, m.heldBytes, m.switches, m.switchDuration,
-		m.upstreamLatency, m.earlyFetches, m.reauths, m.connRefused, m.clientAuthFails, m.authThrottled, m.staleMembers, m.activeCluster, m.pidRemaps, m.seqChecks, m.brokersRefused} {
+		m.upstreamLatency, m.earlyFetches, m.reauths, m.connRefused, m.clientAuthFails, m.authThrottled, m.staleMembers, m.activeCluster, m.pidRemaps, m.seqChecks,
+		m.brokersRefused, m.producerIDs, m.producerIDsExpired} {
 		if err := reg.Register(c); err != nil {
 			return nil, err
 		}

@@ -27,6 +27,21 @@ package proxy
 // Transactional producers are followed by transactional id instead
 // (txn.go): their batches and transaction requests are rewritten through
 // the producer's mapping there, never through this table.
+//
+// The table is bounded. A producer unused for Config.ProducerIDExpiry is
+// forgotten, as brokers forget it (producer.id.expiration.ms, 1 day by
+// default; "used": an InitProducerId answered for it, or a batch of it
+// forwarded), and beyond Config.MaxProducerIDs producers the least recently
+// used one is forgotten, so applications that create a producer per task
+// (short-lived idempotent producers, the default since Kafka 3) do not grow
+// the sidecar. Entries are threaded in the order of their last use, so
+// both cost O(1) per InitProducerId and nothing scans the table. A
+// forgotten producer's batches are forwarded as they are, like those of a
+// producer the proxy never saw issued (one initialised before the proxy
+// started): before a switch that changes nothing; after one, its id is not
+// remapped, so a producer idle longer than the expiry (or pushed out by
+// MaxProducerIDs newer ones) crosses a switch like a client without the
+// proxy — it sees the new cluster's answer to an id it does not know.
 
 import (
 	"context"
@@ -36,6 +51,7 @@ import (
 	"math"
 	"sync"
 	"sync/atomic"
+	"time"
 
 	"github.com/twmb/franz-go/pkg/kerr"
 	"github.com/twmb/franz-go/pkg/kmsg"
@@ -68,6 +84,14 @@ type producerIDs struct {
 	mu   sync.Mutex
 	byID map[int64]*producerEntry // presented id → entry
 	next int64
+	// oldest and newest end the list of entries in the order of their
+	// last use (producerEntry.older, newer).
+	oldest, newest *producerEntry
+	expiry         time.Duration // Config.ProducerIDExpiry
+	max            int           // Config.MaxProducerIDs
+	clock          clock
+	base           time.Time // lastUsed counts from here (monotonic)
+	m              *metrics  // nil in unit tests
 
 	// txns follows transactional producers (txn.go).
 	txns *txnTable
@@ -90,7 +114,14 @@ type producerEntry struct {
 	onOther map[string]*remappedProducer
 	// acked is, per partition, the sequence after the last batch a cluster
 	// acknowledged (sequences.go).
-	acked map[topicPartition]ackedSeq
+	acked ackedSeqs
+
+	// lastUsed is when the producer was last used, since producerIDs.base;
+	// older and newer are its neighbours in the order of last use. Guarded
+	// by producerIDs.mu; gone is set once the table forgot the entry.
+	lastUsed     time.Duration
+	older, newer *producerEntry
+	gone         bool
 }
 
 // remappedProducer is a producer's identity on a cluster that did not issue
@@ -114,8 +145,22 @@ type topicPartition struct {
 	partition int32
 }
 
-func newProducerIDs() *producerIDs {
-	return &producerIDs{byID: map[int64]*producerEntry{}, next: firstRemappedID, txns: newTxnTable()}
+// newProducerIDs returns an empty table with cfg's limits; m may be nil.
+func newProducerIDs(cfg Config, m *metrics) *producerIDs {
+	return &producerIDs{byID: map[int64]*producerEntry{}, next: firstRemappedID,
+		expiry: cfg.ProducerIDExpiry, max: cfg.MaxProducerIDs, clock: realClock{}, base: time.Now(), m: m,
+		txns: newTxnTable(cfg.MaxTransactionTimeout)}
+}
+
+// setClock replaces the time source of the producer and transaction
+// tables (tests).
+func (ids *producerIDs) setClock(c clock) {
+	ids.mu.Lock()
+	ids.clock, ids.base = c, c.Now()
+	ids.mu.Unlock()
+	ids.txns.mu.Lock()
+	ids.txns.clock = c
+	ids.txns.mu.Unlock()
 }
 
 // issued records an id a cluster issued and returns the id to present.
@@ -124,10 +169,14 @@ func newProducerIDs() *producerIDs {
 func (ids *producerIDs) issued(u *upstream, prev, realID int64, realEpoch int16) int64 {
 	ids.mu.Lock()
 	defer ids.mu.Unlock()
+	now := ids.sinceBaseLocked()
 	if e, ok := ids.byID[prev]; ok && prev >= 0 {
 		// A new epoch: the client's sequences restart at 0 everywhere.
-		e.issuer, e.realID, e.realEpoch, e.onOther, e.issuerLeft, e.acked = u, realID, realEpoch, nil, false, nil
-		ids.updateRewritingLocked()
+		e.issuer, e.realID, e.realEpoch, e.onOther, e.issuerLeft, e.acked = u, realID, realEpoch, nil, false, ackedSeqs{}
+		if prev != realID {
+			ids.rewriting.Store(true)
+		}
+		ids.touchLocked(e, now)
 		return prev
 	}
 	presented := realID
@@ -135,18 +184,94 @@ func (ids *producerIDs) issued(u *upstream, prev, realID int64, realEpoch int16)
 		presented = ids.next
 		ids.next++
 	}
-	ids.byID[presented] = &producerEntry{presented: presented, issuer: u, realID: realID, realEpoch: realEpoch}
-	ids.updateRewritingLocked()
+	if old, taken := ids.byID[presented]; taken {
+		ids.unlinkLocked(old) // the same id issued again: replaced
+	}
+	ids.expireLocked(now, 1)
+	e := &producerEntry{presented: presented, issuer: u, realID: realID, realEpoch: realEpoch}
+	ids.byID[presented] = e
+	ids.touchLocked(e, now)
+	if presented != realID {
+		ids.rewriting.Store(true)
+	}
+	if ids.m != nil {
+		ids.m.producerIDs.Set(float64(len(ids.byID)))
+	}
 	return presented
 }
 
-func (ids *producerIDs) updateRewritingLocked() {
-	for _, e := range ids.byID {
-		if e.presented != e.realID {
-			ids.rewriting.Store(true)
+// sinceBaseLocked is the time now, as lastUsed counts it.
+func (ids *producerIDs) sinceBaseLocked() time.Duration {
+	return ids.clock.Now().Sub(ids.base)
+}
+
+// touchLocked marks e used at now: it moves to the newest end of the list.
+func (ids *producerIDs) touchLocked(e *producerEntry, now time.Duration) {
+	e.lastUsed = now
+	if ids.newest == e || e.gone {
+		return
+	}
+	if e.older != nil || ids.oldest == e {
+		ids.detachLocked(e)
+	}
+	e.older, e.newer = ids.newest, nil
+	if ids.newest != nil {
+		ids.newest.newer = e
+	} else {
+		ids.oldest = e
+	}
+	ids.newest = e
+}
+
+// detachLocked takes e out of the list, leaving it in byID.
+func (ids *producerIDs) detachLocked(e *producerEntry) {
+	if e.older != nil {
+		e.older.newer = e.newer
+	} else if ids.oldest == e {
+		ids.oldest = e.newer
+	}
+	if e.newer != nil {
+		e.newer.older = e.older
+	} else if ids.newest == e {
+		ids.newest = e.older
+	}
+	e.older, e.newer = nil, nil
+}
+
+// unlinkLocked forgets e.
+func (ids *producerIDs) unlinkLocked(e *producerEntry) {
+	ids.detachLocked(e)
+	delete(ids.byID, e.presented)
+	e.gone = true
+}
+
+// expireLocked forgets the producers unused for the expiry, and the least
+// recently used ones while adding room more would exceed the maximum. It
+// looks only at the oldest end of the list: O(1) per producer forgotten.
+func (ids *producerIDs) expireLocked(now time.Duration, room int) {
+	for e := ids.oldest; e != nil; e = ids.oldest {
+		reason := ""
+		switch {
+		case len(ids.byID)+room > ids.max:
+			reason = "limit"
+		case now-e.lastUsed > ids.expiry:
+			reason = "idle"
+		default:
 			return
 		}
+		ids.unlinkLocked(e)
+		if ids.m != nil {
+			ids.m.producerIDsExpired.WithLabelValues(reason).Inc()
+			ids.m.producerIDs.Set(float64(len(ids.byID)))
+		}
 	}
+}
+
+// size returns the number of producers in the table.
+func (ids *producerIDs) size() int {
+	ids.mu.Lock()
+	defer ids.mu.Unlock()
+	return len(ids.byID)
 }
 
 // markSwitched is called by a switch to cluster to, after the drain: every
@@ -241,8 +366,16 @@ func (p *Proxy) translateInitProducerID(r *kmsg.InitProducerIDRequest, u *upstre
 // batches for cluster u. With follow (acks other than 0), it returns the
 // idempotent batches to follow into the response, or answered set when
 // the proxy answers the partition itself with code (sequences.go).
+//
+// Every probe it opened is released when it returns an error.
 func (p *Proxy) rewriteBatches(ctx context.Context, b []byte, u *upstream, tp topicPartition, follow bool) (batches []sentBatch, answered bool, code int16, err error) {
 	first := true
+	fail := func(err error) ([]sentBatch, bool, int16, error) {
+		// A probe opened for an earlier batch would never be answered:
+		// the request is not forwarded.
+		p.releaseSeqs(&produceSeqs{batches: batches})
+		return nil, false, 0, err
+	}
 	// Consecutive batches of one producer (a partition's usual case) share
 	// one lookup and one followed entry.
 	var (
@@ -255,7 +388,7 @@ func (p *Proxy) rewriteBatches(ctx context.Context, b []byte, u *upstream, tp to
 		length := int(int32(binary.BigEndian.Uint32(b[batchLengthOff:])))
 		total := 12 + length
 		if length < 0 || total > len(b) || total < batchHeaderBytes {
-			return nil, false, 0, fmt.Errorf("produce to %s/%d: malformed record batch", tp.topic, tp.partition)
+			return fail(fmt.Errorf("produce to %s/%d: malformed record batch", tp.topic, tp.partition))
 		}
 		batch := b[:total]
 		b = b[total:]
@@ -271,6 +404,9 @@ func (p *Proxy) rewriteBatches(ctx context.Context, b []byte, u *upstream, tp to
 			p.pids.mu.Lock()
 			if e, ok = p.pids.byID[pid]; ok {
 				native, realID = e.issuer == u && !e.issuerLeft, e.realID
+				now := p.pids.sinceBaseLocked()
+				p.pids.touchLocked(e, now)
+				p.pids.expireLocked(now, 0)
 			}
 			p.pids.mu.Unlock()
 			if !ok {
@@ -284,7 +420,7 @@ func (p *Proxy) rewriteBatches(ctx context.Context, b []byte, u *upstream, tp to
 		if !native {
 			rm, err := p.remapOn(ctx, e, u)
 			if err != nil {
-				return nil, false, 0, err
+				return fail(err)
 			}
 			var g *seqGate
 			var stale bool
@@ -294,7 +430,7 @@ func (p *Proxy) rewriteBatches(ctx context.Context, b []byte, u *upstream, tp to
 				switch {
 				case !stale:
 					if forward, c, err = p.admitFirst(ctx, rm, g, &sb); err != nil {
-						return nil, false, 0, err
+						return fail(err)
 					}
 				case seqBefore(sb.first, g.base):
 					// An older client epoch than the current one, reaching

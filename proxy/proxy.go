@@ -116,7 +116,7 @@ func New(cfg Config, log *zap.Logger, reg prometheus.Registerer) (*Proxy, error)
 		fromVirtual: map[string]map[int32]int32{},
 		conns:       map[*clientConn]struct{}{},
 		gate:        cfg.Gate,
-		pids:        newProducerIDs(),
+		pids:        newProducerIDs(cfg, m),
 	}
 	p.clusterID = cfg.ClusterID
 	if p.clusterID == "" {

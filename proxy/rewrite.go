@@ -218,12 +218,19 @@ func (p *Proxy) patchProduceRequest(ctx context.Context, u *upstream, hdr reques
 		return out, nil
 	}
 	out.expect = acks != 0
+	if txnID != nil && acks == 0 {
+		return out, errTxnAcks0
+	}
 	tr := &reqTranslator{ctx: ctx, p: p, u: u, offset: u.epochOffset.Load()}
 	rewriteTxn := txnID != nil && p.pids.txns.remapping.Load()
 	// Batches of idempotent producers are followed into the response
 	// (acks=0 has none) and rewritten after a switch.
 	followPIDs := txnID == nil && (out.expect || p.pids.rewriting.Load())
 	var seqs produceSeqs
+	var superseded map[[2]int]bool
+	if followPIDs || rewriteTxn {
+		superseded = supersededParts(body, topics)
+	}
 	parts := 0
 	for ti, t := range topics {
 		name := t.name
@@ -243,18 +250,20 @@ func (p *Proxy) patchProduceRequest(ctx context.Context, u *upstream, hdr reques
 			copy(body[t.idOff:t.idOff+16], real[:])
 		}
 		parts += len(t.parts)
-		if rewriteTxn {
-			for _, part := range t.parts {
-				if err := p.rewriteTxnBatches(ctx, *txnID, part.records, u, topicPartition{name, part.partition}); err != nil {
-					return out, err
-				}
-			}
-			continue
-		}
-		if !followPIDs {
+		if !followPIDs && !rewriteTxn {
 			continue
 		}
 		for pi, part := range t.parts {
+			if superseded[[2]int{ti, pi}] {
+				seqs.local = append(seqs.local, localPart{topicIndex: ti, partIndex: pi, superseded: true})
+				continue
+			}
+			if rewriteTxn {
+				if err := p.rewriteTxnBatches(ctx, *txnID, part.records, u, topicPartition{name, part.partition}); err != nil {
+					return out, err
+				}
+				continue
+			}
 			batches, answered, code, err := p.rewriteBatches(ctx, part.records, u, topicPartition{name, part.partition}, out.expect)
 			if err != nil {
 				p.releaseSeqs(&seqs)

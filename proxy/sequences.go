@@ -33,11 +33,20 @@ package proxy
 //
 // A partition answered by the proxy is removed from the request and its
 // answer merged into the cluster's response.
+//
+// No batch waits without a bound: one behind a probe is answered
+// NOT_ENOUGH_REPLICAS (nothing written, retriable) once the hold budget has
+// passed without the probe's answer (admitFirst), and a probe whose request
+// is refused before it is forwarded (a later batch does not parse, say) is
+// released at once (rewriteBatches). A partition named twice in one
+// request is forwarded once, its last occurrence, as Kafka keeps only that
+// one (supersededParts), so a request never waits for its own answer.
 
 import (
 	"context"
 	"encoding/binary"
 	"math"
+	"time"
 
 	"github.com/twmb/franz-go/pkg/kerr"
 	"github.com/twmb/franz-go/pkg/kmsg"
@@ -52,6 +61,59 @@ const batchLastOffsetDeltaOff = 23
 type ackedSeq struct {
 	epoch int16
 	next  int32
+}
+
+// ackedSeqs holds a producer's ackedSeq per partition: a short list for
+// the few partitions most producers write to (a map costs ten times the
+// memory of one entry, and the proxy follows up to MaxProducerIDs
+// producers), a map once there are more.
+type ackedSeqs struct {
+	few  []ackedPart
+	many map[topicPartition]ackedSeq
+}
+
+type ackedPart struct {
+	tp topicPartition
+	ackedSeq
+}
+
+// ackedFew is how many partitions ackedSeqs lists before it takes a map.
+const ackedFew = 8
+
+func (a *ackedSeqs) get(tp topicPartition) (ackedSeq, bool) {
+	if a.many != nil {
+		s, ok := a.many[tp]
+		return s, ok
+	}
+	for _, p := range a.few {
+		if p.tp == tp {
+			return p.ackedSeq, true
+		}
+	}
+	return ackedSeq{}, false
+}
+
+func (a *ackedSeqs) set(tp topicPartition, s ackedSeq) {
+	if a.many != nil {
+		a.many[tp] = s
+		return
+	}
+	for i := range a.few {
+		if a.few[i].tp == tp {
+			a.few[i].ackedSeq = s
+			return
+		}
+	}
+	if len(a.few) < ackedFew {
+		a.few = append(a.few, ackedPart{tp, s})
+		return
+	}
+	a.many = make(map[topicPartition]ackedSeq, 2*ackedFew)
+	for _, p := range a.few {
+		a.many[p.tp] = p.ackedSeq
+	}
+	a.many[tp] = s
+	a.few = nil
 }
 
 // seqGate is one partition of a producer on a cluster that did not issue
@@ -79,13 +141,16 @@ type sentBatch struct {
 	gate *seqGate
 }
 
-// localPart is a partition the proxy answers itself.
+// localPart is a partition the proxy answers itself, or drops.
 type localPart struct {
 	topicIndex, partIndex int // in the client's request
 	topic                 string
 	topicID               [16]byte // as the client sent it (v13+)
 	partition             int32
 	code                  int16
+	// superseded: the request names the partition again later; dropped
+	// without an answer of its own (supersededParts).
+	superseded bool
 }
 
 // produceSeqs is what a Produce request's response needs from its request.
@@ -111,7 +176,7 @@ func seqBefore(a, b int32) bool {
 func (ids *producerIDs) ackedNext(e *producerEntry, tp topicPartition, epoch int16) int32 {
 	ids.mu.Lock()
 	defer ids.mu.Unlock()
-	if a, ok := e.acked[tp]; ok && a.epoch == epoch {
+	if a, ok := e.acked.get(tp); ok && a.epoch == epoch {
 		return a.next
 	}
 	return 0
@@ -155,7 +220,19 @@ func (p *Proxy) seqGateFor(rm *remappedProducer, e *producerEntry, tp topicParti
 // admitFirst decides a partition's first batch on a cluster that has not
 // acknowledged the producer there yet: forward it (as the probe, or after
 // the probe was acknowledged), or answer it with the returned code.
+//
+// A batch behind a probe in flight waits for the probe's answer, at most
+// the hold budget (Config.HoldBudget, below the clients' request
+// timeout): then it is answered NOT_ENOUGH_REPLICAS — nothing written,
+// retried by every client — rather than left hanging on an answer that
+// may never come (metric producer_sequence_checks_total{outcome="wait_expired"}).
 func (p *Proxy) admitFirst(ctx context.Context, rm *remappedProducer, g *seqGate, sb *sentBatch) (forward bool, code int16, err error) {
+	var timer *time.Timer
+	defer func() {
+		if timer != nil {
+			timer.Stop()
+		}
+	}()
 	for {
 		rm.mu.Lock()
 		if g.established {
@@ -164,10 +241,19 @@ func (p *Proxy) admitFirst(ctx context.Context, rm *remappedProducer, g *seqGate
 		}
 		if ch := g.probe; ch != nil {
 			rm.mu.Unlock()
-			p.m.seqChecks.WithLabelValues("waited").Inc()
+			if timer == nil {
+				p.m.seqChecks.WithLabelValues("waited").Inc()
+				timer = time.NewTimer(p.cfg.HoldBudget)
+			}
 			select {
 			case <-ch:
 				continue
+			case <-timer.C:
+				p.m.seqChecks.WithLabelValues("wait_expired").Inc()
+				p.log.Warn("batch behind the first batch of its partition after a switch: no answer to that one within the hold budget; answered with a retriable error",
+					zap.String("topic", sb.tp.topic), zap.Int32("partition", sb.tp.partition),
+					zap.Int64("producer_id", sb.e.presented), zap.Duration("hold_budget", p.cfg.HoldBudget))
+				return false, gateErrors[keyProduce], nil
 			case <-ctx.Done():
 				return false, 0, ctx.Err()
 			}
@@ -214,14 +300,11 @@ func (p *Proxy) settleBatch(sb *sentBatch, code int16) {
 	if written {
 		next := addSeq(sb.last, 1)
 		p.pids.mu.Lock()
-		if sb.e.acked == nil {
-			sb.e.acked = map[topicPartition]ackedSeq{}
-		}
 		// A batch of an older client epoch, written late (stale), must not
 		// replace what the newer epoch acknowledged: the next switch would
 		// judge that epoch's resends against 0.
-		if a, ok := sb.e.acked[sb.tp]; !ok || sb.epoch > a.epoch || (sb.epoch == a.epoch && seqBefore(a.next, next)) {
-			sb.e.acked[sb.tp] = ackedSeq{epoch: sb.epoch, next: next}
+		if a, ok := sb.e.acked.get(sb.tp); !ok || sb.epoch > a.epoch || (sb.epoch == a.epoch && seqBefore(a.next, next)) {
+			sb.e.acked.set(sb.tp, ackedSeq{epoch: sb.epoch, next: next})
 		}
 		p.pids.mu.Unlock()
 	}
@@ -286,6 +369,9 @@ func (p *Proxy) settleProduce(r *kmsg.ProduceResponse, s *produceSeqs) {
 // addLocalParts adds the partitions the proxy answered to a response.
 func addLocalParts(r *kmsg.ProduceResponse, local []localPart) {
 	for _, lp := range local {
+		if lp.superseded {
+			continue
+		}
 		var rt *kmsg.ProduceResponseTopic
 		for i := range r.Topics {
 			if (r.Version >= 13 && r.Topics[i].TopicID == lp.topicID) || (r.Version < 13 && r.Topics[i].Topic == lp.topic) {
@@ -345,6 +431,85 @@ func dropLocalParts(hdr requestHeader, body []byte, local []localPart) ([]byte, 
 	}
 	req.Topics = topics
 	return requestFrame(hdr, req.AppendTo(nil)), nil
+}
+
+// supersededParts returns the occurrences of a partition that a Produce
+// request names again later (nil when none does). Kafka keeps only the
+// last: KafkaApis.handleProduceRequest collects the request's partitions
+// in a map keyed by partition, so an earlier occurrence is replaced before
+// anything is appended, and the response, built from that map, answers
+// the partition once. The proxy forwards only the last occurrence too,
+// which is also what its sequence check needs: one first batch per
+// producer and partition, never a second one waiting behind the first in
+// the same request for an answer that request would carry.
+func supersededParts(body []byte, topics []produceTopic) map[[2]int]bool {
+	n := 0
+	for _, t := range topics {
+		n += len(t.parts)
+	}
+	if n < 2 {
+		return nil
+	}
+	type at struct {
+		ti, pi int
+	}
+	var small [32]at
+	all := small[:0]
+	for ti, t := range topics {
+		for pi := range t.parts {
+			all = append(all, at{ti, pi})
+		}
+	}
+	same := func(a, b at) bool {
+		ta, tb := topics[a.ti], topics[b.ti]
+		if ta.parts[a.pi].partition != tb.parts[b.pi].partition {
+			return false
+		}
+		if ta.idOff >= 0 {
+			return string(body[ta.idOff:ta.idOff+16]) == string(body[tb.idOff:tb.idOff+16])
+		}
+		return ta.name == tb.name
+	}
+	var out map[[2]int]bool
+	mark := func(a at) {
+		if out == nil {
+			out = map[[2]int]bool{}
+		}
+		out[[2]int{a.ti, a.pi}] = true
+	}
+	if len(all) <= 32 {
+		for i, a := range all {
+			for _, b := range all[i+1:] {
+				if same(a, b) {
+					mark(a)
+					break
+				}
+			}
+		}
+		return out
+	}
+	type key struct {
+		name      string
+		partition int32
+	}
+	last := make(map[key]at, len(all))
+	keyOf := func(a at) key {
+		t := topics[a.ti]
+		k := key{name: t.name, partition: t.parts[a.pi].partition}
+		if t.idOff >= 0 {
+			k.name = string(body[t.idOff : t.idOff+16])
+		}
+		return k
+	}
+	for _, a := range all {
+		last[keyOf(a)] = a
+	}
+	for _, a := range all {
+		if last[keyOf(a)] != a {
+			mark(a)
+		}
+	}
+	return out
 }
 
 // batchSeqs reads a batch's client epoch, first and last sequence.

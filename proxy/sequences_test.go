@@ -2,6 +2,7 @@ package proxy
 
 import (
 	"context"
+	"encoding/binary"
 	"fmt"
 	"maps"
 	"slices"
@@ -197,7 +198,9 @@ func TestPartlyAnsweredProduceAfterSwitch(t *testing.T) {
 // sequence check of a producer remapped onto the active cluster, then a
 // response that accepts whatever was forwarded. Whatever the request, every
 // partition it names is answered exactly once — by the proxy or by the
-// cluster — and no partition's probe stays open.
+// cluster; a partition named twice once, as Kafka answers it — and no
+// partition's probe stays open, whether the request was forwarded or
+// refused.
 func FuzzProduceSequences(f *testing.F) {
 	p, u := newOfflineProxy(f)
 	// The topic ids the proxy presents (the cluster's are testTopicIDs).
@@ -229,6 +232,22 @@ func FuzzProduceSequences(f *testing.F) {
 			}
 			f.Add(v, req.AppendTo(nil))
 		}
+		// The first batch of topic-0/0 (the probe), then a batch that
+		// does not parse; and the partition named twice.
+		req := kmsg.NewPtrProduceRequest()
+		req.Version, req.Acks, req.TimeoutMillis = v, -1, 1000
+		rt := kmsg.NewProduceRequestTopic()
+		rt.Topic, rt.TopicID = "topic-0", ids[0]
+		rp := kmsg.NewProduceRequestTopicPartition()
+		rp.Records = append(idempotentBatch(pid, 0, 10, 0, 3), make([]byte, batchHeaderBytes)...)
+		binary.BigEndian.PutUint32(rp.Records[len(rp.Records)-batchHeaderBytes+batchLengthOff:], 1<<30)
+		rt.Partitions = append(rt.Partitions, rp)
+		req.Topics = append(req.Topics, rt)
+		f.Add(v, req.AppendTo(nil))
+		rt.Partitions[0].Records = idempotentBatch(pid, 0, 10, 0, 3)
+		rt.Partitions = append(rt.Partitions, rt.Partitions[0])
+		req.Topics[0] = rt
+		f.Add(v, req.AppendTo(nil))
 	}
 	f.Fuzz(func(t *testing.T, version int16, body []byte) {
 		_, version = normalizeKeyVersion([]int16{keyProduce}, keyProduce, version)
@@ -240,7 +259,8 @@ func FuzzProduceSequences(f *testing.F) {
 		rm := &remappedProducer{id: 99, clientEpoch: -1, lastClientEpoch: -1, parts: map[topicPartition]*seqGate{}}
 		p.pids.mu.Lock()
 		e.onOther = map[string]*remappedProducer{u.name: rm}
-		e.acked = map[topicPartition]ackedSeq{{"topic-0", 0}: {0, 10}}
+		e.acked = ackedSeqs{}
+		e.acked.set(topicPartition{"topic-0", 0}, ackedSeq{0, 10})
 		p.pids.mu.Unlock()
 
 		in := kmsg.NewPtrProduceRequest()
@@ -257,7 +277,15 @@ func FuzzProduceSequences(f *testing.F) {
 		}
 		for _, rt := range in.Topics {
 			for _, rp := range rt.Partitions {
-				want[key(rt.Topic, rt.TopicID, rp.Partition)]++
+				want[key(rt.Topic, rt.TopicID, rp.Partition)] = 1
+			}
+		}
+		noOpenProbe := func() {
+			t.Helper()
+			for tp, g := range rm.parts {
+				if g.probe != nil {
+					t.Fatalf("probe of %v still open", tp)
+				}
 			}
 		}
 		id := "fuzz"
@@ -267,7 +295,11 @@ func FuzzProduceSequences(f *testing.F) {
 		}
 		frame := requestFrame(hdr, append([]byte(nil), body...))
 		rw, err := p.rewriteRequest(deadCtx(), &clientConn{p: p}, u, hdr, frame)
-		if err != nil || !rw.expect && rw.local == nil {
+		if err != nil {
+			noOpenProbe() // the request is not forwarded: nothing will answer them
+			return
+		}
+		if !rw.expect && rw.local == nil {
 			p.releaseSeqs(rw.seqs)
 			return
 		}
@@ -275,7 +307,8 @@ func FuzzProduceSequences(f *testing.F) {
 		if rw.local != nil {
 			answer = rw.local
 		} else {
-			// The cluster accepts every partition it was sent.
+			// The cluster accepts every partition it was sent, and answers
+			// a partition named twice once, as Kafka does.
 			fh, err := parseRequestHeader(rw.frame)
 			if err != nil {
 				t.Fatalf("forwarded request header: %v", err)
@@ -287,13 +320,17 @@ func FuzzProduceSequences(f *testing.F) {
 			}
 			resp := kmsg.NewPtrProduceResponse()
 			resp.Version = version
+			answered := map[string]bool{}
 			for _, rt := range fwd.Topics {
 				t2 := kmsg.NewProduceResponseTopic()
 				t2.Topic, t2.TopicID = rt.Topic, rt.TopicID
 				for _, rp := range rt.Partitions {
-					p2 := kmsg.NewProduceResponseTopicPartition()
-					p2.Partition = rp.Partition
-					t2.Partitions = append(t2.Partitions, p2)
+					if k := key(rt.Topic, rt.TopicID, rp.Partition); !answered[k] {
+						answered[k] = true
+						p2 := kmsg.NewProduceResponseTopicPartition()
+						p2.Partition = rp.Partition
+						t2.Partitions = append(t2.Partitions, p2)
+					}
 				}
 				resp.Topics = append(resp.Topics, t2)
 			}
@@ -324,11 +361,7 @@ func FuzzProduceSequences(f *testing.F) {
 				t.Fatalf("partition %s answered %d times too few", k, n)
 			}
 		}
-		for tp, g := range rm.parts {
-			if g.probe != nil {
-				t.Fatalf("probe of %v still open", tp)
-			}
-		}
+		noOpenProbe()
 	})
 }
 
@@ -474,4 +507,112 @@ func switchLeavingOrphan(ctx context.Context, t *testing.T, tp *testProxy, p *se
 		}
 	}
 	return -1, nil, after
+}
+
+// TestPartitionTwiceInOneProduce: a Produce that names a partition twice
+// is answered as Kafka answers it — once for the partition, with only the
+// last occurrence's batch appended (KafkaApis.handleProduceRequest keeps
+// the request's partitions in a map) — before a switch and after one,
+// where the first occurrence is the partition's first batch on the new
+// cluster and the second must not wait behind it for an answer the same
+// request carries. The partition goes on in order afterwards.
+func TestPartitionTwiceInOneProduce(t *testing.T) {
+	for _, tc := range []struct {
+		name        string
+		afterSwitch bool
+	}{
+		{"before a switch", false},
+		{"after a switch", true},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			ctx, tp, p, target := seqSetup(t, "twice", 1)
+			wantCode(t, "source, first batch", p.send(0, 0, 0, 5), 0)
+			cluster := tp.source
+			if tc.afterSwitch {
+				if _, err := tp.Switch(ctx, "target"); err != nil {
+					t.Fatal(err)
+				}
+				cluster = target
+			}
+			// The same sequence twice, different records: the second is
+			// the one a broker keeps.
+			resp := p.conn(p.leaderOf(0)).roundTrip(p.produce(0, seqBatch{0, 5, 5, 5}, seqBatch{0, 5, 100, 5})).(*kmsg.ProduceResponse)
+			var answers []int16
+			for _, rt := range resp.Topics {
+				for _, rp := range rt.Partitions {
+					answers = append(answers, rp.ErrorCode)
+				}
+			}
+			if len(answers) != 1 || answers[0] != 0 {
+				t.Fatalf("partition named twice answered %v (error codes), want once, without error", answers)
+			}
+			wantCode(t, "the next batch", p.send(0, 10, 10, 5), 0)
+			want := slices.Concat(values(100, 105), values(10, 15))
+			if !tc.afterSwitch {
+				want = slices.Concat(values(0, 5), want)
+			}
+			if got := held(ctx, t, cluster, p.topic)[0]; !slices.Equal(got, want) {
+				t.Fatalf("%s holds %q, want %q", cluster.Name, got, want)
+			}
+			if n := tp.Status().InFlightByAPI[keyProduce]; n != 0 {
+				t.Fatalf("%d Produce still in flight", n)
+			}
+		})
+	}
+}
+
+// TestUnparsableBatchReleasesProbe: after a switch, a Produce whose first
+// batch for a partition becomes the partition's probe and whose next batch
+// does not parse is refused (the connection closes); the probe ends with
+// it, so the producer's next request for the partition goes through at
+// once instead of waiting for an answer that will never come.
+func TestUnparsableBatchReleasesProbe(t *testing.T) {
+	ctx, tp, p, target := seqSetup(t, "unparsable", 1)
+	wantCode(t, "source", p.send(0, 0, 0, 5), 0)
+	if _, err := tp.Switch(ctx, "target"); err != nil {
+		t.Fatal(err)
+	}
+	bad := p.produce(0, seqBatch{0, 5, 5, 5})
+	garbage := make([]byte, batchHeaderBytes)
+	binary.BigEndian.PutUint32(garbage[batchLengthOff:], 1<<30) // overruns the records
+	bad.Topics[0].Partitions[0].Records = append(bad.Topics[0].Partitions[0].Records, garbage...)
+	c := dialWire(t, leaderAddr(t, tp, p.topic), "seq")
+	c.send(bad)
+	c.expectClosed()
+	wantCode(t, "the same batch on a new connection", p.send(0, 5, 5, 5), 0)
+	if got := held(ctx, t, target, p.topic)[0]; !slices.Equal(got, values(5, 10)) {
+		t.Fatalf("target holds %q, want 5..9", got)
+	}
+}
+
+// TestBatchBehindUnansweredProbe: after a switch, a batch that waits behind
+// its partition's first batch on the new cluster — whose answer does not
+// come — is answered NOT_ENOUGH_REPLICAS (nothing written, retriable) once
+// the hold budget has passed, instead of hanging its connection; once the
+// first batch is answered the retry goes through, in order.
+func TestBatchBehindUnansweredProbe(t *testing.T) {
+	source, backend, topic := fakePairWithTopic(t, "unanswered", 1)
+	relay := holdProducesOf(t, backend, "probe")
+	tp := startProxy(t, source, relay.cluster("target"), func(c *Config) { c.HoldBudget = 500 * time.Millisecond })
+	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
+	defer cancel()
+	p := newSeqProducer(t, tp, topic)
+	wantCode(t, "source", p.send(0, 0, 0, 5), 0)
+	if _, err := tp.Switch(ctx, "target"); err != nil {
+		t.Fatal(err)
+	}
+	probe := dialWire(t, leaderAddr(t, tp, topic), "probe")
+	first := p.produce(0, seqBatch{0, 5, 5, 5})
+	corr := probe.send(first)
+	relay.waitHeld(t)
+	wantCode(t, "the batch behind the unanswered first batch", p.send(0, 10, 10, 5), kerr.NotEnoughReplicas.Code)
+	if got := gatheredValue(t, tp.reg, "switchyard_proxy_producer_sequence_checks_total", "outcome", "wait_expired"); got != 1 {
+		t.Errorf("producer_sequence_checks_total{outcome=wait_expired} %v, want 1", got)
+	}
+	relay.releaseHeld()
+	wantCode(t, "the first batch, answered at last", codes(t, probe.recv(first, corr))[0], 0)
+	wantCode(t, "the batch behind it, retried", p.send(0, 10, 10, 5), 0)
+	if got := held(ctx, t, backend, topic)[0]; !slices.Equal(got, values(5, 15)) {
+		t.Fatalf("target holds %q, want 5..14 in order", got)
+	}
 }

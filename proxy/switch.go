@@ -24,7 +24,8 @@ import (
 //     anything reaches the new one. Requests that continue an open
 //     transaction keep flowing to the old cluster meanwhile; requests that
 //     would start one are parked (txn.go). If a transaction is still open
-//     at the deadline the switch fails with ErrOpenTransactions and the
+//     at the deadline (or its first request, in flight then, is answered
+//     before step 4 ends) the switch fails with ErrOpenTransactions and the
 //     proxy stays on the old cluster: a switch lands only between
 //     transactions.
 //  4. Abandon every upstream connection: in-flight Fetches are answered
@@ -97,12 +98,19 @@ func (p *Proxy) Switch(ctx context.Context, to string) (SwitchReport, error) {
 		undo()
 		return SwitchReport{}, fmt.Errorf("switch to %q abandoned before the flip: %w", to, ctx.Err())
 	}
-	// Nothing starts a transaction while the switch drains, so none opens
-	// between this look and the flip.
-	if open := p.pids.txns.openIDs(); len(open) > 0 {
+	// Nothing starts a transaction while the switch drains; only the
+	// answer to one that began before and is still in flight can open one
+	// (txn.go), so the look is repeated once those are answered.
+	openErr := func() error {
+		if open := p.pids.txns.openIDs(); len(open) > 0 {
+			return fmt.Errorf("switch to %q: %w after the %v drain timeout: transactional ids %s",
+				to, ErrOpenTransactions, p.cfg.DrainTimeout, strings.Join(open, ", "))
+		}
+		return nil
+	}
+	if err := openErr(); err != nil {
 		undo()
-		return SwitchReport{}, fmt.Errorf("switch to %q: %w after the %v drain timeout: transactional ids %s",
-			to, ErrOpenTransactions, p.cfg.DrainTimeout, strings.Join(open, ", "))
+		return SwitchReport{}, err
 	}
 
 	// 4. Abandon the old upstream connections.
@@ -117,6 +125,15 @@ func (p *Proxy) Switch(ctx context.Context, to string) (SwitchReport, error) {
 	settle, cancel := context.WithTimeout(context.Background(), time.Second)
 	waitFor(settle, func() bool { return totalInflight(conns) == 0 })
 	cancel()
+	if err := openErr(); err != nil {
+		// The old upstream connections are abandoned: a new generation
+		// makes the next requests dial the old cluster afresh.
+		p.mu.Lock()
+		p.gen++
+		p.mu.Unlock()
+		undo()
+		return SwitchReport{}, err
+	}
 	rep.FetchesAnsweredEarly = int(p.earlyFetches.Load())
 
 	// 5. Flip.

@@ -13,25 +13,42 @@ package proxy
 // switch can only land between two of them. The proxy therefore follows
 // each transactional id (txnTable) and knows whether a transaction is open:
 //
-//   - it opens with the first request that adds to it after
-//     InitProducerId or EndTxn: AddPartitionsToTxn, AddOffsetsToTxn, a
-//     transactional Produce (KIP-890 part 2 adds partitions implicitly,
-//     Produce v12+) or TxnOffsetCommit (v5+ adds the group implicitly);
+//   - it opens when the cluster accepts the first request that adds to it
+//     after InitProducerId or EndTxn: AddPartitionsToTxn or
+//     AddOffsetsToTxn answered without error, a transactional Produce that
+//     appended to a partition (KIP-890 part 2 adds partitions implicitly,
+//     Produce v12+) or a TxnOffsetCommit that committed one (v5+ adds the
+//     group implicitly). A request the cluster refused opens nothing: a
+//     client cannot hold switches off with transactions the cluster never
+//     began. Until its answer the request is simply in flight, which a
+//     switch's drain waits for like any other;
 //   - it closes when an EndTxn or an InitProducerId for the id succeeds
 //     (the latter aborts whatever was open), or when the producer's
-//     transaction timeout (from its InitProducerId, 60 s when the proxy
-//     did not see it) plus a margin for the coordinator's abort sweep has
-//     passed since it opened — the coordinator has aborted it by then.
+//     transaction timeout plus a margin for the coordinator's abort sweep
+//     has passed since it opened — the coordinator has aborted it by then.
+//     The timeout is the one the producer's last accepted InitProducerId
+//     asked for (a refused one, say INVALID_TRANSACTION_TIMEOUT, changes
+//     nothing), capped at Config.MaxTransactionTimeout (Kafka's
+//     transaction.max.timeout.ms default, 15 minutes: a broker refuses
+//     longer ones); 60 s when the proxy did not see it.
+//
+// A transactional Produce with acks=0 gets no answer, so the proxy could
+// not tell whether it opened a transaction: it closes the connection
+// instead of forwarding it (no client library sends one; transactions
+// require acks=all).
 //
 // Admission (admit) uses it: while a gate blocks Produce, or a switch
 // drains, a request that continues an open transaction — including its
 // EndTxn — passes to the cluster the transaction lives on, and a request
 // that would start one is gated like a Produce (held, or answered with the
-// API's retriable error). An open transaction counts as one Produce and one
-// EndTxn in flight (Status.InFlightByAPI): its records and its end are
-// still to come, so a control plane waiting for in-flight Produce to reach
-// zero waits for open transactions to end, and tells them apart by the
-// EndTxn count. Switch waits for them within its drain timeout and fails
+// API's retriable error). A request that would start a transaction and is
+// parked is woken when another of the transaction's requests, forwarded
+// before, is accepted: it then continues the transaction (a client may send
+// a transaction's first Produce to several brokers at once). An open
+// transaction counts as one Produce and one EndTxn in flight
+// (Status.InFlightByAPI): its records and its end are still to come, so a
+// control plane waiting for in-flight Produce to reach zero waits for open
+// transactions to end, and tells them apart by the EndTxn count. Switch waits for them within its drain timeout and fails
 // with ErrOpenTransactions, staying on the old cluster, if one is still
 // open then.
 //
@@ -59,14 +76,20 @@ package proxy
 // The table forgets a transactional id unused for 7 days, as brokers do.
 // An id seen for the first time is taken to be native to the cluster its
 // first request goes to (a proxy restarted mid-life knows no better).
+// Requests the cluster refuses add no id to the table.
 //
 // Not covered: DescribeProducers, DescribeTransactions and ListTransactions
-// show the cluster's own ids. A transaction whose first request failed is
-// counted open until its EndTxn, an InitProducerId, or its timeout.
+// show the cluster's own ids. A transaction whose first request's answer
+// the proxy never read (the connection failed, or a switch's drain
+// deadline closed it) is not known open: like any request in flight past
+// the deadline, the client retries it, on the new cluster after a switch,
+// and the old cluster's coordinator aborts what it may have begun when its
+// timeout passes.
 
 import (
 	"context"
 	"encoding/binary"
+	"errors"
 	"fmt"
 	"hash/crc32"
 	"math"
@@ -96,6 +119,9 @@ const (
 	txnIDExpiry = 7 * 24 * time.Hour
 )
 
+// errTxnAcks0 refuses a transactional Produce with acks=0 (see above).
+var errTxnAcks0 = errors.New("transactional Produce with acks=0: the proxy could not learn whether it opened a transaction (transactions require acks=all)")
+
 // txnKind is what a request does to its producer's transaction.
 type txnKind int
 
@@ -119,6 +145,9 @@ type txnNote struct {
 	// gen is the producer's transaction generation when the request was
 	// admitted: a response closes only the transaction it belongs to.
 	gen uint64
+	// timeout is the transaction timeout an InitProducerId asks for, taken
+	// on only if the cluster accepts it.
+	timeout time.Duration
 }
 
 // txnTable follows every transactional producer seen through the proxy.
@@ -128,10 +157,12 @@ type txnTable struct {
 	// producers were known: until then nothing transactional is rewritten.
 	remapping atomic.Bool
 
-	mu    sync.Mutex
-	byID  map[string]*txnProducer
-	open  int
-	swept time.Time // the last look for expired ids
+	mu         sync.Mutex
+	byID       map[string]*txnProducer
+	open       int
+	swept      time.Time     // the last look for expired ids
+	maxTimeout time.Duration // Config.MaxTransactionTimeout
+	clock      clock
 }
 
 // txnProducer is one transactional id.
@@ -140,8 +171,8 @@ type txnProducer struct {
 	timeout  time.Duration
 	lastUsed time.Time
 	open     bool
-	gen      uint64 // bumped when a transaction opens
-	expiry   *time.Timer
+	gen      uint64      // bumped when a transaction opens
+	expiry   func() bool // stops the open transaction's timeout
 
 	// seen is false until the producer's first request was forwarded: the
 	// cluster that request went to issued the ids the client holds.
@@ -169,8 +200,8 @@ type txnMapping struct {
 	ends int
 }
 
-func newTxnTable() *txnTable {
-	return &txnTable{byID: map[string]*txnProducer{}}
+func newTxnTable(maxTimeout time.Duration) *txnTable {
+	return &txnTable{byID: map[string]*txnProducer{}, maxTimeout: maxTimeout, clock: realClock{}}
 }
 
 // classify reads what a request does to a transaction, without copying
@@ -230,7 +261,7 @@ func classifyTxn(hdr requestHeader, body []byte) (*txnNote, time.Duration) {
 func (t *txnTable) producerLocked(id string) *txnProducer {
 	e, ok := t.byID[id]
 	if !ok {
-		e = &txnProducer{id: id, timeout: defaultTxnTimeout, lastUsed: time.Now()}
+		e = &txnProducer{id: id, timeout: defaultTxnTimeout, lastUsed: t.clock.Now()}
 		t.byID[id] = e
 	}
 	return e
@@ -238,11 +269,13 @@ func (t *txnTable) producerLocked(id string) *txnProducer {
 
 // settle decides, under Proxy.mu, how admission treats a transactional
 // request: it continues an open transaction (never gated), would start one
-// (gated like a Produce), or neither. The note is updated in place.
+// (gated like a Produce), or neither. The note is updated in place;
+// timeout is the transaction timeout an InitProducerId asks for. An id the
+// table does not know is not added: only the cluster's answer does that.
 func (t *txnTable) settle(n *txnNote, timeout time.Duration) {
 	t.mu.Lock()
 	defer t.mu.Unlock()
-	now := time.Now()
+	now := t.clock.Now()
 	if now.Sub(t.swept) > time.Hour {
 		t.swept = now
 		for id, e := range t.byID {
@@ -251,14 +284,16 @@ func (t *txnTable) settle(n *txnNote, timeout time.Duration) {
 			}
 		}
 	}
-	e := t.producerLocked(n.id)
-	e.lastUsed = now
-	if n.req == txnReinit && timeout > 0 {
-		e.timeout = timeout
+	if n.req == txnReinit {
+		n.timeout = timeout
 	}
-	n.gen = e.gen
+	e, known := t.byID[n.id]
+	if known {
+		e.lastUsed = now
+		n.gen = e.gen
+	}
 	switch {
-	case e.open:
+	case known && e.open:
 		n.kind = txnContinues
 	case n.req == txnAdds:
 		n.kind = txnStarts
@@ -268,27 +303,48 @@ func (t *txnTable) settle(n *txnNote, timeout time.Duration) {
 	}
 }
 
-// admitted is called under Proxy.mu when a settled request is forwarded:
-// a request that starts a transaction opens it. An open transaction counts
-// as one Produce and one EndTxn in flight on p.
-func (t *txnTable) admitted(p *Proxy, n *txnNote) {
-	if n.kind != txnStarts {
-		return
-	}
+// opened opens the producer's transaction once the cluster accepted a
+// request that adds to it, unless one is open already. An open transaction
+// counts as one Produce and one EndTxn in flight on p, and ends by itself
+// (close) once the producer's transaction timeout, capped at maxTimeout,
+// and txnAbortMargin have passed. Requests that would have started a
+// transaction and are parked (a Produce gate, a switch draining) are woken
+// to be admitted as continuing it. Called without Proxy.mu.
+func (t *txnTable) opened(p *Proxy, id string) {
 	t.mu.Lock()
-	defer t.mu.Unlock()
-	e := t.producerLocked(n.id)
+	e := t.producerLocked(id)
+	e.lastUsed = t.clock.Now()
 	if e.open {
+		t.mu.Unlock()
 		return
 	}
 	e.open = true
 	e.gen++
-	n.gen = e.gen
 	t.open++
 	p.inflightByKey(keyProduce).Add(1)
 	p.inflightByKey(keyEndTxn).Add(1)
-	gen, id := e.gen, n.id
-	e.expiry = time.AfterFunc(e.timeout+txnAbortMargin, func() { t.close(p, id, gen) })
+	gen := e.gen
+	e.expiry = t.clock.AfterFunc(min(e.timeout, t.maxTimeout)+txnAbortMargin, func() { t.close(p, id, gen) })
+	t.mu.Unlock()
+
+	p.mu.Lock()
+	if p.switching || p.gate.Blocks(keyProduce) {
+		p.broadcastLocked()
+	}
+	p.mu.Unlock()
+}
+
+// initAccepted records, once the cluster accepted a transactional
+// producer's InitProducerId, the transaction timeout it asked for (capped
+// at maxTimeout), and closes what was open.
+func (t *txnTable) initAccepted(p *Proxy, n *txnNote) {
+	t.close(p, n.id, n.gen)
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	e := t.producerLocked(n.id)
+	if n.timeout > 0 {
+		e.timeout = min(n.timeout, t.maxTimeout)
+	}
 }
 
 // close ends the producer's open transaction of generation gen, if it is
@@ -302,7 +358,7 @@ func (t *txnTable) close(p *Proxy, id string, gen uint64) {
 	}
 	e.open = false
 	if e.expiry != nil {
-		e.expiry.Stop()
+		e.expiry()
 		e.expiry = nil
 	}
 	t.open--
@@ -577,11 +633,15 @@ func (p *Proxy) rewriteTxnBatches(ctx context.Context, txnID string, b []byte, u
 }
 
 // txnResponse follows a transactional request's response from cluster u:
-// a successful EndTxn or InitProducerId closes the transaction, and ids in
-// EndTxn v5+ responses are mapped back to the ones the client holds. It
-// returns the frame to pass on (rewritten in place or anew).
+// an accepted request that adds to a transaction opens it, a successful
+// EndTxn or InitProducerId closes it, and ids in EndTxn v5+ responses are
+// mapped back to the ones the client holds. It returns the frame to pass
+// on (rewritten in place or anew).
 func (p *Proxy) txnResponse(u *upstream, pr *pendingReq, frame []byte) ([]byte, error) {
 	n := pr.txn
+	if n.req == txnAdds {
+		return frame, p.txnAddAnswered(pr, frame)
+	}
 	if pr.hdr.Key != keyEndTxn && pr.hdr.Key != keyInitProducerID {
 		return frame, nil
 	}
@@ -599,7 +659,7 @@ func (p *Proxy) txnResponse(u *upstream, pr *pendingReq, frame []byte) ([]byte, 
 		if r.ErrorCode != 0 {
 			return frame, nil
 		}
-		t.close(p, n.id, n.gen)
+		t.initAccepted(p, n)
 		// The client now holds u's own ids.
 		t.mu.Lock()
 		e := t.producerLocked(n.id)
@@ -644,4 +704,58 @@ func (p *Proxy) txnResponse(u *upstream, pr *pendingReq, frame []byte) ([]byte, 
 		return r.AppendTo(out), nil
 	}
 	return frame, nil
+}
+
+// txnAddAnswered opens the producer's transaction if the cluster accepted
+// a request that adds to it: AddPartitionsToTxn or TxnOffsetCommit with a
+// partition without error, AddOffsetsToTxn without error, a Produce that
+// appended to a partition (or found its batch appended before). The
+// response is decoded only while no transaction is known open.
+func (p *Proxy) txnAddAnswered(pr *pendingReq, frame []byte) error {
+	t := p.pids.txns
+	t.mu.Lock()
+	e, ok := t.byID[pr.txn.id]
+	open := ok && e.open
+	t.mu.Unlock()
+	if open {
+		return nil
+	}
+	hl, err := responseHeaderLen(pr.hdr.Key, pr.hdr.Version, frame)
+	if err != nil {
+		return err
+	}
+	resp := kmsg.ResponseForKey(pr.hdr.Key)
+	if err := decodeResponse(resp, pr.hdr.Key, pr.hdr.Version, frame[hl:]); err != nil {
+		return err
+	}
+	accepted := false
+	take := func(code int16) {
+		accepted = accepted || code == 0 || code == kerr.DuplicateSequenceNumber.Code
+	}
+	switch r := resp.(type) {
+	case *kmsg.ProduceResponse:
+		for _, rt := range r.Topics {
+			for _, rp := range rt.Partitions {
+				take(rp.ErrorCode)
+			}
+		}
+	case *kmsg.AddPartitionsToTxnResponse:
+		for _, rt := range r.Topics {
+			for _, rp := range rt.Partitions {
+				take(rp.ErrorCode)
+			}
+		}
+	case *kmsg.AddOffsetsToTxnResponse:
+		take(r.ErrorCode)
+	case *kmsg.TxnOffsetCommitResponse:
+		for _, rt := range r.Topics {
+			for _, rp := range rt.Partitions {
+				take(rp.ErrorCode)
+			}
+		}
+	}
+	if accepted {
+		t.opened(p, pr.txn.id)
+	}
+	return nil
 }

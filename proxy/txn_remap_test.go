@@ -14,7 +14,7 @@ import (
 // out, and producers native to the cluster, are left alone.
 func TestRemapTxnRequest(t *testing.T) {
 	u := &upstream{name: "target"}
-	p := &Proxy{pids: newProducerIDs()}
+	p := &Proxy{pids: newProducerIDs(DefaultConfig(), nil)}
 	tt := p.pids.txns
 	tt.byID["mapped"] = &txnProducer{id: "mapped", seen: true,
 		m: &txnMapping{on: u, presID: 5, presEpoch: 10, realID: 77, realEpoch: 2, base: map[topicPartition]int32{}}}
@@ -119,7 +119,7 @@ func TestRemapTxnRequest(t *testing.T) {
 // epochs would run out, it is given the cluster's ids.
 func TestTxnEndTxnV5ResponseMapsEpoch(t *testing.T) {
 	u := &upstream{name: "target"}
-	p := &Proxy{pids: newProducerIDs()}
+	p := &Proxy{pids: newProducerIDs(DefaultConfig(), nil)}
 	m := &txnMapping{on: u, presID: 5, presEpoch: 10, realID: 77, realEpoch: 2,
 		base: map[topicPartition]int32{{"t", 0}: 40}}
 	p.pids.txns.byID["tx"] = &txnProducer{id: "tx", seen: true, m: m}

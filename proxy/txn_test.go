@@ -2,8 +2,11 @@ package proxy
 
 import (
 	"context"
+	"encoding/binary"
 	"errors"
 	"fmt"
+	"hash/crc32"
+	"math"
 	"slices"
 	"sort"
 	"strings"
@@ -656,4 +659,248 @@ func TestTxnGroupSessionAcrossSwitch(t *testing.T) {
 		t.Errorf("output %d on the source, %d on the target: the switch did not land mid-stream", len(onSource[0]), len(onTarget[0]))
 	}
 	t.Logf("%d on the source, %d on the target", len(onSource[0]), len(onTarget[0]))
+}
+
+// fakePairWithTopic starts a source and a target kfake cluster of one
+// broker each (every request reaches the coordinator and the leader),
+// both holding a new topic of the given partitions.
+func fakePairWithTopic(t *testing.T, prefix string, partitions int32) (source, target *kafkatest.Cluster, topic string) {
+	t.Helper()
+	source, target = kafkatest.NewFake(t, "source", 1), kafkatest.NewFake(t, "target", 1)
+	topic = kafkatest.Topic(t, prefix)
+	source.CreateTopic(t, topic, partitions)
+	target.CreateTopic(t, topic, partitions)
+	return source, target, topic
+}
+
+// holdProducesOf relays a one-broker cluster, withholding the responses to
+// the Produce requests of one client id until the test releases them.
+func holdProducesOf(t *testing.T, backend *kafkatest.Cluster, clientID string) *faultyRelay {
+	t.Helper()
+	return newFaultyRelay(t, backend, func(key, _ int16, id string) faultAction {
+		if id == clientID && key == keyProduce {
+			return faultHoldResponse
+		}
+		return faultNone
+	})
+}
+
+// txnBatch encodes a transactional v2 batch of the given values.
+func txnBatch(pid int64, epoch int16, seq int32, values ...string) []byte {
+	var recs []byte
+	for i, v := range values {
+		r := kmsg.Record{OffsetDelta: int32(i), Value: []byte(v)}
+		r.Length = int32(len(r.AppendTo(nil)) - 1)
+		recs = r.AppendTo(recs)
+	}
+	now := time.Now().UnixMilli()
+	b := kmsg.RecordBatch{PartitionLeaderEpoch: -1, Magic: 2, Attributes: 0x10, LastOffsetDelta: int32(len(values) - 1),
+		FirstTimestamp: now, MaxTimestamp: now, ProducerID: pid, ProducerEpoch: epoch, FirstSequence: seq,
+		NumRecords: int32(len(values)), Records: recs}
+	out := b.AppendTo(nil)
+	binary.BigEndian.PutUint32(out[8:], uint32(len(out)-12))
+	binary.BigEndian.PutUint32(out[17:], crc32.Checksum(out[21:], crc32.MakeTable(crc32.Castagnoli)))
+	return out
+}
+
+// txnProduce is a transactional Produce of one batch to partition part.
+func txnProduce(version, acks int16, txnID, topic string, part int32, batch []byte) *kmsg.ProduceRequest {
+	req := kmsg.NewPtrProduceRequest()
+	req.Version, req.Acks, req.TimeoutMillis = version, acks, 5000
+	req.TransactionID = &txnID
+	rt := kmsg.NewProduceRequestTopic()
+	rt.Topic = topic
+	rp := kmsg.NewProduceRequestTopicPartition()
+	rp.Partition, rp.Records = part, batch
+	rt.Partitions = append(rt.Partitions, rp)
+	req.Topics = append(req.Topics, rt)
+	return req
+}
+
+// initTxnOnWire runs InitProducerId for a transactional id on c, retrying
+// while the coordinator loads, and returns the response.
+func initTxnOnWire(t *testing.T, c *wireConn, txnID string, timeout int32) *kmsg.InitProducerIDResponse {
+	t.Helper()
+	req := kmsg.NewPtrInitProducerIDRequest()
+	req.Version = 4
+	req.TransactionalID, req.TransactionTimeoutMillis = &txnID, timeout
+	req.ProducerID, req.ProducerEpoch = -1, -1
+	deadline := time.Now().Add(30 * time.Second)
+	for {
+		resp := c.roundTrip(req).(*kmsg.InitProducerIDResponse)
+		if !kerr.IsRetriable(kerr.ErrorForCode(resp.ErrorCode)) || time.Now().After(deadline) {
+			return resp
+		}
+		time.Sleep(100 * time.Millisecond) // the broker offers nothing to wait on
+	}
+}
+
+// TestTxnRefusedRequestsOpenNothing: requests the cluster refuses — an
+// InitProducerId asking for a 24.8-day transaction timeout
+// (INVALID_TRANSACTION_TIMEOUT), a transactional Produce and an
+// AddPartitionsToTxn for a producer the cluster never initialised — open no
+// transaction, leave no tracked timeout and no transactional id behind, and
+// a switch right after them lands.
+func TestTxnRefusedRequestsOpenNothing(t *testing.T) {
+	source, target, topic := fakePairWithTopic(t, "txnrefused", 1)
+	tp := startProxy(t, source, target, func(c *Config) { c.DrainTimeout = time.Second })
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	defer cancel()
+	const txnID = "hostile-tx"
+	c := dialWire(t, tp.Addr().String(), "hostile")
+	if resp := initTxnOnWire(t, c, txnID, math.MaxInt32); resp.ErrorCode != kerr.InvalidTransactionTimeout.Code {
+		t.Fatalf("InitProducerId with a 24.8-day timeout: %v, want INVALID_TRANSACTION_TIMEOUT", kerr.ErrorForCode(resp.ErrorCode))
+	}
+	produce := txnProduce(9, -1, txnID, topic, 0, txnBatch(1, 0, 0, "never"))
+	if code := codes(t, c.roundTrip(produce))[0]; code == 0 {
+		t.Fatal("transactional Produce of an uninitialised producer accepted")
+	}
+	add := kmsg.NewPtrAddPartitionsToTxnRequest()
+	add.Version, add.TransactionalID, add.ProducerID, add.ProducerEpoch = 3, txnID, 1, 0
+	at := kmsg.NewAddPartitionsToTxnRequestTopic()
+	at.Topic, at.Partitions = topic, []int32{0}
+	add.Topics = append(add.Topics, at)
+	for _, rt := range c.roundTrip(add).(*kmsg.AddPartitionsToTxnResponse).Topics {
+		for _, rp := range rt.Partitions {
+			if rp.ErrorCode == 0 {
+				t.Fatal("AddPartitionsToTxn of an uninitialised producer accepted")
+			}
+		}
+	}
+	if st := tp.Status(); st.InFlightByAPI[keyProduce] != 0 || st.InFlightByAPI[keyEndTxn] != 0 {
+		t.Errorf("after refused transactional requests: in flight %v, want nothing", st.InFlightByAPI)
+	}
+	tp.pids.txns.mu.Lock()
+	e, known := tp.pids.txns.byID[txnID]
+	tp.pids.txns.mu.Unlock()
+	if known {
+		t.Errorf("refused requests left %s in the table (timeout %v, open %v)", txnID, e.timeout, e.open)
+	}
+	if _, err := tp.Switch(ctx, "target"); err != nil {
+		t.Fatalf("switch after refused transactional requests: %v", err)
+	}
+}
+
+// TestTxnTimeoutCapped: a transaction opened by a producer whose accepted
+// InitProducerId asked for 10 minutes is taken to be over once
+// MaxTransactionTimeout (here 1 minute) and the abort margin have passed,
+// not 10 minutes: a switch waiting for it lands then.
+func TestTxnTimeoutCapped(t *testing.T) {
+	source, target, topic := fakePairWithTopic(t, "txncap", 1)
+	tp := startProxy(t, source, target, func(c *Config) {
+		c.MaxTransactionTimeout = time.Minute
+		c.DrainTimeout = 200 * time.Millisecond
+	})
+	clk := newFakeClock()
+	tp.pids.setClock(clk)
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	defer cancel()
+	txnID := kafkatest.Topic(t, "tx")
+	w := newTxnWorker(tp.client(t, kgo.TransactionalID(txnID), kgo.TransactionTimeout(10*time.Minute), retryFast()), topic, 3)
+	if _, _, err := w.begin(ctx); err != nil {
+		t.Fatal(err)
+	}
+	if n := tp.pids.txns.openCount(); n != 1 {
+		t.Fatalf("%d transactions open after the first produce, want 1", n)
+	}
+	clk.Advance(time.Minute + txnAbortMargin - time.Second)
+	if _, err := tp.Switch(ctx, "target"); !errors.Is(err, ErrOpenTransactions) {
+		t.Fatalf("switch within the capped timeout: %v, want ErrOpenTransactions", err)
+	}
+	clk.Advance(2 * time.Second)
+	if n := tp.pids.txns.openCount(); n != 0 {
+		t.Fatalf("%d transactions open past MaxTransactionTimeout and the margin, want 0", n)
+	}
+	if st := tp.Status(); st.InFlightByAPI[keyProduce] != 0 || st.InFlightByAPI[keyEndTxn] != 0 {
+		t.Errorf("past the capped timeout: in flight %v, want nothing", st.InFlightByAPI)
+	}
+	if _, err := tp.Switch(ctx, "target"); err != nil {
+		t.Fatalf("switch past the capped timeout: %v", err)
+	}
+}
+
+// TestTxnProduceAcks0ClosesConnection: a transactional Produce with acks=0
+// gets no answer, so the proxy could not learn whether it opened a
+// transaction; it closes the connection instead of forwarding it, and
+// nothing is counted open.
+func TestTxnProduceAcks0ClosesConnection(t *testing.T) {
+	source := kafkatest.NewFake(t, "source", 1)
+	topic := kafkatest.Topic(t, "txnacks0")
+	source.CreateTopic(t, topic, 1)
+	tp := startProxy(t, source, nil)
+	before := connErrorsByReason(t, tp.reg)
+	c := dialWire(t, tp.Addr().String(), "acks0")
+	c.send(txnProduce(9, 0, "acks0-tx", topic, 0, txnBatch(1, 0, 0, "x")))
+	c.expectClosed()
+	waitOneConnError(t, tp.reg, before, "rewrite_request")
+	if n := tp.pids.txns.openCount(); n != 0 {
+		t.Fatalf("%d transactions open", n)
+	}
+}
+
+// TestTxnStartParkedBehindItsFirstAnswer: a transaction's first Produce is
+// in flight when a switch starts; its second, on another connection, is
+// parked as one that would start a transaction. When the first is answered
+// — the transaction is open — the second is admitted as continuing it, so
+// the transaction can end on the old cluster and the switch lands after it.
+func TestTxnStartParkedBehindItsFirstAnswer(t *testing.T) {
+	backend, target, topic := fakePairWithTopic(t, "txnpark", 2)
+	relay := holdProducesOf(t, backend, "first")
+	tp := startProxy(t, relay.cluster("source"), target, func(c *Config) { c.DrainTimeout = 20 * time.Second })
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	defer cancel()
+	txnID := kafkatest.Topic(t, "tx")
+	ctl := dialWire(t, tp.Addr().String(), "control")
+	init := initTxnOnWire(t, ctl, txnID, 60000)
+	if init.ErrorCode != 0 {
+		t.Fatalf("InitProducerId: %v", kerr.ErrorForCode(init.ErrorCode))
+	}
+	pid, epoch := init.ProducerID, init.ProducerEpoch
+
+	// Produce v12: the partition joins the transaction implicitly (KIP-890).
+	first := dialWire(t, tp.Addr().String(), "first")
+	req1 := txnProduce(12, -1, txnID, topic, 0, txnBatch(pid, epoch, 0, "a"))
+	corr1 := first.send(req1)
+	relay.waitHeld(t)
+
+	switched := make(chan error, 1)
+	go func() {
+		_, err := tp.Switch(ctx, "target")
+		switched <- err
+	}()
+	eventually(t, 10*time.Second, "switch draining", func() error {
+		if !tp.Status().Switching {
+			return errNotYet
+		}
+		return nil
+	})
+	second := dialWire(t, tp.Addr().String(), "second")
+	req2 := txnProduce(12, -1, txnID, topic, 1, txnBatch(pid, epoch, 0, "b"))
+	corr2 := second.send(req2)
+	eventually(t, 10*time.Second, "second produce parked", func() error {
+		if tp.Status().Held == 0 {
+			return errNotYet
+		}
+		return nil
+	})
+	relay.releaseHeld()
+	wantCode(t, "first produce", codes(t, first.recv(req1, corr1))[0], 0)
+	wantCode(t, "second produce", codes(t, second.recv(req2, corr2))[1], 0)
+
+	end := kmsg.NewPtrEndTxnRequest()
+	end.Version, end.TransactionalID, end.ProducerID, end.ProducerEpoch, end.Commit = 4, txnID, pid, epoch, true
+	if resp := ctl.roundTrip(end).(*kmsg.EndTxnResponse); resp.ErrorCode != 0 {
+		t.Fatalf("EndTxn: %v", kerr.ErrorForCode(resp.ErrorCode))
+	}
+	if err := <-switched; err != nil {
+		t.Fatalf("switch: %v", err)
+	}
+	var got []string
+	for _, r := range backend.ReadCommitted(ctx, t, topic) {
+		got = append(got, string(r.Value))
+	}
+	sort.Strings(got)
+	if !slices.Equal(got, []string{"a", "b"}) {
+		t.Fatalf("source holds %q committed, want a and b", got)
+	}
 }

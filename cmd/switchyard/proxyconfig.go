@@ -64,6 +64,9 @@ type proxyFile struct {
 	ClientIOTimeout   time.Duration         `yaml:"clientIOTimeout"`
 	MaxVirtualBrokers int                   `yaml:"maxVirtualBrokers"`
 	StopTimeout       time.Duration         `yaml:"stopTimeout"`
+	ProducerIDExpiry  time.Duration         `yaml:"producerIdExpiry"`
+	MaxProducerIDs    int                   `yaml:"maxProducerIds"`
+	MaxTxnTimeout     time.Duration         `yaml:"maxTransactionTimeout"`
 	ClientAuth        proxy.ClientAuth      `yaml:"clientAuth"`
 	LogLevel          string                `yaml:"logLevel"`
 	LogFormat         string                `yaml:"logFormat"`
@@ -172,6 +175,9 @@ func parseProxyOptions(args []string, getenv func(string) string, stderr io.Writ
 		{"client-io-timeout", opts.Proxy.ClientIOTimeout.String(), "time to read one request (first byte to last) or write one response, before the connection is closed"},
 		{"max-virtual-brokers", strconv.Itoa(opts.Proxy.MaxVirtualBrokers), "virtual brokers (listeners) made for one cluster's node ids; ids beyond are presented as -1"},
 		{"stop-timeout", opts.Proxy.StopTimeout.String(), "how long a stopping proxy waits for the connections it closed"},
+		{"producer-id-expiry", opts.Proxy.ProducerIDExpiry.String(), "forget an idempotent producer unused this long (the clusters' producer.id.expiration.ms)"},
+		{"max-producer-ids", strconv.Itoa(opts.Proxy.MaxProducerIDs), "idempotent producers followed at most; beyond, the least recently used is forgotten"},
+		{"max-transaction-timeout", opts.Proxy.MaxTransactionTimeout.String(), "longest transaction timeout assumed for a transactional producer (the clusters' transaction.max.timeout.ms)"},
 		{"log-level", opts.LogLevel, "`level`: debug, info, warn, error"},
 		{"log-format", opts.LogFormat, "`format`: json or console"},
 		{"control", "", "control plane gRPC `host:port`; the proxy then follows its desired state (needs --app)"},
@@ -463,6 +469,12 @@ func applyProxyOption(o *proxyOptions, name, value string) error {
 		o.Proxy.MaxVirtualBrokers, err = strconv.Atoi(value)
 	case "stop-timeout":
 		o.Proxy.StopTimeout, err = time.ParseDuration(value)
+	case "producer-id-expiry":
+		o.Proxy.ProducerIDExpiry, err = time.ParseDuration(value)
+	case "max-producer-ids":
+		o.Proxy.MaxProducerIDs, err = strconv.Atoi(value)
+	case "max-transaction-timeout":
+		o.Proxy.MaxTransactionTimeout, err = time.ParseDuration(value)
 	case "log-level":
 		o.LogLevel = value
 	case "log-format":
@@ -601,6 +613,9 @@ func loadProxyFile(path string, o *proxyOptions) error {
 	set(&o.Proxy.ClientIOTimeout, f.ClientIOTimeout)
 	set(&o.Proxy.MaxVirtualBrokers, f.MaxVirtualBrokers)
 	set(&o.Proxy.StopTimeout, f.StopTimeout)
+	set(&o.Proxy.ProducerIDExpiry, f.ProducerIDExpiry)
+	set(&o.Proxy.MaxProducerIDs, f.MaxProducerIDs)
+	set(&o.Proxy.MaxTransactionTimeout, f.MaxTxnTimeout)
 	set(&o.Control.Address, f.Control)
 	set(&o.Control.App, f.App)
 	set(&o.Control.Instance, f.Instance)

@@ -155,6 +155,25 @@ func TestParseProxyOptionsPrecedence(t *testing.T) {
 	}
 }
 
+// TestParseProxyStateLimits: the producer-id and transaction limits come
+// from the file, the environment and flags, in that precedence.
+func TestParseProxyStateLimits(t *testing.T) {
+	path := writeConfig(t, "clusters: [{name: a, bootstrap: [kafka:9092]}]\nproducerIdExpiry: 2h\nmaxProducerIds: 500\nmaxTransactionTimeout: 30m\n")
+	o, err := parseProxyOptions([]string{"--config", path, "--max-producer-ids", "700"},
+		envOf(map[string]string{"SWITCHYARD_PRODUCER_ID_EXPIRY": "3h"}), io.Discard)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if o.Proxy.ProducerIDExpiry != 3*time.Hour || o.Proxy.MaxProducerIDs != 700 || o.Proxy.MaxTransactionTimeout != 30*time.Minute {
+		t.Errorf("producerIdExpiry %v, maxProducerIds %d, maxTransactionTimeout %v; want 3h (env), 700 (flag), 30m (file)",
+			o.Proxy.ProducerIDExpiry, o.Proxy.MaxProducerIDs, o.Proxy.MaxTransactionTimeout)
+	}
+	d := proxy.DefaultConfig()
+	if d.ProducerIDExpiry != 24*time.Hour || d.MaxTransactionTimeout != 15*time.Minute {
+		t.Errorf("defaults: producerIdExpiry %v, maxTransactionTimeout %v; want Kafka's 24h and 15m", d.ProducerIDExpiry, d.MaxTransactionTimeout)
+	}
+}
+
 // TestParseProxyOptionsErrors: every configuration error is a usage error
 // (exit code 2) whose message names the flag, variable or field at fault.
 func TestParseProxyOptionsErrors(t *testing.T) {
@@ -189,6 +208,9 @@ func TestParseProxyOptionsErrors(t *testing.T) {
 		{name: "max frame bytes beyond int32", args: []string{"--cluster", "a=kafka:9092", "--max-frame-bytes", "9999999999"}, want: []string{"--max-frame-bytes"}},
 		{name: "max frame bytes below the minimum", args: []string{"--cluster", "a=kafka:9092", "--max-frame-bytes", "10"}, want: []string{"maxFrameBytes", "1024"}},
 		{name: "log format", args: []string{"--cluster", "a=kafka:9092", "--log-format", "xml"}, want: []string{"log-format", "xml"}},
+		{name: "no producer ids", args: []string{"--cluster", "a=kafka:9092", "--max-producer-ids", "0"}, want: []string{"maxProducerIds", "at least 1"}},
+		{name: "negative producer id expiry", yaml: "clusters: [{name: a, bootstrap: [kafka:9092]}]\nproducerIdExpiry: -1s\n", want: []string{"producerIdExpiry", "positive"}},
+		{name: "bad transaction timeout", env: map[string]string{"SWITCHYARD_CLUSTER": "a=kafka:9092", "SWITCHYARD_MAX_TRANSACTION_TIMEOUT": "0s"}, want: []string{"maxTransactionTimeout"}},
 		{name: "unexpected argument", args: []string{"--cluster", "a=kafka:9092", "extra"}, want: []string{"unexpected argument", "extra"}},
 		{name: "unknown flag", args: []string{"--clusters", "a=kafka:9092"}, want: []string{"-clusters"}},
 		{name: "missing config file", args: []string{"--config", "/nonexistent/proxy.yaml"}, want: []string{"config file", "/nonexistent/proxy.yaml"}},

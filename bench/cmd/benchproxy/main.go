@@ -53,6 +53,8 @@ type config struct {
 	logDir                              string
 	perfOut                             string
 	idleConns                           int
+	producers, producerWorkers          int
+	proxyArgs                           string
 }
 
 func main() {
@@ -74,6 +76,9 @@ func main() {
 	flag.StringVar(&c.logDir, "log-dir", "", "where the proxy's and cluster's logs go (default: a temporary directory, removed on success)")
 	flag.StringVar(&c.perfOut, "perf", "", "record a CPU profile of the proxy process with Linux perf (perf record -g -p PID) over the measured runs into this file")
 	flag.IntVar(&c.idleConns, "idle-conns", 0, "instead of the throughput runs, open this many client connections, leave them idle and report the proxy's RSS")
+	flag.IntVar(&c.producers, "producers", 0, "instead of the throughput runs, run this many short-lived idempotent producers through the proxy and report its RSS (fails above twice the idle RSS)")
+	flag.IntVar(&c.producerWorkers, "producer-workers", 16, "connections the -producers run uses at once")
+	flag.StringVar(&c.proxyArgs, "proxy-args", "", "extra space-separated arguments for `switchyard proxy`, e.g. --max-producer-ids=50000")
 	flag.Parse()
 	if c.runs < 1 || c.mib < 1 {
 		fmt.Fprintln(os.Stderr, "benchproxy: -runs and -mb must be positive")
@@ -245,16 +250,23 @@ func run(ctx context.Context, c config) (err error) {
 	rep.Bootstrap = bootstrap
 	nBrokers := len(strings.Split(bootstrap, ","))
 
+	proxyArgs := strings.Fields(c.proxyArgs)
 	listen, err := freePortBlock(1 + max(nBrokers, 3) + 2)
 	if err != nil {
-		return err
+		// Ports held in TIME_WAIT by other work on the machine: give each
+		// virtual broker its own loopback address on one port instead.
+		if listen, err = freePortOn(brokerAddrBase); err != nil {
+			return err
+		}
+		proxyArgs = append(proxyArgs, "--broker-address-base", brokerAddrBase)
+		fmt.Fprintf(os.Stderr, "benchproxy: no block of free ports on 127.0.0.1; virtual brokers on %s.. at %s's port\n", brokerAddrBase, listen)
 	}
 	adminAddr, err := freePortBlock(1)
 	if err != nil {
 		return err
 	}
 	rep.ProxyListen = listen
-	px, err := startProxy(ctx, c.switchyard, bootstrap, listen, adminAddr, logDir)
+	px, err := startProxy(ctx, c.switchyard, bootstrap, listen, adminAddr, logDir, proxyArgs...)
 	if px != nil {
 		children = append(children, px)
 	}
@@ -274,6 +286,19 @@ func run(ctx context.Context, c config) (err error) {
 		report, err := idleConns(px.pid(), listen, c.idleConns)
 		if err == nil && c.out != "" {
 			err = os.WriteFile(c.out, []byte(report), 0o644)
+		}
+		return err
+	}
+	if c.producers > 0 {
+		args := ""
+		if c.proxyArgs != "" {
+			args = " " + c.proxyArgs
+		}
+		report, err := shortLivedProducers(ctx, px.pid(), listen, "http://"+adminAddr+"/metrics", c.producers, max(c.producerWorkers, 1), args)
+		if report != "" && c.out != "" {
+			if werr := os.WriteFile(c.out, []byte(report), 0o644); err == nil {
+				err = werr
+			}
 		}
 		return err
 	}
@@ -424,6 +449,24 @@ func reachable(bootstrap string) error {
 	return fmt.Errorf("no broker of %s accepts connections (is the cluster up? for the test bed: make kafka-up): %w", bootstrap, errors.Join(errs...))
 }
 
+// brokerAddrBase is where virtual brokers get their own loopback addresses
+// when no block of free ports is found (freePortOn).
+const brokerAddrBase = "127.0.77.1"
+
+// freePortOn returns host:port for a port free on host and on the next
+// few addresses after it (the virtual brokers' with --broker-address-base;
+// nothing else uses them). The bootstrap listener takes host itself.
+func freePortOn(host string) (string, error) {
+	l, err := net.Listen("tcp", net.JoinHostPort(host, "0"))
+	if err != nil {
+		return "", err
+	}
+	defer l.Close()
+	ip := net.ParseIP(host).To4()
+	bootstrap := net.IPv4(ip[0], ip[1], ip[2], ip[3]-1)
+	return net.JoinHostPort(bootstrap.String(), strconv.Itoa(l.Addr().(*net.TCPAddr).Port)), nil
+}
+
 // freePortBlock finds n consecutive free loopback ports and returns the
 // first as host:port. The proxy's virtual broker N listens on the port
 // after --listen's plus N, so the block leaves room for them.
@@ -454,17 +497,17 @@ func freePortBlock(n int) (string, error) {
 	return "", fmt.Errorf("no block of %d free loopback ports", n)
 }
 
-// startProxy starts `switchyard proxy` and polls GET /readyz until it
-// answers 200.
-func startProxy(ctx context.Context, bin, bootstrap, listen, adminAddr, logDir string) (*child, error) {
+// startProxy starts `switchyard proxy` (with extra arguments) and polls
+// GET /readyz until it answers 200.
+func startProxy(ctx context.Context, bin, bootstrap, listen, adminAddr, logDir string, extra ...string) (*child, error) {
 	logPath := filepath.Join(logDir, "switchyard.log")
 	logf, err := os.Create(logPath)
 	if err != nil {
 		return nil, err
 	}
-	cmd := exec.Command(bin, "proxy",
-		"--cluster", "source="+bootstrap, "--active", "source",
-		"--listen", listen, "--admin", adminAddr, "--log-level", "warn")
+	cmd := exec.Command(bin, append([]string{"proxy",
+		"--cluster", "source=" + bootstrap, "--active", "source",
+		"--listen", listen, "--admin", adminAddr, "--log-level", "warn"}, extra...)...)
 	cmd.Stdout, cmd.Stderr = logf, logf
 	ch, err := start("switchyard", cmd)
 	logf.Close()
