@@ -256,14 +256,21 @@ func (w *walker) value(f *field, k kind, elem bool, pos, end int) (int, *Malform
 		return pos, nil
 	case kStruct:
 		if !elem && f.nullable.has(w.version) {
-			// A nullable struct is preceded by a presence byte: -1 null.
+			// A nullable struct is preceded by a presence byte: Kafka
+			// writes -1 for null and 1 for present. Readers disagree on
+			// the rest (Kafka reads any negative byte as null, kmsg only
+			// -1), so anything else is refused rather than guessed.
 			if end-pos < 1 {
 				return pos, fail(pos, "%s presence needs 1 byte, 0 left", f.name)
 			}
-			if int8(w.body[pos]) < 0 {
+			switch int8(w.body[pos]) {
+			case -1:
 				return pos + 1, nil
+			case 1:
+				pos++
+			default:
+				return pos, fail(pos, "%s presence byte %d is neither -1 (null) nor 1", f.name, int8(w.body[pos]))
 			}
-			pos++
 		}
 		return w.structure(*f.members, pos, end)
 	}
