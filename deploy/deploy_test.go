@@ -503,7 +503,9 @@ func TestHelmInjectorConfig(t *testing.T) {
 		// enabled.
 		want := injector.Control{TokenSecret: "switchyard-control-token", TokenSecretKey: "token"}
 		if control {
-			want.Address = "sy-switchyard-control.default.svc:9180"
+			// Without TLS the token goes in the clear, allowed explicitly
+			// (injector.sidecar.control.allowPlaintextToken, default true).
+			want.Address, want.AllowPlaintextToken = "sy-switchyard-control.default.svc:9180", true
 		}
 		if cfg.Control != want {
 			t.Errorf("control %+v, want %+v", cfg.Control, want)
