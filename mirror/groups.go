@@ -90,12 +90,12 @@ func (mr *Mirror) syncGroups(ctx context.Context, srcAdm, dstAdm *kadm.Client, g
 	// COORDINATOR_NOT_AVAILABLE while it creates __consumer_offsets: retry
 	// for a while before giving up.
 	var (
-		described kadm.DescribedGroups
+		described map[string]groupView
 		err       error
 	)
 	for attempt := 0; ; attempt++ {
-		described, err = dstAdm.DescribeGroups(ctx, groups...)
-		if err == nil || len(described) > 0 || attempt == 50 || ctx.Err() != nil {
+		described, err = describeGroups(ctx, dstAdm, groups)
+		if err == nil || attempt == 50 || ctx.Err() != nil {
 			break
 		}
 		select {
@@ -103,13 +103,13 @@ func (mr *Mirror) syncGroups(ctx context.Context, srcAdm, dstAdm *kadm.Client, g
 		case <-time.After(200 * time.Millisecond):
 		}
 	}
-	if err != nil && len(described) == 0 {
-		return rep, fmt.Errorf("describe groups on the target: %w", err)
+	if err != nil {
+		return rep, fmt.Errorf("on the target: %w", err)
 	}
 	for _, g := range groups {
 		res := GroupResult{Group: g}
-		if d, ok := described[g]; ok && d.Err == nil && len(d.Members) > 0 {
-			res.Err = fmt.Errorf("%w (%d members, state %s)", errLiveMembers, len(d.Members), d.State)
+		if d := described[g]; d.Members > 0 {
+			res.Err = fmt.Errorf("%w (%d members, %s group %s)", errLiveMembers, d.Members, d.Type, d.State)
 			rep.Groups = append(rep.Groups, res)
 			continue
 		}
@@ -260,15 +260,15 @@ func (mr *Mirror) GroupsDrained(ctx context.Context, groups []string, topics ...
 		return false, "", fmt.Errorf("source end offsets: %w", err)
 	}
 	// A group in the middle of a rebalance is not drained: a member that
-	// crossed to the target mid-rebalance would rejoin there through
-	// JoinGroup and keep the positions it had on the source.
-	described, err := adm.DescribeGroups(ctx, groups...)
-	if err != nil && len(described) == 0 {
-		return false, "", fmt.Errorf("describe groups on the source: %w", err)
+	// crossed to the target mid-rebalance would rejoin there and keep the
+	// positions it had on the source.
+	described, err := describeGroups(ctx, adm, groups)
+	if err != nil {
+		return false, "", fmt.Errorf("on the source: %w", err)
 	}
 	for _, g := range groups {
-		if d, ok := described[g]; ok && d.Err == nil && d.State != "Stable" && d.State != "Empty" {
-			return false, fmt.Sprintf("group %s is %s on the source", g, d.State), nil
+		if d, ok := described[g]; ok && !d.settled() {
+			return false, fmt.Sprintf("group %s is %s on the source (%s protocol)", g, d.State, d.Type), nil
 		}
 	}
 	// A partition assigned to a member that holds records but has no
@@ -297,8 +297,19 @@ func (mr *Mirror) GroupsDrained(ctx context.Context, groups []string, topics ...
 				behind = fmt.Sprintf("group %s at %d of %d on %s/%d", g, o.At, end.Offset, o.Topic, o.Partition)
 			}
 		})
-		if d, ok := described[g]; behind == "" && ok && d.Err == nil {
-			for topic, parts := range d.AssignedPartitions() {
+		if d, ok := described[g]; behind == "" && ok {
+			assigned := d.Assigned
+			if len(d.AllOf) > 0 {
+				assigned = kadm.TopicsSet{}
+				for _, t := range d.AllOf {
+					ends.Each(func(o kadm.ListedOffset) {
+						if o.Topic == t {
+							assigned.Add(t, o.Partition)
+						}
+					})
+				}
+			}
+			for topic, parts := range assigned {
 				for p := range parts {
 					if o, ok := offs.Lookup(topic, p); ok && o.Err == nil && o.At >= 0 {
 						continue
@@ -339,22 +350,22 @@ func (mr *Mirror) GroupsJoined(ctx context.Context, groups []string) (bool, stri
 		return false, "", fmt.Errorf("target client: %w", err)
 	}
 	defer dst.Close()
-	before, err := kadm.NewClient(src).DescribeGroups(ctx, groups...)
-	if err != nil && len(before) == 0 {
-		return false, "", fmt.Errorf("describe groups on the source: %w", err)
+	before, err := describeGroups(ctx, kadm.NewClient(src), groups)
+	if err != nil {
+		return false, "", fmt.Errorf("on the source: %w", err)
 	}
-	described, err := kadm.NewClient(dst).DescribeGroups(ctx, groups...)
-	if err != nil && len(described) == 0 {
-		return false, "", fmt.Errorf("describe groups on the target: %w", err)
+	described, err := describeGroups(ctx, kadm.NewClient(dst), groups)
+	if err != nil {
+		return false, "", fmt.Errorf("on the target: %w", err)
 	}
 	for _, g := range groups {
-		want := max(1, len(before[g].Members))
+		want := max(1, before[g].Members)
 		d, ok := described[g]
 		switch {
-		case !ok || d.Err != nil:
-			return false, fmt.Sprintf("group %s: not described (%v)", g, d.Err), nil
-		case d.State != "Stable" || len(d.Members) < want:
-			return false, fmt.Sprintf("group %s: %s with %d of %d members", g, d.State, len(d.Members), want), nil
+		case !ok:
+			return false, fmt.Sprintf("group %s: not on the target yet", g), nil
+		case d.State != "Stable" || d.Members < want:
+			return false, fmt.Sprintf("group %s: %s with %d of %d members (%s protocol)", g, d.State, d.Members, want, d.Type), nil
 		}
 	}
 	return true, "", nil

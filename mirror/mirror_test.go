@@ -616,3 +616,84 @@ func TestGroupsDrainedWaitsForFirstCommit(t *testing.T) {
 		t.Errorf("committed at the end: drained %v, %q, %v", ok, behind, err)
 	}
 }
+
+// TestGroupsKIP848: the cutover's group checks see consumer groups of the
+// KIP-848 protocol, which classic DescribeGroups does not describe (Kafka
+// answers them as Dead): drained only once every assigned partition is
+// committed at the end, joined once the group runs on the target, and
+// never overwritten there while it has members.
+func TestGroupsKIP848(t *testing.T) {
+	source, target := kafkatest.Pair(t)
+	topic := kafkatest.Topic(t, "kip848")
+	source.CreateTopic(t, topic, 2)
+	target.CreateTopic(t, topic, 2)
+	produceRecords(t, source, topic, 0, 50)
+	rm := startMirror(t, kafkatest.Topic(t, "m"), source, target, []string{topic})
+	rm.waitCaughtUp(t, source, topic)
+	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
+	defer cancel()
+	group := kafkatest.Topic(t, "g")
+	member := func(c *kafkatest.Cluster) *kgo.Client {
+		return c.Client(t, kgo.ConsumerGroup(group), kgo.ConsumeTopics(topic), kgo.DisableAutoCommit(),
+			kgo.ServerSideBalancer(), kgo.Balancers(kgo.RangeBalancer()), kgo.ConsumeResetOffset(kgo.NewOffset().AtStart()))
+	}
+	m := member(source)
+	for n := 0; n < 50; {
+		fs := m.PollFetches(ctx)
+		if ctx.Err() != nil {
+			t.Fatalf("consumed %d of 50", n)
+		}
+		n += fs.NumRecords()
+	}
+	adm := kadm.NewClient(source.Client(t))
+	for {
+		d, err := adm.DescribeConsumerGroups(ctx, group)
+		g := d[group]
+		assigned := 0
+		for _, ps := range g.AssignedPartitions() { // kfake names the topic by id only
+			assigned += len(ps)
+		}
+		if err == nil && g.State == "Stable" && assigned == 2 {
+			break
+		}
+		select {
+		case <-ctx.Done():
+			t.Fatalf("consumer-protocol group never stable with both partitions assigned: %v %+v", err, d)
+		case <-time.After(20 * time.Millisecond):
+		}
+	}
+	ok, behind, err := rm.GroupsDrained(ctx, []string{group}, topic)
+	if ok || err != nil || !strings.Contains(behind, "has not committed") {
+		t.Fatalf("consumed, nothing committed: drained %v, %q, %v", ok, behind, err)
+	}
+	if err := m.CommitUncommittedOffsets(ctx); err != nil {
+		t.Fatal(err)
+	}
+	if ok, behind, err := rm.GroupsDrained(ctx, []string{group}, topic); !ok || err != nil {
+		t.Errorf("committed at the end: drained %v, %q, %v", ok, behind, err)
+	}
+	if ok, behind, err := rm.GroupsJoined(ctx, []string{group}); ok || err != nil {
+		t.Errorf("no member on the target: joined %v, %q, %v", ok, behind, err)
+	}
+	tm := member(target)
+	tm.PollFetches(ctx) // joins
+	for {
+		ok, behind, err := rm.GroupsJoined(ctx, []string{group})
+		if err != nil {
+			t.Fatal(err)
+		}
+		if ok {
+			break
+		}
+		select {
+		case <-ctx.Done():
+			t.Fatalf("member on the target: never joined (%s)", behind)
+		case <-time.After(20 * time.Millisecond):
+			tm.PollFetches(ctx)
+		}
+	}
+	rep, err := rm.SyncGroups(ctx, []string{group})
+	if err != nil || len(rep.Groups) != 1 || !errors.Is(rep.Groups[0].Err, errLiveMembers) {
+		t.Errorf("sync with a live consumer-protocol group on the target: %+v, %v; want it left alone", rep, err)
+	}
+}
