@@ -156,6 +156,36 @@ func TestBadInputClosesOneConnection(t *testing.T) {
 			reason: "malformed_request",
 		},
 		{
+			// Fetch v12 (no topics) with a top-level tag 1: ReplicaState,
+			// which Kafka defines from v15 on but kmsg decodes at any
+			// flexible version; inside, a tag count of 2^32-1. Found by
+			// review: the walk skipped the tag and kmsg spun on it. The
+			// walk now renumbers it, kmsg keeps it undecoded, and the
+			// Fetch is answered.
+			name: "Fetch v12 with a stray ReplicaState declaring 2^32-1 tagged fields",
+			send: func() []byte {
+				req := kmsg.NewPtrFetchRequest()
+				req.SetVersion(12)
+				req.MaxWaitMillis, req.MinBytes, req.MaxBytes = 10, 1, 1<<20
+				body := req.AppendTo(nil)
+				inner := kbin.AppendUvarint(make([]byte, 12), 0xFFFF_FFFF)
+				body = append(body[:len(body)-1], 1, 1, byte(len(inner)))
+				body = append(body, inner...)
+				frame := kbin.AppendInt16(nil, 1)
+				frame = kbin.AppendInt16(frame, 12)
+				frame = kbin.AppendInt32(frame, 45)
+				frame = kbin.AppendNullableString(frame, kmsg.StringPtr("raw"))
+				frame = append(append(frame, 0), body...)
+				return append(sizePrefix(uint32(len(frame))), frame...)
+			}(),
+			check: func(t *testing.T, rc *wireConn) {
+				frame := rc.readFrame()
+				if got := int32(binary.BigEndian.Uint32(frame)); got != 45 {
+					t.Fatalf("correlation id %d, want 45", got)
+				}
+			},
+		},
+		{
 			name:   "Metadata v4 with more topics than the frame holds",
 			send:   append(sizePrefix(19), 0, 3, 0, 4, 0, 0, 0, 44, 0, 3, 'r', 'a', 'w', 0x7f, 0xff, 0xff, 0xff, 1, 0),
 			reason: "malformed_request",

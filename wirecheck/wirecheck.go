@@ -37,14 +37,21 @@ func (e *MalformedError) Error() string {
 // count in the body fits in the bytes that follow it, a *MalformedError
 // when one does not, and an error wrapping ErrUnknownVersion when there is
 // no definition for the key and version.
+//
+// Request may change body in place: a tagged field Kafka defines for the
+// struct at other versions only gets a tag number the struct never uses,
+// so that a decoder keeps it as an unknown tag (see walker.tags). Call it
+// on the bytes that will be decoded, not on a copy.
 func Request(key, version int16, body []byte) error {
-	return check(requests, true, key, version, body)
+	_, err := check(requests, true, key, version, body, nil)
+	return err
 }
 
 // Response checks the body of a response (what follows the response
 // header) as Request checks a request.
 func Response(key, version int16, body []byte) error {
-	return check(responses, false, key, version, body)
+	_, err := check(responses, false, key, version, body, nil)
+	return err
 }
 
 // KnowsRequest reports whether requests of the key and version can be
@@ -123,21 +130,27 @@ func lookup(apis map[int16]api, key, version int16) (variant, bool) {
 	return variant{}, false
 }
 
-func check(apis map[int16]api, request bool, key, version int16, body []byte) error {
+// check walks body and returns where the walk ended (decoders ignore what
+// follows; tests check that nothing does).
+func check(apis map[int16]api, request bool, key, version int16, body []byte, hooks *walker) (int, error) {
 	v, ok := lookup(apis, key, version)
 	if !ok {
 		dir := "response"
 		if request {
 			dir = "request"
 		}
-		return fmt.Errorf("api key %d v%d %s: %w", key, version, dir, ErrUnknownVersion)
+		return 0, fmt.Errorf("api key %d v%d %s: %w", key, version, dir, ErrUnknownVersion)
 	}
 	w := walker{body: body, version: version, flexible: v.flexible.has(version)}
-	if _, err := w.structure(*v.fields, 0, len(body)); err != nil {
-		err.API, err.Key, err.Version, err.Request, err.Size = apis[key].name, key, version, request, len(body)
-		return err
+	if hooks != nil {
+		w.onStray, w.onUnknown = hooks.onStray, hooks.onUnknown
 	}
-	return nil
+	end, err := w.structure(*v.fields, 0, len(body))
+	if err != nil {
+		err.API, err.Key, err.Version, err.Request, err.Size = apis[key].name, key, version, request, len(body)
+		return end, err
+	}
+	return end, nil
 }
 
 // walker walks one body. Every loop it runs is bounded by the bytes it
@@ -148,6 +161,10 @@ type walker struct {
 	body     []byte
 	version  int16
 	flexible bool
+	// onStray and onUnknown, in tests, learn of each stray tag renumbered
+	// and each tag no version of the struct defines.
+	onStray   func(field string, tag uint32)
+	onUnknown func(tag uint32)
 }
 
 func fail(pos int, format string, args ...any) *MalformedError {
@@ -175,6 +192,15 @@ func (w *walker) structure(fields []field, pos, end int) (int, *MalformedError) 
 
 // tags walks a tagged-field section. Known tags are walked inside their
 // own size, as a decoder reads them.
+//
+// A tag this struct defines at other versions only is a stray: kmsg
+// decodes every tag it knows at every flexible version, and the layout it
+// reads inside such a tag is its own (sometimes the field's first version,
+// sometimes the message's), which Kafka's definitions cannot tell. Rather
+// than guess, the stray's number is rewritten in place to one the struct
+// never defines, so that a decoder keeps its bytes as an unknown tag and
+// never looks inside. Kafka defines no meaning for it at this version, so
+// no reader loses anything it could use.
 func (w *walker) tags(fields []field, pos, end int) (int, *MalformedError) {
 	n, pos, ok := w.uvarint(pos, end)
 	if !ok {
@@ -186,27 +212,78 @@ func (w *walker) tags(fields []field, pos, end int) (int, *MalformedError) {
 	}
 	for range n {
 		var tag, size uint32
+		tagAt := pos
 		if tag, pos, ok = w.uvarint(pos, end); !ok {
 			return pos, fail(pos, "tag: bad or truncated varint")
 		}
+		tagLen := pos - tagAt
 		if size, pos, ok = w.uvarint(pos, end); !ok {
 			return pos, fail(pos, "tagged field size: bad or truncated varint")
 		}
 		if int64(size) > int64(end-pos) {
 			return pos, fail(pos, "tagged field %d of %d bytes exceeds the %d bytes left", tag, size, end-pos)
 		}
+		known := false
 		for i := range fields {
 			f := &fields[i]
-			if f.tag == tag && f.tagged.has(w.version) && f.versions.has(w.version) {
+			if f.tag != tag || f.tagged.lo > f.tagged.hi {
+				continue
+			}
+			known = true
+			if f.tagged.has(w.version) && f.versions.has(w.version) {
 				if _, err := w.value(f, f.kind, false, pos, pos+int(size)); err != nil {
 					return pos, err
 				}
-				break
+			} else {
+				putUvarintN(w.body[tagAt:tagAt+tagLen], unusedTag(fields, tagLen))
+				if w.onStray != nil {
+					w.onStray(f.name, tag)
+				}
 			}
+			break
+		}
+		if !known && w.onUnknown != nil {
+			w.onUnknown(tag)
 		}
 		pos += int(size)
 	}
 	return pos, nil
+}
+
+// unusedTag returns a tag number that no field of the struct defines at any
+// version and whose varint takes n bytes.
+func unusedTag(fields []field, n int) uint32 {
+	lo := uint32(0)
+	if n > 1 {
+		lo = 1 << (7 * (n - 1))
+	}
+	hi := uint32(1<<(7*min(n, 4))) - 1
+	if n >= 5 {
+		hi = ^uint32(0)
+	}
+	for t := hi; t > lo; t-- {
+		used := false
+		for i := range fields {
+			used = used || (fields[i].tag == t && fields[i].tagged.lo <= fields[i].tagged.hi)
+		}
+		if !used {
+			return t
+		}
+	}
+	return lo
+}
+
+// putUvarintN writes v as an unsigned varint of exactly len(b) bytes; v
+// must take that many.
+func putUvarintN(b []byte, v uint32) {
+	for i := range b {
+		c := byte(v & 0x7f)
+		v >>= 7
+		if i < len(b)-1 {
+			c |= 0x80
+		}
+		b[i] = c
+	}
 }
 
 // value walks one value of kind k: the field's own kind, or its element
