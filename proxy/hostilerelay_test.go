@@ -8,6 +8,7 @@ import (
 	"math/rand/v2"
 	"net"
 	"os"
+	"runtime/pprof"
 	"sort"
 	"strings"
 	"sync"
@@ -383,7 +384,9 @@ func fuzzClient(addr, clientID string, seed int64, keys []int16, more func() boo
 			answered.Add(1)
 			continue
 		case errors.Is(err, os.ErrDeadlineExceeded):
-			return fmt.Errorf("%s: %s v%d: neither answered nor closed within 5 s (a hang or a spin)", clientID, apiName(key), version)
+			var stacks strings.Builder
+			pprof.Lookup("goroutine").WriteTo(&stacks, 1)
+			return fmt.Errorf("%s: %s v%d: neither answered nor closed within 5 s (a hang or a spin); goroutines:\n%s", clientID, apiName(key), version, stacks.String())
 		case errors.Is(err, io.EOF), errors.Is(err, io.ErrUnexpectedEOF), errors.Is(err, net.ErrClosed), isReset(err):
 			closed.Add(1)
 		default:

@@ -3,12 +3,12 @@ package wirecheck
 import (
 	"errors"
 	"fmt"
-	"sort"
-	"time"
 	"math/rand/v2"
 	"reflect"
+	"sort"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/twmb/franz-go/pkg/kbin"
 	"github.com/twmb/franz-go/pkg/kmsg"
