@@ -14,6 +14,12 @@ import (
 // maxAuthSources bounds the addresses an authLimiter tracks at once.
 const maxAuthSources = 4096
 
+// globalAuthFactor: all sources together may fail this many times the
+// per-source limit in a window. Past maxAuthSources addresses a new one
+// evicts an old window, so a guesser with more addresses than that would
+// otherwise get fresh attempts without end.
+const globalAuthFactor = 64
+
 // authLimiter counts the failed authentications of each source address
 // (sourceOf) in a fixed window that starts at its first attempt:
 // clientAuth.maxFailedAuths within clientAuth.failedAuthWindow. Beyond
@@ -31,6 +37,7 @@ type authLimiter struct {
 
 	mu      sync.Mutex
 	sources map[string]*authSource
+	global  authSource // every source's checks, against max*globalAuthFactor
 }
 
 // authSource is one address's window.
@@ -76,13 +83,25 @@ func (l *authLimiter) begin(source string) (end func(failed bool), retryIn time.
 	if s.n >= l.max {
 		return nil, s.since.Add(l.window).Sub(now), false
 	}
+	g := &l.global
+	if now.Sub(g.since) >= l.window {
+		*g = authSource{since: now}
+	}
+	if g.n >= l.max*globalAuthFactor {
+		return nil, g.since.Add(l.window).Sub(now), false
+	}
 	s.n++
+	g.n++
+	gSince := g.since
 	return func(failed bool) {
 		if failed {
 			return
 		}
 		l.mu.Lock()
 		defer l.mu.Unlock()
+		if l.global.since == gSince && l.global.n > 0 {
+			l.global.n--
+		}
 		// The window may have been replaced or evicted meanwhile.
 		if l.sources[source] == s {
 			s.n--
@@ -122,13 +141,18 @@ func (l *authLimiter) tracked() int {
 
 // sourceOf is the address failures are counted by: the client's IP, or
 // its /64 for IPv6 (one host usually holds a whole /64, so counting
-// single addresses would let it rotate through them).
+// single addresses would let it rotate through them). Every loopback
+// address is one source: any local process may bind any of 127.0.0.0/8,
+// so counting them apart would let it rotate through sixteen million.
 func sourceOf(addr net.Addr) string {
 	ap, err := netip.ParseAddrPort(addr.String())
 	if err != nil {
 		return addr.String()
 	}
 	ip := ap.Addr().Unmap()
+	if ip.IsLoopback() {
+		return "loopback"
+	}
 	if ip.Is6() {
 		if p, err := ip.Prefix(64); err == nil {
 			return p.String()

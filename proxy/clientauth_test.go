@@ -228,6 +228,11 @@ func TestFailedAuthLimit(t *testing.T) {
 	for _, tc := range []struct{ name, attacker, sameSource, other string }{
 		{"ipv4", "192.0.2.1:1000", "192.0.2.1:2000", "192.0.2.2:1000"},
 		{"ipv6-/64", "[2001:db8::1]:1000", "[2001:db8::ffff:2]:2000", "[2001:db8:0:1::1]:1000"},
+		// Any local process may bind any of 127.0.0.0/8 (found by
+		// review: 1,000 loopback addresses made 10,000 checks against a
+		// limit of 10): all of loopback is one source.
+		{"loopback", "127.0.3.7:1000", "127.0.0.1:2000", "192.0.2.2:1000"},
+		{"loopback-v6", "[::1]:1000", "127.9.9.9:2000", "192.0.2.2:1000"},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			synctest.Test(t, func(t *testing.T) {
@@ -375,5 +380,39 @@ func TestPreAuthFrameLimit(t *testing.T) {
 			t.Fatalf("600 KiB Produce after authentication: %v", kerr.ErrorForCode(code))
 		}
 		assertNoConnErrorsSince(t, tp.reg, before)
+	})
+}
+
+// TestAuthLimiterGlobalCap: all sources together may fail at most
+// globalAuthFactor times the per-source limit in a window, so a guesser
+// with more addresses than the limiter tracks gains nothing by evicting
+// old windows; good logins do not count.
+func TestAuthLimiterGlobalCap(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		l := newAuthLimiter(2, time.Minute)
+		limit := 2 * globalAuthFactor
+		for i := range limit {
+			end, _, ok := l.begin(fmt.Sprintf("10.%d.%d.1", i/256, i%256))
+			if !ok {
+				t.Fatalf("failure %d of %d refused", i, limit)
+			}
+			end(true)
+		}
+		if _, retryIn, ok := l.begin("10.200.0.1"); ok || retryIn != time.Minute {
+			t.Fatalf("a new source past the global cap: ok %v, retry in %v; want refused for the window", ok, retryIn)
+		}
+		time.Sleep(time.Minute)
+		end, _, ok := l.begin("10.200.0.1")
+		if !ok {
+			t.Fatal("refused after the window")
+		}
+		end(false)
+		for i := range limit {
+			end, _, ok := l.begin(fmt.Sprintf("10.100.%d.%d", i/256, i%256))
+			if !ok {
+				t.Fatalf("good login %d refused", i)
+			}
+			end(false)
+		}
 	})
 }
