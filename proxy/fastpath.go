@@ -53,7 +53,8 @@ func walkProduce(body []byte, version int16) (txnID *string, acks int16, topics 
 	if n < 0 || n > len(b.Src) {
 		return nil, 0, nil, errors.New("produce: bad topic count")
 	}
-	topics = make([]produceTopic, 0, n)
+	// Grown as topics are read, not sized by the count the client sent.
+	topics = make([]produceTopic, 0, min(n, 16))
 	for i := 0; i < n && b.Ok(); i++ {
 		t := produceTopic{idOff: -1}
 		if version >= 13 {

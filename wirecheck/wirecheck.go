@@ -54,6 +54,12 @@ func Response(key, version int16, body []byte) error {
 	return err
 }
 
+// MaxStructElements bounds the elements of struct arrays in one message.
+// A decoder allocates 50 to 200 bytes for each, and one can take as few as
+// two bytes on the wire, so a 100 MiB frame could cost gigabytes to
+// decode. A Metadata response of a million partitions stays below it.
+const MaxStructElements = 1 << 20
+
 // KnowsRequest reports whether requests of the key and version can be
 // checked.
 func KnowsRequest(key, version int16) bool { _, ok := lookup(requests, key, version); return ok }
@@ -161,6 +167,7 @@ type walker struct {
 	body     []byte
 	version  int16
 	flexible bool
+	structs  int64 // struct elements of arrays so far
 	// onStray and onUnknown, in tests, learn of each stray tag renumbered
 	// and each tag no version of the struct defines.
 	onStray   func(field string, tag uint32)
@@ -323,6 +330,13 @@ func (w *walker) value(f *field, k kind, elem bool, pos, end int) (int, *Malform
 		least := int64(w.leastSize(f, f.elem))
 		if n*least > int64(end-next) {
 			return pos, fail(pos, "%s count %d exceeds the %d bytes left (%d bytes or more each)", f.name, n, end-next, least)
+		}
+		if f.elem == kStruct {
+			// A decoder allocates a struct of 50 to 200 bytes per
+			// element, which can take as few as two bytes on the wire.
+			if w.structs += n; w.structs > MaxStructElements {
+				return pos, fail(pos, "more than %d struct elements (%s)", MaxStructElements, f.name)
+			}
 		}
 		pos = next
 		for range n {
