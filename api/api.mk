@@ -44,7 +44,7 @@ generate: tools-gen
 # committed sources produce (someone edited a .proto and did not run
 # `make generate`, or edited generated code by hand). GENERATED lists every
 # generated path: api/ here, wirecheck's schema (wirecheck/wirecheck.mk).
-GENERATED := api/ wirecheck/schema_gen.go
+GENERATED := api/ wirecheck/schema_gen.go wirecheck/stray_gen.go
 check-generate: generate
 	@if ! git diff --quiet -- $(GENERATED) || [ -n "$$(git ls-files --others --exclude-standard -- $(GENERATED))" ]; then \
 		echo "check-generate: generated code ($(GENERATED)) is stale or uncommitted."; \

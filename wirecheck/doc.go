@@ -18,4 +18,13 @@
 // 4.x, the versions it removed from the last 3.x release. A key and version
 // it has no definition for is reported as ErrUnknownVersion: callers must
 // then not decode the body either.
+//
+// kmsg decodes a tagged field it knows at every flexible version, also
+// where Kafka does not define it. Such a stray is walked the way kmsg reads
+// it where that is measured to be the field's first tagged version
+// (stray_gen.go, from kmsg's own encoding); elsewhere its tag number is
+// rewritten in place to one the struct never uses, so that kmsg keeps its
+// bytes undecoded. A walk may therefore change the body: walk the bytes
+// that will be decoded, not a copy. Messages of more than MaxStructElements
+// struct elements are refused before a decoder allocates them.
 package wirecheck

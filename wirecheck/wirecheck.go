@@ -113,6 +113,11 @@ type field struct {
 	tagged   verRange
 	tag      uint32
 	members  *[]field // kStruct, and arrays of kStruct
+	// strayAsFirst has bit v set when kmsg, at message version v, where
+	// Kafka does not define this tagged field, decodes it anyway with the
+	// layout of the field's first tagged version (stray_gen.go, measured
+	// from kmsg's own encoding by TestStrayCalibration).
+	strayAsFirst uint64
 }
 
 // variant is one definition of a message, valid for a range of versions.
@@ -168,10 +173,20 @@ type walker struct {
 	version  int16
 	flexible bool
 	structs  int64 // struct elements of arrays so far
-	// onStray and onUnknown, in tests, learn of each stray tag renumbered
-	// and each tag no version of the struct defines.
-	onStray   func(field string, tag uint32)
+	// onStray and onUnknown, in tests, learn of each stray tag about to be
+	// renumbered (its field and its content's span) and each tag no
+	// version of the struct defines.
+	onStray   func(f *field, pos, end int)
 	onUnknown func(tag uint32)
+}
+
+// walkAs walks one value of field f in body[pos:end] as at version
+// version, and returns where that walk ended.
+func (w *walker) walkAs(f *field, version int16, pos, end int) (int, *MalformedError) {
+	sub := walker{body: w.body, version: version, flexible: true, structs: w.structs, onStray: w.onStray, onUnknown: w.onUnknown}
+	next, err := sub.value(f, f.kind, false, pos, end)
+	w.structs = sub.structs
+	return next, err
 }
 
 func fail(pos int, format string, args ...any) *MalformedError {
@@ -237,15 +252,22 @@ func (w *walker) tags(fields []field, pos, end int) (int, *MalformedError) {
 				continue
 			}
 			known = true
-			if f.tagged.has(w.version) && f.versions.has(w.version) {
+			switch {
+			case f.tagged.has(w.version) && f.versions.has(w.version):
 				if _, err := w.value(f, f.kind, false, pos, pos+int(size)); err != nil {
 					return pos, err
 				}
-			} else {
-				putUvarintN(w.body[tagAt:tagAt+tagLen], unusedTag(fields, tagLen))
-				if w.onStray != nil {
-					w.onStray(f.name, tag)
+			case w.version >= 0 && w.version < 64 && f.strayAsFirst&(1<<w.version) != 0:
+				// kmsg decodes it as at the field's first version: so
+				// is it walked.
+				if _, err := w.walkAs(f, f.tagged.lo, pos, pos+int(size)); err != nil {
+					return pos, err
 				}
+			default:
+				if w.onStray != nil {
+					w.onStray(f, pos, pos+int(size))
+				}
+				putUvarintN(w.body[tagAt:tagAt+tagLen], unusedTag(fields, tagLen))
 			}
 			break
 		}
