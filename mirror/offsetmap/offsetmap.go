@@ -303,21 +303,23 @@ func (m *Map) TrimBefore(src int64) {
 		return
 	}
 	src = min(src, m.next)
-	i := sort.Search(len(m.ranges), func(i int) bool { return m.ranges[i].SrcEnd() > src })
-	n := copy(m.ranges, m.ranges[i:])
-	clear(m.ranges[n:])
-	m.ranges = m.ranges[:n]
-	if n > 0 && m.ranges[0].Src < src {
+	if i := sort.Search(len(m.ranges), func(i int) bool { return m.ranges[i].SrcEnd() > src }); i > 0 {
+		n := copy(m.ranges, m.ranges[i:])
+		clear(m.ranges[n:])
+		m.ranges = m.ranges[:n]
+	}
+	if len(m.ranges) > 0 && m.ranges[0].Src < src {
 		d := src - m.ranges[0].Src
 		m.ranges[0].Src += d
 		m.ranges[0].Tgt += d
 		m.ranges[0].Len -= d
 	}
-	j := sort.Search(len(m.lost), func(j int) bool { return m.lost[j].To > src })
-	n = copy(m.lost, m.lost[j:])
-	clear(m.lost[n:])
-	m.lost = m.lost[:n]
-	if n > 0 && m.lost[0].From < src {
+	if j := sort.Search(len(m.lost), func(j int) bool { return m.lost[j].To > src }); j > 0 {
+		n := copy(m.lost, m.lost[j:])
+		clear(m.lost[n:])
+		m.lost = m.lost[:n]
+	}
+	if len(m.lost) > 0 && m.lost[0].From < src {
 		m.lost[0].From = src
 	}
 	m.start = src
