@@ -142,16 +142,22 @@ func (m *Map) SkipLost(to int64) (LostRange, error) {
 }
 
 // Merge appends a delta: a map holding what one step of the copy added —
-// its ranges, lost ranges and Next; its Start is ignored — as if each had
-// been recorded on m in source order. It returns ErrNotIncreasing, leaving
-// m unchanged, if anything in d lies below m's Next (or, for ranges, below
-// TargetNext). d must not be m.
+// its ranges, lost ranges and Next, from its Start on — as if each had been
+// recorded on m in source order. A delta that starts beyond m's Next leaves
+// the offsets in between absent, except on a map that holds nothing yet:
+// its Start moves to the delta's (the copy begins there, say at the
+// source's log start). It returns ErrNotIncreasing, leaving m unchanged, if
+// anything in d lies below m's Next (or, for ranges, below TargetNext). d
+// must not be m.
 func (m *Map) Merge(d *Map) error {
 	d.mu.RLock()
-	ranges, lost, next := append([]Range(nil), d.ranges...), append([]LostRange(nil), d.lost...), d.next
+	start, ranges, lost, next := d.start, append([]Range(nil), d.ranges...), append([]LostRange(nil), d.lost...), d.next
 	d.mu.RUnlock()
 	m.mu.Lock()
 	defer m.mu.Unlock()
+	if start > m.next && m.next == m.start && len(m.ranges) == 0 && len(m.lost) == 0 {
+		m.start, m.next = start, start
+	}
 	// d is itself ordered: checking its first elements is enough.
 	if len(ranges) > 0 {
 		if err := m.checkOrderLocked(ranges[0]); err != nil {

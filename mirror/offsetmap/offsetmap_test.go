@@ -291,11 +291,30 @@ func TestMerge(t *testing.T) {
 	if m.Next() != 11 || m.TargetNext() != 4 {
 		t.Errorf("next %d targetNext %d, want 11 4", m.Next(), m.TargetNext())
 	}
+	// A delta starting beyond Next: absent offsets in between.
+	if err := m.Merge(build(t, newAt(t, 20, 0), rec(20, 9))); err != nil {
+		t.Fatal(err)
+	}
+	if got, err := m.Translate(15); err != nil || got != 9 || m.Start() != 0 {
+		t.Errorf("after a delta from 20: Translate(15) = %d, %v, start %d; want 9 (absent), start 0", got, err, m.Start())
+	}
+	// On a map holding nothing yet, the same delta moves Start: the copy
+	// begins there.
+	begin := New()
+	if err := begin.Merge(build(t, newAt(t, 20, 0))); err != nil {
+		t.Fatal(err)
+	}
+	if begin.Start() != 20 || begin.Next() != 20 {
+		t.Errorf("begun at 20: start %d next %d", begin.Start(), begin.Next())
+	}
+	if _, err := begin.Translate(15); !errors.Is(err, ErrBeforeMirrored) {
+		t.Errorf("begun at 20: Translate(15): %v, want ErrBeforeMirrored", err)
+	}
 	before := EncodeValue(m)
 	for name, d := range map[string]*Map{
 		"lost below next":     build(t, newAt(t, 10, 0), lose(12)),
 		"range below next":    build(t, New(), rec(10, 5)),
-		"target below target": build(t, New(), rec(11, 3)),
+		"target below target": build(t, New(), rec(21, 3)),
 	} {
 		if err := m.Merge(d); !errors.Is(err, ErrNotIncreasing) {
 			t.Errorf("%s: Merge: %v, want ErrNotIncreasing", name, err)
