@@ -1557,7 +1557,9 @@ type GroupOffset struct {
 	Source int64 `protobuf:"varint,4,opt,name=source,proto3" json:"source,omitempty"`
 	// Offset committed on the target (-1: not translated).
 	Target int64 `protobuf:"varint,5,opt,name=target,proto3" json:"target,omitempty"`
-	// committed, unchanged, skipped or error.
+	// committed, log-start (committed where the mirror resumes after
+	// records the source no longer holds: the group's position was below the
+	// source's log start), unchanged, skipped or error.
 	Outcome       string `protobuf:"bytes,6,opt,name=outcome,proto3" json:"outcome,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
