@@ -170,6 +170,19 @@ func (c *copier) fail(p *partition, err error) {
 	c.mr.log.Warn("partition failed; backing off", zap.Stringer("partition", p.src), zap.Duration("backoff", d), zap.Error(err))
 }
 
+// recovered clears a failing partition's error and backoff after a fetch
+// that succeeded with nothing to copy.
+func (c *copier) recovered(p *partition) {
+	if _, failed := c.backoff[p.src]; !failed {
+		return
+	}
+	c.succeeded(p)
+	c.mr.mu.Lock()
+	p.failures, p.lastErr = 0, ""
+	c.mr.mu.Unlock()
+	c.mr.m.failing.WithLabelValues(c.mr.cfg.Name, p.src.topic, strconv.Itoa(int(p.src.partition))).Set(0)
+}
+
 func (c *copier) succeeded(p *partition) {
 	delete(c.backoff, p.src)
 	delete(c.retryAt, p.src)
@@ -247,7 +260,12 @@ func (c *copier) round(ctx context.Context) error {
 				// beginning.
 				moves++
 				works = append(works, &work{part: f.part, res: res, move: &move{from: next, to: next}})
+				continue
 			}
+			// Read without error, nothing to copy: a partition that
+			// failed before (a fetch error, say) is not failing now. Left
+			// alone it would show failing until its next record.
+			c.recovered(f.part)
 			continue
 		}
 		records += res.records

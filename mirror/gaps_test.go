@@ -579,3 +579,45 @@ func TestGapPolicyConfig(t *testing.T) {
 		}
 	}
 }
+
+// TestMirrorIdlePartitionRecovers: a partition with nothing to copy whose
+// fetch failed once (a leader moving, say) is not shown failing once the
+// source answers it again — before, only its next copied record cleared
+// the error, so an idle partition stayed failing (and alerting) for good.
+func TestMirrorIdlePartitionRecovers(t *testing.T) {
+	source, target := kafkatest.Pair(t)
+	if source.Fake == nil {
+		t.Skip("the fault is injected with kfake")
+	}
+	topic := kafkatest.Topic(t, "idle")
+	source.CreateTopic(t, topic, 1)
+	name := kafkatest.Topic(t, "m")
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	rm := startMirror(t, name, source, target, []string{topic})
+	waitFor(ctx, t, "the partition begins", func() bool {
+		maps, err := ReadOffsetMaps(ctx, target.Bootstrap, name)
+		return err == nil && maps[TopicPartition{topic, 0}] != nil
+	})
+	source.Fake.ControlKey(int16(kmsg.Fetch), func(kreq kmsg.Request) (kmsg.Response, error, bool) {
+		req := kreq.(*kmsg.FetchRequest)
+		if len(req.Topics) != 1 || req.Topics[0].Topic != topic {
+			return nil, nil, false
+		}
+		resp := req.ResponseKind().(*kmsg.FetchResponse)
+		st := kmsg.NewFetchResponseTopic()
+		st.Topic = topic
+		sp := kmsg.NewFetchResponseTopicPartition()
+		sp.ErrorCode = kerr.NotLeaderForPartition.Code
+		st.Partitions = append(st.Partitions, sp)
+		resp.Topics = append(resp.Topics, st)
+		return resp, nil, true // once: a handled control is dropped
+	})
+	waitFor(ctx, t, "the fetch fails once", func() bool {
+		return testutil.ToFloat64(rm.m.partErrors.WithLabelValues(name, topic)) >= 1
+	})
+	waitFor(ctx, t, "the idle partition is not failing any more", func() bool {
+		st := partStatus(rm, topic, 0)
+		return !st.Failing && st.LastError == "" && testutil.ToFloat64(rm.m.failing.WithLabelValues(name, topic, "0")) == 0
+	})
+}
