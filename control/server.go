@@ -135,7 +135,7 @@ func mirrorToProto(m *MirrorRef) *switchyardv1.Mirror {
 	for _, p := range st.Partitions {
 		pm.Partitions = append(pm.Partitions, &switchyardv1.MirrorPartition{Topic: p.Topic, Partition: p.Partition,
 			Next: p.Next, HighWatermark: p.HighWatermark, LagRecords: p.LagRecords, LagSeconds: p.LagSeconds,
-			Failing: p.Failing, LastError: p.LastError})
+			Failing: p.Failing, LastError: p.LastError, LostOffsets: p.LostOffsets})
 	}
 	return pm
 }

@@ -5,11 +5,17 @@ package mirror
 // writes, for each partition it touched, one delta record:
 //
 //	key   "d" | uint16 len | source topic | int32 partition | int64 first source offset
-//	value offsetmap.Map (MarshalBinary) holding this transaction's ranges
-//	      and the partition's Next/TargetNext after it
+//	value offsetmap.Map (MarshalBinary) starting at the first source offset,
+//	      holding this transaction's ranges, the offsets it recorded as lost
+//	      (a gap the mirror went on after: value version 2) and the
+//	      partition's Next/TargetNext after it
 //
 // Keys are unique per transaction and partition, so compaction keeps every
-// delta; merged in key order they give each partition's whole map. A mirror
+// delta; merged in key order they give each partition's whole map. (The one
+// exception, a delta that only records where a partition begins, with its
+// Next equal to its first offset, shares its key with the partition's next
+// delta, which says as much and more.) A partition with no delta has not
+// begun: the mirror begins it wherever the source's log begins. A mirror
 // starting up first initializes its transactional producer — which fences a
 // previous instance and settles the transaction it left open — and then
 // restores by reading the topic up to its end: everything committed is
@@ -246,15 +252,8 @@ func sleepCtx(ctx context.Context, d time.Duration) error {
 	}
 }
 
-// mergeDelta appends a transaction's delta to a partition's map.
+// mergeDelta appends a transaction's delta to a partition's map: its
+// copied ranges and lost ranges in source order, then its Next.
 func mergeDelta(m, d *offsetmap.Map) error {
-	for _, r := range d.Ranges() {
-		if err := m.AppendRange(r); err != nil {
-			return err
-		}
-	}
-	if d.Next() > m.Next() {
-		return m.Advance(d.Next())
-	}
-	return nil
+	return m.Merge(d)
 }

@@ -74,10 +74,84 @@ type Config struct {
 	// transaction before it is retried.
 	RetryBackoff    time.Duration `yaml:"retryBackoff"`
 	RetryBackoffMax time.Duration `yaml:"retryBackoffMax"`
+	// Gaps says what to do when the source deletes records (retention,
+	// DeleteRecords) before the mirror copied them.
+	Gaps GapPolicy `yaml:"gaps"`
+}
+
+// Gap policies.
+const (
+	// GapStop: the partition stops and reports the offsets lost, retrying
+	// with backoff, until the policy of its topic changes.
+	GapStop = "stop"
+	// GapContinue: the offset map records the lost offsets and the copy
+	// goes on from the source's log start.
+	GapContinue = "continue"
+)
+
+// GapPolicy chooses, per source topic, what the mirror does when the
+// source's log start passes the mirror's position in a partition it has
+// begun to copy: a gap of records the mirror never saw. (A partition not
+// begun yet simply begins at the log start.)
+type GapPolicy struct {
+	// Default is the policy of topics neither list names: GapStop or
+	// GapContinue.
+	Default string `yaml:"default"`
+	// Continue and Stop are whole-name regexps of source topics with that
+	// policy; a topic both name stops. Kafka Streams deletes the records
+	// of its repartition topics once consumed, by design: the default
+	// Continue is [".*-repartition"].
+	Continue []string `yaml:"continue"`
+	Stop     []string `yaml:"stop"`
+}
+
+// compile returns the policy as a function of the source topic.
+func (g GapPolicy) compile() (func(topic string) string, error) {
+	if g.Default != GapStop && g.Default != GapContinue {
+		return nil, fmt.Errorf("gaps.default: %q: want %q or %q", g.Default, GapStop, GapContinue)
+	}
+	compile := func(field string, patterns []string) ([]*regexp.Regexp, error) {
+		var out []*regexp.Regexp
+		for _, p := range patterns {
+			re, err := regexp.Compile("^(?:" + p + ")$")
+			if err != nil {
+				return nil, fmt.Errorf("gaps.%s: %q: %w", field, p, err)
+			}
+			out = append(out, re)
+		}
+		return out, nil
+	}
+	cont, err := compile("continue", g.Continue)
+	if err != nil {
+		return nil, err
+	}
+	stop, err := compile("stop", g.Stop)
+	if err != nil {
+		return nil, err
+	}
+	matches := func(res []*regexp.Regexp, topic string) bool {
+		for _, re := range res {
+			if re.MatchString(topic) {
+				return true
+			}
+		}
+		return false
+	}
+	def := g.Default
+	return func(topic string) string {
+		switch {
+		case matches(stop, topic):
+			return GapStop
+		case matches(cont, topic):
+			return GapContinue
+		}
+		return def
+	}, nil
 }
 
 // DefaultConfig returns the defaults: transactions of up to 100,000
-// records, 16 MiB or 500 ms, topic sync every 30 s, group sync every 5 s.
+// records, 16 MiB or 500 ms, topic sync every 30 s, group sync every 5 s;
+// a gap stops its partition, except on Kafka Streams repartition topics.
 func DefaultConfig() Config {
 	return Config{
 		TxnMaxRecords:       100000,
@@ -90,6 +164,7 @@ func DefaultConfig() Config {
 		Instance:            defaultInstance(),
 		TxnTimeout:          15 * time.Second,
 		GroupSessionTimeout: 10 * time.Second,
+		Gaps:                GapPolicy{Default: GapStop, Continue: []string{".*-repartition"}},
 	}
 }
 
@@ -134,6 +209,9 @@ func (c *Config) Validate() error {
 		if _, err := regexp.Compile("^(?:" + g + ")$"); err != nil {
 			return fmt.Errorf("groups: %q: %w", g, err)
 		}
+	}
+	if _, err := c.Gaps.compile(); err != nil {
+		return err
 	}
 	if c.ScaleOut && !namePattern.MatchString(c.Instance) {
 		return fmt.Errorf("instance: %q: want 1-100 characters of [A-Za-z0-9._-] (the default is the host name)", c.Instance)

@@ -10,6 +10,7 @@ import (
 	"sync"
 	"time"
 
+	"github.com/twmb/franz-go/pkg/kadm"
 	"github.com/twmb/franz-go/pkg/kerr"
 	"github.com/twmb/franz-go/pkg/kgo"
 	"github.com/twmb/franz-go/pkg/kmsg"
@@ -37,20 +38,54 @@ type copier struct {
 	// retryAt holds partitions backing off after a failure.
 	retryAt map[tp]time.Time
 	backoff map[tp]time.Duration
+	// begun holds the partitions the checkpoint topic holds something of:
+	// their position is the mirror's. One not begun has never been read
+	// (or nothing of it was committed), so it begins wherever the source
+	// begins (see resolveOutOfRange).
+	begun map[tp]bool
+	// stopped holds, per partition stopped by a gap (policy stop), the
+	// first offset lost: the gap is counted once, not at every retry.
+	stopped map[tp]int64
 }
 
 // maxFetchWait bounds how long a fetch waits at a broker for new records.
 const maxFetchWait = 100 * time.Millisecond
+
+// maxMovesPerRound bounds the partitions one round moves without copying
+// (see move), each with a checkpoint record: a mirror starting on many
+// empty or purged partitions writes their beginnings over several rounds
+// rather than one checkpoint batch beyond the topic's max.message.bytes.
+const maxMovesPerRound = 1000
 
 // partFetch is one partition's part of a fetch response.
 type partFetch struct {
 	part *partition
 	resp *kmsg.FetchResponseTopicPartition
 	err  error
+	// outOfRange: the source answered OFFSET_OUT_OF_RANGE at the
+	// partition's position; resolveOutOfRange turns it into move or err.
+	outOfRange bool
+	// move: the partition's position moves without copying anything.
+	move *move
+	// unanswered: the response had no room left for the partition.
+	unanswered bool
+}
+
+// move is a change of a partition's position that copies nothing, written
+// to the checkpoint topic like a copy so it survives a restart: a
+// partition begins at the source's log start (lost false), or goes on
+// after offsets the source deleted before they were copied (lost: a gap
+// under policy continue).
+type move struct {
+	from, to int64
+	lost     bool
 }
 
 func (c *copier) run(ctx context.Context) error {
-	c.retryAt, c.backoff = map[tp]time.Time{}, map[tp]time.Duration{}
+	c.retryAt, c.backoff, c.stopped = map[tp]time.Time{}, map[tp]time.Duration{}, map[tp]int64{}
+	if c.begun == nil {
+		c.begun = map[tp]bool{}
+	}
 	defer func() {
 		// Stopped mid-round: abort at once rather than leave the broker to
 		// time the transaction out (it holds back the checkpoint topic).
@@ -135,9 +170,23 @@ func (c *copier) fail(p *partition, err error) {
 	c.mr.log.Warn("partition failed; backing off", zap.Stringer("partition", p.src), zap.Duration("backoff", d), zap.Error(err))
 }
 
+// recovered clears a failing partition's error and backoff after a fetch
+// that succeeded with nothing to copy.
+func (c *copier) recovered(p *partition) {
+	if _, failed := c.backoff[p.src]; !failed {
+		return
+	}
+	c.succeeded(p)
+	c.mr.mu.Lock()
+	p.failures, p.lastErr = 0, ""
+	c.mr.mu.Unlock()
+	c.mr.m.failing.WithLabelValues(c.mr.cfg.Name, p.src.topic, strconv.Itoa(int(p.src.partition))).Set(0)
+}
+
 func (c *copier) succeeded(p *partition) {
 	delete(c.backoff, p.src)
 	delete(c.retryAt, p.src)
+	delete(c.stopped, p.src)
 }
 
 // round copies one transaction's worth of records.
@@ -165,22 +214,34 @@ func (c *copier) round(ctx context.Context) error {
 	if err != nil {
 		return err
 	}
+	c.resolveOutOfRange(ctx, fetched)
 	c.notePositions(fetched)
 
 	// Split every partition's data into batches to produce.
 	type work struct {
 		part  *partition
 		res   splitResult
+		move  *move // instead of records
 		delta *offsetmap.Map
 	}
 	var (
 		works   []*work
 		records int
+		moves   int
 	)
 	maxRecords, maxBytes := c.mr.cfg.TxnMaxRecords, c.mr.cfg.TxnMaxBytes
 	for _, f := range fetched {
-		if f.err != nil {
+		switch {
+		case f.err != nil:
 			c.fail(f.part, f.err)
+			continue
+		case f.unanswered:
+			continue
+		case f.move != nil:
+			if moves < maxMovesPerRound {
+				moves++
+				works = append(works, &work{part: f.part, res: splitResult{next: f.move.to}, move: f.move})
+			}
 			continue
 		}
 		next := f.part.om.Next()
@@ -191,6 +252,20 @@ func (c *copier) round(ctx context.Context) error {
 			continue
 		}
 		if res.next == next {
+			if !c.begun[f.part.src] && moves < maxMovesPerRound {
+				// The source answered at the position of a partition not
+				// begun (its log starts there, nothing to copy yet):
+				// commit that beginning, so that records the source deletes
+				// while the mirror is down show as a gap, not as a later
+				// beginning.
+				moves++
+				works = append(works, &work{part: f.part, res: res, move: &move{from: next, to: next}})
+				continue
+			}
+			// Read without error, nothing to copy: a partition that
+			// failed before (a fetch error, say) is not failing now. Left
+			// alone it would show failing until its next record.
+			c.recovered(f.part)
 			continue
 		}
 		records += res.records
@@ -268,7 +343,19 @@ func (c *copier) round(ctx context.Context) error {
 	now := time.Now()
 	var ckptRecords []kmsg.Record
 	for _, w := range works {
-		d := offsetmap.New()
+		start := w.part.om.Next()
+		if w.move != nil && !w.move.lost {
+			start = w.move.to // the partition begins there: Start of its map
+		}
+		d, err := offsetmap.NewAt(start, 0)
+		if err != nil {
+			return abort(fmt.Errorf("offset map of %s: %w", w.part.src, err))
+		}
+		if w.move != nil && w.move.lost {
+			if _, err := d.SkipLost(w.move.to); err != nil {
+				return abort(fmt.Errorf("offset map of %s: %w", w.part.src, err))
+			}
+		}
 		for i := range w.res.batches {
 			b := &w.res.batches[i]
 			base := bases[w.part][i]
@@ -322,10 +409,16 @@ func (c *copier) round(ctx context.Context) error {
 		}
 		p := w.part
 		p.failures, p.lastErr, p.lastCommit = 0, "", now
+		if w.move != nil && w.move.lost {
+			p.lostOffsets += w.move.to - w.move.from
+			p.lastLost = offsetmap.LostRange{From: w.move.from, To: w.move.to}
+		}
 		c.mr.m.failing.WithLabelValues(c.mr.cfg.Name, p.src.topic, strconv.Itoa(int(p.src.partition))).Set(0)
 	}
 	c.mr.mu.Unlock()
 	for _, w := range works {
+		c.begun[w.part.src] = true
+		c.noteMove(w.part, w.move)
 		c.succeeded(w.part)
 		c.mr.m.records.WithLabelValues(c.mr.cfg.Name, w.part.src.topic).Add(float64(w.res.records))
 		c.mr.m.bytes.WithLabelValues(c.mr.cfg.Name, w.part.src.topic).Add(float64(w.res.bytes))
@@ -363,6 +456,7 @@ func (c *copier) restoreAssigned(ctx context.Context) error {
 			continue
 		}
 		m := maps[k]
+		c.begun[k] = m != nil
 		if m == nil {
 			m = offsetmap.New()
 		}
@@ -373,6 +467,9 @@ func (c *copier) restoreAssigned(ctx context.Context) error {
 		if err != nil {
 			return fmt.Errorf("restore %s: %w", k, err)
 		}
+		c.mr.mu.Lock()
+		p.noteRestored(m)
+		c.mr.mu.Unlock()
 	}
 	c.assign.restored(ks)
 	return nil
@@ -575,7 +672,7 @@ func (c *copier) fetch(ctx context.Context, parts []*partition) ([]partFetch, er
 				if !seen[p.src] {
 					// Not in the answer: the response size limit was
 					// reached before it. Nothing to do this round.
-					out = append(out, partFetch{part: p, resp: &kmsg.FetchResponseTopicPartition{HighWatermark: -1, LastStableOffset: -1}})
+					out = append(out, partFetch{part: p, unanswered: true})
 				}
 			}
 		}()
@@ -593,30 +690,119 @@ func (c *copier) fetch(ctx context.Context, parts []*partition) ([]partFetch, er
 	return out, ctx.Err()
 }
 
-// checkFetched turns a partition's fetch error into a clear one, and deals
-// with a position the source no longer has.
+// checkFetched turns a partition's fetch error into a clear one, and marks
+// a position the source no longer has for resolveOutOfRange.
 func (c *copier) checkFetched(p *partition, rp *kmsg.FetchResponseTopicPartition) partFetch {
 	e := kerr.ErrorForCode(rp.ErrorCode)
 	switch {
 	case e == nil:
 		return partFetch{part: p, resp: rp}
 	case errors.Is(e, kerr.OffsetOutOfRange):
-		next := p.om.Next()
-		if rp.LogStartOffset > next && p.om.Len() == 0 && next == p.om.Start() {
-			// Nothing copied yet and the source's log starts later
-			// (retention): begin there. The offsets before it are absent.
-			if err := p.om.Advance(rp.LogStartOffset); err != nil {
-				return partFetch{part: p, err: err}
-			}
-			return partFetch{part: p, resp: &kmsg.FetchResponseTopicPartition{HighWatermark: rp.HighWatermark, LastStableOffset: rp.LastStableOffset}}
-		}
-		return partFetch{part: p, err: fmt.Errorf("source %s: offset %d is out of range (log start %d, high watermark %d): "+
-			"the source deleted records before they were mirrored, or the partition was recreated", p.src, next, rp.LogStartOffset, rp.HighWatermark)}
+		// Real Kafka answers it with -1 for the log start and the high
+		// watermark: resolveOutOfRange asks the source for them.
+		return partFetch{part: p, outOfRange: true}
 	default:
 		if isLeaderError(e) {
 			c.srcLeader.invalidate()
 		}
 		return partFetch{part: p, err: fmt.Errorf("fetch source %s: %w", p.src, e)}
+	}
+}
+
+// resolveOutOfRange decides, for each partition the source answered
+// OFFSET_OUT_OF_RANGE, from the source's log start L read now (ListOffsets;
+// the Fetch answer does not carry it) and the partition's position n:
+//
+//   - a partition not begun begins at L: the offsets before it are not the
+//     mirror's to copy (a consumer there would be reset by the source too);
+//   - L > n is a gap — [n, L) was deleted on the source (retention,
+//     DeleteRecords) before it was copied — handled by the topic's policy:
+//     continue skips it (a lost range in the offset map), stop fails the
+//     partition with the numbers;
+//   - otherwise n is beyond the source's end (the partition was recreated
+//     or truncated) or the answer was transient: an error, retried.
+func (c *copier) resolveOutOfRange(ctx context.Context, fs []partFetch) {
+	set := map[string]bool{}
+	for _, f := range fs {
+		if f.outOfRange {
+			set[f.part.src.topic] = true
+		}
+	}
+	if len(set) == 0 {
+		return
+	}
+	adm := kadm.NewClient(c.src)
+	topicNames := sortedKeys(set)
+	starts, err := adm.ListStartOffsets(ctx, topicNames...)
+	var (
+		ends    kadm.ListedOffsets
+		endsErr error
+	)
+	for i := range fs {
+		f := &fs[i]
+		if !f.outOfRange {
+			continue
+		}
+		f.outOfRange = false
+		p, n := f.part, f.part.om.Next()
+		start, ok := starts.Lookup(p.src.topic, p.src.partition)
+		switch {
+		case err != nil:
+			f.err = fmt.Errorf("source %s: offset %d is out of range; reading the source's log start: %w", p.src, n, err)
+			continue
+		case !ok:
+			f.err = fmt.Errorf("source %s: offset %d is out of range and the source lists no log start for the partition", p.src, n)
+			continue
+		case start.Err != nil:
+			f.err = fmt.Errorf("source %s: offset %d is out of range; reading the source's log start: %w", p.src, n, start.Err)
+			continue
+		}
+		l := start.Offset
+		switch {
+		case l > n && !c.begun[p.src]:
+			f.move = &move{from: n, to: l}
+			continue
+		case l > n:
+			gap := offsetmap.LostRange{From: n, To: l}
+			if c.mr.gapPolicy(p.src.topic) == GapContinue {
+				f.move = &move{from: n, to: l, lost: true}
+				continue
+			}
+			if from, seen := c.stopped[p.src]; !seen || from != n {
+				c.stopped[p.src] = n
+				c.mr.m.gaps.WithLabelValues(c.mr.cfg.Name, p.src.topic, GapStop).Inc()
+			}
+			f.err = fmt.Errorf("source %s: offsets %s (%d) were deleted on the source (log start %d) before they were mirrored; "+
+				"gap policy %s keeps the partition stopped (a gaps.continue pattern naming the topic skips them)", p.src, gap, gap.Len(), l, GapStop)
+			continue
+		}
+		if ends == nil && endsErr == nil {
+			ends, endsErr = adm.ListEndOffsets(ctx, topicNames...)
+		}
+		end, ok := ends.Lookup(p.src.topic, p.src.partition)
+		switch {
+		case endsErr == nil && ok && end.Err == nil && n > end.Offset:
+			f.err = fmt.Errorf("source %s: offset %d is beyond the source's end %d (log start %d): the partition was recreated or truncated", p.src, n, end.Offset, l)
+		case endsErr == nil && ok && end.Err == nil:
+			f.err = fmt.Errorf("source %s: offset %d was out of range although the source holds %d..%d; retrying", p.src, n, l, end.Offset-1)
+		default:
+			f.err = fmt.Errorf("source %s: offset %d is out of range (log start %d)", p.src, n, l)
+		}
+	}
+}
+
+// noteMove logs and counts a committed move.
+func (c *copier) noteMove(p *partition, mv *move) {
+	switch {
+	case mv == nil || mv.from == mv.to:
+	case mv.lost:
+		c.mr.m.gaps.WithLabelValues(c.mr.cfg.Name, p.src.topic, GapContinue).Inc()
+		c.mr.m.gapOffsets.WithLabelValues(c.mr.cfg.Name, p.src.topic).Add(float64(mv.to - mv.from))
+		c.mr.log.Warn("source records deleted before they were mirrored; skipped (gap policy continue)",
+			zap.Stringer("partition", p.src), zap.Stringer("lost", offsetmap.LostRange{From: mv.from, To: mv.to}),
+			zap.Int64("offsets", mv.to-mv.from))
+	default:
+		c.mr.log.Info("partition begins at the source's log start", zap.Stringer("partition", p.src), zap.Int64("logStart", mv.to))
 	}
 }
 

@@ -15,6 +15,11 @@
 //     reported, not guessed.
 //   - A partition that fails is retried with backoff and shows in Status
 //     and metrics.
+//   - A partition begins at the source's log start. A log start that
+//     passes the mirror's position later is a gap — records deleted on the
+//     source before they were copied — handled per topic (Config.Gaps):
+//     the partition stops, naming the offsets, or the offset map records
+//     them as lost and the copy goes on, exact around them.
 //
 // Sub-packages: offsetmap (the per-partition map and its persisted form)
 // and topics (selection, naming and topic/config sync).

@@ -10,6 +10,8 @@ import (
 	"github.com/twmb/franz-go/pkg/kadm"
 	"github.com/twmb/franz-go/pkg/kerr"
 	"go.uber.org/zap"
+
+	"github.com/switchyard/switchyard/mirror/offsetmap"
 )
 
 // GroupSyncReport says, per group and partition, what SyncGroups did.
@@ -37,9 +39,19 @@ type PartitionOffset struct {
 	Target int64
 	// Previous is the target's committed offset before the sync (-1: none).
 	Previous int64
-	// Outcome: "committed", "unchanged" (already there), "skipped" (would
-	// move the target group backwards, or the topic is not mirrored) or
-	// "error" (Err says why: e.g. beyond the mirrored position).
+	// Resumed is the source position Target stands for: Source, except
+	// when the source no longer holds the records at Source (see
+	// Outcome "log-start").
+	Resumed int64
+	// Outcome: "committed"; "log-start": committed, but the source no
+	// longer holds the records the group would read next — its log start
+	// passed them (retention, DeleteRecords), some maybe deleted before the
+	// mirror copied them (a gap it went on after) — so the group resumes at
+	// Resumed, the first position the mirror holds after them, as a source
+	// consumer reset to the earliest offset would; "unchanged" (already
+	// there), "skipped" (would move the target group backwards, or the topic
+	// is not mirrored) or "error" (Err says why: e.g. beyond the mirrored
+	// position).
 	Outcome string
 	Err     error
 }
@@ -139,7 +151,7 @@ func (mr *Mirror) syncGroup(ctx context.Context, srcAdm, dstAdm *kadm.Client, gr
 		if o.Err != nil || o.At < 0 {
 			return
 		}
-		po := PartitionOffset{Topic: o.Topic, Partition: o.Partition, Source: o.At, Target: -1, Previous: -1}
+		po := PartitionOffset{Topic: o.Topic, Partition: o.Partition, Source: o.At, Target: -1, Previous: -1, Resumed: o.At}
 		om := mr.OffsetMap(o.Topic, o.Partition)
 		if om == nil || !mr.sel.Selects(o.Topic) {
 			po.Outcome = "skipped"
@@ -151,6 +163,15 @@ func (mr *Mirror) syncGroup(ctx context.Context, srcAdm, dstAdm *kadm.Client, gr
 			po.Previous = prev.At
 		}
 		tgt, err := om.Translate(o.At)
+		committed := "committed"
+		if errors.Is(err, offsetmap.ErrBeforeMirrored) || errors.Is(err, offsetmap.ErrLost) {
+			// Below the map's Start (trimmed: the source's log start
+			// passed it) or in front of offsets lost in a gap, which
+			// also lie below the source's log start: the source holds no
+			// record there any more and would reset a consumer at it.
+			tgt, po.Resumed, err = om.Resume(o.At)
+			committed = "log-start"
+		}
 		switch {
 		case err != nil:
 			po.Outcome, po.Err = "error", fmt.Errorf("translate source offset %d: %w", o.At, err)
@@ -161,7 +182,7 @@ func (mr *Mirror) syncGroup(ctx context.Context, srcAdm, dstAdm *kadm.Client, gr
 			// there already.
 			po.Target, po.Outcome = tgt, "skipped"
 		default:
-			po.Target, po.Outcome = tgt, "committed"
+			po.Target, po.Outcome = tgt, committed
 			commit.Add(kadm.Offset{Topic: po.TargetTopic, Partition: o.Partition, At: tgt, LeaderEpoch: -1, Metadata: o.Metadata})
 		}
 		out = append(out, po)
@@ -177,7 +198,7 @@ func (mr *Mirror) syncGroup(ctx context.Context, srcAdm, dstAdm *kadm.Client, gr
 		return out, fmt.Errorf("commit offsets on the target: %w", err)
 	}
 	for i := range out {
-		if out[i].Outcome != "committed" {
+		if out[i].Outcome != "committed" && out[i].Outcome != "log-start" {
 			continue
 		}
 		if r, ok := resp.Lookup(out[i].TargetTopic, out[i].Partition); ok && r.Err != nil {

@@ -21,6 +21,8 @@ type metrics struct {
 	groupOffsets *prometheus.CounterVec   // mirror, outcome
 	batches      *prometheus.CounterVec   // mirror, mode
 	acls         *prometheus.CounterVec   // mirror, outcome
+	gaps         *prometheus.CounterVec   // mirror, topic, policy
+	gapOffsets   *prometheus.CounterVec   // mirror, topic
 }
 
 func newMetrics(reg prometheus.Registerer) (*metrics, error) {
@@ -49,6 +51,10 @@ func newMetrics(reg prometheus.Registerer) (*metrics, error) {
 			Name: "batches_total", Help: "Record batches copied to the target (committed), by mode: whole (the source's bytes) or reencoded (offset gaps, append-time timestamps)."}, []string{"mirror", "mode"}),
 		acls: prometheus.NewCounterVec(prometheus.CounterOpts{Namespace: ns, Subsystem: sub,
 			Name: "acl_bindings_total", Help: "ACL bindings the ACL sync created on the target, or failed to (outcome created, error)."}, []string{"mirror", "outcome"}),
+		gaps: prometheus.NewCounterVec(prometheus.CounterOpts{Namespace: ns, Subsystem: sub,
+			Name: "gaps_total", Help: "Gaps: the source deleted records (retention, DeleteRecords) before the mirror copied them, by source topic and gap policy (continue: skipped; stop: the partition stopped)."}, []string{"mirror", "topic", "policy"}),
+		gapOffsets: prometheus.NewCounterVec(prometheus.CounterOpts{Namespace: ns, Subsystem: sub,
+			Name: "gap_offsets_total", Help: "Source offsets deleted on the source before the mirror copied them and skipped under gap policy continue (records and transaction markers: the mirror never saw them), by source topic."}, []string{"mirror", "topic"}),
 	}
 	var err error
 	for _, r := range []func() error{
@@ -63,6 +69,8 @@ func newMetrics(reg prometheus.Registerer) (*metrics, error) {
 		func() error { m.groupOffsets, err = register(reg, m.groupOffsets); return err },
 		func() error { m.batches, err = register(reg, m.batches); return err },
 		func() error { m.acls, err = register(reg, m.acls); return err },
+		func() error { m.gaps, err = register(reg, m.gaps); return err },
+		func() error { m.gapOffsets, err = register(reg, m.gapOffsets); return err },
 	} {
 		if err := r(); err != nil {
 			return nil, err

@@ -32,7 +32,9 @@ type Mirror struct {
 	m      *metrics
 	sel    *topics.Selector
 	groups []*regexp.Regexp
-	opts   []kgo.Opt // extra client options (tests)
+	// gapPolicy returns a source topic's gap policy (GapStop, GapContinue).
+	gapPolicy func(topic string) string
+	opts      []kgo.Opt // extra client options (tests)
 	// srcSec and dstSec connect to the clusters (TLS, SASL).
 	srcSec, dstSec *kafkasec.Security
 
@@ -59,6 +61,22 @@ type partition struct {
 	failures   int
 	lastErr    string
 	lastCommit time.Time
+	// lostOffsets counts the offsets of every gap the mirror went on after
+	// in this partition (restored from the checkpoint); lastLost is the
+	// latest such gap.
+	lostOffsets int64
+	lastLost    offsetmap.LostRange
+}
+
+// noteRestored sets what the partition's status says of gaps from its map
+// as restored from the checkpoint topic (before any TrimBefore). Call it
+// with Mirror.mu held.
+func (p *partition) noteRestored(om *offsetmap.Map) {
+	p.lostOffsets, p.lastLost = 0, offsetmap.LostRange{}
+	for _, r := range om.Lost() {
+		p.lostOffsets += r.Len()
+		p.lastLost = r
+	}
 }
 
 // New validates cfg and prepares a mirror. It contacts no cluster; Run does.
@@ -73,6 +91,10 @@ func New(cfg Config, log *zap.Logger, reg prometheus.Registerer, opts ...kgo.Opt
 	if err != nil {
 		return nil, fmt.Errorf("mirror config: topics: %w", err)
 	}
+	gapPolicy, err := cfg.Gaps.compile()
+	if err != nil {
+		return nil, fmt.Errorf("mirror config: %w", err)
+	}
 	m, err := newMetrics(reg)
 	if err != nil {
 		return nil, fmt.Errorf("mirror metrics: %w", err)
@@ -86,15 +108,16 @@ func New(cfg Config, log *zap.Logger, reg prometheus.Registerer, opts ...kgo.Opt
 		return nil, fmt.Errorf("mirror config: target: %w", err)
 	}
 	mr := &Mirror{
-		cfg:      cfg,
-		log:      log.With(zap.String("mirror", cfg.Name)),
-		m:        m,
-		sel:      sel,
-		opts:     opts,
-		srcSec:   srcSec,
-		dstSec:   dstSec,
-		parts:    map[tp]*partition{},
-		topicErr: map[string]string{},
+		cfg:       cfg,
+		log:       log.With(zap.String("mirror", cfg.Name)),
+		m:         m,
+		sel:       sel,
+		gapPolicy: gapPolicy,
+		opts:      opts,
+		srcSec:    srcSec,
+		dstSec:    dstSec,
+		parts:     map[tp]*partition{},
+		topicErr:  map[string]string{},
 	}
 	for _, g := range cfg.Groups {
 		mr.groups = append(mr.groups, regexp.MustCompile("^(?:"+g+")$"))
@@ -178,9 +201,13 @@ func (mr *Mirror) Run(ctx context.Context) (err error) {
 	}); err != nil {
 		return err
 	}
+	begun := make(map[tp]bool, len(maps))
 	mr.mu.Lock()
 	for t, om := range maps {
-		mr.parts[t] = &partition{src: t, target: mr.sel.TargetName(t.topic), om: om, hwm: -1}
+		p := &partition{src: t, target: mr.sel.TargetName(t.topic), om: om, hwm: -1}
+		p.noteRestored(om)
+		mr.parts[t] = p
+		begun[t] = true
 	}
 	mr.mu.Unlock()
 	mr.log.Info("mirror restored", zap.Int("partitions", len(maps)))
@@ -189,7 +216,7 @@ func (mr *Mirror) Run(ctx context.Context) (err error) {
 		return err
 	}
 	cp := &copier{mr: mr, src: src, dst: dst, prod: prod, codecs: codecs,
-		srcLeader: &leaderCache{cl: src}, dstLeader: &leaderCache{cl: dst}}
+		srcLeader: &leaderCache{cl: src}, dstLeader: &leaderCache{cl: dst}, begun: begun}
 	if mr.cfg.ScaleOut {
 		a := newAssignment(mr.log)
 		member, err := mr.targetClient(a.groupOpts(&mr.cfg)...)
@@ -368,6 +395,10 @@ func (mr *Mirror) positionLoop(ctx context.Context, srcAdm *kadm.Client) error {
 	}
 }
 
+// refreshPositions reads the source's last stable offsets, for lag, and
+// its log start offsets: a map is trimmed below the log start (TrimBefore),
+// so maps do not grow forever with retention. Group sync resumes a
+// position below it at the map's Start, as the source would reset it.
 func (mr *Mirror) refreshPositions(ctx context.Context, srcAdm *kadm.Client) {
 	mr.mu.Lock()
 	names := map[string]bool{}
@@ -386,10 +417,19 @@ func (mr *Mirror) refreshPositions(ctx context.Context, srcAdm *kadm.Client) {
 	if err != nil && ctx.Err() == nil {
 		mr.log.Debug("list source end offsets", zap.Error(err))
 	}
+	starts, err := srcAdm.ListStartOffsets(ctx, list...)
+	if err != nil && ctx.Err() == nil {
+		mr.log.Debug("list source start offsets", zap.Error(err))
+	}
 	mr.mu.Lock()
 	offs.Each(func(o kadm.ListedOffset) {
 		if p := mr.parts[tp{o.Topic, o.Partition}]; p != nil && o.Err == nil {
 			p.hwm = o.Offset
+		}
+	})
+	starts.Each(func(o kadm.ListedOffset) {
+		if p := mr.parts[tp{o.Topic, o.Partition}]; p != nil && o.Err == nil {
+			p.om.TrimBefore(o.Offset)
 		}
 	})
 	mr.mu.Unlock()
@@ -449,6 +489,11 @@ type PartitionStatus struct {
 	Failing    bool
 	LastError  string
 	LastCommit time.Time
+	// LostOffsets counts the source offsets of every gap the mirror went
+	// on after (gap policy continue): deleted on the source before they
+	// were copied. LastLost is the latest such gap (zero if none).
+	LostOffsets int64
+	LastLost    offsetmap.LostRange
 }
 
 // Status is a snapshot of the mirror: in scale-out mode, of the
@@ -482,7 +527,8 @@ func (mr *Mirror) Status() Status {
 		}
 		ps := PartitionStatus{Topic: p.src.topic, Partition: p.src.partition, TargetTopic: p.target,
 			Next: p.om.Next(), HighWatermark: p.hwm, TargetNext: p.om.TargetNext(),
-			Failing: p.failures > 0, LastError: p.lastErr, LastCommit: p.lastCommit}
+			Failing: p.failures > 0, LastError: p.lastErr, LastCommit: p.lastCommit,
+			LostOffsets: p.lostOffsets, LastLost: p.lastLost}
 		if p.hwm >= 0 {
 			ps.LagRecords = max(0, p.hwm-ps.Next)
 		}

@@ -105,10 +105,10 @@ type rec struct {
 	ts        int64
 }
 
-// readAll reads every committed record of topic on a cluster. Control
-// records are delivered (and dropped here) so the reader knows it passed
-// every offset below the end, also where aborted records or only markers
-// lie at the end of a partition.
+// readAll reads every committed record of topic on a cluster, from its
+// log start. Control records are delivered (and dropped here) so the
+// reader knows it passed every offset below the end, also where aborted
+// records or only markers lie at the end of a partition.
 func readAll(t *testing.T, c *kafkatest.Cluster, topic string) map[int32][]rec {
 	t.Helper()
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
@@ -116,8 +116,13 @@ func readAll(t *testing.T, c *kafkatest.Cluster, topic string) map[int32][]rec {
 	cl := c.Client(t, kgo.ConsumeTopics(topic), kgo.ConsumeResetOffset(kgo.NewOffset().AtStart()),
 		kgo.FetchIsolationLevel(kgo.ReadCommitted()), kgo.KeepControlRecords())
 	ends := c.SettledEnds(ctx, t, topic)
+	starts, err := kadm.NewClient(c.Client(t)).ListStartOffsets(ctx, topic)
+	if err != nil {
+		t.Fatalf("read %s on %s: log start offsets: %v", topic, c.Name, err)
+	}
 	out := map[int32][]rec{}
 	seen := map[int32]int64{} // next offset per partition
+	starts.Each(func(o kadm.ListedOffset) { seen[o.Partition] = o.Offset })
 	done := func() bool {
 		ok := true
 		ends.Each(func(o kadm.ListedOffset) {

@@ -178,20 +178,24 @@ func (c *ctl) runMirrors(ctx context.Context, args []string) error {
 }
 
 // printMirrors writes the table of `mirrors`, then the topics not
-// mirrored.
+// mirrored and the offsets lost in gaps.
 func printMirrors(w io.Writer, mirrors []*switchyardv1.Mirror) {
 	tw := tabwriter.NewWriter(w, 0, 0, 2, ' ', 0)
 	fmt.Fprintln(tw, "NAME\tSOURCE\tTARGET\tREADY\tPARTITIONS\tLAG RECORDS\tMAX LAG\tFAILING\tERROR")
 	var topicErrs []string
 	for _, m := range mirrors {
-		var lag int64
+		var lag, lost int64
 		var maxLag float64
-		failing := 0
+		failing, gapped := 0, 0
 		for _, p := range m.GetPartitions() {
 			lag += p.GetLagRecords()
 			maxLag = max(maxLag, p.GetLagSeconds())
 			if p.GetFailing() {
 				failing++
+			}
+			if p.GetLostOffsets() > 0 {
+				lost += p.GetLostOffsets()
+				gapped++
 			}
 		}
 		ready := "no"
@@ -207,6 +211,10 @@ func printMirrors(w io.Writer, mirrors []*switchyardv1.Mirror) {
 		sort.Strings(topics)
 		for _, t := range topics {
 			topicErrs = append(topicErrs, fmt.Sprintf("mirror %s: topic %s not mirrored: %s", m.GetName(), t, oneLine(m.GetTopicErrors()[t])))
+		}
+		if lost > 0 {
+			topicErrs = append(topicErrs, fmt.Sprintf("mirror %s: %d source offsets of %d partitions were deleted on the source before they were mirrored (skipped: gap policy continue)",
+				m.GetName(), lost, gapped))
 		}
 	}
 	_ = tw.Flush()

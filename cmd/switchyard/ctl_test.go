@@ -862,6 +862,8 @@ func TestCtlTables(t *testing.T) {
 			Partitions: []*switchyardv1.MirrorPartition{
 				{Topic: "orders", Partition: 0, LagRecords: 40, LagSeconds: 1.5},
 				{Topic: "orders", Partition: 1, LagRecords: 2, LagSeconds: 0.2, Failing: true, LastError: "MESSAGE_TOO_LARGE"},
+				{Topic: "app-store-repartition", Partition: 0, LostOffsets: 120},
+				{Topic: "app-store-repartition", Partition: 1, LostOffsets: 30},
 			},
 			TopicErrors: map[string]string{"payments": "target has 6 partitions, source 3"},
 		}},
@@ -898,9 +900,10 @@ source  kafka-1:9092,kafka-2:9092
 target  b-1.msk.example:9092
 `},
 		{name: "mirrors", args: []string{"mirrors"}, want: `NAME    SOURCE  TARGET  READY  PARTITIONS  LAG RECORDS  MAX LAG  FAILING  ERROR
-orders  source  target  yes    2           42           1.5s     1        -
+orders  source  target  yes    4           42           1.5s     1        -
 
 mirror orders: topic payments not mirrored: target has 6 partitions, source 3
+mirror orders: 150 source offsets of 2 partitions were deleted on the source before they were mirrored (skipped: gap policy continue)
 `},
 		{name: "sidecars", args: []string{"sidecars", "--app", "orders-service"}, want: `APP             INSTANCE  LABELS                CONNECTED  CLUSTER  WANTED  GATE                VERSION  LAST SEEN  ERROR
 orders-service  orders-0  role=producer,zone=a  yes        source   target  HOLD Produce,Fetch  7/8      -          -

@@ -49,6 +49,10 @@ The configuration file:
   acls: false                             # copy topic and group ACLs
   scaleOut: false                         # share partitions among processes of this name
   instance: ""                            # with scaleOut; default: the host name
+  gaps:                                   # records the source deleted before they were copied
+    default: stop                         # stop the partition, or continue after the gap
+    continue: [".*-repartition"]          # topics that continue (Kafka Streams purges these)
+    stop: []
 
 The status endpoint (--http) serves GET /v1/status (JSON), /metrics,
 /healthz and /readyz.

@@ -35,7 +35,7 @@
 //	  bytes    topic              source topic name
 //	  uint32   partition          big-endian
 //
-//	value, version 1 (Map.MarshalBinary)
+//	value, version 1 (Map.MarshalBinary, nothing lost)
 //	  byte     1                  value version
 //	  uvarint  Start
 //	  uvarint  n                  number of ranges
@@ -46,12 +46,22 @@
 //	  uvarint  Next - prevSrcEnd
 //	  uvarint  TargetNext - prevTgtEnd
 //
-// A null value (tombstone) deletes a partition's map. Decoding accepts only
-// this canonical form — known version, no trailing bytes, no overflow, no
-// two ranges that should have been merged, minimal varints — and returns an
-// error wrapping ErrCorrupt otherwise; it never panics. An unknown version
-// is an error, so a newer writer's records are refused rather than
-// misread.
+//	value, version 2 (some offsets lost)
+//	  byte     2                  value version
+//	  ...                         the rest of version 1, as above
+//	  uvarint  k                  number of lost ranges, ≥ 1
+//	  k times:
+//	    uvarint  From - prevEnd     prevEnd: Start, then the previous lost range's To
+//	    uvarint  To - From          ≥ 1
+//
+// MarshalBinary writes version 1 whenever nothing was lost, so a reader
+// that knows only version 1 reads every such map. A null value (tombstone)
+// deletes a partition's map. Decoding accepts only this canonical form —
+// known version, no trailing bytes, no overflow, no two ranges (or lost
+// ranges) that should have been merged, lost ranges inside [Start, Next)
+// holding no copied offset, minimal varints — and returns an error wrapping
+// ErrCorrupt otherwise; it never panics. An unknown version is an error, so
+// a newer writer's records are refused rather than misread.
 //
 // # Growth
 //
@@ -67,5 +77,6 @@
 // source's log start offset as retention moves it, and raise
 // max.message.bytes on the offset-map topic (or write per-transaction
 // deltas with this same value encoding) for long-lived, busy partitions.
-// In memory a range is 24 bytes.
+// In memory a range is 24 bytes. A lost range costs 2 to 4 bytes encoded
+// and 16 in memory; there is one per gap the mirror went on after.
 package offsetmap

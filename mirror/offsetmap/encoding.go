@@ -6,23 +6,31 @@ import (
 	"math"
 )
 
-// Encoding versions; the first byte of every encoded value and key.
+// Encoding versions; the first byte of every encoded value and key. A
+// value is written in version 2 only when the map holds lost ranges, so
+// readers that know version 1 only read every other map.
 const (
 	valueVersion1 byte = 1
+	valueVersion2 byte = 2
 	keyVersion1   byte = 1
 )
 
 // maxTopicLen is Kafka's limit on a topic name.
 const maxTopicLen = 249
 
-// MarshalBinary encodes the map (Start, Next, TargetNext and every range)
-// in the compact, versioned format documented in the package comment. It
-// never fails; the error is there for encoding.BinaryMarshaler.
+// MarshalBinary encodes the map (Start, Next, TargetNext, every range and
+// every lost range) in the compact, versioned format documented in the
+// package comment: version 1 when nothing was lost, version 2 otherwise.
+// It never fails; the error is there for encoding.BinaryMarshaler.
 func (m *Map) MarshalBinary() ([]byte, error) {
 	m.mu.RLock()
 	defer m.mu.RUnlock()
-	b := make([]byte, 0, 1+3*binary.MaxVarintLen64+4*len(m.ranges)+2*binary.MaxVarintLen64)
-	b = append(b, valueVersion1)
+	b := make([]byte, 0, 1+3*binary.MaxVarintLen64+4*len(m.ranges)+(3+2*len(m.lost))*binary.MaxVarintLen64)
+	version := valueVersion1
+	if len(m.lost) > 0 {
+		version = valueVersion2
+	}
+	b = append(b, version)
 	b = binary.AppendUvarint(b, uint64(m.start))
 	b = binary.AppendUvarint(b, uint64(len(m.ranges)))
 	srcEnd, tgtEnd := m.start, int64(0)
@@ -34,19 +42,30 @@ func (m *Map) MarshalBinary() ([]byte, error) {
 	}
 	b = binary.AppendUvarint(b, uint64(m.next-srcEnd))
 	b = binary.AppendUvarint(b, uint64(m.tgtNext-tgtEnd))
+	if len(m.lost) == 0 {
+		return b, nil
+	}
+	b = binary.AppendUvarint(b, uint64(len(m.lost)))
+	end := m.start
+	for _, r := range m.lost {
+		b = binary.AppendUvarint(b, uint64(r.From-end))
+		b = binary.AppendUvarint(b, uint64(r.Len()))
+		end = r.To
+	}
 	return b, nil
 }
 
-// UnmarshalBinary replaces the map's contents with the decoded bytes. It
-// accepts only the canonical encoding MarshalBinary produces, and returns
-// an error wrapping ErrCorrupt — never panics — for anything else (unknown
-// version, truncation, trailing bytes, overflow, unmerged ranges). On error
-// the map is unchanged.
+// UnmarshalBinary replaces the map's contents with the decoded bytes,
+// version 1 or 2. It accepts only the canonical encoding MarshalBinary
+// produces, and returns an error wrapping ErrCorrupt — never panics — for
+// anything else (unknown version, truncation, trailing bytes, overflow,
+// unmerged ranges, lost offsets that were also copied). On error the map is
+// unchanged.
 func (m *Map) UnmarshalBinary(b []byte) error {
 	d := decoder{b: b}
 	v := d.byte()
-	if d.err == nil && v != valueVersion1 {
-		return fmt.Errorf("offset map version %d (want %d): %w", v, valueVersion1, ErrCorrupt)
+	if d.err == nil && v != valueVersion1 && v != valueVersion2 {
+		return fmt.Errorf("offset map version %d (want %d or %d): %w", v, valueVersion1, valueVersion2, ErrCorrupt)
 	}
 	start := d.int64("start")
 	n := d.uvarint("range count")
@@ -79,6 +98,10 @@ func (m *Map) UnmarshalBinary(b []byte) error {
 	}
 	next := d.add(srcEnd, d.int64("next"))
 	tgtNext := d.add(tgtEnd, d.int64("target next"))
+	var lost []LostRange
+	if v == valueVersion2 {
+		lost = d.lost(start, next, ranges)
+	}
 	if d.err == nil && len(d.rest()) > 0 {
 		d.fail("%d trailing bytes", len(d.rest()))
 	}
@@ -87,8 +110,54 @@ func (m *Map) UnmarshalBinary(b []byte) error {
 	}
 	m.mu.Lock()
 	defer m.mu.Unlock()
-	m.start, m.next, m.tgtNext, m.ranges = start, next, tgtNext, ranges
+	m.start, m.next, m.tgtNext, m.ranges, m.lost = start, next, tgtNext, ranges, lost
 	return nil
+}
+
+// lost decodes version 2's lost ranges: at least one (version 1 says
+// none), each inside [start, next), after the previous one with a gap, and
+// holding no copied offset.
+func (d *decoder) lost(start, next int64, ranges []Range) []LostRange {
+	n := d.uvarint("lost range count")
+	switch {
+	case d.err != nil:
+		return nil
+	case n == 0:
+		d.fail("version 2 without lost ranges")
+		return nil
+	case n > uint64(len(d.rest()))/2: // each takes at least 2 bytes
+		d.fail("%d lost ranges in %d bytes", n, len(d.rest()))
+		return nil
+	}
+	lost := make([]LostRange, 0, n)
+	end, ri := start, 0
+	for i := uint64(0); i < n && d.err == nil; i++ {
+		gap := d.int64("lost gap")
+		l := d.int64("lost length")
+		if d.err != nil {
+			break
+		}
+		from := d.add(end, gap)
+		to := d.add(from, l)
+		switch {
+		case d.err != nil:
+		case l < 1:
+			d.fail("lost range %d: length %d", i, l)
+		case i > 0 && gap == 0:
+			d.fail("lost range %d: adjacent to the previous one (not merged)", i)
+		case to > next:
+			d.fail("lost range %d: offsets %d..%d beyond next %d", i, from, to-1, next)
+		}
+		for ri < len(ranges) && ranges[ri].SrcEnd() <= from {
+			ri++
+		}
+		if d.err == nil && ri < len(ranges) && ranges[ri].Src < to {
+			d.fail("lost range %d: offsets %d..%d overlap copied range %+v", i, from, to-1, ranges[ri])
+		}
+		end = to
+		lost = append(lost, LostRange{From: from, To: to})
+	}
+	return lost
 }
 
 // EncodeValue returns the value of the map's record in the offset-map

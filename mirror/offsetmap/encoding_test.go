@@ -23,6 +23,13 @@ func TestEncodingRoundTrip(t *testing.T) {
 		{"trimmed", func(t *testing.T) *Map {
 			return build(t, New(), rec(0, 0), rec(1, 1), rec(5, 3), rec(6, 4), trim(6))
 		}},
+		{"lost", func(t *testing.T) *Map {
+			return build(t, New(), rec(0, 0), lose(5), rec(5, 2), adv(7), lose(9), rec(20, 3))
+		}},
+		{"lost at start, started mid-log", func(t *testing.T) *Map { return build(t, newAt(t, 1<<40, 7), lose(1<<40+3)) }},
+		{"lost, then trimmed", func(t *testing.T) *Map {
+			return build(t, New(), rec(0, 0), lose(5), rec(5, 2), trim(3))
+		}},
 		{"large offsets", func(t *testing.T) *Map {
 			return build(t, New(), rec(math.MaxInt64/2, math.MaxInt64/3), rec(math.MaxInt64-2, math.MaxInt64-2), adv(math.MaxInt64))
 		}},
@@ -39,12 +46,15 @@ func TestEncodingRoundTrip(t *testing.T) {
 				t.Fatal(err)
 			}
 			if got.Start() != m.Start() || got.Next() != m.Next() || got.TargetNext() != m.TargetNext() ||
-				!slices.Equal(got.Ranges(), m.Ranges()) {
+				!slices.Equal(got.Ranges(), m.Ranges()) || !slices.Equal(got.Lost(), m.Lost()) {
 				t.Fatalf("decoded %v %d/%d/%d, want %v %d/%d/%d", got.Ranges(), got.Start(), got.Next(), got.TargetNext(),
 					m.Ranges(), m.Start(), m.Next(), m.TargetNext())
 			}
 			if b2 := EncodeValue(got); !bytes.Equal(b, b2) {
 				t.Fatalf("re-encoding differs: %x vs %x", b, b2)
+			}
+			if want := map[bool]byte{false: 1, true: 2}[len(m.Lost()) > 0]; b[0] != want {
+				t.Fatalf("version %d, want %d (2 only with lost ranges)", b[0], want)
 			}
 		})
 	}
@@ -68,6 +78,29 @@ func TestEncodingGolden(t *testing.T) {
 		2, 1, 0xc8, 0x01, // src gap 2, tgt gap 1 (a commit marker), len 200
 		5, // next - 205
 		0, // targetNext - 204
+	}
+	if got := EncodeValue(m); !bytes.Equal(got, want) {
+		t.Fatalf("encoding\n got %v\nwant %v", got, want)
+	}
+}
+
+// TestEncodingGoldenV2 pins version 2: version 1's fields, then the lost
+// ranges.
+func TestEncodingGoldenV2(t *testing.T) {
+	// Start 0; range {0,0,2}; lost 2..4 and 6..6; range {7,3,1}; Next 8;
+	// TargetNext 4.
+	m := build(t, New(), rec(0, 0), rec(1, 1), lose(5), adv(6), lose(7), rec(7, 3))
+	want := []byte{
+		2,       // version
+		0,       // start
+		2,       // ranges
+		0, 0, 2, // src gap, tgt, len
+		5, 1, 1, // src gap 5, tgt gap 1, len 1
+		0,    // next - 8
+		0,    // targetNext - 4
+		2,    // lost ranges
+		2, 3, // from - start, len
+		1, 1, // from - 5, len
 	}
 	if got := EncodeValue(m); !bytes.Equal(got, want) {
 		t.Fatalf("encoding\n got %v\nwant %v", got, want)
@@ -110,7 +143,7 @@ func TestUnmarshalRejects(t *testing.T) {
 		want string
 	}{
 		{"nil", nil, "empty"},
-		{"unknown version", []byte{2, 0, 0, 0, 0}, "version 2"},
+		{"unknown version", []byte{3, 0, 0, 0, 0}, "version 3"},
 		{"version 0", []byte{0, 0, 0, 0, 0}, "version 0"},
 		{"truncated", valid[:len(valid)-1], "truncated"},
 		{"trailing bytes", append(slices.Clone(valid), 0), "trailing"},
@@ -122,6 +155,15 @@ func TestUnmarshalRejects(t *testing.T) {
 		{"offsets overflow", append(uv(uv([]byte{1}, math.MaxInt64), 1), 1, 0, 1, 0, 0), "overflows int64"},
 		{"overlong varint", []byte{1, 0x80, 0x80, 0x80, 0x80, 0x80, 0x80, 0x80, 0x80, 0x80, 0x80, 0x01, 0, 0, 0}, "varint"},
 		{"non-minimal varint", []byte{1, 0x80, 0x00, 0, 0, 0}, "non-minimal"},
+		// Version 2: start 0, one range 0..1 at 0, next 10, target next 2,
+		// then the lost ranges.
+		{"v2 without lost ranges", []byte{2, 0, 1, 0, 0, 2, 8, 0, 0}, "without lost ranges"},
+		{"v2 lost count beyond the input", []byte{2, 0, 1, 0, 0, 2, 8, 0, 5, 2, 1}, "lost ranges in"},
+		{"v2 zero-length lost range", []byte{2, 0, 1, 0, 0, 2, 8, 0, 1, 3, 0}, "length 0"},
+		{"v2 unmerged lost ranges", []byte{2, 0, 1, 0, 0, 2, 8, 0, 2, 3, 1, 0, 1}, "not merged"},
+		{"v2 lost beyond next", []byte{2, 0, 1, 0, 0, 2, 8, 0, 1, 3, 8}, "beyond next"},
+		{"v2 lost offsets copied", []byte{2, 0, 1, 0, 0, 2, 8, 0, 1, 1, 2}, "overlap"},
+		{"v2 truncated", []byte{2, 0, 1, 0, 0, 2, 8, 0, 1, 3, 0x80}, "truncated"},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -172,6 +214,7 @@ func TestKey(t *testing.T) {
 func FuzzUnmarshal(f *testing.F) {
 	f.Add([]byte{1, 0, 0, 0, 0})
 	f.Add([]byte{1, 0, 2, 0, 0, 3, 2, 1, 0xc8, 0x01, 5, 0})
+	f.Add([]byte{2, 0, 2, 0, 0, 2, 5, 1, 1, 0, 0, 2, 2, 3, 1, 1})
 	f.Fuzz(func(t *testing.T, b []byte) {
 		m := New()
 		if err := m.UnmarshalBinary(b); err != nil {
@@ -189,14 +232,18 @@ func FuzzUnmarshal(f *testing.F) {
 		// Translating anything must not panic.
 		for _, s := range []int64{-1, 0, m.Start(), m.Next(), m.Next() + 1, math.MaxInt64} {
 			_, _ = m.Translate(s)
+			_, _, _ = m.Resume(s)
 		}
 	})
 }
 
 // FuzzTranslate: a map built from arbitrary operations answers every
-// translation like the naive reference map of every offset.
+// translation like the naive reference map of every offset, and the same
+// operations written as encoded deltas and merged build the same map.
 func FuzzTranslate(f *testing.F) {
 	f.Add([]byte{0, 0x08, 0, 0x08, 2, 3, 0, 0x05}, int64(2))
+	f.Add([]byte{0, 0x08, 4, 0x02, 0, 0x09, 2, 1, 4, 0x00, 3, 0x02}, int64(2)) // lost ranges, trimmed
+
 	f.Fuzz(func(t *testing.T, ops []byte, src int64) {
 		if len(ops) > 512 {
 			ops = ops[:512]

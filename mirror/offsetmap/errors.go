@@ -15,6 +15,11 @@ var (
 	// never guessed.
 	ErrBeyondMirrored = errors.New("source offset beyond the mirrored position")
 
+	// ErrLost: the records a source position names next were deleted on
+	// the source (retention, DeleteRecords) before the mirror copied them
+	// (Map.SkipLost). Map.Resume says where such a position resumes.
+	ErrLost = errors.New("source records deleted before they were mirrored")
+
 	// ErrNotIncreasing: Record, AppendRange or Advance was given an offset
 	// that does not move forward.
 	ErrNotIncreasing = errors.New("offsets must increase")

@@ -10,15 +10,16 @@ import (
 	"testing"
 )
 
-// step builds a map in tests: one Record, Advance or TrimBefore.
+// step builds a map in tests: one Record, Advance, TrimBefore or SkipLost.
 type step struct {
-	op       byte // 'r' record, 'a' advance, 't' trim
+	op       byte // 'r' record, 'a' advance, 't' trim, 'l' skip lost
 	src, tgt int64
 }
 
 func rec(src, tgt int64) step { return step{'r', src, tgt} }
 func adv(next int64) step     { return step{op: 'a', src: next} }
 func trim(src int64) step     { return step{op: 't', src: src} }
+func lose(to int64) step      { return step{op: 'l', src: to} }
 
 func build(t *testing.T, m *Map, steps ...step) *Map {
 	t.Helper()
@@ -31,6 +32,8 @@ func build(t *testing.T, m *Map, steps ...step) *Map {
 			err = m.Advance(s.src)
 		case 't':
 			m.TrimBefore(s.src)
+		case 'l':
+			_, err = m.SkipLost(s.src)
 		}
 		if err != nil {
 			t.Fatalf("step %+v: %v", s, err)
@@ -165,6 +168,38 @@ func TestTranslate(t *testing.T) {
 			ranges: []Range{{3, 0, 1}},
 			probes: []probe{{src: 1, err: ErrBeforeMirrored}, {src: 2, want: 0}, {src: 4, want: 1}},
 		},
+		{
+			// Source: 0-1 copied, 2-4 deleted before the copy, 5 a
+			// marker, 6-7 copied; then 8-9 lost at the end.
+			name: "lost offsets",
+			m: func(t *testing.T) *Map {
+				return build(t, New(), rec(0, 0), rec(1, 1), lose(5), adv(6), rec(6, 3), rec(7, 4), lose(10))
+			},
+			ranges: []Range{{0, 0, 2}, {6, 3, 2}},
+			probes: []probe{
+				{src: 1, want: 1}, {src: 2, err: ErrLost}, {src: 4, err: ErrLost},
+				{src: 5, want: 3}, {src: 6, want: 3}, {src: 7, want: 4}, // exact after the gap
+				{src: 8, err: ErrLost}, {src: 9, err: ErrLost}, {src: 10, want: 5}, {src: 11, err: ErrBeyondMirrored},
+			},
+		},
+		{
+			// An absent offset (a marker at 2) in front of lost ones: the
+			// position needs the lost records too.
+			name: "absent offsets before lost ones",
+			m: func(t *testing.T) *Map {
+				return build(t, New(), rec(0, 0), rec(1, 1), adv(3), lose(6), rec(6, 3))
+			},
+			ranges: []Range{{0, 0, 2}, {6, 3, 1}},
+			probes: []probe{{src: 1, want: 1}, {src: 2, err: ErrLost}, {src: 5, err: ErrLost}, {src: 6, want: 3}, {src: 7, want: 4}},
+		},
+		{
+			name: "lost, then trimmed",
+			m: func(t *testing.T) *Map {
+				return build(t, New(), rec(0, 0), lose(5), rec(5, 2), lose(8), rec(8, 3), trim(3))
+			},
+			ranges: []Range{{5, 2, 1}, {8, 3, 1}},
+			probes: []probe{{src: 2, err: ErrBeforeMirrored}, {src: 3, err: ErrLost}, {src: 5, want: 2}, {src: 6, err: ErrLost}, {src: 8, want: 3}},
+		},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -200,6 +235,96 @@ func TestTranslateErrorsNameTheNumbers(t *testing.T) {
 	}
 }
 
+func TestLostRanges(t *testing.T) {
+	m := build(t, New(), rec(0, 0), lose(5))
+	if r, err := m.SkipLost(9); err != nil || r != (LostRange{5, 9}) {
+		t.Fatalf("SkipLost(9) = %v, %v; want 5..8 (extending 1..4)", r, err)
+	}
+	build(t, m, adv(10), lose(12), rec(12, 1))
+	if got, want := m.Lost(), []LostRange{{1, 9}, {10, 12}}; !slices.Equal(got, want) {
+		t.Fatalf("Lost() = %v, want %v (adjacent ranges merged, one separated by an absent offset kept apart)", got, want)
+	}
+	_, err := m.Translate(3)
+	if !errors.Is(err, ErrLost) || err.Error() != "translate source offset 3: offsets 1..8 were deleted on the source before they were mirrored: "+ErrLost.Error() {
+		t.Errorf("Translate(3): %v", err)
+	}
+	for _, tc := range []struct{ src, tgt, from int64 }{
+		{0, 0, 0},  // copied: as Translate
+		{3, 1, 12}, // past both lost ranges, to the record at 12
+		{9, 1, 12}, // an absent offset in front of lost ones
+		{12, 1, 12},
+		{13, 2, 13}, // Next
+	} {
+		tgt, from, err := m.Resume(tc.src)
+		if err != nil || tgt != tc.tgt || from != tc.from {
+			t.Errorf("Resume(%d) = %d, %d, %v; want %d, %d", tc.src, tgt, from, err, tc.tgt, tc.from)
+		}
+	}
+	if _, _, err := m.Resume(14); !errors.Is(err, ErrBeyondMirrored) {
+		t.Errorf("Resume(14): %v, want ErrBeyondMirrored", err)
+	}
+	m.TrimBefore(4)
+	if got, want := m.Lost(), []LostRange{{4, 9}, {10, 12}}; !slices.Equal(got, want) {
+		t.Fatalf("after TrimBefore(4): Lost() = %v, want %v", got, want)
+	}
+	if tgt, from, err := m.Resume(2); err != nil || tgt != 1 || from != 12 {
+		t.Errorf("Resume(2) below Start = %d, %d, %v; want 1, 12 (taken as Start 4)", tgt, from, err)
+	}
+	m.TrimBefore(11)
+	if got, want := m.Lost(), []LostRange{{11, 12}}; !slices.Equal(got, want) {
+		t.Fatalf("after TrimBefore(11): Lost() = %v, want %v", got, want)
+	}
+}
+
+func TestMerge(t *testing.T) {
+	m := build(t, New(), rec(0, 0), rec(1, 1), lose(4))
+	d := build(t, newAt(t, 4, 0), lose(6), rec(6, 3), lose(9), adv(11))
+	if err := m.Merge(d); err != nil {
+		t.Fatal(err)
+	}
+	if got, want := m.Ranges(), []Range{{0, 0, 2}, {6, 3, 1}}; !slices.Equal(got, want) {
+		t.Errorf("Ranges() = %v, want %v", got, want)
+	}
+	if got, want := m.Lost(), []LostRange{{2, 6}, {7, 9}}; !slices.Equal(got, want) {
+		t.Errorf("Lost() = %v, want %v", got, want)
+	}
+	if m.Next() != 11 || m.TargetNext() != 4 {
+		t.Errorf("next %d targetNext %d, want 11 4", m.Next(), m.TargetNext())
+	}
+	// A delta starting beyond Next: absent offsets in between.
+	if err := m.Merge(build(t, newAt(t, 20, 0), rec(20, 9))); err != nil {
+		t.Fatal(err)
+	}
+	if got, err := m.Translate(15); err != nil || got != 9 || m.Start() != 0 {
+		t.Errorf("after a delta from 20: Translate(15) = %d, %v, start %d; want 9 (absent), start 0", got, err, m.Start())
+	}
+	// On a map holding nothing yet, the same delta moves Start: the copy
+	// begins there.
+	begin := New()
+	if err := begin.Merge(build(t, newAt(t, 20, 0))); err != nil {
+		t.Fatal(err)
+	}
+	if begin.Start() != 20 || begin.Next() != 20 {
+		t.Errorf("begun at 20: start %d next %d", begin.Start(), begin.Next())
+	}
+	if _, err := begin.Translate(15); !errors.Is(err, ErrBeforeMirrored) {
+		t.Errorf("begun at 20: Translate(15): %v, want ErrBeforeMirrored", err)
+	}
+	before := EncodeValue(m)
+	for name, d := range map[string]*Map{
+		"lost below next":     build(t, newAt(t, 10, 0), lose(12)),
+		"range below next":    build(t, New(), rec(10, 5)),
+		"target below target": build(t, New(), rec(21, 3)),
+	} {
+		if err := m.Merge(d); !errors.Is(err, ErrNotIncreasing) {
+			t.Errorf("%s: Merge: %v, want ErrNotIncreasing", name, err)
+		}
+		if !bytes.Equal(before, EncodeValue(m)) {
+			t.Fatalf("%s: a refused merge changed the map", name)
+		}
+	}
+}
+
 func TestRejects(t *testing.T) {
 	tests := []struct {
 		name string
@@ -217,6 +342,8 @@ func TestRejects(t *testing.T) {
 		{"append empty range", func(m *Map) error { return m.AppendRange(Range{Src: 9, Tgt: 9, Len: 0}) }, ErrInvalidOffset},
 		{"append overlapping range", func(m *Map) error { return m.AppendRange(Range{Src: 7, Tgt: 9, Len: 3}) }, ErrNotIncreasing},
 		{"append overflowing range", func(m *Map) error { return m.AppendRange(Range{Src: 9, Tgt: 9, Len: math.MaxInt64}) }, ErrInvalidOffset},
+		{"skip lost to next", func(m *Map) error { _, err := m.SkipLost(8); return err }, ErrNotIncreasing},
+		{"skip lost backwards", func(m *Map) error { _, err := m.SkipLost(3); return err }, ErrNotIncreasing},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {

@@ -166,8 +166,9 @@ func (c *comparison) mismatch(src, tgt int64, format string, args ...any) {
 // the source record at s pairs with the target record at the offset its
 // range gives. Both record lists are in offset order and the ranges are
 // monotonic on both sides, so one merge walk in target-offset order checks
-// presence, content and order at once.
-func compare(ranges []offsetmap.Range, src, tgt *side) comparison {
+// presence, content and order at once. lost are the map's lost ranges: a
+// source record there contradicts the map (the source had deleted it).
+func compare(ranges []offsetmap.Range, lost []offsetmap.LostRange, src, tgt *side) comparison {
 	var c comparison
 	// Last offset of each key, for compaction: on the source (in range,
 	// and beyond it once read), on the target, and on the target counted
@@ -236,8 +237,13 @@ func compare(ranges []offsetmap.Range, src, tgt *side) comparison {
 		var want int64 // target offset of src.recs[i]
 		if i < len(src.recs) {
 			t, ok := toTarget(ranges, src.recs[i].off)
-			if !ok {
+			switch {
+			case !ok && inLost(lost, src.recs[i].off):
+				c.mismatch(src.recs[i].off, -1, "the source holds a record at an offset the mirror recorded as deleted on the source before it was copied (was the partition recreated?)")
+			case !ok:
 				c.mismatch(src.recs[i].off, -1, "the source holds a record the mirror did not copy (the offset map has this offset as absent)")
+			}
+			if !ok {
 				i++
 				continue
 			}
@@ -330,4 +336,10 @@ func toSource(ranges []offsetmap.Range, t int64) (int64, bool) {
 		return 0, false
 	}
 	return ranges[i].Src + (t - ranges[i].Tgt), true
+}
+
+// inLost reports whether source offset s lies in one of the lost ranges.
+func inLost(lost []offsetmap.LostRange, s int64) bool {
+	i := sort.Search(len(lost), func(i int) bool { return lost[i].To > s })
+	return i < len(lost) && lost[i].From <= s
 }

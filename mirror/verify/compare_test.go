@@ -63,6 +63,7 @@ func TestCompare(t *testing.T) {
 		wantSrcRemove Removed
 		wantTgtRemove Removed
 		wantLater     bool
+		lost          []offsetmap.LostRange
 	}{
 		{name: "faithful copy", src: sideOf(0, false, source...), tgt: sideOf(0, false, faithful...), wantMatched: 5},
 		{name: "value differs", src: sideOf(0, false, source...),
@@ -82,6 +83,11 @@ func TestCompare(t *testing.T) {
 			wantMatched: 5, wantMismatch: "not a copy of any source record", wantAt: [2]int64{-1, 3}},
 		{name: "source record the map has as absent", src: sideOf(0, false, s0, s1, s2, r(3, "q", "skipped"), s4, s5),
 			tgt: sideOf(0, false, faithful...), wantMatched: 5, wantMismatch: "did not copy", wantAt: [2]int64{3, -1}},
+		{name: "lost offset: neither side holds it", src: sideOf(0, false, source...), lost: []offsetmap.LostRange{{From: 3, To: 4}},
+			tgt: sideOf(0, false, faithful...), wantMatched: 5},
+		{name: "source record the map has as lost", src: sideOf(0, false, s0, s1, s2, r(3, "q", "deleted?"), s4, s5),
+			lost: []offsetmap.LostRange{{From: 3, To: 4}}, tgt: sideOf(0, false, faithful...),
+			wantMatched: 5, wantMismatch: "recorded as deleted on the source", wantAt: [2]int64{3, -1}},
 		{name: "records swapped on the target", src: sideOf(0, false, source...),
 			tgt:         sideOf(0, false, faithful[0], at(s2, 1), at(s1, 2), faithful[3], faithful[4]),
 			wantMatched: 3, wantMismatch: "key, value and timestamp", wantAt: [2]int64{1, 1}},
@@ -108,7 +114,7 @@ func TestCompare(t *testing.T) {
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
-			c := compare(ranges, tt.src, tt.tgt)
+			c := compare(ranges, tt.lost, tt.src, tt.tgt)
 			if c.matched != tt.wantMatched {
 				t.Errorf("matched %d, want %d", c.matched, tt.wantMatched)
 			}
@@ -141,11 +147,11 @@ func TestCompareLaterSupersedes(t *testing.T) {
 	ranges := []offsetmap.Range{{Src: 0, Tgt: 0, Len: 2}}
 	src := sideOf(0, true, r(1, "b", "2"))
 	tgt := sideOf(0, false, r(0, "a", "1"), r(1, "b", "2"))
-	if c := compare(ranges, src, tgt); c.first == nil || !c.needSourceLater {
+	if c := compare(ranges, nil, src, tgt); c.first == nil || !c.needSourceLater {
 		t.Fatalf("before reading beyond: %+v, want a mismatch asking for the later keys", c)
 	}
 	src.later = map[fingerprint]int64{fp(appendBytes(nil, []byte("a"))): 7}
-	if c := compare(ranges, src, tgt); c.first != nil || c.sourceRemoved.Compacted != 1 {
+	if c := compare(ranges, nil, src, tgt); c.first != nil || c.sourceRemoved.Compacted != 1 {
 		t.Fatalf("after reading beyond: %+v, want one compacted record and no mismatch", c)
 	}
 }

@@ -13,6 +13,12 @@
 //   - the target partition over [Translate(Start), TargetNext): from the
 //     first copied record to just after the last.
 //
+// Offsets the map records as lost — deleted on the source before the mirror
+// copied them, where it went on after the gap (gap policy continue) — are
+// held by neither side: they are not compared, and the report names them
+// (PartitionReport.Lost). A source record at a lost offset contradicts the
+// map and is a mismatch.
+//
 // Control markers and aborted records are not records and are skipped on
 // both sides. Each side's present records are counted and digested, and
 // the two are joined through the map: the source record at s must be, on

@@ -75,6 +75,11 @@ type PartitionReport struct {
 	// first in offset order.
 	Mismatches    int64
 	FirstMismatch *Mismatch
+	// Lost are the source offsets in the range that the source deleted
+	// before the mirror copied them, as its offset map records (gaps it
+	// went on after, gap policy continue). They are not compared: neither
+	// side holds them.
+	Lost []offsetmap.LostRange
 	// Err is set when the partition could not be verified.
 	Err error
 }
@@ -123,6 +128,20 @@ func (p *PartitionReport) Detail() string {
 	add(p.SourceRemoved.Retention, "source retention since copy: %d records only on the target")
 	add(p.TargetRemoved.Compacted, "target compacted: %d records only on the source")
 	add(p.TargetRemoved.Retention, "target retention: %d records only on the source")
+	if len(p.Lost) > 0 {
+		var n int64
+		var ranges []string
+		for i, r := range p.Lost {
+			n += r.Len()
+			if i < 3 {
+				ranges = append(ranges, r.String())
+			}
+		}
+		if len(p.Lost) > 3 {
+			ranges = append(ranges, fmt.Sprintf("and %d more", len(p.Lost)-3))
+		}
+		parts = append(parts, fmt.Sprintf("deleted on the source before they were mirrored: %d offsets (%s)", n, strings.Join(ranges, ", ")))
+	}
 	return strings.Join(parts, "; ")
 }
 
@@ -290,10 +309,11 @@ type partitionJob struct {
 
 // verifyPartition reads both sides of one partition and compares them.
 func verifyPartition(ctx context.Context, j partitionJob) PartitionReport {
-	pr := PartitionReport{Topic: j.topic, TargetTopic: j.target, Partition: j.partition}
+	pr := PartitionReport{Topic: j.topic, TargetTopic: j.target, Partition: j.partition, Lost: j.om.Lost()}
 	pr.Source = OffsetRange{j.om.Start(), j.om.Next()}
-	tgtFrom, err := j.om.Translate(pr.Source.From)
-	if err != nil { // Start always translates; a map that says otherwise is broken
+	// Resume, not Translate: the map may begin with lost offsets.
+	tgtFrom, _, err := j.om.Resume(pr.Source.From)
+	if err != nil { // Start always resolves; a map that says otherwise is broken
 		pr.Err = fmt.Errorf("offset map: %w", err)
 		return pr
 	}
@@ -328,7 +348,7 @@ func verifyPartition(ctx context.Context, j partitionJob) PartitionReport {
 	src.logStart, tgt.logStart = srcReader.logStart, tgtReader.logStart
 
 	ranges := j.om.Ranges()
-	c := compare(ranges, src, tgt)
+	c := compare(ranges, pr.Lost, src, tgt)
 	if c.needSourceLater && srcEnd > pr.Source.To {
 		// A target-only record of a compacted source may have been
 		// superseded after the mirrored range: read the keys there.
@@ -342,7 +362,7 @@ func verifyPartition(ctx context.Context, j partitionJob) PartitionReport {
 			pr.Err = fmt.Errorf("read source beyond the mirrored range: %w", err)
 			return pr
 		}
-		c = compare(ranges, src, tgt)
+		c = compare(ranges, pr.Lost, src, tgt)
 	}
 
 	pr.SourceCount, pr.TargetCount = int64(len(src.recs)), int64(len(tgt.recs))

@@ -366,6 +366,50 @@ func TestVerifySourceRetentionSinceCopy(t *testing.T) {
 
 // TestVerifySASLSSLTarget verifies a copy onto a SASL_SSL cluster, reading
 // the target with its TLS and SASL settings.
+// TestVerifyGap: the source deleted records before the mirror copied
+// them, and the mirror went on after the gap (gap policy continue). Verify
+// compares every record outside the lost offsets and names them.
+func TestVerifyGap(t *testing.T) {
+	source, target := kafkatest.Pair(t)
+	topic := kafkatest.Topic(t, "verify-gap")
+	source.CreateTopic(t, topic, 1)
+	continueGaps := func(c *mirror.Config) { c.Gaps.Default = mirror.GapContinue }
+	// Begun while empty, then stopped: everything produced meanwhile up
+	// to 150 is deleted before it is copied, so the map begins with lost
+	// offsets.
+	mr, stop := runMirror(t, source, target, topic, continueGaps)
+	waitCaughtUp(t, mr, source, target, topic)
+	stop()
+	produce(t, source, topic, 0, 300)
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	del := kadm.Offsets{}
+	del.Add(kadm.Offset{Topic: topic, Partition: 0, At: 150, LeaderEpoch: -1})
+	if resp, err := kadm.NewClient(source.Client(t)).DeleteRecords(ctx, del); err != nil || resp.Error() != nil {
+		t.Fatalf("delete records: %v %v", err, resp.Error())
+	}
+	mr, _ = runMirror(t, source, target, topic, func(c *mirror.Config) { c.Name = mirrorName(mr) }, continueGaps)
+	waitCaughtUp(t, mr, source, target, topic)
+
+	rep := runVerify(t, configFor(source, target, mirrorName(mr)))
+	if len(rep.Partitions) != 1 {
+		t.Fatalf("%d partitions verified, want 1", len(rep.Partitions))
+	}
+	p := rep.Partitions[0]
+	if !rep.OK() || p.Status() != verify.StatusMatch || p.SourceCount != 150 || p.Matched != 150 || !p.DigestsEqual() {
+		t.Errorf("%s: counts %d/%d, matched %d, digests equal %v; want the 150 records after the gap matched", p.Detail(), p.SourceCount, p.TargetCount, p.Matched, p.DigestsEqual())
+	}
+	if p.Source != (verify.OffsetRange{From: 0, To: 300}) || p.Target.From != 0 {
+		t.Errorf("ranges: source %v target %v; want [0, 300) and the target from 0", p.Source, p.Target)
+	}
+	if len(p.Lost) != 1 || p.Lost[0].From != 0 || p.Lost[0].To != 150 {
+		t.Errorf("lost %v, want 0..149", p.Lost)
+	}
+	if want := "deleted on the source before they were mirrored: 150 offsets (0..149)"; !strings.Contains(p.Detail(), want) {
+		t.Errorf("detail %q does not say %q", p.Detail(), want)
+	}
+}
+
 func TestVerifySASLSSLTarget(t *testing.T) {
 	source, target := kafkatest.PlainToSecure(t, kafkasec.MechScramSHA256)
 	topic := kafkatest.Topic(t, "verify-secure")

@@ -728,7 +728,10 @@ type MirrorPartition struct {
 	// The partition's last copy attempt failed.
 	Failing bool `protobuf:"varint,7,opt,name=failing,proto3" json:"failing,omitempty"`
 	// The last error.
-	LastError     string `protobuf:"bytes,8,opt,name=last_error,json=lastError,proto3" json:"last_error,omitempty"`
+	LastError string `protobuf:"bytes,8,opt,name=last_error,json=lastError,proto3" json:"last_error,omitempty"`
+	// Source offsets deleted on the source (retention, DeleteRecords) before
+	// the mirror copied them, which it skipped (gap policy continue).
+	LostOffsets   int64 `protobuf:"varint,9,opt,name=lost_offsets,json=lostOffsets,proto3" json:"lost_offsets,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -817,6 +820,13 @@ func (x *MirrorPartition) GetLastError() string {
 		return x.LastError
 	}
 	return ""
+}
+
+func (x *MirrorPartition) GetLostOffsets() int64 {
+	if x != nil {
+		return x.LostOffsets
+	}
+	return 0
 }
 
 // Mirror is a mirror the control plane runs.
@@ -1547,7 +1557,9 @@ type GroupOffset struct {
 	Source int64 `protobuf:"varint,4,opt,name=source,proto3" json:"source,omitempty"`
 	// Offset committed on the target (-1: not translated).
 	Target int64 `protobuf:"varint,5,opt,name=target,proto3" json:"target,omitempty"`
-	// committed, unchanged, skipped or error.
+	// committed, log-start (committed where the mirror resumes after
+	// records the source no longer holds: the group's position was below the
+	// source's log start), unchanged, skipped or error.
 	Outcome       string `protobuf:"bytes,6,opt,name=outcome,proto3" json:"outcome,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
@@ -2296,7 +2308,7 @@ const file_switchyard_v1_control_proto_rawDesc = "" +
 	"\x13ListSidecarsRequest\x12\x10\n" +
 	"\x03app\x18\x01 \x01(\tR\x03app\"J\n" +
 	"\x14ListSidecarsResponse\x122\n" +
-	"\bsidecars\x18\x01 \x03(\v2\x16.switchyard.v1.SidecarR\bsidecars\"\xfb\x01\n" +
+	"\bsidecars\x18\x01 \x03(\v2\x16.switchyard.v1.SidecarR\bsidecars\"\x9e\x02\n" +
 	"\x0fMirrorPartition\x12\x14\n" +
 	"\x05topic\x18\x01 \x01(\tR\x05topic\x12\x1c\n" +
 	"\tpartition\x18\x02 \x01(\x05R\tpartition\x12\x12\n" +
@@ -2308,7 +2320,8 @@ const file_switchyard_v1_control_proto_rawDesc = "" +
 	"lagSeconds\x12\x18\n" +
 	"\afailing\x18\a \x01(\bR\afailing\x12\x1d\n" +
 	"\n" +
-	"last_error\x18\b \x01(\tR\tlastError\"\xcc\x02\n" +
+	"last_error\x18\b \x01(\tR\tlastError\x12!\n" +
+	"\flost_offsets\x18\t \x01(\x03R\vlostOffsets\"\xcc\x02\n" +
 	"\x06Mirror\x12\x12\n" +
 	"\x04name\x18\x01 \x01(\tR\x04name\x12\x16\n" +
 	"\x06source\x18\x02 \x01(\tR\x06source\x12\x16\n" +
