@@ -7,6 +7,7 @@ import (
 	"io"
 	"net"
 	"net/http"
+	"slices"
 	"strings"
 	"sync"
 	"testing"
@@ -36,20 +37,38 @@ type fakeMirror struct {
 	synced      []string
 	syncErr     error
 	groupBehind string
+	// onSource are topics created on the source that the mirror copies
+	// from its next topic sync (RefreshTopics) on; refreshes counts them.
+	onSource  []string
+	copying   []string
+	refreshes int
 }
 
 func (f *fakeMirror) Status() mirror.Status {
 	f.mu.Lock()
 	defer f.mu.Unlock()
-	return mirror.Status{Name: "m", Ready: f.ready, TopicErrors: map[string]string{},
+	st := mirror.Status{Name: "m", Ready: f.ready, TopicErrors: map[string]string{},
 		Partitions: []mirror.PartitionStatus{{Topic: "orders", Partition: 0, LagRecords: f.lag}}}
+	for _, t := range f.copying {
+		st.Partitions = append(st.Partitions, mirror.PartitionStatus{Topic: t, Partition: 0})
+	}
+	return st
+}
+
+func (f *fakeMirror) RefreshTopics(context.Context) error {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	f.refreshes++
+	f.copying = append(f.copying, f.onSource...)
+	f.onSource = nil
+	return nil
 }
 
 func (f *fakeMirror) CaughtUp(_ context.Context, topics ...string) (bool, string, error) {
 	f.mu.Lock()
 	defer f.mu.Unlock()
 	for _, t := range topics {
-		if t != "orders" {
+		if t != "orders" && !slices.Contains(f.copying, t) {
 			return false, t, fmt.Errorf("topic %s is not mirrored", t)
 		}
 	}
@@ -861,5 +880,44 @@ func TestStopDoesNotWaitForStreams(t *testing.T) {
 	p.stop()
 	if took := time.Since(start); took > 3*time.Second {
 		t.Errorf("stopping took %v with a sidecar connected", took)
+	}
+}
+
+// TestPreflightRefreshesTopicsCreatedSinceTheLastSync: a cutover naming a
+// topic created on the source after the mirror's last topic sync (Kafka
+// Streams creates its internal topics at start) is not refused: preflight
+// asks the mirror to sync now, and goes on once it copies the topic. A
+// topic the source does not have is still refused, naming it.
+func TestPreflightRefreshesTopicsCreatedSinceTheLastSync(t *testing.T) {
+	fm := &fakeMirror{ready: true, caughtUp: true, onSource: []string{"orders-repartition"}}
+	p := startPlane(t, "", fm)
+	connectSidecar(t, p, "orders", "a", "source")
+	p.waitSidecars(1)
+	s := spec()
+	s.Topics = []string{"orders", "orders-repartition"}
+	resp, err := p.client.CreateCutover(p.authed(), &switchyardv1.CreateCutoverRequest{Spec: s})
+	if err != nil {
+		t.Fatal(err)
+	}
+	p.waitCutover(resp.GetCutover().GetId(), switchyardv1.CutoverStep_CUTOVER_STEP_DONE)
+	fm.mu.Lock()
+	refreshes := fm.refreshes
+	fm.mu.Unlock()
+	if refreshes != 1 {
+		t.Errorf("%d topic refreshes, want 1", refreshes)
+	}
+
+	p = startPlane(t, "", &fakeMirror{ready: true, caughtUp: true})
+	connectSidecar(t, p, "orders", "a", "source")
+	p.waitSidecars(1)
+	s = spec()
+	s.Topics = []string{"orders", "orders-changelog"} // nobody created it
+	resp, err = p.client.CreateCutover(p.authed(), &switchyardv1.CreateCutoverRequest{Spec: s})
+	if err != nil {
+		t.Fatal(err)
+	}
+	c := p.waitCutover(resp.GetCutover().GetId(), switchyardv1.CutoverStep_CUTOVER_STEP_ROLLED_BACK)
+	if !strings.Contains(c.GetError(), "does not copy topics [orders-changelog] (not on the source, or not selected") {
+		t.Errorf("error %q does not name the missing topic", c.GetError())
 	}
 }

@@ -31,6 +31,9 @@ type Mirror interface {
 	SyncGroups(ctx context.Context, groups []string) (mirror.GroupSyncReport, error)
 	GroupsDrained(ctx context.Context, groups []string, topics ...string) (bool, string, error)
 	GroupsJoined(ctx context.Context, groups []string) (bool, string, error)
+	// RefreshTopics syncs topics now: topics created on the source since
+	// the last sync are mirrored.
+	RefreshTopics(ctx context.Context) error
 }
 
 // MirrorRef is a mirror the control plane runs, between two of its
@@ -748,7 +751,24 @@ func (ct *Controller) preflight(run *cutoverRun) error {
 	}
 	lag, missing := mirrorLag(st, topics)
 	if len(missing) > 0 {
-		return fmt.Errorf("mirror %s does not copy topics %v (is the target topic created?)", m.Name, missing)
+		// Created on the source since the mirror last looked (Kafka
+		// Streams creates its internal topics at start): sync now rather
+		// than refuse until the next topic sync.
+		ctx, cancel := context.WithTimeout(ct.ctx, 30*time.Second)
+		err := m.Mirror.RefreshTopics(ctx)
+		cancel()
+		if err != nil {
+			return fmt.Errorf("mirror %s does not copy topics %v, and a topic sync failed: %w", m.Name, missing, err)
+		}
+		st = m.Mirror.Status()
+		for _, t := range missing {
+			if e, ok := st.TopicErrors[t]; ok {
+				return fmt.Errorf("mirror %s does not copy topic %s: %s", m.Name, t, e)
+			}
+		}
+		if lag, missing = mirrorLag(st, topics); len(missing) > 0 {
+			return fmt.Errorf("mirror %s does not copy topics %v (not on the source, or not selected by the mirror's topics policy?)", m.Name, missing)
+		}
 	}
 	ct.update(run, func(c *switchyardv1.Cutover) { c.MirrorLag = lag })
 	if max := spec.GetPolicy().GetMaxPreflightLag(); lag > max {

@@ -43,6 +43,10 @@ type Config struct {
 	// TopicSyncInterval is how often topics, partitions and configs are
 	// re-synced (new topics, partition increases, config changes).
 	TopicSyncInterval time.Duration `yaml:"topicSyncInterval"`
+	// TopicPollInterval is how often the source's topic list is looked at
+	// (one Metadata request): a new selected topic, or a partition
+	// increase, is synced at once instead of at the next TopicSyncInterval.
+	TopicPollInterval time.Duration `yaml:"topicPollInterval"`
 	// GroupSyncInterval is how often the selected groups' offsets are synced.
 	GroupSyncInterval time.Duration `yaml:"groupSyncInterval"`
 	// ACLs turns on ACL sync: the source's topic and group ACLs for the
@@ -158,6 +162,7 @@ func DefaultConfig() Config {
 		TxnMaxBytes:         16 << 20,
 		TxnMaxInterval:      500 * time.Millisecond,
 		TopicSyncInterval:   30 * time.Second,
+		TopicPollInterval:   2 * time.Second,
 		GroupSyncInterval:   5 * time.Second,
 		RetryBackoff:        200 * time.Millisecond,
 		RetryBackoffMax:     10 * time.Second,
@@ -222,7 +227,7 @@ func (c *Config) Validate() error {
 	if c.TxnMaxBytes <= 0 {
 		return errors.New("txnMaxBytes: must be positive")
 	}
-	for field, d := range map[string]time.Duration{"txnMaxInterval": c.TxnMaxInterval, "topicSyncInterval": c.TopicSyncInterval,
+	for field, d := range map[string]time.Duration{"txnMaxInterval": c.TxnMaxInterval, "topicSyncInterval": c.TopicSyncInterval, "topicPollInterval": c.TopicPollInterval,
 		"groupSyncInterval": c.GroupSyncInterval, "retryBackoff": c.RetryBackoff, "retryBackoffMax": c.RetryBackoffMax,
 		"txnTimeout": c.TxnTimeout, "groupSessionTimeout": c.GroupSessionTimeout} {
 		if d <= 0 {

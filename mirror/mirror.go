@@ -47,6 +47,9 @@ type Mirror struct {
 	running  bool
 	ready    bool
 	lastErr  string
+	// refresh carries RefreshTopics' requests to the running topic loop;
+	// each is answered on its channel once a sync ran.
+	refresh chan chan error
 }
 
 // partition is the state of one source partition.
@@ -118,6 +121,7 @@ func New(cfg Config, log *zap.Logger, reg prometheus.Registerer, opts ...kgo.Opt
 		dstSec:    dstSec,
 		parts:     map[tp]*partition{},
 		topicErr:  map[string]string{},
+		refresh:   make(chan chan error),
 	}
 	for _, g := range cfg.Groups {
 		mr.groups = append(mr.groups, regexp.MustCompile("^(?:"+g+")$"))
@@ -317,20 +321,88 @@ func (mr *Mirror) syncTopics(ctx context.Context, syncer *topics.Syncer) error {
 	return nil
 }
 
+// topicLoop syncs topics every TopicSyncInterval, at once when the
+// TopicPollInterval poll sees a new selected topic or partition on the
+// source, and whenever RefreshTopics asks.
 func (mr *Mirror) topicLoop(ctx context.Context, syncer *topics.Syncer, srcAdm, dstAdm *kadm.Client) error {
-	t := time.NewTicker(mr.cfg.TopicSyncInterval)
-	defer t.Stop()
+	full := time.NewTicker(mr.cfg.TopicSyncInterval)
+	defer full.Stop()
+	poll := time.NewTicker(mr.cfg.TopicPollInterval)
+	defer poll.Stop()
+	// The first topic sync ran before the copy started; ACLs follow it.
+	mr.syncACLs(ctx, srcAdm, dstAdm)
 	for {
-		// The first topic sync ran before the copy started; ACLs follow it.
-		mr.syncACLs(ctx, srcAdm, dstAdm)
+		var asked chan error
 		select {
 		case <-ctx.Done():
 			return nil
-		case <-t.C:
+		case <-full.C:
+		case <-poll.C:
+			if !mr.topicsChanged(ctx, srcAdm) {
+				continue
+			}
+		case asked = <-mr.refresh:
 		}
-		if err := mr.syncTopics(ctx, syncer); err != nil && ctx.Err() == nil {
+		err := mr.syncTopics(ctx, syncer)
+		if asked != nil {
+			asked <- err // buffered
+		}
+		if err != nil && ctx.Err() == nil {
 			mr.log.Warn("topic sync", zap.Error(err))
 		}
+		mr.syncACLs(ctx, srcAdm, dstAdm)
+	}
+}
+
+// topicsChanged reports whether the source has a selected topic, or a
+// partition of one, that the mirror does not copy yet. Topics whose last
+// sync failed are left to the full sync, so that a topic the target
+// refuses is not retried every poll.
+func (mr *Mirror) topicsChanged(ctx context.Context, srcAdm *kadm.Client) bool {
+	listed, err := srcAdm.ListTopics(ctx)
+	if err != nil {
+		return false // the full sync reports it
+	}
+	mr.mu.Lock()
+	defer mr.mu.Unlock()
+	for name, d := range listed {
+		if d.Err != nil || !mr.sel.Selects(name) {
+			continue
+		}
+		if _, failed := mr.topicErr[name]; failed {
+			continue
+		}
+		for p := range d.Partitions {
+			if _, ok := mr.parts[tp{name, p}]; !ok {
+				return true
+			}
+		}
+	}
+	return false
+}
+
+// RefreshTopics syncs topics now — new source topics and partitions get
+// created on the target and copied — and returns once that sync ran. It
+// needs a running mirror. A cutover's preflight calls it for the topics it
+// covers that the mirror does not copy yet.
+func (mr *Mirror) RefreshTopics(ctx context.Context) error {
+	mr.mu.Lock()
+	running := mr.running
+	mr.mu.Unlock()
+	if !running {
+		return errors.New("refresh topics: the mirror is not running")
+	}
+	asked := make(chan error, 1)
+	select {
+	case mr.refresh <- asked:
+	case <-ctx.Done():
+		return fmt.Errorf("refresh topics: %w", ctx.Err())
+	}
+	select {
+	case err := <-asked:
+		return err
+	case <-ctx.Done():
+		return fmt.Errorf("refresh topics: %w", ctx.Err())
 	}
 }
 

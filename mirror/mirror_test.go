@@ -702,3 +702,53 @@ func TestGroupsKIP848(t *testing.T) {
 		t.Errorf("sync with a live consumer-protocol group on the target: %+v, %v; want it left alone", rep, err)
 	}
 }
+
+// TestMirrorDiscoversTopicsAtOnce: a topic created on the source after the
+// mirror started is copied within seconds, not at the next full topic
+// sync (issue 13: Kafka Streams creates its internal topics at start, and
+// a cutover's preflight refused them until the 30 s cycle came round);
+// RefreshTopics syncs at once when asked.
+func TestMirrorDiscoversTopicsAtOnce(t *testing.T) {
+	for _, tc := range []struct {
+		name    string
+		poll    time.Duration
+		refresh bool
+	}{
+		{"poll", 100 * time.Millisecond, false},
+		{"refresh", time.Hour, true},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			source, target := kafkatest.Pair(t)
+			prefix := kafkatest.Topic(t, "late")
+			rm := startMirror(t, kafkatest.Topic(t, "m"), source, target, []string{prefix + ".*"}, func(c *Config) {
+				c.TopicSyncInterval = time.Hour // only the first sync, at start
+				c.TopicPollInterval = tc.poll
+			})
+			ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+			defer cancel()
+			for !rm.Status().Ready {
+				select {
+				case <-ctx.Done():
+					t.Fatal("mirror never ready")
+				case <-time.After(10 * time.Millisecond):
+				}
+			}
+			topic := prefix + "-repartition"
+			source.CreateTopic(t, topic, 2)
+			produceRecords(t, source, topic, 0, 20)
+			if tc.refresh {
+				if err := rm.RefreshTopics(ctx); err != nil {
+					t.Fatal(err)
+				}
+				if n := len(rm.Status().Partitions); n != 2 {
+					t.Fatalf("after RefreshTopics: %d partitions mirrored, want 2", n)
+				}
+			}
+			rm.waitCaughtUp(t, source, topic)
+			got := readAll(t, target, topic)
+			if n := len(got[0]) + len(got[1]); n != 20 {
+				t.Errorf("target holds %d records, want 20", n)
+			}
+		})
+	}
+}
