@@ -2,8 +2,6 @@ package control
 
 import (
 	"context"
-	"crypto/sha256"
-	"crypto/subtle"
 	"crypto/x509"
 	"fmt"
 	"slices"
@@ -16,6 +14,7 @@ import (
 	"google.golang.org/grpc/status"
 
 	switchyardv1 "github.com/switchyard/switchyard/api/switchyard/v1"
+	"github.com/switchyard/switchyard/internal/apiguard"
 )
 
 // ctxMetadata is the incoming gRPC metadata of a call (for REST calls, the
@@ -197,10 +196,9 @@ type authorizer struct {
 	enabled  bool
 	readAuth bool
 	tokens   []Token
-	// digests holds the SHA-256 of each token's value, compared instead
-	// of the values: a comparison of fixed-size digests takes the same
-	// time whatever the length of the token tried or of the token kept.
-	digests [][sha256.Size]byte
+	// keys holds the tokens' values as digests (see apiguard.Tokens), in
+	// the order of tokens.
+	keys *apiguard.Tokens
 	// certs is set only when the server verifies client certificates
 	// against a CA, so an unverified certificate is never looked at.
 	certs       []ClientCertificate
@@ -209,9 +207,11 @@ type authorizer struct {
 
 func newAuthorizer(cfg ServerConfig) *authorizer {
 	a := &authorizer{readAuth: cfg.ReadAuth, tokens: cfg.allTokens(), verifyCerts: cfg.TLS.CAFile != ""}
-	for _, t := range a.tokens {
-		a.digests = append(a.digests, sha256.Sum256([]byte(t.Value)))
+	values := make([]string, len(a.tokens))
+	for i, t := range a.tokens {
+		values[i] = string(t.Value)
 	}
+	a.keys = apiguard.NewTokens(values...)
 	if a.verifyCerts {
 		a.certs = cfg.ClientCertificates
 	}
@@ -224,20 +224,12 @@ func newAuthorizer(cfg ServerConfig) *authorizer {
 // verified client certificate, else anonymous.
 func (a *authorizer) authenticate(ctx context.Context) (principal, error) {
 	if vals := incoming(ctx).Get("authorization"); len(vals) > 0 {
-		got, ok := strings.CutPrefix(vals[0], "Bearer ")
+		got, ok := apiguard.Bearer(vals[0])
 		if !ok {
 			return anonymous, status.Error(codes.Unauthenticated, "invalid bearer token: want authorization: Bearer <token>")
 		}
-		// Compare with every token, so the time taken does not tell
-		// which one (or whether an early one) matched, and digests, so it
-		// does not tell a token's length either.
-		match := -1
-		tried := sha256.Sum256([]byte(got))
-		for i := range a.digests {
-			if subtle.ConstantTimeCompare(tried[:], a.digests[i][:]) == 1 && match < 0 {
-				match = i
-			}
-		}
+		// Timing tells neither which token matched nor any's length.
+		match := a.keys.Match(got)
 		if match < 0 {
 			return anonymous, status.Error(codes.Unauthenticated, "invalid bearer token")
 		}

@@ -610,6 +610,7 @@ func TestServerConfigValidate(t *testing.T) {
 		{"two names, one token", func(c *ServerConfig) { c.Tokens[1].Value = opsSecret }, []string{"tokens[1] (dashboards): the same token as ops"}},
 		{"legacy token reused", func(c *ServerConfig) { c.Tokens[0].Value = legacySecret }, []string{"tokens[0] (ops): the same token as default"}},
 		{"identity match-all", func(c *ServerConfig) { c.ClientCertificates[0].Identity = "*" }, []string{"clientCertificates[0].identity"}},
+		{"allowed host with a port", func(c *ServerConfig) { c.AllowedHosts = []string{"ok.example", "svc:9180"} }, []string{`allowedHosts[1]: "svc:9180": want a host name`}},
 		{"audit dir missing", func(c *ServerConfig) { c.AuditFile = filepath.Join(missing, "audit.jsonl") }, []string{"auditFile: stat " + missing}},
 		{"several at once", func(c *ServerConfig) { c.Listen = "x"; c.Tokens[0].Name = "" }, []string{"listen:", "tokens[0].name"}},
 	} {

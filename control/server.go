@@ -280,7 +280,9 @@ func NewServer(cfg ServerConfig, ct *Controller, reg *Registry, clusters []*swit
 	s.audit = audit
 	svc := &service{ct: ct, reg: reg, mirrors: mirrors, clusters: clusters, auth: newAuthorizer(cfg), audit: audit,
 		log: log, stopping: reg.stopping}
+	browser := newBrowserGuard(cfg, log)
 	s.grpc = grpc.NewServer(
+		grpc.ChainUnaryInterceptor(browser.unary), grpc.ChainStreamInterceptor(browser.stream),
 		// A sidecar that vanished without closing its stream (a killed
 		// node) is noticed within ~15 s and no longer counted as connected.
 		grpc.KeepaliveParams(keepalive.ServerParameters{Time: 10 * time.Second, Timeout: 5 * time.Second}),
@@ -320,7 +322,7 @@ func NewServer(cfg ServerConfig, ct *Controller, reg *Registry, clusters []*swit
 		svc.serveWatch(w, r, id)
 	})
 	mux.Handle("/", gw)
-	rest := withPeer(http.MaxBytesHandler(mux, 1<<20))
+	rest := browser.rest(withPeer(http.MaxBytesHandler(mux, 1<<20)))
 
 	var protocols http.Protocols
 	protocols.SetHTTP1(true)

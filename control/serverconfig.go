@@ -6,6 +6,7 @@ import (
 	"net"
 	"os"
 	"path/filepath"
+	"strings"
 	"time"
 
 	"github.com/switchyard/switchyard/internal/tlsfiles"
@@ -42,6 +43,13 @@ type ServerConfig struct {
 	// sent in the clear is anyone's who can read the network. Set it only
 	// where something else encrypts the connection (a service mesh's mTLS).
 	AllowPlaintextTokens bool
+	// AllowedHosts are further names REST callers may dial the control
+	// plane by (the Host header), beyond IP addresses, "localhost", names
+	// under ".localhost" and the host of Listen. Any other name is refused
+	// as DNS rebinding (a web page that rebinds its name to the control
+	// plane's address): list the names curl or other REST clients use,
+	// e.g. the Service's. gRPC callers are not checked by name.
+	AllowedHosts []string
 	// AuditFile, when set, receives one JSON line per mutating call.
 	// Mutating calls are logged through zap either way.
 	AuditFile string
@@ -56,8 +64,8 @@ func (c ServerConfig) String() string {
 	for _, t := range c.allTokens() {
 		names = append(names, t.Name+"="+t.Role.String())
 	}
-	return fmt.Sprintf("{Listen:%s Tokens:%v ClientCertificates:%v ReadAuth:%t TLS:%+v ClientCertOptional:%t AllowPlaintextTokens:%t AuditFile:%s ShutdownTimeout:%v}",
-		c.Listen, names, c.ClientCertificates, c.ReadAuth, c.TLS, c.ClientCertOptional, c.AllowPlaintextTokens, c.AuditFile, c.ShutdownTimeout)
+	return fmt.Sprintf("{Listen:%s Tokens:%v ClientCertificates:%v ReadAuth:%t TLS:%+v ClientCertOptional:%t AllowPlaintextTokens:%t AllowedHosts:%v AuditFile:%s ShutdownTimeout:%v}",
+		c.Listen, names, c.ClientCertificates, c.ReadAuth, c.TLS, c.ClientCertOptional, c.AllowPlaintextTokens, c.AllowedHosts, c.AuditFile, c.ShutdownTimeout)
 }
 
 // GoString is String.
@@ -161,6 +169,11 @@ func (c ServerConfig) Validate() error {
 		add("tokenFile, tokens: listen %s is not a loopback address and serves no TLS (tls.certFile, tls.keyFile): "+
 			"bearer tokens would cross the network in the clear; serve TLS, or set allowPlaintextTokens "+
 			"where something else encrypts the connection (a service mesh)", c.Listen)
+	}
+	for i, h := range c.AllowedHosts {
+		if h == "" || strings.ContainsAny(h, ":/ \t") {
+			add("allowedHosts[%d]: %q: want a host name, without port or scheme", i, h)
+		}
 	}
 	if c.AuditFile != "" {
 		if fi, err := os.Stat(filepath.Dir(c.AuditFile)); err != nil {

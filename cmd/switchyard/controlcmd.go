@@ -50,6 +50,9 @@ The configuration file:
   auditFile: /var/lib/switchyard/audit.jsonl  # mutating calls, one JSON line each
   readAuth: false                     # true: reads need a read-only or operator role
   allowPlaintextTokens: false         # true: accept tokens without TLS off loopback
+  allowedHosts: [switchyard-control.switchyard.svc]  # names REST clients dial it by,
+                                      # beyond IPs, localhost and the listen host
+                                      # (others: 403, DNS rebinding)
   # Without tokens or tls.caFile, listen must be a loopback address; with
   # tokens, a listen address that is not loopback needs TLS (or
   # allowPlaintextTokens, where a service mesh encrypts the connection).
@@ -83,6 +86,7 @@ type controlConfig struct {
 	AuditFile            string                `yaml:"auditFile"`
 	ReadAuth             bool                  `yaml:"readAuth"`
 	AllowPlaintextTokens bool                  `yaml:"allowPlaintextTokens"`
+	AllowedHosts         []string              `yaml:"allowedHosts"`
 	StoreDir             string                `yaml:"storeDir"`
 	Clusters             []controlCluster      `yaml:"clusters"`
 	Mirrors              []controlMirror       `yaml:"mirrors"`
@@ -161,6 +165,7 @@ func (c *controlConfig) serverConfig(getenv func(string) string) (control.Server
 		TLS:                  tlsfiles.Files{CertFile: c.TLS.CertFile, KeyFile: c.TLS.KeyFile, CAFile: c.TLS.CAFile},
 		ClientCertOptional:   c.TLS.ClientCertOptional,
 		AllowPlaintextTokens: c.AllowPlaintextTokens,
+		AllowedHosts:         c.AllowedHosts,
 	}
 	token, err := readToken(c.TokenFile, getenv)
 	if err != nil {
