@@ -157,6 +157,19 @@ type principal struct {
 	// instances, when not nil (role sidecar, a certificate with
 	// BindInstance), are the instances a sidecar stream may claim.
 	instances []string
+	// entry (kind "certificate") is the Identity of the
+	// ClientCertificate entry that matched: every certificate it matches
+	// is one credential for Limits.
+	entry string
+}
+
+// credential names, for Limits, the credential p used: its token, the
+// clientCertificates entry its certificate matched, or anonymous.
+func (p principal) credential() string {
+	if p.kind == "certificate" && p.entry != "" {
+		return "certificates " + p.entry
+	}
+	return p.String()
 }
 
 // mayClaim checks that a sidecar stream opened by p may claim to be id. An
@@ -274,7 +287,7 @@ func (a *authorizer) certPrincipal(cert *x509.Certificate) principal {
 	for _, c := range a.certs {
 		for _, n := range names {
 			if c.matches(n) {
-				p := principal{kind: "certificate", name: n, role: c.Role, apps: c.Apps}
+				p := principal{kind: "certificate", name: n, role: c.Role, apps: c.Apps, entry: c.Identity}
 				if c.BindInstance {
 					p.instances = names
 				}

@@ -44,7 +44,7 @@ func TestBrowserRequestsRefused(t *testing.T) {
 		wantCutover  bool
 	}{
 		{name: "text/plain from a page", method: "POST", path: "/v1/cutovers", body: body,
-			header: map[string]string{"Content-Type": "text/plain;charset=UTF-8", "Origin": "http://evil.example", "Sec-Fetch-Site": "cross-site"},
+			header:   map[string]string{"Content-Type": "text/plain;charset=UTF-8", "Origin": "http://evil.example", "Sec-Fetch-Site": "cross-site"},
 			wantCode: 403, wantBody: "cross-origin"},
 		{name: "text/plain, origin stripped", method: "POST", path: "/v1/cutovers", body: body,
 			header: map[string]string{"Content-Type": "text/plain"}, wantCode: 415, wantBody: "application/json"},

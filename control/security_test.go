@@ -611,6 +611,8 @@ func TestServerConfigValidate(t *testing.T) {
 		{"legacy token reused", func(c *ServerConfig) { c.Tokens[0].Value = legacySecret }, []string{"tokens[0] (ops): the same token as default"}},
 		{"identity match-all", func(c *ServerConfig) { c.ClientCertificates[0].Identity = "*" }, []string{"clientCertificates[0].identity"}},
 		{"allowed host with a port", func(c *ServerConfig) { c.AllowedHosts = []string{"ok.example", "svc:9180"} }, []string{`allowedHosts[1]: "svc:9180": want a host name`}},
+		{"limits", func(c *ServerConfig) { c.Limits = Limits{SidecarsPerCredential: -1, MessageBytes: 100 << 20, StreamsPerConnection: -2} },
+			[]string{"limits.sidecarsPerCredential: -1", "limits.messageBytes: 104857600: want 16 KiB to 64 MiB", "limits.streamsPerConnection: -2"}},
 		{"audit dir missing", func(c *ServerConfig) { c.AuditFile = filepath.Join(missing, "audit.jsonl") }, []string{"auditFile: stat " + missing}},
 		{"several at once", func(c *ServerConfig) { c.Listen = "x"; c.Tokens[0].Name = "" }, []string{"listen:", "tokens[0].name"}},
 	} {

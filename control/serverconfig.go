@@ -55,6 +55,78 @@ type ServerConfig struct {
 	AuditFile string
 	// ShutdownTimeout bounds the graceful stop.
 	ShutdownTimeout time.Duration
+	// Limits bound what one credential or connection may hold of the
+	// control plane; a zero field takes DefaultLimits' value.
+	Limits Limits
+
+	// keepaliveTime and keepaliveTimeout (10 s and 5 s when zero; tests
+	// shorten them): a connection silent for keepaliveTime is pinged, and
+	// closed when the answer takes longer than keepaliveTimeout.
+	keepaliveTime, keepaliveTimeout time.Duration
+}
+
+// Limits bound what a caller may make the control plane hold, so that one
+// sidecar credential — shared by the pods of a namespace, and readable by
+// whoever reads its Secret — cannot exhaust its memory. Configuration keys
+// are those of control.yaml's limits.
+type Limits struct {
+	// SidecarsPerCredential (sidecarsPerCredential) bounds the sidecar
+	// streams one credential — a token, a clientCertificates entry, or
+	// anonymous callers — may have open at once, and the sidecars the
+	// registry remembers for it: when a new instance would exceed it, the
+	// credential's sidecar disconnected longest ago is forgotten early. A
+	// stream beyond it is refused with RESOURCE_EXHAUSTED.
+	SidecarsPerCredential int
+	// MessageBytes (messageBytes) bounds a gRPC message the control plane
+	// receives: a sidecar's report (its status lists its virtual brokers,
+	// about 100 bytes each), a request. Larger ones end the call with
+	// RESOURCE_EXHAUSTED. REST bodies are bounded to 1 MiB apart from it.
+	MessageBytes int
+	// StreamsPerConnection (streamsPerConnection) is the HTTP/2
+	// SETTINGS_MAX_CONCURRENT_STREAMS of every connection: the gRPC calls,
+	// sidecar streams and REST requests one connection may have open at
+	// once. A sidecar needs one.
+	StreamsPerConnection int
+}
+
+// DefaultLimits returns the defaults: 256 sidecars per credential,
+// messages of at most 256 KiB (the status of a sidecar in front of two
+// clusters of 1,024 brokers each takes about 200 KiB), 100 streams per
+// connection (the least HTTP/2 recommends). One credential then holds at
+// most about 64 MiB of reports.
+func DefaultLimits() Limits {
+	return Limits{SidecarsPerCredential: 256, MessageBytes: 256 << 10, StreamsPerConnection: 100}
+}
+
+// orDefault fills the zero fields of l from DefaultLimits.
+func (l Limits) orDefault() Limits {
+	d := DefaultLimits()
+	if l.SidecarsPerCredential == 0 {
+		l.SidecarsPerCredential = d.SidecarsPerCredential
+	}
+	if l.MessageBytes == 0 {
+		l.MessageBytes = d.MessageBytes
+	}
+	if l.StreamsPerConnection == 0 {
+		l.StreamsPerConnection = d.StreamsPerConnection
+	}
+	return l
+}
+
+func (l Limits) validate() []error {
+	var errs []error
+	if l.SidecarsPerCredential < 0 {
+		errs = append(errs, fmt.Errorf("limits.sidecarsPerCredential: %d must not be negative", l.SidecarsPerCredential))
+	}
+	// A sidecar's first message and a report of a small cluster fit in
+	// 16 KiB; below it the limit would only break sidecars.
+	if l.MessageBytes != 0 && (l.MessageBytes < 16<<10 || l.MessageBytes > 64<<20) {
+		errs = append(errs, fmt.Errorf("limits.messageBytes: %d: want 16 KiB to 64 MiB", l.MessageBytes))
+	}
+	if l.StreamsPerConnection < 0 || l.StreamsPerConnection > 1<<20 {
+		errs = append(errs, fmt.Errorf("limits.streamsPerConnection: %d: want 1 to 1048576", l.StreamsPerConnection))
+	}
+	return errs
 }
 
 // String describes the configuration without its tokens, so a config
@@ -64,8 +136,9 @@ func (c ServerConfig) String() string {
 	for _, t := range c.allTokens() {
 		names = append(names, t.Name+"="+t.Role.String())
 	}
-	return fmt.Sprintf("{Listen:%s Tokens:%v ClientCertificates:%v ReadAuth:%t TLS:%+v ClientCertOptional:%t AllowPlaintextTokens:%t AllowedHosts:%v AuditFile:%s ShutdownTimeout:%v}",
-		c.Listen, names, c.ClientCertificates, c.ReadAuth, c.TLS, c.ClientCertOptional, c.AllowPlaintextTokens, c.AllowedHosts, c.AuditFile, c.ShutdownTimeout)
+	return fmt.Sprintf("{Listen:%s Tokens:%v ClientCertificates:%v ReadAuth:%t TLS:%+v ClientCertOptional:%t AllowPlaintextTokens:%t AllowedHosts:%v AuditFile:%s ShutdownTimeout:%v Limits:%+v}",
+		c.Listen, names, c.ClientCertificates, c.ReadAuth, c.TLS, c.ClientCertOptional, c.AllowPlaintextTokens, c.AllowedHosts, c.AuditFile,
+		c.ShutdownTimeout, c.Limits)
 }
 
 // GoString is String.
@@ -185,6 +258,7 @@ func (c ServerConfig) Validate() error {
 	if c.ShutdownTimeout < 0 {
 		add("shutdownTimeout: %v must not be negative", c.ShutdownTimeout)
 	}
+	errs = append(errs, c.Limits.validate()...)
 	return errors.Join(errs...)
 }
 

@@ -48,6 +48,11 @@ The configuration file:
     - {identity: "shop/orders-*", role: sidecar, apps: [orders], bindInstance: true}  # or CN
     - {identity: alice, role: operator}
   auditFile: /var/lib/switchyard/audit.jsonl  # mutating calls, one JSON line each
+  limits:                             # what one caller may make it hold (0: default)
+    sidecarsPerCredential: 256        # open streams and remembered sidecars per token,
+                                      # clientCertificates entry, or anonymous
+    messageBytes: 262144              # largest gRPC message received (a sidecar's report)
+    streamsPerConnection: 100         # HTTP/2 concurrent streams per connection
   readAuth: false                     # true: reads need a read-only or operator role
   allowPlaintextTokens: false         # true: accept tokens without TLS off loopback
   allowedHosts: [switchyard-control.switchyard.svc]  # names REST clients dial it by,
@@ -87,6 +92,7 @@ type controlConfig struct {
 	ReadAuth             bool                  `yaml:"readAuth"`
 	AllowPlaintextTokens bool                  `yaml:"allowPlaintextTokens"`
 	AllowedHosts         []string              `yaml:"allowedHosts"`
+	Limits               controlLimits         `yaml:"limits"`
 	StoreDir             string                `yaml:"storeDir"`
 	Clusters             []controlCluster      `yaml:"clusters"`
 	Mirrors              []controlMirror       `yaml:"mirrors"`
@@ -99,6 +105,13 @@ type controlNamedToken struct {
 	Role string   `yaml:"role"`
 	File string   `yaml:"file"`
 	Apps []string `yaml:"apps"`
+}
+
+// controlLimits are control.Limits; zero takes the default.
+type controlLimits struct {
+	SidecarsPerCredential int `yaml:"sidecarsPerCredential"`
+	MessageBytes          int `yaml:"messageBytes"`
+	StreamsPerConnection  int `yaml:"streamsPerConnection"`
 }
 
 // controlTLS is the server side of TLS: the serving pair and the client CA.
@@ -166,6 +179,8 @@ func (c *controlConfig) serverConfig(getenv func(string) string) (control.Server
 		ClientCertOptional:   c.TLS.ClientCertOptional,
 		AllowPlaintextTokens: c.AllowPlaintextTokens,
 		AllowedHosts:         c.AllowedHosts,
+		Limits: control.Limits{SidecarsPerCredential: c.Limits.SidecarsPerCredential, MessageBytes: c.Limits.MessageBytes,
+			StreamsPerConnection: c.Limits.StreamsPerConnection},
 	}
 	token, err := readToken(c.TokenFile, getenv)
 	if err != nil {
