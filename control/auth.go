@@ -116,6 +116,11 @@ type Token struct {
 	// "*". A token is shared by an application's pods, so it cannot name
 	// an instance; see ClientCertificate.BindInstance.
 	Apps []string
+	// Instances (role sidecar, optional) narrow the instances its streams
+	// may claim: names, or prefixes ending in "*" — e.g. "shop/*" for a
+	// token given to the sidecars of namespace shop, whose instances are
+	// "namespace/pod". Empty: any instance of Apps.
+	Instances []string
 }
 
 // ClientCertificate maps a verified client certificate to a role. Identity
@@ -157,6 +162,9 @@ type principal struct {
 	// instances, when not nil (role sidecar, a certificate with
 	// BindInstance), are the instances a sidecar stream may claim.
 	instances []string
+	// instancePatterns, when not empty (role sidecar, a token with
+	// Instances), are patterns the instance a stream claims must match.
+	instancePatterns []string
 	// entry (kind "certificate") is the Identity of the
 	// ClientCertificate entry that matched: every certificate it matches
 	// is one credential for Limits.
@@ -187,6 +195,10 @@ func (p principal) mayClaim(id *switchyardv1.SidecarIdentity) error {
 	if p.instances != nil && !slices.Contains(p.instances, id.GetInstance()) {
 		return status.Errorf(codes.PermissionDenied, "%s may claim only an instance its certificate names (%s), not %q",
 			p, strings.Join(p.instances, ", "), id.GetInstance())
+	}
+	if len(p.instancePatterns) > 0 && !slices.ContainsFunc(p.instancePatterns, func(i string) bool { return matchPattern(i, id.GetInstance()) }) {
+		return status.Errorf(codes.PermissionDenied, "%s may not claim instance %q (it may claim %s)",
+			p, id.GetInstance(), strings.Join(p.instancePatterns, ", "))
 	}
 	return nil
 }
@@ -247,7 +259,7 @@ func (a *authorizer) authenticate(ctx context.Context) (principal, error) {
 			return anonymous, status.Error(codes.Unauthenticated, "invalid bearer token")
 		}
 		t := a.tokens[match]
-		return principal{kind: "token", name: t.Name, role: t.Role, apps: t.Apps}, nil
+		return principal{kind: "token", name: t.Name, role: t.Role, apps: t.Apps, instancePatterns: t.Instances}, nil
 	}
 	if cert := a.peerCertificate(ctx); cert != nil {
 		return a.certPrincipal(cert), nil

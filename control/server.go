@@ -92,15 +92,42 @@ type sidecarService struct {
 	reg     *Registry
 	svc     *service
 	streams *streamCounter
+	// operators: what an operator credential on Connect gets, on a
+	// listener that is not loopback (see ServerConfig.AllowOperatorSidecars).
+	operators operatorSidecars
 }
 
-// Connect checks the caller and that its credential has fewer than
-// Limits.SidecarsPerCredential streams open (ResourceExhausted, before
-// anything is read), then serves the stream (see Registry.serve).
+type operatorSidecars int
+
+const (
+	operatorSidecarsAllowed operatorSidecars = iota // loopback: a developer's machine
+	operatorSidecarsWarned                          // allowOperatorSidecars
+	operatorSidecarsRefused
+)
+
+// Connect checks the caller — an operator credential is refused off
+// loopback unless AllowOperatorSidecars — and that its credential has
+// fewer than Limits.SidecarsPerCredential streams open (ResourceExhausted,
+// before anything is read), then serves the stream (see Registry.serve).
 func (s sidecarService) Connect(stream switchyardv1.SidecarService_ConnectServer) error {
 	who, err := s.svc.allow(stream.Context(), "Connect", permConnect)
 	if err != nil {
 		return err
+	}
+	if who.role == RoleOperator {
+		switch s.operators {
+		case operatorSidecarsRefused:
+			err := status.Errorf(codes.PermissionDenied,
+				"Connect: %s has role operator, which sidecars may not use: a sidecar's credential is stored in its application's "+
+					"namespace and in every sidecar, and an operator's may move every application; give sidecars a token of role "+
+					"sidecar (tokens: role: sidecar, apps: [...]), or set allowOperatorSidecars while you move them", who)
+			s.svc.log.Error("control: sidecar stream refused: an operator credential", zap.Stringer("who", who), zap.Error(err))
+			return err
+		case operatorSidecarsWarned:
+			s.svc.log.Warn("control: a sidecar connects with an operator credential (allowOperatorSidecars): whoever can read "+
+				"that sidecar's Secret may start, abort and declare cutovers of every application; give sidecars sidecar tokens",
+				zap.Stringer("who", who))
+		}
 	}
 	if err := s.streams.open(who); err != nil {
 		s.svc.log.Warn("sidecar stream refused", zap.Stringer("who", who), zap.Error(err))
@@ -301,9 +328,26 @@ func NewServer(cfg ServerConfig, ct *Controller, reg *Registry, clusters []*swit
 	if cfg.keepaliveTime <= 0 {
 		cfg.keepaliveTime, cfg.keepaliveTimeout = 10*time.Second, 5*time.Second
 	}
-	if host, _, _ := net.SplitHostPort(cfg.Listen); len(cfg.allTokens()) > 0 && cfg.TLS.CertFile == "" && !isLoopback(host) {
+	host, _, _ := net.SplitHostPort(cfg.Listen)
+	if len(cfg.allTokens()) > 0 && cfg.TLS.CertFile == "" && !isLoopback(host) {
 		log.Warn("control: bearer tokens accepted without TLS on a listener that is not loopback (allowPlaintextTokens): "+
 			"safe only where something else encrypts the connection", zap.String("listen", cfg.Listen))
+	}
+	operators := operatorSidecarsAllowed
+	switch {
+	case isLoopback(host):
+	case cfg.AllowOperatorSidecars:
+		operators = operatorSidecarsWarned
+		log.Warn("control: allowOperatorSidecars: sidecars may connect with an operator credential, so whoever reads a "+
+			"sidecar's Secret may start, abort and declare cutovers of every application; give sidecars sidecar tokens "+
+			"(tokens: role: sidecar, apps) and turn it off", zap.String("listen", cfg.Listen))
+	default:
+		operators = operatorSidecarsRefused
+		if cfg.authEnabled() && !cfg.hasSidecarCredentials() {
+			log.Warn("control: no credential has the sidecar role (tokens or clientCertificates with role: sidecar), and "+
+				"operator credentials are refused to sidecars: no sidecar can connect; give sidecars sidecar tokens, or set "+
+				"allowOperatorSidecars while you move them", zap.String("listen", cfg.Listen))
+		}
 	}
 	s := &Server{cfg: cfg, log: log, reg: reg}
 	if cfg.TLS.CertFile != "" {
@@ -327,7 +371,7 @@ func NewServer(cfg ServerConfig, ct *Controller, reg *Registry, clusters []*swit
 		grpc.MaxRecvMsgSize(cfg.Limits.MessageBytes),
 	)
 	switchyardv1.RegisterControlServiceServer(s.grpc, svc)
-	switchyardv1.RegisterSidecarServiceServer(s.grpc, sidecarService{reg: reg, svc: svc,
+	switchyardv1.RegisterSidecarServiceServer(s.grpc, sidecarService{reg: reg, svc: svc, operators: operators,
 		streams: &streamCounter{max: cfg.Limits.SidecarsPerCredential, byCred: map[string]int{}}})
 
 	gw := runtime.NewServeMux()

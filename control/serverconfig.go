@@ -6,6 +6,7 @@ import (
 	"net"
 	"os"
 	"path/filepath"
+	"slices"
 	"strings"
 	"time"
 
@@ -43,6 +44,16 @@ type ServerConfig struct {
 	// sent in the clear is anyone's who can read the network. Set it only
 	// where something else encrypts the connection (a service mesh's mTLS).
 	AllowPlaintextTokens bool
+	// AllowOperatorSidecars lets sidecar streams authenticate with an
+	// operator credential (such as the legacy tokenFile token) on a
+	// listener that is not loopback. Without it they are refused
+	// (PERMISSION_DENIED): a sidecar's credential sits in a Secret of its
+	// application's namespace and in every sidecar, while an operator's
+	// may start, abort and declare cutovers of every application. Give
+	// sidecars sidecar tokens instead (Tokens with Role sidecar and Apps).
+	// Set it only while upgrading an install whose sidecars still hold the
+	// operator token; every such stream is then logged as a warning.
+	AllowOperatorSidecars bool
 	// AllowedHosts are further names REST callers may dial the control
 	// plane by (the Host header), beyond IP addresses, "localhost", names
 	// under ".localhost" and the host of Listen. Any other name is refused
@@ -136,9 +147,9 @@ func (c ServerConfig) String() string {
 	for _, t := range c.allTokens() {
 		names = append(names, t.Name+"="+t.Role.String())
 	}
-	return fmt.Sprintf("{Listen:%s Tokens:%v ClientCertificates:%v ReadAuth:%t TLS:%+v ClientCertOptional:%t AllowPlaintextTokens:%t AllowedHosts:%v AuditFile:%s ShutdownTimeout:%v Limits:%+v}",
-		c.Listen, names, c.ClientCertificates, c.ReadAuth, c.TLS, c.ClientCertOptional, c.AllowPlaintextTokens, c.AllowedHosts, c.AuditFile,
-		c.ShutdownTimeout, c.Limits)
+	return fmt.Sprintf("{Listen:%s Tokens:%v ClientCertificates:%v ReadAuth:%t TLS:%+v ClientCertOptional:%t AllowPlaintextTokens:%t AllowOperatorSidecars:%t AllowedHosts:%v AuditFile:%s ShutdownTimeout:%v Limits:%+v}",
+		c.Listen, names, c.ClientCertificates, c.ReadAuth, c.TLS, c.ClientCertOptional, c.AllowPlaintextTokens, c.AllowOperatorSidecars,
+		c.AllowedHosts, c.AuditFile, c.ShutdownTimeout, c.Limits)
 }
 
 // GoString is String.
@@ -151,6 +162,13 @@ func (c ServerConfig) allTokens() []Token {
 		out = append(out, Token{Name: "default", Role: RoleOperator, Value: Secret(c.Token)})
 	}
 	return append(out, c.Tokens...)
+}
+
+// hasSidecarCredentials reports whether a token or client certificate
+// entry has the sidecar role.
+func (c ServerConfig) hasSidecarCredentials() bool {
+	return slices.ContainsFunc(c.Tokens, func(t Token) bool { return t.Role == RoleSidecar }) ||
+		slices.ContainsFunc(c.ClientCertificates, func(cc ClientCertificate) bool { return cc.Role == RoleSidecar })
 }
 
 // authEnabled reports whether any credential is configured.
@@ -210,6 +228,9 @@ func (c ServerConfig) Validate() error {
 		}
 		if err := checkApps(t.Role, t.Apps); err != nil {
 			add("%s.apps: %w", field, err)
+		}
+		if err := checkInstances(t.Role, t.Instances); err != nil {
+			add("%s.instances: %w", field, err)
 		}
 		for j := range i {
 			if tokens[j].Value != "" && tokens[j].Value == t.Value {
@@ -277,6 +298,20 @@ func checkApps(role Role, apps []string) error {
 	for _, a := range apps {
 		if a == "" || a == "*" {
 			return fmt.Errorf("%q: an application name (a trailing * matches a prefix, not everything)", a)
+		}
+	}
+	return nil
+}
+
+// checkInstances checks the instance patterns of a token: for role
+// sidecar only, never empty or "*" alone.
+func checkInstances(role Role, instances []string) error {
+	if len(instances) > 0 && role != RoleSidecar {
+		return errors.New("only for role sidecar")
+	}
+	for _, i := range instances {
+		if i == "" || i == "*" {
+			return fmt.Errorf("%q: an instance name (a trailing * matches a prefix, not everything)", i)
 		}
 	}
 	return nil

@@ -280,6 +280,8 @@ func TestControlConfigErrors(t *testing.T) {
 			[]string{"limits.sidecarsPerCredential: -1 must not be negative", "limits.messageBytes: 1024: want 16 KiB to 64 MiB"}},
 		{"allowed host with a scheme", [2]string{"readAuth: true", "readAuth: true\nallowedHosts: [\"http://x\"]"},
 			[]string{`allowedHosts[0]: "http://x": want a host name`}},
+		{"instances of an operator token", [2]string{"{name: ops, role: operator,", `{name: ops, role: operator, instances: ["shop/*"],`},
+			[]string{"tokens[0].instances: only for role sidecar"}},
 		{"apps of an operator certificate", [2]string{"{identity: alice, role: operator}", "{identity: alice, role: operator, apps: [orders]}"},
 			[]string{"clientCertificates[0].apps: only for role sidecar"}},
 	} {
