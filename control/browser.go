@@ -5,7 +5,6 @@ import (
 	"net/http"
 
 	"go.uber.org/zap"
-	"google.golang.org/grpc"
 	"google.golang.org/grpc/status"
 
 	"github.com/switchyard/switchyard/internal/apiguard"
@@ -50,37 +49,19 @@ func (g *browserGuard) refused(c apiguard.Caller, what string, err error) error 
 func (g *browserGuard) rest(next http.Handler) http.Handler {
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		c := apiguard.CallerOfRequest(r)
-		what := r.Method + " " + r.URL.Path
-		if err := g.rules.Check(c); err != nil {
-			apiguard.WriteStatus(w, http.StatusForbidden, g.refused(c, what, err))
-			return
-		}
-		if err := apiguard.CheckContentType(r); err != nil {
-			apiguard.WriteStatus(w, http.StatusUnsupportedMediaType, g.refused(c, what, err))
+		if code, err := g.rules.CheckRequest(c, r); err != nil {
+			apiguard.WriteStatus(w, code, g.refused(c, r.Method+" "+r.URL.Path, err))
 			return
 		}
 		next.ServeHTTP(w, r)
 	})
 }
 
+// checkCall applies the gRPC rule (through apiguard.Interceptors).
 func (g *browserGuard) checkCall(ctx context.Context, method string) error {
 	c := apiguard.CallerOfContext(ctx)
 	if err := g.rules.CheckOrigin(c); err != nil {
 		return g.refused(c, method, err)
 	}
 	return nil
-}
-
-func (g *browserGuard) unary(ctx context.Context, req any, info *grpc.UnaryServerInfo, handler grpc.UnaryHandler) (any, error) {
-	if err := g.checkCall(ctx, info.FullMethod); err != nil {
-		return nil, err
-	}
-	return handler(ctx, req)
-}
-
-func (g *browserGuard) stream(srv any, ss grpc.ServerStream, info *grpc.StreamServerInfo, handler grpc.StreamHandler) error {
-	if err := g.checkCall(ss.Context(), info.FullMethod); err != nil {
-		return err
-	}
-	return handler(srv, ss)
 }

@@ -2,9 +2,7 @@ package control
 
 import (
 	"context"
-	"io"
 	"net"
-	"net/http"
 	"strings"
 	"testing"
 
@@ -14,6 +12,7 @@ import (
 	"google.golang.org/protobuf/encoding/protojson"
 
 	switchyardv1 "github.com/switchyard/switchyard/api/switchyard/v1"
+	"github.com/switchyard/switchyard/internal/apiguard/apiguardtest"
 )
 
 // TestBrowserRequestsRefused: a control plane without credentials, as it
@@ -77,25 +76,9 @@ func TestBrowserRequestsRefused(t *testing.T) {
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			before := len(p.ct.List())
-			req, err := http.NewRequest(tc.method, "http://"+p.addr+tc.path, strings.NewReader(tc.body))
-			if err != nil {
-				t.Fatal(err)
-			}
-			for k, v := range tc.header {
-				if k == "Host" {
-					req.Host = v
-					continue
-				}
-				req.Header.Set(k, v)
-			}
-			resp, err := http.DefaultClient.Do(req)
-			if err != nil {
-				t.Fatal(err)
-			}
-			got, _ := io.ReadAll(resp.Body)
-			resp.Body.Close()
-			if resp.StatusCode != tc.wantCode || !strings.Contains(string(got), tc.wantBody) {
-				t.Errorf("%s %s: %d %.200s, want %d with %q", tc.method, tc.path, resp.StatusCode, got, tc.wantCode, tc.wantBody)
+			code, got, _ := apiguardtest.Do(t, tc.method, "http://"+p.addr+tc.path, tc.body, tc.header)
+			if code != tc.wantCode || !strings.Contains(got, tc.wantBody) {
+				t.Errorf("%s %s: %d %.200s, want %d with %q", tc.method, tc.path, code, got, tc.wantCode, tc.wantBody)
 			}
 			created := len(p.ct.List()) > before
 			if created != tc.wantCutover {

@@ -192,14 +192,7 @@ func TestSidecarsPerCredential(t *testing.T) {
 // TestRegistryRoomPerCredential: the registry itself refuses a new
 // instance when all of a credential's sidecars are connected.
 func TestRegistryRoomPerCredential(t *testing.T) {
-	store, err := OpenStore(t.TempDir())
-	if err != nil {
-		t.Fatal(err)
-	}
-	r, err := NewRegistry(store, zap.NewNop())
-	if err != nil {
-		t.Fatal(err)
-	}
+	r := newTestRegistry(t)
 	who := principal{kind: "token", name: "shop", role: RoleSidecar, apps: []string{"orders"}}
 	first := forged("orders", "a", 0)
 	if _, _, err := r.attach(first.GetIdentity(), first, who, 1); err != nil {
@@ -215,18 +208,25 @@ func TestRegistryRoomPerCredential(t *testing.T) {
 	}
 }
 
+// newTestRegistry is a registry on a new store, logging nothing.
+func newTestRegistry(t *testing.T) *Registry {
+	t.Helper()
+	store, err := OpenStore(t.TempDir())
+	if err != nil {
+		t.Fatal(err)
+	}
+	r, err := NewRegistry(store, zap.NewNop())
+	if err != nil {
+		t.Fatal(err)
+	}
+	return r
+}
+
 // TestRegistryForgetsOnATimer: disconnected sidecars are forgotten after
 // forgetAfter even when nobody lists them.
 func TestRegistryForgetsOnATimer(t *testing.T) {
 	synctest.Test(t, func(t *testing.T) {
-		store, err := OpenStore(t.TempDir())
-		if err != nil {
-			t.Fatal(err)
-		}
-		r, err := NewRegistry(store, zap.NewNop())
-		if err != nil {
-			t.Fatal(err)
-		}
+		r := newTestRegistry(t)
 		ctx, cancel := context.WithCancel(context.Background())
 		defer cancel()
 		go r.forgetLoop(ctx)

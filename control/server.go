@@ -27,6 +27,7 @@ import (
 	"google.golang.org/protobuf/proto"
 
 	switchyardv1 "github.com/switchyard/switchyard/api/switchyard/v1"
+	"github.com/switchyard/switchyard/internal/apiguard"
 	"github.com/switchyard/switchyard/internal/tlsfiles"
 	"github.com/switchyard/switchyard/mirror"
 )
@@ -366,8 +367,9 @@ func NewServer(cfg ServerConfig, ct *Controller, reg *Registry, clusters []*swit
 	svc := &service{ct: ct, reg: reg, mirrors: mirrors, clusters: clusters, auth: newAuthorizer(cfg), audit: audit,
 		log: log, stopping: reg.stopping}
 	browser := newBrowserGuard(cfg, log)
+	unary, stream := apiguard.Interceptors(browser.checkCall)
 	s.grpc = grpc.NewServer(
-		grpc.ChainUnaryInterceptor(browser.unary), grpc.ChainStreamInterceptor(browser.stream),
+		grpc.ChainUnaryInterceptor(unary), grpc.ChainStreamInterceptor(stream),
 		grpc.MaxRecvMsgSize(cfg.Limits.MessageBytes),
 	)
 	switchyardv1.RegisterControlServiceServer(s.grpc, svc)

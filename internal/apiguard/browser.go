@@ -186,3 +186,16 @@ func WriteStatus(w http.ResponseWriter, code int, err error) {
 	w.WriteHeader(code)
 	_, _ = fmt.Fprintf(w, "%s\n", body) // a failed write means the client left
 }
+
+// CheckRequest applies Check and CheckContentType to a REST request c was
+// read from, and returns the HTTP status to answer a refusal with: 403,
+// or 415 for the content type.
+func (b *Browser) CheckRequest(c Caller, r *http.Request) (int, error) {
+	if err := b.Check(c); err != nil {
+		return http.StatusForbidden, err
+	}
+	if err := CheckContentType(r); err != nil {
+		return http.StatusUnsupportedMediaType, err
+	}
+	return 0, nil
+}

@@ -6,7 +6,6 @@ import (
 	"strings"
 
 	"go.uber.org/zap"
-	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"
 	healthpb "google.golang.org/grpc/health/grpc_health_v1"
 	"google.golang.org/grpc/status"
@@ -103,22 +102,8 @@ func (g *guard) refused(c apiguard.Caller, what string, err error) error {
 	return err
 }
 
-// unaryInterceptor and streamInterceptor apply rules 1, 2 and 4 to gRPC
-// calls; gRPC health needs no credentials.
-func (g *guard) unaryInterceptor(ctx context.Context, req any, info *grpc.UnaryServerInfo, handler grpc.UnaryHandler) (any, error) {
-	if err := g.checkCall(ctx, info.FullMethod); err != nil {
-		return nil, err
-	}
-	return handler(ctx, req)
-}
-
-func (g *guard) streamInterceptor(srv any, ss grpc.ServerStream, info *grpc.StreamServerInfo, handler grpc.StreamHandler) error {
-	if err := g.checkCall(ss.Context(), info.FullMethod); err != nil {
-		return err
-	}
-	return handler(srv, ss)
-}
-
+// checkCall applies rules 1, 2 and 4 to gRPC calls (through
+// apiguard.Interceptors); gRPC health needs no credentials.
 func (g *guard) checkCall(ctx context.Context, method string) error {
 	c := apiguard.CallerOfContext(ctx)
 	if err := g.browser.Check(c); err != nil {
@@ -143,12 +128,8 @@ func (g *guard) restHandler(next http.Handler) http.Handler {
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		c := apiguard.CallerOfRequest(r)
 		what := r.Method + " " + r.URL.Path
-		if err := g.browser.Check(c); err != nil {
-			apiguard.WriteStatus(w, http.StatusForbidden, g.refused(c, what, err))
-			return
-		}
-		if err := apiguard.CheckContentType(r); err != nil {
-			apiguard.WriteStatus(w, http.StatusUnsupportedMediaType, g.refused(c, what, err))
+		if code, err := g.browser.CheckRequest(c, r); err != nil {
+			apiguard.WriteStatus(w, code, g.refused(c, what, err))
 			return
 		}
 		if !openPaths[r.URL.Path] {
