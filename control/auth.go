@@ -2,8 +2,6 @@ package control
 
 import (
 	"context"
-	"crypto/sha256"
-	"crypto/subtle"
 	"crypto/x509"
 	"fmt"
 	"slices"
@@ -16,6 +14,7 @@ import (
 	"google.golang.org/grpc/status"
 
 	switchyardv1 "github.com/switchyard/switchyard/api/switchyard/v1"
+	"github.com/switchyard/switchyard/internal/apiguard"
 )
 
 // ctxMetadata is the incoming gRPC metadata of a call (for REST calls, the
@@ -117,6 +116,11 @@ type Token struct {
 	// "*". A token is shared by an application's pods, so it cannot name
 	// an instance; see ClientCertificate.BindInstance.
 	Apps []string
+	// Instances (role sidecar, optional) narrow the instances its streams
+	// may claim: names, or prefixes ending in "*" — e.g. "shop/*" for a
+	// token given to the sidecars of namespace shop, whose instances are
+	// "namespace/pod". Empty: any instance of Apps.
+	Instances []string
 }
 
 // ClientCertificate maps a verified client certificate to a role. Identity
@@ -158,6 +162,22 @@ type principal struct {
 	// instances, when not nil (role sidecar, a certificate with
 	// BindInstance), are the instances a sidecar stream may claim.
 	instances []string
+	// instancePatterns, when not empty (role sidecar, a token with
+	// Instances), are patterns the instance a stream claims must match.
+	instancePatterns []string
+	// entry (kind "certificate") is the Identity of the
+	// ClientCertificate entry that matched: every certificate it matches
+	// is one credential for Limits.
+	entry string
+}
+
+// credential names, for Limits, the credential p used: its token, the
+// clientCertificates entry its certificate matched, or anonymous.
+func (p principal) credential() string {
+	if p.kind == "certificate" && p.entry != "" {
+		return "certificates " + p.entry
+	}
+	return p.String()
 }
 
 // mayClaim checks that a sidecar stream opened by p may claim to be id. An
@@ -175,6 +195,10 @@ func (p principal) mayClaim(id *switchyardv1.SidecarIdentity) error {
 	if p.instances != nil && !slices.Contains(p.instances, id.GetInstance()) {
 		return status.Errorf(codes.PermissionDenied, "%s may claim only an instance its certificate names (%s), not %q",
 			p, strings.Join(p.instances, ", "), id.GetInstance())
+	}
+	if len(p.instancePatterns) > 0 && !slices.ContainsFunc(p.instancePatterns, func(i string) bool { return matchPattern(i, id.GetInstance()) }) {
+		return status.Errorf(codes.PermissionDenied, "%s may not claim instance %q (it may claim %s)",
+			p, id.GetInstance(), strings.Join(p.instancePatterns, ", "))
 	}
 	return nil
 }
@@ -197,10 +221,9 @@ type authorizer struct {
 	enabled  bool
 	readAuth bool
 	tokens   []Token
-	// digests holds the SHA-256 of each token's value, compared instead
-	// of the values: a comparison of fixed-size digests takes the same
-	// time whatever the length of the token tried or of the token kept.
-	digests [][sha256.Size]byte
+	// keys holds the tokens' values as digests (see apiguard.Tokens), in
+	// the order of tokens.
+	keys *apiguard.Tokens
 	// certs is set only when the server verifies client certificates
 	// against a CA, so an unverified certificate is never looked at.
 	certs       []ClientCertificate
@@ -209,9 +232,11 @@ type authorizer struct {
 
 func newAuthorizer(cfg ServerConfig) *authorizer {
 	a := &authorizer{readAuth: cfg.ReadAuth, tokens: cfg.allTokens(), verifyCerts: cfg.TLS.CAFile != ""}
-	for _, t := range a.tokens {
-		a.digests = append(a.digests, sha256.Sum256([]byte(t.Value)))
+	values := make([]string, len(a.tokens))
+	for i, t := range a.tokens {
+		values[i] = string(t.Value)
 	}
+	a.keys = apiguard.NewTokens(values...)
 	if a.verifyCerts {
 		a.certs = cfg.ClientCertificates
 	}
@@ -224,25 +249,17 @@ func newAuthorizer(cfg ServerConfig) *authorizer {
 // verified client certificate, else anonymous.
 func (a *authorizer) authenticate(ctx context.Context) (principal, error) {
 	if vals := incoming(ctx).Get("authorization"); len(vals) > 0 {
-		got, ok := strings.CutPrefix(vals[0], "Bearer ")
+		got, ok := apiguard.Bearer(vals[0])
 		if !ok {
 			return anonymous, status.Error(codes.Unauthenticated, "invalid bearer token: want authorization: Bearer <token>")
 		}
-		// Compare with every token, so the time taken does not tell
-		// which one (or whether an early one) matched, and digests, so it
-		// does not tell a token's length either.
-		match := -1
-		tried := sha256.Sum256([]byte(got))
-		for i := range a.digests {
-			if subtle.ConstantTimeCompare(tried[:], a.digests[i][:]) == 1 && match < 0 {
-				match = i
-			}
-		}
+		// Timing tells neither which token matched nor any's length.
+		match := a.keys.Match(got)
 		if match < 0 {
 			return anonymous, status.Error(codes.Unauthenticated, "invalid bearer token")
 		}
 		t := a.tokens[match]
-		return principal{kind: "token", name: t.Name, role: t.Role, apps: t.Apps}, nil
+		return principal{kind: "token", name: t.Name, role: t.Role, apps: t.Apps, instancePatterns: t.Instances}, nil
 	}
 	if cert := a.peerCertificate(ctx); cert != nil {
 		return a.certPrincipal(cert), nil
@@ -282,7 +299,7 @@ func (a *authorizer) certPrincipal(cert *x509.Certificate) principal {
 	for _, c := range a.certs {
 		for _, n := range names {
 			if c.matches(n) {
-				p := principal{kind: "certificate", name: n, role: c.Role, apps: c.Apps}
+				p := principal{kind: "certificate", name: n, role: c.Role, apps: c.Apps, entry: c.Identity}
 				if c.BindInstance {
 					p.instances = names
 				}

@@ -120,8 +120,16 @@ type plane struct {
 
 var testClusters = []*switchyardv1.Cluster{{Name: "source", Bootstrap: []string{"127.0.0.1:1"}}, {Name: "target", Bootstrap: []string{"127.0.0.1:2"}}}
 
-// startPlane runs a control plane on the store in dir (new when empty).
+// startPlane runs a control plane on the store in dir (new when empty),
+// on loopback with an operator token.
 func startPlane(t *testing.T, dir string, fm *fakeMirror) *plane {
+	t.Helper()
+	return startPlaneConfig(t, dir, fm, ServerConfig{Listen: "127.0.0.1:0", Token: "s3cret"})
+}
+
+// startPlaneConfig is startPlane with the server configured by cfg; the
+// plane's token is cfg.Token.
+func startPlaneConfig(t *testing.T, dir string, fm *fakeMirror, cfg ServerConfig) *plane {
 	t.Helper()
 	if dir == "" {
 		dir = t.TempDir()
@@ -144,8 +152,8 @@ func startPlane(t *testing.T, dir string, fm *fakeMirror) *plane {
 	if err := ct.Instrument(metricsReg); err != nil {
 		t.Fatal(err)
 	}
-	p := &plane{t: t, dir: dir, token: "s3cret", mirror: fm, ct: ct, reg: reg, done: make(chan error, 1)}
-	srv, err := NewServer(ServerConfig{Listen: "127.0.0.1:0", Token: p.token}, ct, reg, testClusters, refs, metricsReg, log)
+	p := &plane{t: t, dir: dir, token: cfg.Token, mirror: fm, ct: ct, reg: reg, done: make(chan error, 1)}
+	srv, err := NewServer(cfg, ct, reg, testClusters, refs, metricsReg, log)
 	if err != nil {
 		t.Fatal(err)
 	}

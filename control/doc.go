@@ -9,6 +9,10 @@
 // file store with atomic writes), so a restarted control plane resumes a
 // cutover or rolls it back and never lifts a gate on a state it cannot
 // prove. Server serves ControlService and SidecarService over gRPC, and
-// ControlService as REST/JSON through grpc-gateway, with bearer-token
-// authentication of mutating calls.
+// ControlService as REST/JSON through grpc-gateway: callers authenticate
+// with bearer tokens or client certificates and act by role (auth.go);
+// sidecar credentials claim only their apps and instances, operator ones
+// are refused to sidecars off loopback; browser requests are refused
+// (browser.go); and Limits bound what one credential or connection can
+// make the control plane hold.
 package control

@@ -1,12 +1,14 @@
 package control
 
 import (
+	"context"
 	"errors"
 	"fmt"
 	"maps"
 	"math"
 	"slices"
 	"sort"
+	"strings"
 	"sync"
 	"time"
 
@@ -18,6 +20,7 @@ import (
 	"google.golang.org/protobuf/types/known/timestamppb"
 
 	switchyardv1 "github.com/switchyard/switchyard/api/switchyard/v1"
+	"github.com/switchyard/switchyard/internal/identity"
 )
 
 // A rule puts the sidecars a selector matches into a state: a cluster and
@@ -118,6 +121,7 @@ type Registry struct {
 
 	// forgetAfter is how long a disconnected sidecar stays listed: a pod
 	// replaced in a rollout never comes back under its old instance name.
+	// Guarded by mu (tests change it).
 	forgetAfter time.Duration
 
 	// stopping is closed when the server shuts down: open streams end
@@ -300,11 +304,69 @@ func (r *Registry) Acks(keys []string, want uint64) ([]*switchyardv1.SidecarAck,
 	return out, all
 }
 
+// checkIdentity checks the identity of a sidecar's first message: an
+// application and an instance, names and labels as internal/identity
+// wants them. The error is InvalidArgument, naming the field.
+func checkIdentity(id *switchyardv1.SidecarIdentity) error {
+	if id.GetApp() == "" || id.GetInstance() == "" {
+		return status.Error(codes.InvalidArgument, "the first message must carry the sidecar's identity: app and instance")
+	}
+	if err := identity.CheckName(id.GetApp()); err != nil {
+		return status.Errorf(codes.InvalidArgument, "identity.app: %v", err)
+	}
+	if err := identity.CheckName(id.GetInstance()); err != nil {
+		return status.Errorf(codes.InvalidArgument, "identity.instance: %v", err)
+	}
+	if err := identity.CheckLabels(id.GetLabels()); err != nil {
+		return status.Errorf(codes.InvalidArgument, "identity.labels: %v", err)
+	}
+	return nil
+}
+
+// checkReport checks what a sidecar's message adds that the registry
+// keeps beyond its status: the cluster names. The error is
+// InvalidArgument.
+func checkReport(m *switchyardv1.ConnectRequest) error {
+	if n := len(m.GetClusters()); n > identity.MaxClusters {
+		return status.Errorf(codes.InvalidArgument, "clusters: %d names, at most %d", n, identity.MaxClusters)
+	}
+	for i, c := range m.GetClusters() {
+		if err := identity.CheckName(c); err != nil {
+			return status.Errorf(codes.InvalidArgument, "clusters[%d]: %v", i, err)
+		}
+	}
+	return nil
+}
+
 // pruneLocked forgets sidecars disconnected for longer than forgetAfter.
 func (r *Registry) pruneLocked() {
 	for k, sc := range r.sidecars {
 		if !sc.connected && !sc.goneAt.IsZero() && time.Since(sc.goneAt) > r.forgetAfter {
 			delete(r.sidecars, k)
+		}
+	}
+}
+
+// forgetLoop forgets sidecars disconnected for longer than forgetAfter,
+// every tenth of forgetAfter, until ctx ends or the registry stops: a
+// registry nobody lists would otherwise keep every instance a credential
+// ever named. The server's Serve runs it.
+func (r *Registry) forgetLoop(ctx context.Context) {
+	r.mu.Lock()
+	every := max(r.forgetAfter/10, time.Second)
+	r.mu.Unlock()
+	tick := time.NewTicker(every)
+	defer tick.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-r.stopping:
+			return
+		case <-tick.C:
+			r.mu.Lock()
+			r.pruneLocked()
+			r.mu.Unlock()
 		}
 	}
 }
@@ -355,29 +417,38 @@ func cutKey(k string) (string, string, bool) {
 
 // serve serves one sidecar's stream, opened by who (already authorized to
 // connect). The first message must name the sidecar; it is refused when
+// its names break the rules of internal/identity (InvalidArgument), when
 // who may not claim that application or instance (PermissionDenied), when
 // it reports an applied version above both the counter and
-// MaxAppliedVersion (InvalidArgument),
-// or while another stream of the same instance is connected
-// (AlreadyExists: a sidecar whose stream broke reconnects once the control
-// plane has noticed, within its keepalive of ~15 s). serve returns when
-// the stream ends, the server stops, or the caller goes away.
-func (r *Registry) serve(stream switchyardv1.SidecarService_ConnectServer, who principal) error {
+// MaxAppliedVersion (InvalidArgument), when who's sidecars number
+// perCredential already, all connected (ResourceExhausted), or while
+// another stream of the same instance is connected (AlreadyExists: a
+// sidecar whose stream broke reconnects once the control plane has
+// noticed, within its keepalive of ~15 s). A later message that breaks the
+// rules ends the stream (InvalidArgument). serve returns when the stream
+// ends, the server stops, or the caller goes away.
+func (r *Registry) serve(stream switchyardv1.SidecarService_ConnectServer, who principal, perCredential int) error {
 	ctx := stream.Context()
 	first, err := stream.Recv()
 	if err != nil {
 		return err
 	}
 	id := first.GetIdentity()
-	if id.GetApp() == "" || id.GetInstance() == "" {
-		return status.Error(codes.InvalidArgument, "the first message must carry the sidecar's identity: app and instance")
+	if err := checkIdentity(id); err != nil {
+		r.log.Warn("sidecar stream refused: a malformed identity", zap.Stringer("who", who), zap.Error(err))
+		return err
+	}
+	if err := checkReport(first); err != nil {
+		r.log.Warn("sidecar stream refused: a malformed report", zap.Stringer("who", who),
+			zap.String("app", id.GetApp()), zap.String("instance", id.GetInstance()), zap.Error(err))
+		return err
 	}
 	if err := who.mayClaim(id); err != nil {
 		r.log.Warn("sidecar stream refused: a claim its credential does not allow", zap.Stringer("who", who),
 			zap.String("app", id.GetApp()), zap.String("instance", id.GetInstance()), zap.Error(err))
 		return err
 	}
-	sc, gen, err := r.attach(id, first, who)
+	sc, gen, err := r.attach(id, first, who, perCredential)
 	if err != nil {
 		r.log.Warn("sidecar stream refused", zap.Stringer("who", who), zap.String("app", id.GetApp()),
 			zap.String("instance", id.GetInstance()), zap.Uint64("applied", first.GetAppliedVersion()), zap.Error(err))
@@ -389,12 +460,17 @@ func (r *Registry) serve(stream switchyardv1.SidecarService_ConnectServer, who p
 
 	// The receiver is owned by this handler: when the handler returns, gRPC
 	// ends the stream and Recv returns.
-	errc := make(chan error, 1)
+	errc := make(chan error, 1)    // the stream ended
+	invalid := make(chan error, 1) // a message broke the rules
 	go func() {
 		for {
 			m, err := stream.Recv()
 			if err != nil {
 				errc <- err
+				return
+			}
+			if err := checkReport(m); err != nil {
+				invalid <- err
 				return
 			}
 			r.report(sc, gen, m)
@@ -418,6 +494,10 @@ func (r *Registry) serve(stream switchyardv1.SidecarService_ConnectServer, who p
 				return nil
 			}
 			return nil // the sidecar went away; it reconnects
+		case err := <-invalid:
+			r.log.Warn("sidecar stream ended: a malformed report", zap.Stringer("who", who),
+				zap.String("app", id.GetApp()), zap.String("instance", id.GetInstance()), zap.Error(err))
+			return err
 		case <-ctx.Done():
 			return nil
 		case <-r.stopping:
@@ -432,9 +512,12 @@ func (r *Registry) serve(stream switchyardv1.SidecarService_ConnectServer, who p
 func (r *Registry) stop() { r.stoppingOnce.Do(func() { close(r.stopping) }) }
 
 // attach registers a new stream of the sidecar id, opened by who, with its
-// first message. It refuses a second stream of a connected instance and an
-// applied version above both the counter and MaxAppliedVersion; see serve.
-func (r *Registry) attach(id *switchyardv1.SidecarIdentity, first *switchyardv1.ConnectRequest, who principal) (*sidecar, uint64, error) {
+// first message. It refuses a second stream of a connected instance, an
+// applied version above both the counter and MaxAppliedVersion, and a new
+// instance beyond perCredential sidecars of who when all are connected;
+// see serve.
+func (r *Registry) attach(id *switchyardv1.SidecarIdentity, first *switchyardv1.ConnectRequest, who principal,
+	perCredential int) (*sidecar, uint64, error) {
 	applied := first.GetAppliedVersion()
 	r.mu.Lock()
 	defer r.mu.Unlock()
@@ -450,6 +533,11 @@ func (r *Registry) attach(id *switchyardv1.SidecarIdentity, first *switchyardv1.
 		// stand in for its acknowledgements) while the instance is there.
 		return nil, 0, status.Errorf(codes.AlreadyExists,
 			"sidecar %s is connected already: a second stream for the same instance is refused (a sidecar that lost its stream is let back in once the control plane has noticed)", k)
+	}
+	if sc == nil {
+		if err := r.makeRoomLocked(who, perCredential); err != nil {
+			return nil, 0, err
+		}
 	}
 	if applied > r.state.Counter {
 		if err := r.reissueLocked(applied, id); err != nil {
@@ -474,6 +562,37 @@ func (r *Registry) attach(id *switchyardv1.SidecarIdentity, first *switchyardv1.
 	return sc, r.gen, nil
 }
 
+// makeRoomLocked makes room for one more sidecar of who's credential:
+// when it has perCredential sidecars already, the one disconnected longest
+// ago is forgotten; when all of them are connected, the error is
+// ResourceExhausted.
+func (r *Registry) makeRoomLocked(who principal, perCredential int) error {
+	cred := who.credential()
+	n := 0
+	var oldest string
+	for k, sc := range r.sidecars {
+		if sc.who.credential() != cred {
+			continue
+		}
+		n++
+		if !sc.connected && (oldest == "" || sc.goneAt.Before(r.sidecars[oldest].goneAt)) {
+			oldest = k
+		}
+	}
+	if n < perCredential {
+		return nil
+	}
+	if oldest == "" {
+		return status.Errorf(codes.ResourceExhausted,
+			"%s has %d sidecars connected, the most one credential may (limits.sidecarsPerCredential): give each namespace or team a token of its own, or raise the limit",
+			who, n)
+	}
+	r.log.Info("sidecar forgotten early: its credential reached limits.sidecarsPerCredential", zap.String("sidecar", oldest),
+		zap.Stringer("who", who), zap.Int("limit", perCredential))
+	delete(r.sidecars, oldest)
+	return nil
+}
+
 func (r *Registry) detach(sc *sidecar, gen uint64) {
 	r.mu.Lock()
 	defer r.mu.Unlock()
@@ -496,9 +615,16 @@ func (r *Registry) report(sc *sidecar, gen uint64, m *switchyardv1.ConnectReques
 	r.broadcastLocked()
 }
 
+// maxApplyError bounds the apply error kept of a report; the rest is cut.
+const maxApplyError = 1024
+
 func (r *Registry) applyReportLocked(sc *sidecar, m *switchyardv1.ConnectRequest) {
 	now := time.Now()
-	sc.applied, sc.applyErr, sc.lastSeen = m.GetAppliedVersion(), m.GetApplyError(), now
+	applyErr := m.GetApplyError()
+	if len(applyErr) > maxApplyError {
+		applyErr = strings.ToValidUTF8(applyErr[:maxApplyError], "") + "..."
+	}
+	sc.applied, sc.applyErr, sc.lastSeen = m.GetAppliedVersion(), applyErr, now
 	if m.GetStatus() != nil {
 		sc.status, sc.statusAt = m.GetStatus(), m.GetAppliedVersion()
 	}

@@ -37,6 +37,7 @@ const (
 	opsSecret        = "ops-93c1d7a2e48f"
 	dashboardsSecret = "dash-0a7e5c3b9d21"
 	sidecarsSecret   = "side-5d2f8b1e7c64"
+	shopSecret       = "shop-7e1a90c3d5b2"
 )
 
 // securePlane is a control plane serving TLS with an optional client CA,
@@ -93,6 +94,7 @@ func secureConfig(pki securePKI, auditFile string) ServerConfig {
 			{Name: "ops", Role: RoleOperator, Value: opsSecret},
 			{Name: "dashboards", Role: RoleReadOnly, Value: dashboardsSecret},
 			{Name: "sidecars", Role: RoleSidecar, Value: sidecarsSecret, Apps: []string{"probe", "pay*"}},
+			{Name: "shop", Role: RoleSidecar, Value: shopSecret, Apps: []string{"orders"}, Instances: []string{"shop/*"}},
 		},
 		ClientCertificates: []ClientCertificate{
 			{Identity: "alice", Role: RoleOperator},
@@ -535,7 +537,7 @@ func assertNoSecrets(t *testing.T, sp *securePlane, pki securePKI) {
 // checkNoSecrets fails if s contains a token or a line of a private key.
 func checkNoSecrets(t *testing.T, what, s string, pki securePKI) {
 	t.Helper()
-	for _, secret := range []string{legacySecret, opsSecret, dashboardsSecret, sidecarsSecret} {
+	for _, secret := range []string{legacySecret, opsSecret, dashboardsSecret, sidecarsSecret, shopSecret} {
 		if strings.Contains(s, secret) {
 			t.Errorf("%s contain the token %s", what, secret[:4]+"...")
 		}
@@ -594,6 +596,9 @@ func TestServerConfigValidate(t *testing.T) {
 		{"sidecar token without apps", func(c *ServerConfig) { c.Tokens[2].Apps = nil }, []string{"tokens[2].apps: required for role sidecar"}},
 		{"sidecar token for every app", func(c *ServerConfig) { c.Tokens[2].Apps = []string{"orders", "*"} }, []string{`tokens[2].apps: "*": an application name`}},
 		{"apps on an operator token", func(c *ServerConfig) { c.Tokens[0].Apps = []string{"orders"} }, []string{"tokens[0].apps: only for role sidecar"}},
+		{"instances on an operator token", func(c *ServerConfig) { c.Tokens[0].Instances = []string{"shop/*"} },
+			[]string{"tokens[0].instances: only for role sidecar"}},
+		{"every instance", func(c *ServerConfig) { c.Tokens[3].Instances = []string{"*"} }, []string{`tokens[3].instances: "*": an instance name`}},
 		{"sidecar certificate without apps", func(c *ServerConfig) { c.ClientCertificates[1].Apps = nil }, []string{"clientCertificates[1].apps: required for role sidecar"}},
 		{"bound instance of an operator", func(c *ServerConfig) { c.ClientCertificates[0].BindInstance = true }, []string{"clientCertificates[0].bindInstance: only for role sidecar"}},
 		{"missing cert file", func(c *ServerConfig) { c.TLS.CertFile = missing }, []string{"tls.certFile: open " + missing + ": no such file"}},
@@ -610,6 +615,11 @@ func TestServerConfigValidate(t *testing.T) {
 		{"two names, one token", func(c *ServerConfig) { c.Tokens[1].Value = opsSecret }, []string{"tokens[1] (dashboards): the same token as ops"}},
 		{"legacy token reused", func(c *ServerConfig) { c.Tokens[0].Value = legacySecret }, []string{"tokens[0] (ops): the same token as default"}},
 		{"identity match-all", func(c *ServerConfig) { c.ClientCertificates[0].Identity = "*" }, []string{"clientCertificates[0].identity"}},
+		{"allowed host with a port", func(c *ServerConfig) { c.AllowedHosts = []string{"ok.example", "svc:9180"} }, []string{`allowedHosts[1]: "svc:9180": want a host name`}},
+		{"limits", func(c *ServerConfig) {
+			c.Limits = Limits{SidecarsPerCredential: -1, MessageBytes: 100 << 20, StreamsPerConnection: -2}
+		},
+			[]string{"limits.sidecarsPerCredential: -1", "limits.messageBytes: 104857600: want 16 KiB to 64 MiB", "limits.streamsPerConnection: -2"}},
 		{"audit dir missing", func(c *ServerConfig) { c.AuditFile = filepath.Join(missing, "audit.jsonl") }, []string{"auditFile: stat " + missing}},
 		{"several at once", func(c *ServerConfig) { c.Listen = "x"; c.Tokens[0].Name = "" }, []string{"listen:", "tokens[0].name"}},
 	} {
@@ -680,6 +690,9 @@ func TestSidecarClaimsBoundToCredentials(t *testing.T) {
 		{"bound certificate, another instance", pki.pod1, "", "orders", "shop/orders-2", codes.PermissionDenied,
 			`may claim only an instance its certificate names (spiffe://test/pods/shop/orders-1, shop/orders-1), not "shop/orders-2"`},
 		{"bound certificate, another app", pki.pod1, "", "payments", "shop/orders-1", codes.PermissionDenied, `may not claim application "payments"`},
+		{"namespace token, an instance of its namespace", none, shopSecret, "orders", "shop/orders-9", codes.OK, "token shop"},
+		{"namespace token, an instance of another namespace", none, shopSecret, "orders", "billing/orders-9", codes.PermissionDenied,
+			`token shop may not claim instance "billing/orders-9" (it may claim shop/*)`},
 		{"operator token, any app", none, opsSecret, "orders", "o-3", codes.OK, "token ops"},
 		{"operator certificate, any app", pki.alice, "", "billing", "b-1", codes.OK, "certificate alice"},
 	} {

@@ -20,7 +20,6 @@ import (
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/credentials"
-	"google.golang.org/grpc/keepalive"
 	"google.golang.org/grpc/metadata"
 	"google.golang.org/grpc/peer"
 	"google.golang.org/grpc/status"
@@ -28,6 +27,7 @@ import (
 	"google.golang.org/protobuf/proto"
 
 	switchyardv1 "github.com/switchyard/switchyard/api/switchyard/v1"
+	"github.com/switchyard/switchyard/internal/apiguard"
 	"github.com/switchyard/switchyard/internal/tlsfiles"
 	"github.com/switchyard/switchyard/mirror"
 )
@@ -90,17 +90,82 @@ func (s *service) mutateCutover(ctx context.Context, method string, summary any,
 // credential only as the applications (and instance) it names.
 type sidecarService struct {
 	switchyardv1.UnimplementedSidecarServiceServer
-	reg *Registry
-	svc *service
+	reg     *Registry
+	svc     *service
+	streams *streamCounter
+	// operators: what an operator credential on Connect gets, on a
+	// listener that is not loopback (see ServerConfig.AllowOperatorSidecars).
+	operators operatorSidecars
 }
 
-// Connect checks the caller, then serves the stream (see Registry.serve).
+type operatorSidecars int
+
+const (
+	operatorSidecarsAllowed operatorSidecars = iota // loopback: a developer's machine
+	operatorSidecarsWarned                          // allowOperatorSidecars
+	operatorSidecarsRefused
+)
+
+// Connect checks the caller — an operator credential is refused off
+// loopback unless AllowOperatorSidecars — and that its credential has
+// fewer than Limits.SidecarsPerCredential streams open (ResourceExhausted,
+// before anything is read), then serves the stream (see Registry.serve).
 func (s sidecarService) Connect(stream switchyardv1.SidecarService_ConnectServer) error {
 	who, err := s.svc.allow(stream.Context(), "Connect", permConnect)
 	if err != nil {
 		return err
 	}
-	return s.reg.serve(stream, who)
+	if who.role == RoleOperator {
+		switch s.operators {
+		case operatorSidecarsRefused:
+			err := status.Errorf(codes.PermissionDenied,
+				"Connect: %s has role operator, which sidecars may not use: a sidecar's credential is stored in its application's "+
+					"namespace and in every sidecar, and an operator's may move every application; give sidecars a token of role "+
+					"sidecar (tokens: role: sidecar, apps: [...]), or set allowOperatorSidecars while you move them", who)
+			s.svc.log.Error("control: sidecar stream refused: an operator credential", zap.Stringer("who", who), zap.Error(err))
+			return err
+		case operatorSidecarsWarned:
+			s.svc.log.Warn("control: a sidecar connects with an operator credential (allowOperatorSidecars): whoever can read "+
+				"that sidecar's Secret may start, abort and declare cutovers of every application; give sidecars sidecar tokens",
+				zap.Stringer("who", who))
+		}
+	}
+	if err := s.streams.open(who); err != nil {
+		s.svc.log.Warn("sidecar stream refused", zap.Stringer("who", who), zap.Error(err))
+		return err
+	}
+	defer s.streams.close(who)
+	return s.reg.serve(stream, who, s.streams.max)
+}
+
+// streamCounter counts the open sidecar streams of each credential. It is
+// safe for concurrent use.
+type streamCounter struct {
+	max    int
+	mu     sync.Mutex
+	byCred map[string]int
+}
+
+func (c *streamCounter) open(who principal) error {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	k := who.credential()
+	if c.byCred[k] >= c.max {
+		return status.Errorf(codes.ResourceExhausted,
+			"%s has %d sidecar streams open, the most one credential may (limits.sidecarsPerCredential): give each namespace or team a token of its own, or raise the limit",
+			who, c.byCred[k])
+	}
+	c.byCred[k]++
+	return nil
+}
+
+func (c *streamCounter) close(who principal) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	k := who.credential()
+	if c.byCred[k]--; c.byCred[k] <= 0 {
+		delete(c.byCred, k)
+	}
 }
 
 func (s *service) ListClusters(ctx context.Context, _ *switchyardv1.ListClustersRequest) (*switchyardv1.ListClustersResponse, error) {
@@ -260,9 +325,30 @@ func NewServer(cfg ServerConfig, ct *Controller, reg *Registry, clusters []*swit
 	if cfg.ShutdownTimeout <= 0 {
 		cfg.ShutdownTimeout = 5 * time.Second
 	}
-	if host, _, _ := net.SplitHostPort(cfg.Listen); len(cfg.allTokens()) > 0 && cfg.TLS.CertFile == "" && !isLoopback(host) {
+	cfg.Limits = cfg.Limits.orDefault()
+	if cfg.keepaliveTime <= 0 {
+		cfg.keepaliveTime, cfg.keepaliveTimeout = 10*time.Second, 5*time.Second
+	}
+	host, _, _ := net.SplitHostPort(cfg.Listen)
+	if len(cfg.allTokens()) > 0 && cfg.TLS.CertFile == "" && !isLoopback(host) {
 		log.Warn("control: bearer tokens accepted without TLS on a listener that is not loopback (allowPlaintextTokens): "+
 			"safe only where something else encrypts the connection", zap.String("listen", cfg.Listen))
+	}
+	operators := operatorSidecarsAllowed
+	switch {
+	case isLoopback(host):
+	case cfg.AllowOperatorSidecars:
+		operators = operatorSidecarsWarned
+		log.Warn("control: allowOperatorSidecars: sidecars may connect with an operator credential, so whoever reads a "+
+			"sidecar's Secret may start, abort and declare cutovers of every application; give sidecars sidecar tokens "+
+			"(tokens: role: sidecar, apps) and turn it off", zap.String("listen", cfg.Listen))
+	default:
+		operators = operatorSidecarsRefused
+		if cfg.authEnabled() && !cfg.hasSidecarCredentials() {
+			log.Warn("control: no credential has the sidecar role (tokens or clientCertificates with role: sidecar), and "+
+				"operator credentials are refused to sidecars: no sidecar can connect; give sidecars sidecar tokens, or set "+
+				"allowOperatorSidecars while you move them", zap.String("listen", cfg.Listen))
+		}
 	}
 	s := &Server{cfg: cfg, log: log, reg: reg}
 	if cfg.TLS.CertFile != "" {
@@ -280,14 +366,15 @@ func NewServer(cfg ServerConfig, ct *Controller, reg *Registry, clusters []*swit
 	s.audit = audit
 	svc := &service{ct: ct, reg: reg, mirrors: mirrors, clusters: clusters, auth: newAuthorizer(cfg), audit: audit,
 		log: log, stopping: reg.stopping}
+	browser := newBrowserGuard(cfg, log)
+	unary, stream := apiguard.Interceptors(browser.checkCall)
 	s.grpc = grpc.NewServer(
-		// A sidecar that vanished without closing its stream (a killed
-		// node) is noticed within ~15 s and no longer counted as connected.
-		grpc.KeepaliveParams(keepalive.ServerParameters{Time: 10 * time.Second, Timeout: 5 * time.Second}),
-		grpc.KeepaliveEnforcementPolicy(keepalive.EnforcementPolicy{MinTime: 5 * time.Second, PermitWithoutStream: true}),
+		grpc.ChainUnaryInterceptor(unary), grpc.ChainStreamInterceptor(stream),
+		grpc.MaxRecvMsgSize(cfg.Limits.MessageBytes),
 	)
 	switchyardv1.RegisterControlServiceServer(s.grpc, svc)
-	switchyardv1.RegisterSidecarServiceServer(s.grpc, sidecarService{reg: reg, svc: svc})
+	switchyardv1.RegisterSidecarServiceServer(s.grpc, sidecarService{reg: reg, svc: svc, operators: operators,
+		streams: &streamCounter{max: cfg.Limits.SidecarsPerCredential, byCred: map[string]int{}}})
 
 	gw := runtime.NewServeMux()
 	if err := switchyardv1.RegisterControlServiceHandlerServer(context.Background(), gw, svc); err != nil {
@@ -320,7 +407,7 @@ func NewServer(cfg ServerConfig, ct *Controller, reg *Registry, clusters []*swit
 		svc.serveWatch(w, r, id)
 	})
 	mux.Handle("/", gw)
-	rest := withPeer(http.MaxBytesHandler(mux, 1<<20))
+	rest := browser.rest(withPeer(http.MaxBytesHandler(mux, 1<<20)))
 
 	var protocols http.Protocols
 	protocols.SetHTTP1(true)
@@ -342,7 +429,17 @@ func NewServer(cfg ServerConfig, ct *Controller, reg *Registry, clusters []*swit
 			}
 			rest.ServeHTTP(w, r)
 		}),
-		Protocols:         &protocols,
+		Protocols: &protocols,
+		// gRPC is served through net/http (grpc.Server.ServeHTTP), so
+		// HTTP/2 settings and keepalive are net/http's: grpc.NewServer's
+		// MaxConcurrentStreams would count the streams of one request, and
+		// its KeepaliveParams are not applied at all. A connection silent
+		// for keepaliveTime is pinged; one that does not answer within
+		// keepaliveTimeout is closed, so a sidecar that vanished without
+		// closing its stream (a killed node) is noticed within ~15 s, no
+		// longer counted as connected, and let back in (see attach).
+		HTTP2: &http.HTTP2Config{MaxConcurrentStreams: cfg.Limits.StreamsPerConnection,
+			SendPingTimeout: cfg.keepaliveTime, PingTimeout: cfg.keepaliveTimeout},
 		TLSConfig:         s.tls,
 		ReadHeaderTimeout: 10 * time.Second,
 		ErrorLog:          errorLog,
@@ -390,7 +487,9 @@ func (s *service) serveWatch(w http.ResponseWriter, r *http.Request, id string) 
 	}
 }
 
-// Serve serves on ln until ctx ends, then stops gracefully.
+// Serve serves on ln until ctx ends, then stops gracefully. While it
+// serves, the registry forgets sidecars gone for longer than it keeps them
+// (Registry.forgetLoop, which Serve owns and waits for).
 func (s *Server) Serve(ctx context.Context, ln net.Listener) error {
 	s.mu.Lock()
 	s.addr = ln.Addr()
@@ -401,6 +500,11 @@ func (s *Server) Serve(ctx context.Context, ln net.Listener) error {
 			s.log.Error("control: close the audit file", zap.Error(err))
 		}
 	}()
+	var forgetting sync.WaitGroup
+	defer forgetting.Wait()
+	fctx, stopForgetting := context.WithCancel(ctx)
+	defer stopForgetting()
+	forgetting.Go(func() { s.reg.forgetLoop(fctx) })
 	errc := make(chan error, 1)
 	if s.tls != nil {
 		// ServeTLS adds the ALPN protocols (h2, http/1.1) to a clone of

@@ -501,7 +501,7 @@ func TestHelmInjectorConfig(t *testing.T) {
 		}
 		// The sidecars follow the release's control plane only when it is
 		// enabled.
-		want := injector.Control{TokenSecret: "switchyard-control-token", TokenSecretKey: "token"}
+		want := injector.Control{TokenSecret: "switchyard-sidecar-token", TokenSecretKey: "token"}
 		if control {
 			// Without TLS the token goes in the clear, allowed explicitly
 			// (injector.sidecar.control.allowPlaintextToken, default true).

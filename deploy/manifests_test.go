@@ -2,6 +2,7 @@ package deploy
 
 import (
 	"bytes"
+	"encoding/base64"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -309,6 +310,21 @@ type controlPlane struct {
 	service   object
 	svcSpec   serviceSpec
 	config    string // control.yaml
+	// tokens are control.yaml's named tokens, each with the Secret key
+	// its file is mounted from.
+	tokens []namedToken
+}
+
+// namedToken is a token of control.yaml's tokens and the Secret key its
+// file comes from.
+type namedToken struct {
+	Name      string   `yaml:"name"`
+	Role      string   `yaml:"role"`
+	File      string   `yaml:"file"`
+	Apps      []string `yaml:"apps"`
+	Instances []string `yaml:"instances"`
+	secret    string
+	key       string
 }
 
 // flag returns the value following name in args.
@@ -435,14 +451,29 @@ func findControlPlane(t *testing.T, objs []object) controlPlane {
 		t.Fatalf("control plane: ConfigMap %s has no %s", v.ConfigMap.Name, strings.TrimPrefix(cfgPath, mount+"/"))
 	}
 	var cfg struct {
-		TokenFile string `yaml:"tokenFile"`
-		StoreDir  string `yaml:"storeDir"`
+		TokenFile string       `yaml:"tokenFile"`
+		Tokens    []namedToken `yaml:"tokens"`
+		StoreDir  string       `yaml:"storeDir"`
 	}
 	if err := yaml.Unmarshal([]byte(cp.config), &cfg); err != nil {
 		t.Fatalf("control.yaml: %v", err)
 	}
 	if mount, v, ok := ps.mountOf(c, cfg.TokenFile); !ok || v.Secret == nil || len(v.Secret.Items) != 1 || mount+"/"+v.Secret.Items[0].Path != cfg.TokenFile {
 		t.Errorf("control plane: tokenFile %s is not a key of a Secret volume", cfg.TokenFile)
+	}
+	for _, tok := range cfg.Tokens {
+		mount, v, ok := ps.mountOf(c, tok.File)
+		if !ok || v.Secret == nil {
+			t.Errorf("control plane: tokens %s: file %s is not on a Secret volume", tok.Name, tok.File)
+			continue
+		}
+		tok.secret, tok.key = v.Secret.SecretName, strings.TrimPrefix(tok.File, mount+"/")
+		for _, it := range v.Secret.Items {
+			if mount+"/"+it.Path == tok.File {
+				tok.key = it.Key
+			}
+		}
+		cp.tokens = append(cp.tokens, tok)
 	}
 	if mount, v, ok := ps.mountOf(c, cfg.StoreDir); !ok || mount == cfg.StoreDir || (v.PersistentVolumeClaim == nil && v.EmptyDir == nil) {
 		t.Errorf("control plane: storeDir %s must be a directory below a volume's mount point (not the mount itself: lost+found)", cfg.StoreDir)
@@ -469,6 +500,71 @@ func (cp controlPlane) tokenSecret(t *testing.T) (name, key string) {
 	}
 	t.Fatal("control plane: no token Secret volume")
 	return "", ""
+}
+
+// sidecarToken returns the control plane's token of role sidecar that may
+// claim app and the instances of namespace ns (those the sidecars give
+// themselves, namespace/pod), failing when there is none.
+func (cp controlPlane) sidecarToken(t *testing.T, ns, app string) namedToken {
+	t.Helper()
+	for _, tok := range cp.tokens {
+		if tok.Role == "sidecar" && slices.Contains(tok.Apps, app) && slices.Equal(tok.Instances, []string{ns + "/*"}) {
+			return tok
+		}
+	}
+	t.Fatalf("control plane: no token of role sidecar for app %s, instances %s/* (tokens %+v)", app, ns, cp.tokens)
+	return namedToken{}
+}
+
+// checkSidecarCredential checks the credential a sidecar of app in
+// namespace ns mounts (Secret secret, key key): a sidecar token of its
+// namespace, never a copy of the operator token. With the Secrets rendered
+// (Helm), the values are compared too: the namespace's Secret holds the
+// sidecar token the control plane reads, and not the operator's.
+func checkSidecarCredential(t *testing.T, objs []object, cp controlPlane, ns, app, secret, key string) {
+	t.Helper()
+	opSecret, opKey := cp.tokenSecret(t)
+	if secret == opSecret {
+		t.Errorf("sidecar: mounts Secret %s, the name of the control plane's operator token (tokenFile): a copy of it would let "+
+			"whoever reads the namespace's Secrets move every application", secret)
+	}
+	tok := cp.sidecarToken(t, ns, app)
+	if tok.secret == opSecret && tok.key == opKey {
+		t.Errorf("control plane: the sidecar token %s is the operator token's file", tok.Name)
+	}
+	mine, rendered := findSecret(objs, ns, secret)
+	if !rendered {
+		return // created by hand (kustomize): the README tells how
+	}
+	theirs, ok := findSecret(objs, cp.deploy.Metadata.Namespace, tok.secret)
+	if !ok || theirs[tok.key] == "" || mine[key] != theirs[tok.key] {
+		t.Errorf("Secret %s/%s key %s does not hold the control plane's sidecar token %s (Secret %s key %s)",
+			ns, secret, key, tok.Name, tok.secret, tok.key)
+	}
+	for _, o := range objs {
+		if o.Kind == "Secret" && o.Metadata.Namespace != cp.deploy.Metadata.Namespace && o.Metadata.Name == opSecret {
+			t.Errorf("Secret %s in namespace %s: the operator token's name outside the control plane's namespace", opSecret, o.Metadata.Namespace)
+		}
+	}
+}
+
+// findSecret returns the decoded data of the Secret ns/name in objs.
+func findSecret(objs []object, ns, name string) (map[string]string, bool) {
+	for _, o := range objs {
+		if o.Kind != "Secret" || o.Metadata.Name != name || o.Metadata.Namespace != ns {
+			continue
+		}
+		out := map[string]string{}
+		for k, v := range o.Data {
+			b, err := base64.StdEncoding.DecodeString(v)
+			if err != nil {
+				return nil, false
+			}
+			out[k] = string(b)
+		}
+		return out, true
+	}
+	return nil, false
 }
 
 // checkNetworkPolicy checks that a NetworkPolicy selects the control plane
@@ -580,7 +676,6 @@ func TestKustomizeManifests(t *testing.T) {
 	checkPods(t, slices.Concat(cpObjs, appObjs, ctlPod))
 
 	cp := findControlPlane(t, cpObjs)
-	secret, key := cp.tokenSecret(t)
 
 	app, ok := find(appObjs, "Deployment", "orders")
 	if !ok {
@@ -598,7 +693,9 @@ func TestKustomizeManifests(t *testing.T) {
 	if sidecar == nil {
 		t.Fatal("orders: no switchyard-proxy sidecar")
 	}
-	checkSidecar(t, as.Template.Spec, *sidecar, labels, cp.address(), secret, key)
+	secret, key := checkSidecar(t, as.Template.Spec, *sidecar, labels, cp.address())
+	// Applied in namespace shop (kustomization.yaml).
+	checkSidecarCredential(t, slices.Concat(cpObjs, appObjs), cp, "shop", labels["switchyard.io/app"], secret, key)
 	healthPort := checkSidecarListeners(t, *sidecar, as.Template.Metadata.Annotations)
 	checkAppNetworkPolicy(t, appObjs, labels, healthPort)
 
@@ -610,8 +707,9 @@ func TestKustomizeManifests(t *testing.T) {
 }
 
 // checkSidecar checks a proxy sidecar that follows the control plane at
-// address with the token from Secret secret, key key.
-func checkSidecar(t *testing.T, ps podSpec, c container, labels map[string]string, address, secret, key string) {
+// address with a token from a Secret, and returns that Secret's name and
+// key.
+func checkSidecar(t *testing.T, ps podSpec, c container, labels map[string]string, address string) (secret, key string) {
 	t.Helper()
 	if got, _ := flag(c.Args, "--control"); got != address {
 		t.Errorf("sidecar: --control %q, want the control plane's Service %q", got, address)
@@ -628,10 +726,11 @@ func checkSidecar(t *testing.T, ps podSpec, c container, labels map[string]strin
 	}
 	tokenFile, _ := flag(c.Args, "--control-token-file")
 	mount, v, ok := ps.mountOf(c, tokenFile)
-	if !ok || v.Secret == nil || v.Secret.SecretName != secret || len(v.Secret.Items) != 1 || v.Secret.Items[0].Key != key ||
-		mount+"/"+v.Secret.Items[0].Path != tokenFile {
-		t.Errorf("sidecar: --control-token-file %q: want key %s of Secret %s", tokenFile, key, secret)
+	if !ok || v.Secret == nil || len(v.Secret.Items) != 1 || mount+"/"+v.Secret.Items[0].Path != tokenFile {
+		t.Errorf("sidecar: --control-token-file %q: want a key of a Secret volume", tokenFile)
+		return "", ""
 	}
+	return v.Secret.SecretName, v.Secret.Items[0].Key
 }
 
 // checkSidecarListeners checks where the sidecar listens: the admin API
@@ -754,23 +853,85 @@ func TestHelmManifests(t *testing.T) {
 	objs := helmTemplate(t, "-n", "switchyard", "-f", "helm/switchyard/ci/control-plane-values.yaml")
 	checkPods(t, objs)
 	cp := findControlPlane(t, objs)
-	secret, key := cp.tokenSecret(t)
 	pod, cfg := injectedPod(t, objs)
 	checkNetworkPolicy(t, objs, cp, pod.labels)
 	checkPods(t, []object{pod.object(t)})
-	checkSidecar(t, pod.spec, pod.sidecar, pod.labels, cp.address(), secret, key)
+	secret, key := checkSidecar(t, pod.spec, pod.sidecar, pod.labels, cp.address())
+	checkSidecarCredential(t, objs, cp, pod.namespace, pod.labels["switchyard.io/app"], secret, key)
+	if _, ok := findSecret(objs, pod.namespace, secret); !ok {
+		t.Errorf("no Secret %s in namespace %s (controlPlane.sidecarTokens of the ci values lists it)", secret, pod.namespace)
+	}
 	healthPort := checkSidecarListeners(t, pod.sidecar, pod.annotations)
 	if healthPort != cfg.HealthPort {
 		t.Errorf("sidecar health port %d, injector healthPort %d", healthPort, cfg.HealthPort)
-	}
-	if cfg.Control.TokenSecret != secret || cfg.Control.TokenSecretKey != key {
-		t.Errorf("injected token %s/%s, control plane's %s/%s: the chart's default should be the same name", cfg.Control.TokenSecret, cfg.Control.TokenSecretKey, secret, key)
 	}
 	// Disabled: the sidecars are not pointed anywhere.
 	for _, set := range [][]string{nil, {"-f", "helm/switchyard/ci/control-plane-values.yaml", "--set", "injector.sidecar.control.enabled=false"}} {
 		objs := helmTemplate(t, append([]string{"-n", "switchyard"}, set...)...)
 		if _, cfg := injectedPod(t, objs); cfg.Control.Address != "" {
 			t.Errorf("%v: sidecars connect to %q, want no control plane", set, cfg.Control.Address)
+		}
+	}
+}
+
+// TestHelmSidecarTokens: each namespace of controlPlane.sidecarTokens gets
+// a token of its own, scoped to its apps and instances, in the Secret the
+// injector mounts, and the control plane reads every one; the operator
+// token never leaves the release namespace; a bad entry is a template
+// error naming the value.
+func TestHelmSidecarTokens(t *testing.T) {
+	ci := []string{"-n", "switchyard", "-f", "helm/switchyard/ci/control-plane-values.yaml"}
+	objs := helmTemplate(t, append(ci, "--set", "controlPlane.sidecarTokens[1].namespace=payments",
+		"--set", "controlPlane.sidecarTokens[1].apps={payments-*,ledger}")...)
+	cp := findControlPlane(t, objs)
+	_, cfg := injectedPod(t, objs)
+	values := map[string]string{}
+	for _, tc := range []struct {
+		ns   string
+		apps []string
+	}{{"shop", []string{"orders"}}, {"payments", []string{"payments-*", "ledger"}}} {
+		tok := cp.sidecarToken(t, tc.ns, tc.apps[0])
+		if !slices.Equal(tok.Apps, tc.apps) || tok.Name != "sidecars-"+tc.ns {
+			t.Errorf("token %+v: want sidecars-%s with apps %v", tok, tc.ns, tc.apps)
+		}
+		checkSidecarCredential(t, objs, cp, tc.ns, tc.apps[0], cfg.Control.TokenSecret, cfg.Control.TokenSecretKey)
+		data, ok := findSecret(objs, tc.ns, cfg.Control.TokenSecret)
+		if !ok || len(data) != 1 || len(data[cfg.Control.TokenSecretKey]) < 32 {
+			t.Fatalf("Secret %s/%s: %d keys: want the token alone, at least 32 characters", tc.ns, cfg.Control.TokenSecret, len(data))
+		}
+		values[tc.ns] = data[cfg.Control.TokenSecretKey]
+	}
+	if values["shop"] == values["payments"] {
+		t.Error("two namespaces share a token")
+	}
+	// No sidecar token: nothing rendered, nothing mounted.
+	objs = helmTemplate(t, append(ci, "--set", "controlPlane.sidecarTokens=null")...)
+	for _, o := range objs {
+		if o.Kind == "Secret" && strings.Contains(o.Metadata.Name, "token") {
+			t.Errorf("without sidecarTokens: Secret %s/%s rendered", o.Metadata.Namespace, o.Metadata.Name)
+		}
+	}
+	if cp := findControlPlane(t, objs); len(cp.tokens) != 0 {
+		t.Errorf("without sidecarTokens: tokens %+v", cp.tokens)
+	}
+
+	helm := os.Getenv("HELM")
+	for _, tc := range []struct {
+		set  []string
+		want string
+	}{
+		{[]string{"controlPlane.sidecarTokens[0].apps=null"}, "controlPlane.sidecarTokens[0].apps: required"},
+		{[]string{"controlPlane.sidecarTokens[1].namespace=shop", "controlPlane.sidecarTokens[1].apps={billing}"},
+			"controlPlane.sidecarTokens[1].namespace: shop repeated"},
+		{[]string{"controlPlane.sidecarTokens[1].apps={billing}"}, "controlPlane.sidecarTokens[1].namespace: required"},
+	} {
+		args := append([]string{"template", "sy", "helm/switchyard", "--kube-version", "1.37.0"}, ci...)
+		for _, s := range tc.set {
+			args = append(args, "--set", s)
+		}
+		out, err := exec.Command(helm, args...).CombinedOutput()
+		if err == nil || !strings.Contains(string(out), tc.want) {
+			t.Errorf("--set %v: %v\n%s\nwant an error naming %q", tc.set, err, out, tc.want)
 		}
 	}
 }

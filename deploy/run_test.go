@@ -7,6 +7,7 @@ import (
 	"encoding/hex"
 	"encoding/json"
 	"fmt"
+	"maps"
 	"net"
 	"net/http"
 	"os"
@@ -106,6 +107,21 @@ func runStack(t *testing.T, bin string, st stack) {
 	secretName, secretKey := st.cp.tokenSecret(t)
 	k := &kubelet{t: t, bin: bin, dir: t.TempDir(), configMaps: map[string]map[string]string{},
 		secrets: map[string]map[string]string{secretName: {secretKey: token}}}
+	// The sidecar's token: its namespace's sidecar token. The chart
+	// renders both Secrets; with kustomize they are created as the
+	// README says, one value in two Secrets.
+	sidecarTok := st.cp.sidecarToken(t, st.pod.namespace, st.pod.labels["switchyard.io/app"])
+	sidecarSecret, sidecarKey := checkSidecar(t, st.podSpec, st.sidecar, st.pod.labels, st.cp.address())
+	cpData, cpRendered := findSecret(st.objs, st.cp.deploy.Metadata.Namespace, sidecarTok.secret)
+	podData, podRendered := findSecret(st.objs, st.pod.namespace, sidecarSecret)
+	if cpRendered != podRendered {
+		t.Fatalf("the Secrets of the sidecar token: the control plane's rendered %v, the namespace's %v", cpRendered, podRendered)
+	}
+	if !cpRendered {
+		v := randomToken(t)
+		cpData, podData = map[string]string{sidecarTok.key: v}, map[string]string{sidecarKey: v}
+	}
+	k.secrets[sidecarTok.secret], k.secrets[sidecarSecret] = cpData, podData
 	for _, o := range st.objs {
 		if o.Kind == "ConfigMap" {
 			data := map[string]string{}
@@ -161,7 +177,8 @@ func runStack(t *testing.T, bin string, st stack) {
 				App      string `json:"app"`
 				Instance string `json:"instance"`
 			} `json:"identity"`
-			Connected bool `json:"connected"`
+			Connected  bool   `json:"connected"`
+			Credential string `json:"credential"`
 		} `json:"sidecars"`
 	}
 	if err := json.Unmarshal(out, &list); err != nil {
@@ -170,6 +187,10 @@ func runStack(t *testing.T, bin string, st stack) {
 	app, instance := st.pod.labels["switchyard.io/app"], st.pod.namespace+"/"+st.pod.name
 	if len(list.Sidecars) != 1 || list.Sidecars[0].Identity.App != app || list.Sidecars[0].Identity.Instance != instance || !list.Sidecars[0].Connected {
 		t.Fatalf("ctl sidecars: %s\nwant one connected sidecar, app %q, instance %q", out, app, instance)
+	}
+	// It holds its namespace's sidecar token, not the operator's.
+	if want := "token " + sidecarTok.Name; list.Sidecars[0].Credential != want {
+		t.Errorf("the sidecar connected with %q, want %q", list.Sidecars[0].Credential, want)
 	}
 
 	// The first cutover: from the ctl pod if there is one, else as the
@@ -350,10 +371,13 @@ func (k *kubelet) start(name string, pod podMeta, ps podSpec, c container, repla
 				break
 			}
 			if !ok {
-				t.Fatalf("%s: Secret %s is not the token's", name, v.Secret.SecretName)
+				t.Fatalf("%s: Secret %s is not defined", name, v.Secret.SecretName)
 			}
 			for _, it := range v.Secret.Items {
 				files[it.Path] = data[it.Key]
+			}
+			if len(v.Secret.Items) == 0 {
+				maps.Copy(files, data) // every key, a file each
 			}
 		}
 		for f, val := range files {

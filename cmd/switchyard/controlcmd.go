@@ -37,7 +37,8 @@ The configuration file:
   tokens:                             # further named tokens, each read from a file
     - {name: ci, role: operator, file: /etc/switchyard/tokens/ci}
     - {name: grafana, role: read-only, file: /etc/switchyard/tokens/grafana}
-    - {name: shop, role: sidecar, file: /etc/switchyard/tokens/shop, apps: [orders, billing]}
+    - {name: shop, role: sidecar, file: /etc/switchyard/tokens/shop,
+       apps: [orders, billing], instances: ["shop/*"]}   # one per namespace
   tls:                                # serve TLS (gRPC and REST, same port)
     certFile: /etc/switchyard/tls/tls.crt   # re-read when the files change
     keyFile: /etc/switchyard/tls/tls.key
@@ -48,15 +49,26 @@ The configuration file:
     - {identity: "shop/orders-*", role: sidecar, apps: [orders], bindInstance: true}  # or CN
     - {identity: alice, role: operator}
   auditFile: /var/lib/switchyard/audit.jsonl  # mutating calls, one JSON line each
+  limits:                             # what one caller may make it hold (0: default)
+    sidecarsPerCredential: 256        # open streams and remembered sidecars per token,
+                                      # clientCertificates entry, or anonymous
+    messageBytes: 262144              # largest gRPC message received (a sidecar's report)
+    streamsPerConnection: 100         # HTTP/2 concurrent streams per connection
   readAuth: false                     # true: reads need a read-only or operator role
   allowPlaintextTokens: false         # true: accept tokens without TLS off loopback
+  allowOperatorSidecars: false        # true: sidecars may use operator credentials off
+                                      # loopback (upgrades only; each stream warned)
+  allowedHosts: [switchyard-control.switchyard.svc]  # names REST clients dial it by,
+                                      # beyond IPs, localhost and the listen host
+                                      # (others: 403, DNS rebinding)
   # Without tokens or tls.caFile, listen must be a loopback address; with
   # tokens, a listen address that is not loopback needs TLS (or
   # allowPlaintextTokens, where a service mesh encrypts the connection).
   # Roles: read-only (list, get, watch), operator (also create and abort
-  # cutovers, declare state, and connect as any sidecar), sidecar (only
-  # connect, as one of its apps; with bindInstance, as an instance its
-  # certificate names).
+  # cutovers, declare state; connect as any sidecar only on loopback or
+  # with allowOperatorSidecars), sidecar (only connect, as one of its apps
+  # and instances; with bindInstance, as an instance its certificate
+  # names).
   storeDir: /var/lib/switchyard       # cutovers and desired state (atomic files)
   clusters:
     - name: source
@@ -75,26 +87,38 @@ Flags:
 
 // controlConfig is the control plane's configuration file.
 type controlConfig struct {
-	Listen               string                `yaml:"listen"`
-	TokenFile            string                `yaml:"tokenFile"`
-	Tokens               []controlNamedToken   `yaml:"tokens"`
-	TLS                  controlTLS            `yaml:"tls"`
-	ClientCertificates   []controlCertIdentity `yaml:"clientCertificates"`
-	AuditFile            string                `yaml:"auditFile"`
-	ReadAuth             bool                  `yaml:"readAuth"`
-	AllowPlaintextTokens bool                  `yaml:"allowPlaintextTokens"`
-	StoreDir             string                `yaml:"storeDir"`
-	Clusters             []controlCluster      `yaml:"clusters"`
-	Mirrors              []controlMirror       `yaml:"mirrors"`
+	Listen                string                `yaml:"listen"`
+	TokenFile             string                `yaml:"tokenFile"`
+	Tokens                []controlNamedToken   `yaml:"tokens"`
+	TLS                   controlTLS            `yaml:"tls"`
+	ClientCertificates    []controlCertIdentity `yaml:"clientCertificates"`
+	AuditFile             string                `yaml:"auditFile"`
+	ReadAuth              bool                  `yaml:"readAuth"`
+	AllowPlaintextTokens  bool                  `yaml:"allowPlaintextTokens"`
+	AllowOperatorSidecars bool                  `yaml:"allowOperatorSidecars"`
+	AllowedHosts          []string              `yaml:"allowedHosts"`
+	Limits                controlLimits         `yaml:"limits"`
+	StoreDir              string                `yaml:"storeDir"`
+	Clusters              []controlCluster      `yaml:"clusters"`
+	Mirrors               []controlMirror       `yaml:"mirrors"`
 }
 
 // controlNamedToken is a named token whose value is read from File; Apps
-// are the applications a sidecar token may claim.
+// are the applications a sidecar token may claim, Instances (optional) the
+// instances.
 type controlNamedToken struct {
-	Name string   `yaml:"name"`
-	Role string   `yaml:"role"`
-	File string   `yaml:"file"`
-	Apps []string `yaml:"apps"`
+	Name      string   `yaml:"name"`
+	Role      string   `yaml:"role"`
+	File      string   `yaml:"file"`
+	Apps      []string `yaml:"apps"`
+	Instances []string `yaml:"instances"`
+}
+
+// controlLimits are control.Limits; zero takes the default.
+type controlLimits struct {
+	SidecarsPerCredential int `yaml:"sidecarsPerCredential"`
+	MessageBytes          int `yaml:"messageBytes"`
+	StreamsPerConnection  int `yaml:"streamsPerConnection"`
 }
 
 // controlTLS is the server side of TLS: the serving pair and the client CA.
@@ -155,12 +179,16 @@ func loadControlConfig(path string) (controlConfig, error) {
 // has credentials. Errors name the field and never hold a token.
 func (c *controlConfig) serverConfig(getenv func(string) string) (control.ServerConfig, error) {
 	sc := control.ServerConfig{
-		Listen:               c.Listen,
-		ReadAuth:             c.ReadAuth,
-		AuditFile:            c.AuditFile,
-		TLS:                  tlsfiles.Files{CertFile: c.TLS.CertFile, KeyFile: c.TLS.KeyFile, CAFile: c.TLS.CAFile},
-		ClientCertOptional:   c.TLS.ClientCertOptional,
-		AllowPlaintextTokens: c.AllowPlaintextTokens,
+		Listen:                c.Listen,
+		ReadAuth:              c.ReadAuth,
+		AuditFile:             c.AuditFile,
+		TLS:                   tlsfiles.Files{CertFile: c.TLS.CertFile, KeyFile: c.TLS.KeyFile, CAFile: c.TLS.CAFile},
+		ClientCertOptional:    c.TLS.ClientCertOptional,
+		AllowPlaintextTokens:  c.AllowPlaintextTokens,
+		AllowedHosts:          c.AllowedHosts,
+		AllowOperatorSidecars: c.AllowOperatorSidecars,
+		Limits: control.Limits{SidecarsPerCredential: c.Limits.SidecarsPerCredential, MessageBytes: c.Limits.MessageBytes,
+			StreamsPerConnection: c.Limits.StreamsPerConnection},
 	}
 	token, err := readToken(c.TokenFile, getenv)
 	if err != nil {
@@ -179,7 +207,8 @@ func (c *controlConfig) serverConfig(getenv func(string) string) (control.Server
 		} else if value, err = readTokenFile(t.File); err != nil {
 			errs = append(errs, fmt.Errorf("tokens[%d].file: %w", i, err))
 		}
-		sc.Tokens = append(sc.Tokens, control.Token{Name: t.Name, Role: role, Value: control.Secret(value), Apps: t.Apps})
+		sc.Tokens = append(sc.Tokens, control.Token{Name: t.Name, Role: role, Value: control.Secret(value), Apps: t.Apps,
+			Instances: t.Instances})
 	}
 	for i, cc := range c.ClientCertificates {
 		role, err := control.ParseRole(cc.Role)

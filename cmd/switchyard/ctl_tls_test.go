@@ -276,6 +276,12 @@ func TestControlConfigErrors(t *testing.T) {
 			"storeDir: x\nclusters: [{name: a, bootstrap: [\"h:1\"]}, {name: b, bootstrap: [\"h:2\"]}]\n", f.opsFile)},
 			[]string{"tokenFile, tokens: listen 0.0.0.0:9180 is not a loopback address and serves no TLS", "allowPlaintextTokens"}},
 		{"sidecar token without apps", [2]string{"role: read-only", "role: sidecar"}, []string{"tokens[1].apps: required for role sidecar"}},
+		{"negative limit", [2]string{"readAuth: true", "readAuth: true\nlimits: {sidecarsPerCredential: -1, messageBytes: 1024}"},
+			[]string{"limits.sidecarsPerCredential: -1 must not be negative", "limits.messageBytes: 1024: want 16 KiB to 64 MiB"}},
+		{"allowed host with a scheme", [2]string{"readAuth: true", "readAuth: true\nallowedHosts: [\"http://x\"]"},
+			[]string{`allowedHosts[0]: "http://x": want a host name`}},
+		{"instances of an operator token", [2]string{"{name: ops, role: operator,", `{name: ops, role: operator, instances: ["shop/*"],`},
+			[]string{"tokens[0].instances: only for role sidecar"}},
 		{"apps of an operator certificate", [2]string{"{identity: alice, role: operator}", "{identity: alice, role: operator, apps: [orders]}"},
 			[]string{"clientCertificates[0].apps: only for role sidecar"}},
 	} {

@@ -70,9 +70,11 @@ type Control struct {
 	// switchyard-control.switchyard.svc:9180).
 	Address string `yaml:"address"`
 	// TokenSecret is the Secret, in the pod's namespace, holding the
-	// control plane's bearer token under TokenSecretKey. It is mounted into
-	// the sidecar only. Required with Address: a control plane that
-	// listens beyond loopback always requires a token.
+	// namespace's sidecar token (a token of role sidecar, scoped to the
+	// namespace's applications and instances) under TokenSecretKey. It is
+	// mounted into the sidecar only. Required with Address, unless
+	// TLSClientCert: a control plane that listens beyond loopback always
+	// requires credentials, and refuses operator tokens to sidecars.
 	TokenSecret    string `yaml:"tokenSecret"`
 	TokenSecretKey string `yaml:"tokenSecretKey"`
 	// TLSSecret, when set, is a Secret in the pod's namespace holding the
@@ -115,7 +117,7 @@ func DefaultConfig() Config {
 		},
 		RunAsUser:  65532,
 		RunAsGroup: 65532,
-		Control:    Control{TokenSecret: "switchyard-control-token", TokenSecretKey: "token"},
+		Control:    Control{TokenSecret: "switchyard-sidecar-token", TokenSecretKey: "token"},
 	}
 }
 

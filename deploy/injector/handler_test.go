@@ -246,7 +246,7 @@ func TestInjectedSidecar(t *testing.T) {
 				t.Fatalf("token volume %v, mount %q: want them only with a control plane", ok, mounts[controlTokenVolume])
 			}
 			if tt.control {
-				if s := tok.Secret; s == nil || s.SecretName != "switchyard-control-token" || len(s.Items) != 1 || s.Items[0] != (KeyToPath{Key: "token", Path: "token"}) ||
+				if s := tok.Secret; s == nil || s.SecretName != "switchyard-sidecar-token" || len(s.Items) != 1 || s.Items[0] != (KeyToPath{Key: "token", Path: "token"}) ||
 					s.DefaultMode == nil || *s.DefaultMode != 0o444 {
 					t.Errorf("token volume %+v", tok)
 				}

@@ -4,7 +4,6 @@ import (
 	"context"
 	"crypto/tls"
 	"errors"
-	"io"
 	"net"
 	"net/http"
 	"strings"
@@ -21,6 +20,7 @@ import (
 	"google.golang.org/grpc/status"
 
 	switchyardv1 "github.com/switchyard/switchyard/api/switchyard/v1"
+	"github.com/switchyard/switchyard/internal/apiguard/apiguardtest"
 	"github.com/switchyard/switchyard/internal/tlsfiles"
 	"github.com/switchyard/switchyard/internal/tlsfiles/tlstest"
 	"github.com/switchyard/switchyard/proxy"
@@ -31,34 +31,11 @@ import (
 // and returns the status code and body.
 func rawRequest(t *testing.T, method, url, body string, header map[string]string) (int, string) {
 	t.Helper()
-	var r io.Reader
-	if body != "" {
-		r = strings.NewReader(body)
+	code, b, major := apiguardtest.Do(t, method, url, body, header)
+	if major != 1 {
+		t.Errorf("%s %s: served over HTTP/%d, want HTTP/1.1", method, url, major)
 	}
-	req, err := http.NewRequest(method, url, r)
-	if err != nil {
-		t.Fatalf("new request: %v", err)
-	}
-	for k, v := range header {
-		if k == "Host" {
-			req.Host = v
-			continue
-		}
-		req.Header.Set(k, v)
-	}
-	resp, err := http.DefaultClient.Do(req)
-	if err != nil {
-		t.Fatalf("%s %s: %v", method, url, err)
-	}
-	defer resp.Body.Close()
-	if resp.ProtoMajor != 1 {
-		t.Errorf("%s %s: served over %s, want HTTP/1.1", method, url, resp.Proto)
-	}
-	b, err := io.ReadAll(resp.Body)
-	if err != nil {
-		t.Fatalf("read body: %v", err)
-	}
-	return resp.StatusCode, string(b)
+	return code, b
 }
 
 // TestBrowserRequestsRefused sends, over real HTTP to a running admin

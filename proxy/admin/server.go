@@ -22,6 +22,7 @@ import (
 	healthpb "google.golang.org/grpc/health/grpc_health_v1"
 
 	switchyardv1 "github.com/switchyard/switchyard/api/switchyard/v1"
+	"github.com/switchyard/switchyard/internal/apiguard"
 	"github.com/switchyard/switchyard/internal/tlsfiles"
 )
 
@@ -78,7 +79,8 @@ func New(cfg Config, p Proxy, gatherer prometheus.Gatherer, logger *zap.Logger) 
 
 	// Every gRPC call goes through the guard's rules (see guard); REST
 	// calls meet the same rules in restHandler.
-	s.grpc = grpc.NewServer(grpc.ChainUnaryInterceptor(g.unaryInterceptor), grpc.ChainStreamInterceptor(g.streamInterceptor))
+	unary, stream := apiguard.Interceptors(g.checkCall)
+	s.grpc = grpc.NewServer(grpc.ChainUnaryInterceptor(unary), grpc.ChainStreamInterceptor(stream))
 	switchyardv1.RegisterProxyAdminServiceServer(s.grpc, svc)
 	// gRPC health reports liveness only (SERVING until shutdown begins):
 	// health.Server keeps static statuses, and readiness, which changes with

@@ -7,6 +7,7 @@ import (
 	"strconv"
 	"time"
 
+	"github.com/switchyard/switchyard/internal/identity"
 	"github.com/switchyard/switchyard/internal/tlsfiles"
 )
 
@@ -77,19 +78,17 @@ func (c Config) Validate() error {
 	if c.App == "" {
 		return errors.New("app: required")
 	}
-	if err := checkName(c.App); err != nil {
+	if err := identity.CheckName(c.App); err != nil {
 		return fmt.Errorf("app: %w", err)
 	}
 	if c.Instance == "" {
 		return errors.New("instance: required")
 	}
-	if err := checkName(c.Instance); err != nil {
+	if err := identity.CheckName(c.Instance); err != nil {
 		return fmt.Errorf("instance: %w", err)
 	}
-	for k, v := range c.Labels {
-		if err := checkLabel(k, v); err != nil {
-			return fmt.Errorf("labels: %w", err)
-		}
+	if err := identity.CheckLabels(c.Labels); err != nil {
+		return fmt.Errorf("labels: %w", err)
 	}
 	if c.TLS.Enabled() {
 		if err := c.TLS.Validate("tls"); err != nil {
@@ -124,49 +123,4 @@ func loopback(host string) bool {
 	}
 	ip := net.ParseIP(host)
 	return ip != nil && ip.IsLoopback()
-}
-
-// checkName accepts what the control plane, its REST API and people can
-// all show and type: printable ASCII without spaces, at most 253 bytes (a
-// DNS name's length, so a pod or service name fits).
-func checkName(s string) error {
-	if len(s) > 253 {
-		return fmt.Errorf("%q: longer than 253 bytes", s)
-	}
-	for _, r := range s {
-		if r <= ' ' || r > '~' {
-			return fmt.Errorf("%q: only printable ASCII without spaces", s)
-		}
-	}
-	return nil
-}
-
-// checkLabel accepts Kubernetes-style labels: a key of letters, digits and
-// "-_./" (a prefix such as example.com/ included), a value of letters,
-// digits and "-_." (possibly empty), each at most 253 bytes. Keeping ','
-// ';' and '=' out lets a list of labels be written k=v,k=v unambiguously.
-func checkLabel(k, v string) error {
-	if k == "" {
-		return fmt.Errorf("empty key (value %q)", v)
-	}
-	if len(k) > 253 || !labelChars(k, true) {
-		return fmt.Errorf("key %q: want letters, digits and -_./, at most 253", k)
-	}
-	if len(v) > 253 || !labelChars(v, false) {
-		return fmt.Errorf("%s: value %q: want letters, digits and -_., at most 253", k, v)
-	}
-	return nil
-}
-
-func labelChars(s string, slash bool) bool {
-	for _, r := range s {
-		switch {
-		case r >= 'a' && r <= 'z', r >= 'A' && r <= 'Z', r >= '0' && r <= '9':
-		case r == '-', r == '_', r == '.':
-		case r == '/' && slash:
-		default:
-			return false
-		}
-	}
-	return true
 }
