@@ -98,6 +98,7 @@ func (ct *Controller) observeLocked() {
 
 // cutoverRun is one cutover and the goroutine driving it.
 type cutoverRun struct {
+	id          string                // the cutover's id, fixed: readable without Controller.mu
 	c           *switchyardv1.Cutover // guarded by Controller.mu; replaced, never mutated in place once published
 	keys        []string              // the selected sidecars (app/instance), fixed at preflight
 	abort       chan struct{}
@@ -133,7 +134,7 @@ func (ct *Controller) Start(ctx context.Context) error {
 	}
 	for _, m := range stored {
 		c := m.(*switchyardv1.Cutover)
-		run := &cutoverRun{c: c, abort: make(chan struct{})}
+		run := &cutoverRun{id: c.GetId(), c: c, abort: make(chan struct{})}
 		for _, a := range c.GetSidecars() {
 			run.keys = append(run.keys, a.GetApp()+"/"+a.GetInstance())
 		}
@@ -269,7 +270,7 @@ func (ct *Controller) Create(spec *switchyardv1.CutoverSpec) (*switchyardv1.Cuto
 	}
 	now := time.Now()
 	c := &switchyardv1.Cutover{Id: newCutoverID(now), Spec: spec, Created: timestamppb.New(now)}
-	run := &cutoverRun{c: c, abort: make(chan struct{})}
+	run := &cutoverRun{id: c.GetId(), c: c, abort: make(chan struct{})}
 	ct.mu.Lock()
 	for _, other := range ct.cutovers {
 		if !terminal(other.c.GetStep()) && overlaps(other.c.GetSpec().GetSelector().GetApps(), spec.GetSelector().GetApps()) {
@@ -781,7 +782,7 @@ func (ct *Controller) preflight(run *cutoverRun) error {
 func (ct *Controller) gate(run *cutoverRun) (switchyardv1.CutoverStep, string, error) {
 	spec := ct.spec(run)
 	ct.update(run, func(c *switchyardv1.Cutover) { c.GatedAt = timestamppb.Now() })
-	v, err := ct.reg.SetRule(run.c.GetId(), spec.GetSelector(), spec.GetSource(), ct.gateOf(spec))
+	v, err := ct.reg.SetRule(run.id, spec.GetSelector(), spec.GetSource(), ct.gateOf(spec))
 	if err != nil {
 		return 0, "", err
 	}
@@ -967,7 +968,7 @@ func (ct *Controller) syncGroups(run *cutoverRun) (switchyardv1.CutoverStep, str
 
 func (ct *Controller) flip(run *cutoverRun) (switchyardv1.CutoverStep, string, error) {
 	spec := ct.spec(run)
-	v, err := ct.reg.SetRule(run.c.GetId(), spec.GetSelector(), spec.GetTarget(), ct.flipGate(spec))
+	v, err := ct.reg.SetRule(run.id, spec.GetSelector(), spec.GetTarget(), ct.flipGate(spec))
 	if err != nil {
 		return 0, "", err
 	}
@@ -985,7 +986,7 @@ func (ct *Controller) release(run *cutoverRun) (switchyardv1.CutoverStep, string
 		// Producers first; consumers once their groups rejoined.
 		consumers = &gateSpec{APIKeys: []int32{fetchKey}, Mode: "REJECT"}
 	}
-	v, err := ct.reg.SetRule(run.c.GetId(), spec.GetSelector(), spec.GetTarget(), consumers)
+	v, err := ct.reg.SetRule(run.id, spec.GetSelector(), spec.GetTarget(), consumers)
 	if err != nil {
 		return 0, "", err
 	}
@@ -1015,10 +1016,10 @@ func (ct *Controller) release(run *cutoverRun) (switchyardv1.CutoverStep, string
 	if err != nil {
 		// Go on regardless: the consumers must not stay blocked; a group
 		// that rejoins later still reads its committed offsets.
-		ct.log.Warn("consumer groups not rejoined on the target; releasing fetches anyway", zap.String("id", run.c.GetId()), zap.String("last", behind), zap.Error(err))
+		ct.log.Warn("consumer groups not rejoined on the target; releasing fetches anyway", zap.String("id", run.id), zap.String("last", behind), zap.Error(err))
 		detail += "; groups not rejoined in time: " + behind
 	}
-	v, err = ct.reg.SetRule(run.c.GetId(), spec.GetSelector(), spec.GetTarget(), nil)
+	v, err = ct.reg.SetRule(run.id, spec.GetSelector(), spec.GetTarget(), nil)
 	if err != nil {
 		return 0, "", err
 	}
@@ -1091,10 +1092,10 @@ func (ct *Controller) rollback(run *cutoverRun) (switchyardv1.CutoverStep, strin
 	// The registry's rule, stored before any sidecar heard of it, is the
 	// proof of what sidecars may have applied (GatedAt is only stored with
 	// the step after gate).
-	if !ct.reg.HasRule(run.c.GetId()) {
+	if !ct.reg.HasRule(run.id) {
 		return switchyardv1.CutoverStep_CUTOVER_STEP_ROLLED_BACK, "nothing to undo: no sidecar was gated", nil
 	}
-	v, err := ct.reg.SetRule(run.c.GetId(), spec.GetSelector(), spec.GetSource(), nil)
+	v, err := ct.reg.SetRule(run.id, spec.GetSelector(), spec.GetSource(), nil)
 	if err != nil {
 		return 0, "", err
 	}
