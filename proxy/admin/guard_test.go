@@ -434,7 +434,9 @@ func TestHealthListener(t *testing.T) {
 	waitFor(t, "both listeners", func() bool { return s.Addr() != nil && s.HealthAddr() != nil })
 	base := "http://" + s.HealthAddr().String()
 
-	fp.set(func(f *fakeProxy) { f.readyErr = errors.New("no upstream yet") })
+	// The reason can carry broker addresses: not on the health port
+	// (found by review), only on the admin API.
+	fp.set(func(f *fakeProxy) { f.readyErr = errors.New("no upstream yet: dial b-1.internal:9092") })
 	for _, tc := range []struct {
 		method, path, body string
 		want               int
@@ -442,7 +444,7 @@ func TestHealthListener(t *testing.T) {
 	}{
 		{method: "GET", path: "/healthz", want: 200, wantBody: "ok"},
 		{method: "HEAD", path: "/healthz", want: 200},
-		{method: "GET", path: "/readyz", want: 503, wantBody: "no upstream yet"},
+		{method: "GET", path: "/readyz", want: 503, wantBody: "not ready (the admin API's /readyz and /v1/status say why)"},
 		{method: "GET", path: "/metrics", want: 200, wantBody: "switchyard_health_test_total 0"},
 		{method: "GET", path: "/v1/status", want: 404},
 		{method: "GET", path: "/v1/openapi.json", want: 404},
@@ -452,9 +454,12 @@ func TestHealthListener(t *testing.T) {
 		{method: "POST", path: "/healthz", want: 405},
 	} {
 		code, body := rawRequest(t, tc.method, base+tc.path, tc.body, map[string]string{"Content-Type": "application/json", "Authorization": "Bearer tok"})
-		if code != tc.want || !strings.Contains(body, tc.wantBody) {
+		if code != tc.want || !strings.Contains(body, tc.wantBody) || strings.Contains(body, "b-1.internal") {
 			t.Errorf("%s %s on the health listener: %d %q, want %d with %q", tc.method, tc.path, code, body, tc.want, tc.wantBody)
 		}
+	}
+	if code, body := rawRequest(t, "GET", "http://"+s.Addr().String()+"/readyz", "", nil); code != 503 || !strings.Contains(body, "b-1.internal") {
+		t.Errorf("/readyz on the admin API: %d %q, want the reason", code, body)
 	}
 	fp.set(func(f *fakeProxy) {
 		if len(f.switched) > 0 || f.gateSet {

@@ -100,7 +100,7 @@ func New(cfg Config, p Proxy, gatherer prometheus.Gatherer, logger *zap.Logger) 
 	}
 
 	openapi := switchyardv1.ProxyAdminOpenAPI()
-	probes := probeMux(p, gatherer, logger)
+	probes := probeMux(p, gatherer, logger, true)
 	mux := http.NewServeMux()
 	mux.Handle("GET /metrics", probes)
 	mux.Handle("GET /healthz", probes)
@@ -151,7 +151,10 @@ func New(cfg Config, p Proxy, gatherer prometheus.Gatherer, logger *zap.Logger) 
 	// The health listener: HTTP/1.1, the three read-only paths, nothing
 	// else (404, or 405 for another method).
 	s.probes = &http.Server{
-		Handler:           http.MaxBytesHandler(probes, 1<<10),
+		// Why the proxy is not ready (an upstream's error, with broker
+		// addresses) is for the admin API; the health port, exposed to
+		// the pod network for probes and Prometheus, only says that.
+		Handler:           http.MaxBytesHandler(probeMux(p, gatherer, logger, false), 1<<10),
 		ReadHeaderTimeout: 10 * time.Second,
 		ReadTimeout:       30 * time.Second,
 		WriteTimeout:      30 * time.Second,
@@ -162,8 +165,9 @@ func New(cfg Config, p Proxy, gatherer prometheus.Gatherer, logger *zap.Logger) 
 }
 
 // probeMux serves GET /healthz (liveness), /readyz (p.Ready) and /metrics
-// (gatherer), and nothing else.
-func probeMux(p Proxy, gatherer prometheus.Gatherer, logger *zap.Logger) *http.ServeMux {
+// (gatherer), and nothing else. /readyz names the reason when detail is
+// set.
+func probeMux(p Proxy, gatherer prometheus.Gatherer, logger *zap.Logger, detail bool) *http.ServeMux {
 	mux := http.NewServeMux()
 	mux.Handle("GET /metrics", promhttp.HandlerFor(gatherer, promhttp.HandlerOpts{
 		ErrorLog: zap.NewStdLog(logger.Named("metrics")),
@@ -176,6 +180,10 @@ func probeMux(p Proxy, gatherer prometheus.Gatherer, logger *zap.Logger) *http.S
 	})
 	mux.HandleFunc("GET /readyz", func(w http.ResponseWriter, _ *http.Request) {
 		if err := p.Ready(); err != nil {
+			if !detail {
+				writeText(w, http.StatusServiceUnavailable, "not ready (the admin API's /readyz and /v1/status say why)")
+				return
+			}
 			writeText(w, http.StatusServiceUnavailable, "not ready: "+err.Error())
 			return
 		}
