@@ -4,6 +4,7 @@ import (
 	"errors"
 	"fmt"
 	"net"
+	"slices"
 	"strconv"
 	"time"
 
@@ -54,6 +55,15 @@ type Config struct {
 	// a switch behind the first batch of its producer and partition on the
 	// new cluster (sequences.go) before it is answered NOT_ENOUGH_REPLICAS.
 	HoldBudget time.Duration `yaml:"holdBudget"`
+	// MaxHold caps every hold, from when the request was parked, whatever
+	// extends it: a gate's own budget, a control plane's hold lease
+	// (ExtendHold), a switch's drain. Keep it below the clients' request
+	// timeout — request.timeout.ms, 30 s in the Java client; franz-go's
+	// produce timeout plus RequestTimeoutOverhead; socket.timeout.ms in
+	// librdkafka — or the client gives up on a held request first, closes
+	// its connection, and with retries=0 fails the send. At or above
+	// HoldBudget.
+	MaxHold time.Duration `yaml:"maxHold"`
 	// ClientAuth says how clients authenticate (SASL passthrough,
 	// terminate or none) and whether the client listeners serve TLS.
 	ClientAuth ClientAuth `yaml:"clientAuth"`
@@ -107,7 +117,8 @@ type Config struct {
 }
 
 // DefaultConfig returns the defaults: listen on 127.0.0.1:9092 with virtual
-// brokers on the following ports, 100 MiB frames, 10 s dial, drain and hold;
+// brokers on the following ports, 100 MiB frames, 10 s dial, drain and hold
+// budget, no hold longer than 25 s;
 // for client SASL terminated by the proxy, Kafka's limits before
 // authentication (512 KiB frames, 100 ms before answering a failure) and at
 // most 10 failed authentications per client address and minute.
@@ -118,6 +129,7 @@ func DefaultConfig() Config {
 		DialTimeout:   10 * time.Second,
 		DrainTimeout:  10 * time.Second,
 		HoldBudget:    10 * time.Second,
+		MaxHold:       25 * time.Second,
 
 		MaxConnections:           10000,
 		MaxInflightPerConnection: 256,
@@ -202,6 +214,9 @@ func (c *Config) Validate() error {
 	if c.HoldBudget <= 0 {
 		return fmt.Errorf("holdBudget: %v must be positive", c.HoldBudget)
 	}
+	if c.MaxHold < c.HoldBudget {
+		return fmt.Errorf("maxHold: %v is below holdBudget %v: no hold outlasts maxHold (keep both below the clients' request timeout)", c.MaxHold, c.HoldBudget)
+	}
 	if c.MaxHeldBytes <= 0 {
 		return fmt.Errorf("maxHeldBytes: %d must be positive", c.MaxHeldBytes)
 	}
@@ -235,7 +250,7 @@ func (c *Config) Validate() error {
 	if c.ClientIOTimeout <= 0 {
 		return fmt.Errorf("clientIOTimeout: %v must be positive", c.ClientIOTimeout)
 	}
-	if len(c.Gate.APIKeys) > 0 {
+	if !c.Gate.IsZero() {
 		if err := c.Gate.validate(); err != nil {
 			return fmt.Errorf("gate: %w", err)
 		}
@@ -244,10 +259,10 @@ func (c *Config) Validate() error {
 }
 
 func (g Gate) validate() error {
-	if len(g.APIKeys) == 0 {
+	if g.IsZero() {
 		return fmt.Errorf("%w: no API keys", ErrInvalidGate)
 	}
-	for _, k := range g.APIKeys {
+	for _, k := range slices.Concat(g.APIKeys, g.RejectKeys) {
 		if k < 0 {
 			return fmt.Errorf("%w: API key %d", ErrInvalidGate, k)
 		}
@@ -256,7 +271,7 @@ func (g Gate) validate() error {
 				ErrInvalidGate, k, apiName(k), gateableList())
 		}
 	}
-	if g.Mode != GateReject && g.Mode != GateHold {
+	if len(g.APIKeys) > 0 && g.Mode != GateReject && g.Mode != GateHold {
 		return fmt.Errorf("%w: mode %v", ErrInvalidGate, g.Mode)
 	}
 	if g.HoldBudget < 0 {
