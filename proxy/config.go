@@ -51,7 +51,8 @@ type Config struct {
 	// DrainTimeout bounds how long a switch waits for in-flight requests.
 	DrainTimeout time.Duration `yaml:"drainTimeout"`
 	// HoldBudget bounds how long a HOLD gate parks a request before it is
-	// answered with a retriable error, and how long a Produce waits after
+	// answered with a retriable error (unless a control plane's hold lease
+	// extends it, up to MaxHold), and how long a Produce waits after
 	// a switch behind the first batch of its producer and partition on the
 	// new cluster (sequences.go) before it is answered NOT_ENOUGH_REPLICAS.
 	HoldBudget time.Duration `yaml:"holdBudget"`
