@@ -59,11 +59,13 @@ type Config struct {
 	// MaxHold caps every hold, from when the request was parked, whatever
 	// extends it: a gate's own budget, a control plane's hold lease
 	// (ExtendHold), a switch's drain. Keep it below the clients' request
-	// timeout — request.timeout.ms, 30 s in the Java client; franz-go's
-	// produce timeout plus RequestTimeoutOverhead; socket.timeout.ms in
-	// librdkafka — or the client gives up on a held request first, closes
-	// its connection, and with retries=0 fails the send. At or above
-	// HoldBudget.
+	// timeout, or the client gives up on a held request first, closes its
+	// connection, and with retries=0 fails the send. The default, 18 s,
+	// is below the shortest default of the common clients: franz-go's
+	// ProduceRequestTimeout plus RequestTimeoutOverhead (10 s + 10 s for a
+	// Produce); request.timeout.ms is 30 s in the Java client and
+	// librdkafka, sarama's Net.ReadTimeout and kafkajs's requestTimeout
+	// 30 s. At or above HoldBudget.
 	MaxHold time.Duration `yaml:"maxHold"`
 	// ClientAuth says how clients authenticate (SASL passthrough,
 	// terminate or none) and whether the client listeners serve TLS.
@@ -119,7 +121,7 @@ type Config struct {
 
 // DefaultConfig returns the defaults: listen on 127.0.0.1:9092 with virtual
 // brokers on the following ports, 100 MiB frames, 10 s dial, drain and hold
-// budget, no hold longer than 25 s;
+// budget, no hold longer than 18 s;
 // for client SASL terminated by the proxy, Kafka's limits before
 // authentication (512 KiB frames, 100 ms before answering a failure) and at
 // most 10 failed authentications per client address and minute.
@@ -130,7 +132,7 @@ func DefaultConfig() Config {
 		DialTimeout:   10 * time.Second,
 		DrainTimeout:  10 * time.Second,
 		HoldBudget:    10 * time.Second,
-		MaxHold:       25 * time.Second,
+		MaxHold:       18 * time.Second,
 
 		MaxConnections:           10000,
 		MaxInflightPerConnection: 256,

@@ -110,7 +110,7 @@ func TestParseProxyOptionsPrecedence(t *testing.T) {
 			want: want{
 				listen: "127.0.0.1:9092", admin: "127.0.0.1:9190", active: "only",
 				clusters: []proxy.ClusterConfig{{Name: "only", Bootstrap: []string{"kafka:9092"}}},
-				drain:    10 * time.Second, hold: 10 * time.Second, maxHold: 25 * time.Second, maxFrame: 100 << 20, logLevel: "info",
+				drain:    10 * time.Second, hold: 10 * time.Second, maxHold: 18 * time.Second, maxFrame: 100 << 20, logLevel: "info",
 			},
 		},
 		{name: "file over defaults", args: []string{"--config", path}, want: fromFile},

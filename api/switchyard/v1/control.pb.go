@@ -1339,7 +1339,7 @@ type CutoverPolicy struct {
 	// retriable error, when the control plane stops renewing the hold (it
 	// renews it while the cutover progresses, so a request parked at the gate
 	// is released onto the target however long the block lasts, up to each
-	// sidecar's maxHold, 25s by default). Default 10s.
+	// sidecar's maxHold, 18s by default). Default 10s.
 	HoldBudget *durationpb.Duration `protobuf:"bytes,3,opt,name=hold_budget,json=holdBudget,proto3" json:"hold_budget,omitempty"`
 	// How long each step waits for every selected sidecar to acknowledge
 	// before the cutover rolls back. Default 10s.
