@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"slices"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -176,10 +177,10 @@ func TestHoldLeaseAndMaxHold(t *testing.T) {
 	const maxHold = 3 * time.Second
 	tp := startProxy(t, source, nil, func(c *Config) { c.HoldBudget, c.MaxHold = maxHold, maxHold })
 	leader := leaderAddr(t, tp, topic)
-	expired := func() float64 {
+	expired := func(t *testing.T) float64 {
 		return gatheredValue(t, tp.reg, "switchyard_proxy_gated_requests_total", "api_key", "Produce", "outcome", "hold_expired")
 	}
-	gate := func(budget time.Duration) {
+	gate := func(t *testing.T, budget time.Duration) {
 		t.Helper()
 		if err := tp.SetGate(Gate{APIKeys: []int16{keyProduce}, Mode: GateHold, HoldBudget: budget}); err != nil {
 			t.Fatal(err)
@@ -187,7 +188,7 @@ func TestHoldLeaseAndMaxHold(t *testing.T) {
 	}
 	// park sends a produce on a new connection and waits until it is held;
 	// answer returns its error code and how long after sending it came.
-	park := func(name string) (answer func() (int16, time.Duration)) {
+	park := func(t *testing.T, name string) (answer func() (int16, time.Duration)) {
 		t.Helper()
 		c := dialWire(t, leader, name)
 		req := rawProduce(7, -1, topic, [16]byte{}, name)
@@ -205,33 +206,35 @@ func TestHoldLeaseAndMaxHold(t *testing.T) {
 		}
 	}
 	// stillHeld checks, d after parking, that the request is held still.
-	stillHeld := func(name string, d time.Duration, before float64) {
+	stillHeld := func(t *testing.T, name string, d time.Duration, before float64) {
 		t.Helper()
 		time.Sleep(d) // the behaviour under test is how long time may pass
-		if held, exp := tp.Status().Held, expired(); held != 1 || exp != before {
+		if held, exp := tp.Status().Held, expired(t); held != 1 || exp != before {
 			t.Fatalf("%s: after %v, %d held and %v expired, want the request held", name, d, held, exp-before)
 		}
 	}
 	const budget = 400 * time.Millisecond
 
 	t.Run("no lease: the budget", func(t *testing.T) {
-		gate(budget)
+		gate(t, budget)
 		defer tp.ClearGate()
-		before := expired()
-		code, took := park("nolease")()
+		before := expired(t)
+		code, took := park(t, "nolease")()
 		if code != kerr.NotEnoughReplicas.Code || took < budget || took >= maxHold {
 			t.Errorf("answered %d after %v, want NOT_ENOUGH_REPLICAS after the %v budget", code, took, budget)
 		}
-		if got := expired() - before; got != 1 {
+		if got := expired(t) - before; got != 1 {
 			t.Errorf("hold_expired grew by %v, want 1", got)
 		}
 	})
 
 	t.Run("a renewed lease holds past the budget, until the gate lifts", func(t *testing.T) {
-		gate(budget)
+		gate(t, budget)
 		defer tp.ClearGate()
 		stop := make(chan struct{})
 		renewed := make(chan struct{})
+		stopRenewing := sync.OnceFunc(func() { close(stop); <-renewed })
+		defer stopRenewing()
 		go func() { // the control plane, renewing every budget/4
 			defer close(renewed)
 			tick := time.NewTicker(budget / 4)
@@ -245,11 +248,10 @@ func TestHoldLeaseAndMaxHold(t *testing.T) {
 				}
 			}
 		}()
-		before := expired()
-		answer := park("renewed")
-		stillHeld("renewed", 3*budget, before)
-		close(stop)
-		<-renewed
+		before := expired(t)
+		answer := park(t, "renewed")
+		stillHeld(t, "renewed", 3*budget, before)
+		stopRenewing()
 		tp.ClearGate()
 		if code, took := answer(); code != 0 {
 			t.Errorf("answered %d after %v, want forwarded when the gate lifted", code, took)
@@ -257,21 +259,21 @@ func TestHoldLeaseAndMaxHold(t *testing.T) {
 	})
 
 	t.Run("renewals stop: expiry when the lease ends", func(t *testing.T) {
-		gate(budget)
+		gate(t, budget)
 		defer tp.ClearGate()
 		lease := 4 * budget
 		tp.ExtendHold(time.Now().Add(lease))
-		code, took := park("lastlease")()
+		code, took := park(t, "lastlease")()
 		if code != kerr.NotEnoughReplicas.Code || took < lease-50*time.Millisecond || took >= maxHold {
 			t.Errorf("answered %d after %v, want NOT_ENOUGH_REPLICAS when the %v lease ended", code, took, lease)
 		}
 	})
 
 	t.Run("maxHold caps a lease", func(t *testing.T) {
-		gate(budget)
+		gate(t, budget)
 		defer tp.ClearGate()
 		tp.ExtendHold(time.Now().Add(time.Hour))
-		code, took := park("capped")()
+		code, took := park(t, "capped")()
 		if code != kerr.NotEnoughReplicas.Code || took < maxHold || took > maxHold+2*time.Second {
 			t.Errorf("answered %d after %v, want NOT_ENOUGH_REPLICAS at maxHold %v", code, took, maxHold)
 		}
@@ -280,30 +282,30 @@ func TestHoldLeaseAndMaxHold(t *testing.T) {
 	t.Run("ClearGate ends the lease", func(t *testing.T) {
 		tp.ExtendHold(time.Now().Add(time.Hour))
 		tp.ClearGate()
-		gate(budget)
+		gate(t, budget)
 		defer tp.ClearGate()
-		if code, took := park("cleared")(); code != kerr.NotEnoughReplicas.Code || took >= 4*budget {
+		if code, took := park(t, "cleared")(); code != kerr.NotEnoughReplicas.Code || took >= 4*budget {
 			t.Errorf("answered %d after %v, want NOT_ENOUGH_REPLICAS after the %v budget", code, took, budget)
 		}
 	})
 
 	t.Run("a shorter budget takes effect on a held request", func(t *testing.T) {
-		gate(2 * time.Second)
+		gate(t, 2*time.Second)
 		defer tp.ClearGate()
-		answer := park("shortened")
-		gate(budget)
+		answer := park(t, "shortened")
+		gate(t, budget)
 		if code, took := answer(); code != kerr.NotEnoughReplicas.Code || took >= 2*time.Second-100*time.Millisecond {
 			t.Errorf("answered %d after %v, want NOT_ENOUGH_REPLICAS soon after the budget became %v", code, took, budget)
 		}
 	})
 
 	t.Run("a longer budget takes effect on a held request", func(t *testing.T) {
-		gate(budget)
+		gate(t, budget)
 		defer tp.ClearGate()
-		before := expired()
-		answer := park("lengthened")
-		gate(maxHold)
-		stillHeld("lengthened", 2*budget, before)
+		before := expired(t)
+		answer := park(t, "lengthened")
+		gate(t, maxHold)
+		stillHeld(t, "lengthened", 2*budget, before)
 		tp.ClearGate()
 		if code, took := answer(); code != 0 {
 			t.Errorf("answered %d after %v, want forwarded when the gate lifted", code, took)
