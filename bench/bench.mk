@@ -14,6 +14,7 @@
 #   make bench-cutover                   # producer block window of a cutover, 1/10/50 sidecars under load (kfake, ≈3.5 min)
 #   make bench-cutover BENCH_CUTOVER_SIDECARS=50 BENCH_CUTOVER_RUNS=20
 #   make bench-cutover-real              # the same on the running test bed (make kafka-up)
+#   make bench-cutover-hold              # HOLD cutovers of VerifiableProducer (retries=0) + ConsoleConsumer on the running test bed (HOLD_RUNS, HOLD_BUDGET)
 #
 # Reports land in bench/out/ (Markdown and JSON) and on standard output.
 BENCH_MB         ?= 1024
@@ -23,7 +24,7 @@ BENCH_OUT        := bench/out
 BENCH_TESTBED_ENV := testbed/.state/env
 
 .PHONY: bench-proxy bench-proxy-real bench-proxy-real-franz bench-proxy-bins bench-proxy-profile bench-proxy-perf bench-mirror \
-	bench-cutover bench-cutover-real bench-cutover-bin bench-idle-conns soak-producers
+	bench-cutover bench-cutover-real bench-cutover-bin bench-cutover-hold bench-idle-conns soak-producers
 
 bench-proxy-bins:
 	$(GO) build -o bin/switchyard ./cmd/switchyard
@@ -135,3 +136,11 @@ bench-cutover-real: bench-cutover-bin
 	@test -f $(BENCH_TESTBED_ENV) || { echo "bench-cutover-real: no $(BENCH_TESTBED_ENV): run make kafka-up first" >&2; exit 1; }
 	bin/cutoverbench -kafka real -env $(BENCH_TESTBED_ENV) -sidecars $(BENCH_CUTOVER_SIDECARS) -runs $(BENCH_CUTOVER_RUNS) \
 		-out $(BENCH_OUT)/cutover-real $(BENCH_CUTOVER_FLAGS)
+
+# bench-cutover-hold: Apache Kafka's VerifiableProducer (retries=0) and a
+# ConsoleConsumer group behind sidecars, HOLD cutovers on the running test
+# bed; the producer's errors by exception per run (issue 13, item 7).
+HOLD_RUNS ?= 3
+bench-cutover-hold:
+	$(GO) build -o bin/switchyard ./cmd/switchyard
+	HOLD_RUNS=$(HOLD_RUNS) HOLD_BUDGET=$(HOLD_BUDGET) bench/cutover/hold-verifiable.sh

@@ -217,12 +217,21 @@ type fakeSidecar struct {
 	inFlight int64
 	reports  int // status reports sent
 	received []*switchyardv1.DesiredState
+	leases   []*switchyardv1.HoldLease
 
 	cancel context.CancelFunc
 	done   chan struct{}
 }
 
+// connectSidecar connects a fakeSidecar that announces no features (a
+// sidecar from before them).
 func connectSidecar(t *testing.T, p *plane, app, instance, active string) *fakeSidecar {
+	t.Helper()
+	return connectSidecarWith(t, p, app, instance, active, nil)
+}
+
+// connectSidecarWith connects a fakeSidecar that announces features.
+func connectSidecarWith(t *testing.T, p *plane, app, instance, active string, features []switchyardv1.SidecarFeature) *fakeSidecar {
 	t.Helper()
 	s := &fakeSidecar{t: t, app: app, instance: instance, active: active, done: make(chan struct{})}
 	ctx, cancel := context.WithCancel(metadata.AppendToOutgoingContext(context.Background(), "authorization", "Bearer "+p.token))
@@ -234,6 +243,7 @@ func connectSidecar(t *testing.T, p *plane, app, instance, active string) *fakeS
 	first := s.report()
 	first.Identity = &switchyardv1.SidecarIdentity{App: app, Instance: instance, Labels: map[string]string{"role": "producer"}}
 	first.Clusters = []string{"source", "target"}
+	first.Features = features
 	if err := stream.Send(first); err != nil {
 		t.Fatal(err)
 	}
@@ -266,7 +276,15 @@ func connectSidecar(t *testing.T, p *plane, app, instance, active string) *fakeS
 			if err != nil {
 				return
 			}
+			if l := m.GetHoldLease(); l != nil {
+				s.mu.Lock()
+				s.leases = append(s.leases, l)
+				s.mu.Unlock()
+			}
 			d := m.GetDesired()
+			if d == nil {
+				continue
+			}
 			s.mu.Lock()
 			s.received = append(s.received, d)
 			apply := !s.stall && d.GetVersion() > s.applied

@@ -10,6 +10,7 @@ import (
 	"sort"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
@@ -68,6 +69,10 @@ type Controller struct {
 	cutovers map[string]*cutoverRun
 	changed  chan struct{}
 	m        *metrics // nil until Instrument
+
+	// leasesPaused stops renewing hold leases (tests: a control plane
+	// that went silent while its cutover waits).
+	leasesPaused atomic.Bool
 }
 
 // Instrument registers the controller's and the registry's metrics.
@@ -531,9 +536,20 @@ func (ct *Controller) setDetail(run *cutoverRun, detail string) {
 // errAborted: an operator asked for a rollback.
 var errAborted = errors.New("aborted")
 
-// drive runs a cutover's steps until it ends or the controller stops.
+// drive runs a cutover's steps until it ends or the controller stops;
+// while it does, it renews its sidecars' hold lease (renewLeases).
 func (ct *Controller) drive(run *cutoverRun) {
 	defer ct.wg.Done()
+	leaseCtx, stopLeases := context.WithCancel(ct.ctx)
+	leasesDone := make(chan struct{})
+	go func() {
+		defer close(leasesDone)
+		ct.renewLeases(leaseCtx, run)
+	}()
+	defer func() {
+		stopLeases()
+		<-leasesDone
+	}()
 	for {
 		if ct.ctx.Err() != nil {
 			return // stopping: the stored step resumes or rolls back at the next start
@@ -806,13 +822,56 @@ func (ct *Controller) gateOf(spec *switchyardv1.CutoverSpec) *gateSpec {
 // A refused Fetch is answered empty (proxy/gate.go); the consumer's
 // heartbeat tells it that it is no longer a member (proxy/members.go), it
 // rejoins and reads its committed (translated) offsets.
+//
+// Under HOLD, Produce stays held through the flip (Fetch is a reject key
+// of the same gate): a produce request parked at the gate is released onto
+// the target, never answered with an error because the flip came. A
+// sidecar too old for per-key modes is sent both keys refused instead
+// (gateSpec.toProto).
 func (ct *Controller) flipGate(spec *switchyardv1.CutoverSpec) *gateSpec {
 	g := ct.gateOf(spec)
 	if len(spec.GetGroups()) > 0 {
-		g.APIKeys = append(g.APIKeys, fetchKey)
-		g.Mode, g.HoldBudget = "REJECT", 0
+		if g.Mode == "HOLD" {
+			g.RejectKeys = []int32{fetchKey}
+		} else {
+			g.APIKeys = append(g.APIKeys, fetchKey)
+		}
 	}
 	return g
+}
+
+// leaseEvery is how often a cutover renews the hold lease of its sidecars
+// for a hold budget: four times per budget, so a lease or two may be late
+// or lost without a held request expiring, and at most every 50 ms.
+func leaseEvery(budget time.Duration) time.Duration { return max(budget/4, 50*time.Millisecond) }
+
+// renewLeases renews, until ctx ends, the hold lease of the cutover's
+// sidecars while their desired state holds requests (Registry.Lease): a
+// request parked by the cutover's HOLD gate does not expire while the
+// cutover progresses — however long the drain, the group sync and the
+// flip take — up to each sidecar's maxHold. Each lease is valid for the
+// policy's hold budget: when the control plane stops (ctx ends with it)
+// or dies, held requests expire a hold budget after the last lease at the
+// latest. The cutover's driver runs it for as long as it drives.
+func (ct *Controller) renewLeases(ctx context.Context, run *cutoverRun) {
+	ct.mu.Lock()
+	id, budget := run.c.GetId(), run.c.GetSpec().GetPolicy().GetHoldBudget().AsDuration()
+	ct.mu.Unlock()
+	if budget <= 0 {
+		return
+	}
+	t := time.NewTicker(leaseEvery(budget))
+	defer t.Stop()
+	for {
+		if !ct.leasesPaused.Load() {
+			ct.reg.Lease(id, budget)
+		}
+		select {
+		case <-ctx.Done():
+			return
+		case <-t.C:
+		}
+	}
 }
 
 func (ct *Controller) drain(run *cutoverRun) (switchyardv1.CutoverStep, string, error) {

@@ -43,14 +43,42 @@ type gateSpec struct {
 	// HoldBudget (HOLD): how long a sidecar parks a request; 0 leaves the
 	// sidecar's own holdBudget.
 	HoldBudget time.Duration `json:"holdBudget,omitempty"`
+	// RejectKeys are refused whatever Mode is (Gate.reject_api_keys). A
+	// sidecar that did not announce SIDECAR_FEATURE_GATE_REJECT_KEYS is
+	// sent the gate it understands instead: see toProto.
+	RejectKeys []int32 `json:"rejectApiKeys,omitempty"`
+	// FetchWaitsForTransactions: see Gate.fetch_waits_for_transactions.
+	FetchWaitsForTransactions bool `json:"fetchWaitsForTransactions,omitempty"`
 }
 
-func (g *gateSpec) toProto() *switchyardv1.Gate {
-	pg := &switchyardv1.Gate{ApiKeys: slices.Clone(g.APIKeys), Mode: g.Mode}
+// toProto is the gate as a sidecar with the given features is sent it. A
+// sidecar that cannot refuse some keys while it holds others gets them all
+// refused, with no budget — the gate of a sidecar before per-key modes:
+// it refuses more than asked, never lets through what is to be refused.
+func (g *gateSpec) toProto(features []switchyardv1.SidecarFeature) *switchyardv1.Gate {
+	pg := &switchyardv1.Gate{ApiKeys: slices.Clone(g.APIKeys), Mode: g.Mode, FetchWaitsForTransactions: g.FetchWaitsForTransactions}
 	if g.HoldBudget > 0 {
 		pg.HoldBudget = durationpb.New(g.HoldBudget)
 	}
+	if len(g.RejectKeys) == 0 {
+		return pg
+	}
+	if slices.Contains(features, switchyardv1.SidecarFeature_SIDECAR_FEATURE_GATE_REJECT_KEYS) {
+		pg.RejectApiKeys = slices.Clone(g.RejectKeys)
+		return pg
+	}
+	keys := slices.Concat(g.APIKeys, g.RejectKeys)
+	slices.Sort(keys)
+	pg.ApiKeys, pg.Mode, pg.HoldBudget = slices.Compact(keys), "REJECT", nil
 	return pg
+}
+
+// holds reports whether the gate parks (HOLD) requests of some key.
+func (g *gateSpec) holds() bool {
+	if g == nil || !strings.EqualFold(g.Mode, "HOLD") {
+		return false
+	}
+	return slices.ContainsFunc(g.APIKeys, func(k int32) bool { return !slices.Contains(g.RejectKeys, k) })
 }
 
 func (r *rule) matches(id *switchyardv1.SidecarIdentity) bool {
@@ -103,10 +131,21 @@ type sidecar struct {
 	status    *switchyardv1.ProxyStatus
 	clusters  []string
 	lastSeen  time.Time
-	who       principal     // the credential of its current (or last) stream
-	statusAt  uint64        // the applied version reported with the status
-	goneAt    time.Time     // when its stream ended (zero while connected)
-	notify    chan struct{} // the desired state may have changed
+	who       principal                     // the credential of its current (or last) stream
+	statusAt  uint64                        // the applied version reported with the status
+	goneAt    time.Time                     // when its stream ended (zero while connected)
+	notify    chan struct{}                 // the desired state may have changed, or a lease is due
+	features  []switchyardv1.SidecarFeature // announced by its current stream
+	// lease is a hold lease due on the stream (Lease), sent by serve if
+	// the sidecar's desired state still comes from lease.rule then.
+	lease *pendingLease
+}
+
+// pendingLease is a hold lease to send: for rule's desired state, valid for
+// validFor.
+type pendingLease struct {
+	rule     string
+	validFor time.Duration
 }
 
 func sidecarKey(id *switchyardv1.SidecarIdentity) string { return id.GetApp() + "/" + id.GetInstance() }
@@ -160,9 +199,9 @@ func (r *Registry) Changed() <-chan struct{} {
 	return r.changed
 }
 
-// desiredLocked computes a sidecar's desired state: the newest matching
-// rule's, or — when none matches — an empty one at version 0.
-func (r *Registry) desiredLocked(sc *sidecar) *switchyardv1.DesiredState {
+// ruleLocked returns the rule that gives a sidecar its desired state: the
+// newest matching one; nil if none matches.
+func (r *Registry) ruleLocked(sc *sidecar) *rule {
 	var best *rule
 	for i := range r.state.Rules {
 		ru := &r.state.Rules[i]
@@ -170,6 +209,14 @@ func (r *Registry) desiredLocked(sc *sidecar) *switchyardv1.DesiredState {
 			best = ru
 		}
 	}
+	return best
+}
+
+// desiredLocked computes a sidecar's desired state: the newest matching
+// rule's, in the form the sidecar's features understand, or — when none
+// matches — an empty one at version 0.
+func (r *Registry) desiredLocked(sc *sidecar) *switchyardv1.DesiredState {
+	best := r.ruleLocked(sc)
 	if best == nil {
 		// Version 0 with no content: "nothing for you", the sidecar keeps
 		// its own configuration (and counts as ready).
@@ -177,9 +224,53 @@ func (r *Registry) desiredLocked(sc *sidecar) *switchyardv1.DesiredState {
 	}
 	d := &switchyardv1.DesiredState{Version: best.Version, ActiveCluster: best.Active}
 	if best.Gate != nil {
-		d.Gate = best.Gate.toProto()
+		d.Gate = best.Gate.toProto(sc.features)
 	}
 	return d
+}
+
+// Lease renews the hold lease of rule id's sidecars: every connected
+// sidecar whose desired state comes from that rule, with a gate that holds
+// requests, and which announced SIDECAR_FEATURE_HOLD_LEASE, is sent a
+// HoldLease for its desired version, valid for validFor from when it
+// arrives. It returns how many sidecars are due one. Nothing is stored and
+// no version is used: a lease lives only while the caller keeps renewing
+// it. A lease is sent after the desired state it is for; one due when the
+// sidecar's state has moved to another rule is dropped.
+func (r *Registry) Lease(id string, validFor time.Duration) int {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	n := 0
+	for _, sc := range r.sidecars {
+		if !sc.connected || !slices.Contains(sc.features, switchyardv1.SidecarFeature_SIDECAR_FEATURE_HOLD_LEASE) {
+			continue
+		}
+		if ru := r.ruleLocked(sc); ru == nil || ru.ID != id || !ru.Gate.holds() {
+			continue
+		}
+		sc.lease = &pendingLease{rule: id, validFor: validFor}
+		n++
+		select {
+		case sc.notify <- struct{}{}:
+		default:
+		}
+	}
+	return n
+}
+
+// takeLeaseLocked returns the hold lease due for a sidecar, if its desired
+// state still comes from the leased rule and holds requests, and clears it.
+func (r *Registry) takeLeaseLocked(sc *sidecar) *switchyardv1.HoldLease {
+	l := sc.lease
+	sc.lease = nil
+	if l == nil {
+		return nil
+	}
+	ru := r.ruleLocked(sc)
+	if ru == nil || ru.ID != l.rule || !ru.Gate.holds() {
+		return nil
+	}
+	return &switchyardv1.HoldLease{Version: ru.Version, ValidFor: durationpb.New(l.validFor)}
 }
 
 // SetRule creates or updates the rule with the given id, persists it, and
@@ -398,6 +489,7 @@ func (r *Registry) List(app string) []*switchyardv1.Sidecar {
 		out = append(out, &switchyardv1.Sidecar{
 			Identity: sc.id, Connected: sc.connected, Desired: r.desiredLocked(sc), AppliedVersion: sc.applied,
 			ApplyError: sc.applyErr, Status: sc.status, LastSeen: timestamppb.New(sc.lastSeen), Credential: sc.who.String(),
+			Features: slices.Clone(sc.features),
 		})
 	}
 	sort.Slice(out, func(i, j int) bool {
@@ -480,12 +572,19 @@ func (r *Registry) serve(stream switchyardv1.SidecarService_ConnectServer, who p
 	for {
 		r.mu.Lock()
 		d := r.desiredLocked(sc)
+		lease := r.takeLeaseLocked(sc)
 		r.mu.Unlock()
 		if d != nil && (sent == nil || !proto.Equal(d, sent)) {
 			if err := stream.Send(&switchyardv1.ConnectResponse{Desired: d}); err != nil {
 				return err
 			}
 			sent = d
+		}
+		// After the desired state it is for (computed together).
+		if lease != nil {
+			if err := stream.Send(&switchyardv1.ConnectResponse{HoldLease: lease}); err != nil {
+				return err
+			}
 		}
 		select {
 		case <-sc.notify:
@@ -557,6 +656,7 @@ func (r *Registry) attach(id *switchyardv1.SidecarIdentity, first *switchyardv1.
 	}
 	r.gen++
 	sc.id, sc.gen, sc.connected, sc.goneAt, sc.who = proto.Clone(id).(*switchyardv1.SidecarIdentity), r.gen, true, time.Time{}, who
+	sc.features, sc.lease = slices.Clone(first.GetFeatures()), nil
 	r.applyReportLocked(sc, first)
 	r.broadcastLocked()
 	return sc, r.gen, nil

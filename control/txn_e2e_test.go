@@ -59,6 +59,13 @@ func startTxnBed(t *testing.T, ctx context.Context) *txnBed {
 
 func (b *txnBed) waitUntil(t *testing.T, ctx context.Context, what string, cond func() bool) {
 	t.Helper()
+	waitUntil(t, ctx, what, cond)
+}
+
+// waitUntil polls cond every 20 ms until it holds, failing the test when
+// ctx ends first.
+func waitUntil(t *testing.T, ctx context.Context, what string, cond func() bool) {
+	t.Helper()
 	for !cond() {
 		select {
 		case <-ctx.Done():

@@ -4,6 +4,7 @@ import (
 	"errors"
 	"fmt"
 	"net"
+	"slices"
 	"strconv"
 	"time"
 
@@ -50,10 +51,22 @@ type Config struct {
 	// DrainTimeout bounds how long a switch waits for in-flight requests.
 	DrainTimeout time.Duration `yaml:"drainTimeout"`
 	// HoldBudget bounds how long a HOLD gate parks a request before it is
-	// answered with a retriable error, and how long a Produce waits after
+	// answered with a retriable error (unless a control plane's hold lease
+	// extends it, up to MaxHold), and how long a Produce waits after
 	// a switch behind the first batch of its producer and partition on the
 	// new cluster (sequences.go) before it is answered NOT_ENOUGH_REPLICAS.
 	HoldBudget time.Duration `yaml:"holdBudget"`
+	// MaxHold caps every hold, from when the request was parked, whatever
+	// extends it: a gate's own budget, a control plane's hold lease
+	// (ExtendHold), a switch's drain. Keep it below the clients' request
+	// timeout, or the client gives up on a held request first, closes its
+	// connection, and with retries=0 fails the send. The default, 18 s,
+	// is below the shortest default of the common clients: franz-go's
+	// ProduceRequestTimeout plus RequestTimeoutOverhead (10 s + 10 s for a
+	// Produce); request.timeout.ms is 30 s in the Java client and
+	// librdkafka, sarama's Net.ReadTimeout and kafkajs's requestTimeout
+	// 30 s. At or above HoldBudget.
+	MaxHold time.Duration `yaml:"maxHold"`
 	// ClientAuth says how clients authenticate (SASL passthrough,
 	// terminate or none) and whether the client listeners serve TLS.
 	ClientAuth ClientAuth `yaml:"clientAuth"`
@@ -107,7 +120,8 @@ type Config struct {
 }
 
 // DefaultConfig returns the defaults: listen on 127.0.0.1:9092 with virtual
-// brokers on the following ports, 100 MiB frames, 10 s dial, drain and hold;
+// brokers on the following ports, 100 MiB frames, 10 s dial, drain and hold
+// budget, no hold longer than 18 s;
 // for client SASL terminated by the proxy, Kafka's limits before
 // authentication (512 KiB frames, 100 ms before answering a failure) and at
 // most 10 failed authentications per client address and minute.
@@ -118,6 +132,7 @@ func DefaultConfig() Config {
 		DialTimeout:   10 * time.Second,
 		DrainTimeout:  10 * time.Second,
 		HoldBudget:    10 * time.Second,
+		MaxHold:       18 * time.Second,
 
 		MaxConnections:           10000,
 		MaxInflightPerConnection: 256,
@@ -202,6 +217,9 @@ func (c *Config) Validate() error {
 	if c.HoldBudget <= 0 {
 		return fmt.Errorf("holdBudget: %v must be positive", c.HoldBudget)
 	}
+	if c.MaxHold < c.HoldBudget {
+		return fmt.Errorf("maxHold: %v is below holdBudget %v: no hold outlasts maxHold (keep both below the clients' request timeout)", c.MaxHold, c.HoldBudget)
+	}
 	if c.MaxHeldBytes <= 0 {
 		return fmt.Errorf("maxHeldBytes: %d must be positive", c.MaxHeldBytes)
 	}
@@ -235,7 +253,7 @@ func (c *Config) Validate() error {
 	if c.ClientIOTimeout <= 0 {
 		return fmt.Errorf("clientIOTimeout: %v must be positive", c.ClientIOTimeout)
 	}
-	if len(c.Gate.APIKeys) > 0 {
+	if !c.Gate.IsZero() {
 		if err := c.Gate.validate(); err != nil {
 			return fmt.Errorf("gate: %w", err)
 		}
@@ -244,10 +262,10 @@ func (c *Config) Validate() error {
 }
 
 func (g Gate) validate() error {
-	if len(g.APIKeys) == 0 {
+	if g.IsZero() {
 		return fmt.Errorf("%w: no API keys", ErrInvalidGate)
 	}
-	for _, k := range g.APIKeys {
+	for _, k := range slices.Concat(g.APIKeys, g.RejectKeys) {
 		if k < 0 {
 			return fmt.Errorf("%w: API key %d", ErrInvalidGate, k)
 		}
@@ -256,7 +274,7 @@ func (g Gate) validate() error {
 				ErrInvalidGate, k, apiName(k), gateableList())
 		}
 	}
-	if g.Mode != GateReject && g.Mode != GateHold {
+	if len(g.APIKeys) > 0 && g.Mode != GateReject && g.Mode != GateHold {
 		return fmt.Errorf("%w: mode %v", ErrInvalidGate, g.Mode)
 	}
 	if g.HoldBudget < 0 {

@@ -40,17 +40,21 @@ type admission struct {
 // the connection's reader is the one parked: after the gate lifts (or the
 // switch flips) they are forwarded one after the other, onto the cluster
 // active then. A held request that cannot be held any longer — it outlived
-// the hold budget, or holding it would take the proxy past MaxHeldBytes —
-// is answered with the API's retriable error, and from then on every gated
-// request of that connection and API key is answered the same way at once,
-// until one of them is admitted: a later request (the next batch of the
-// same partition, say) must not reach a cluster before an earlier one the
-// client will retry. The hold budget is therefore the longest a request waits, and
-// must stay below the client's request timeout (request.timeout.ms,
-// 30 s in the Java client; franz-go's produce timeout plus its
-// RequestTimeoutOverhead); each retry after it counts against the client's
-// delivery timeout (delivery.timeout.ms, 120 s in the Java client;
-// franz-go's RecordDeliveryTimeout, unbounded by default).
+// its hold (holdDeadline), or holding it would take the proxy past
+// MaxHeldBytes — is answered with the API's retriable error, and from then
+// on every gated request of that connection and API key is answered the
+// same way at once, until one of them is admitted: a later request (the
+// next batch of the same partition, say) must not reach a cluster before
+// an earlier one the client will retry. MaxHold is therefore the longest a
+// request waits, and must stay below the client's request timeout
+// (request.timeout.ms, 30 s in the Java client; franz-go's produce timeout
+// plus its RequestTimeoutOverhead); each retry after it counts against the
+// client's delivery timeout (delivery.timeout.ms, 120 s in the Java
+// client; franz-go's RecordDeliveryTimeout, unbounded by default).
+//
+// Modes are per key (Gate.ModeFor): a gate that replaces a HOLD gate and
+// still holds the key keeps a parked request parked, even if it refuses
+// other keys.
 func (p *Proxy) admit(ctx context.Context, c *clientConn, hdr requestHeader, body []byte) (admission, error) {
 	key := hdr.Key
 	note, txnTimeout := classifyTxn(hdr, body)
@@ -58,9 +62,10 @@ func (p *Proxy) admit(ctx context.Context, c *clientConn, hdr requestHeader, bod
 	// in memory.
 	size := int64(len(body)) + int64(hdr.BodyOffset) + 4
 	var (
-		holding bool
-		timer   *time.Timer
-		expired <-chan time.Time
+		holding  bool
+		bounded  bool      // a request with a retriable error: its hold ends (holdDeadline)
+		parkedAt time.Time // when it was parked
+		timer    *time.Timer
 	)
 	defer func() {
 		if holding {
@@ -88,19 +93,28 @@ func (p *Proxy) admit(ctx context.Context, c *clientConn, hdr requestHeader, bod
 			return admission{}, ErrClosed
 		}
 		ch := p.stateCh
-		gated, switching := p.gate.Blocks(key), p.switching
+		mode, gated := p.gate.ModeFor(key)
+		switching := p.switching
 		budget := p.gate.HoldBudget
 		if budget <= 0 {
 			budget = p.cfg.HoldBudget
 		}
+		lease := p.holdLease
 		if note != nil {
 			p.pids.txns.settle(note, txnTimeout)
 			switch note.kind {
 			case txnContinues:
 				gated, switching = false, false
 			case txnStarts:
-				gated = gated || p.gate.Blocks(keyProduce)
+				if !gated {
+					mode, gated = p.gate.ModeFor(keyProduce)
+				}
 			}
+		}
+		if gated && key == keyFetch && p.gate.FetchWaitsForTransactions && p.pids.txns.openCount() > 0 {
+			// An open transaction may need more input to reach its end;
+			// its EndTxn passes every gate (txnContinues).
+			gated = false
 		}
 		if switching && !gated && (key == keyMetadata || key == keyFindCoordinator) && p.pids.txns.openCount() > 0 {
 			// A transaction's EndTxn may follow a metadata or coordinator
@@ -110,7 +124,7 @@ func (p *Proxy) admit(ctx context.Context, c *clientConn, hdr requestHeader, bod
 			// are answered by the old cluster and drained like the rest.
 			switching = false
 		}
-		if gated && p.gate.Mode == GateReject {
+		if gated && mode == GateReject {
 			p.mu.Unlock()
 			p.m.gated.WithLabelValues(apiName(key), "reject").Inc()
 			if key == keyFetch {
@@ -137,9 +151,9 @@ func (p *Proxy) admit(ctx context.Context, c *clientConn, hdr requestHeader, bod
 		p.mu.Unlock()
 		if !holding {
 			// Only a request that can be answered with a retriable error
-			// has a budget and a byte limit. Others (Metadata, say) parked
-			// by a switch wait for it: a switch is bounded by its drain
-			// timeout.
+			// has a deadline and a byte limit. Others (Metadata, say)
+			// parked by a switch wait for it: a switch is bounded by its
+			// drain timeout.
 			if gateable(key) {
 				if o, ok := c.gateAnswered[key]; ok {
 					return reject(o)
@@ -148,8 +162,7 @@ func (p *Proxy) admit(ctx context.Context, c *clientConn, hdr requestHeader, bod
 					p.heldBytes.Add(-size)
 					return reject("hold_limit")
 				}
-				timer = time.NewTimer(budget)
-				expired = timer.C
+				bounded, parkedAt = true, time.Now()
 			} else {
 				p.heldBytes.Add(size)
 			}
@@ -161,14 +174,44 @@ func (p *Proxy) admit(ctx context.Context, c *clientConn, hdr requestHeader, bod
 				p.m.gated.WithLabelValues(apiName(key), "hold").Inc()
 			}
 		}
+		var expired <-chan time.Time
+		if bounded {
+			// Recomputed at every turn: the gate in force now gives the
+			// budget, the lease may have been renewed since.
+			wait := time.Until(holdDeadline(parkedAt, budget, lease, p.cfg.MaxHold))
+			if wait <= 0 {
+				return reject("hold_expired")
+			}
+			if timer == nil {
+				timer = time.NewTimer(wait)
+			} else {
+				timer.Reset(wait)
+			}
+			expired = timer.C
+		}
 		select {
 		case <-ch:
 		case <-expired:
-			return reject("hold_expired")
+			// The deadline may have moved (a lease): the next turn decides.
 		case <-ctx.Done():
 			return admission{}, ctx.Err()
 		}
 	}
+}
+
+// holdDeadline is when a request parked at parkedAt stops being held: a
+// budget after it was parked, or later while a hold lease runs (a control
+// plane renews it while its cutover progresses), but never more than
+// maxHold after it was parked.
+func holdDeadline(parkedAt time.Time, budget time.Duration, lease time.Time, maxHold time.Duration) time.Time {
+	end := parkedAt.Add(budget)
+	if lease.After(end) {
+		end = lease
+	}
+	if limit := parkedAt.Add(maxHold); end.After(limit) {
+		end = limit
+	}
+	return end
 }
 
 // Retriable errors a gate answers with, per API. Each is one that every

@@ -186,7 +186,7 @@ func TestGateHoldForwardsInOrder(t *testing.T) {
 	source, _ := kafkatest.Pair(t)
 	topic := kafkatest.Topic(t, "hold")
 	source.CreateTopic(t, topic, 1)
-	tp := startProxy(t, source, nil, func(c *Config) { c.HoldBudget = 30 * time.Second })
+	tp := startProxy(t, source, nil, func(c *Config) { c.HoldBudget, c.MaxHold = 30*time.Second, 30*time.Second })
 	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
 	defer cancel()
 	cl := tp.client(t)

@@ -30,7 +30,7 @@ func TestHoldCutoverKeepsOrder(t *testing.T) {
 	topic := kafkatest.Topic(t, "holdcut")
 	source.CreateTopic(t, topic, 1)
 	target.CreateTopic(t, topic, 1)
-	tp := startProxy(t, source, target, func(c *Config) { c.HoldBudget = 30 * time.Second })
+	tp := startProxy(t, source, target, func(c *Config) { c.HoldBudget, c.MaxHold = 30*time.Second, 30*time.Second })
 	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
 	defer cancel()
 	producer := tp.client(t, kgo.ProducerLinger(0))
@@ -268,7 +268,7 @@ func TestHoldByteLimit(t *testing.T) {
 	req := rawProduce(7, -1, topic, [16]byte{}, "x")
 	frame := int64(len(kmsg.NewRequestFormatter(kmsg.FormatterClientID("limit")).AppendRequest(nil, req, 1)))
 	tp := startProxy(t, source, nil, func(c *Config) {
-		c.HoldBudget = time.Minute
+		c.HoldBudget, c.MaxHold = time.Minute, time.Minute
 		c.MaxHeldBytes = frame + frame/2
 	})
 	if err := tp.SetGate(Gate{APIKeys: []int16{keyProduce}, Mode: GateHold}); err != nil {
@@ -332,7 +332,7 @@ func TestGateHoldBudget(t *testing.T) {
 	source, _ := kafkatest.Pair(t)
 	topic := kafkatest.Topic(t, "gatebudget")
 	source.CreateTopic(t, topic, 1)
-	tp := startProxy(t, source, nil, func(c *Config) { c.HoldBudget = time.Minute })
+	tp := startProxy(t, source, nil, func(c *Config) { c.HoldBudget, c.MaxHold = time.Minute, time.Minute })
 	if err := tp.SetGate(Gate{APIKeys: []int16{keyProduce}, Mode: GateHold, HoldBudget: 200 * time.Millisecond}); err != nil {
 		t.Fatal(err)
 	}

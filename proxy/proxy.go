@@ -69,6 +69,7 @@ type Proxy struct {
 	active      *upstream
 	gen         uint64 // bumped by every switch
 	gate        Gate
+	holdLease   time.Time // held requests may stay parked until then (ExtendHold); zero: none
 	switching   bool
 	stateCh     chan struct{} // closed and replaced when active, gate or switching change
 	vbrokers    []*vbroker    // indexed by virtual node id
@@ -115,7 +116,7 @@ func New(cfg Config, log *zap.Logger, reg prometheus.Registerer) (*Proxy, error)
 		toVirtual:   map[string]map[int32]int32{},
 		fromVirtual: map[string]map[int32]int32{},
 		conns:       map[*clientConn]struct{}{},
-		gate:        cfg.Gate,
+		gate:        cfg.Gate.Canonical(),
 		pids:        newProducerIDs(cfg, m),
 	}
 	p.clusterID = cfg.ClusterID
@@ -525,27 +526,53 @@ func (p *Proxy) broadcastLocked() {
 }
 
 // SetGate replaces the gate in force. Requests already held by a previous
-// HOLD gate are re-evaluated against the new one.
+// HOLD gate are re-evaluated against the new one: still held if it holds
+// their key (their hold counted from when they were parked, with the new
+// gate's budget), refused if it refuses it, forwarded if it does not block
+// it. The gate is kept in its canonical form (Gate.Canonical).
 func (p *Proxy) SetGate(g Gate) error {
 	if err := g.validate(); err != nil {
 		return err
 	}
-	g.APIKeys = append([]int16(nil), g.APIKeys...)
+	g = g.Canonical()
 	p.mu.Lock()
 	defer p.mu.Unlock()
 	p.gate = g
 	p.broadcastLocked()
-	p.log.Info("gate set", zap.String("mode", g.Mode.String()), zap.Any("api_keys", g.APIKeys), zap.Duration("hold_budget", g.HoldBudget))
+	p.log.Info("gate set", zap.String("mode", g.Mode.String()), zap.Any("api_keys", g.APIKeys), zap.Any("reject_api_keys", g.RejectKeys),
+		zap.Duration("hold_budget", g.HoldBudget), zap.Bool("fetch_waits_for_transactions", g.FetchWaitsForTransactions))
+	if g.Mode == GateHold && g.HoldBudget > p.cfg.MaxHold {
+		p.log.Warn("the gate's hold budget is above maxHold: holds end at maxHold",
+			zap.Duration("hold_budget", g.HoldBudget), zap.Duration("max_hold", p.cfg.MaxHold))
+	}
 	return nil
 }
 
 // ClearGate lifts the gate; held requests are forwarded in arrival order.
+// A hold lease ends with it.
 func (p *Proxy) ClearGate() {
 	p.mu.Lock()
 	defer p.mu.Unlock()
 	p.gate = Gate{}
+	p.holdLease = time.Time{}
 	p.broadcastLocked()
 	p.log.Info("gate cleared")
+}
+
+// ExtendHold keeps the requests held now or later from expiring before
+// until — a control plane's hold lease, renewed while the cutover that
+// gated them progresses — but never past Config.MaxHold after each was
+// parked. A lease only extends: an until before the one in force changes
+// nothing. ClearGate ends it. Without a lease, a held request expires at
+// the gate's hold budget.
+func (p *Proxy) ExtendHold(until time.Time) {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	if until.After(p.holdLease) {
+		// No wake-up: a waiter's timer fires at its old deadline and the
+		// waiter recomputes it then.
+		p.holdLease = until
+	}
 }
 
 // Ready returns nil once the active cluster's metadata has been loaded and
@@ -575,7 +602,7 @@ func (p *Proxy) Status() Status {
 		ActiveCluster: p.active.name,
 		ClusterID:     p.clusterID,
 		Switching:     p.switching,
-		Gate:          Gate{APIKeys: append([]int16(nil), p.gate.APIKeys...), Mode: p.gate.Mode, HoldBudget: p.gate.HoldBudget},
+		Gate:          p.gate.Canonical(), // a copy
 		Connections:   int64(len(p.conns)),
 		Switches:      p.switches,
 	}

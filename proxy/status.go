@@ -2,6 +2,7 @@ package proxy
 
 import (
 	"fmt"
+	"slices"
 	"strings"
 	"time"
 )
@@ -43,22 +44,97 @@ func ParseGateMode(s string) (GateMode, error) {
 }
 
 // Gate blocks a set of API keys. The zero Gate blocks nothing.
+//
+// Keys have a mode each: those of APIKeys are treated as Mode says, those
+// of RejectKeys are refused (REJECT) whatever Mode is. So one gate can hold
+// Produce while it refuses Fetch — a cutover's flip does — and a request
+// held by it is still held when such a gate replaces a HOLD gate. A key in
+// both lists is refused. Canonical returns the one form the proxy keeps
+// and reports.
 type Gate struct {
 	APIKeys []int16
 	Mode    GateMode
 	// HoldBudget, for a HOLD gate, is how long a request is parked before
-	// the retriable error; 0 is Config.HoldBudget.
+	// the retriable error; 0 is Config.HoldBudget. A hold lease
+	// (Proxy.ExtendHold) extends it; Config.MaxHold caps it.
 	HoldBudget time.Duration
+	// RejectKeys are refused whatever Mode is. With APIKeys empty, Mode
+	// may be zero.
+	RejectKeys []int16
+	// FetchWaitsForTransactions: while a transaction is open through the
+	// proxy, Fetch is not blocked, so an application whose open
+	// transaction needs more input to reach its commit can finish it.
+	FetchWaitsForTransactions bool
 }
 
-// Blocks reports whether the gate blocks the given API key.
+// Blocks reports whether the gate blocks the given API key, in any mode.
 func (g Gate) Blocks(key int16) bool {
-	for _, k := range g.APIKeys {
-		if k == key {
-			return true
+	_, ok := g.ModeFor(key)
+	return ok
+}
+
+// ModeFor returns what the gate does with requests of key, and whether it
+// blocks them at all.
+func (g Gate) ModeFor(key int16) (GateMode, bool) {
+	if slices.Contains(g.RejectKeys, key) {
+		return GateReject, true
+	}
+	if slices.Contains(g.APIKeys, key) {
+		return g.Mode, true
+	}
+	return 0, false
+}
+
+// IsZero reports whether the gate blocks nothing.
+func (g Gate) IsZero() bool { return len(g.APIKeys) == 0 && len(g.RejectKeys) == 0 }
+
+// Keys returns every key the gate blocks, sorted, once each.
+func (g Gate) Keys() []int16 {
+	keys := slices.Concat(g.APIKeys, g.RejectKeys)
+	slices.Sort(keys)
+	return slices.Compact(keys)
+}
+
+// Canonical returns the gate in the one form that blocks the same keys the
+// same way, which the proxy keeps and reports: keys sorted and once each;
+// RejectKeys only beside HOLD keys, disjoint from APIKeys; a gate whose
+// every key is refused is a REJECT gate of APIKeys (the form a sidecar
+// without per-key modes understands too). It allocates new slices.
+func (g Gate) Canonical() Gate {
+	if g.IsZero() {
+		return Gate{}
+	}
+	reject := slices.Clone(g.RejectKeys)
+	slices.Sort(reject)
+	reject = slices.Compact(reject)
+	var hold []int16
+	if g.Mode == GateHold {
+		for _, k := range g.APIKeys {
+			if !slices.Contains(reject, k) {
+				hold = append(hold, k)
+			}
+		}
+		slices.Sort(hold)
+		hold = slices.Compact(hold)
+	}
+	out := g
+	if len(hold) == 0 {
+		out.APIKeys, out.Mode, out.RejectKeys = g.Keys(), GateReject, nil
+	} else {
+		out.APIKeys, out.RejectKeys = hold, reject
+		if len(reject) == 0 {
+			out.RejectKeys = nil
 		}
 	}
-	return false
+	return out
+}
+
+// Equal reports whether a and b block the same keys the same way, with the
+// same budget; no gate equals no gate whatever its mode.
+func (g Gate) Equal(b Gate) bool {
+	g, b = g.Canonical(), b.Canonical()
+	return g.Mode == b.Mode && g.HoldBudget == b.HoldBudget && g.FetchWaitsForTransactions == b.FetchWaitsForTransactions &&
+		slices.Equal(g.APIKeys, b.APIKeys) && slices.Equal(g.RejectKeys, b.RejectKeys)
 }
 
 // Status is a point-in-time view of a proxy.

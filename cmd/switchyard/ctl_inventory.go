@@ -139,19 +139,30 @@ func printSidecars(w io.Writer, sidecars []*switchyardv1.Sidecar, now time.Time)
 	_ = tw.Flush()
 }
 
-// gateString is "HOLD Produce,Fetch", "-" for no gate.
+// gateString is "HOLD Produce,Fetch", "HOLD Produce; REJECT Fetch" for a
+// gate with reject keys, "-" for no gate.
 func gateString(g *switchyardv1.Gate) string {
-	if g == nil || len(g.GetApiKeys()) == 0 {
+	if g == nil || len(g.GetApiKeys())+len(g.GetRejectApiKeys()) == 0 {
 		return "-"
 	}
-	names := make([]string, len(g.GetApiKeys()))
-	for i, k := range g.GetApiKeys() {
-		names[i] = kmsg.NameForKey(int16(k))
-		if names[i] == "Unknown" || names[i] == "" {
-			names[i] = fmt.Sprint(k)
+	names := func(keys []int32) string {
+		out := make([]string, len(keys))
+		for i, k := range keys {
+			out[i] = kmsg.NameForKey(int16(k))
+			if out[i] == "Unknown" || out[i] == "" {
+				out[i] = fmt.Sprint(k)
+			}
 		}
+		return strings.Join(out, ",")
 	}
-	return g.GetMode() + " " + strings.Join(names, ",")
+	var parts []string
+	if len(g.GetApiKeys()) > 0 {
+		parts = append(parts, g.GetMode()+" "+names(g.GetApiKeys()))
+	}
+	if len(g.GetRejectApiKeys()) > 0 {
+		parts = append(parts, "REJECT "+names(g.GetRejectApiKeys()))
+	}
+	return strings.Join(parts, "; ")
 }
 
 // runMirrors runs `switchyard ctl mirrors`.

@@ -997,3 +997,22 @@ func TestCtlJSON(t *testing.T) {
 		})
 	}
 }
+
+// TestGateString: the GATE column names each key's mode, reject keys apart.
+func TestGateString(t *testing.T) {
+	for _, tt := range []struct {
+		g    *switchyardv1.Gate
+		want string
+	}{
+		{nil, "-"},
+		{&switchyardv1.Gate{}, "-"},
+		{&switchyardv1.Gate{ApiKeys: []int32{0, 1}, Mode: "HOLD"}, "HOLD Produce,Fetch"},
+		{&switchyardv1.Gate{ApiKeys: []int32{0}, Mode: "HOLD", RejectApiKeys: []int32{1}}, "HOLD Produce; REJECT Fetch"},
+		{&switchyardv1.Gate{RejectApiKeys: []int32{1, 8}}, "REJECT Fetch,OffsetCommit"},
+		{&switchyardv1.Gate{ApiKeys: []int32{30000}, Mode: "REJECT"}, "REJECT 30000"},
+	} {
+		if got := gateString(tt.g); got != tt.want {
+			t.Errorf("gateString(%v) = %q, want %q", tt.g, got, tt.want)
+		}
+	}
+}

@@ -57,6 +57,7 @@ type proxyFile struct {
 	DialTimeout       time.Duration         `yaml:"dialTimeout"`
 	DrainTimeout      time.Duration         `yaml:"drainTimeout"`
 	HoldBudget        time.Duration         `yaml:"holdBudget"`
+	MaxHold           time.Duration         `yaml:"maxHold"`
 	MaxHeldBytes      int64                 `yaml:"maxHeldBytes"`
 	MaxConnections    int                   `yaml:"maxConnections"`
 	MaxInflight       int                   `yaml:"maxInflightPerConnection"`
@@ -168,6 +169,7 @@ func parseProxyOptions(args []string, getenv func(string) string, stderr io.Writ
 		{"dial-timeout", opts.Proxy.DialTimeout.String(), "upstream dial `timeout`"},
 		{"drain-timeout", opts.Proxy.DrainTimeout.String(), "how long a switch waits for in-flight requests"},
 		{"hold-budget", opts.Proxy.HoldBudget.String(), "how long a HOLD gate parks a request before a retriable error"},
+		{"max-hold", opts.Proxy.MaxHold.String(), "longest any request is held, whatever extends it (a control plane's hold lease); keep it below the clients' request timeout"},
 		{"max-held-bytes", strconv.FormatInt(opts.Proxy.MaxHeldBytes, 10), "`bytes` of requests HOLD gates and a draining switch may park at once; beyond, they are answered as REJECT"},
 		{"max-connections", strconv.Itoa(opts.Proxy.MaxConnections), "client connections served at once; more are closed on accept"},
 		{"max-inflight-per-connection", strconv.Itoa(opts.Proxy.MaxInflightPerConnection), "requests of one connection forwarded and unanswered; beyond, the client is not read until a response goes out"},
@@ -455,6 +457,8 @@ func applyProxyOption(o *proxyOptions, name, value string) error {
 		o.Proxy.DrainTimeout, err = time.ParseDuration(value)
 	case "hold-budget":
 		o.Proxy.HoldBudget, err = time.ParseDuration(value)
+	case "max-hold":
+		o.Proxy.MaxHold, err = time.ParseDuration(value)
 	case "max-held-bytes":
 		o.Proxy.MaxHeldBytes, err = strconv.ParseInt(value, 10, 64)
 	case "max-connections":
@@ -606,6 +610,7 @@ func loadProxyFile(path string, o *proxyOptions) error {
 	set(&o.Proxy.DialTimeout, f.DialTimeout)
 	set(&o.Proxy.DrainTimeout, f.DrainTimeout)
 	set(&o.Proxy.HoldBudget, f.HoldBudget)
+	set(&o.Proxy.MaxHold, f.MaxHold)
 	set(&o.Proxy.MaxHeldBytes, f.MaxHeldBytes)
 	set(&o.Proxy.MaxConnections, f.MaxConnections)
 	set(&o.Proxy.MaxInflightPerConnection, f.MaxInflight)

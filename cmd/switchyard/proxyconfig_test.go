@@ -29,6 +29,7 @@ clusters:
 forbiddenApiKeys: [0]
 drainTimeout: 7s
 holdBudget: 700ms
+maxHold: 20s
 maxFrameBytes: 2048
 logLevel: debug
 `
@@ -55,7 +56,7 @@ func TestParseProxyOptionsPrecedence(t *testing.T) {
 		listen, admin, active string
 		clusters              []proxy.ClusterConfig
 		gate                  proxy.Gate
-		drain, hold           time.Duration
+		drain, hold, maxHold  time.Duration
 		maxFrame              int32
 		logLevel              string
 	}
@@ -66,7 +67,7 @@ func TestParseProxyOptionsPrecedence(t *testing.T) {
 			{Name: "b", Bootstrap: []string{"kafka-b1:9092", "kafka-b2:9092"}},
 		},
 		gate:  proxy.Gate{APIKeys: []int16{0}, Mode: proxy.GateReject},
-		drain: 7 * time.Second, hold: 700 * time.Millisecond, maxFrame: 2048, logLevel: "debug",
+		drain: 7 * time.Second, hold: 700 * time.Millisecond, maxHold: 20 * time.Second, maxFrame: 2048, logLevel: "debug",
 	}
 	fullEnv := map[string]string{
 		"SWITCHYARD_LISTEN":             "127.0.0.1:29092",
@@ -74,9 +75,10 @@ func TestParseProxyOptionsPrecedence(t *testing.T) {
 		"SWITCHYARD_ACTIVE":             "d",
 		"SWITCHYARD_FORBIDDEN_API_KEYS": "0, 1",
 		"SWITCHYARD_DRAIN_TIMEOUT":      "5s",
+		"SWITCHYARD_MAX_HOLD":           "15s",
 	}
 	fromEnv := fromFile
-	fromEnv.listen, fromEnv.active, fromEnv.drain = "127.0.0.1:29092", "d", 5*time.Second
+	fromEnv.listen, fromEnv.active, fromEnv.drain, fromEnv.maxHold = "127.0.0.1:29092", "d", 5*time.Second, 15*time.Second
 	fromEnv.clusters = []proxy.ClusterConfig{
 		{Name: "c", Bootstrap: []string{"kafka-c:9092"}},
 		{Name: "d", Bootstrap: []string{"kafka-d1:9092", "kafka-d2:9092"}},
@@ -84,6 +86,7 @@ func TestParseProxyOptionsPrecedence(t *testing.T) {
 	fromEnv.gate = proxy.Gate{APIKeys: []int16{0, 1}, Mode: proxy.GateReject}
 	fromFlags := fromEnv
 	fromFlags.listen, fromFlags.active, fromFlags.drain, fromFlags.logLevel = "127.0.0.1:39092", "e", 3*time.Second, "warn"
+	fromFlags.maxHold = 12 * time.Second
 	fromFlags.clusters = []proxy.ClusterConfig{
 		{Name: "e", Bootstrap: []string{"kafka-e:9092"}},
 		{Name: "f", Bootstrap: []string{"kafka-f1:9092", "kafka-f2:9092"}},
@@ -91,7 +94,7 @@ func TestParseProxyOptionsPrecedence(t *testing.T) {
 	fromFlags.gate = proxy.Gate{APIKeys: []int16{8}, Mode: proxy.GateReject}
 	flagArgs := []string{"--config", path, "--listen", "127.0.0.1:39092", "--cluster", "e=kafka-e:9092",
 		"--cluster", "f=kafka-f1:9092,kafka-f2:9092", "--active", "e", "--forbidden-api-keys", "8",
-		"--drain-timeout=3s", "--log-level", "warn"}
+		"--drain-timeout=3s", "--log-level", "warn", "--max-hold", "12s"}
 	noGate := fromFile
 	noGate.gate = proxy.Gate{}
 
@@ -107,7 +110,7 @@ func TestParseProxyOptionsPrecedence(t *testing.T) {
 			want: want{
 				listen: "127.0.0.1:9092", admin: "127.0.0.1:9190", active: "only",
 				clusters: []proxy.ClusterConfig{{Name: "only", Bootstrap: []string{"kafka:9092"}}},
-				drain:    10 * time.Second, hold: 10 * time.Second, maxFrame: 100 << 20, logLevel: "info",
+				drain:    10 * time.Second, hold: 10 * time.Second, maxHold: 18 * time.Second, maxFrame: 100 << 20, logLevel: "info",
 			},
 		},
 		{name: "file over defaults", args: []string{"--config", path}, want: fromFile},
@@ -140,6 +143,7 @@ func TestParseProxyOptionsPrecedence(t *testing.T) {
 			check("active", o.Proxy.Active, w.active)
 			check("drain timeout", o.Proxy.DrainTimeout, w.drain)
 			check("hold budget", o.Proxy.HoldBudget, w.hold)
+			check("max hold", o.Proxy.MaxHold, w.maxHold)
 			check("max frame bytes", o.Proxy.MaxFrameBytes, w.maxFrame)
 			check("log level", o.LogLevel, w.logLevel)
 			check("gate mode", o.Proxy.Gate.Mode, w.gate.Mode)

@@ -410,7 +410,7 @@ func setUp(t *testing.T, bin string, pl plan) *scenario {
 
 	// The control plane reaches each cluster through a proxy of its own,
 	// which the test gates to hold a step.
-	holdLong := func(c *proxy.Config) { c.HoldBudget = time.Minute }
+	holdLong := func(c *proxy.Config) { c.HoldBudget, c.MaxHold = time.Minute, time.Minute }
 	sc.relaySrc = proxytest.Start(t, []*kafkatest.Cluster{sc.source}, holdLong)
 	sc.relayDst = proxytest.Start(t, []*kafkatest.Cluster{sc.target}, holdLong)
 	mc := mirror.DefaultConfig()

@@ -188,6 +188,9 @@ func (r *recorder) SetGate(g proxy.Gate) error {
 	return r.gate(g, func() error { return r.p.SetGate(g) })
 }
 
+// ExtendHold passes hold leases on; they change no state the test checks.
+func (r *recorder) ExtendHold(until time.Time) { r.p.ExtendHold(until) }
+
 func (r *recorder) ClearGate() {
 	_ = r.gate(proxy.Gate{}, func() error { r.p.ClearGate(); return nil })
 }

@@ -555,6 +555,29 @@ func TestGRPC(t *testing.T) {
 				t.Errorf("proxy gate hold budget %v, want 1.5s", f.gate.HoldBudget)
 			}
 		})
+		// Per-key modes: Produce held, Fetch refused, and Fetch let
+		// through while a transaction is open.
+		resp, err = client.SetGates(ctx, &switchyardv1.SetGatesRequest{ApiKeys: []int32{0, 1}, Mode: "HOLD",
+			RejectApiKeys: []int32{1}, FetchWaitsForTransactions: true})
+		if err != nil {
+			t.Fatalf("SetGates with reject keys: %v", err)
+		}
+		if g := resp.GetGate(); !slices.Equal(g.GetApiKeys(), []int32{0}) || g.GetMode() != "HOLD" ||
+			!slices.Equal(g.GetRejectApiKeys(), []int32{1}) || !g.GetFetchWaitsForTransactions() {
+			t.Errorf("gate = %v, want Produce held and Fetch refused (canonical: a key in both lists is refused)", g)
+		}
+		fp.set(func(f *fakeProxy) {
+			if m, _ := f.gate.ModeFor(1); m != proxy.GateReject || !f.gate.FetchWaitsForTransactions {
+				t.Errorf("proxy gate %+v, want Fetch refused while no transaction is open", f.gate)
+			}
+		})
+		resp, err = client.SetGates(ctx, &switchyardv1.SetGatesRequest{RejectApiKeys: []int32{1}})
+		if err != nil {
+			t.Fatalf("SetGates with reject keys alone: %v", err)
+		}
+		if g := resp.GetGate(); !slices.Equal(g.GetApiKeys(), []int32{1}) || g.GetMode() != "REJECT" || len(g.GetRejectApiKeys()) != 0 {
+			t.Errorf("gate = %v, want a REJECT gate of Fetch", g)
+		}
 		if _, err := client.ClearGates(ctx, &switchyardv1.ClearGatesRequest{}); err != nil {
 			t.Fatalf("ClearGates: %v", err)
 		}
@@ -634,6 +657,14 @@ func TestGRPCErrors(t *testing.T) {
 			call: func(ctx context.Context, c switchyardv1.ProxyAdminServiceClient) error {
 				_, err := c.SetGates(ctx, &switchyardv1.SetGatesRequest{ApiKeys: []int32{0}, Mode: "HOLD",
 					HoldBudget: &durationpb.Duration{Seconds: 1, Nanos: -5}})
+				return err
+			},
+			want: codes.InvalidArgument,
+		},
+		{
+			name: "gate reject key out of range",
+			call: func(ctx context.Context, c switchyardv1.ProxyAdminServiceClient) error {
+				_, err := c.SetGates(ctx, &switchyardv1.SetGatesRequest{ApiKeys: []int32{0}, Mode: "HOLD", RejectApiKeys: []int32{1 << 16}})
 				return err
 			},
 			want: codes.InvalidArgument,

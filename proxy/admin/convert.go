@@ -66,53 +66,84 @@ func StatusToProto(st proxy.Status) *switchyardv1.ProxyStatus {
 
 // gateToProto returns nil for the zero Gate, so "no gate" reads as an absent
 // field (null in JSON) rather than a gate with no keys and a bogus mode.
+// The gate is reported in its canonical form (proxy.Gate.Canonical), which
+// an older reader without reject_api_keys still reads right whenever the
+// gate refuses every key it blocks.
 func gateToProto(g proxy.Gate) *switchyardv1.Gate {
-	if len(g.APIKeys) == 0 {
+	g = g.Canonical()
+	if g.IsZero() {
 		return nil
 	}
-	keys := make([]int32, len(g.APIKeys))
-	for i, k := range g.APIKeys {
-		keys[i] = int32(k)
-	}
-	pg := &switchyardv1.Gate{ApiKeys: keys, Mode: g.Mode.String()}
+	pg := &switchyardv1.Gate{ApiKeys: keysToProto(g.APIKeys), Mode: g.Mode.String(), RejectApiKeys: keysToProto(g.RejectKeys),
+		FetchWaitsForTransactions: g.FetchWaitsForTransactions}
 	if g.HoldBudget > 0 {
 		pg.HoldBudget = durationpb.New(g.HoldBudget)
 	}
 	return pg
 }
 
-// GateFromProto converts an API gate to the proxy's; nil is no gate (the
-// zero proxy.Gate). It checks what the wire types allow but proxy.Gate
-// cannot hold (keys beyond int16) and what needs no proxy state to judge
-// (no keys, an unknown mode), wrapping proxy.ErrInvalidGate so such a gate
-// is reported like one the proxy itself refuses. Whether each key can be
-// gated is the proxy's to say, in SetGate.
+func keysToProto(keys []int16) []int32 {
+	if len(keys) == 0 {
+		return nil
+	}
+	out := make([]int32, len(keys))
+	for i, k := range keys {
+		out[i] = int32(k)
+	}
+	return out
+}
+
+// GateFromProto converts an API gate to the proxy's, in canonical form; nil
+// is no gate (the zero proxy.Gate). It checks what the wire types allow but
+// proxy.Gate cannot hold (keys beyond int16) and what needs no proxy state
+// to judge (no keys, an unknown mode), wrapping proxy.ErrInvalidGate so such
+// a gate is reported like one the proxy itself refuses. Whether each key can
+// be gated is the proxy's to say, in SetGate. The mode may be empty only
+// when api_keys is (a gate of reject_api_keys alone).
 func GateFromProto(g *switchyardv1.Gate) (proxy.Gate, error) {
 	if g == nil {
 		return proxy.Gate{}, nil
 	}
-	mode, err := proxy.ParseGateMode(g.GetMode())
-	if err != nil {
-		return proxy.Gate{}, err
+	var out proxy.Gate
+	if len(g.GetApiKeys()) > 0 || g.GetMode() != "" {
+		mode, err := proxy.ParseGateMode(g.GetMode())
+		if err != nil {
+			return proxy.Gate{}, err
+		}
+		out.Mode = mode
 	}
-	if len(g.GetApiKeys()) == 0 {
+	if len(g.GetApiKeys()) == 0 && len(g.GetRejectApiKeys()) == 0 {
 		return proxy.Gate{}, fmt.Errorf("%w: no API keys", proxy.ErrInvalidGate)
 	}
-	keys := make([]int16, 0, len(g.GetApiKeys()))
-	for _, k := range g.GetApiKeys() {
-		if k < 0 || k > math.MaxInt16 {
-			return proxy.Gate{}, fmt.Errorf("%w: API key %d out of range 0..%d", proxy.ErrInvalidGate, k, math.MaxInt16)
-		}
-		keys = append(keys, int16(k))
+	var err error
+	if out.APIKeys, err = keysFromProto(g.GetApiKeys()); err != nil {
+		return proxy.Gate{}, err
 	}
-	var budget time.Duration
+	if out.RejectKeys, err = keysFromProto(g.GetRejectApiKeys()); err != nil {
+		return proxy.Gate{}, err
+	}
 	if b := g.GetHoldBudget(); b != nil {
 		if err := b.CheckValid(); err != nil {
 			return proxy.Gate{}, fmt.Errorf("%w: hold budget: %v", proxy.ErrInvalidGate, err)
 		}
-		budget = b.AsDuration()
+		out.HoldBudget = b.AsDuration()
 	}
-	return proxy.Gate{APIKeys: keys, Mode: mode, HoldBudget: budget}, nil
+	out.FetchWaitsForTransactions = g.GetFetchWaitsForTransactions()
+	return out.Canonical(), nil
+}
+
+func keysFromProto(keys []int32) ([]int16, error) {
+	if len(keys) == 0 {
+		return nil, nil
+	}
+	out := make([]int16, 0, len(keys))
+	for _, k := range keys {
+		if k < 0 || k > math.MaxInt16 {
+			return nil, fmt.Errorf("%w: API key %d out of range 0..%d", proxy.ErrInvalidGate, k, math.MaxInt16)
+		}
+		out = append(out, int16(k))
+	}
+	return out, nil
 }
 
 func reportToProto(r proxy.SwitchReport) *switchyardv1.SwitchReport {

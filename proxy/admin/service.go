@@ -81,7 +81,8 @@ func (s *service) SetGates(_ context.Context, req *switchyardv1.SetGatesRequest)
 		s.logger.Warn("admin: gate refused", zap.Error(err))
 		return nil, toStatus(err)
 	}
-	s.logger.Info("admin: gate set", zap.Int16s("apiKeys", g.APIKeys), zap.Stringer("mode", g.Mode), zap.Duration("holdBudget", g.HoldBudget))
+	s.logger.Info("admin: gate set", zap.Int16s("apiKeys", g.APIKeys), zap.Stringer("mode", g.Mode), zap.Int16s("rejectApiKeys", g.RejectKeys),
+		zap.Duration("holdBudget", g.HoldBudget), zap.Bool("fetchWaitsForTransactions", g.FetchWaitsForTransactions))
 	return &switchyardv1.SetGatesResponse{Gate: gateToProto(g)}, nil
 }
 
@@ -93,5 +94,6 @@ func (s *service) ClearGates(context.Context, *switchyardv1.ClearGatesRequest) (
 
 // gateFromProto is GateFromProto for a SetGates request.
 func gateFromProto(req *switchyardv1.SetGatesRequest) (proxy.Gate, error) {
-	return GateFromProto(&switchyardv1.Gate{ApiKeys: req.GetApiKeys(), Mode: req.GetMode(), HoldBudget: req.GetHoldBudget()})
+	return GateFromProto(&switchyardv1.Gate{ApiKeys: req.GetApiKeys(), Mode: req.GetMode(), HoldBudget: req.GetHoldBudget(),
+		RejectApiKeys: req.GetRejectApiKeys(), FetchWaitsForTransactions: req.GetFetchWaitsForTransactions()})
 }

@@ -220,41 +220,62 @@ func (c *Client) reconcile(ctx context.Context, d *switchyardv1.DesiredState) er
 	}
 
 	switch {
-	case len(want.APIKeys) > 0 && !sameGate(want, cur):
+	case !want.IsZero() && !sameGate(want, cur):
 		if err := c.proxy.SetGate(want); err != nil {
 			return fmt.Errorf("set gate: %w", err)
 		}
-	case len(want.APIKeys) == 0 && len(cur.APIKeys) > 0:
+	case want.IsZero() && !cur.IsZero():
 		c.proxy.ClearGate()
 	}
 	return nil
 }
 
-// unionGate is the gate that keeps a switch covered: every key of a and b,
-// in b's mode if b is a gate (it is where the state is going), else a's.
+// unionGate is the gate that keeps a switch covered: every key of a and b
+// blocked, each in the mode b gives it if b blocks it (it is where the
+// state is going), else in the mode a gives it. So a request held before
+// the switch stays held through it unless b refuses its key, and a key b
+// refuses is refused from before the switch. The budget is b's if b holds
+// any key, else a's.
 func unionGate(a, b proxy.Gate) proxy.Gate {
 	switch {
-	case len(b.APIKeys) == 0:
+	case b.IsZero():
 		return a
-	case len(a.APIKeys) == 0:
+	case a.IsZero():
 		return b
 	}
-	keys := slices.Concat(a.APIKeys, b.APIKeys)
-	slices.Sort(keys)
-	return proxy.Gate{APIKeys: slices.Compact(keys), Mode: b.Mode, HoldBudget: b.HoldBudget}
+	var hold, reject []int16
+	for _, k := range slices.Concat(a.Keys(), b.Keys()) {
+		m, ok := b.ModeFor(k)
+		if !ok {
+			m, _ = a.ModeFor(k)
+		}
+		if m == proxy.GateHold {
+			hold = append(hold, k)
+		} else {
+			reject = append(reject, k)
+		}
+	}
+	u := proxy.Gate{APIKeys: hold, Mode: proxy.GateHold, RejectKeys: reject, HoldBudget: a.HoldBudget,
+		FetchWaitsForTransactions: a.FetchWaitsForTransactions}
+	if holdsAny(b) {
+		u.HoldBudget = b.HoldBudget
+	}
+	if b.Blocks(fetchKey) {
+		// Whether Fetch waits for transactions goes with its mode.
+		u.FetchWaitsForTransactions = b.FetchWaitsForTransactions
+	}
+	return u.Canonical()
 }
 
-// sameGate reports whether a and b block the same keys the same way; no
-// gate equals no gate whatever its mode.
-func sameGate(a, b proxy.Gate) bool {
-	if len(a.APIKeys) == 0 || len(b.APIKeys) == 0 {
-		return len(a.APIKeys) == len(b.APIKeys)
-	}
-	if a.Mode != b.Mode || a.HoldBudget != b.HoldBudget {
-		return false
-	}
-	ak, bk := slices.Clone(a.APIKeys), slices.Clone(b.APIKeys)
-	slices.Sort(ak)
-	slices.Sort(bk)
-	return slices.Equal(slices.Compact(ak), slices.Compact(bk))
+// fetchKey is Kafka's Fetch API key.
+const fetchKey = 1
+
+// holdsAny reports whether g holds (HOLD) any key.
+func holdsAny(g proxy.Gate) bool {
+	g = g.Canonical()
+	return g.Mode == proxy.GateHold && len(g.APIKeys) > 0
 }
+
+// sameGate reports whether a and b block the same keys the same way (see
+// proxy.Gate.Equal); no gate equals no gate whatever its mode.
+func sameGate(a, b proxy.Gate) bool { return a.Equal(b) }

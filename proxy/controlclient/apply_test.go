@@ -35,8 +35,16 @@ func TestReconcileOrder(t *testing.T) {
 			[]string{"set HOLD[0]", "switch target under HOLD[0]"}, nil},
 		{"gate lifted with the switch", "source", hold0, desired(1, "target", ""),
 			[]string{"switch target under HOLD[0]", "clear"}, nil},
+		// Produce, held before, stays held through the switch (and is
+		// released onto the target): only the keys the new gate blocks
+		// take its mode.
 		{"gate changed with the switch", "source", hold0, desired(1, "target", "REJECT", 1),
-			[]string{"set REJECT[0 1]", "switch target under REJECT[0 1]", "set REJECT[1]"}, nil},
+			[]string{"set HOLD[0]+REJECT[1]", "switch target under HOLD[0]+REJECT[1]", "set REJECT[1]"}, nil},
+		{"a cutover's flip: Produce held, Fetch refused", "source", hold0, withReject(desired(1, "target", "HOLD", 0), 1),
+			[]string{"set HOLD[0]+REJECT[1]", "switch target under HOLD[0]+REJECT[1]"}, nil},
+		{"reject keys alone", "source", proxy.Gate{}, withReject(desired(1, "source", ""), 1, 8),
+			[]string{"set REJECT[1 8]"}, nil},
+		{"reject key out of range", "source", proxy.Gate{}, withReject(desired(1, "target", "HOLD", 0), 40000), nil, proxy.ErrInvalidGate},
 		{"gate kept through the switch", "source", hold0, desired(1, "target", "hold", 0),
 			[]string{"switch target under HOLD[0]"}, nil},
 		{"gate set, no switch", "source", proxy.Gate{}, desired(1, "source", "REJECT", 0, 8),
@@ -72,8 +80,20 @@ func TestReconcileOrder(t *testing.T) {
 	}
 }
 
+// withReject adds reject keys to d's gate (making one if d has none).
+func withReject(d *switchyardv1.DesiredState, keys ...int32) *switchyardv1.DesiredState {
+	if d.Gate == nil {
+		d.Gate = &switchyardv1.Gate{}
+	}
+	d.Gate.RejectApiKeys = keys
+	return d
+}
+
 func TestUnionAndSameGate(t *testing.T) {
 	g := func(m proxy.GateMode, keys ...int16) proxy.Gate { return proxy.Gate{APIKeys: keys, Mode: m} }
+	hr := func(hold []int16, reject ...int16) proxy.Gate {
+		return proxy.Gate{APIKeys: hold, Mode: proxy.GateHold, RejectKeys: reject}
+	}
 	none := proxy.Gate{}
 	unions := []struct {
 		name    string
@@ -82,11 +102,32 @@ func TestUnionAndSameGate(t *testing.T) {
 		{"none and none", none, none, none},
 		{"none and b", none, g(proxy.GateHold, 0), g(proxy.GateHold, 0)},
 		{"a and none", g(proxy.GateReject, 1), none, g(proxy.GateReject, 1)},
-		{"overlap takes b's mode", g(proxy.GateHold, 8, 0), g(proxy.GateReject, 0, 1), g(proxy.GateReject, 0, 1, 8)},
+		{"overlap takes b's mode, the rest keeps a's", g(proxy.GateHold, 8, 0), g(proxy.GateReject, 0, 1), hr([]int16{8}, 0, 1)},
+		{"a REJECT gate's keys stay refused", g(proxy.GateReject, 8), g(proxy.GateHold, 0), hr([]int16{0}, 8)},
+		{"b's hold over a's refusal", g(proxy.GateReject, 0), g(proxy.GateHold, 0), g(proxy.GateHold, 0)},
+		{"the flip: Produce held, Fetch refused", g(proxy.GateHold, 0), hr([]int16{0}, 1), hr([]int16{0}, 1)},
+		{"the release after the flip", hr([]int16{0}, 1), g(proxy.GateReject, 1), hr([]int16{0}, 1)},
+		{"per-key modes on both sides", hr([]int16{0, 8}, 1), hr([]int16{8}, 0), hr([]int16{8}, 0, 1)},
 	}
 	for _, tt := range unions {
-		if got := unionGate(tt.a, tt.b); !sameGate(got, tt.w) || !slices.IsSorted(got.APIKeys) {
+		got := unionGate(tt.a, tt.b)
+		if !sameGate(got, tt.w) || !slices.IsSorted(got.APIKeys) || !slices.IsSorted(got.RejectKeys) {
 			t.Errorf("%s: unionGate = %s, want %s", tt.name, gateString(got), gateString(tt.w))
+		}
+	}
+	budgets := []struct {
+		name string
+		a, b proxy.Gate
+		want time.Duration
+	}{
+		{"b holds: b's", proxy.Gate{APIKeys: []int16{0}, Mode: proxy.GateHold, HoldBudget: time.Second},
+			proxy.Gate{APIKeys: []int16{0}, Mode: proxy.GateHold, HoldBudget: 2 * time.Second}, 2 * time.Second},
+		{"b only refuses: a's", proxy.Gate{APIKeys: []int16{0}, Mode: proxy.GateHold, HoldBudget: time.Second},
+			proxy.Gate{APIKeys: []int16{1}, Mode: proxy.GateReject}, time.Second},
+	}
+	for _, tt := range budgets {
+		if got := unionGate(tt.a, tt.b).HoldBudget; got != tt.want {
+			t.Errorf("%s: union's budget %v, want %v", tt.name, got, tt.want)
 		}
 	}
 	sames := []struct {
@@ -98,6 +139,11 @@ func TestUnionAndSameGate(t *testing.T) {
 		{"order and duplicates do not matter", g(proxy.GateHold, 1, 0, 0), g(proxy.GateHold, 0, 1), true},
 		{"mode matters", g(proxy.GateHold, 0), g(proxy.GateReject, 0), false},
 		{"keys matter", g(proxy.GateHold, 0), g(proxy.GateHold, 0, 1), false},
+		{"reject keys matter", hr([]int16{0}, 1), g(proxy.GateHold, 0), false},
+		{"per-key modes matter", hr([]int16{0}, 1), g(proxy.GateHold, 0, 1), false},
+		{"every key refused is a REJECT gate", hr(nil, 0, 1), g(proxy.GateReject, 1, 0), true},
+		{"a key in both lists is refused", hr([]int16{0, 1}, 1), hr([]int16{0}, 1), true},
+		{"budget matters", proxy.Gate{APIKeys: []int16{0}, Mode: proxy.GateHold, HoldBudget: time.Second}, g(proxy.GateHold, 0), false},
 		{"none vs some", none, g(proxy.GateHold, 0), false},
 	}
 	for _, tt := range sames {

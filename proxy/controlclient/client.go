@@ -7,6 +7,7 @@ import (
 	"io"
 	"maps"
 	"math/rand/v2"
+	"slices"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -40,6 +41,18 @@ type Proxy interface {
 	SetGate(g proxy.Gate) error
 	// ClearGate lifts the gate in force, if any.
 	ClearGate()
+	// ExtendHold keeps held requests from expiring before until (a hold
+	// lease), within the proxy's maxHold.
+	ExtendHold(until time.Time)
+}
+
+// Features are what this sidecar announces to the control plane in its
+// first message: it understands per-key gate modes and
+// fetch_waits_for_transactions, and honours hold leases.
+var Features = []switchyardv1.SidecarFeature{
+	switchyardv1.SidecarFeature_SIDECAR_FEATURE_GATE_REJECT_KEYS,
+	switchyardv1.SidecarFeature_SIDECAR_FEATURE_GATE_FETCH_WAITS_FOR_TRANSACTIONS,
+	switchyardv1.SidecarFeature_SIDECAR_FEATURE_HOLD_LEASE,
 }
 
 // Client keeps one proxy in the state the control plane wants. Create it
@@ -68,6 +81,7 @@ type Client struct {
 	ready        bool      // a desired state is in force
 	applied      uint64
 	appliedState *switchyardv1.DesiredState // content of version applied
+	received     uint64                     // version of the newest desired state received
 	applyErr     string
 	pending      []*switchyardv1.DesiredState // received, not yet applied
 }
@@ -306,9 +320,13 @@ func (c *Client) session(ctx context.Context, sidecars switchyardv1.SidecarServi
 				onUp()
 			}
 			// A response without a desired state is not an error: it
-			// proves the stream alive and asks for nothing.
+			// proves the stream alive and asks for nothing, or renews a
+			// hold lease.
 			if d := resp.GetDesired(); d != nil {
 				c.enqueue(d)
+			}
+			if l := resp.GetHoldLease(); l != nil {
+				c.lease(l)
 			}
 		}
 	})
@@ -375,8 +393,30 @@ func (c *Client) request(first bool) *switchyardv1.ConnectRequest {
 		for _, cl := range st.Clusters {
 			req.Clusters = append(req.Clusters, cl.Name)
 		}
+		req.Features = slices.Clone(Features)
 	}
 	return req
+}
+
+// lease honours a hold lease: held requests are kept until its validity
+// runs out (within the proxy's maxHold), if it is for the desired state
+// the sidecar applied, or for the newest one received and not yet applied
+// (the control plane leases what it last sent; the switch that applies it
+// may still run). A lease for any other version is about a state this
+// sidecar is not in — one it refused, or one it moved past — and is
+// ignored, as is one without a positive validity.
+func (c *Client) lease(l *switchyardv1.HoldLease) {
+	v, d := l.GetVersion(), l.GetValidFor()
+	c.mu.Lock()
+	ok := v != 0 && (v == c.applied || (v > c.applied && v == c.received))
+	c.mu.Unlock()
+	if !ok || d.CheckValid() != nil || d.AsDuration() <= 0 {
+		c.m.leases.WithLabelValues("ignored").Inc()
+		c.log.Debug("control plane: hold lease ignored", zap.Uint64("version", v), zap.Duration("valid_for", d.AsDuration()))
+		return
+	}
+	c.m.leases.WithLabelValues("honoured").Inc()
+	c.proxy.ExtendHold(time.Now().Add(d.AsDuration()))
 }
 
 // enqueue hands a desired state to the applier. It never blocks: the queue
@@ -385,6 +425,7 @@ func (c *Client) enqueue(d *switchyardv1.DesiredState) {
 	c.m.desiredVersion.Set(float64(d.GetVersion()))
 	c.mu.Lock()
 	c.pending = append(c.pending, d)
+	c.received = d.GetVersion()
 	c.mu.Unlock()
 	select {
 	case c.wake <- struct{}{}:
@@ -441,7 +482,7 @@ const drainPoll = 10 * time.Millisecond
 // gatedInFlight reports whether a gate is in force while requests of a
 // gated key are still in flight.
 func gatedInFlight(st proxy.Status) bool {
-	for _, k := range st.Gate.APIKeys {
+	for _, k := range st.Gate.Keys() {
 		if st.InFlightByAPI[k] > 0 {
 			return true
 		}

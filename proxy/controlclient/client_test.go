@@ -43,6 +43,9 @@ func TestFirstMessageAnnouncesTheSidecar(t *testing.T) {
 	if got := first.req.GetClusters(); !slices.Equal(got, []string{"source", "target"}) {
 		t.Errorf("clusters = %v, want [source target]", got)
 	}
+	if got := first.req.GetFeatures(); !slices.Equal(got, Features) || len(got) != 3 {
+		t.Errorf("features = %v, want %v", got, Features)
+	}
 	if v, e := first.req.GetAppliedVersion(), first.req.GetApplyError(); v != 0 || e != "" {
 		t.Errorf("applied_version %d, apply_error %q; want 0 and none", v, e)
 	}
@@ -63,8 +66,8 @@ func TestFirstMessageAnnouncesTheSidecar(t *testing.T) {
 	mark := fc.mark()
 	fc.send(t, &switchyardv1.DesiredState{}) // version 0: nothing for this sidecar
 	next := fc.ack(t, mark, 0)
-	if next.GetIdentity() != nil || next.GetClusters() != nil {
-		t.Errorf("a later message repeats identity %v / clusters %v", next.GetIdentity(), next.GetClusters())
+	if next.GetIdentity() != nil || next.GetClusters() != nil || next.GetFeatures() != nil {
+		t.Errorf("a later message repeats identity %v / clusters %v / features %v", next.GetIdentity(), next.GetClusters(), next.GetFeatures())
 	}
 	waitFor(t, "connected = 1", func() bool { return tc.metric(t, "switchyard_sidecar_control_connected") == 1 })
 }

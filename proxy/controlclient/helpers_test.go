@@ -11,6 +11,7 @@ import (
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
+	dto "github.com/prometheus/client_model/go"
 	"go.uber.org/zap"
 	"go.uber.org/zap/zapcore"
 	"go.uber.org/zap/zaptest"
@@ -53,7 +54,7 @@ type fakeControl struct {
 
 	addr string
 	srv  *grpc.Server
-	push chan *switchyardv1.DesiredState
+	push chan *switchyardv1.ConnectResponse
 
 	mu      sync.Mutex
 	streams int // streams accepted
@@ -70,7 +71,7 @@ func startFake(t *testing.T, addr string) *fakeControl {
 	if err != nil {
 		t.Fatalf("listen %s: %v", addr, err)
 	}
-	f := &fakeControl{addr: ln.Addr().String(), srv: grpc.NewServer(), push: make(chan *switchyardv1.DesiredState)}
+	f := &fakeControl{addr: ln.Addr().String(), srv: grpc.NewServer(), push: make(chan *switchyardv1.ConnectResponse)}
 	switchyardv1.RegisterSidecarServiceServer(f.srv, f)
 	done := make(chan struct{})
 	go func() {
@@ -119,8 +120,8 @@ func (f *fakeControl) Connect(stream switchyardv1.SidecarService_ConnectServer) 
 	}()
 	for {
 		select {
-		case d := <-f.push:
-			if err := stream.Send(&switchyardv1.ConnectResponse{Desired: d}); err != nil {
+		case m := <-f.push:
+			if err := stream.Send(m); err != nil {
 				return err
 			}
 		case <-recvErr:
@@ -134,10 +135,16 @@ func (f *fakeControl) Connect(stream switchyardv1.SidecarService_ConnectServer) 
 // send delivers d on the stream open now (waiting for one to open).
 func (f *fakeControl) send(t *testing.T, d *switchyardv1.DesiredState) {
 	t.Helper()
+	f.sendResponse(t, &switchyardv1.ConnectResponse{Desired: d})
+}
+
+// sendResponse delivers m on the stream open now (waiting for one to open).
+func (f *fakeControl) sendResponse(t *testing.T, m *switchyardv1.ConnectResponse) {
+	t.Helper()
 	select {
-	case f.push <- d:
+	case f.push <- m:
 	case <-time.After(waitTimeout):
-		t.Fatalf("no stream took desired version %d within %v", d.GetVersion(), waitTimeout)
+		t.Fatalf("no stream took %v within %v", m, waitTimeout)
 	}
 }
 
@@ -242,9 +249,10 @@ func (tc *testClient) stop(t *testing.T) {
 	})
 }
 
-// metric returns the value of one of the Client's unlabelled metrics, read
-// from the registry it was registered on.
-func (tc *testClient) metric(t *testing.T, name string) float64 {
+// metric returns the value of one of the Client's metrics, read from the
+// registry it was registered on: its first series, or with label and value
+// given, the series that carries that label (0 if there is none yet).
+func (tc *testClient) metric(t *testing.T, name string, labelValue ...string) float64 {
 	t.Helper()
 	mfs, err := tc.reg.Gather()
 	if err != nil {
@@ -254,11 +262,20 @@ func (tc *testClient) metric(t *testing.T, name string) float64 {
 		if mf.GetName() != name {
 			continue
 		}
-		m := mf.GetMetric()[0]
-		if m.GetGauge() != nil {
-			return m.GetGauge().GetValue()
+		for _, m := range mf.GetMetric() {
+			if len(labelValue) == 2 && !slices.ContainsFunc(m.GetLabel(), func(l *dto.LabelPair) bool {
+				return l.GetName() == labelValue[0] && l.GetValue() == labelValue[1]
+			}) {
+				continue
+			}
+			if m.GetGauge() != nil {
+				return m.GetGauge().GetValue()
+			}
+			return m.GetCounter().GetValue()
 		}
-		return m.GetCounter().GetValue()
+		if len(labelValue) == 2 {
+			return 0
+		}
 	}
 	t.Fatalf("no metric %s", name)
 	return 0
@@ -293,6 +310,7 @@ type fakeProxy struct {
 	switchErrs []error
 	block      bool
 	switchCtx  chan struct{} // closed when a blocking Switch is entered
+	leases     []time.Time   // every ExtendHold, in order
 }
 
 func newFakeProxy(active string, clusters ...string) *fakeProxy {
@@ -302,7 +320,7 @@ func newFakeProxy(active string, clusters ...string) *fakeProxy {
 func (f *fakeProxy) Status() proxy.Status {
 	f.mu.Lock()
 	defer f.mu.Unlock()
-	st := proxy.Status{ActiveCluster: f.active, Gate: proxy.Gate{APIKeys: slices.Clone(f.gate.APIKeys), Mode: f.gate.Mode}}
+	st := proxy.Status{ActiveCluster: f.active, Gate: f.gate.Canonical()}
 	for _, c := range f.clusters {
 		st.Clusters = append(st.Clusters, proxy.ClusterStatus{Name: c})
 	}
@@ -341,9 +359,21 @@ func (f *fakeProxy) SetGate(g proxy.Gate) error {
 			return fmt.Errorf("%w: API key 18", proxy.ErrInvalidGate)
 		}
 	}
-	f.gate = proxy.Gate{APIKeys: slices.Clone(g.APIKeys), Mode: g.Mode}
+	f.gate = g.Canonical()
 	f.ops = append(f.ops, "set "+gateString(g))
 	return nil
+}
+
+func (f *fakeProxy) ExtendHold(until time.Time) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	f.leases = append(f.leases, until)
+}
+
+func (f *fakeProxy) leasesSoFar() []time.Time {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	return slices.Clone(f.leases)
 }
 
 func (f *fakeProxy) ClearGate() {
@@ -359,11 +389,18 @@ func (f *fakeProxy) opsSoFar() []string {
 	return slices.Clone(f.ops)
 }
 
+// gateString is "HOLD[0]", "HOLD[0]+REJECT[1]" (reject keys), "no gate";
+// g in canonical form.
 func gateString(g proxy.Gate) string {
-	if len(g.APIKeys) == 0 {
+	g = g.Canonical()
+	if g.IsZero() {
 		return "no gate"
 	}
-	return fmt.Sprintf("%v%v", g.Mode, g.APIKeys)
+	s := fmt.Sprintf("%v%v", g.Mode, g.APIKeys)
+	if len(g.RejectKeys) > 0 {
+		s += fmt.Sprintf("+REJECT%v", g.RejectKeys)
+	}
+	return s
 }
 
 // desired builds a DesiredState; mode "" means no gate.

@@ -7,12 +7,13 @@ import (
 )
 
 // metrics are the Client's collectors, registered on the Registerer given
-// to New (the proxy's, so one /metrics shows both). No labels.
+// to New (the proxy's, so one /metrics shows both). Bounded labels only.
 type metrics struct {
 	connected      prometheus.Gauge
 	desiredVersion prometheus.Gauge
 	appliedVersion prometheus.Gauge
 	applyErrors    prometheus.Counter
+	leases         *prometheus.CounterVec
 }
 
 func newMetrics(reg prometheus.Registerer) (*metrics, error) {
@@ -33,11 +34,19 @@ func newMetrics(reg prometheus.Registerer) (*metrics, error) {
 			Name: "switchyard_sidecar_apply_errors_total",
 			Help: "Attempts to apply a desired state that failed or were refused.",
 		}),
+		leases: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "switchyard_sidecar_hold_leases_total",
+			Help: "Hold leases received from the control plane, by outcome: honoured (held requests kept until it runs out), " +
+				"ignored (for a desired state the sidecar is not in, or without a validity).",
+		}, []string{"outcome"}),
 	}
-	for _, c := range []prometheus.Collector{m.connected, m.desiredVersion, m.appliedVersion, m.applyErrors} {
+	for _, c := range []prometheus.Collector{m.connected, m.desiredVersion, m.appliedVersion, m.applyErrors, m.leases} {
 		if err := reg.Register(c); err != nil {
 			return nil, fmt.Errorf("register metric: %w", err)
 		}
+	}
+	for _, o := range []string{"honoured", "ignored"} {
+		m.leases.WithLabelValues(o) // shown at 0 from the start
 	}
 	return m, nil
 }

@@ -58,7 +58,7 @@ func startTLSFake(t *testing.T, files tlsfiles.Files) *tlsFake {
 		t.Fatal(err)
 	}
 	f := &tlsFake{fakeControl: &fakeControl{addr: ln.Addr().String(),
-		srv: grpc.NewServer(grpc.Creds(credentials.NewTLS(cfg))), push: make(chan *switchyardv1.DesiredState)}}
+		srv: grpc.NewServer(grpc.Creds(credentials.NewTLS(cfg))), push: make(chan *switchyardv1.ConnectResponse)}}
 	switchyardv1.RegisterSidecarServiceServer(f.srv, f)
 	done := make(chan struct{})
 	go func() {

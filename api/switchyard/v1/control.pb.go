@@ -23,6 +23,64 @@ const (
 	_ = protoimpl.EnforceVersion(protoimpl.MaxVersion - 20)
 )
 
+// SidecarFeature is a part of the sidecar protocol a sidecar announces it
+// understands (ConnectRequest.features).
+type SidecarFeature int32
+
+const (
+	// Not a feature; never sent.
+	SidecarFeature_SIDECAR_FEATURE_UNSPECIFIED SidecarFeature = 0
+	// Gate.reject_api_keys: keys refused whatever the gate's mode.
+	SidecarFeature_SIDECAR_FEATURE_GATE_REJECT_KEYS SidecarFeature = 1
+	// Gate.fetch_waits_for_transactions.
+	SidecarFeature_SIDECAR_FEATURE_GATE_FETCH_WAITS_FOR_TRANSACTIONS SidecarFeature = 2
+	// ConnectResponse.hold_lease.
+	SidecarFeature_SIDECAR_FEATURE_HOLD_LEASE SidecarFeature = 3
+)
+
+// Enum value maps for SidecarFeature.
+var (
+	SidecarFeature_name = map[int32]string{
+		0: "SIDECAR_FEATURE_UNSPECIFIED",
+		1: "SIDECAR_FEATURE_GATE_REJECT_KEYS",
+		2: "SIDECAR_FEATURE_GATE_FETCH_WAITS_FOR_TRANSACTIONS",
+		3: "SIDECAR_FEATURE_HOLD_LEASE",
+	}
+	SidecarFeature_value = map[string]int32{
+		"SIDECAR_FEATURE_UNSPECIFIED":                       0,
+		"SIDECAR_FEATURE_GATE_REJECT_KEYS":                  1,
+		"SIDECAR_FEATURE_GATE_FETCH_WAITS_FOR_TRANSACTIONS": 2,
+		"SIDECAR_FEATURE_HOLD_LEASE":                        3,
+	}
+)
+
+func (x SidecarFeature) Enum() *SidecarFeature {
+	p := new(SidecarFeature)
+	*p = x
+	return p
+}
+
+func (x SidecarFeature) String() string {
+	return protoimpl.X.EnumStringOf(x.Descriptor(), protoreflect.EnumNumber(x))
+}
+
+func (SidecarFeature) Descriptor() protoreflect.EnumDescriptor {
+	return file_switchyard_v1_control_proto_enumTypes[0].Descriptor()
+}
+
+func (SidecarFeature) Type() protoreflect.EnumType {
+	return &file_switchyard_v1_control_proto_enumTypes[0]
+}
+
+func (x SidecarFeature) Number() protoreflect.EnumNumber {
+	return protoreflect.EnumNumber(x)
+}
+
+// Deprecated: Use SidecarFeature.Descriptor instead.
+func (SidecarFeature) EnumDescriptor() ([]byte, []int) {
+	return file_switchyard_v1_control_proto_rawDescGZIP(), []int{0}
+}
+
 // CutoverStep is a step of the cutover state machine.
 type CutoverStep int32
 
@@ -96,11 +154,11 @@ func (x CutoverStep) String() string {
 }
 
 func (CutoverStep) Descriptor() protoreflect.EnumDescriptor {
-	return file_switchyard_v1_control_proto_enumTypes[0].Descriptor()
+	return file_switchyard_v1_control_proto_enumTypes[1].Descriptor()
 }
 
 func (CutoverStep) Type() protoreflect.EnumType {
-	return &file_switchyard_v1_control_proto_enumTypes[0]
+	return &file_switchyard_v1_control_proto_enumTypes[1]
 }
 
 func (x CutoverStep) Number() protoreflect.EnumNumber {
@@ -109,7 +167,7 @@ func (x CutoverStep) Number() protoreflect.EnumNumber {
 
 // Deprecated: Use CutoverStep.Descriptor instead.
 func (CutoverStep) EnumDescriptor() ([]byte, []int) {
-	return file_switchyard_v1_control_proto_rawDescGZIP(), []int{0}
+	return file_switchyard_v1_control_proto_rawDescGZIP(), []int{1}
 }
 
 // Cluster is a Kafka cluster the control plane knows.
@@ -392,7 +450,12 @@ type ConnectRequest struct {
 	// The proxy's status as of this message.
 	Status *ProxyStatus `protobuf:"bytes,4,opt,name=status,proto3" json:"status,omitempty"`
 	// The names of the clusters the proxy is configured with.
-	Clusters      []string `protobuf:"bytes,5,rep,name=clusters,proto3" json:"clusters,omitempty"`
+	Clusters []string `protobuf:"bytes,5,rep,name=clusters,proto3" json:"clusters,omitempty"`
+	// What the sidecar understands beyond the first version of this API:
+	// required in the first message, ignored later. A control plane sends a
+	// sidecar only what it announced (an older sidecar gets an older form of
+	// the same gate, and no hold leases).
+	Features      []SidecarFeature `protobuf:"varint,6,rep,packed,name=features,proto3,enum=switchyard.v1.SidecarFeature" json:"features,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -462,11 +525,21 @@ func (x *ConnectRequest) GetClusters() []string {
 	return nil
 }
 
-// ConnectResponse is a message from the control plane.
+func (x *ConnectRequest) GetFeatures() []SidecarFeature {
+	if x != nil {
+		return x.Features
+	}
+	return nil
+}
+
+// ConnectResponse is a message from the control plane. A response with
+// neither field proves the stream alive and asks for nothing.
 type ConnectResponse struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
 	// The state to apply.
-	Desired       *DesiredState `protobuf:"bytes,1,opt,name=desired,proto3" json:"desired,omitempty"`
+	Desired *DesiredState `protobuf:"bytes,1,opt,name=desired,proto3" json:"desired,omitempty"`
+	// Renews the hold lease of the desired state the sidecar applied.
+	HoldLease     *HoldLease `protobuf:"bytes,2,opt,name=hold_lease,json=holdLease,proto3" json:"hold_lease,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -508,6 +581,76 @@ func (x *ConnectResponse) GetDesired() *DesiredState {
 	return nil
 }
 
+func (x *ConnectResponse) GetHoldLease() *HoldLease {
+	if x != nil {
+		return x.HoldLease
+	}
+	return nil
+}
+
+// HoldLease tells a sidecar that the control plane is making progress with
+// the desired state it applied: requests its HOLD gate parks are kept past
+// the gate's hold budget, until valid_for after the lease arrived (and
+// never past the sidecar's maxHold from when each was parked). A control
+// plane renews it several times per hold budget while a cutover with a
+// HOLD gate progresses, and stops when the cutover ends; one that went
+// silent lets the held requests expire a hold budget after its last lease.
+type HoldLease struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// The desired-state version the lease is for. A sidecar honours it only
+	// while that is the version it applied (or is applying); it ignores a
+	// lease for another.
+	Version uint64 `protobuf:"varint,1,opt,name=version,proto3" json:"version,omitempty"`
+	// How long the lease lasts from when the sidecar receives it.
+	ValidFor      *durationpb.Duration `protobuf:"bytes,2,opt,name=valid_for,json=validFor,proto3" json:"valid_for,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *HoldLease) Reset() {
+	*x = HoldLease{}
+	mi := &file_switchyard_v1_control_proto_msgTypes[7]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *HoldLease) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*HoldLease) ProtoMessage() {}
+
+func (x *HoldLease) ProtoReflect() protoreflect.Message {
+	mi := &file_switchyard_v1_control_proto_msgTypes[7]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use HoldLease.ProtoReflect.Descriptor instead.
+func (*HoldLease) Descriptor() ([]byte, []int) {
+	return file_switchyard_v1_control_proto_rawDescGZIP(), []int{7}
+}
+
+func (x *HoldLease) GetVersion() uint64 {
+	if x != nil {
+		return x.Version
+	}
+	return 0
+}
+
+func (x *HoldLease) GetValidFor() *durationpb.Duration {
+	if x != nil {
+		return x.ValidFor
+	}
+	return nil
+}
+
 // Sidecar is the control plane's view of one sidecar.
 type Sidecar struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
@@ -527,14 +670,16 @@ type Sidecar struct {
 	LastSeen *timestamppb.Timestamp `protobuf:"bytes,7,opt,name=last_seen,json=lastSeen,proto3" json:"last_seen,omitempty"`
 	// The credential its stream authenticated with, as logs name it: "token
 	// NAME", "certificate IDENTITY", or "anonymous" (no auth configured).
-	Credential    string `protobuf:"bytes,8,opt,name=credential,proto3" json:"credential,omitempty"`
+	Credential string `protobuf:"bytes,8,opt,name=credential,proto3" json:"credential,omitempty"`
+	// The features it announced when its stream opened.
+	Features      []SidecarFeature `protobuf:"varint,9,rep,packed,name=features,proto3,enum=switchyard.v1.SidecarFeature" json:"features,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
 
 func (x *Sidecar) Reset() {
 	*x = Sidecar{}
-	mi := &file_switchyard_v1_control_proto_msgTypes[7]
+	mi := &file_switchyard_v1_control_proto_msgTypes[8]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -546,7 +691,7 @@ func (x *Sidecar) String() string {
 func (*Sidecar) ProtoMessage() {}
 
 func (x *Sidecar) ProtoReflect() protoreflect.Message {
-	mi := &file_switchyard_v1_control_proto_msgTypes[7]
+	mi := &file_switchyard_v1_control_proto_msgTypes[8]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -559,7 +704,7 @@ func (x *Sidecar) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Sidecar.ProtoReflect.Descriptor instead.
 func (*Sidecar) Descriptor() ([]byte, []int) {
-	return file_switchyard_v1_control_proto_rawDescGZIP(), []int{7}
+	return file_switchyard_v1_control_proto_rawDescGZIP(), []int{8}
 }
 
 func (x *Sidecar) GetIdentity() *SidecarIdentity {
@@ -618,6 +763,13 @@ func (x *Sidecar) GetCredential() string {
 	return ""
 }
 
+func (x *Sidecar) GetFeatures() []SidecarFeature {
+	if x != nil {
+		return x.Features
+	}
+	return nil
+}
+
 // ListSidecarsRequest may filter by application.
 type ListSidecarsRequest struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
@@ -629,7 +781,7 @@ type ListSidecarsRequest struct {
 
 func (x *ListSidecarsRequest) Reset() {
 	*x = ListSidecarsRequest{}
-	mi := &file_switchyard_v1_control_proto_msgTypes[8]
+	mi := &file_switchyard_v1_control_proto_msgTypes[9]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -641,7 +793,7 @@ func (x *ListSidecarsRequest) String() string {
 func (*ListSidecarsRequest) ProtoMessage() {}
 
 func (x *ListSidecarsRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_switchyard_v1_control_proto_msgTypes[8]
+	mi := &file_switchyard_v1_control_proto_msgTypes[9]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -654,7 +806,7 @@ func (x *ListSidecarsRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListSidecarsRequest.ProtoReflect.Descriptor instead.
 func (*ListSidecarsRequest) Descriptor() ([]byte, []int) {
-	return file_switchyard_v1_control_proto_rawDescGZIP(), []int{8}
+	return file_switchyard_v1_control_proto_rawDescGZIP(), []int{9}
 }
 
 func (x *ListSidecarsRequest) GetApp() string {
@@ -675,7 +827,7 @@ type ListSidecarsResponse struct {
 
 func (x *ListSidecarsResponse) Reset() {
 	*x = ListSidecarsResponse{}
-	mi := &file_switchyard_v1_control_proto_msgTypes[9]
+	mi := &file_switchyard_v1_control_proto_msgTypes[10]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -687,7 +839,7 @@ func (x *ListSidecarsResponse) String() string {
 func (*ListSidecarsResponse) ProtoMessage() {}
 
 func (x *ListSidecarsResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_switchyard_v1_control_proto_msgTypes[9]
+	mi := &file_switchyard_v1_control_proto_msgTypes[10]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -700,7 +852,7 @@ func (x *ListSidecarsResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListSidecarsResponse.ProtoReflect.Descriptor instead.
 func (*ListSidecarsResponse) Descriptor() ([]byte, []int) {
-	return file_switchyard_v1_control_proto_rawDescGZIP(), []int{9}
+	return file_switchyard_v1_control_proto_rawDescGZIP(), []int{10}
 }
 
 func (x *ListSidecarsResponse) GetSidecars() []*Sidecar {
@@ -738,7 +890,7 @@ type MirrorPartition struct {
 
 func (x *MirrorPartition) Reset() {
 	*x = MirrorPartition{}
-	mi := &file_switchyard_v1_control_proto_msgTypes[10]
+	mi := &file_switchyard_v1_control_proto_msgTypes[11]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -750,7 +902,7 @@ func (x *MirrorPartition) String() string {
 func (*MirrorPartition) ProtoMessage() {}
 
 func (x *MirrorPartition) ProtoReflect() protoreflect.Message {
-	mi := &file_switchyard_v1_control_proto_msgTypes[10]
+	mi := &file_switchyard_v1_control_proto_msgTypes[11]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -763,7 +915,7 @@ func (x *MirrorPartition) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use MirrorPartition.ProtoReflect.Descriptor instead.
 func (*MirrorPartition) Descriptor() ([]byte, []int) {
-	return file_switchyard_v1_control_proto_rawDescGZIP(), []int{10}
+	return file_switchyard_v1_control_proto_rawDescGZIP(), []int{11}
 }
 
 func (x *MirrorPartition) GetTopic() string {
@@ -852,7 +1004,7 @@ type Mirror struct {
 
 func (x *Mirror) Reset() {
 	*x = Mirror{}
-	mi := &file_switchyard_v1_control_proto_msgTypes[11]
+	mi := &file_switchyard_v1_control_proto_msgTypes[12]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -864,7 +1016,7 @@ func (x *Mirror) String() string {
 func (*Mirror) ProtoMessage() {}
 
 func (x *Mirror) ProtoReflect() protoreflect.Message {
-	mi := &file_switchyard_v1_control_proto_msgTypes[11]
+	mi := &file_switchyard_v1_control_proto_msgTypes[12]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -877,7 +1029,7 @@ func (x *Mirror) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Mirror.ProtoReflect.Descriptor instead.
 func (*Mirror) Descriptor() ([]byte, []int) {
-	return file_switchyard_v1_control_proto_rawDescGZIP(), []int{11}
+	return file_switchyard_v1_control_proto_rawDescGZIP(), []int{12}
 }
 
 func (x *Mirror) GetName() string {
@@ -938,7 +1090,7 @@ type ListMirrorsRequest struct {
 
 func (x *ListMirrorsRequest) Reset() {
 	*x = ListMirrorsRequest{}
-	mi := &file_switchyard_v1_control_proto_msgTypes[12]
+	mi := &file_switchyard_v1_control_proto_msgTypes[13]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -950,7 +1102,7 @@ func (x *ListMirrorsRequest) String() string {
 func (*ListMirrorsRequest) ProtoMessage() {}
 
 func (x *ListMirrorsRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_switchyard_v1_control_proto_msgTypes[12]
+	mi := &file_switchyard_v1_control_proto_msgTypes[13]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -963,7 +1115,7 @@ func (x *ListMirrorsRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListMirrorsRequest.ProtoReflect.Descriptor instead.
 func (*ListMirrorsRequest) Descriptor() ([]byte, []int) {
-	return file_switchyard_v1_control_proto_rawDescGZIP(), []int{12}
+	return file_switchyard_v1_control_proto_rawDescGZIP(), []int{13}
 }
 
 // ListMirrorsResponse lists mirrors.
@@ -977,7 +1129,7 @@ type ListMirrorsResponse struct {
 
 func (x *ListMirrorsResponse) Reset() {
 	*x = ListMirrorsResponse{}
-	mi := &file_switchyard_v1_control_proto_msgTypes[13]
+	mi := &file_switchyard_v1_control_proto_msgTypes[14]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -989,7 +1141,7 @@ func (x *ListMirrorsResponse) String() string {
 func (*ListMirrorsResponse) ProtoMessage() {}
 
 func (x *ListMirrorsResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_switchyard_v1_control_proto_msgTypes[13]
+	mi := &file_switchyard_v1_control_proto_msgTypes[14]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1002,7 +1154,7 @@ func (x *ListMirrorsResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListMirrorsResponse.ProtoReflect.Descriptor instead.
 func (*ListMirrorsResponse) Descriptor() ([]byte, []int) {
-	return file_switchyard_v1_control_proto_rawDescGZIP(), []int{13}
+	return file_switchyard_v1_control_proto_rawDescGZIP(), []int{14}
 }
 
 func (x *ListMirrorsResponse) GetMirrors() []*Mirror {
@@ -1026,7 +1178,7 @@ type SidecarSelector struct {
 
 func (x *SidecarSelector) Reset() {
 	*x = SidecarSelector{}
-	mi := &file_switchyard_v1_control_proto_msgTypes[14]
+	mi := &file_switchyard_v1_control_proto_msgTypes[15]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1038,7 +1190,7 @@ func (x *SidecarSelector) String() string {
 func (*SidecarSelector) ProtoMessage() {}
 
 func (x *SidecarSelector) ProtoReflect() protoreflect.Message {
-	mi := &file_switchyard_v1_control_proto_msgTypes[14]
+	mi := &file_switchyard_v1_control_proto_msgTypes[15]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1051,7 +1203,7 @@ func (x *SidecarSelector) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use SidecarSelector.ProtoReflect.Descriptor instead.
 func (*SidecarSelector) Descriptor() ([]byte, []int) {
-	return file_switchyard_v1_control_proto_rawDescGZIP(), []int{14}
+	return file_switchyard_v1_control_proto_rawDescGZIP(), []int{15}
 }
 
 func (x *SidecarSelector) GetApps() []string {
@@ -1082,7 +1234,7 @@ type DeclareStateRequest struct {
 
 func (x *DeclareStateRequest) Reset() {
 	*x = DeclareStateRequest{}
-	mi := &file_switchyard_v1_control_proto_msgTypes[15]
+	mi := &file_switchyard_v1_control_proto_msgTypes[16]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1094,7 +1246,7 @@ func (x *DeclareStateRequest) String() string {
 func (*DeclareStateRequest) ProtoMessage() {}
 
 func (x *DeclareStateRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_switchyard_v1_control_proto_msgTypes[15]
+	mi := &file_switchyard_v1_control_proto_msgTypes[16]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1107,7 +1259,7 @@ func (x *DeclareStateRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use DeclareStateRequest.ProtoReflect.Descriptor instead.
 func (*DeclareStateRequest) Descriptor() ([]byte, []int) {
-	return file_switchyard_v1_control_proto_rawDescGZIP(), []int{15}
+	return file_switchyard_v1_control_proto_rawDescGZIP(), []int{16}
 }
 
 func (x *DeclareStateRequest) GetSelector() *SidecarSelector {
@@ -1137,7 +1289,7 @@ type DeclareStateResponse struct {
 
 func (x *DeclareStateResponse) Reset() {
 	*x = DeclareStateResponse{}
-	mi := &file_switchyard_v1_control_proto_msgTypes[16]
+	mi := &file_switchyard_v1_control_proto_msgTypes[17]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1149,7 +1301,7 @@ func (x *DeclareStateResponse) String() string {
 func (*DeclareStateResponse) ProtoMessage() {}
 
 func (x *DeclareStateResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_switchyard_v1_control_proto_msgTypes[16]
+	mi := &file_switchyard_v1_control_proto_msgTypes[17]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1162,7 +1314,7 @@ func (x *DeclareStateResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use DeclareStateResponse.ProtoReflect.Descriptor instead.
 func (*DeclareStateResponse) Descriptor() ([]byte, []int) {
-	return file_switchyard_v1_control_proto_rawDescGZIP(), []int{16}
+	return file_switchyard_v1_control_proto_rawDescGZIP(), []int{17}
 }
 
 func (x *DeclareStateResponse) GetVersion() uint64 {
@@ -1185,13 +1337,19 @@ type CutoverPolicy struct {
 	// How Produce is gated while the cutover drains and flips: "REJECT"
 	// (answered at once with a retriable error: outbox producers keep their
 	// rows and retry later) or "HOLD" (parked and released onto the target).
-	// Default "HOLD".
+	// Default "HOLD". With consumer groups, Fetch is refused from the flip
+	// until the groups rejoined on the target, whatever the mode; Produce
+	// stays held (for a sidecar too old to hold one key and refuse another,
+	// the flip refuses both).
 	GateMode string `protobuf:"bytes,1,opt,name=gate_mode,json=gateMode,proto3" json:"gate_mode,omitempty"`
 	// How long the drain may take — in-flight produce answered, the mirror
 	// caught up — before the cutover rolls back. Default 30s.
 	DrainTimeout *durationpb.Duration `protobuf:"bytes,2,opt,name=drain_timeout,json=drainTimeout,proto3" json:"drain_timeout,omitempty"`
 	// How long a HOLD gate may park a request before answering it with a
-	// retriable error. Default 10s.
+	// retriable error, when the control plane stops renewing the hold (it
+	// renews it while the cutover progresses, so a request parked at the gate
+	// is released onto the target however long the block lasts, up to each
+	// sidecar's maxHold, 18s by default). Default 10s.
 	HoldBudget *durationpb.Duration `protobuf:"bytes,3,opt,name=hold_budget,json=holdBudget,proto3" json:"hold_budget,omitempty"`
 	// How long each step waits for every selected sidecar to acknowledge
 	// before the cutover rolls back. Default 10s.
@@ -1205,7 +1363,7 @@ type CutoverPolicy struct {
 
 func (x *CutoverPolicy) Reset() {
 	*x = CutoverPolicy{}
-	mi := &file_switchyard_v1_control_proto_msgTypes[17]
+	mi := &file_switchyard_v1_control_proto_msgTypes[18]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1217,7 +1375,7 @@ func (x *CutoverPolicy) String() string {
 func (*CutoverPolicy) ProtoMessage() {}
 
 func (x *CutoverPolicy) ProtoReflect() protoreflect.Message {
-	mi := &file_switchyard_v1_control_proto_msgTypes[17]
+	mi := &file_switchyard_v1_control_proto_msgTypes[18]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1230,7 +1388,7 @@ func (x *CutoverPolicy) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use CutoverPolicy.ProtoReflect.Descriptor instead.
 func (*CutoverPolicy) Descriptor() ([]byte, []int) {
-	return file_switchyard_v1_control_proto_rawDescGZIP(), []int{17}
+	return file_switchyard_v1_control_proto_rawDescGZIP(), []int{18}
 }
 
 func (x *CutoverPolicy) GetGateMode() string {
@@ -1294,7 +1452,7 @@ type CutoverSpec struct {
 
 func (x *CutoverSpec) Reset() {
 	*x = CutoverSpec{}
-	mi := &file_switchyard_v1_control_proto_msgTypes[18]
+	mi := &file_switchyard_v1_control_proto_msgTypes[19]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1306,7 +1464,7 @@ func (x *CutoverSpec) String() string {
 func (*CutoverSpec) ProtoMessage() {}
 
 func (x *CutoverSpec) ProtoReflect() protoreflect.Message {
-	mi := &file_switchyard_v1_control_proto_msgTypes[18]
+	mi := &file_switchyard_v1_control_proto_msgTypes[19]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1319,7 +1477,7 @@ func (x *CutoverSpec) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use CutoverSpec.ProtoReflect.Descriptor instead.
 func (*CutoverSpec) Descriptor() ([]byte, []int) {
-	return file_switchyard_v1_control_proto_rawDescGZIP(), []int{18}
+	return file_switchyard_v1_control_proto_rawDescGZIP(), []int{19}
 }
 
 func (x *CutoverSpec) GetSelector() *SidecarSelector {
@@ -1390,7 +1548,7 @@ type StepRecord struct {
 
 func (x *StepRecord) Reset() {
 	*x = StepRecord{}
-	mi := &file_switchyard_v1_control_proto_msgTypes[19]
+	mi := &file_switchyard_v1_control_proto_msgTypes[20]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1402,7 +1560,7 @@ func (x *StepRecord) String() string {
 func (*StepRecord) ProtoMessage() {}
 
 func (x *StepRecord) ProtoReflect() protoreflect.Message {
-	mi := &file_switchyard_v1_control_proto_msgTypes[19]
+	mi := &file_switchyard_v1_control_proto_msgTypes[20]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1415,7 +1573,7 @@ func (x *StepRecord) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use StepRecord.ProtoReflect.Descriptor instead.
 func (*StepRecord) Descriptor() ([]byte, []int) {
-	return file_switchyard_v1_control_proto_rawDescGZIP(), []int{19}
+	return file_switchyard_v1_control_proto_rawDescGZIP(), []int{20}
 }
 
 func (x *StepRecord) GetStep() CutoverStep {
@@ -1474,7 +1632,7 @@ type SidecarAck struct {
 
 func (x *SidecarAck) Reset() {
 	*x = SidecarAck{}
-	mi := &file_switchyard_v1_control_proto_msgTypes[20]
+	mi := &file_switchyard_v1_control_proto_msgTypes[21]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1486,7 +1644,7 @@ func (x *SidecarAck) String() string {
 func (*SidecarAck) ProtoMessage() {}
 
 func (x *SidecarAck) ProtoReflect() protoreflect.Message {
-	mi := &file_switchyard_v1_control_proto_msgTypes[20]
+	mi := &file_switchyard_v1_control_proto_msgTypes[21]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1499,7 +1657,7 @@ func (x *SidecarAck) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use SidecarAck.ProtoReflect.Descriptor instead.
 func (*SidecarAck) Descriptor() ([]byte, []int) {
-	return file_switchyard_v1_control_proto_rawDescGZIP(), []int{20}
+	return file_switchyard_v1_control_proto_rawDescGZIP(), []int{21}
 }
 
 func (x *SidecarAck) GetApp() string {
@@ -1567,7 +1725,7 @@ type GroupOffset struct {
 
 func (x *GroupOffset) Reset() {
 	*x = GroupOffset{}
-	mi := &file_switchyard_v1_control_proto_msgTypes[21]
+	mi := &file_switchyard_v1_control_proto_msgTypes[22]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1579,7 +1737,7 @@ func (x *GroupOffset) String() string {
 func (*GroupOffset) ProtoMessage() {}
 
 func (x *GroupOffset) ProtoReflect() protoreflect.Message {
-	mi := &file_switchyard_v1_control_proto_msgTypes[21]
+	mi := &file_switchyard_v1_control_proto_msgTypes[22]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1592,7 +1750,7 @@ func (x *GroupOffset) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GroupOffset.ProtoReflect.Descriptor instead.
 func (*GroupOffset) Descriptor() ([]byte, []int) {
-	return file_switchyard_v1_control_proto_rawDescGZIP(), []int{21}
+	return file_switchyard_v1_control_proto_rawDescGZIP(), []int{22}
 }
 
 func (x *GroupOffset) GetGroup() string {
@@ -1676,7 +1834,7 @@ type Cutover struct {
 
 func (x *Cutover) Reset() {
 	*x = Cutover{}
-	mi := &file_switchyard_v1_control_proto_msgTypes[22]
+	mi := &file_switchyard_v1_control_proto_msgTypes[23]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1688,7 +1846,7 @@ func (x *Cutover) String() string {
 func (*Cutover) ProtoMessage() {}
 
 func (x *Cutover) ProtoReflect() protoreflect.Message {
-	mi := &file_switchyard_v1_control_proto_msgTypes[22]
+	mi := &file_switchyard_v1_control_proto_msgTypes[23]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1701,7 +1859,7 @@ func (x *Cutover) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Cutover.ProtoReflect.Descriptor instead.
 func (*Cutover) Descriptor() ([]byte, []int) {
-	return file_switchyard_v1_control_proto_rawDescGZIP(), []int{22}
+	return file_switchyard_v1_control_proto_rawDescGZIP(), []int{23}
 }
 
 func (x *Cutover) GetId() string {
@@ -1813,7 +1971,7 @@ type CreateCutoverRequest struct {
 
 func (x *CreateCutoverRequest) Reset() {
 	*x = CreateCutoverRequest{}
-	mi := &file_switchyard_v1_control_proto_msgTypes[23]
+	mi := &file_switchyard_v1_control_proto_msgTypes[24]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1825,7 +1983,7 @@ func (x *CreateCutoverRequest) String() string {
 func (*CreateCutoverRequest) ProtoMessage() {}
 
 func (x *CreateCutoverRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_switchyard_v1_control_proto_msgTypes[23]
+	mi := &file_switchyard_v1_control_proto_msgTypes[24]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1838,7 +1996,7 @@ func (x *CreateCutoverRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use CreateCutoverRequest.ProtoReflect.Descriptor instead.
 func (*CreateCutoverRequest) Descriptor() ([]byte, []int) {
-	return file_switchyard_v1_control_proto_rawDescGZIP(), []int{23}
+	return file_switchyard_v1_control_proto_rawDescGZIP(), []int{24}
 }
 
 func (x *CreateCutoverRequest) GetSpec() *CutoverSpec {
@@ -1859,7 +2017,7 @@ type CreateCutoverResponse struct {
 
 func (x *CreateCutoverResponse) Reset() {
 	*x = CreateCutoverResponse{}
-	mi := &file_switchyard_v1_control_proto_msgTypes[24]
+	mi := &file_switchyard_v1_control_proto_msgTypes[25]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1871,7 +2029,7 @@ func (x *CreateCutoverResponse) String() string {
 func (*CreateCutoverResponse) ProtoMessage() {}
 
 func (x *CreateCutoverResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_switchyard_v1_control_proto_msgTypes[24]
+	mi := &file_switchyard_v1_control_proto_msgTypes[25]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1884,7 +2042,7 @@ func (x *CreateCutoverResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use CreateCutoverResponse.ProtoReflect.Descriptor instead.
 func (*CreateCutoverResponse) Descriptor() ([]byte, []int) {
-	return file_switchyard_v1_control_proto_rawDescGZIP(), []int{24}
+	return file_switchyard_v1_control_proto_rawDescGZIP(), []int{25}
 }
 
 func (x *CreateCutoverResponse) GetCutover() *Cutover {
@@ -1905,7 +2063,7 @@ type GetCutoverRequest struct {
 
 func (x *GetCutoverRequest) Reset() {
 	*x = GetCutoverRequest{}
-	mi := &file_switchyard_v1_control_proto_msgTypes[25]
+	mi := &file_switchyard_v1_control_proto_msgTypes[26]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1917,7 +2075,7 @@ func (x *GetCutoverRequest) String() string {
 func (*GetCutoverRequest) ProtoMessage() {}
 
 func (x *GetCutoverRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_switchyard_v1_control_proto_msgTypes[25]
+	mi := &file_switchyard_v1_control_proto_msgTypes[26]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1930,7 +2088,7 @@ func (x *GetCutoverRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GetCutoverRequest.ProtoReflect.Descriptor instead.
 func (*GetCutoverRequest) Descriptor() ([]byte, []int) {
-	return file_switchyard_v1_control_proto_rawDescGZIP(), []int{25}
+	return file_switchyard_v1_control_proto_rawDescGZIP(), []int{26}
 }
 
 func (x *GetCutoverRequest) GetId() string {
@@ -1951,7 +2109,7 @@ type GetCutoverResponse struct {
 
 func (x *GetCutoverResponse) Reset() {
 	*x = GetCutoverResponse{}
-	mi := &file_switchyard_v1_control_proto_msgTypes[26]
+	mi := &file_switchyard_v1_control_proto_msgTypes[27]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1963,7 +2121,7 @@ func (x *GetCutoverResponse) String() string {
 func (*GetCutoverResponse) ProtoMessage() {}
 
 func (x *GetCutoverResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_switchyard_v1_control_proto_msgTypes[26]
+	mi := &file_switchyard_v1_control_proto_msgTypes[27]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1976,7 +2134,7 @@ func (x *GetCutoverResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GetCutoverResponse.ProtoReflect.Descriptor instead.
 func (*GetCutoverResponse) Descriptor() ([]byte, []int) {
-	return file_switchyard_v1_control_proto_rawDescGZIP(), []int{26}
+	return file_switchyard_v1_control_proto_rawDescGZIP(), []int{27}
 }
 
 func (x *GetCutoverResponse) GetCutover() *Cutover {
@@ -1995,7 +2153,7 @@ type ListCutoversRequest struct {
 
 func (x *ListCutoversRequest) Reset() {
 	*x = ListCutoversRequest{}
-	mi := &file_switchyard_v1_control_proto_msgTypes[27]
+	mi := &file_switchyard_v1_control_proto_msgTypes[28]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2007,7 +2165,7 @@ func (x *ListCutoversRequest) String() string {
 func (*ListCutoversRequest) ProtoMessage() {}
 
 func (x *ListCutoversRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_switchyard_v1_control_proto_msgTypes[27]
+	mi := &file_switchyard_v1_control_proto_msgTypes[28]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2020,7 +2178,7 @@ func (x *ListCutoversRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListCutoversRequest.ProtoReflect.Descriptor instead.
 func (*ListCutoversRequest) Descriptor() ([]byte, []int) {
-	return file_switchyard_v1_control_proto_rawDescGZIP(), []int{27}
+	return file_switchyard_v1_control_proto_rawDescGZIP(), []int{28}
 }
 
 // ListCutoversResponse lists cutovers.
@@ -2034,7 +2192,7 @@ type ListCutoversResponse struct {
 
 func (x *ListCutoversResponse) Reset() {
 	*x = ListCutoversResponse{}
-	mi := &file_switchyard_v1_control_proto_msgTypes[28]
+	mi := &file_switchyard_v1_control_proto_msgTypes[29]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2046,7 +2204,7 @@ func (x *ListCutoversResponse) String() string {
 func (*ListCutoversResponse) ProtoMessage() {}
 
 func (x *ListCutoversResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_switchyard_v1_control_proto_msgTypes[28]
+	mi := &file_switchyard_v1_control_proto_msgTypes[29]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2059,7 +2217,7 @@ func (x *ListCutoversResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListCutoversResponse.ProtoReflect.Descriptor instead.
 func (*ListCutoversResponse) Descriptor() ([]byte, []int) {
-	return file_switchyard_v1_control_proto_rawDescGZIP(), []int{28}
+	return file_switchyard_v1_control_proto_rawDescGZIP(), []int{29}
 }
 
 func (x *ListCutoversResponse) GetCutovers() []*Cutover {
@@ -2082,7 +2240,7 @@ type AbortCutoverRequest struct {
 
 func (x *AbortCutoverRequest) Reset() {
 	*x = AbortCutoverRequest{}
-	mi := &file_switchyard_v1_control_proto_msgTypes[29]
+	mi := &file_switchyard_v1_control_proto_msgTypes[30]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2094,7 +2252,7 @@ func (x *AbortCutoverRequest) String() string {
 func (*AbortCutoverRequest) ProtoMessage() {}
 
 func (x *AbortCutoverRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_switchyard_v1_control_proto_msgTypes[29]
+	mi := &file_switchyard_v1_control_proto_msgTypes[30]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2107,7 +2265,7 @@ func (x *AbortCutoverRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use AbortCutoverRequest.ProtoReflect.Descriptor instead.
 func (*AbortCutoverRequest) Descriptor() ([]byte, []int) {
-	return file_switchyard_v1_control_proto_rawDescGZIP(), []int{29}
+	return file_switchyard_v1_control_proto_rawDescGZIP(), []int{30}
 }
 
 func (x *AbortCutoverRequest) GetId() string {
@@ -2135,7 +2293,7 @@ type AbortCutoverResponse struct {
 
 func (x *AbortCutoverResponse) Reset() {
 	*x = AbortCutoverResponse{}
-	mi := &file_switchyard_v1_control_proto_msgTypes[30]
+	mi := &file_switchyard_v1_control_proto_msgTypes[31]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2147,7 +2305,7 @@ func (x *AbortCutoverResponse) String() string {
 func (*AbortCutoverResponse) ProtoMessage() {}
 
 func (x *AbortCutoverResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_switchyard_v1_control_proto_msgTypes[30]
+	mi := &file_switchyard_v1_control_proto_msgTypes[31]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2160,7 +2318,7 @@ func (x *AbortCutoverResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use AbortCutoverResponse.ProtoReflect.Descriptor instead.
 func (*AbortCutoverResponse) Descriptor() ([]byte, []int) {
-	return file_switchyard_v1_control_proto_rawDescGZIP(), []int{30}
+	return file_switchyard_v1_control_proto_rawDescGZIP(), []int{31}
 }
 
 func (x *AbortCutoverResponse) GetCutover() *Cutover {
@@ -2181,7 +2339,7 @@ type WatchCutoverRequest struct {
 
 func (x *WatchCutoverRequest) Reset() {
 	*x = WatchCutoverRequest{}
-	mi := &file_switchyard_v1_control_proto_msgTypes[31]
+	mi := &file_switchyard_v1_control_proto_msgTypes[32]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2193,7 +2351,7 @@ func (x *WatchCutoverRequest) String() string {
 func (*WatchCutoverRequest) ProtoMessage() {}
 
 func (x *WatchCutoverRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_switchyard_v1_control_proto_msgTypes[31]
+	mi := &file_switchyard_v1_control_proto_msgTypes[32]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2206,7 +2364,7 @@ func (x *WatchCutoverRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use WatchCutoverRequest.ProtoReflect.Descriptor instead.
 func (*WatchCutoverRequest) Descriptor() ([]byte, []int) {
-	return file_switchyard_v1_control_proto_rawDescGZIP(), []int{31}
+	return file_switchyard_v1_control_proto_rawDescGZIP(), []int{32}
 }
 
 func (x *WatchCutoverRequest) GetId() string {
@@ -2227,7 +2385,7 @@ type WatchCutoverResponse struct {
 
 func (x *WatchCutoverResponse) Reset() {
 	*x = WatchCutoverResponse{}
-	mi := &file_switchyard_v1_control_proto_msgTypes[32]
+	mi := &file_switchyard_v1_control_proto_msgTypes[33]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2239,7 +2397,7 @@ func (x *WatchCutoverResponse) String() string {
 func (*WatchCutoverResponse) ProtoMessage() {}
 
 func (x *WatchCutoverResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_switchyard_v1_control_proto_msgTypes[32]
+	mi := &file_switchyard_v1_control_proto_msgTypes[33]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2252,7 +2410,7 @@ func (x *WatchCutoverResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use WatchCutoverResponse.ProtoReflect.Descriptor instead.
 func (*WatchCutoverResponse) Descriptor() ([]byte, []int) {
-	return file_switchyard_v1_control_proto_rawDescGZIP(), []int{32}
+	return file_switchyard_v1_control_proto_rawDescGZIP(), []int{33}
 }
 
 func (x *WatchCutoverResponse) GetCutover() *Cutover {
@@ -2283,16 +2441,22 @@ const file_switchyard_v1_control_proto_rawDesc = "" +
 	"\fDesiredState\x12\x18\n" +
 	"\aversion\x18\x01 \x01(\x04R\aversion\x12%\n" +
 	"\x0eactive_cluster\x18\x02 \x01(\tR\ractiveCluster\x12'\n" +
-	"\x04gate\x18\x03 \x01(\v2\x13.switchyard.v1.GateR\x04gate\"\xe6\x01\n" +
+	"\x04gate\x18\x03 \x01(\v2\x13.switchyard.v1.GateR\x04gate\"\xa1\x02\n" +
 	"\x0eConnectRequest\x12:\n" +
 	"\bidentity\x18\x01 \x01(\v2\x1e.switchyard.v1.SidecarIdentityR\bidentity\x12'\n" +
 	"\x0fapplied_version\x18\x02 \x01(\x04R\x0eappliedVersion\x12\x1f\n" +
 	"\vapply_error\x18\x03 \x01(\tR\n" +
 	"applyError\x122\n" +
 	"\x06status\x18\x04 \x01(\v2\x1a.switchyard.v1.ProxyStatusR\x06status\x12\x1a\n" +
-	"\bclusters\x18\x05 \x03(\tR\bclusters\"H\n" +
+	"\bclusters\x18\x05 \x03(\tR\bclusters\x129\n" +
+	"\bfeatures\x18\x06 \x03(\x0e2\x1d.switchyard.v1.SidecarFeatureR\bfeatures\"\x81\x01\n" +
 	"\x0fConnectResponse\x125\n" +
-	"\adesired\x18\x01 \x01(\v2\x1b.switchyard.v1.DesiredStateR\adesired\"\xf1\x02\n" +
+	"\adesired\x18\x01 \x01(\v2\x1b.switchyard.v1.DesiredStateR\adesired\x127\n" +
+	"\n" +
+	"hold_lease\x18\x02 \x01(\v2\x18.switchyard.v1.HoldLeaseR\tholdLease\"]\n" +
+	"\tHoldLease\x12\x18\n" +
+	"\aversion\x18\x01 \x01(\x04R\aversion\x126\n" +
+	"\tvalid_for\x18\x02 \x01(\v2\x19.google.protobuf.DurationR\bvalidFor\"\xac\x03\n" +
 	"\aSidecar\x12:\n" +
 	"\bidentity\x18\x01 \x01(\v2\x1e.switchyard.v1.SidecarIdentityR\bidentity\x12\x1c\n" +
 	"\tconnected\x18\x02 \x01(\bR\tconnected\x125\n" +
@@ -2304,7 +2468,8 @@ const file_switchyard_v1_control_proto_rawDesc = "" +
 	"\tlast_seen\x18\a \x01(\v2\x1a.google.protobuf.TimestampR\blastSeen\x12\x1e\n" +
 	"\n" +
 	"credential\x18\b \x01(\tR\n" +
-	"credential\"'\n" +
+	"credential\x129\n" +
+	"\bfeatures\x18\t \x03(\x0e2\x1d.switchyard.v1.SidecarFeatureR\bfeatures\"'\n" +
 	"\x13ListSidecarsRequest\x12\x10\n" +
 	"\x03app\x18\x01 \x01(\tR\x03app\"J\n" +
 	"\x14ListSidecarsResponse\x122\n" +
@@ -2427,7 +2592,12 @@ const file_switchyard_v1_control_proto_rawDesc = "" +
 	"\x13WatchCutoverRequest\x12\x0e\n" +
 	"\x02id\x18\x01 \x01(\tR\x02id\"H\n" +
 	"\x14WatchCutoverResponse\x120\n" +
-	"\acutover\x18\x01 \x01(\v2\x16.switchyard.v1.CutoverR\acutover*\xcb\x02\n" +
+	"\acutover\x18\x01 \x01(\v2\x16.switchyard.v1.CutoverR\acutover*\xae\x01\n" +
+	"\x0eSidecarFeature\x12\x1f\n" +
+	"\x1bSIDECAR_FEATURE_UNSPECIFIED\x10\x00\x12$\n" +
+	" SIDECAR_FEATURE_GATE_REJECT_KEYS\x10\x01\x125\n" +
+	"1SIDECAR_FEATURE_GATE_FETCH_WAITS_FOR_TRANSACTIONS\x10\x02\x12\x1e\n" +
+	"\x1aSIDECAR_FEATURE_HOLD_LEASE\x10\x03*\xcb\x02\n" +
 	"\vCutoverStep\x12\x1c\n" +
 	"\x18CUTOVER_STEP_UNSPECIFIED\x10\x00\x12\x1a\n" +
 	"\x16CUTOVER_STEP_PREFLIGHT\x10\x01\x12\x15\n" +
@@ -2468,117 +2638,123 @@ func file_switchyard_v1_control_proto_rawDescGZIP() []byte {
 	return file_switchyard_v1_control_proto_rawDescData
 }
 
-var file_switchyard_v1_control_proto_enumTypes = make([]protoimpl.EnumInfo, 1)
-var file_switchyard_v1_control_proto_msgTypes = make([]protoimpl.MessageInfo, 36)
+var file_switchyard_v1_control_proto_enumTypes = make([]protoimpl.EnumInfo, 2)
+var file_switchyard_v1_control_proto_msgTypes = make([]protoimpl.MessageInfo, 37)
 var file_switchyard_v1_control_proto_goTypes = []any{
-	(CutoverStep)(0),              // 0: switchyard.v1.CutoverStep
-	(*Cluster)(nil),               // 1: switchyard.v1.Cluster
-	(*ListClustersRequest)(nil),   // 2: switchyard.v1.ListClustersRequest
-	(*ListClustersResponse)(nil),  // 3: switchyard.v1.ListClustersResponse
-	(*SidecarIdentity)(nil),       // 4: switchyard.v1.SidecarIdentity
-	(*DesiredState)(nil),          // 5: switchyard.v1.DesiredState
-	(*ConnectRequest)(nil),        // 6: switchyard.v1.ConnectRequest
-	(*ConnectResponse)(nil),       // 7: switchyard.v1.ConnectResponse
-	(*Sidecar)(nil),               // 8: switchyard.v1.Sidecar
-	(*ListSidecarsRequest)(nil),   // 9: switchyard.v1.ListSidecarsRequest
-	(*ListSidecarsResponse)(nil),  // 10: switchyard.v1.ListSidecarsResponse
-	(*MirrorPartition)(nil),       // 11: switchyard.v1.MirrorPartition
-	(*Mirror)(nil),                // 12: switchyard.v1.Mirror
-	(*ListMirrorsRequest)(nil),    // 13: switchyard.v1.ListMirrorsRequest
-	(*ListMirrorsResponse)(nil),   // 14: switchyard.v1.ListMirrorsResponse
-	(*SidecarSelector)(nil),       // 15: switchyard.v1.SidecarSelector
-	(*DeclareStateRequest)(nil),   // 16: switchyard.v1.DeclareStateRequest
-	(*DeclareStateResponse)(nil),  // 17: switchyard.v1.DeclareStateResponse
-	(*CutoverPolicy)(nil),         // 18: switchyard.v1.CutoverPolicy
-	(*CutoverSpec)(nil),           // 19: switchyard.v1.CutoverSpec
-	(*StepRecord)(nil),            // 20: switchyard.v1.StepRecord
-	(*SidecarAck)(nil),            // 21: switchyard.v1.SidecarAck
-	(*GroupOffset)(nil),           // 22: switchyard.v1.GroupOffset
-	(*Cutover)(nil),               // 23: switchyard.v1.Cutover
-	(*CreateCutoverRequest)(nil),  // 24: switchyard.v1.CreateCutoverRequest
-	(*CreateCutoverResponse)(nil), // 25: switchyard.v1.CreateCutoverResponse
-	(*GetCutoverRequest)(nil),     // 26: switchyard.v1.GetCutoverRequest
-	(*GetCutoverResponse)(nil),    // 27: switchyard.v1.GetCutoverResponse
-	(*ListCutoversRequest)(nil),   // 28: switchyard.v1.ListCutoversRequest
-	(*ListCutoversResponse)(nil),  // 29: switchyard.v1.ListCutoversResponse
-	(*AbortCutoverRequest)(nil),   // 30: switchyard.v1.AbortCutoverRequest
-	(*AbortCutoverResponse)(nil),  // 31: switchyard.v1.AbortCutoverResponse
-	(*WatchCutoverRequest)(nil),   // 32: switchyard.v1.WatchCutoverRequest
-	(*WatchCutoverResponse)(nil),  // 33: switchyard.v1.WatchCutoverResponse
-	nil,                           // 34: switchyard.v1.SidecarIdentity.LabelsEntry
-	nil,                           // 35: switchyard.v1.Mirror.TopicErrorsEntry
-	nil,                           // 36: switchyard.v1.SidecarSelector.LabelsEntry
-	(*Gate)(nil),                  // 37: switchyard.v1.Gate
-	(*ProxyStatus)(nil),           // 38: switchyard.v1.ProxyStatus
-	(*timestamppb.Timestamp)(nil), // 39: google.protobuf.Timestamp
-	(*durationpb.Duration)(nil),   // 40: google.protobuf.Duration
+	(SidecarFeature)(0),           // 0: switchyard.v1.SidecarFeature
+	(CutoverStep)(0),              // 1: switchyard.v1.CutoverStep
+	(*Cluster)(nil),               // 2: switchyard.v1.Cluster
+	(*ListClustersRequest)(nil),   // 3: switchyard.v1.ListClustersRequest
+	(*ListClustersResponse)(nil),  // 4: switchyard.v1.ListClustersResponse
+	(*SidecarIdentity)(nil),       // 5: switchyard.v1.SidecarIdentity
+	(*DesiredState)(nil),          // 6: switchyard.v1.DesiredState
+	(*ConnectRequest)(nil),        // 7: switchyard.v1.ConnectRequest
+	(*ConnectResponse)(nil),       // 8: switchyard.v1.ConnectResponse
+	(*HoldLease)(nil),             // 9: switchyard.v1.HoldLease
+	(*Sidecar)(nil),               // 10: switchyard.v1.Sidecar
+	(*ListSidecarsRequest)(nil),   // 11: switchyard.v1.ListSidecarsRequest
+	(*ListSidecarsResponse)(nil),  // 12: switchyard.v1.ListSidecarsResponse
+	(*MirrorPartition)(nil),       // 13: switchyard.v1.MirrorPartition
+	(*Mirror)(nil),                // 14: switchyard.v1.Mirror
+	(*ListMirrorsRequest)(nil),    // 15: switchyard.v1.ListMirrorsRequest
+	(*ListMirrorsResponse)(nil),   // 16: switchyard.v1.ListMirrorsResponse
+	(*SidecarSelector)(nil),       // 17: switchyard.v1.SidecarSelector
+	(*DeclareStateRequest)(nil),   // 18: switchyard.v1.DeclareStateRequest
+	(*DeclareStateResponse)(nil),  // 19: switchyard.v1.DeclareStateResponse
+	(*CutoverPolicy)(nil),         // 20: switchyard.v1.CutoverPolicy
+	(*CutoverSpec)(nil),           // 21: switchyard.v1.CutoverSpec
+	(*StepRecord)(nil),            // 22: switchyard.v1.StepRecord
+	(*SidecarAck)(nil),            // 23: switchyard.v1.SidecarAck
+	(*GroupOffset)(nil),           // 24: switchyard.v1.GroupOffset
+	(*Cutover)(nil),               // 25: switchyard.v1.Cutover
+	(*CreateCutoverRequest)(nil),  // 26: switchyard.v1.CreateCutoverRequest
+	(*CreateCutoverResponse)(nil), // 27: switchyard.v1.CreateCutoverResponse
+	(*GetCutoverRequest)(nil),     // 28: switchyard.v1.GetCutoverRequest
+	(*GetCutoverResponse)(nil),    // 29: switchyard.v1.GetCutoverResponse
+	(*ListCutoversRequest)(nil),   // 30: switchyard.v1.ListCutoversRequest
+	(*ListCutoversResponse)(nil),  // 31: switchyard.v1.ListCutoversResponse
+	(*AbortCutoverRequest)(nil),   // 32: switchyard.v1.AbortCutoverRequest
+	(*AbortCutoverResponse)(nil),  // 33: switchyard.v1.AbortCutoverResponse
+	(*WatchCutoverRequest)(nil),   // 34: switchyard.v1.WatchCutoverRequest
+	(*WatchCutoverResponse)(nil),  // 35: switchyard.v1.WatchCutoverResponse
+	nil,                           // 36: switchyard.v1.SidecarIdentity.LabelsEntry
+	nil,                           // 37: switchyard.v1.Mirror.TopicErrorsEntry
+	nil,                           // 38: switchyard.v1.SidecarSelector.LabelsEntry
+	(*Gate)(nil),                  // 39: switchyard.v1.Gate
+	(*ProxyStatus)(nil),           // 40: switchyard.v1.ProxyStatus
+	(*durationpb.Duration)(nil),   // 41: google.protobuf.Duration
+	(*timestamppb.Timestamp)(nil), // 42: google.protobuf.Timestamp
 }
 var file_switchyard_v1_control_proto_depIdxs = []int32{
-	1,  // 0: switchyard.v1.ListClustersResponse.clusters:type_name -> switchyard.v1.Cluster
-	34, // 1: switchyard.v1.SidecarIdentity.labels:type_name -> switchyard.v1.SidecarIdentity.LabelsEntry
-	37, // 2: switchyard.v1.DesiredState.gate:type_name -> switchyard.v1.Gate
-	4,  // 3: switchyard.v1.ConnectRequest.identity:type_name -> switchyard.v1.SidecarIdentity
-	38, // 4: switchyard.v1.ConnectRequest.status:type_name -> switchyard.v1.ProxyStatus
-	5,  // 5: switchyard.v1.ConnectResponse.desired:type_name -> switchyard.v1.DesiredState
-	4,  // 6: switchyard.v1.Sidecar.identity:type_name -> switchyard.v1.SidecarIdentity
-	5,  // 7: switchyard.v1.Sidecar.desired:type_name -> switchyard.v1.DesiredState
-	38, // 8: switchyard.v1.Sidecar.status:type_name -> switchyard.v1.ProxyStatus
-	39, // 9: switchyard.v1.Sidecar.last_seen:type_name -> google.protobuf.Timestamp
-	8,  // 10: switchyard.v1.ListSidecarsResponse.sidecars:type_name -> switchyard.v1.Sidecar
-	11, // 11: switchyard.v1.Mirror.partitions:type_name -> switchyard.v1.MirrorPartition
-	35, // 12: switchyard.v1.Mirror.topic_errors:type_name -> switchyard.v1.Mirror.TopicErrorsEntry
-	12, // 13: switchyard.v1.ListMirrorsResponse.mirrors:type_name -> switchyard.v1.Mirror
-	36, // 14: switchyard.v1.SidecarSelector.labels:type_name -> switchyard.v1.SidecarSelector.LabelsEntry
-	15, // 15: switchyard.v1.DeclareStateRequest.selector:type_name -> switchyard.v1.SidecarSelector
-	40, // 16: switchyard.v1.CutoverPolicy.drain_timeout:type_name -> google.protobuf.Duration
-	40, // 17: switchyard.v1.CutoverPolicy.hold_budget:type_name -> google.protobuf.Duration
-	40, // 18: switchyard.v1.CutoverPolicy.ack_timeout:type_name -> google.protobuf.Duration
-	15, // 19: switchyard.v1.CutoverSpec.selector:type_name -> switchyard.v1.SidecarSelector
-	18, // 20: switchyard.v1.CutoverSpec.policy:type_name -> switchyard.v1.CutoverPolicy
-	0,  // 21: switchyard.v1.StepRecord.step:type_name -> switchyard.v1.CutoverStep
-	39, // 22: switchyard.v1.StepRecord.started:type_name -> google.protobuf.Timestamp
-	39, // 23: switchyard.v1.StepRecord.finished:type_name -> google.protobuf.Timestamp
-	19, // 24: switchyard.v1.Cutover.spec:type_name -> switchyard.v1.CutoverSpec
-	0,  // 25: switchyard.v1.Cutover.step:type_name -> switchyard.v1.CutoverStep
-	20, // 26: switchyard.v1.Cutover.history:type_name -> switchyard.v1.StepRecord
-	21, // 27: switchyard.v1.Cutover.sidecars:type_name -> switchyard.v1.SidecarAck
-	22, // 28: switchyard.v1.Cutover.group_offsets:type_name -> switchyard.v1.GroupOffset
-	39, // 29: switchyard.v1.Cutover.gated_at:type_name -> google.protobuf.Timestamp
-	39, // 30: switchyard.v1.Cutover.released_at:type_name -> google.protobuf.Timestamp
-	40, // 31: switchyard.v1.Cutover.block_window:type_name -> google.protobuf.Duration
-	39, // 32: switchyard.v1.Cutover.created:type_name -> google.protobuf.Timestamp
-	39, // 33: switchyard.v1.Cutover.updated:type_name -> google.protobuf.Timestamp
-	19, // 34: switchyard.v1.CreateCutoverRequest.spec:type_name -> switchyard.v1.CutoverSpec
-	23, // 35: switchyard.v1.CreateCutoverResponse.cutover:type_name -> switchyard.v1.Cutover
-	23, // 36: switchyard.v1.GetCutoverResponse.cutover:type_name -> switchyard.v1.Cutover
-	23, // 37: switchyard.v1.ListCutoversResponse.cutovers:type_name -> switchyard.v1.Cutover
-	23, // 38: switchyard.v1.AbortCutoverResponse.cutover:type_name -> switchyard.v1.Cutover
-	23, // 39: switchyard.v1.WatchCutoverResponse.cutover:type_name -> switchyard.v1.Cutover
-	2,  // 40: switchyard.v1.ControlService.ListClusters:input_type -> switchyard.v1.ListClustersRequest
-	9,  // 41: switchyard.v1.ControlService.ListSidecars:input_type -> switchyard.v1.ListSidecarsRequest
-	13, // 42: switchyard.v1.ControlService.ListMirrors:input_type -> switchyard.v1.ListMirrorsRequest
-	24, // 43: switchyard.v1.ControlService.CreateCutover:input_type -> switchyard.v1.CreateCutoverRequest
-	26, // 44: switchyard.v1.ControlService.GetCutover:input_type -> switchyard.v1.GetCutoverRequest
-	28, // 45: switchyard.v1.ControlService.ListCutovers:input_type -> switchyard.v1.ListCutoversRequest
-	30, // 46: switchyard.v1.ControlService.AbortCutover:input_type -> switchyard.v1.AbortCutoverRequest
-	32, // 47: switchyard.v1.ControlService.WatchCutover:input_type -> switchyard.v1.WatchCutoverRequest
-	16, // 48: switchyard.v1.ControlService.DeclareState:input_type -> switchyard.v1.DeclareStateRequest
-	6,  // 49: switchyard.v1.SidecarService.Connect:input_type -> switchyard.v1.ConnectRequest
-	3,  // 50: switchyard.v1.ControlService.ListClusters:output_type -> switchyard.v1.ListClustersResponse
-	10, // 51: switchyard.v1.ControlService.ListSidecars:output_type -> switchyard.v1.ListSidecarsResponse
-	14, // 52: switchyard.v1.ControlService.ListMirrors:output_type -> switchyard.v1.ListMirrorsResponse
-	25, // 53: switchyard.v1.ControlService.CreateCutover:output_type -> switchyard.v1.CreateCutoverResponse
-	27, // 54: switchyard.v1.ControlService.GetCutover:output_type -> switchyard.v1.GetCutoverResponse
-	29, // 55: switchyard.v1.ControlService.ListCutovers:output_type -> switchyard.v1.ListCutoversResponse
-	31, // 56: switchyard.v1.ControlService.AbortCutover:output_type -> switchyard.v1.AbortCutoverResponse
-	33, // 57: switchyard.v1.ControlService.WatchCutover:output_type -> switchyard.v1.WatchCutoverResponse
-	17, // 58: switchyard.v1.ControlService.DeclareState:output_type -> switchyard.v1.DeclareStateResponse
-	7,  // 59: switchyard.v1.SidecarService.Connect:output_type -> switchyard.v1.ConnectResponse
-	50, // [50:60] is the sub-list for method output_type
-	40, // [40:50] is the sub-list for method input_type
-	40, // [40:40] is the sub-list for extension type_name
-	40, // [40:40] is the sub-list for extension extendee
-	0,  // [0:40] is the sub-list for field type_name
+	2,  // 0: switchyard.v1.ListClustersResponse.clusters:type_name -> switchyard.v1.Cluster
+	36, // 1: switchyard.v1.SidecarIdentity.labels:type_name -> switchyard.v1.SidecarIdentity.LabelsEntry
+	39, // 2: switchyard.v1.DesiredState.gate:type_name -> switchyard.v1.Gate
+	5,  // 3: switchyard.v1.ConnectRequest.identity:type_name -> switchyard.v1.SidecarIdentity
+	40, // 4: switchyard.v1.ConnectRequest.status:type_name -> switchyard.v1.ProxyStatus
+	0,  // 5: switchyard.v1.ConnectRequest.features:type_name -> switchyard.v1.SidecarFeature
+	6,  // 6: switchyard.v1.ConnectResponse.desired:type_name -> switchyard.v1.DesiredState
+	9,  // 7: switchyard.v1.ConnectResponse.hold_lease:type_name -> switchyard.v1.HoldLease
+	41, // 8: switchyard.v1.HoldLease.valid_for:type_name -> google.protobuf.Duration
+	5,  // 9: switchyard.v1.Sidecar.identity:type_name -> switchyard.v1.SidecarIdentity
+	6,  // 10: switchyard.v1.Sidecar.desired:type_name -> switchyard.v1.DesiredState
+	40, // 11: switchyard.v1.Sidecar.status:type_name -> switchyard.v1.ProxyStatus
+	42, // 12: switchyard.v1.Sidecar.last_seen:type_name -> google.protobuf.Timestamp
+	0,  // 13: switchyard.v1.Sidecar.features:type_name -> switchyard.v1.SidecarFeature
+	10, // 14: switchyard.v1.ListSidecarsResponse.sidecars:type_name -> switchyard.v1.Sidecar
+	13, // 15: switchyard.v1.Mirror.partitions:type_name -> switchyard.v1.MirrorPartition
+	37, // 16: switchyard.v1.Mirror.topic_errors:type_name -> switchyard.v1.Mirror.TopicErrorsEntry
+	14, // 17: switchyard.v1.ListMirrorsResponse.mirrors:type_name -> switchyard.v1.Mirror
+	38, // 18: switchyard.v1.SidecarSelector.labels:type_name -> switchyard.v1.SidecarSelector.LabelsEntry
+	17, // 19: switchyard.v1.DeclareStateRequest.selector:type_name -> switchyard.v1.SidecarSelector
+	41, // 20: switchyard.v1.CutoverPolicy.drain_timeout:type_name -> google.protobuf.Duration
+	41, // 21: switchyard.v1.CutoverPolicy.hold_budget:type_name -> google.protobuf.Duration
+	41, // 22: switchyard.v1.CutoverPolicy.ack_timeout:type_name -> google.protobuf.Duration
+	17, // 23: switchyard.v1.CutoverSpec.selector:type_name -> switchyard.v1.SidecarSelector
+	20, // 24: switchyard.v1.CutoverSpec.policy:type_name -> switchyard.v1.CutoverPolicy
+	1,  // 25: switchyard.v1.StepRecord.step:type_name -> switchyard.v1.CutoverStep
+	42, // 26: switchyard.v1.StepRecord.started:type_name -> google.protobuf.Timestamp
+	42, // 27: switchyard.v1.StepRecord.finished:type_name -> google.protobuf.Timestamp
+	21, // 28: switchyard.v1.Cutover.spec:type_name -> switchyard.v1.CutoverSpec
+	1,  // 29: switchyard.v1.Cutover.step:type_name -> switchyard.v1.CutoverStep
+	22, // 30: switchyard.v1.Cutover.history:type_name -> switchyard.v1.StepRecord
+	23, // 31: switchyard.v1.Cutover.sidecars:type_name -> switchyard.v1.SidecarAck
+	24, // 32: switchyard.v1.Cutover.group_offsets:type_name -> switchyard.v1.GroupOffset
+	42, // 33: switchyard.v1.Cutover.gated_at:type_name -> google.protobuf.Timestamp
+	42, // 34: switchyard.v1.Cutover.released_at:type_name -> google.protobuf.Timestamp
+	41, // 35: switchyard.v1.Cutover.block_window:type_name -> google.protobuf.Duration
+	42, // 36: switchyard.v1.Cutover.created:type_name -> google.protobuf.Timestamp
+	42, // 37: switchyard.v1.Cutover.updated:type_name -> google.protobuf.Timestamp
+	21, // 38: switchyard.v1.CreateCutoverRequest.spec:type_name -> switchyard.v1.CutoverSpec
+	25, // 39: switchyard.v1.CreateCutoverResponse.cutover:type_name -> switchyard.v1.Cutover
+	25, // 40: switchyard.v1.GetCutoverResponse.cutover:type_name -> switchyard.v1.Cutover
+	25, // 41: switchyard.v1.ListCutoversResponse.cutovers:type_name -> switchyard.v1.Cutover
+	25, // 42: switchyard.v1.AbortCutoverResponse.cutover:type_name -> switchyard.v1.Cutover
+	25, // 43: switchyard.v1.WatchCutoverResponse.cutover:type_name -> switchyard.v1.Cutover
+	3,  // 44: switchyard.v1.ControlService.ListClusters:input_type -> switchyard.v1.ListClustersRequest
+	11, // 45: switchyard.v1.ControlService.ListSidecars:input_type -> switchyard.v1.ListSidecarsRequest
+	15, // 46: switchyard.v1.ControlService.ListMirrors:input_type -> switchyard.v1.ListMirrorsRequest
+	26, // 47: switchyard.v1.ControlService.CreateCutover:input_type -> switchyard.v1.CreateCutoverRequest
+	28, // 48: switchyard.v1.ControlService.GetCutover:input_type -> switchyard.v1.GetCutoverRequest
+	30, // 49: switchyard.v1.ControlService.ListCutovers:input_type -> switchyard.v1.ListCutoversRequest
+	32, // 50: switchyard.v1.ControlService.AbortCutover:input_type -> switchyard.v1.AbortCutoverRequest
+	34, // 51: switchyard.v1.ControlService.WatchCutover:input_type -> switchyard.v1.WatchCutoverRequest
+	18, // 52: switchyard.v1.ControlService.DeclareState:input_type -> switchyard.v1.DeclareStateRequest
+	7,  // 53: switchyard.v1.SidecarService.Connect:input_type -> switchyard.v1.ConnectRequest
+	4,  // 54: switchyard.v1.ControlService.ListClusters:output_type -> switchyard.v1.ListClustersResponse
+	12, // 55: switchyard.v1.ControlService.ListSidecars:output_type -> switchyard.v1.ListSidecarsResponse
+	16, // 56: switchyard.v1.ControlService.ListMirrors:output_type -> switchyard.v1.ListMirrorsResponse
+	27, // 57: switchyard.v1.ControlService.CreateCutover:output_type -> switchyard.v1.CreateCutoverResponse
+	29, // 58: switchyard.v1.ControlService.GetCutover:output_type -> switchyard.v1.GetCutoverResponse
+	31, // 59: switchyard.v1.ControlService.ListCutovers:output_type -> switchyard.v1.ListCutoversResponse
+	33, // 60: switchyard.v1.ControlService.AbortCutover:output_type -> switchyard.v1.AbortCutoverResponse
+	35, // 61: switchyard.v1.ControlService.WatchCutover:output_type -> switchyard.v1.WatchCutoverResponse
+	19, // 62: switchyard.v1.ControlService.DeclareState:output_type -> switchyard.v1.DeclareStateResponse
+	8,  // 63: switchyard.v1.SidecarService.Connect:output_type -> switchyard.v1.ConnectResponse
+	54, // [54:64] is the sub-list for method output_type
+	44, // [44:54] is the sub-list for method input_type
+	44, // [44:44] is the sub-list for extension type_name
+	44, // [44:44] is the sub-list for extension extendee
+	0,  // [0:44] is the sub-list for field type_name
 }
 
 func init() { file_switchyard_v1_control_proto_init() }
@@ -2592,8 +2768,8 @@ func file_switchyard_v1_control_proto_init() {
 		File: protoimpl.DescBuilder{
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_switchyard_v1_control_proto_rawDesc), len(file_switchyard_v1_control_proto_rawDesc)),
-			NumEnums:      1,
-			NumMessages:   36,
+			NumEnums:      2,
+			NumMessages:   37,
 			NumExtensions: 0,
 			NumServices:   2,
 		},

@@ -214,10 +214,20 @@ type SetGatesRequest struct {
 	Mode string `protobuf:"bytes,2,opt,name=mode,proto3" json:"mode,omitempty"`
 	// HOLD only: how long a request is parked before it is answered with the
 	// retriable error. Unset: the proxy's holdBudget. Keep it below the
-	// clients' request timeout.
-	HoldBudget    *durationpb.Duration `protobuf:"bytes,3,opt,name=hold_budget,json=holdBudget,proto3" json:"hold_budget,omitempty"`
-	unknownFields protoimpl.UnknownFields
-	sizeCache     protoimpl.SizeCache
+	// clients' request timeout. A control plane's hold lease extends it;
+	// the proxy's maxHold caps it, lease or not.
+	HoldBudget *durationpb.Duration `protobuf:"bytes,3,opt,name=hold_budget,json=holdBudget,proto3" json:"hold_budget,omitempty"`
+	// Kafka API keys refused (REJECT) whatever mode says: a HOLD gate that
+	// also refuses some keys, e.g. a cutover's flip holds Produce (api_keys
+	// [0], mode "HOLD") and refuses Fetch (reject_api_keys [1]). A key in
+	// both lists is refused. With api_keys empty, mode may be empty too.
+	RejectApiKeys []int32 `protobuf:"varint,4,rep,packed,name=reject_api_keys,json=rejectApiKeys,proto3" json:"reject_api_keys,omitempty"`
+	// While a transaction is open through the proxy, Fetch is not blocked:
+	// an application whose open transaction needs more input to reach its
+	// commit can finish it while the rest of its traffic is gated.
+	FetchWaitsForTransactions bool `protobuf:"varint,5,opt,name=fetch_waits_for_transactions,json=fetchWaitsForTransactions,proto3" json:"fetch_waits_for_transactions,omitempty"`
+	unknownFields             protoimpl.UnknownFields
+	sizeCache                 protoimpl.SizeCache
 }
 
 func (x *SetGatesRequest) Reset() {
@@ -269,6 +279,20 @@ func (x *SetGatesRequest) GetHoldBudget() *durationpb.Duration {
 		return x.HoldBudget
 	}
 	return nil
+}
+
+func (x *SetGatesRequest) GetRejectApiKeys() []int32 {
+	if x != nil {
+		return x.RejectApiKeys
+	}
+	return nil
+}
+
+func (x *SetGatesRequest) GetFetchWaitsForTransactions() bool {
+	if x != nil {
+		return x.FetchWaitsForTransactions
+	}
+	return false
 }
 
 // SetGatesResponse returns the gate now in force.
@@ -547,9 +571,15 @@ type Gate struct {
 	// "REJECT" or "HOLD"; see SetGatesRequest.mode.
 	Mode string `protobuf:"bytes,2,opt,name=mode,proto3" json:"mode,omitempty"`
 	// HOLD only: see SetGatesRequest.hold_budget. Unset: the proxy's own.
-	HoldBudget    *durationpb.Duration `protobuf:"bytes,3,opt,name=hold_budget,json=holdBudget,proto3" json:"hold_budget,omitempty"`
-	unknownFields protoimpl.UnknownFields
-	sizeCache     protoimpl.SizeCache
+	HoldBudget *durationpb.Duration `protobuf:"bytes,3,opt,name=hold_budget,json=holdBudget,proto3" json:"hold_budget,omitempty"`
+	// Keys refused whatever mode says; see SetGatesRequest.reject_api_keys.
+	// A proxy reports its gate canonically: reject_api_keys only beside a
+	// HOLD mode, and then disjoint from api_keys.
+	RejectApiKeys []int32 `protobuf:"varint,4,rep,packed,name=reject_api_keys,json=rejectApiKeys,proto3" json:"reject_api_keys,omitempty"`
+	// See SetGatesRequest.fetch_waits_for_transactions.
+	FetchWaitsForTransactions bool `protobuf:"varint,5,opt,name=fetch_waits_for_transactions,json=fetchWaitsForTransactions,proto3" json:"fetch_waits_for_transactions,omitempty"`
+	unknownFields             protoimpl.UnknownFields
+	sizeCache                 protoimpl.SizeCache
 }
 
 func (x *Gate) Reset() {
@@ -601,6 +631,20 @@ func (x *Gate) GetHoldBudget() *durationpb.Duration {
 		return x.HoldBudget
 	}
 	return nil
+}
+
+func (x *Gate) GetRejectApiKeys() []int32 {
+	if x != nil {
+		return x.RejectApiKeys
+	}
+	return nil
+}
+
+func (x *Gate) GetFetchWaitsForTransactions() bool {
+	if x != nil {
+		return x.FetchWaitsForTransactions
+	}
+	return false
 }
 
 // SwitchReport describes an applied switch.
@@ -882,12 +926,14 @@ const file_switchyard_v1_proxy_admin_proto_rawDesc = "" +
 	"\rSwitchRequest\x12\x18\n" +
 	"\acluster\x18\x01 \x01(\tR\acluster\"E\n" +
 	"\x0eSwitchResponse\x123\n" +
-	"\x06report\x18\x01 \x01(\v2\x1b.switchyard.v1.SwitchReportR\x06report\"|\n" +
+	"\x06report\x18\x01 \x01(\v2\x1b.switchyard.v1.SwitchReportR\x06report\"\xe5\x01\n" +
 	"\x0fSetGatesRequest\x12\x19\n" +
 	"\bapi_keys\x18\x01 \x03(\x05R\aapiKeys\x12\x12\n" +
 	"\x04mode\x18\x02 \x01(\tR\x04mode\x12:\n" +
 	"\vhold_budget\x18\x03 \x01(\v2\x19.google.protobuf.DurationR\n" +
-	"holdBudget\";\n" +
+	"holdBudget\x12&\n" +
+	"\x0freject_api_keys\x18\x04 \x03(\x05R\rrejectApiKeys\x12?\n" +
+	"\x1cfetch_waits_for_transactions\x18\x05 \x01(\bR\x19fetchWaitsForTransactions\";\n" +
 	"\x10SetGatesResponse\x12'\n" +
 	"\x04gate\x18\x01 \x01(\v2\x13.switchyard.v1.GateR\x04gate\"\x13\n" +
 	"\x11ClearGatesRequest\"\x14\n" +
@@ -910,12 +956,14 @@ const file_switchyard_v1_proxy_admin_proto_rawDesc = "" +
 	"\x10in_flight_by_api\x18\f \x03(\v2-.switchyard.v1.ProxyStatus.InFlightByApiEntryR\rinFlightByApi\x1a@\n" +
 	"\x12InFlightByApiEntry\x12\x10\n" +
 	"\x03key\x18\x01 \x01(\x05R\x03key\x12\x14\n" +
-	"\x05value\x18\x02 \x01(\x03R\x05value:\x028\x01\"q\n" +
+	"\x05value\x18\x02 \x01(\x03R\x05value:\x028\x01\"\xda\x01\n" +
 	"\x04Gate\x12\x19\n" +
 	"\bapi_keys\x18\x01 \x03(\x05R\aapiKeys\x12\x12\n" +
 	"\x04mode\x18\x02 \x01(\tR\x04mode\x12:\n" +
 	"\vhold_budget\x18\x03 \x01(\v2\x19.google.protobuf.DurationR\n" +
-	"holdBudget\"\xd4\x02\n" +
+	"holdBudget\x12&\n" +
+	"\x0freject_api_keys\x18\x04 \x03(\x05R\rrejectApiKeys\x12?\n" +
+	"\x1cfetch_waits_for_transactions\x18\x05 \x01(\bR\x19fetchWaitsForTransactions\"\xd4\x02\n" +
 	"\fSwitchReport\x12\x12\n" +
 	"\x04from\x18\x01 \x01(\tR\x04from\x12\x0e\n" +
 	"\x02to\x18\x02 \x01(\tR\x02to\x124\n" +

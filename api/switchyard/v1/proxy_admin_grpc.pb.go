@@ -52,7 +52,7 @@ type ProxyAdminServiceClient interface {
 	// REST: POST /v1/switch with body {"cluster": "target"}
 	Switch(ctx context.Context, in *SwitchRequest, opts ...grpc.CallOption) (*SwitchResponse, error)
 	// SetGates replaces the gate in force with one that blocks the given API
-	// keys in the given mode.
+	// keys in the given mode (and refuses those of reject_api_keys).
 	//
 	// Errors: INVALID_ARGUMENT (no keys, a key out of range, or an unknown
 	// mode), UNAVAILABLE (the proxy is shutting down).
@@ -139,7 +139,7 @@ type ProxyAdminServiceServer interface {
 	// REST: POST /v1/switch with body {"cluster": "target"}
 	Switch(context.Context, *SwitchRequest) (*SwitchResponse, error)
 	// SetGates replaces the gate in force with one that blocks the given API
-	// keys in the given mode.
+	// keys in the given mode (and refuses those of reject_api_keys).
 	//
 	// Errors: INVALID_ARGUMENT (no keys, a key out of range, or an unknown
 	// mode), UNAVAILABLE (the proxy is shutting down).

@@ -1,0 +1,125 @@
+#!/usr/bin/env bash
+# hold-verifiable.sh: HOLD cutovers of Apache Kafka's own clients on the
+# running test bed (make kafka-up): a VerifiableProducer (acks=all,
+# retries=0: every error it gets reaches it) and a ConsoleConsumer group
+# (auto-commit every 5 s), each behind a sidecar following a control plane
+# with one mirror. One cutover per run (`ctl cutover start --mode HOLD`, the
+# group named), 15 s after the clients start; the producer stops 10 s after
+# it. Prints, per run, the block window, the records acknowledged and the
+# producer's errors by exception (issue 13, item 7: none under HOLD).
+#
+#   make kafka-up && make bench-cutover-hold [HOLD_RUNS=3] [HOLD_BUDGET=1s] [SWITCHYARD_BIN=...]; make kafka-down
+#
+# Output: bench/out/hold-verifiable/<run>/ (control plane, sidecar and
+# client logs, the producer's JSON lines, the cutover's status).
+set -euo pipefail
+ROOT=$(cd "$(dirname "$0")/../.." && pwd)
+BIN=${SWITCHYARD_BIN:-$ROOT/bin/switchyard}
+RUNS=${HOLD_RUNS:-3}
+PORT=${HOLD_PORT_BASE:-14100} # control PORT, sidecars PORT+100 and PORT+200 (+ their virtual brokers), admin +90
+ENV_FILE=$ROOT/testbed/.state/env
+[[ -f $ENV_FILE ]] || { echo "hold-verifiable: the test bed is not up (no $ENV_FILE): make kafka-up" >&2; exit 1; }
+# shellcheck disable=SC1090
+. "$ENV_FILE"
+LIB="$ROOT/testbed/.cache/$SWITCHYARD_TEST_KAFKA_VERSION/lib"
+RF=$(tr ',' '\n' <<<"$SWITCHYARD_TEST_SOURCE" | wc -l)
+((RF <= 3)) || RF=3
+OUT=$ROOT/bench/out/hold-verifiable
+STAMP=$(date +%s)
+[[ -x $BIN ]] || { echo "hold-verifiable: no $BIN (make build, or set SWITCHYARD_BIN)" >&2; exit 1; }
+
+PIDS=()
+cleanup() {
+	for p in "${PIDS[@]}"; do kill "$p" 2>/dev/null || true; done
+	for p in "${PIDS[@]}"; do wait "$p" 2>/dev/null || true; done
+	PIDS=()
+}
+trap cleanup EXIT
+
+# jv DIR LOG CLASS ARGS...: a Kafka tool; run it in a subshell or in the
+# background (it execs).
+jv() {
+	local dir=$1 log=$2
+	shift 2
+	exec java -Xmx256m -XX:+UseSerialGC -Dlog4j2.configurationFile="$ROOT/testbed/conf/log4j2.properties" \
+		-Dswitchyard.log.file="$dir/$log" -Dswitchyard.console.level=OFF -Dkafka.logs.dir="$dir" -cp "$LIB/*" "$@"
+}
+yamllist() { echo "[${1//,/, }]"; }
+
+run() {
+	local name=$1 d=$OUT/$1 topic=hold-$STAMP-$1 group=hold-$STAMP-$1
+	rm -rf "$d"
+	mkdir -p "$d"
+	(jv "$d" topic.log org.apache.kafka.tools.TopicCommand --bootstrap-server "${SWITCHYARD_TEST_SOURCE%%,*}" --create \
+		--if-not-exists --topic "$topic" --partitions 6 --replication-factor "$RF" >/dev/null)
+	echo bench-token >"$d/token"
+	cat >"$d/control.yaml" <<EOF
+listen: 127.0.0.1:$PORT
+tokenFile: $d/token
+storeDir: $d/store
+clusters:
+  - name: source
+    bootstrap: $(yamllist "$SWITCHYARD_TEST_SOURCE")
+  - name: target
+    bootstrap: $(yamllist "$SWITCHYARD_TEST_TARGET")
+mirrors:
+  - name: m
+    source: source
+    target: target
+    topics: {include: ["$topic"]}
+    txnMaxInterval: 100ms
+    topicSyncInterval: 1s
+EOF
+	"$BIN" control --config "$d/control.yaml" >"$d/control.log" 2>&1 &
+	PIDS+=($!)
+	local i
+	for i in producer consumer; do
+		local p=$((PORT + 100))
+		[[ $i == consumer ]] && p=$((PORT + 200))
+		"$BIN" proxy --cluster "source=$SWITCHYARD_TEST_SOURCE" --cluster "target=$SWITCHYARD_TEST_TARGET" --active source \
+			--listen "127.0.0.1:$p" --admin "127.0.0.1:$((p + 90))" --control "127.0.0.1:$PORT" --app hold-bench \
+			--instance "$i" --control-token-file "$d/token" >"$d/sidecar-$i.log" 2>&1 &
+		PIDS+=($!)
+	done
+	ctl() { "$BIN" ctl --server "127.0.0.1:$PORT" --token-file "$d/token" "$@"; }
+	for i in $(seq 1 120); do
+		if [[ $(ctl --output json sidecars --app hold-bench 2>/dev/null | grep -Ec '"connected": *true') == 2 ]] &&
+			ctl --output json mirrors 2>/dev/null | grep -Eq '"ready": *true'; then
+			break
+		fi
+		sleep 0.5
+	done
+	jv "$d" producer.log org.apache.kafka.tools.VerifiableProducer --bootstrap-server "127.0.0.1:$((PORT + 100))" \
+		--topic "$topic" --throughput 2000 --acks -1 >"$d/producer.jsonl" 2>"$d/producer.err" &
+	local producer=$!
+	PIDS+=($producer)
+	jv "$d" consumer.log org.apache.kafka.tools.consumer.ConsoleConsumer --bootstrap-server "127.0.0.1:$((PORT + 200))" \
+		--topic "$topic" --group "$group" --from-beginning >"$d/consumer.out" 2>"$d/consumer.err" &
+	local consumer=$!
+	PIDS+=($consumer)
+	sleep 15
+	ctl cutover start --app hold-bench --from source --to target --topics "$topic" --groups "$group" --mode HOLD \
+		--max-lag 100000 ${HOLD_BUDGET:+--hold-budget "$HOLD_BUDGET"} --watch >"$d/cutover.out" 2>&1 || true
+	local id
+	id=$(grep -o 'c-[0-9]*-[0-9]*-[0-9a-f]*' "$d/cutover.out" | head -1)
+	ctl cutover status "$id" >"$d/status.out" 2>&1 || true
+	sleep 10
+	kill -TERM "$producer" 2>/dev/null || true
+	wait "$producer" 2>/dev/null || true
+	sleep 5 # the consumer reads the last records
+	cleanup
+	local step window errors
+	step=$(head -1 "$d/status.out" | awk '{print $3}')
+	window=$({ grep -o 'block window *[0-9.a-zµ]*' "$d/status.out" || true; } | awk '{print $3}')
+	errors=$({ grep '"producer_send_error"' "$d/producer.jsonl" || true; } | { grep -o 'errors\.[A-Za-z]*' || true; } |
+		sort | uniq -c | awk '{printf "%s%s %d", sep, substr($2, 8), $1; sep=", "}')
+	printf '| %s | %s | %s | %d | %d | %s |\n' "$name" "$step" "$window" "$(grep -c '"producer_send_success"' "$d/producer.jsonl")" \
+		"$(sort -u "$d/consumer.out" | wc -l)" "${errors:-none}"
+}
+
+echo "hold-verifiable: $RUNS HOLD cutover(s), Kafka $SWITCHYARD_TEST_KAFKA_VERSION, hold budget ${HOLD_BUDGET:-default (10s)}, $BIN"
+echo "| run | cutover | block window | acknowledged | distinct records read | producer errors |"
+echo "|---|---|---|---|---|---|"
+for r in $(seq 1 "$RUNS"); do
+	run "run$r"
+done
