@@ -91,11 +91,16 @@ first_match() { grep -oiE -- "$1" "$2" 2>/dev/null | head -1 || true; }
 
 need() { command -v "$1" >/dev/null 2>&1 || die "$1 not found on PATH: $2"; }
 
+# fetch_stamp names what a resolved lib dir was resolved from: the pom and
+# the profile. A lib dir whose .complete holds another stamp (an older pom,
+# e.g. before Kafka Streams was added) is resolved again.
+fetch_stamp() { printf 'pom %s profile kafka%s\n' "$(cksum <"$TESTBED_DIR/pom.xml" | cut -d' ' -f1)" "$(major)"; }
+
 # fetch resolves the jars of KAFKA_VERSION into $LIB_DIR once (Maven caches
 # the downloads in $M2_REPO).
 fetch() {
 	check_version
-	[[ -f $LIB_DIR/.complete ]] && return 0
+	[[ -f $LIB_DIR/.complete && $(<"$LIB_DIR/.complete") == "$(fetch_stamp)" ]] && return 0
 	need mvn "install Maven 3 (apt-get install maven)"
 	need "$JAVA" "install a JDK 17 (apt-get install openjdk-17-jdk-headless)"
 	local dir=$CACHE_DIR/$KAFKA_VERSION
@@ -121,7 +126,7 @@ fetch() {
 	fi
 	rm -rf "$LIB_DIR"
 	mv "$dir/lib.tmp" "$LIB_DIR"
-	touch "$LIB_DIR/.complete"
+	fetch_stamp >"$LIB_DIR/.complete"
 	say "Kafka $KAFKA_VERSION: $(find "$LIB_DIR" -name '*.jar' | wc -l) jars in $LIB_DIR"
 }
 
@@ -642,6 +647,7 @@ up() {
 		echo "export SWITCHYARD_TEST_SOURCE=${BOOT[source]}"
 		echo "export SWITCHYARD_TEST_TARGET=${BOOT[target]}"
 		echo "export SWITCHYARD_TEST_STATE_DIR=$STATE_DIR"
+		echo "export SWITCHYARD_TEST_KAFKA_LIB=$LIB_DIR"
 		if [[ $SECURE == 1 ]]; then
 			local s=$RUN_DIR/secure
 			echo "export SWITCHYARD_TEST_SOURCE_SASL_SSL=${SECBOOT[source]}"

@@ -14,9 +14,6 @@ import (
 
 	"github.com/twmb/franz-go/pkg/kadm"
 	"github.com/twmb/franz-go/pkg/kgo"
-	"google.golang.org/grpc"
-	"google.golang.org/grpc/credentials/insecure"
-	"google.golang.org/grpc/metadata"
 	"google.golang.org/protobuf/types/known/durationpb"
 
 	switchyardv1 "github.com/switchyard/switchyard/api/switchyard/v1"
@@ -67,29 +64,40 @@ const (
 	txnAbortEvery = 10
 )
 
+// envInt sets *into from the environment variable name, if set: a
+// positive number, else the test fails.
+func envInt(t *testing.T, name string, into *int) {
+	t.Helper()
+	if v := os.Getenv(name); v != "" {
+		n, err := strconv.Atoi(v)
+		if err != nil || n < 1 {
+			t.Fatalf("%s=%q: want a positive number", name, v)
+		}
+		*into = n
+	}
+}
+
+// envSeed returns COMPAT_SEED, or the clock's nanoseconds.
+func envSeed(t *testing.T) uint64 {
+	t.Helper()
+	v := os.Getenv("COMPAT_SEED")
+	if v == "" {
+		return uint64(time.Now().UnixNano())
+	}
+	n, err := strconv.ParseUint(v, 10, 64)
+	if err != nil {
+		t.Fatalf("COMPAT_SEED=%q: %v", v, err)
+	}
+	return n
+}
+
 func loadSettings(t *testing.T) settings {
 	t.Helper()
-	s := settings{runs: 1, instances: 2, clients: clientbed.Clients(), seed: uint64(time.Now().UnixNano()), gateMode: "REJECT",
+	s := settings{runs: 1, instances: 2, clients: clientbed.Clients(), seed: envSeed(t), gateMode: "REJECT",
 		results: os.Getenv("COMPAT_RESULTS")}
-	atoi := func(name string, into *int) {
-		if v := os.Getenv(name); v != "" {
-			n, err := strconv.Atoi(v)
-			if err != nil || n < 1 {
-				t.Fatalf("%s=%q: want a positive number", name, v)
-			}
-			*into = n
-		}
-	}
 	s.quick = os.Getenv("COMPAT_RUNS") == "" && os.Getenv("COMPAT_CLIENTS") == ""
-	atoi("COMPAT_RUNS", &s.runs)
-	atoi("COMPAT_INSTANCES", &s.instances)
-	if v := os.Getenv("COMPAT_SEED"); v != "" {
-		n, err := strconv.ParseUint(v, 10, 64)
-		if err != nil {
-			t.Fatalf("COMPAT_SEED=%q: %v", v, err)
-		}
-		s.seed = n
-	}
+	envInt(t, "COMPAT_RUNS", &s.runs)
+	envInt(t, "COMPAT_INSTANCES", &s.instances)
 	if v := os.Getenv("COMPAT_CLIENTS"); v != "" {
 		s.clients = nil
 		for _, c := range strings.Split(v, ",") {
@@ -173,7 +181,7 @@ func TestCompatibility(t *testing.T) {
 	}
 }
 
-func appendResult(t *testing.T, path string, r *runResult) {
+func appendResult(t *testing.T, path string, r any) {
 	t.Helper()
 	b, err := json.Marshal(r)
 	if err != nil {
@@ -312,13 +320,8 @@ func runOnce(t *testing.T, s settings, c clientbed.Client, flipDelay time.Durati
 	sidecar := func(instance string) string {
 		return planetest.Sidecar(t, plane, token, app, instance, nil, source, target).Addr().String()
 	}
-	conn, err := grpc.NewClient(plane.Addr().String(), grpc.WithTransportCredentials(insecure.NewCredentials()))
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer conn.Close()
-	api := switchyardv1.NewControlServiceClient(conn)
-	authed := metadata.AppendToOutgoingContext(ctx, "authorization", "Bearer "+token)
+	api, withToken := planetest.Dial(t, plane, token)
+	authed := withToken(ctx)
 
 	// The application: every instance produces and consumes through its
 	// own sidecar. The instances are stopped (and killed, failing that)

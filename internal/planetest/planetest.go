@@ -12,6 +12,9 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 	"go.uber.org/zap"
 	"go.uber.org/zap/zaptest"
+	"google.golang.org/grpc"
+	"google.golang.org/grpc/credentials/insecure"
+	"google.golang.org/grpc/metadata"
 
 	switchyardv1 "github.com/switchyard/switchyard/api/switchyard/v1"
 	"github.com/switchyard/switchyard/control"
@@ -73,4 +76,19 @@ func Sidecar(t testing.TB, plane *control.Plane, token, app, instance string, la
 	go func() { defer close(done); _ = cc.Run(ctx) }()
 	t.Cleanup(func() { stop(); <-done })
 	return h
+}
+
+// Dial returns a client of plane's control API, closed when the test ends,
+// and a function that adds the bearer token to a context (the calls that
+// change state need it).
+func Dial(t testing.TB, plane *control.Plane, token string) (switchyardv1.ControlServiceClient, func(context.Context) context.Context) {
+	t.Helper()
+	conn, err := grpc.NewClient(plane.Addr().String(), grpc.WithTransportCredentials(insecure.NewCredentials()))
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { conn.Close() })
+	return switchyardv1.NewControlServiceClient(conn), func(ctx context.Context) context.Context {
+		return metadata.AppendToOutgoingContext(ctx, "authorization", "Bearer "+token)
+	}
 }
