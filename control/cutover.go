@@ -947,15 +947,20 @@ func (ct *Controller) drain(run *cutoverRun) (switchyardv1.CutoverStep, string, 
 	// source: their final offsets are known, and nothing they commit later
 	// is lost.
 	if groups := spec.GetGroups(); len(groups) > 0 {
+		behind = ""
 		err = ct.poll(run, time.Until(deadline), true, false, func() (bool, error) {
 			ctx, cancel := context.WithTimeout(callCtx, 10*time.Second)
 			defer cancel()
 			ok, b, err := m.Mirror.GroupsDrained(ctx, groups, topics...)
-			behind = b
 			if err != nil {
-				behind = fmt.Sprintf("(%v)", err)
+				// A check the deadline cut short says nothing of the
+				// groups: keep the last reason that did.
+				if behind == "" || ctx.Err() == nil {
+					behind = fmt.Sprintf("(%v)", err)
+				}
 				return false, nil
 			}
+			behind = b
 			return ok, nil
 		})
 		if errors.Is(err, context.DeadlineExceeded) {
