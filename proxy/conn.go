@@ -60,6 +60,10 @@ type clientConn struct {
 	// here, so its group commits on this connection are a KIP-848
 	// member's (groupMembers).
 	sentConsumerHeartbeat bool
+	// librdkafka: the client named itself librdkafka, or a library built
+	// on it, in ApiVersions (v3+ ClientSoftwareName); groupMembers answers
+	// it differently.
+	librdkafka bool
 	// gateAnswered holds, per API key, the outcome of a held request this
 	// connection had answered with a retriable error; later gated requests
 	// of the key are answered the same way until one is admitted (admit).
@@ -254,6 +258,7 @@ func (c *clientConn) readLoop(ctx context.Context) error {
 		km.requestBytes.Add(float64(len(frame) + 4))
 
 		if hdr.Key == keyApiVersions {
+			c.noteSoftware(hdr, frame[hdr.BodyOffset:])
 			resp, err := c.p.apiVersionsResponse(ctx, hdr, frame[hdr.BodyOffset:])
 			if err != nil {
 				return fault("api_versions", err)

@@ -8,10 +8,12 @@ package proxy
 // member), ConsumerGroupHeartbeat, DeleteRecords.
 
 import (
+	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
 
+	"github.com/twmb/franz-go/pkg/kbin"
 	"github.com/twmb/franz-go/pkg/kerr"
 	"github.com/twmb/franz-go/pkg/kmsg"
 )
@@ -57,7 +59,14 @@ const (
 //     (franz-go takes it as a failed session: partitions lost; Java
 //     retries at once), UNKNOWN_MEMBER_ID after that, or at once when the
 //     member was already told UNKNOWN_MEMBER_ID (it has dropped its
-//     positions; the client then joins afresh without a member id).
+//     positions; the client then joins afresh without a member id). To
+//     librdkafka ILLEGAL_GENERATION the first time instead: it hands a
+//     REBALANCE_IN_PROGRESS JoinGroup to the application as a consumer
+//     error, and in a cooperative group rejoins keeping its assignment
+//     after either REBALANCE_IN_PROGRESS or UNKNOWN_MEMBER_ID, while
+//     ILLEGAL_GENERATION is silent and revokes the assignment as lost
+//     (rdkafka_cgrp.c, rd_kafka_cgrp_handle_JoinGroup). The Java client
+//     takes ILLEGAL_GENERATION on a JoinGroup as fatal.
 //   - ConsumerGroupHeartbeat (KIP-848) with an epoch the current cluster
 //     did not issue to that member, and an OffsetCommit or
 //     TxnOffsetCommit in that form: UNKNOWN_MEMBER_ID, never
@@ -265,6 +274,7 @@ type memberNote struct {
 // switchyard_proxy_stale_member_requests_total).
 const (
 	answerRebalance = "REBALANCE_IN_PROGRESS"
+	answerIllegal   = "ILLEGAL_GENERATION"
 	answerUnknown   = "UNKNOWN_MEMBER_ID"
 	answerLeft      = "success"
 	answerNotLeader = "NOT_LEADER_OR_FOLLOWER"
@@ -299,7 +309,7 @@ func (p *Proxy) checkStale(c *clientConn, hdr requestHeader, body []byte) (local
 	if hdr.ClientID != nil {
 		client = *hdr.ClientID
 	}
-	answer, learn := g.judge(req, client, c.sentConsumerHeartbeat)
+	answer, learn := g.judge(req, sender{id: client, consumer: c.sentConsumerHeartbeat, librdkafka: c.librdkafka})
 	if answer == "" {
 		if learn != nil {
 			return nil, &memberNote{gen: learn.gen, group: learn.group, member: learn.member, client: client}
@@ -314,9 +324,12 @@ func (p *Proxy) checkStale(c *clientConn, hdr requestHeader, body []byte) (local
 	case answerLeft:
 		frame = leftResponse(hdr, req)
 	default:
-		code := kerr.RebalanceInProgress.Code
-		if answer == answerUnknown {
-			code = kerr.UnknownMemberID.Code
+		code := kerr.UnknownMemberID.Code
+		switch answer {
+		case answerRebalance:
+			code = kerr.RebalanceInProgress.Code
+		case answerIllegal:
+			code = kerr.IllegalGeneration.Code
 		}
 		if frame, err = answerWith(hdr, body, code, false); err != nil {
 			return nil, nil
@@ -333,11 +346,21 @@ type judged struct {
 	group, member string
 }
 
+// sender is who sent a request: its client id, and what its connection
+// told of it.
+type sender struct {
+	id string
+	// consumer: the connection sent ConsumerGroupHeartbeats, so an
+	// OffsetCommit on it is a KIP-848 member's.
+	consumer bool
+	// librdkafka: the client is librdkafka or built on it.
+	librdkafka bool
+}
+
 // judge decides what a request is answered with ("" : forwarded; then
-// learn, when not nil, says what to learn from its response). consumerConn
-// says the connection has sent ConsumerGroupHeartbeats: an OffsetCommit
-// on it is a KIP-848 member's.
-func (g *groupMembers) judge(req kmsg.Request, client string, consumerConn bool) (answer string, learn *judged) {
+// learn, when not nil, says what to learn from its response).
+func (g *groupMembers) judge(req kmsg.Request, from sender) (answer string, learn *judged) {
+	client := from.id
 	g.mu.Lock()
 	defer g.mu.Unlock()
 	stale := func(group, member string, epoch *int32) *staleMember {
@@ -364,12 +387,15 @@ func (g *groupMembers) judge(req kmsg.Request, client string, consumerConn bool)
 				return answerUnknown, nil
 			}
 			s.joinRefused = true
+			if from.librdkafka {
+				return answerIllegal, nil
+			}
 			return answerRebalance, nil
 		}
 		return "", &judged{gen: g.gen, group: r.Group}
 	case *kmsg.OffsetCommitRequest:
 		if s := stale(r.Group, r.MemberID, &r.Generation); s != nil {
-			if s.consumer || consumerConn || g.issued[memberKey{r.Group, r.MemberID}] != nil {
+			if s.consumer || from.consumer || g.issued[memberKey{r.Group, r.MemberID}] != nil {
 				return answerUnknown, nil
 			}
 			return answerRebalance, nil
@@ -455,6 +481,21 @@ func (p *Proxy) learnMember(n *memberNote, hdr requestHeader, frame []byte) {
 		if resp.ErrorCode == 0 && resp.MemberEpoch > 0 {
 			p.members.issue(n.gen, n.group, member, resp.MemberEpoch, n.client, true)
 		}
+	}
+}
+
+// noteSoftware records, from an ApiVersions request (v3+: its
+// ClientSoftwareName), whether the client is librdkafka or a library
+// built on it (confluent-kafka-python, -go, -dotnet name themselves
+// confluent-kafka-*). Owned by the reader goroutine.
+func (c *clientConn) noteSoftware(hdr requestHeader, body []byte) {
+	if hdr.Version < 3 || !hdr.Known {
+		return
+	}
+	b := kbin.Reader{Src: body}
+	name := b.UnsafeCompactString() // compared here, not kept
+	if b.Ok() {
+		c.librdkafka = name == "librdkafka" || strings.HasPrefix(name, "confluent-kafka")
 	}
 }
 

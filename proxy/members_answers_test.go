@@ -48,11 +48,12 @@ func TestStaleAnswersEveryVersion(t *testing.T) {
 		return func(r kmsg.Request) { r.(*kmsg.ConsumerGroupHeartbeatRequest).MemberEpoch = e }
 	}
 	cases := []struct {
-		name   string
-		key    int16
-		mutate func(kmsg.Request)
-		kip848 bool  // sent on a connection that sent ConsumerGroupHeartbeats
-		want   int16 // -1: the request is forwarded
+		name    string
+		key     int16
+		mutate  func(kmsg.Request)
+		kip848  bool  // sent on a connection that sent ConsumerGroupHeartbeats
+		rdkafka bool  // sent by librdkafka
+		want    int16 // -1: the request is forwarded
 		// from: the first version that names a member (earlier ones are
 		// forwarded).
 		from int16
@@ -62,6 +63,7 @@ func TestStaleAnswersEveryVersion(t *testing.T) {
 		{name: "Heartbeat", key: keyHeartbeat, want: kerr.UnknownMemberID.Code, again: kerr.UnknownMemberID.Code},
 		{name: "SyncGroup", key: keySyncGroup, want: kerr.UnknownMemberID.Code, again: kerr.UnknownMemberID.Code},
 		{name: "JoinGroup", key: keyJoinGroup, want: kerr.RebalanceInProgress.Code, again: kerr.UnknownMemberID.Code},
+		{name: "JoinGroup/librdkafka", key: keyJoinGroup, rdkafka: true, want: kerr.IllegalGeneration.Code, again: kerr.UnknownMemberID.Code},
 		{name: "OffsetCommit/classic", key: keyOffsetCommit, from: 1, want: kerr.RebalanceInProgress.Code, again: kerr.RebalanceInProgress.Code},
 		{name: "OffsetCommit/kip848", key: keyOffsetCommit, from: 1, kip848: true, want: kerr.UnknownMemberID.Code, again: kerr.UnknownMemberID.Code},
 		{name: "TxnOffsetCommit", key: keyTxnOffsetCommit, from: 3, want: kerr.UnknownMemberID.Code, again: kerr.UnknownMemberID.Code},
@@ -79,7 +81,7 @@ func TestStaleAnswersEveryVersion(t *testing.T) {
 			n++
 			t.Run(fmt.Sprintf("%s/v%d", tc.name, v), func(t *testing.T) {
 				p, _ := newOfflineProxy(t)
-				c := &clientConn{p: p, sentConsumerHeartbeat: tc.kip848}
+				c := &clientConn{p: p, sentConsumerHeartbeat: tc.kip848, librdkafka: tc.rdkafka}
 				hdr, body := staleRequest(tc.key, v, tc.mutate)
 				if local, _ := p.checkStale(c, hdr, body); local != nil {
 					t.Fatalf("answered before any switch")

@@ -113,7 +113,7 @@ func newMetrics(reg prometheus.Registerer) (*metrics, error) {
 		staleMembers: prometheus.NewCounter(prometheus.CounterOpts{Namespace: ns, Subsystem: sub,
 			Name: "stale_members_total", Help: "Deprecated (removed in the next release): the sum of stale_member_requests_total."}),
 		staleRequests: prometheus.NewCounterVec(prometheus.CounterOpts{Namespace: ns, Subsystem: sub,
-			Name: "stale_member_requests_total", Help: "Requests of consumer-group members still carrying a membership of the cluster before the last switch, answered by the proxy instead of forwarded, so that the member drops its positions and rejoins from the translated committed offsets: by API and answer (REBALANCE_IN_PROGRESS, UNKNOWN_MEMBER_ID, success for a leave, NOT_LEADER_OR_FOLLOWER for a DeleteRecords while such a membership is outstanding)."}, []string{"api", "answer"}),
+			Name: "stale_member_requests_total", Help: "Requests of consumer-group members still carrying a membership of the cluster before the last switch, answered by the proxy instead of forwarded, so that the member drops its positions and rejoins from the translated committed offsets: by API and answer (REBALANCE_IN_PROGRESS, ILLEGAL_GENERATION (a librdkafka JoinGroup), UNKNOWN_MEMBER_ID, success for a leave, NOT_LEADER_OR_FOLLOWER for a DeleteRecords while such a membership is outstanding)."}, []string{"api", "answer"}),
 		activeCluster: prometheus.NewGaugeVec(prometheus.GaugeOpts{Namespace: ns, Subsystem: sub,
 			Name: "active_cluster", Help: "1 for the cluster requests are routed to, 0 for the others."}, []string{"cluster"}),
 		pidRemaps: prometheus.NewCounterVec(prometheus.CounterOpts{Namespace: ns, Subsystem: sub,
