@@ -30,11 +30,7 @@ func TestStaleGroupMembersAreToldToRejoin(t *testing.T) {
 	group := kafkatest.Topic(t, "g")
 	join := func() (string, int32) {
 		t.Helper()
-		req := kmsg.NewPtrJoinGroupRequest()
-		req.Group, req.ProtocolType, req.SessionTimeoutMillis, req.RebalanceTimeoutMillis = group, "consumer", 30000, 30000
-		proto := kmsg.NewJoinGroupRequestProtocol()
-		proto.Name, proto.Metadata = "range", (&kmsg.ConsumerMemberMetadata{Topics: []string{"x"}}).AppendTo(nil)
-		req.Protocols = append(req.Protocols, proto)
+		req := testJoinRequest(group, "")
 		for {
 			resp, err := req.RequestWith(ctx, cl)
 			if err != nil {
@@ -86,6 +82,17 @@ func TestStaleGroupMembersAreToldToRejoin(t *testing.T) {
 	}
 }
 
+// testJoinRequest is a consumer's JoinGroup (30 s timeouts, the range
+// protocol) of group with member id member.
+func testJoinRequest(group, member string) *kmsg.JoinGroupRequest {
+	req := kmsg.NewPtrJoinGroupRequest()
+	req.Group, req.MemberID, req.ProtocolType, req.SessionTimeoutMillis, req.RebalanceTimeoutMillis = group, member, "consumer", 30000, 30000
+	proto := kmsg.NewJoinGroupRequestProtocol()
+	proto.Name, proto.Metadata = "range", (&kmsg.ConsumerMemberMetadata{Topics: []string{"x"}}).AppendTo(nil)
+	req.Protocols = append(req.Protocols, proto)
+	return req
+}
+
 // TestSwitchAnswersPendingJoinGroup: a JoinGroup waiting for a rebalance on
 // the old cluster does not hold the switch up to the drain timeout; the
 // proxy answers it NOT_COORDINATOR and the client rejoins on the new one.
@@ -100,14 +107,7 @@ func TestSwitchAnswersPendingJoinGroup(t *testing.T) {
 	}
 	defer cl.Close()
 	group := kafkatest.Topic(t, "g")
-	joinReq := func(member string) *kmsg.JoinGroupRequest {
-		req := kmsg.NewPtrJoinGroupRequest()
-		req.Group, req.MemberID, req.ProtocolType, req.SessionTimeoutMillis, req.RebalanceTimeoutMillis = group, member, "consumer", 30000, 30000
-		proto := kmsg.NewJoinGroupRequestProtocol()
-		proto.Name, proto.Metadata = "range", (&kmsg.ConsumerMemberMetadata{Topics: []string{"x"}}).AppendTo(nil)
-		req.Protocols = append(req.Protocols, proto)
-		return req
-	}
+	joinReq := func(member string) *kmsg.JoinGroupRequest { return testJoinRequest(group, member) }
 	// A first member joins and stays silent: a second member's join then
 	// waits for it (up to the 30 s rebalance timeout).
 	req := joinReq("")
@@ -180,17 +180,9 @@ func TestStaleJoinAnswerByClient(t *testing.T) {
 		group string
 		id    string
 	}
-	joinReq := func(group, id string) *kmsg.JoinGroupRequest {
-		req := kmsg.NewPtrJoinGroupRequest()
-		req.Group, req.MemberID, req.ProtocolType, req.SessionTimeoutMillis, req.RebalanceTimeoutMillis = group, id, "consumer", 30000, 30000
-		proto := kmsg.NewJoinGroupRequestProtocol()
-		proto.Name, proto.Metadata = "range", (&kmsg.ConsumerMemberMetadata{Topics: []string{"x"}}).AppendTo(nil)
-		req.Protocols = append(req.Protocols, proto)
-		return req
-	}
 	join := func(cl *kgo.Client, group, id string) (*kmsg.JoinGroupResponse, error) {
 		t.Helper()
-		resp, err := joinReq(group, id).RequestWith(ctx, cl)
+		resp, err := testJoinRequest(group, id).RequestWith(ctx, cl)
 		if err != nil {
 			t.Fatal(err)
 		}
