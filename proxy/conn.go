@@ -56,6 +56,14 @@ type clientConn struct {
 	// Owned by the reader goroutine.
 	auth              clientSASL
 	staleFetchSession bool // the upstream changed; the client's fetch session is unknown there
+	// sentConsumerHeartbeat: the client sent a ConsumerGroupHeartbeat
+	// here, so its group commits on this connection are a KIP-848
+	// member's (groupMembers).
+	sentConsumerHeartbeat bool
+	// librdkafka: the client named itself librdkafka, or a library built
+	// on it, in ApiVersions (v3+ ClientSoftwareName); groupMembers answers
+	// it differently.
+	librdkafka bool
 	// gateAnswered holds, per API key, the outcome of a held request this
 	// connection had answered with a retriable error; later gated requests
 	// of the key are answered the same way until one is admitted (admit).
@@ -93,8 +101,8 @@ type pendingReq struct {
 	// and whether the producer is transactional.
 	prevProducerID int64
 	transactional  bool
-	// joinGroup: see rewritten.joinGroup.
-	joinGroup string
+	// member: see rewritten.member.
+	member *memberNote
 	// seqs: see rewritten.seqs.
 	seqs *produceSeqs
 	// txn: a transactional request (txn.go), followed into its response.
@@ -250,6 +258,7 @@ func (c *clientConn) readLoop(ctx context.Context) error {
 		km.requestBytes.Add(float64(len(frame) + 4))
 
 		if hdr.Key == keyApiVersions {
+			c.noteSoftware(hdr, frame[hdr.BodyOffset:])
 			resp, err := c.p.apiVersionsResponse(ctx, hdr, frame[hdr.BodyOffset:])
 			if err != nil {
 				return fault("api_versions", err)
@@ -390,7 +399,7 @@ func (c *clientConn) forward(ctx context.Context, hdr requestHeader, frame []byt
 		}
 		// Once queued, the writer (or serve's cleanup) lowers inflight.
 		pr := &pendingReq{hdr: hdr, up: up, sent: time.Now(),
-			prevProducerID: rw.prevProducerID, transactional: rw.transactional, joinGroup: rw.joinGroup, txn: adm.txn, seqs: rw.seqs}
+			prevProducerID: rw.prevProducerID, transactional: rw.transactional, member: rw.member, txn: adm.txn, seqs: rw.seqs}
 		if err := c.enqueue(ctx, pr); err != nil {
 			c.doneInflight(hdr.Key)
 			c.p.releaseSeqs(rw.seqs)
@@ -603,8 +612,8 @@ func (c *clientConn) answer(ctx context.Context, pr *pendingReq, buf []byte) ([]
 	}
 	buf = frame[:0]
 	c.p.m.forKey(pr.hdr.Key).latency.Observe(time.Since(pr.sent).Seconds())
-	if pr.joinGroup != "" {
-		c.p.noteJoined(pr.joinGroup, pr.hdr, frame)
+	if pr.member != nil {
+		c.p.learnMember(pr.member, pr.hdr, frame)
 	}
 	if len(frame) < 4 || int32(binary.BigEndian.Uint32(frame)) != pr.hdr.CorrID {
 		c.doneInflight(pr.hdr.Key)

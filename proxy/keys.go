@@ -14,6 +14,7 @@ const (
 	keyLeaveGroup             int16 = 13
 	keySyncGroup              int16 = 14
 	keyApiVersions            int16 = 18
+	keyDeleteRecords          int16 = 21
 	keyInitProducerID         int16 = 22
 	keyOffsetForLeaderEpoch   int16 = 23
 	keyAddPartitionsToTxn     int16 = 24

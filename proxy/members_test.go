@@ -30,11 +30,7 @@ func TestStaleGroupMembersAreToldToRejoin(t *testing.T) {
 	group := kafkatest.Topic(t, "g")
 	join := func() (string, int32) {
 		t.Helper()
-		req := kmsg.NewPtrJoinGroupRequest()
-		req.Group, req.ProtocolType, req.SessionTimeoutMillis, req.RebalanceTimeoutMillis = group, "consumer", 30000, 30000
-		proto := kmsg.NewJoinGroupRequestProtocol()
-		proto.Name, proto.Metadata = "range", (&kmsg.ConsumerMemberMetadata{Topics: []string{"x"}}).AppendTo(nil)
-		req.Protocols = append(req.Protocols, proto)
+		req := testJoinRequest(group, "")
 		for {
 			resp, err := req.RequestWith(ctx, cl)
 			if err != nil {
@@ -86,6 +82,17 @@ func TestStaleGroupMembersAreToldToRejoin(t *testing.T) {
 	}
 }
 
+// testJoinRequest is a consumer's JoinGroup (30 s timeouts, the range
+// protocol) of group with member id member.
+func testJoinRequest(group, member string) *kmsg.JoinGroupRequest {
+	req := kmsg.NewPtrJoinGroupRequest()
+	req.Group, req.MemberID, req.ProtocolType, req.SessionTimeoutMillis, req.RebalanceTimeoutMillis = group, member, "consumer", 30000, 30000
+	proto := kmsg.NewJoinGroupRequestProtocol()
+	proto.Name, proto.Metadata = "range", (&kmsg.ConsumerMemberMetadata{Topics: []string{"x"}}).AppendTo(nil)
+	req.Protocols = append(req.Protocols, proto)
+	return req
+}
+
 // TestSwitchAnswersPendingJoinGroup: a JoinGroup waiting for a rebalance on
 // the old cluster does not hold the switch up to the drain timeout; the
 // proxy answers it NOT_COORDINATOR and the client rejoins on the new one.
@@ -100,14 +107,7 @@ func TestSwitchAnswersPendingJoinGroup(t *testing.T) {
 	}
 	defer cl.Close()
 	group := kafkatest.Topic(t, "g")
-	joinReq := func(member string) *kmsg.JoinGroupRequest {
-		req := kmsg.NewPtrJoinGroupRequest()
-		req.Group, req.MemberID, req.ProtocolType, req.SessionTimeoutMillis, req.RebalanceTimeoutMillis = group, member, "consumer", 30000, 30000
-		proto := kmsg.NewJoinGroupRequestProtocol()
-		proto.Name, proto.Metadata = "range", (&kmsg.ConsumerMemberMetadata{Topics: []string{"x"}}).AppendTo(nil)
-		req.Protocols = append(req.Protocols, proto)
-		return req
-	}
+	joinReq := func(member string) *kmsg.JoinGroupRequest { return testJoinRequest(group, member) }
 	// A first member joins and stays silent: a second member's join then
 	// waits for it (up to the 30 s rebalance timeout).
 	req := joinReq("")
@@ -157,9 +157,69 @@ func TestSwitchAnswersPendingJoinGroup(t *testing.T) {
 		t.Errorf("switch took %v and closed %d connections; the pending join should be answered at once", took, rep.ConnectionsClosed)
 	}
 	// The proxy answers NOT_COORDINATOR; kgo's request path retries that
-	// on the coordinator it finds again — on the target, which does not
-	// know the member id the source gave out.
-	if code := <-pending; code != kerr.NotCoordinator.Code && code != kerr.UnknownMemberID.Code {
-		t.Errorf("the pending join was answered %v, want NOT_COORDINATOR (or UNKNOWN_MEMBER_ID after kgo's retry)", kerr.ErrorForCode(code))
+	// on the coordinator it finds again — on the target, where the proxy
+	// answers the member id the source gave out REBALANCE_IN_PROGRESS
+	// (members.go).
+	if code := <-pending; code != kerr.NotCoordinator.Code && code != kerr.RebalanceInProgress.Code {
+		t.Errorf("the pending join was answered %v, want NOT_COORDINATOR (or REBALANCE_IN_PROGRESS after kgo's retry)", kerr.ErrorForCode(code))
+	}
+}
+
+// TestStaleJoinAnswerByClient: a JoinGroup carrying a member id of the old
+// cluster is answered REBALANCE_IN_PROGRESS, then UNKNOWN_MEMBER_ID; to a
+// client that named itself librdkafka (or a library on it) in ApiVersions,
+// ILLEGAL_GENERATION first, which librdkafka takes silently and, in a
+// cooperative group, as its assignment lost.
+func TestStaleJoinAnswerByClient(t *testing.T) {
+	source, target := kafkatest.Pair(t)
+	tp := startProxy(t, source, target)
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	type member struct {
+		cl    *kgo.Client
+		group string
+		id    string
+	}
+	join := func(cl *kgo.Client, group, id string) (*kmsg.JoinGroupResponse, error) {
+		t.Helper()
+		resp, err := testJoinRequest(group, id).RequestWith(ctx, cl)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return resp, kerr.ErrorForCode(resp.ErrorCode)
+	}
+	cases := []struct {
+		name   string
+		opts   []kgo.Opt
+		first  error
+		member member
+	}{
+		{name: "franz-go", first: kerr.RebalanceInProgress},
+		{name: "confluent-kafka-python", opts: []kgo.Opt{kgo.SoftwareNameAndVersion("confluent-kafka-python", "2.16.1-rdkafka-2.16.0")}, first: kerr.IllegalGeneration},
+		{name: "librdkafka", opts: []kgo.Opt{kgo.SoftwareNameAndVersion("librdkafka", "2.0.2")}, first: kerr.IllegalGeneration},
+	}
+	// Each joins a group of its own on the source.
+	for i := range cases {
+		cl := tp.client(t, cases[i].opts...)
+		group := kafkatest.Topic(t, "g")
+		resp, err := join(cl, group, "")
+		if err == kerr.MemberIDRequired {
+			resp, err = join(cl, group, resp.MemberID)
+		}
+		if err != nil {
+			t.Fatalf("%s join on the source: %v", cases[i].name, err)
+		}
+		cases[i].member = member{cl, group, resp.MemberID}
+	}
+	if _, err := tp.Switch(ctx, "target"); err != nil {
+		t.Fatal(err)
+	}
+	for _, tc := range cases {
+		if _, err := join(tc.member.cl, tc.member.group, tc.member.id); err != tc.first {
+			t.Errorf("%s: first JoinGroup of the source's member answered %v, want %v", tc.name, err, tc.first)
+		}
+		if _, err := join(tc.member.cl, tc.member.group, tc.member.id); err != kerr.UnknownMemberID {
+			t.Errorf("%s: second JoinGroup answered %v, want UNKNOWN_MEMBER_ID", tc.name, err)
+		}
 	}
 }

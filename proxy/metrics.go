@@ -28,7 +28,8 @@ type metrics struct {
 	connRefused     prometheus.Counter
 	clientAuthFails prometheus.Counter
 	authThrottled   prometheus.Counter
-	staleMembers    prometheus.Counter
+	staleMembers    prometheus.Counter     // deprecated alias of staleRequests' sum
+	staleRequests   *prometheus.CounterVec // api, answer
 	activeCluster   *prometheus.GaugeVec   // cluster
 	pidRemaps       *prometheus.CounterVec // cluster
 	seqChecks       *prometheus.CounterVec // outcome
@@ -110,7 +111,9 @@ func newMetrics(reg prometheus.Registerer) (*metrics, error) {
 		authThrottled: prometheus.NewCounter(prometheus.CounterOpts{Namespace: ns, Subsystem: sub,
 			Name: "client_authentication_throttled_total", Help: "Client SASL authentications refused without checking credentials because their address had failed clientAuth.maxFailedAuths times within clientAuth.failedAuthWindow."}),
 		staleMembers: prometheus.NewCounter(prometheus.CounterOpts{Namespace: ns, Subsystem: sub,
-			Name: "stale_members_total", Help: "Heartbeats of consumer-group members that joined before the last switch, answered UNKNOWN_MEMBER_ID so they rejoin on the new cluster from committed offsets."}),
+			Name: "stale_members_total", Help: "Deprecated (removed in the next release): the sum of stale_member_requests_total."}),
+		staleRequests: prometheus.NewCounterVec(prometheus.CounterOpts{Namespace: ns, Subsystem: sub,
+			Name: "stale_member_requests_total", Help: "Requests of consumer-group members still carrying a membership of the cluster before the last switch, answered by the proxy instead of forwarded, so that the member drops its positions and rejoins from the translated committed offsets: by API and answer (REBALANCE_IN_PROGRESS, ILLEGAL_GENERATION (a librdkafka JoinGroup), UNKNOWN_MEMBER_ID, success for a leave, NOT_LEADER_OR_FOLLOWER for a DeleteRecords while such a membership is outstanding)."}, []string{"api", "answer"}),
 		activeCluster: prometheus.NewGaugeVec(prometheus.GaugeOpts{Namespace: ns, Subsystem: sub,
 			Name: "active_cluster", Help: "1 for the cluster requests are routed to, 0 for the others."}, []string{"cluster"}),
 		pidRemaps: prometheus.NewCounterVec(prometheus.CounterOpts{Namespace: ns, Subsystem: sub,
@@ -127,7 +130,7 @@ func newMetrics(reg prometheus.Registerer) (*metrics, error) {
 	m.perKey = make([]atomic.Pointer[keyMetrics], len(apiShapes())+1)
 	for _, c := range []prometheus.Collector{m.connections, m.connectionsTot, m.connClosed, m.requests,
 		m.requestBytes, m.responseBytes, m.gated, m.held, m.heldBytes, m.switches, m.switchDuration,
-		m.upstreamLatency, m.earlyFetches, m.reauths, m.connRefused, m.clientAuthFails, m.authThrottled, m.staleMembers, m.activeCluster, m.pidRemaps, m.seqChecks,
+		m.upstreamLatency, m.earlyFetches, m.reauths, m.connRefused, m.clientAuthFails, m.authThrottled, m.staleMembers, m.staleRequests, m.activeCluster, m.pidRemaps, m.seqChecks,
 		m.brokersRefused, m.producerIDs, m.producerIDsExpired} {
 		if err := reg.Register(c); err != nil {
 			return nil, err

@@ -139,9 +139,9 @@ type rewritten struct {
 	// and whether the producer is transactional.
 	prevProducerID int64
 	transactional  bool
-	// JoinGroup after a switch: the group, to learn the member id the new
-	// cluster gives out (groupMembers).
-	joinGroup string
+	// member: after a switch, what to learn from a JoinGroup or
+	// ConsumerGroupHeartbeat response (groupMembers).
+	member *memberNote
 	// Produce: the idempotent batches to follow into the response, and the
 	// partitions the proxy answers (sequences.go).
 	seqs *produceSeqs
@@ -154,14 +154,11 @@ func (p *Proxy) rewriteRequest(ctx context.Context, c *clientConn, u *upstream, 
 		return pass, nil
 	}
 	body := frame[hdr.BodyOffset:]
-	switch hdr.Key {
-	case keyHeartbeat:
-		if local := p.checkHeartbeat(hdr, body); local != nil {
-			return rewritten{local: local}, nil
-		}
-	case keyJoinGroup:
-		pass.joinGroup = p.joinGroupOf(hdr, body)
+	local, note := p.checkStale(c, hdr, body)
+	if local != nil {
+		return rewritten{local: local}, nil
 	}
+	pass.member = note
 	if hdr.Key == keyProduce {
 		out, err := p.patchProduceRequest(ctx, u, hdr, frame, body)
 		if !errors.Is(err, errNoFastPath) {
@@ -179,7 +176,7 @@ func (p *Proxy) rewriteRequest(ctx context.Context, c *clientConn, u *upstream, 
 		// The broker will answer this malformed request as it sees fit.
 		return pass, nil
 	}
-	out := rewritten{expect: true, prevProducerID: -1}
+	out := rewritten{expect: true, prevProducerID: -1, member: pass.member}
 	switch r := req.(type) {
 	case *kmsg.ProduceRequest:
 		out.expect = r.Acks != 0

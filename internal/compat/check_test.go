@@ -149,6 +149,10 @@ var notices = []struct {
 		"franz-go injects ErrGroupSession into PollFetches whenever a heartbeat fails with anything but " +
 			"REBALANCE_IN_PROGRESS (consumer_group.go manageFailWait); the sidecar's UNKNOWN_MEMBER_ID for a member " +
 			"of the source's group is what makes it drop the positions it reached on the source. It rejoins by itself."},
+	{clientbed.FranzGo, clientbed.SideConsume, "unable to join group session: REBALANCE_IN_PROGRESS",
+		"the same notice when the member's first request on the target is a JoinGroup (a rebalance was under way at " +
+			"the flip): the sidecar answers a JoinGroup carrying the source's member id REBALANCE_IN_PROGRESS once, which " +
+			"franz-go takes as a failed session (partitions and positions dropped), then UNKNOWN_MEMBER_ID, and it joins afresh."},
 }
 
 // notice returns why e is a known notice of client c, or "".

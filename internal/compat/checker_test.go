@@ -124,14 +124,30 @@ func TestCheck(t *testing.T) {
 		})
 	}
 
-	t.Run("one notice per member", func(t *testing.T) {
+	// A member whose first request on the target is a JoinGroup is told
+	// REBALANCE_IN_PROGRESS (proxy/members.go): the same notice, once.
+	joinNotice := clientbed.LiveError{Side: clientbed.SideConsume, Seq: -1,
+		Msg: "fetch /0: unable to join group session: REBALANCE_IN_PROGRESS: The group is rebalancing, so a rejoin is needed."}
+	for _, notices := range [][]clientbed.LiveError{{franzNotice}, {joinNotice}} {
+		t.Run("one notice per member: "+notices[0].Msg, func(t *testing.T) {
+			in := clean()
+			in.Reports[0].Client = clientbed.FranzGo
+			in.Reports[0].Errors = notices
+			var r runResult
+			check(in, &r)
+			if r.failed() || r.Notices != 1 {
+				t.Errorf("notices %d, failed %v: %+v", r.Notices, r.failed(), r)
+			}
+		})
+	}
+	t.Run("two kinds of notice", func(t *testing.T) {
 		in := clean()
 		in.Reports[0].Client = clientbed.FranzGo
-		in.Reports[0].Errors = []clientbed.LiveError{franzNotice}
+		in.Reports[0].Errors = []clientbed.LiveError{joinNotice, franzNotice}
 		var r runResult
 		check(in, &r)
-		if r.failed() || r.Notices != 1 {
-			t.Errorf("notices %d, failed %v: %+v", r.Notices, r.failed(), r)
+		if !r.failed() || r.ConsumeErrors != 1 {
+			t.Errorf("a second notice of another kind: consume errors %d, failed %v: %+v", r.ConsumeErrors, r.failed(), r)
 		}
 	})
 }
