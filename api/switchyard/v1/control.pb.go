@@ -109,6 +109,19 @@ const (
 	CutoverStep_CUTOVER_STEP_ROLLED_BACK CutoverStep = 10
 	// Failed after the point of no return; needs an operator (see error).
 	CutoverStep_CUTOVER_STEP_FAILED CutoverStep = 11
+	// Phase 2: consumer groups consume their frozen input to the end,
+	// nothing gated, within policy.group_drain_timeout.
+	CutoverStep_CUTOVER_STEP_GROUP_DRAIN CutoverStep = 12
+	// Phase 2: commits and new transactions of the group applications are
+	// held until their committed offsets are final.
+	CutoverStep_CUTOVER_STEP_QUIESCE CutoverStep = 13
+	// Phase 2: the group applications switch to the target.
+	CutoverStep_CUTOVER_STEP_GROUP_FLIP CutoverStep = 14
+	// Phase 2: the group applications are released on the target.
+	CutoverStep_CUTOVER_STEP_GROUP_RELEASE CutoverStep = 15
+	// Phase 2 failed before its flip: the group applications return to the
+	// source ungated; the producers stay on the target. Ends FAILED.
+	CutoverStep_CUTOVER_STEP_GROUPS_ROLLING_BACK CutoverStep = 16
 )
 
 // Enum value maps for CutoverStep.
@@ -126,20 +139,30 @@ var (
 		9:  "CUTOVER_STEP_ROLLING_BACK",
 		10: "CUTOVER_STEP_ROLLED_BACK",
 		11: "CUTOVER_STEP_FAILED",
+		12: "CUTOVER_STEP_GROUP_DRAIN",
+		13: "CUTOVER_STEP_QUIESCE",
+		14: "CUTOVER_STEP_GROUP_FLIP",
+		15: "CUTOVER_STEP_GROUP_RELEASE",
+		16: "CUTOVER_STEP_GROUPS_ROLLING_BACK",
 	}
 	CutoverStep_value = map[string]int32{
-		"CUTOVER_STEP_UNSPECIFIED":  0,
-		"CUTOVER_STEP_PREFLIGHT":    1,
-		"CUTOVER_STEP_GATE":         2,
-		"CUTOVER_STEP_DRAIN":        3,
-		"CUTOVER_STEP_SYNC_GROUPS":  4,
-		"CUTOVER_STEP_FLIP":         5,
-		"CUTOVER_STEP_RELEASE":      6,
-		"CUTOVER_STEP_VERIFY":       7,
-		"CUTOVER_STEP_DONE":         8,
-		"CUTOVER_STEP_ROLLING_BACK": 9,
-		"CUTOVER_STEP_ROLLED_BACK":  10,
-		"CUTOVER_STEP_FAILED":       11,
+		"CUTOVER_STEP_UNSPECIFIED":         0,
+		"CUTOVER_STEP_PREFLIGHT":           1,
+		"CUTOVER_STEP_GATE":                2,
+		"CUTOVER_STEP_DRAIN":               3,
+		"CUTOVER_STEP_SYNC_GROUPS":         4,
+		"CUTOVER_STEP_FLIP":                5,
+		"CUTOVER_STEP_RELEASE":             6,
+		"CUTOVER_STEP_VERIFY":              7,
+		"CUTOVER_STEP_DONE":                8,
+		"CUTOVER_STEP_ROLLING_BACK":        9,
+		"CUTOVER_STEP_ROLLED_BACK":         10,
+		"CUTOVER_STEP_FAILED":              11,
+		"CUTOVER_STEP_GROUP_DRAIN":         12,
+		"CUTOVER_STEP_QUIESCE":             13,
+		"CUTOVER_STEP_GROUP_FLIP":          14,
+		"CUTOVER_STEP_GROUP_RELEASE":       15,
+		"CUTOVER_STEP_GROUPS_ROLLING_BACK": 16,
 	}
 )
 
@@ -1357,8 +1380,17 @@ type CutoverPolicy struct {
 	// Preflight: the most records the mirror may lag (over the cutover's
 	// topics) for the cutover to begin. Default 10000.
 	MaxPreflightLag int64 `protobuf:"varint,5,opt,name=max_preflight_lag,json=maxPreflightLag,proto3" json:"max_preflight_lag,omitempty"`
-	unknownFields   protoimpl.UnknownFields
-	sizeCache       protoimpl.SizeCache
+	// Two-phase cutovers: how long consumer groups may take to consume their
+	// now frozen input to the end, nothing gated, before they are quiesced
+	// where they are (what they had consumed and not committed is read again
+	// on the target). 0: quiesce at once. Default 10s.
+	GroupDrainTimeout *durationpb.Duration `protobuf:"bytes,6,opt,name=group_drain_timeout,json=groupDrainTimeout,proto3" json:"group_drain_timeout,omitempty"`
+	// Two-phase cutovers: how long quiesced groups may take to reach final
+	// offsets (no commit in flight, no transaction open) before their
+	// applications roll back to the source. Default 15s.
+	QuiesceTimeout *durationpb.Duration `protobuf:"bytes,7,opt,name=quiesce_timeout,json=quiesceTimeout,proto3" json:"quiesce_timeout,omitempty"`
+	unknownFields  protoimpl.UnknownFields
+	sizeCache      protoimpl.SizeCache
 }
 
 func (x *CutoverPolicy) Reset() {
@@ -1424,6 +1456,20 @@ func (x *CutoverPolicy) GetMaxPreflightLag() int64 {
 		return x.MaxPreflightLag
 	}
 	return 0
+}
+
+func (x *CutoverPolicy) GetGroupDrainTimeout() *durationpb.Duration {
+	if x != nil {
+		return x.GroupDrainTimeout
+	}
+	return nil
+}
+
+func (x *CutoverPolicy) GetQuiesceTimeout() *durationpb.Duration {
+	if x != nil {
+		return x.QuiesceTimeout
+	}
+	return nil
 }
 
 // CutoverSpec describes a cutover.
@@ -1795,6 +1841,206 @@ func (x *GroupOffset) GetOutcome() string {
 	return ""
 }
 
+// CutoverUnit is a set of sidecars that move together: whole applications,
+// merged when they share a consumer group or write a topic another group
+// application writes.
+type CutoverUnit struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// "u1", "u2", ... in the order of the applications' names.
+	Id string `protobuf:"bytes,1,opt,name=id,proto3" json:"id,omitempty"`
+	// Its applications.
+	Apps []string `protobuf:"bytes,2,rep,name=apps,proto3" json:"apps,omitempty"`
+	// Its sidecars, as app/instance.
+	Sidecars []string `protobuf:"bytes,3,rep,name=sidecars,proto3" json:"sidecars,omitempty"`
+	// "producer" (writes, no group), "consumer" (groups, no writes),
+	// "pipeline" (groups and writes), "reader" (fetches without a group) or
+	// "idle" (no traffic seen).
+	Role string `protobuf:"bytes,4,opt,name=role,proto3" json:"role,omitempty"`
+	// 1: moves with the producers; 2: moves after them, with the groups.
+	Phase int32 `protobuf:"varint,5,opt,name=phase,proto3" json:"phase,omitempty"`
+	// Topics its sidecars produced to.
+	Writes []string `protobuf:"bytes,6,rep,name=writes,proto3" json:"writes,omitempty"`
+	// Topics its sidecars fetched.
+	Reads []string `protobuf:"bytes,7,rep,name=reads,proto3" json:"reads,omitempty"`
+	// Consumer groups its sidecars' clients are members of.
+	Groups []string `protobuf:"bytes,8,rep,name=groups,proto3" json:"groups,omitempty"`
+	// Where it ended: "target", "source" (phase 2 rolled back), or empty
+	// while the cutover runs.
+	Outcome       string `protobuf:"bytes,9,opt,name=outcome,proto3" json:"outcome,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *CutoverUnit) Reset() {
+	*x = CutoverUnit{}
+	mi := &file_switchyard_v1_control_proto_msgTypes[23]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *CutoverUnit) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*CutoverUnit) ProtoMessage() {}
+
+func (x *CutoverUnit) ProtoReflect() protoreflect.Message {
+	mi := &file_switchyard_v1_control_proto_msgTypes[23]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use CutoverUnit.ProtoReflect.Descriptor instead.
+func (*CutoverUnit) Descriptor() ([]byte, []int) {
+	return file_switchyard_v1_control_proto_rawDescGZIP(), []int{23}
+}
+
+func (x *CutoverUnit) GetId() string {
+	if x != nil {
+		return x.Id
+	}
+	return ""
+}
+
+func (x *CutoverUnit) GetApps() []string {
+	if x != nil {
+		return x.Apps
+	}
+	return nil
+}
+
+func (x *CutoverUnit) GetSidecars() []string {
+	if x != nil {
+		return x.Sidecars
+	}
+	return nil
+}
+
+func (x *CutoverUnit) GetRole() string {
+	if x != nil {
+		return x.Role
+	}
+	return ""
+}
+
+func (x *CutoverUnit) GetPhase() int32 {
+	if x != nil {
+		return x.Phase
+	}
+	return 0
+}
+
+func (x *CutoverUnit) GetWrites() []string {
+	if x != nil {
+		return x.Writes
+	}
+	return nil
+}
+
+func (x *CutoverUnit) GetReads() []string {
+	if x != nil {
+		return x.Reads
+	}
+	return nil
+}
+
+func (x *CutoverUnit) GetGroups() []string {
+	if x != nil {
+		return x.Groups
+	}
+	return nil
+}
+
+func (x *CutoverUnit) GetOutcome() string {
+	if x != nil {
+		return x.Outcome
+	}
+	return ""
+}
+
+// CutoverCoverage is what a cutover moves: derived from what the selected
+// sidecars report of their clients (ProxyStatus.usage), plus the topics
+// and groups the spec names.
+type CutoverCoverage struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// The units, phase 1 first.
+	Units []*CutoverUnit `protobuf:"bytes,1,rep,name=units,proto3" json:"units,omitempty"`
+	// Things worth knowing that do not stop the cutover, e.g. "app reports
+	// reads without a consumer group: its positions cross as source offsets".
+	Warnings []string `protobuf:"bytes,2,rep,name=warnings,proto3" json:"warnings,omitempty"`
+	// Every topic written by a unit (the mirror must have copied each
+	// completely before its writers flip).
+	Writes []string `protobuf:"bytes,3,rep,name=writes,proto3" json:"writes,omitempty"`
+	// Every group of a unit (synced exactly before its members flip).
+	Groups        []string `protobuf:"bytes,4,rep,name=groups,proto3" json:"groups,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *CutoverCoverage) Reset() {
+	*x = CutoverCoverage{}
+	mi := &file_switchyard_v1_control_proto_msgTypes[24]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *CutoverCoverage) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*CutoverCoverage) ProtoMessage() {}
+
+func (x *CutoverCoverage) ProtoReflect() protoreflect.Message {
+	mi := &file_switchyard_v1_control_proto_msgTypes[24]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use CutoverCoverage.ProtoReflect.Descriptor instead.
+func (*CutoverCoverage) Descriptor() ([]byte, []int) {
+	return file_switchyard_v1_control_proto_rawDescGZIP(), []int{24}
+}
+
+func (x *CutoverCoverage) GetUnits() []*CutoverUnit {
+	if x != nil {
+		return x.Units
+	}
+	return nil
+}
+
+func (x *CutoverCoverage) GetWarnings() []string {
+	if x != nil {
+		return x.Warnings
+	}
+	return nil
+}
+
+func (x *CutoverCoverage) GetWrites() []string {
+	if x != nil {
+		return x.Writes
+	}
+	return nil
+}
+
+func (x *CutoverCoverage) GetGroups() []string {
+	if x != nil {
+		return x.Groups
+	}
+	return nil
+}
+
 // Cutover is a cutover and its progress.
 type Cutover struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
@@ -1827,14 +2073,24 @@ type Cutover struct {
 	// When it was created.
 	Created *timestamppb.Timestamp `protobuf:"bytes,13,opt,name=created,proto3" json:"created,omitempty"`
 	// When it last changed.
-	Updated       *timestamppb.Timestamp `protobuf:"bytes,14,opt,name=updated,proto3" json:"updated,omitempty"`
-	unknownFields protoimpl.UnknownFields
-	sizeCache     protoimpl.SizeCache
+	Updated *timestamppb.Timestamp `protobuf:"bytes,14,opt,name=updated,proto3" json:"updated,omitempty"`
+	// What it moves, unit by unit; computed when it is created and again at
+	// preflight.
+	Coverage *CutoverCoverage `protobuf:"bytes,15,opt,name=coverage,proto3" json:"coverage,omitempty"`
+	// Phase 2 (groups): when the group applications were quiesced and
+	// released.
+	GroupsQuiescedAt *timestamppb.Timestamp `protobuf:"bytes,16,opt,name=groups_quiesced_at,json=groupsQuiescedAt,proto3" json:"groups_quiesced_at,omitempty"`
+	GroupsReleasedAt *timestamppb.Timestamp `protobuf:"bytes,17,opt,name=groups_released_at,json=groupsReleasedAt,proto3" json:"groups_released_at,omitempty"`
+	// groups_released_at - groups_quiesced_at: the window in which the group
+	// applications' commits (and, from their flip, fetches) were held.
+	GroupBlockWindow *durationpb.Duration `protobuf:"bytes,18,opt,name=group_block_window,json=groupBlockWindow,proto3" json:"group_block_window,omitempty"`
+	unknownFields    protoimpl.UnknownFields
+	sizeCache        protoimpl.SizeCache
 }
 
 func (x *Cutover) Reset() {
 	*x = Cutover{}
-	mi := &file_switchyard_v1_control_proto_msgTypes[23]
+	mi := &file_switchyard_v1_control_proto_msgTypes[25]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1846,7 +2102,7 @@ func (x *Cutover) String() string {
 func (*Cutover) ProtoMessage() {}
 
 func (x *Cutover) ProtoReflect() protoreflect.Message {
-	mi := &file_switchyard_v1_control_proto_msgTypes[23]
+	mi := &file_switchyard_v1_control_proto_msgTypes[25]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1859,7 +2115,7 @@ func (x *Cutover) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Cutover.ProtoReflect.Descriptor instead.
 func (*Cutover) Descriptor() ([]byte, []int) {
-	return file_switchyard_v1_control_proto_rawDescGZIP(), []int{23}
+	return file_switchyard_v1_control_proto_rawDescGZIP(), []int{25}
 }
 
 func (x *Cutover) GetId() string {
@@ -1960,6 +2216,34 @@ func (x *Cutover) GetUpdated() *timestamppb.Timestamp {
 	return nil
 }
 
+func (x *Cutover) GetCoverage() *CutoverCoverage {
+	if x != nil {
+		return x.Coverage
+	}
+	return nil
+}
+
+func (x *Cutover) GetGroupsQuiescedAt() *timestamppb.Timestamp {
+	if x != nil {
+		return x.GroupsQuiescedAt
+	}
+	return nil
+}
+
+func (x *Cutover) GetGroupsReleasedAt() *timestamppb.Timestamp {
+	if x != nil {
+		return x.GroupsReleasedAt
+	}
+	return nil
+}
+
+func (x *Cutover) GetGroupBlockWindow() *durationpb.Duration {
+	if x != nil {
+		return x.GroupBlockWindow
+	}
+	return nil
+}
+
 // CreateCutoverRequest carries the spec.
 type CreateCutoverRequest struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
@@ -1971,7 +2255,7 @@ type CreateCutoverRequest struct {
 
 func (x *CreateCutoverRequest) Reset() {
 	*x = CreateCutoverRequest{}
-	mi := &file_switchyard_v1_control_proto_msgTypes[24]
+	mi := &file_switchyard_v1_control_proto_msgTypes[26]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1983,7 +2267,7 @@ func (x *CreateCutoverRequest) String() string {
 func (*CreateCutoverRequest) ProtoMessage() {}
 
 func (x *CreateCutoverRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_switchyard_v1_control_proto_msgTypes[24]
+	mi := &file_switchyard_v1_control_proto_msgTypes[26]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1996,7 +2280,7 @@ func (x *CreateCutoverRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use CreateCutoverRequest.ProtoReflect.Descriptor instead.
 func (*CreateCutoverRequest) Descriptor() ([]byte, []int) {
-	return file_switchyard_v1_control_proto_rawDescGZIP(), []int{24}
+	return file_switchyard_v1_control_proto_rawDescGZIP(), []int{26}
 }
 
 func (x *CreateCutoverRequest) GetSpec() *CutoverSpec {
@@ -2017,7 +2301,7 @@ type CreateCutoverResponse struct {
 
 func (x *CreateCutoverResponse) Reset() {
 	*x = CreateCutoverResponse{}
-	mi := &file_switchyard_v1_control_proto_msgTypes[25]
+	mi := &file_switchyard_v1_control_proto_msgTypes[27]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2029,7 +2313,7 @@ func (x *CreateCutoverResponse) String() string {
 func (*CreateCutoverResponse) ProtoMessage() {}
 
 func (x *CreateCutoverResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_switchyard_v1_control_proto_msgTypes[25]
+	mi := &file_switchyard_v1_control_proto_msgTypes[27]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2042,7 +2326,7 @@ func (x *CreateCutoverResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use CreateCutoverResponse.ProtoReflect.Descriptor instead.
 func (*CreateCutoverResponse) Descriptor() ([]byte, []int) {
-	return file_switchyard_v1_control_proto_rawDescGZIP(), []int{25}
+	return file_switchyard_v1_control_proto_rawDescGZIP(), []int{27}
 }
 
 func (x *CreateCutoverResponse) GetCutover() *Cutover {
@@ -2063,7 +2347,7 @@ type GetCutoverRequest struct {
 
 func (x *GetCutoverRequest) Reset() {
 	*x = GetCutoverRequest{}
-	mi := &file_switchyard_v1_control_proto_msgTypes[26]
+	mi := &file_switchyard_v1_control_proto_msgTypes[28]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2075,7 +2359,7 @@ func (x *GetCutoverRequest) String() string {
 func (*GetCutoverRequest) ProtoMessage() {}
 
 func (x *GetCutoverRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_switchyard_v1_control_proto_msgTypes[26]
+	mi := &file_switchyard_v1_control_proto_msgTypes[28]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2088,7 +2372,7 @@ func (x *GetCutoverRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GetCutoverRequest.ProtoReflect.Descriptor instead.
 func (*GetCutoverRequest) Descriptor() ([]byte, []int) {
-	return file_switchyard_v1_control_proto_rawDescGZIP(), []int{26}
+	return file_switchyard_v1_control_proto_rawDescGZIP(), []int{28}
 }
 
 func (x *GetCutoverRequest) GetId() string {
@@ -2109,7 +2393,7 @@ type GetCutoverResponse struct {
 
 func (x *GetCutoverResponse) Reset() {
 	*x = GetCutoverResponse{}
-	mi := &file_switchyard_v1_control_proto_msgTypes[27]
+	mi := &file_switchyard_v1_control_proto_msgTypes[29]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2121,7 +2405,7 @@ func (x *GetCutoverResponse) String() string {
 func (*GetCutoverResponse) ProtoMessage() {}
 
 func (x *GetCutoverResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_switchyard_v1_control_proto_msgTypes[27]
+	mi := &file_switchyard_v1_control_proto_msgTypes[29]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2134,7 +2418,7 @@ func (x *GetCutoverResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GetCutoverResponse.ProtoReflect.Descriptor instead.
 func (*GetCutoverResponse) Descriptor() ([]byte, []int) {
-	return file_switchyard_v1_control_proto_rawDescGZIP(), []int{27}
+	return file_switchyard_v1_control_proto_rawDescGZIP(), []int{29}
 }
 
 func (x *GetCutoverResponse) GetCutover() *Cutover {
@@ -2153,7 +2437,7 @@ type ListCutoversRequest struct {
 
 func (x *ListCutoversRequest) Reset() {
 	*x = ListCutoversRequest{}
-	mi := &file_switchyard_v1_control_proto_msgTypes[28]
+	mi := &file_switchyard_v1_control_proto_msgTypes[30]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2165,7 +2449,7 @@ func (x *ListCutoversRequest) String() string {
 func (*ListCutoversRequest) ProtoMessage() {}
 
 func (x *ListCutoversRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_switchyard_v1_control_proto_msgTypes[28]
+	mi := &file_switchyard_v1_control_proto_msgTypes[30]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2178,7 +2462,7 @@ func (x *ListCutoversRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListCutoversRequest.ProtoReflect.Descriptor instead.
 func (*ListCutoversRequest) Descriptor() ([]byte, []int) {
-	return file_switchyard_v1_control_proto_rawDescGZIP(), []int{28}
+	return file_switchyard_v1_control_proto_rawDescGZIP(), []int{30}
 }
 
 // ListCutoversResponse lists cutovers.
@@ -2192,7 +2476,7 @@ type ListCutoversResponse struct {
 
 func (x *ListCutoversResponse) Reset() {
 	*x = ListCutoversResponse{}
-	mi := &file_switchyard_v1_control_proto_msgTypes[29]
+	mi := &file_switchyard_v1_control_proto_msgTypes[31]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2204,7 +2488,7 @@ func (x *ListCutoversResponse) String() string {
 func (*ListCutoversResponse) ProtoMessage() {}
 
 func (x *ListCutoversResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_switchyard_v1_control_proto_msgTypes[29]
+	mi := &file_switchyard_v1_control_proto_msgTypes[31]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2217,7 +2501,7 @@ func (x *ListCutoversResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListCutoversResponse.ProtoReflect.Descriptor instead.
 func (*ListCutoversResponse) Descriptor() ([]byte, []int) {
-	return file_switchyard_v1_control_proto_rawDescGZIP(), []int{29}
+	return file_switchyard_v1_control_proto_rawDescGZIP(), []int{31}
 }
 
 func (x *ListCutoversResponse) GetCutovers() []*Cutover {
@@ -2240,7 +2524,7 @@ type AbortCutoverRequest struct {
 
 func (x *AbortCutoverRequest) Reset() {
 	*x = AbortCutoverRequest{}
-	mi := &file_switchyard_v1_control_proto_msgTypes[30]
+	mi := &file_switchyard_v1_control_proto_msgTypes[32]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2252,7 +2536,7 @@ func (x *AbortCutoverRequest) String() string {
 func (*AbortCutoverRequest) ProtoMessage() {}
 
 func (x *AbortCutoverRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_switchyard_v1_control_proto_msgTypes[30]
+	mi := &file_switchyard_v1_control_proto_msgTypes[32]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2265,7 +2549,7 @@ func (x *AbortCutoverRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use AbortCutoverRequest.ProtoReflect.Descriptor instead.
 func (*AbortCutoverRequest) Descriptor() ([]byte, []int) {
-	return file_switchyard_v1_control_proto_rawDescGZIP(), []int{30}
+	return file_switchyard_v1_control_proto_rawDescGZIP(), []int{32}
 }
 
 func (x *AbortCutoverRequest) GetId() string {
@@ -2293,7 +2577,7 @@ type AbortCutoverResponse struct {
 
 func (x *AbortCutoverResponse) Reset() {
 	*x = AbortCutoverResponse{}
-	mi := &file_switchyard_v1_control_proto_msgTypes[31]
+	mi := &file_switchyard_v1_control_proto_msgTypes[33]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2305,7 +2589,7 @@ func (x *AbortCutoverResponse) String() string {
 func (*AbortCutoverResponse) ProtoMessage() {}
 
 func (x *AbortCutoverResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_switchyard_v1_control_proto_msgTypes[31]
+	mi := &file_switchyard_v1_control_proto_msgTypes[33]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2318,7 +2602,7 @@ func (x *AbortCutoverResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use AbortCutoverResponse.ProtoReflect.Descriptor instead.
 func (*AbortCutoverResponse) Descriptor() ([]byte, []int) {
-	return file_switchyard_v1_control_proto_rawDescGZIP(), []int{31}
+	return file_switchyard_v1_control_proto_rawDescGZIP(), []int{33}
 }
 
 func (x *AbortCutoverResponse) GetCutover() *Cutover {
@@ -2339,7 +2623,7 @@ type WatchCutoverRequest struct {
 
 func (x *WatchCutoverRequest) Reset() {
 	*x = WatchCutoverRequest{}
-	mi := &file_switchyard_v1_control_proto_msgTypes[32]
+	mi := &file_switchyard_v1_control_proto_msgTypes[34]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2351,7 +2635,7 @@ func (x *WatchCutoverRequest) String() string {
 func (*WatchCutoverRequest) ProtoMessage() {}
 
 func (x *WatchCutoverRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_switchyard_v1_control_proto_msgTypes[32]
+	mi := &file_switchyard_v1_control_proto_msgTypes[34]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2364,7 +2648,7 @@ func (x *WatchCutoverRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use WatchCutoverRequest.ProtoReflect.Descriptor instead.
 func (*WatchCutoverRequest) Descriptor() ([]byte, []int) {
-	return file_switchyard_v1_control_proto_rawDescGZIP(), []int{32}
+	return file_switchyard_v1_control_proto_rawDescGZIP(), []int{34}
 }
 
 func (x *WatchCutoverRequest) GetId() string {
@@ -2385,7 +2669,7 @@ type WatchCutoverResponse struct {
 
 func (x *WatchCutoverResponse) Reset() {
 	*x = WatchCutoverResponse{}
-	mi := &file_switchyard_v1_control_proto_msgTypes[33]
+	mi := &file_switchyard_v1_control_proto_msgTypes[35]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2397,7 +2681,7 @@ func (x *WatchCutoverResponse) String() string {
 func (*WatchCutoverResponse) ProtoMessage() {}
 
 func (x *WatchCutoverResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_switchyard_v1_control_proto_msgTypes[33]
+	mi := &file_switchyard_v1_control_proto_msgTypes[35]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2410,7 +2694,7 @@ func (x *WatchCutoverResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use WatchCutoverResponse.ProtoReflect.Descriptor instead.
 func (*WatchCutoverResponse) Descriptor() ([]byte, []int) {
-	return file_switchyard_v1_control_proto_rawDescGZIP(), []int{33}
+	return file_switchyard_v1_control_proto_rawDescGZIP(), []int{35}
 }
 
 func (x *WatchCutoverResponse) GetCutover() *Cutover {
@@ -2515,7 +2799,7 @@ const file_switchyard_v1_control_proto_rawDesc = "" +
 	"\x0eactive_cluster\x18\x02 \x01(\tR\ractiveCluster\"L\n" +
 	"\x14DeclareStateResponse\x12\x18\n" +
 	"\aversion\x18\x01 \x01(\x04R\aversion\x12\x1a\n" +
-	"\bsidecars\x18\x02 \x03(\tR\bsidecars\"\x90\x02\n" +
+	"\bsidecars\x18\x02 \x03(\tR\bsidecars\"\x9f\x03\n" +
 	"\rCutoverPolicy\x12\x1b\n" +
 	"\tgate_mode\x18\x01 \x01(\tR\bgateMode\x12>\n" +
 	"\rdrain_timeout\x18\x02 \x01(\v2\x19.google.protobuf.DurationR\fdrainTimeout\x12:\n" +
@@ -2523,7 +2807,9 @@ const file_switchyard_v1_control_proto_rawDesc = "" +
 	"holdBudget\x12:\n" +
 	"\vack_timeout\x18\x04 \x01(\v2\x19.google.protobuf.DurationR\n" +
 	"ackTimeout\x12*\n" +
-	"\x11max_preflight_lag\x18\x05 \x01(\x03R\x0fmaxPreflightLag\"\xf7\x01\n" +
+	"\x11max_preflight_lag\x18\x05 \x01(\x03R\x0fmaxPreflightLag\x12I\n" +
+	"\x13group_drain_timeout\x18\x06 \x01(\v2\x19.google.protobuf.DurationR\x11groupDrainTimeout\x12B\n" +
+	"\x0fquiesce_timeout\x18\a \x01(\v2\x19.google.protobuf.DurationR\x0equiesceTimeout\"\xf7\x01\n" +
 	"\vCutoverSpec\x12:\n" +
 	"\bselector\x18\x01 \x01(\v2\x1e.switchyard.v1.SidecarSelectorR\bselector\x12\x16\n" +
 	"\x06source\x18\x02 \x01(\tR\x06source\x12\x16\n" +
@@ -2554,7 +2840,22 @@ const file_switchyard_v1_control_proto_rawDesc = "" +
 	"\tpartition\x18\x03 \x01(\x05R\tpartition\x12\x16\n" +
 	"\x06source\x18\x04 \x01(\x03R\x06source\x12\x16\n" +
 	"\x06target\x18\x05 \x01(\x03R\x06target\x12\x18\n" +
-	"\aoutcome\x18\x06 \x01(\tR\aoutcome\"\xa2\x05\n" +
+	"\aoutcome\x18\x06 \x01(\tR\aoutcome\"\xd7\x01\n" +
+	"\vCutoverUnit\x12\x0e\n" +
+	"\x02id\x18\x01 \x01(\tR\x02id\x12\x12\n" +
+	"\x04apps\x18\x02 \x03(\tR\x04apps\x12\x1a\n" +
+	"\bsidecars\x18\x03 \x03(\tR\bsidecars\x12\x12\n" +
+	"\x04role\x18\x04 \x01(\tR\x04role\x12\x14\n" +
+	"\x05phase\x18\x05 \x01(\x05R\x05phase\x12\x16\n" +
+	"\x06writes\x18\x06 \x03(\tR\x06writes\x12\x14\n" +
+	"\x05reads\x18\a \x03(\tR\x05reads\x12\x16\n" +
+	"\x06groups\x18\b \x03(\tR\x06groups\x12\x18\n" +
+	"\aoutcome\x18\t \x01(\tR\aoutcome\"\x8f\x01\n" +
+	"\x0fCutoverCoverage\x120\n" +
+	"\x05units\x18\x01 \x03(\v2\x1a.switchyard.v1.CutoverUnitR\x05units\x12\x1a\n" +
+	"\bwarnings\x18\x02 \x03(\tR\bwarnings\x12\x16\n" +
+	"\x06writes\x18\x03 \x03(\tR\x06writes\x12\x16\n" +
+	"\x06groups\x18\x04 \x03(\tR\x06groups\"\xbb\a\n" +
 	"\aCutover\x12\x0e\n" +
 	"\x02id\x18\x01 \x01(\tR\x02id\x12.\n" +
 	"\x04spec\x18\x02 \x01(\v2\x1a.switchyard.v1.CutoverSpecR\x04spec\x12.\n" +
@@ -2572,7 +2873,11 @@ const file_switchyard_v1_control_proto_rawDesc = "" +
 	"\x05error\x18\v \x01(\tR\x05error\x12'\n" +
 	"\x0fabort_requested\x18\f \x01(\bR\x0eabortRequested\x124\n" +
 	"\acreated\x18\r \x01(\v2\x1a.google.protobuf.TimestampR\acreated\x124\n" +
-	"\aupdated\x18\x0e \x01(\v2\x1a.google.protobuf.TimestampR\aupdated\"F\n" +
+	"\aupdated\x18\x0e \x01(\v2\x1a.google.protobuf.TimestampR\aupdated\x12:\n" +
+	"\bcoverage\x18\x0f \x01(\v2\x1e.switchyard.v1.CutoverCoverageR\bcoverage\x12H\n" +
+	"\x12groups_quiesced_at\x18\x10 \x01(\v2\x1a.google.protobuf.TimestampR\x10groupsQuiescedAt\x12H\n" +
+	"\x12groups_released_at\x18\x11 \x01(\v2\x1a.google.protobuf.TimestampR\x10groupsReleasedAt\x12G\n" +
+	"\x12group_block_window\x18\x12 \x01(\v2\x19.google.protobuf.DurationR\x10groupBlockWindow\"F\n" +
 	"\x14CreateCutoverRequest\x12.\n" +
 	"\x04spec\x18\x01 \x01(\v2\x1a.switchyard.v1.CutoverSpecR\x04spec\"I\n" +
 	"\x15CreateCutoverResponse\x120\n" +
@@ -2597,7 +2902,7 @@ const file_switchyard_v1_control_proto_rawDesc = "" +
 	"\x1bSIDECAR_FEATURE_UNSPECIFIED\x10\x00\x12$\n" +
 	" SIDECAR_FEATURE_GATE_REJECT_KEYS\x10\x01\x125\n" +
 	"1SIDECAR_FEATURE_GATE_FETCH_WAITS_FOR_TRANSACTIONS\x10\x02\x12\x1e\n" +
-	"\x1aSIDECAR_FEATURE_HOLD_LEASE\x10\x03*\xcb\x02\n" +
+	"\x1aSIDECAR_FEATURE_HOLD_LEASE\x10\x03*\xe6\x03\n" +
 	"\vCutoverStep\x12\x1c\n" +
 	"\x18CUTOVER_STEP_UNSPECIFIED\x10\x00\x12\x1a\n" +
 	"\x16CUTOVER_STEP_PREFLIGHT\x10\x01\x12\x15\n" +
@@ -2611,7 +2916,12 @@ const file_switchyard_v1_control_proto_rawDesc = "" +
 	"\x19CUTOVER_STEP_ROLLING_BACK\x10\t\x12\x1c\n" +
 	"\x18CUTOVER_STEP_ROLLED_BACK\x10\n" +
 	"\x12\x17\n" +
-	"\x13CUTOVER_STEP_FAILED\x10\v2\xad\x06\n" +
+	"\x13CUTOVER_STEP_FAILED\x10\v\x12\x1c\n" +
+	"\x18CUTOVER_STEP_GROUP_DRAIN\x10\f\x12\x18\n" +
+	"\x14CUTOVER_STEP_QUIESCE\x10\r\x12\x1b\n" +
+	"\x17CUTOVER_STEP_GROUP_FLIP\x10\x0e\x12\x1e\n" +
+	"\x1aCUTOVER_STEP_GROUP_RELEASE\x10\x0f\x12$\n" +
+	" CUTOVER_STEP_GROUPS_ROLLING_BACK\x10\x102\xad\x06\n" +
 	"\x0eControlService\x12W\n" +
 	"\fListClusters\x12\".switchyard.v1.ListClustersRequest\x1a#.switchyard.v1.ListClustersResponse\x12W\n" +
 	"\fListSidecars\x12\".switchyard.v1.ListSidecarsRequest\x1a#.switchyard.v1.ListSidecarsResponse\x12T\n" +
@@ -2639,7 +2949,7 @@ func file_switchyard_v1_control_proto_rawDescGZIP() []byte {
 }
 
 var file_switchyard_v1_control_proto_enumTypes = make([]protoimpl.EnumInfo, 2)
-var file_switchyard_v1_control_proto_msgTypes = make([]protoimpl.MessageInfo, 37)
+var file_switchyard_v1_control_proto_msgTypes = make([]protoimpl.MessageInfo, 39)
 var file_switchyard_v1_control_proto_goTypes = []any{
 	(SidecarFeature)(0),           // 0: switchyard.v1.SidecarFeature
 	(CutoverStep)(0),              // 1: switchyard.v1.CutoverStep
@@ -2666,95 +2976,104 @@ var file_switchyard_v1_control_proto_goTypes = []any{
 	(*StepRecord)(nil),            // 22: switchyard.v1.StepRecord
 	(*SidecarAck)(nil),            // 23: switchyard.v1.SidecarAck
 	(*GroupOffset)(nil),           // 24: switchyard.v1.GroupOffset
-	(*Cutover)(nil),               // 25: switchyard.v1.Cutover
-	(*CreateCutoverRequest)(nil),  // 26: switchyard.v1.CreateCutoverRequest
-	(*CreateCutoverResponse)(nil), // 27: switchyard.v1.CreateCutoverResponse
-	(*GetCutoverRequest)(nil),     // 28: switchyard.v1.GetCutoverRequest
-	(*GetCutoverResponse)(nil),    // 29: switchyard.v1.GetCutoverResponse
-	(*ListCutoversRequest)(nil),   // 30: switchyard.v1.ListCutoversRequest
-	(*ListCutoversResponse)(nil),  // 31: switchyard.v1.ListCutoversResponse
-	(*AbortCutoverRequest)(nil),   // 32: switchyard.v1.AbortCutoverRequest
-	(*AbortCutoverResponse)(nil),  // 33: switchyard.v1.AbortCutoverResponse
-	(*WatchCutoverRequest)(nil),   // 34: switchyard.v1.WatchCutoverRequest
-	(*WatchCutoverResponse)(nil),  // 35: switchyard.v1.WatchCutoverResponse
-	nil,                           // 36: switchyard.v1.SidecarIdentity.LabelsEntry
-	nil,                           // 37: switchyard.v1.Mirror.TopicErrorsEntry
-	nil,                           // 38: switchyard.v1.SidecarSelector.LabelsEntry
-	(*Gate)(nil),                  // 39: switchyard.v1.Gate
-	(*ProxyStatus)(nil),           // 40: switchyard.v1.ProxyStatus
-	(*durationpb.Duration)(nil),   // 41: google.protobuf.Duration
-	(*timestamppb.Timestamp)(nil), // 42: google.protobuf.Timestamp
+	(*CutoverUnit)(nil),           // 25: switchyard.v1.CutoverUnit
+	(*CutoverCoverage)(nil),       // 26: switchyard.v1.CutoverCoverage
+	(*Cutover)(nil),               // 27: switchyard.v1.Cutover
+	(*CreateCutoverRequest)(nil),  // 28: switchyard.v1.CreateCutoverRequest
+	(*CreateCutoverResponse)(nil), // 29: switchyard.v1.CreateCutoverResponse
+	(*GetCutoverRequest)(nil),     // 30: switchyard.v1.GetCutoverRequest
+	(*GetCutoverResponse)(nil),    // 31: switchyard.v1.GetCutoverResponse
+	(*ListCutoversRequest)(nil),   // 32: switchyard.v1.ListCutoversRequest
+	(*ListCutoversResponse)(nil),  // 33: switchyard.v1.ListCutoversResponse
+	(*AbortCutoverRequest)(nil),   // 34: switchyard.v1.AbortCutoverRequest
+	(*AbortCutoverResponse)(nil),  // 35: switchyard.v1.AbortCutoverResponse
+	(*WatchCutoverRequest)(nil),   // 36: switchyard.v1.WatchCutoverRequest
+	(*WatchCutoverResponse)(nil),  // 37: switchyard.v1.WatchCutoverResponse
+	nil,                           // 38: switchyard.v1.SidecarIdentity.LabelsEntry
+	nil,                           // 39: switchyard.v1.Mirror.TopicErrorsEntry
+	nil,                           // 40: switchyard.v1.SidecarSelector.LabelsEntry
+	(*Gate)(nil),                  // 41: switchyard.v1.Gate
+	(*ProxyStatus)(nil),           // 42: switchyard.v1.ProxyStatus
+	(*durationpb.Duration)(nil),   // 43: google.protobuf.Duration
+	(*timestamppb.Timestamp)(nil), // 44: google.protobuf.Timestamp
 }
 var file_switchyard_v1_control_proto_depIdxs = []int32{
 	2,  // 0: switchyard.v1.ListClustersResponse.clusters:type_name -> switchyard.v1.Cluster
-	36, // 1: switchyard.v1.SidecarIdentity.labels:type_name -> switchyard.v1.SidecarIdentity.LabelsEntry
-	39, // 2: switchyard.v1.DesiredState.gate:type_name -> switchyard.v1.Gate
+	38, // 1: switchyard.v1.SidecarIdentity.labels:type_name -> switchyard.v1.SidecarIdentity.LabelsEntry
+	41, // 2: switchyard.v1.DesiredState.gate:type_name -> switchyard.v1.Gate
 	5,  // 3: switchyard.v1.ConnectRequest.identity:type_name -> switchyard.v1.SidecarIdentity
-	40, // 4: switchyard.v1.ConnectRequest.status:type_name -> switchyard.v1.ProxyStatus
+	42, // 4: switchyard.v1.ConnectRequest.status:type_name -> switchyard.v1.ProxyStatus
 	0,  // 5: switchyard.v1.ConnectRequest.features:type_name -> switchyard.v1.SidecarFeature
 	6,  // 6: switchyard.v1.ConnectResponse.desired:type_name -> switchyard.v1.DesiredState
 	9,  // 7: switchyard.v1.ConnectResponse.hold_lease:type_name -> switchyard.v1.HoldLease
-	41, // 8: switchyard.v1.HoldLease.valid_for:type_name -> google.protobuf.Duration
+	43, // 8: switchyard.v1.HoldLease.valid_for:type_name -> google.protobuf.Duration
 	5,  // 9: switchyard.v1.Sidecar.identity:type_name -> switchyard.v1.SidecarIdentity
 	6,  // 10: switchyard.v1.Sidecar.desired:type_name -> switchyard.v1.DesiredState
-	40, // 11: switchyard.v1.Sidecar.status:type_name -> switchyard.v1.ProxyStatus
-	42, // 12: switchyard.v1.Sidecar.last_seen:type_name -> google.protobuf.Timestamp
+	42, // 11: switchyard.v1.Sidecar.status:type_name -> switchyard.v1.ProxyStatus
+	44, // 12: switchyard.v1.Sidecar.last_seen:type_name -> google.protobuf.Timestamp
 	0,  // 13: switchyard.v1.Sidecar.features:type_name -> switchyard.v1.SidecarFeature
 	10, // 14: switchyard.v1.ListSidecarsResponse.sidecars:type_name -> switchyard.v1.Sidecar
 	13, // 15: switchyard.v1.Mirror.partitions:type_name -> switchyard.v1.MirrorPartition
-	37, // 16: switchyard.v1.Mirror.topic_errors:type_name -> switchyard.v1.Mirror.TopicErrorsEntry
+	39, // 16: switchyard.v1.Mirror.topic_errors:type_name -> switchyard.v1.Mirror.TopicErrorsEntry
 	14, // 17: switchyard.v1.ListMirrorsResponse.mirrors:type_name -> switchyard.v1.Mirror
-	38, // 18: switchyard.v1.SidecarSelector.labels:type_name -> switchyard.v1.SidecarSelector.LabelsEntry
+	40, // 18: switchyard.v1.SidecarSelector.labels:type_name -> switchyard.v1.SidecarSelector.LabelsEntry
 	17, // 19: switchyard.v1.DeclareStateRequest.selector:type_name -> switchyard.v1.SidecarSelector
-	41, // 20: switchyard.v1.CutoverPolicy.drain_timeout:type_name -> google.protobuf.Duration
-	41, // 21: switchyard.v1.CutoverPolicy.hold_budget:type_name -> google.protobuf.Duration
-	41, // 22: switchyard.v1.CutoverPolicy.ack_timeout:type_name -> google.protobuf.Duration
-	17, // 23: switchyard.v1.CutoverSpec.selector:type_name -> switchyard.v1.SidecarSelector
-	20, // 24: switchyard.v1.CutoverSpec.policy:type_name -> switchyard.v1.CutoverPolicy
-	1,  // 25: switchyard.v1.StepRecord.step:type_name -> switchyard.v1.CutoverStep
-	42, // 26: switchyard.v1.StepRecord.started:type_name -> google.protobuf.Timestamp
-	42, // 27: switchyard.v1.StepRecord.finished:type_name -> google.protobuf.Timestamp
-	21, // 28: switchyard.v1.Cutover.spec:type_name -> switchyard.v1.CutoverSpec
-	1,  // 29: switchyard.v1.Cutover.step:type_name -> switchyard.v1.CutoverStep
-	22, // 30: switchyard.v1.Cutover.history:type_name -> switchyard.v1.StepRecord
-	23, // 31: switchyard.v1.Cutover.sidecars:type_name -> switchyard.v1.SidecarAck
-	24, // 32: switchyard.v1.Cutover.group_offsets:type_name -> switchyard.v1.GroupOffset
-	42, // 33: switchyard.v1.Cutover.gated_at:type_name -> google.protobuf.Timestamp
-	42, // 34: switchyard.v1.Cutover.released_at:type_name -> google.protobuf.Timestamp
-	41, // 35: switchyard.v1.Cutover.block_window:type_name -> google.protobuf.Duration
-	42, // 36: switchyard.v1.Cutover.created:type_name -> google.protobuf.Timestamp
-	42, // 37: switchyard.v1.Cutover.updated:type_name -> google.protobuf.Timestamp
-	21, // 38: switchyard.v1.CreateCutoverRequest.spec:type_name -> switchyard.v1.CutoverSpec
-	25, // 39: switchyard.v1.CreateCutoverResponse.cutover:type_name -> switchyard.v1.Cutover
-	25, // 40: switchyard.v1.GetCutoverResponse.cutover:type_name -> switchyard.v1.Cutover
-	25, // 41: switchyard.v1.ListCutoversResponse.cutovers:type_name -> switchyard.v1.Cutover
-	25, // 42: switchyard.v1.AbortCutoverResponse.cutover:type_name -> switchyard.v1.Cutover
-	25, // 43: switchyard.v1.WatchCutoverResponse.cutover:type_name -> switchyard.v1.Cutover
-	3,  // 44: switchyard.v1.ControlService.ListClusters:input_type -> switchyard.v1.ListClustersRequest
-	11, // 45: switchyard.v1.ControlService.ListSidecars:input_type -> switchyard.v1.ListSidecarsRequest
-	15, // 46: switchyard.v1.ControlService.ListMirrors:input_type -> switchyard.v1.ListMirrorsRequest
-	26, // 47: switchyard.v1.ControlService.CreateCutover:input_type -> switchyard.v1.CreateCutoverRequest
-	28, // 48: switchyard.v1.ControlService.GetCutover:input_type -> switchyard.v1.GetCutoverRequest
-	30, // 49: switchyard.v1.ControlService.ListCutovers:input_type -> switchyard.v1.ListCutoversRequest
-	32, // 50: switchyard.v1.ControlService.AbortCutover:input_type -> switchyard.v1.AbortCutoverRequest
-	34, // 51: switchyard.v1.ControlService.WatchCutover:input_type -> switchyard.v1.WatchCutoverRequest
-	18, // 52: switchyard.v1.ControlService.DeclareState:input_type -> switchyard.v1.DeclareStateRequest
-	7,  // 53: switchyard.v1.SidecarService.Connect:input_type -> switchyard.v1.ConnectRequest
-	4,  // 54: switchyard.v1.ControlService.ListClusters:output_type -> switchyard.v1.ListClustersResponse
-	12, // 55: switchyard.v1.ControlService.ListSidecars:output_type -> switchyard.v1.ListSidecarsResponse
-	16, // 56: switchyard.v1.ControlService.ListMirrors:output_type -> switchyard.v1.ListMirrorsResponse
-	27, // 57: switchyard.v1.ControlService.CreateCutover:output_type -> switchyard.v1.CreateCutoverResponse
-	29, // 58: switchyard.v1.ControlService.GetCutover:output_type -> switchyard.v1.GetCutoverResponse
-	31, // 59: switchyard.v1.ControlService.ListCutovers:output_type -> switchyard.v1.ListCutoversResponse
-	33, // 60: switchyard.v1.ControlService.AbortCutover:output_type -> switchyard.v1.AbortCutoverResponse
-	35, // 61: switchyard.v1.ControlService.WatchCutover:output_type -> switchyard.v1.WatchCutoverResponse
-	19, // 62: switchyard.v1.ControlService.DeclareState:output_type -> switchyard.v1.DeclareStateResponse
-	8,  // 63: switchyard.v1.SidecarService.Connect:output_type -> switchyard.v1.ConnectResponse
-	54, // [54:64] is the sub-list for method output_type
-	44, // [44:54] is the sub-list for method input_type
-	44, // [44:44] is the sub-list for extension type_name
-	44, // [44:44] is the sub-list for extension extendee
-	0,  // [0:44] is the sub-list for field type_name
+	43, // 20: switchyard.v1.CutoverPolicy.drain_timeout:type_name -> google.protobuf.Duration
+	43, // 21: switchyard.v1.CutoverPolicy.hold_budget:type_name -> google.protobuf.Duration
+	43, // 22: switchyard.v1.CutoverPolicy.ack_timeout:type_name -> google.protobuf.Duration
+	43, // 23: switchyard.v1.CutoverPolicy.group_drain_timeout:type_name -> google.protobuf.Duration
+	43, // 24: switchyard.v1.CutoverPolicy.quiesce_timeout:type_name -> google.protobuf.Duration
+	17, // 25: switchyard.v1.CutoverSpec.selector:type_name -> switchyard.v1.SidecarSelector
+	20, // 26: switchyard.v1.CutoverSpec.policy:type_name -> switchyard.v1.CutoverPolicy
+	1,  // 27: switchyard.v1.StepRecord.step:type_name -> switchyard.v1.CutoverStep
+	44, // 28: switchyard.v1.StepRecord.started:type_name -> google.protobuf.Timestamp
+	44, // 29: switchyard.v1.StepRecord.finished:type_name -> google.protobuf.Timestamp
+	25, // 30: switchyard.v1.CutoverCoverage.units:type_name -> switchyard.v1.CutoverUnit
+	21, // 31: switchyard.v1.Cutover.spec:type_name -> switchyard.v1.CutoverSpec
+	1,  // 32: switchyard.v1.Cutover.step:type_name -> switchyard.v1.CutoverStep
+	22, // 33: switchyard.v1.Cutover.history:type_name -> switchyard.v1.StepRecord
+	23, // 34: switchyard.v1.Cutover.sidecars:type_name -> switchyard.v1.SidecarAck
+	24, // 35: switchyard.v1.Cutover.group_offsets:type_name -> switchyard.v1.GroupOffset
+	44, // 36: switchyard.v1.Cutover.gated_at:type_name -> google.protobuf.Timestamp
+	44, // 37: switchyard.v1.Cutover.released_at:type_name -> google.protobuf.Timestamp
+	43, // 38: switchyard.v1.Cutover.block_window:type_name -> google.protobuf.Duration
+	44, // 39: switchyard.v1.Cutover.created:type_name -> google.protobuf.Timestamp
+	44, // 40: switchyard.v1.Cutover.updated:type_name -> google.protobuf.Timestamp
+	26, // 41: switchyard.v1.Cutover.coverage:type_name -> switchyard.v1.CutoverCoverage
+	44, // 42: switchyard.v1.Cutover.groups_quiesced_at:type_name -> google.protobuf.Timestamp
+	44, // 43: switchyard.v1.Cutover.groups_released_at:type_name -> google.protobuf.Timestamp
+	43, // 44: switchyard.v1.Cutover.group_block_window:type_name -> google.protobuf.Duration
+	21, // 45: switchyard.v1.CreateCutoverRequest.spec:type_name -> switchyard.v1.CutoverSpec
+	27, // 46: switchyard.v1.CreateCutoverResponse.cutover:type_name -> switchyard.v1.Cutover
+	27, // 47: switchyard.v1.GetCutoverResponse.cutover:type_name -> switchyard.v1.Cutover
+	27, // 48: switchyard.v1.ListCutoversResponse.cutovers:type_name -> switchyard.v1.Cutover
+	27, // 49: switchyard.v1.AbortCutoverResponse.cutover:type_name -> switchyard.v1.Cutover
+	27, // 50: switchyard.v1.WatchCutoverResponse.cutover:type_name -> switchyard.v1.Cutover
+	3,  // 51: switchyard.v1.ControlService.ListClusters:input_type -> switchyard.v1.ListClustersRequest
+	11, // 52: switchyard.v1.ControlService.ListSidecars:input_type -> switchyard.v1.ListSidecarsRequest
+	15, // 53: switchyard.v1.ControlService.ListMirrors:input_type -> switchyard.v1.ListMirrorsRequest
+	28, // 54: switchyard.v1.ControlService.CreateCutover:input_type -> switchyard.v1.CreateCutoverRequest
+	30, // 55: switchyard.v1.ControlService.GetCutover:input_type -> switchyard.v1.GetCutoverRequest
+	32, // 56: switchyard.v1.ControlService.ListCutovers:input_type -> switchyard.v1.ListCutoversRequest
+	34, // 57: switchyard.v1.ControlService.AbortCutover:input_type -> switchyard.v1.AbortCutoverRequest
+	36, // 58: switchyard.v1.ControlService.WatchCutover:input_type -> switchyard.v1.WatchCutoverRequest
+	18, // 59: switchyard.v1.ControlService.DeclareState:input_type -> switchyard.v1.DeclareStateRequest
+	7,  // 60: switchyard.v1.SidecarService.Connect:input_type -> switchyard.v1.ConnectRequest
+	4,  // 61: switchyard.v1.ControlService.ListClusters:output_type -> switchyard.v1.ListClustersResponse
+	12, // 62: switchyard.v1.ControlService.ListSidecars:output_type -> switchyard.v1.ListSidecarsResponse
+	16, // 63: switchyard.v1.ControlService.ListMirrors:output_type -> switchyard.v1.ListMirrorsResponse
+	29, // 64: switchyard.v1.ControlService.CreateCutover:output_type -> switchyard.v1.CreateCutoverResponse
+	31, // 65: switchyard.v1.ControlService.GetCutover:output_type -> switchyard.v1.GetCutoverResponse
+	33, // 66: switchyard.v1.ControlService.ListCutovers:output_type -> switchyard.v1.ListCutoversResponse
+	35, // 67: switchyard.v1.ControlService.AbortCutover:output_type -> switchyard.v1.AbortCutoverResponse
+	37, // 68: switchyard.v1.ControlService.WatchCutover:output_type -> switchyard.v1.WatchCutoverResponse
+	19, // 69: switchyard.v1.ControlService.DeclareState:output_type -> switchyard.v1.DeclareStateResponse
+	8,  // 70: switchyard.v1.SidecarService.Connect:output_type -> switchyard.v1.ConnectResponse
+	61, // [61:71] is the sub-list for method output_type
+	51, // [51:61] is the sub-list for method input_type
+	51, // [51:51] is the sub-list for extension type_name
+	51, // [51:51] is the sub-list for extension extendee
+	0,  // [0:51] is the sub-list for field type_name
 }
 
 func init() { file_switchyard_v1_control_proto_init() }
@@ -2769,7 +3088,7 @@ func file_switchyard_v1_control_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_switchyard_v1_control_proto_rawDesc), len(file_switchyard_v1_control_proto_rawDesc)),
 			NumEnums:      2,
-			NumMessages:   37,
+			NumMessages:   39,
 			NumExtensions: 0,
 			NumServices:   2,
 		},

@@ -445,6 +445,11 @@ type ProxyStatus struct {
 	// plane that gated Produce waits for key 0 to reach zero before it trusts
 	// the source cluster's high watermarks.
 	InFlightByApi map[int32]int64 `protobuf:"bytes,12,rep,name=in_flight_by_api,json=inFlightByApi,proto3" json:"in_flight_by_api,omitempty" protobuf_key:"varint,1,opt,name=key" protobuf_val:"varint,2,opt,name=value"`
+	// What the proxy's clients were seen doing: the topics they produce to and
+	// fetch, their consumer groups and transactional ids. A control plane
+	// derives a cutover's default coverage and the order in which
+	// applications move from it (producers first, then groups).
+	Usage         *Usage `protobuf:"bytes,13,opt,name=usage,proto3" json:"usage,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -563,6 +568,346 @@ func (x *ProxyStatus) GetInFlightByApi() map[int32]int64 {
 	return nil
 }
 
+func (x *ProxyStatus) GetUsage() *Usage {
+	if x != nil {
+		return x.Usage
+	}
+	return nil
+}
+
+// Usage is what a proxy observed its clients do since it started, bounded
+// (see dropped).
+type Usage struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// Topics produced to, fetched or created, by name.
+	Topics []*TopicUsage `protobuf:"bytes,1,rep,name=topics,proto3" json:"topics,omitempty"`
+	// Consumer groups the clients are members of or commit offsets for.
+	Groups []*GroupUsage `protobuf:"bytes,2,rep,name=groups,proto3" json:"groups,omitempty"`
+	// Transactional ids the clients' producers use.
+	Transactions []*TransactionalUsage `protobuf:"bytes,3,rep,name=transactions,proto3" json:"transactions,omitempty"`
+	// Topics, groups and transactional ids not recorded because the proxy's
+	// bounds were reached.
+	Dropped       int64 `protobuf:"varint,4,opt,name=dropped,proto3" json:"dropped,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *Usage) Reset() {
+	*x = Usage{}
+	mi := &file_switchyard_v1_proxy_admin_proto_msgTypes[9]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *Usage) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*Usage) ProtoMessage() {}
+
+func (x *Usage) ProtoReflect() protoreflect.Message {
+	mi := &file_switchyard_v1_proxy_admin_proto_msgTypes[9]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use Usage.ProtoReflect.Descriptor instead.
+func (*Usage) Descriptor() ([]byte, []int) {
+	return file_switchyard_v1_proxy_admin_proto_rawDescGZIP(), []int{9}
+}
+
+func (x *Usage) GetTopics() []*TopicUsage {
+	if x != nil {
+		return x.Topics
+	}
+	return nil
+}
+
+func (x *Usage) GetGroups() []*GroupUsage {
+	if x != nil {
+		return x.Groups
+	}
+	return nil
+}
+
+func (x *Usage) GetTransactions() []*TransactionalUsage {
+	if x != nil {
+		return x.Transactions
+	}
+	return nil
+}
+
+func (x *Usage) GetDropped() int64 {
+	if x != nil {
+		return x.Dropped
+	}
+	return 0
+}
+
+// TopicUsage is one topic's use through the proxy.
+type TopicUsage struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// Topic name.
+	Topic string `protobuf:"bytes,1,opt,name=topic,proto3" json:"topic,omitempty"`
+	// Whether a client produced to it.
+	Produced bool `protobuf:"varint,2,opt,name=produced,proto3" json:"produced,omitempty"`
+	// Whether a client fetched from it.
+	Fetched bool `protobuf:"varint,3,opt,name=fetched,proto3" json:"fetched,omitempty"`
+	// Whether a client created it (CreateTopics).
+	Created bool `protobuf:"varint,4,opt,name=created,proto3" json:"created,omitempty"`
+	// Last time a client produced to it.
+	LastProduced *timestamppb.Timestamp `protobuf:"bytes,5,opt,name=last_produced,json=lastProduced,proto3" json:"last_produced,omitempty"`
+	// Last time a client fetched from it.
+	LastFetched   *timestamppb.Timestamp `protobuf:"bytes,6,opt,name=last_fetched,json=lastFetched,proto3" json:"last_fetched,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *TopicUsage) Reset() {
+	*x = TopicUsage{}
+	mi := &file_switchyard_v1_proxy_admin_proto_msgTypes[10]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *TopicUsage) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*TopicUsage) ProtoMessage() {}
+
+func (x *TopicUsage) ProtoReflect() protoreflect.Message {
+	mi := &file_switchyard_v1_proxy_admin_proto_msgTypes[10]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use TopicUsage.ProtoReflect.Descriptor instead.
+func (*TopicUsage) Descriptor() ([]byte, []int) {
+	return file_switchyard_v1_proxy_admin_proto_rawDescGZIP(), []int{10}
+}
+
+func (x *TopicUsage) GetTopic() string {
+	if x != nil {
+		return x.Topic
+	}
+	return ""
+}
+
+func (x *TopicUsage) GetProduced() bool {
+	if x != nil {
+		return x.Produced
+	}
+	return false
+}
+
+func (x *TopicUsage) GetFetched() bool {
+	if x != nil {
+		return x.Fetched
+	}
+	return false
+}
+
+func (x *TopicUsage) GetCreated() bool {
+	if x != nil {
+		return x.Created
+	}
+	return false
+}
+
+func (x *TopicUsage) GetLastProduced() *timestamppb.Timestamp {
+	if x != nil {
+		return x.LastProduced
+	}
+	return nil
+}
+
+func (x *TopicUsage) GetLastFetched() *timestamppb.Timestamp {
+	if x != nil {
+		return x.LastFetched
+	}
+	return nil
+}
+
+// GroupUsage is one consumer group's use through the proxy.
+type GroupUsage struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// Group id.
+	Group string `protobuf:"bytes,1,opt,name=group,proto3" json:"group,omitempty"`
+	// "classic" (JoinGroup), "consumer" (KIP-848 ConsumerGroupHeartbeat) or
+	// "streams" (KIP-1071); empty when the clients only committed offsets
+	// (assign() with a group id).
+	Protocol string `protobuf:"bytes,2,opt,name=protocol,proto3" json:"protocol,omitempty"`
+	// Classic protocol names from JoinGroup ("range", "cooperative-sticky",
+	// "stream", ...).
+	ProtocolNames []string `protobuf:"bytes,3,rep,name=protocol_names,json=protocolNames,proto3" json:"protocol_names,omitempty"`
+	// Member ids the current cluster issued to the proxy's clients.
+	MemberIds []string `protobuf:"bytes,4,rep,name=member_ids,json=memberIds,proto3" json:"member_ids,omitempty"`
+	// group.instance.id of static members.
+	InstanceIds []string `protobuf:"bytes,5,rep,name=instance_ids,json=instanceIds,proto3" json:"instance_ids,omitempty"`
+	// Client ids of the members.
+	ClientIds []string `protobuf:"bytes,6,rep,name=client_ids,json=clientIds,proto3" json:"client_ids,omitempty"`
+	// Whether offsets were committed inside transactions (TxnOffsetCommit).
+	Transactional bool `protobuf:"varint,7,opt,name=transactional,proto3" json:"transactional,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *GroupUsage) Reset() {
+	*x = GroupUsage{}
+	mi := &file_switchyard_v1_proxy_admin_proto_msgTypes[11]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *GroupUsage) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*GroupUsage) ProtoMessage() {}
+
+func (x *GroupUsage) ProtoReflect() protoreflect.Message {
+	mi := &file_switchyard_v1_proxy_admin_proto_msgTypes[11]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use GroupUsage.ProtoReflect.Descriptor instead.
+func (*GroupUsage) Descriptor() ([]byte, []int) {
+	return file_switchyard_v1_proxy_admin_proto_rawDescGZIP(), []int{11}
+}
+
+func (x *GroupUsage) GetGroup() string {
+	if x != nil {
+		return x.Group
+	}
+	return ""
+}
+
+func (x *GroupUsage) GetProtocol() string {
+	if x != nil {
+		return x.Protocol
+	}
+	return ""
+}
+
+func (x *GroupUsage) GetProtocolNames() []string {
+	if x != nil {
+		return x.ProtocolNames
+	}
+	return nil
+}
+
+func (x *GroupUsage) GetMemberIds() []string {
+	if x != nil {
+		return x.MemberIds
+	}
+	return nil
+}
+
+func (x *GroupUsage) GetInstanceIds() []string {
+	if x != nil {
+		return x.InstanceIds
+	}
+	return nil
+}
+
+func (x *GroupUsage) GetClientIds() []string {
+	if x != nil {
+		return x.ClientIds
+	}
+	return nil
+}
+
+func (x *GroupUsage) GetTransactional() bool {
+	if x != nil {
+		return x.Transactional
+	}
+	return false
+}
+
+// TransactionalUsage is one transactional id's use through the proxy.
+type TransactionalUsage struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// The transactional.id.
+	Id string `protobuf:"bytes,1,opt,name=id,proto3" json:"id,omitempty"`
+	// Whether a transaction is open now.
+	Open bool `protobuf:"varint,2,opt,name=open,proto3" json:"open,omitempty"`
+	// Groups whose offsets its transactions committed.
+	Groups        []string `protobuf:"bytes,3,rep,name=groups,proto3" json:"groups,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *TransactionalUsage) Reset() {
+	*x = TransactionalUsage{}
+	mi := &file_switchyard_v1_proxy_admin_proto_msgTypes[12]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *TransactionalUsage) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*TransactionalUsage) ProtoMessage() {}
+
+func (x *TransactionalUsage) ProtoReflect() protoreflect.Message {
+	mi := &file_switchyard_v1_proxy_admin_proto_msgTypes[12]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use TransactionalUsage.ProtoReflect.Descriptor instead.
+func (*TransactionalUsage) Descriptor() ([]byte, []int) {
+	return file_switchyard_v1_proxy_admin_proto_rawDescGZIP(), []int{12}
+}
+
+func (x *TransactionalUsage) GetId() string {
+	if x != nil {
+		return x.Id
+	}
+	return ""
+}
+
+func (x *TransactionalUsage) GetOpen() bool {
+	if x != nil {
+		return x.Open
+	}
+	return false
+}
+
+func (x *TransactionalUsage) GetGroups() []string {
+	if x != nil {
+		return x.Groups
+	}
+	return nil
+}
+
 // Gate blocks a set of Kafka API keys for this proxy.
 type Gate struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
@@ -584,7 +929,7 @@ type Gate struct {
 
 func (x *Gate) Reset() {
 	*x = Gate{}
-	mi := &file_switchyard_v1_proxy_admin_proto_msgTypes[9]
+	mi := &file_switchyard_v1_proxy_admin_proto_msgTypes[13]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -596,7 +941,7 @@ func (x *Gate) String() string {
 func (*Gate) ProtoMessage() {}
 
 func (x *Gate) ProtoReflect() protoreflect.Message {
-	mi := &file_switchyard_v1_proxy_admin_proto_msgTypes[9]
+	mi := &file_switchyard_v1_proxy_admin_proto_msgTypes[13]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -609,7 +954,7 @@ func (x *Gate) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Gate.ProtoReflect.Descriptor instead.
 func (*Gate) Descriptor() ([]byte, []int) {
-	return file_switchyard_v1_proxy_admin_proto_rawDescGZIP(), []int{9}
+	return file_switchyard_v1_proxy_admin_proto_rawDescGZIP(), []int{13}
 }
 
 func (x *Gate) GetApiKeys() []int32 {
@@ -675,7 +1020,7 @@ type SwitchReport struct {
 
 func (x *SwitchReport) Reset() {
 	*x = SwitchReport{}
-	mi := &file_switchyard_v1_proxy_admin_proto_msgTypes[10]
+	mi := &file_switchyard_v1_proxy_admin_proto_msgTypes[14]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -687,7 +1032,7 @@ func (x *SwitchReport) String() string {
 func (*SwitchReport) ProtoMessage() {}
 
 func (x *SwitchReport) ProtoReflect() protoreflect.Message {
-	mi := &file_switchyard_v1_proxy_admin_proto_msgTypes[10]
+	mi := &file_switchyard_v1_proxy_admin_proto_msgTypes[14]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -700,7 +1045,7 @@ func (x *SwitchReport) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use SwitchReport.ProtoReflect.Descriptor instead.
 func (*SwitchReport) Descriptor() ([]byte, []int) {
-	return file_switchyard_v1_proxy_admin_proto_rawDescGZIP(), []int{10}
+	return file_switchyard_v1_proxy_admin_proto_rawDescGZIP(), []int{14}
 }
 
 func (x *SwitchReport) GetFrom() string {
@@ -777,7 +1122,7 @@ type VirtualBroker struct {
 
 func (x *VirtualBroker) Reset() {
 	*x = VirtualBroker{}
-	mi := &file_switchyard_v1_proxy_admin_proto_msgTypes[11]
+	mi := &file_switchyard_v1_proxy_admin_proto_msgTypes[15]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -789,7 +1134,7 @@ func (x *VirtualBroker) String() string {
 func (*VirtualBroker) ProtoMessage() {}
 
 func (x *VirtualBroker) ProtoReflect() protoreflect.Message {
-	mi := &file_switchyard_v1_proxy_admin_proto_msgTypes[11]
+	mi := &file_switchyard_v1_proxy_admin_proto_msgTypes[15]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -802,7 +1147,7 @@ func (x *VirtualBroker) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use VirtualBroker.ProtoReflect.Descriptor instead.
 func (*VirtualBroker) Descriptor() ([]byte, []int) {
-	return file_switchyard_v1_proxy_admin_proto_rawDescGZIP(), []int{11}
+	return file_switchyard_v1_proxy_admin_proto_rawDescGZIP(), []int{15}
 }
 
 func (x *VirtualBroker) GetId() int32 {
@@ -852,7 +1197,7 @@ type ClusterStatus struct {
 
 func (x *ClusterStatus) Reset() {
 	*x = ClusterStatus{}
-	mi := &file_switchyard_v1_proxy_admin_proto_msgTypes[12]
+	mi := &file_switchyard_v1_proxy_admin_proto_msgTypes[16]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -864,7 +1209,7 @@ func (x *ClusterStatus) String() string {
 func (*ClusterStatus) ProtoMessage() {}
 
 func (x *ClusterStatus) ProtoReflect() protoreflect.Message {
-	mi := &file_switchyard_v1_proxy_admin_proto_msgTypes[12]
+	mi := &file_switchyard_v1_proxy_admin_proto_msgTypes[16]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -877,7 +1222,7 @@ func (x *ClusterStatus) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ClusterStatus.ProtoReflect.Descriptor instead.
 func (*ClusterStatus) Descriptor() ([]byte, []int) {
-	return file_switchyard_v1_proxy_admin_proto_rawDescGZIP(), []int{12}
+	return file_switchyard_v1_proxy_admin_proto_rawDescGZIP(), []int{16}
 }
 
 func (x *ClusterStatus) GetName() string {
@@ -937,7 +1282,7 @@ const file_switchyard_v1_proxy_admin_proto_rawDesc = "" +
 	"\x10SetGatesResponse\x12'\n" +
 	"\x04gate\x18\x01 \x01(\v2\x13.switchyard.v1.GateR\x04gate\"\x13\n" +
 	"\x11ClearGatesRequest\"\x14\n" +
-	"\x12ClearGatesResponse\"\xd3\x04\n" +
+	"\x12ClearGatesResponse\"\xff\x04\n" +
 	"\vProxyStatus\x12%\n" +
 	"\x0eactive_cluster\x18\x01 \x01(\tR\ractiveCluster\x12\x1d\n" +
 	"\n" +
@@ -953,10 +1298,39 @@ const file_switchyard_v1_proxy_admin_proto_rawDesc = "" +
 	"\abrokers\x18\n" +
 	" \x03(\v2\x1c.switchyard.v1.VirtualBrokerR\abrokers\x128\n" +
 	"\bclusters\x18\v \x03(\v2\x1c.switchyard.v1.ClusterStatusR\bclusters\x12V\n" +
-	"\x10in_flight_by_api\x18\f \x03(\v2-.switchyard.v1.ProxyStatus.InFlightByApiEntryR\rinFlightByApi\x1a@\n" +
+	"\x10in_flight_by_api\x18\f \x03(\v2-.switchyard.v1.ProxyStatus.InFlightByApiEntryR\rinFlightByApi\x12*\n" +
+	"\x05usage\x18\r \x01(\v2\x14.switchyard.v1.UsageR\x05usage\x1a@\n" +
 	"\x12InFlightByApiEntry\x12\x10\n" +
 	"\x03key\x18\x01 \x01(\x05R\x03key\x12\x14\n" +
-	"\x05value\x18\x02 \x01(\x03R\x05value:\x028\x01\"\xda\x01\n" +
+	"\x05value\x18\x02 \x01(\x03R\x05value:\x028\x01\"\xce\x01\n" +
+	"\x05Usage\x121\n" +
+	"\x06topics\x18\x01 \x03(\v2\x19.switchyard.v1.TopicUsageR\x06topics\x121\n" +
+	"\x06groups\x18\x02 \x03(\v2\x19.switchyard.v1.GroupUsageR\x06groups\x12E\n" +
+	"\ftransactions\x18\x03 \x03(\v2!.switchyard.v1.TransactionalUsageR\ftransactions\x12\x18\n" +
+	"\adropped\x18\x04 \x01(\x03R\adropped\"\xf2\x01\n" +
+	"\n" +
+	"TopicUsage\x12\x14\n" +
+	"\x05topic\x18\x01 \x01(\tR\x05topic\x12\x1a\n" +
+	"\bproduced\x18\x02 \x01(\bR\bproduced\x12\x18\n" +
+	"\afetched\x18\x03 \x01(\bR\afetched\x12\x18\n" +
+	"\acreated\x18\x04 \x01(\bR\acreated\x12?\n" +
+	"\rlast_produced\x18\x05 \x01(\v2\x1a.google.protobuf.TimestampR\flastProduced\x12=\n" +
+	"\flast_fetched\x18\x06 \x01(\v2\x1a.google.protobuf.TimestampR\vlastFetched\"\xec\x01\n" +
+	"\n" +
+	"GroupUsage\x12\x14\n" +
+	"\x05group\x18\x01 \x01(\tR\x05group\x12\x1a\n" +
+	"\bprotocol\x18\x02 \x01(\tR\bprotocol\x12%\n" +
+	"\x0eprotocol_names\x18\x03 \x03(\tR\rprotocolNames\x12\x1d\n" +
+	"\n" +
+	"member_ids\x18\x04 \x03(\tR\tmemberIds\x12!\n" +
+	"\finstance_ids\x18\x05 \x03(\tR\vinstanceIds\x12\x1d\n" +
+	"\n" +
+	"client_ids\x18\x06 \x03(\tR\tclientIds\x12$\n" +
+	"\rtransactional\x18\a \x01(\bR\rtransactional\"P\n" +
+	"\x12TransactionalUsage\x12\x0e\n" +
+	"\x02id\x18\x01 \x01(\tR\x02id\x12\x12\n" +
+	"\x04open\x18\x02 \x01(\bR\x04open\x12\x16\n" +
+	"\x06groups\x18\x03 \x03(\tR\x06groups\"\xda\x01\n" +
 	"\x04Gate\x12\x19\n" +
 	"\bapi_keys\x18\x01 \x03(\x05R\aapiKeys\x12\x12\n" +
 	"\x04mode\x18\x02 \x01(\tR\x04mode\x12:\n" +
@@ -1005,7 +1379,7 @@ func file_switchyard_v1_proxy_admin_proto_rawDescGZIP() []byte {
 	return file_switchyard_v1_proxy_admin_proto_rawDescData
 }
 
-var file_switchyard_v1_proxy_admin_proto_msgTypes = make([]protoimpl.MessageInfo, 14)
+var file_switchyard_v1_proxy_admin_proto_msgTypes = make([]protoimpl.MessageInfo, 18)
 var file_switchyard_v1_proxy_admin_proto_goTypes = []any{
 	(*GetStatusRequest)(nil),      // 0: switchyard.v1.GetStatusRequest
 	(*GetStatusResponse)(nil),     // 1: switchyard.v1.GetStatusResponse
@@ -1016,41 +1390,51 @@ var file_switchyard_v1_proxy_admin_proto_goTypes = []any{
 	(*ClearGatesRequest)(nil),     // 6: switchyard.v1.ClearGatesRequest
 	(*ClearGatesResponse)(nil),    // 7: switchyard.v1.ClearGatesResponse
 	(*ProxyStatus)(nil),           // 8: switchyard.v1.ProxyStatus
-	(*Gate)(nil),                  // 9: switchyard.v1.Gate
-	(*SwitchReport)(nil),          // 10: switchyard.v1.SwitchReport
-	(*VirtualBroker)(nil),         // 11: switchyard.v1.VirtualBroker
-	(*ClusterStatus)(nil),         // 12: switchyard.v1.ClusterStatus
-	nil,                           // 13: switchyard.v1.ProxyStatus.InFlightByApiEntry
-	(*durationpb.Duration)(nil),   // 14: google.protobuf.Duration
-	(*timestamppb.Timestamp)(nil), // 15: google.protobuf.Timestamp
+	(*Usage)(nil),                 // 9: switchyard.v1.Usage
+	(*TopicUsage)(nil),            // 10: switchyard.v1.TopicUsage
+	(*GroupUsage)(nil),            // 11: switchyard.v1.GroupUsage
+	(*TransactionalUsage)(nil),    // 12: switchyard.v1.TransactionalUsage
+	(*Gate)(nil),                  // 13: switchyard.v1.Gate
+	(*SwitchReport)(nil),          // 14: switchyard.v1.SwitchReport
+	(*VirtualBroker)(nil),         // 15: switchyard.v1.VirtualBroker
+	(*ClusterStatus)(nil),         // 16: switchyard.v1.ClusterStatus
+	nil,                           // 17: switchyard.v1.ProxyStatus.InFlightByApiEntry
+	(*durationpb.Duration)(nil),   // 18: google.protobuf.Duration
+	(*timestamppb.Timestamp)(nil), // 19: google.protobuf.Timestamp
 }
 var file_switchyard_v1_proxy_admin_proto_depIdxs = []int32{
 	8,  // 0: switchyard.v1.GetStatusResponse.status:type_name -> switchyard.v1.ProxyStatus
-	10, // 1: switchyard.v1.SwitchResponse.report:type_name -> switchyard.v1.SwitchReport
-	14, // 2: switchyard.v1.SetGatesRequest.hold_budget:type_name -> google.protobuf.Duration
-	9,  // 3: switchyard.v1.SetGatesResponse.gate:type_name -> switchyard.v1.Gate
-	9,  // 4: switchyard.v1.ProxyStatus.gate:type_name -> switchyard.v1.Gate
-	10, // 5: switchyard.v1.ProxyStatus.last_switch:type_name -> switchyard.v1.SwitchReport
-	11, // 6: switchyard.v1.ProxyStatus.brokers:type_name -> switchyard.v1.VirtualBroker
-	12, // 7: switchyard.v1.ProxyStatus.clusters:type_name -> switchyard.v1.ClusterStatus
-	13, // 8: switchyard.v1.ProxyStatus.in_flight_by_api:type_name -> switchyard.v1.ProxyStatus.InFlightByApiEntry
-	14, // 9: switchyard.v1.Gate.hold_budget:type_name -> google.protobuf.Duration
-	15, // 10: switchyard.v1.SwitchReport.started:type_name -> google.protobuf.Timestamp
-	15, // 11: switchyard.v1.SwitchReport.applied:type_name -> google.protobuf.Timestamp
-	14, // 12: switchyard.v1.SwitchReport.duration:type_name -> google.protobuf.Duration
-	0,  // 13: switchyard.v1.ProxyAdminService.GetStatus:input_type -> switchyard.v1.GetStatusRequest
-	2,  // 14: switchyard.v1.ProxyAdminService.Switch:input_type -> switchyard.v1.SwitchRequest
-	4,  // 15: switchyard.v1.ProxyAdminService.SetGates:input_type -> switchyard.v1.SetGatesRequest
-	6,  // 16: switchyard.v1.ProxyAdminService.ClearGates:input_type -> switchyard.v1.ClearGatesRequest
-	1,  // 17: switchyard.v1.ProxyAdminService.GetStatus:output_type -> switchyard.v1.GetStatusResponse
-	3,  // 18: switchyard.v1.ProxyAdminService.Switch:output_type -> switchyard.v1.SwitchResponse
-	5,  // 19: switchyard.v1.ProxyAdminService.SetGates:output_type -> switchyard.v1.SetGatesResponse
-	7,  // 20: switchyard.v1.ProxyAdminService.ClearGates:output_type -> switchyard.v1.ClearGatesResponse
-	17, // [17:21] is the sub-list for method output_type
-	13, // [13:17] is the sub-list for method input_type
-	13, // [13:13] is the sub-list for extension type_name
-	13, // [13:13] is the sub-list for extension extendee
-	0,  // [0:13] is the sub-list for field type_name
+	14, // 1: switchyard.v1.SwitchResponse.report:type_name -> switchyard.v1.SwitchReport
+	18, // 2: switchyard.v1.SetGatesRequest.hold_budget:type_name -> google.protobuf.Duration
+	13, // 3: switchyard.v1.SetGatesResponse.gate:type_name -> switchyard.v1.Gate
+	13, // 4: switchyard.v1.ProxyStatus.gate:type_name -> switchyard.v1.Gate
+	14, // 5: switchyard.v1.ProxyStatus.last_switch:type_name -> switchyard.v1.SwitchReport
+	15, // 6: switchyard.v1.ProxyStatus.brokers:type_name -> switchyard.v1.VirtualBroker
+	16, // 7: switchyard.v1.ProxyStatus.clusters:type_name -> switchyard.v1.ClusterStatus
+	17, // 8: switchyard.v1.ProxyStatus.in_flight_by_api:type_name -> switchyard.v1.ProxyStatus.InFlightByApiEntry
+	9,  // 9: switchyard.v1.ProxyStatus.usage:type_name -> switchyard.v1.Usage
+	10, // 10: switchyard.v1.Usage.topics:type_name -> switchyard.v1.TopicUsage
+	11, // 11: switchyard.v1.Usage.groups:type_name -> switchyard.v1.GroupUsage
+	12, // 12: switchyard.v1.Usage.transactions:type_name -> switchyard.v1.TransactionalUsage
+	19, // 13: switchyard.v1.TopicUsage.last_produced:type_name -> google.protobuf.Timestamp
+	19, // 14: switchyard.v1.TopicUsage.last_fetched:type_name -> google.protobuf.Timestamp
+	18, // 15: switchyard.v1.Gate.hold_budget:type_name -> google.protobuf.Duration
+	19, // 16: switchyard.v1.SwitchReport.started:type_name -> google.protobuf.Timestamp
+	19, // 17: switchyard.v1.SwitchReport.applied:type_name -> google.protobuf.Timestamp
+	18, // 18: switchyard.v1.SwitchReport.duration:type_name -> google.protobuf.Duration
+	0,  // 19: switchyard.v1.ProxyAdminService.GetStatus:input_type -> switchyard.v1.GetStatusRequest
+	2,  // 20: switchyard.v1.ProxyAdminService.Switch:input_type -> switchyard.v1.SwitchRequest
+	4,  // 21: switchyard.v1.ProxyAdminService.SetGates:input_type -> switchyard.v1.SetGatesRequest
+	6,  // 22: switchyard.v1.ProxyAdminService.ClearGates:input_type -> switchyard.v1.ClearGatesRequest
+	1,  // 23: switchyard.v1.ProxyAdminService.GetStatus:output_type -> switchyard.v1.GetStatusResponse
+	3,  // 24: switchyard.v1.ProxyAdminService.Switch:output_type -> switchyard.v1.SwitchResponse
+	5,  // 25: switchyard.v1.ProxyAdminService.SetGates:output_type -> switchyard.v1.SetGatesResponse
+	7,  // 26: switchyard.v1.ProxyAdminService.ClearGates:output_type -> switchyard.v1.ClearGatesResponse
+	23, // [23:27] is the sub-list for method output_type
+	19, // [19:23] is the sub-list for method input_type
+	19, // [19:19] is the sub-list for extension type_name
+	19, // [19:19] is the sub-list for extension extendee
+	0,  // [0:19] is the sub-list for field type_name
 }
 
 func init() { file_switchyard_v1_proxy_admin_proto_init() }
@@ -1064,7 +1448,7 @@ func file_switchyard_v1_proxy_admin_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_switchyard_v1_proxy_admin_proto_rawDesc), len(file_switchyard_v1_proxy_admin_proto_rawDesc)),
 			NumEnums:      0,
-			NumMessages:   14,
+			NumMessages:   18,
 			NumExtensions: 0,
 			NumServices:   1,
 		},
