@@ -273,8 +273,12 @@ func (ct *Controller) Create(spec *switchyardv1.CutoverSpec) (*switchyardv1.Cuto
 	if len(ct.reg.Select(spec.GetSelector())) == 0 {
 		return nil, status.Errorf(codes.FailedPrecondition, "no connected sidecar matches apps %v with labels %v", spec.GetSelector().GetApps(), spec.GetSelector().GetLabels())
 	}
+	cov, err := ct.coverageFor(spec)
+	if err != nil {
+		return nil, status.Errorf(codes.FailedPrecondition, "coverage: %v", err)
+	}
 	now := time.Now()
-	c := &switchyardv1.Cutover{Id: newCutoverID(now), Spec: spec, Created: timestamppb.New(now)}
+	c := &switchyardv1.Cutover{Id: newCutoverID(now), Spec: spec, Created: timestamppb.New(now), Coverage: cov}
 	run := &cutoverRun{id: c.GetId(), c: c, abort: make(chan struct{})}
 	ct.mu.Lock()
 	for _, other := range ct.cutovers {
@@ -745,7 +749,13 @@ func (ct *Controller) preflight(run *cutoverRun) error {
 	}
 	run.keys = keys
 	acks, _ := ct.reg.Acks(keys, 0)
-	ct.update(run, func(c *switchyardv1.Cutover) { c.Sidecars = acks })
+	// What the applications do may have grown since the cutover was
+	// created (a consumer joined, Kafka Streams created its topics).
+	cov, err := ct.coverageFor(spec)
+	if err != nil {
+		return fmt.Errorf("coverage: %w", err)
+	}
+	ct.update(run, func(c *switchyardv1.Cutover) { c.Sidecars, c.Coverage = acks, cov })
 	for _, k := range keys {
 		st, _, connected := ct.reg.StatusApplied(k)
 		if !connected || st == nil {
@@ -761,6 +771,10 @@ func (ct *Controller) preflight(run *cutoverRun) error {
 		return fmt.Errorf("mirror %s is not ready (last error %q)", m.Name, st.LastError)
 	}
 	topics := ct.topicsOf(run, st)
+	// The topics the applications write and read must be mirrored even
+	// when the spec names others: they are where the records and the
+	// groups' positions are.
+	topics = slices.Compact(slices.Sorted(slices.Values(slices.Concat(topics, coveredTopics(cov)))))
 	for _, t := range topics {
 		if e, ok := st.TopicErrors[t]; ok {
 			return fmt.Errorf("mirror %s does not copy topic %s: %s", m.Name, t, e)
@@ -828,9 +842,9 @@ func (ct *Controller) gateOf(spec *switchyardv1.CutoverSpec) *gateSpec {
 // the target, never answered with an error because the flip came. A
 // sidecar too old for per-key modes is sent both keys refused instead
 // (gateSpec.toProto).
-func (ct *Controller) flipGate(spec *switchyardv1.CutoverSpec) *gateSpec {
+func (ct *Controller) flipGate(spec *switchyardv1.CutoverSpec, groups []string) *gateSpec {
 	g := ct.gateOf(spec)
-	if len(spec.GetGroups()) > 0 {
+	if len(groups) > 0 {
 		if g.Mode == "HOLD" {
 			g.RejectKeys = []int32{fetchKey}
 		} else {
@@ -946,7 +960,7 @@ func (ct *Controller) drain(run *cutoverRun) (switchyardv1.CutoverStep, string, 
 	// 3. The consumer groups have consumed and committed everything on the
 	// source: their final offsets are known, and nothing they commit later
 	// is lost.
-	if groups := spec.GetGroups(); len(groups) > 0 {
+	if groups := ct.groupsOf(run); len(groups) > 0 {
 		behind = ""
 		err = ct.poll(run, time.Until(deadline), true, false, func() (bool, error) {
 			ctx, cancel := context.WithTimeout(callCtx, 10*time.Second)
@@ -970,7 +984,7 @@ func (ct *Controller) drain(run *cutoverRun) (switchyardv1.CutoverStep, string, 
 			return 0, "", err
 		}
 	}
-	return switchyardv1.CutoverStep_CUTOVER_STEP_SYNC_GROUPS, fmt.Sprintf("no produce in flight; mirror %s copied %v completely; groups %v drained", m.Name, topics, spec.GetGroups()), nil
+	return switchyardv1.CutoverStep_CUTOVER_STEP_SYNC_GROUPS, fmt.Sprintf("no produce in flight; mirror %s copied %v completely; groups %v drained", m.Name, topics, ct.groupsOf(run)), nil
 }
 
 // drainBusy says what a sidecar with Produce in flight waits for: open
@@ -999,8 +1013,9 @@ func plural(n int64, one, many string) string {
 func (ct *Controller) syncGroups(run *cutoverRun) (switchyardv1.CutoverStep, string, error) {
 	spec := ct.spec(run)
 	next := switchyardv1.CutoverStep_CUTOVER_STEP_FLIP
-	if len(spec.GetGroups()) == 0 {
-		return next, "no consumer groups named", nil
+	groups := ct.groupsOf(run)
+	if len(groups) == 0 {
+		return next, "no consumer groups", nil
 	}
 	select {
 	case <-run.abort:
@@ -1010,7 +1025,7 @@ func (ct *Controller) syncGroups(run *cutoverRun) (switchyardv1.CutoverStep, str
 	m := ct.mirrorOf(run)
 	ctx, cancel := context.WithTimeout(ct.ctx, spec.GetPolicy().GetDrainTimeout().AsDuration())
 	defer cancel()
-	rep, err := m.Mirror.SyncGroups(ctx, spec.GetGroups())
+	rep, err := m.Mirror.SyncGroups(ctx, groups)
 	var offsets []*switchyardv1.GroupOffset
 	n := 0
 	for _, g := range rep.Groups {
@@ -1032,7 +1047,7 @@ func (ct *Controller) syncGroups(run *cutoverRun) (switchyardv1.CutoverStep, str
 
 func (ct *Controller) flip(run *cutoverRun) (switchyardv1.CutoverStep, string, error) {
 	spec := ct.spec(run)
-	v, err := ct.reg.SetRule(run.id, spec.GetSelector(), spec.GetTarget(), ct.flipGate(spec))
+	v, err := ct.reg.SetRule(run.id, spec.GetSelector(), spec.GetTarget(), ct.flipGate(spec, ct.groupsOf(run)))
 	if err != nil {
 		return 0, "", err
 	}
@@ -1046,7 +1061,8 @@ func (ct *Controller) flip(run *cutoverRun) (switchyardv1.CutoverStep, string, e
 func (ct *Controller) release(run *cutoverRun) (switchyardv1.CutoverStep, string, error) {
 	spec := ct.spec(run)
 	var consumers *gateSpec
-	if len(spec.GetGroups()) > 0 {
+	groups := ct.groupsOf(run)
+	if len(groups) > 0 {
 		// Producers first; consumers once their groups rejoined.
 		consumers = &gateSpec{APIKeys: []int32{fetchKey}, Mode: "REJECT"}
 	}
@@ -1073,7 +1089,7 @@ func (ct *Controller) release(run *cutoverRun) (switchyardv1.CutoverStep, string
 	err = ct.poll(run, 3*spec.GetPolicy().GetDrainTimeout().AsDuration(), false, false, func() (bool, error) {
 		ctx, cancel := context.WithTimeout(ct.ctx, 10*time.Second)
 		defer cancel()
-		ok, b, err := m.Mirror.GroupsJoined(ctx, spec.GetGroups())
+		ok, b, err := m.Mirror.GroupsJoined(ctx, groups)
 		behind = b
 		return ok, err
 	})

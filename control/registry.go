@@ -797,3 +797,26 @@ func (r *Registry) reissueLocked(floor uint64, id *switchyardv1.SidecarIdentity)
 	}
 	return nil
 }
+
+// Usage returns the usage reported by the connected sidecars sel selects
+// and, separately, by every other connected sidecar.
+func (r *Registry) Usage(sel *switchyardv1.SidecarSelector) (selected, others []sidecarUsage) {
+	ru := rule{Apps: sel.GetApps(), Labels: sel.GetLabels()}
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	for k, sc := range r.sidecars {
+		if !sc.connected {
+			continue
+		}
+		u := sidecarUsage{Key: k, App: sc.id.GetApp(), Usage: sc.status.GetUsage()}
+		if ru.matches(sc.id) {
+			selected = append(selected, u)
+		} else {
+			others = append(others, u)
+		}
+	}
+	byKey := func(a, b sidecarUsage) int { return strings.Compare(a.Key, b.Key) }
+	slices.SortFunc(selected, byKey)
+	slices.SortFunc(others, byKey)
+	return selected, others
+}

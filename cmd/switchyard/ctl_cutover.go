@@ -163,8 +163,8 @@ func (c *ctl) parseCutoverStart(args []string) (*switchyardv1.CutoverSpec, bool,
 	from := fs.String("from", "", "`cluster` the applications are on (required)")
 	to := fs.String("to", "", "`cluster` they move to (required)")
 	mirror := fs.String("mirror", "", "`name` of the mirror copying source to target (default: the only one)")
-	fs.Var(&topics, "topics", "`topics` the applications produce to, comma-separated (default: every mirrored topic)")
-	fs.Var(&groups, "groups", "consumer `groups` whose offsets are synced exactly before the flip, comma-separated")
+	fs.Var(&topics, "topics", "`topics` the applications produce to, comma-separated, added to those their sidecars report (default: every mirrored topic must be copied before the flip)")
+	fs.Var(&groups, "groups", "consumer `groups` whose offsets are synced exactly before the flip, comma-separated, added to those the sidecars report")
 	mode := fs.String("mode", "", "how Produce is gated, `mode` HOLD (parked, released onto the target) or REJECT (answered with a retriable error) (default HOLD)")
 	outbox := fs.Bool("outbox", false, "the outbox procedure: --mode REJECT")
 	drain := fs.Duration("drain-timeout", 0, "`time` the drain may take before the cutover rolls back (default 30s)")
@@ -266,6 +266,8 @@ func (c *ctl) cutoverStart(ctx context.Context, args []string) error {
 		}
 	} else {
 		fmt.Fprintln(c.stdout, id)
+		// On stderr: stdout stays the id alone, for scripts.
+		printCoverage(c.stderr, resp.GetCutover().GetCoverage())
 	}
 	if !watch {
 		return nil
@@ -318,6 +320,10 @@ func (c *ctl) cutoverStatus(ctx context.Context, args []string) error {
 	}
 	cut := resp.GetCutover()
 	fmt.Fprint(c.stdout, renderFrame(cut, c.now(), frameOptions{}))
+	if cov := cut.GetCoverage(); len(cov.GetUnits()) > 0 {
+		fmt.Fprintln(c.stdout)
+		printCoverage(c.stdout, cov)
+	}
 	if offs := cut.GetGroupOffsets(); len(offs) > 0 {
 		fmt.Fprintln(c.stdout)
 		printGroupOffsets(c.stdout, offs)
@@ -397,4 +403,23 @@ func printGroupOffsets(w io.Writer, offs []*switchyardv1.GroupOffset) {
 		fmt.Fprintf(tw, "%s\t%s\t%d\t%d\t%s\t%s\n", o.GetGroup(), o.GetTopic(), o.GetPartition(), o.GetSource(), target, o.GetOutcome())
 	}
 	_ = tw.Flush()
+}
+
+// printCoverage writes what a cutover moves, unit by unit, and its
+// warnings.
+func printCoverage(w io.Writer, cov *switchyardv1.CutoverCoverage) {
+	if len(cov.GetUnits()) == 0 {
+		return
+	}
+	tw := tabwriter.NewWriter(w, 0, 0, 2, ' ', 0)
+	fmt.Fprintln(tw, "UNIT\tPHASE\tROLE\tAPPS\tSIDECARS\tWRITES\tGROUPS\tOUTCOME")
+	for _, u := range cov.GetUnits() {
+		fmt.Fprintf(tw, "%s\t%d\t%s\t%s\t%d\t%s\t%s\t%s\n", u.GetId(), u.GetPhase(), u.GetRole(),
+			strings.Join(u.GetApps(), ","), len(u.GetSidecars()), orDash(strings.Join(u.GetWrites(), ",")),
+			orDash(strings.Join(u.GetGroups(), ",")), orDash(u.GetOutcome()))
+	}
+	_ = tw.Flush()
+	for _, warn := range cov.GetWarnings() {
+		fmt.Fprintf(w, "warning: %s\n", warn)
+	}
 }

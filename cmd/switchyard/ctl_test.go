@@ -6,6 +6,7 @@ import (
 	"net"
 	"os"
 	"path/filepath"
+	"slices"
 	"strings"
 	"sync"
 	"testing"
@@ -1014,5 +1015,40 @@ func TestGateString(t *testing.T) {
 		if got := gateString(tt.g); got != tt.want {
 			t.Errorf("gateString(%v) = %q, want %q", tt.g, got, tt.want)
 		}
+	}
+}
+
+// TestPrintCoverage: the units table shows each unit's phase, role, apps,
+// sidecar count, writes and groups, and the warnings follow it.
+func TestPrintCoverage(t *testing.T) {
+	var b strings.Builder
+	printCoverage(&b, &switchyardv1.CutoverCoverage{
+		Units: []*switchyardv1.CutoverUnit{
+			{Id: "u1", Phase: 1, Role: "producer", Apps: []string{"orders"}, Sidecars: []string{"orders/0", "orders/1"}, Writes: []string{"orders"}},
+			{Id: "u2", Phase: 2, Role: "pipeline", Apps: []string{"wc"}, Sidecars: []string{"wc/0"}, Writes: []string{"out", "wc-repartition"}, Groups: []string{"wc"}, Outcome: "target"},
+		},
+		Warnings: []string{"r read [t] without a consumer group"},
+	})
+	got := strings.Split(strings.TrimRight(b.String(), "\n"), "\n")
+	want := [][]string{
+		{"UNIT", "PHASE", "ROLE", "APPS", "SIDECARS", "WRITES", "GROUPS", "OUTCOME"},
+		{"u1", "1", "producer", "orders", "2", "orders", "-", "-"},
+		{"u2", "2", "pipeline", "wc", "1", "out,wc-repartition", "wc", "target"},
+	}
+	if len(got) != 4 {
+		t.Fatalf("got %d lines:\n%s", len(got), b.String())
+	}
+	for i, w := range want {
+		if f := strings.Fields(got[i]); !slices.Equal(f, w) {
+			t.Errorf("line %d: %q, want fields %q", i, got[i], w)
+		}
+	}
+	if got[3] != "warning: r read [t] without a consumer group" {
+		t.Errorf("warning line %q", got[3])
+	}
+	b.Reset()
+	printCoverage(&b, nil)
+	if b.Len() != 0 {
+		t.Errorf("no coverage printed %q", b.String())
 	}
 }
