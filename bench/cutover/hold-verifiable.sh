@@ -3,10 +3,14 @@
 # running test bed (make kafka-up): a VerifiableProducer (acks=all,
 # retries=0: every error it gets reaches it) and a ConsoleConsumer group
 # (auto-commit every 5 s), each behind a sidecar following a control plane
-# with one mirror. One cutover per run (`ctl cutover start --mode HOLD`, the
-# group named), 15 s after the clients start; the producer stops 10 s after
-# it. Prints, per run, the block window, the records acknowledged and the
-# producer's errors by exception (issue 13, item 7: none under HOLD).
+# with one mirror; producer and consumer are two applications (hold-producer,
+# hold-consumer), moved by one cutover per run (`ctl cutover start --mode
+# HOLD`, the group named), 15 s after the clients start; the producer stops
+# 10 s after it. Prints, per run, the producers' block window (gate to
+# release), the groups' (quiesce to release, two-phase cutovers), the records
+# acknowledged, read and read twice, and the producer's errors by exception
+# (issue 13: none under HOLD; the producers' window independent of the
+# consumer's 5 s auto-commit).
 #
 #   make kafka-up && make bench-cutover-hold [HOLD_RUNS=3] [HOLD_BUDGET=1s] [SWITCHYARD_BIN=...]; make kafka-down
 #
@@ -76,14 +80,16 @@ EOF
 	for i in producer consumer; do
 		local p=$((PORT + 100))
 		[[ $i == consumer ]] && p=$((PORT + 200))
+		# Two applications, as in a real estate: the producing service and
+		# the consuming one, each with its own sidecar.
 		"$BIN" proxy --cluster "source=$SWITCHYARD_TEST_SOURCE" --cluster "target=$SWITCHYARD_TEST_TARGET" --active source \
-			--listen "127.0.0.1:$p" --admin "127.0.0.1:$((p + 90))" --control "127.0.0.1:$PORT" --app hold-bench \
-			--instance "$i" --control-token-file "$d/token" >"$d/sidecar-$i.log" 2>&1 &
+			--listen "127.0.0.1:$p" --admin "127.0.0.1:$((p + 90))" --control "127.0.0.1:$PORT" --app "hold-$i" \
+			--instance 0 --control-token-file "$d/token" >"$d/sidecar-$i.log" 2>&1 &
 		PIDS+=($!)
 	done
 	ctl() { "$BIN" ctl --server "127.0.0.1:$PORT" --token-file "$d/token" "$@"; }
 	for i in $(seq 1 120); do
-		if [[ $(ctl --output json sidecars --app hold-bench 2>/dev/null | grep -Ec '"connected": *true') == 2 ]] &&
+		if [[ $( (ctl --output json sidecars --app hold-producer; ctl --output json sidecars --app hold-consumer) 2>/dev/null | grep -Ec '"connected": *true') == 2 ]] &&
 			ctl --output json mirrors 2>/dev/null | grep -Eq '"ready": *true'; then
 			break
 		fi
@@ -98,28 +104,39 @@ EOF
 	local consumer=$!
 	PIDS+=($consumer)
 	sleep 15
-	ctl cutover start --app hold-bench --from source --to target --topics "$topic" --groups "$group" --mode HOLD \
+	ctl cutover start --app hold-producer,hold-consumer --from source --to target --topics "$topic" --groups "$group" --mode HOLD \
 		--max-lag 100000 ${HOLD_BUDGET:+--hold-budget "$HOLD_BUDGET"} --watch >"$d/cutover.out" 2>&1 || true
 	local id
 	id=$(grep -o 'c-[0-9]*-[0-9]*-[0-9a-f]*' "$d/cutover.out" | head -1)
 	ctl cutover status "$id" >"$d/status.out" 2>&1 || true
+	ctl --output json cutover status "$id" >"$d/status.json" 2>/dev/null || true
 	sleep 10
 	kill -TERM "$producer" 2>/dev/null || true
 	wait "$producer" 2>/dev/null || true
 	sleep 5 # the consumer reads the last records
 	cleanup
-	local step window errors
-	step=$(head -1 "$d/status.out" | awk '{print $3}')
-	window=$({ grep -o 'block window *[0-9.a-zµ]*' "$d/status.out" || true; } | awk '{print $3}')
+	local step window gwindow errors
+	read -r step window gwindow < <(python3 - "$d/status.json" <<'PY' || echo "? ? ?"
+import json, sys
+try:
+    c = json.load(open(sys.argv[1])).get("cutover", {})
+except Exception:
+    print("? ? ?"); sys.exit(0)
+print((c.get("step") or "?").replace("CUTOVER_STEP_", ""), c.get("blockWindow") or "-", c.get("groupBlockWindow") or "-")
+PY
+	)
 	errors=$({ grep '"producer_send_error"' "$d/producer.jsonl" || true; } | { grep -o 'errors\.[A-Za-z]*' || true; } |
 		sort | uniq -c | awk '{printf "%s%s %d", sep, substr($2, 8), $1; sep=", "}')
-	printf '| %s | %s | %s | %d | %d | %s |\n' "$name" "$step" "$window" "$(grep -c '"producer_send_success"' "$d/producer.jsonl")" \
-		"$(sort -u "$d/consumer.out" | wc -l)" "${errors:-none}"
+	local read distinct
+	read=$(wc -l <"$d/consumer.out")
+	distinct=$(sort -u "$d/consumer.out" | wc -l)
+	printf '| %s | %s | %s | %s | %d | %d | %d | %s |\n' "$name" "$step" "$window" "$gwindow" \
+		"$(grep -c '"producer_send_success"' "$d/producer.jsonl")" "$distinct" "$((read - distinct))" "${errors:-none}"
 }
 
 echo "hold-verifiable: $RUNS HOLD cutover(s), Kafka $SWITCHYARD_TEST_KAFKA_VERSION, hold budget ${HOLD_BUDGET:-default (10s)}, $BIN"
-echo "| run | cutover | block window | acknowledged | distinct records read | producer errors |"
-echo "|---|---|---|---|---|---|"
+echo "| run | cutover | producers' block window | groups' block window | acknowledged | distinct records read | read twice | producer errors |"
+echo "|---|---|---|---|---|---|---|---|"
 for r in $(seq 1 "$RUNS"); do
 	run "run$r"
 done
