@@ -26,10 +26,16 @@
 #                            13's cutover can move a Streams application. The
 #                            COMPAT_STREAMS_* settings are in
 #                            internal/compat/streams_test.go; e.g.
-#                            COMPAT_STREAMS_RUNS=10 make test-streams
+#                            COMPAT_STREAMS_RUNS=10 make test-streams. It also
+#                            runs TestPipelineCopier (internal/compat/
+#                            pipeline_test.go): Kafka's TransactionalMessageCopier,
+#                            an exactly-once consume-transform-produce program,
+#                            and its input moved by one cutover mid-copy.
+#
+#   make test-pipeline       TestPipelineCopier alone, on a test bed of its own
 COMPAT_RUNS ?= 10
 
-.PHONY: test-compat test-compat-kfake test-streams
+.PHONY: test-compat test-compat-kfake test-streams test-pipeline
 
 test-compat: deps
 	@COMPAT_RUNS=$(COMPAT_RUNS) internal/compat/run-real.sh
@@ -40,3 +46,6 @@ test-compat-kfake: deps
 
 test-streams:
 	@internal/compat/run-real.sh --streams
+
+test-pipeline:
+	@internal/compat/run-real.sh --pipeline

@@ -5,8 +5,10 @@
 # always stops it, also on failure or Ctrl-C. KAFKA_VERSION picks the Kafka
 # release as for `make kafka-up`.
 #
-# With --streams (make test-streams) it runs TestStreamsWordCount instead
-# (COMPAT_STREAMS=1): Kafka Streams' WordCountDemo across cutovers. Its JVMs
+# With --streams (make test-streams) it runs TestStreamsWordCount and
+# TestPipelineCopier instead (COMPAT_STREAMS=1, COMPAT_PIPELINE=1): Kafka
+# Streams' WordCountDemo and Kafka's TransactionalMessageCopier across
+# cutovers; --pipeline (make test-pipeline) the copier alone. Their JVMs
 # run from the test bed's jars; a 3.x test bed has no Kafka Streams examples
 # on Maven Central, so they then run from the newest supported 4.x
 # (SWITCHYARD_TEST_STREAMS_LIB, unless given).
@@ -15,10 +17,16 @@ cd "$(dirname "${BASH_SOURCE[0]}")/../.."
 export STATE_DIR=${COMPAT_STATE_DIR:-${TMPDIR:-/tmp}/switchyard-compat-bed}
 
 test='TestCompatibility$'
-if [[ ${1:-} == --streams ]]; then
-	test='TestStreamsWordCount$'
-	export COMPAT_STREAMS=1
-fi
+case ${1:-} in
+--streams)
+	test='Test(StreamsWordCount|PipelineCopier)$'
+	export COMPAT_STREAMS=1 COMPAT_PIPELINE=1
+	;;
+--pipeline)
+	test='TestPipelineCopier$'
+	export COMPAT_PIPELINE=1
+	;;
+esac
 
 cleanup() {
 	local rc=$?
@@ -31,7 +39,7 @@ trap 'exit 143' TERM
 
 testbed/kafka.sh up >/dev/null
 export SWITCHYARD_TEST_ENV_FILE=$STATE_DIR/env SWITCHYARD_TEST_KAFKA=real SWITCHYARD_REQUIRE_CLIENTS=1
-if [[ ${COMPAT_STREAMS:-} == 1 && -z ${SWITCHYARD_TEST_STREAMS_LIB:-} ]]; then
+if [[ ${COMPAT_STREAMS:-}${COMPAT_PIPELINE:-} != "" && -z ${SWITCHYARD_TEST_STREAMS_LIB:-} ]]; then
 	version=$(sed -n 's/^export SWITCHYARD_TEST_KAFKA_VERSION=//p' "$SWITCHYARD_TEST_ENV_FILE")
 	if [[ $version == 3.* ]]; then
 		newest=$(testbed/kafka.sh supported | tr ' ' '\n' | grep '^4\.' | head -1)

@@ -276,3 +276,21 @@ java.lang.IllegalStateException: boom
 		t.Error("PENDING_ERROR is not reported as failed")
 	}
 }
+
+// TestCheckCopy: each way a copy can break exactly-once is counted, and a
+// failed send that reached the output is not one of them.
+func TestCheckCopy(t *testing.T) {
+	acked := []string{"7.0", "7.1", "7.2", "7.3"}
+	failed := []SendError{{Value: "7.4", Exception: "NotEnoughReplicasException"}, {Value: "7.5"}}
+	exact := CheckCopy(acked, failed, []string{"7.2", "7.0", "7.1", "7.3", "7.4"})
+	if exact.Failed() || exact.FailedCopied != 1 || exact.Output != 5 {
+		t.Errorf("exact copy: %s %v", exact, exact.Problems)
+	}
+	bad := CheckCopy(acked, failed, []string{"7.0", "7.0", "7.0", "7.1", "7.3", "8.9", "7.4", "7.4"})
+	if bad.Missing != 1 || bad.Duplicated != 3 || bad.Unknown != 1 || !bad.Failed() {
+		t.Errorf("broken copy: %s", bad)
+	}
+	if len(bad.Problems) != 4 || !strings.Contains(strings.Join(bad.Problems, "\n"), "missing: acknowledged 7.2") {
+		t.Errorf("problems %q", bad.Problems)
+	}
+}
