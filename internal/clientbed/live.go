@@ -89,6 +89,25 @@ type LiveSpec struct {
 	TransactionalID string
 	TxnRecords      int
 	TxnAbortEvery   int
+	// GroupProtocol is the consumer's group protocol: "" (classic, the
+	// default) or GroupProtocolConsumer (KIP-848: the broker assigns,
+	// ConsumerGroupHeartbeat; Kafka 4.0+). Only the clients
+	// GroupShapeClients names.
+	GroupProtocol string
+	// InstanceID, when set, makes the consumer a static member
+	// (group.instance.id); unique per instance. Only the clients
+	// GroupShapeClients names.
+	InstanceID string
+}
+
+// GroupProtocolConsumer is LiveSpec.GroupProtocol for KIP-848 groups.
+const GroupProtocolConsumer = "consumer"
+
+// GroupShapeClients returns the clients whose live mode can join a group
+// with LiveSpec.GroupProtocol "consumer" and as a static member
+// (LiveSpec.InstanceID).
+func GroupShapeClients() []Client {
+	return []Client{FranzGo, ConfluentKafkaPython, Java}
 }
 
 // DefaultTxnRecords is the records per transaction of a transactional live
@@ -400,6 +419,12 @@ func liveArgs(spec LiveSpec) []string {
 		args = append(args, "--transactional-id", spec.TransactionalID,
 			"--txn-records", strconv.Itoa(spec.TxnRecords),
 			"--txn-abort-every", strconv.Itoa(spec.TxnAbortEvery))
+	}
+	if spec.GroupProtocol != "" {
+		args = append(args, "--group-protocol", spec.GroupProtocol)
+	}
+	if spec.InstanceID != "" {
+		args = append(args, "--instance-id", spec.InstanceID)
 	}
 	return args
 }

@@ -74,14 +74,28 @@ func startFranzLive(ctx context.Context, spec LiveSpec) (*Live, error) {
 		return nil, fmt.Errorf("franz-go producer: %w", err)
 	}
 	// Defaults: autocommit every 5s, and on revoke / leave.
-	cons, err := kgo.NewClient(kgo.SeedBrokers(spec.Bootstrap...), id, logger,
+	copts := []kgo.Opt{kgo.SeedBrokers(spec.Bootstrap...), id, logger,
 		kgo.ConsumerGroup(spec.Group), kgo.ConsumeTopics(spec.Topic),
 		kgo.ConsumeResetOffset(kgo.NewOffset().AtStart()),
 		kgo.AutoCommitCallback(func(_ *kgo.Client, _ *kmsg.OffsetCommitRequest, _ *kmsg.OffsetCommitResponse, err error) {
 			if err != nil {
 				l.addError(LiveError{Side: SideConsume, Seq: -1, Msg: fmt.Sprintf("autocommit: %v", err)})
 			}
-		}))
+		})}
+	switch spec.GroupProtocol {
+	case "":
+	case GroupProtocolConsumer:
+		// franz-go speaks KIP-848 when asked and the balancer is one the
+		// broker implements (sticky or range).
+		copts = append(copts, kgo.ServerSideBalancer(), kgo.Balancers(kgo.CooperativeStickyBalancer()))
+	default:
+		prod.Close()
+		return nil, fmt.Errorf("franz-go consumer: group protocol %q: want %q or none", spec.GroupProtocol, GroupProtocolConsumer)
+	}
+	if spec.InstanceID != "" {
+		copts = append(copts, kgo.InstanceID(spec.InstanceID))
+	}
+	cons, err := kgo.NewClient(copts...)
 	if err != nil {
 		prod.Close()
 		return nil, fmt.Errorf("franz-go consumer: %w", err)

@@ -5,7 +5,7 @@
 #                            test bed of its own (started, and always stopped)
 #   make test-compat-kfake   the same on in-process kfake clusters
 #
-# COMPAT_CLIENTS, COMPAT_SEED, COMPAT_INSTANCES, COMPAT_GATE_MODE,
+# COMPAT_CLIENTS, COMPAT_SEED, COMPAT_INSTANCES, COMPAT_GATE_MODE, COMPAT_GROUP_SHAPE,
 # COMPAT_SARAMA_DEFAULTS, COMPAT_COLD_START, COMPAT_TRANSACTIONAL and
 # COMPAT_RESULTS pass through (see internal/compat/compat_test.go). `make
 # test` runs one run per client, on kfake (test-go) and on real Kafka

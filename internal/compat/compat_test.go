@@ -43,6 +43,11 @@ import (
 //	                  read_committed. Acknowledged then means committed, and
 //	                  no aborted record may be on either cluster or reach
 //	                  the group
+//	COMPAT_GROUP_SHAPE  the consumers' group shape: classic (default),
+//	                  consumer (KIP-848, group.protocol=consumer; Kafka
+//	                  4.0+) or static (group.instance.id per instance);
+//	                  the clients of clientbed.GroupShapeClients, the
+//	                  others skipped
 type settings struct {
 	// quick is the default matrix of `make test`: neither COMPAT_RUNS nor
 	// COMPAT_CLIENTS given.
@@ -55,7 +60,15 @@ type settings struct {
 	saramaDefaults  bool
 	coldStart       bool
 	transactional   bool
+	groupShape      string
 }
+
+// Group shapes of COMPAT_GROUP_SHAPE.
+const (
+	shapeClassic  = "classic"
+	shapeConsumer = "consumer"
+	shapeStatic   = "static"
+)
 
 // The transactions of COMPAT_TRANSACTIONAL=1: records per transaction, and
 // every how many transactions one is aborted.
@@ -111,6 +124,13 @@ func loadSettings(t *testing.T) settings {
 	s.saramaDefaults = os.Getenv("COMPAT_SARAMA_DEFAULTS") == "1"
 	s.coldStart = os.Getenv("COMPAT_COLD_START") == "1"
 	s.transactional = os.Getenv("COMPAT_TRANSACTIONAL") == "1"
+	s.groupShape = shapeClassic
+	if v := os.Getenv("COMPAT_GROUP_SHAPE"); v != "" {
+		if !slices.Contains([]string{shapeClassic, shapeConsumer, shapeStatic}, v) {
+			t.Fatalf("COMPAT_GROUP_SHAPE %q: want %s, %s or %s", v, shapeClassic, shapeConsumer, shapeStatic)
+		}
+		s.groupShape = v
+	}
 	if v := os.Getenv("COMPAT_GATE_MODE"); v != "" {
 		s.gateMode = strings.ToUpper(v)
 	}
@@ -140,7 +160,8 @@ func needClient(t *testing.T, c clientbed.Client) {
 func TestCompatibility(t *testing.T) {
 	s := loadSettings(t)
 	t.Logf("compat: seed %d (COMPAT_SEED=%d repeats the flip timing), %d run(s) per client, %d instances, gate %s, backend %s, "+
-		"cold start %v, transactional %v", s.seed, s.seed, s.runs, s.instances, s.gateMode, kafkatest.Backend(), s.coldStart, s.transactional)
+		"cold start %v, transactional %v, group shape %s", s.seed, s.seed, s.runs, s.instances, s.gateMode, kafkatest.Backend(), s.coldStart,
+		s.transactional, s.groupShape)
 	rng := rand.New(rand.NewPCG(s.seed, 0x5717c4))
 	for _, c := range s.clients {
 		// Draw every client's delays up front: a skipped client does not
@@ -156,6 +177,9 @@ func TestCompatibility(t *testing.T) {
 			needClient(t, c)
 			if s.transactional && !slices.Contains(clientbed.TransactionalClients(), c) {
 				t.Skipf("COMPAT_TRANSACTIONAL=1: %s has no transactional live mode (clients with one: %v)", c, clientbed.TransactionalClients())
+			}
+			if s.groupShape != shapeClassic && !slices.Contains(clientbed.GroupShapeClients(), c) {
+				t.Skipf("COMPAT_GROUP_SHAPE=%s: %s's live mode has no such consumer (clients with one: %v)", s.groupShape, c, clientbed.GroupShapeClients())
 			}
 			if why := knownBroken[kafkatest.Backend()][c]; why != "" && s.quick {
 				t.Skipf("known failure, left out of the quick matrix: %s (COMPAT_CLIENTS=%s make test-compat runs it)", why, c)
@@ -356,6 +380,13 @@ func runOnce(t *testing.T, s settings, c clientbed.Client, flipDelay time.Durati
 		res.Settings = fmt.Sprintf("transactional.id per instance, %d records per transaction, every %dth aborted; "+
 			"isolation.level=read_committed", txnRecords, txnAbortEvery)
 	}
+	switch s.groupShape {
+	case shapeConsumer:
+		spec.GroupProtocol = clientbed.GroupProtocolConsumer
+		res.Settings = strings.TrimPrefix(res.Settings+"; group.protocol=consumer (KIP-848)", "; ")
+	case shapeStatic:
+		res.Settings = strings.TrimPrefix(res.Settings+"; group.instance.id per instance (static members)", "; ")
+	}
 	if c == clientbed.Sarama && !s.saramaDefaults {
 		// sarama's default retries (3, 100ms apart) give up within the
 		// gate: the one setting the matrix changes (docs/COMPATIBILITY.md).
@@ -367,6 +398,9 @@ func runOnce(t *testing.T, s settings, c clientbed.Client, flipDelay time.Durati
 		spec.Bootstrap, spec.Prefix = []string{sidecar(fmt.Sprintf("i%d", i))}, fmt.Sprintf("i%d", i)
 		if s.transactional {
 			spec.TransactionalID = topic + "-" + spec.Prefix
+		}
+		if s.groupShape == shapeStatic {
+			spec.InstanceID = topic + "-" + spec.Prefix
 		}
 		l, err := clientbed.StartLive(lctx, c, spec)
 		if err != nil {

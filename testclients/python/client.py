@@ -345,6 +345,12 @@ def live(args):
         # librdkafka's default, said out loud: records of aborted (and open)
         # transactions stay invisible.
         cconf["isolation.level"] = "read_committed"
+    if args.group_protocol:
+        # "consumer": KIP-848, the broker assigns (Kafka 4.0+).
+        cconf["group.protocol"] = args.group_protocol
+    if args.instance_id:
+        # A static member.
+        cconf["group.instance.id"] = args.instance_id
     c = Consumer(cconf)
 
     def consumer_loop():
@@ -380,6 +386,9 @@ def main():
     ap.add_argument("--transactional-id", default="", help="live mode: a transactional producer with this id")
     ap.add_argument("--txn-records", type=int, default=20, help="live mode: records per transaction")
     ap.add_argument("--txn-abort-every", type=int, default=0, help="live mode: abort every M-th transaction (0: none)")
+    ap.add_argument("--group-protocol", default="", choices=["", "classic", "consumer"],
+                    help="live mode: the consumer's group.protocol (consumer: KIP-848)")
+    ap.add_argument("--instance-id", default="", help="live mode: group.instance.id (a static member)")
     args = ap.parse_args()
     if args.mode == "live":
         if not args.group or args.interval_ms < 1 or args.keys < 1:

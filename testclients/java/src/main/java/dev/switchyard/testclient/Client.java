@@ -55,6 +55,8 @@ public final class Client {
     private String transactionalId = "";
     private int txnRecords = 20;
     private int txnAbortEvery = 0;
+    private String groupProtocol = "";
+    private String instanceId = "";
 
     public static void main(String[] args) {
         int code;
@@ -66,7 +68,8 @@ public final class Client {
                     + " [--keys K] [--mode produce|consume|both] [--timeout-ms MS] [--prefix P]");
             System.err.println("       java -jar testclient.jar --mode live --bootstrap H:P --topic T --group G"
                     + " [--keys K] [--prefix P] [--interval-ms MS]"
-                    + " [--transactional-id ID [--txn-records N] [--txn-abort-every M]]");
+                    + " [--transactional-id ID [--txn-records N] [--txn-abort-every M]]"
+                    + " [--group-protocol classic|consumer] [--instance-id ID]");
             code = 2;
         } catch (Exception e) {
             System.err.println("[java] crashed: " + e);
@@ -103,6 +106,8 @@ public final class Client {
                     case "--transactional-id" -> transactionalId = v;
                     case "--txn-records" -> txnRecords = Integer.parseInt(v);
                     case "--txn-abort-every" -> txnAbortEvery = Integer.parseInt(v);
+                    case "--group-protocol" -> groupProtocol = v;
+                    case "--instance-id" -> instanceId = v;
                     default -> throw new UsageException("unknown flag " + args[i]);
                 }
             } catch (NumberFormatException e) {
@@ -568,6 +573,14 @@ public final class Client {
             if (!transactionalId.isEmpty()) {
                 // Records of aborted (and open) transactions stay invisible.
                 p.put(ConsumerConfig.ISOLATION_LEVEL_CONFIG, "read_committed");
+            }
+            if (!groupProtocol.isEmpty()) {
+                // "consumer": KIP-848, the broker assigns (Kafka 4.0+).
+                p.put(ConsumerConfig.GROUP_PROTOCOL_CONFIG, groupProtocol);
+            }
+            if (!instanceId.isEmpty()) {
+                // A static member.
+                p.put(ConsumerConfig.GROUP_INSTANCE_ID_CONFIG, instanceId);
             }
             p.put(ConsumerConfig.KEY_DESERIALIZER_CLASS_CONFIG, ByteArrayDeserializer.class.getName());
             p.put(ConsumerConfig.VALUE_DESERIALIZER_CLASS_CONFIG, ByteArrayDeserializer.class.getName());
