@@ -72,6 +72,12 @@ func computeCoverage(selected, others []sidecarUsage, spec *switchyardv1.Cutover
 			}
 		}
 		for _, g := range s.Usage.GetGroups() {
+			if g.GetProtocol() == "streams" {
+				// KIP-1071: the broker assigns tasks and owns the
+				// topology; the stale-member answers and the quiesce are
+				// not built for it yet.
+				return nil, fmt.Errorf("group %s of %s uses the streams group protocol (KIP-1071, group.protocol=streams), which cutovers do not move yet: run the application with the classic protocol (the default)", g.GetGroup(), s.Key)
+			}
 			a.group[g.GetGroup()] = true
 		}
 		for _, tx := range s.Usage.GetTransactions() {

@@ -117,6 +117,11 @@ func TestComputeCoverage(t *testing.T) {
 			warning:  "unseen",
 		},
 		{
+			name:     "the streams group protocol is refused",
+			selected: []sidecarUsage{{Key: "s/0", App: "s", Usage: &switchyardv1.Usage{Groups: []*switchyardv1.GroupUsage{{Group: "sg", Protocol: "streams"}}}}},
+			err:      "group sg of s/0 uses the streams group protocol",
+		},
+		{
 			name:     "a group with members outside the selection is refused",
 			selected: []sidecarUsage{use("a/0", "r:t", "g:g")},
 			others:   []sidecarUsage{use("z/3", "r:t", "g:g")},
