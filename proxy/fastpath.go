@@ -17,6 +17,8 @@ import (
 	"fmt"
 
 	"github.com/twmb/franz-go/pkg/kbin"
+
+	"github.com/switchyard/switchyard/wirecheck"
 )
 
 var errNoFastPath = errors.New("no fast path")
@@ -197,7 +199,17 @@ func walkFetchResponse(body []byte, version int16) (*fetchPatches, error) {
 
 // patchFetchResponse translates a Fetch response body in place. It returns
 // errNoFastPath when the response needs the full rewrite.
+//
+// The body is first walked by wirecheck, as every response the proxy
+// decodes is: the fast walk looks only at what it patches, and a
+// malformed response it patched would reach the client changed and still
+// malformed (a DivergingEpoch tag of 12 bytes, which lacks its own tag
+// count, was one: FuzzRewriteResponse). Refused here, the response goes to
+// the full path, whose walk refuses it too and closes the connection.
 func patchFetchResponse(body []byte, version int16, tr *respTranslator) error {
+	if err := wirecheck.Response(keyFetch, version, body); err != nil {
+		return err
+	}
 	fp, err := walkFetchResponse(body, version)
 	if err != nil {
 		return err
