@@ -24,7 +24,7 @@ import (
 // benchProxy is a proxy that never runs: New does not dial, so its
 // rewrite paths can be called directly. Its source cluster has three
 // brokers and knows the topics given.
-func benchProxy(b *testing.B, topics map[string][16]byte) (*Proxy, *upstream) {
+func benchProxy(b testing.TB, topics map[string][16]byte) (*Proxy, *upstream) {
 	b.Helper()
 	cfg := DefaultConfig()
 	cfg.Listen = "127.0.0.1:0"
