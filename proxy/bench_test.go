@@ -396,3 +396,45 @@ func BenchmarkRewriteRequestSmall(b *testing.B) {
 		})
 	}
 }
+
+// BenchmarkUsageTopics is what usage.go adds to a request of ten topics:
+// the clock read once, and per topic the lookup and the conditional
+// store of its last-use time (names as Produce v3-12 carries them, and
+// topic ids as Fetch v13+ does, resolved to names first).
+func BenchmarkUsageTopics(b *testing.B) {
+	const n = 10
+	topics := map[string][16]byte{}
+	var names []string
+	var ids [][16]byte
+	for i := range n {
+		name := fmt.Sprintf("bench-%d", i)
+		topics[name] = topicID(i)
+		names = append(names, name)
+	}
+	p, _ := benchProxy(b, topics)
+	for _, name := range names {
+		ids = append(ids, virtualTopicID(p.clusterID, name))
+	}
+	b.Run("names", func(b *testing.B) {
+		b.ReportAllocs()
+		for b.Loop() {
+			now := p.usage.now().UnixNano()
+			for _, name := range names {
+				p.usage.produced(name, now)
+			}
+		}
+	})
+	b.Run("ids", func(b *testing.B) {
+		b.ReportAllocs()
+		for b.Loop() {
+			now := p.usage.now().UnixNano()
+			for _, id := range ids {
+				if name, ok := p.topicNames.Load(id); ok {
+					if t := p.usage.topic(name.(string)); t != nil {
+						p.usage.touch(&t.lastFetched, now)
+					}
+				}
+			}
+		}
+	})
+}
