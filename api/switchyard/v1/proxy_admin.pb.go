@@ -585,8 +585,10 @@ type Usage struct {
 	Groups []*GroupUsage `protobuf:"bytes,2,rep,name=groups,proto3" json:"groups,omitempty"`
 	// Transactional ids the clients' producers use.
 	Transactions []*TransactionalUsage `protobuf:"bytes,3,rep,name=transactions,proto3" json:"transactions,omitempty"`
-	// Topics, groups and transactional ids not recorded because the proxy's
-	// bounds were reached.
+	// Names not recorded because the proxy's bounds were reached: topics,
+	// groups, transactional ids, and member, instance and client ids within
+	// a group (so that a group missing members never looks complete). Each
+	// refused name counts once.
 	Dropped       int64 `protobuf:"varint,4,opt,name=dropped,proto3" json:"dropped,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
