@@ -24,7 +24,7 @@ import (
 // benchProxy is a proxy that never runs: New does not dial, so its
 // rewrite paths can be called directly. Its source cluster has three
 // brokers and knows the topics given.
-func benchProxy(b *testing.B, topics map[string][16]byte) (*Proxy, *upstream) {
+func benchProxy(b testing.TB, topics map[string][16]byte) (*Proxy, *upstream) {
 	b.Helper()
 	cfg := DefaultConfig()
 	cfg.Listen = "127.0.0.1:0"
@@ -325,4 +325,116 @@ func BenchmarkRewriteResponseMetadata(b *testing.B) {
 			b.Fatal(err)
 		}
 	}
+}
+
+// BenchmarkRewriteRequestSmall is the request path with small requests of
+// ten topics (one partition each, one 100-byte record): the per-topic cost
+// of what the proxy learns from a request (usage.go) shows here, where a
+// 1 MiB Produce would hide it.
+func BenchmarkRewriteRequestSmall(b *testing.B) {
+	const n = 10
+	topics := map[string][16]byte{}
+	for i := range n {
+		topics[fmt.Sprintf("bench-%d", i)] = topicID(i)
+	}
+	p, u := benchProxy(b, topics)
+	c := &clientConn{p: p}
+	ctx := context.Background()
+	produce := func(v int16) kmsg.Request {
+		req := kmsg.NewPtrProduceRequest()
+		req.Version, req.Acks, req.TimeoutMillis = v, -1, 30000
+		for i := range n {
+			name := fmt.Sprintf("bench-%d", i)
+			t := kmsg.NewProduceRequestTopic()
+			t.Topic, t.TopicID = name, virtualTopicID(p.clusterID, name)
+			pt := kmsg.NewProduceRequestTopicPartition()
+			pt.Records = recordBatch(0, 1, 100)
+			t.Partitions = append(t.Partitions, pt)
+			req.Topics = append(req.Topics, t)
+		}
+		return req
+	}
+	fetch := func(v int16) kmsg.Request {
+		req := kmsg.NewPtrFetchRequest()
+		req.Version, req.MaxWaitMillis, req.MaxBytes = v, 500, 50<<20
+		for i := range n {
+			name := fmt.Sprintf("bench-%d", i)
+			t := kmsg.NewFetchRequestTopic()
+			t.Topic, t.TopicID = name, virtualTopicID(p.clusterID, name)
+			pt := kmsg.NewFetchRequestTopicPartition()
+			pt.CurrentLeaderEpoch, pt.FetchOffset, pt.PartitionMaxBytes = 3, 1000, 1<<20
+			t.Partitions = append(t.Partitions, pt)
+			req.Topics = append(req.Topics, t)
+		}
+		return req
+	}
+	for _, tc := range []struct {
+		name string
+		req  kmsg.Request
+	}{
+		{"produce-v9", produce(9)},
+		{"produce-v13", produce(13)},
+		{"fetch-v12", fetch(12)},
+		{"fetch-v13", fetch(13)},
+	} {
+		b.Run(tc.name, func(b *testing.B) {
+			frame := requestFrameFor(tc.req, 7)
+			hdr := mustHeader(b, frame)
+			hdr.Checked = true
+			// The request is patched in place (topic ids): each round
+			// rewrites a fresh copy.
+			work := make([]byte, len(frame))
+			b.SetBytes(int64(len(frame) + 4))
+			b.ReportAllocs()
+			for b.Loop() {
+				copy(work, frame)
+				rw, err := p.rewriteRequest(ctx, c, u, hdr, work)
+				if err != nil || rw.local != nil || rw.frame == nil {
+					b.Fatalf("rewrite: %v", err)
+				}
+			}
+		})
+	}
+}
+
+// BenchmarkUsageTopics is what usage.go adds to a request of ten topics:
+// the clock read once, and per topic the lookup and the conditional
+// store of its last-use time (names as Produce v3-12 carries them, and
+// topic ids as Fetch v13+ does, resolved to names first).
+func BenchmarkUsageTopics(b *testing.B) {
+	const n = 10
+	topics := map[string][16]byte{}
+	var names []string
+	var ids [][16]byte
+	for i := range n {
+		name := fmt.Sprintf("bench-%d", i)
+		topics[name] = topicID(i)
+		names = append(names, name)
+	}
+	p, _ := benchProxy(b, topics)
+	for _, name := range names {
+		ids = append(ids, virtualTopicID(p.clusterID, name))
+	}
+	b.Run("names", func(b *testing.B) {
+		b.ReportAllocs()
+		for b.Loop() {
+			now := p.usage.now().UnixNano()
+			for _, name := range names {
+				p.usage.produced(name, now)
+			}
+		}
+	})
+	b.Run("ids", func(b *testing.B) {
+		b.ReportAllocs()
+		for b.Loop() {
+			now := p.usage.now().UnixNano()
+			for _, id := range ids {
+				if name, ok := p.topicNames.Load(id); ok {
+					if t := p.usage.topic(name.(string)); t != nil {
+						p.usage.touch(&t.lastFetched, now)
+					}
+				}
+			}
+		}
+	})
 }

@@ -64,6 +64,9 @@ type clientConn struct {
 	// on it, in ApiVersions (v3+ ClientSoftwareName); groupMembers answers
 	// it differently.
 	librdkafka bool
+	// fetchTopics are the topics of the client's fetch session on this
+	// connection (usage.go).
+	fetchTopics []*topicUse
 	// gateAnswered holds, per API key, the outcome of a held request this
 	// connection had answered with a retriable error; later gated requests
 	// of the key are answered the same way until one is admitted (admit).

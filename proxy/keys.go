@@ -14,6 +14,7 @@ const (
 	keyLeaveGroup             int16 = 13
 	keySyncGroup              int16 = 14
 	keyApiVersions            int16 = 18
+	keyCreateTopics           int16 = 19
 	keyDeleteRecords          int16 = 21
 	keyInitProducerID         int16 = 22
 	keyOffsetForLeaderEpoch   int16 = 23
@@ -25,4 +26,5 @@ const (
 	keyDescribeCluster        int16 = 60
 	keyConsumerGroupHeartbeat int16 = 68
 	keyShareFetch             int16 = 78
+	keyStreamsGroupHeartbeat  int16 = 88
 )

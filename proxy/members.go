@@ -2,8 +2,9 @@ package proxy
 
 // Consumer-group members across a switch, for every group API.
 //
-// Decoded only after the first switch (before it nothing here reads a
-// body), at every version kmsg knows: Heartbeat, JoinGroup, SyncGroup,
+// Judged only after the first switch (before it nothing here reads a body;
+// usage.go decodes the group APIs for itself and hands the decoded request
+// over), at every version kmsg knows: Heartbeat, JoinGroup, SyncGroup,
 // LeaveGroup, OffsetCommit, TxnOffsetCommit (v3+: the versions that name a
 // member), ConsumerGroupHeartbeat, DeleteRecords.
 
@@ -261,13 +262,31 @@ func (g *groupMembers) unsettledLocked() bool {
 	return false
 }
 
-// memberNote asks the writer to learn, from a JoinGroup or
-// ConsumerGroupHeartbeat response, the member the current cluster issued.
+// memberNote asks the writer to learn, from a JoinGroup,
+// ConsumerGroupHeartbeat or StreamsGroupHeartbeat response, the member the
+// current cluster issued: for groupMembers (judged, after a switch) and for
+// usage.
 type memberNote struct {
 	gen    uint64
 	group  string
 	member string // ConsumerGroupHeartbeat: the member id it sent
 	client string
+	// judged: groupMembers learns the member (gen is its generation).
+	judged bool
+	// usage: usage learns the member (usageGen is its generation).
+	usage    bool
+	usageGen uint64
+}
+
+// withUsage adds usage's note u to n (either may be nil).
+func (n *memberNote) withUsage(u *memberNote) *memberNote {
+	if n == nil {
+		return u
+	}
+	if u != nil {
+		n.usage, n.usageGen = true, u.usageGen
+	}
+	return n
 }
 
 // Answers to a stale member, by kind (the answer label of
@@ -283,8 +302,9 @@ const (
 // checkStale answers a request of a stale member (see groupMembers) and
 // returns the response frame; nil means forward the request, with note
 // (when not nil) to learn from its response. Before the first switch it
-// reads nothing but the key.
-func (p *Proxy) checkStale(c *clientConn, hdr requestHeader, body []byte) (local []byte, note *memberNote) {
+// reads nothing but the key. decoded is the request if the caller decoded
+// it already, else nil.
+func (p *Proxy) checkStale(c *clientConn, hdr requestHeader, body []byte, decoded kmsg.Request) (local []byte, note *memberNote) {
 	g := &p.members
 	switch hdr.Key {
 	case keyConsumerGroupHeartbeat:
@@ -301,9 +321,12 @@ func (p *Proxy) checkStale(c *clientConn, hdr requestHeader, body []byte) (local
 	if !g.switched.Load() {
 		return nil, nil
 	}
-	req := kmsg.RequestForKey(hdr.Key)
-	if err := decodeRequest(req, hdr, body); err != nil {
-		return nil, nil // the broker answers what the proxy cannot read
+	req := decoded
+	if req == nil {
+		req = kmsg.RequestForKey(hdr.Key)
+		if err := decodeRequest(req, hdr, body); err != nil {
+			return nil, nil // the broker answers what the proxy cannot read
+		}
 	}
 	client := ""
 	if hdr.ClientID != nil {
@@ -312,7 +335,7 @@ func (p *Proxy) checkStale(c *clientConn, hdr requestHeader, body []byte) (local
 	answer, learn := g.judge(req, sender{id: client, consumer: c.sentConsumerHeartbeat, librdkafka: c.librdkafka})
 	if answer == "" {
 		if learn != nil {
-			return nil, &memberNote{gen: learn.gen, group: learn.group, member: learn.member, client: client}
+			return nil, &memberNote{judged: true, gen: learn.gen, group: learn.group, member: learn.member, client: client}
 		}
 		return nil, nil
 	}
@@ -451,35 +474,40 @@ func (g *groupMembers) judge(req kmsg.Request, from sender) (answer string, lear
 	return "", nil
 }
 
-// learnMember learns, from the response to a JoinGroup or a
-// ConsumerGroupHeartbeat sent after a switch, the member the current
-// cluster issued.
+// learnMember learns, from the response to a JoinGroup,
+// ConsumerGroupHeartbeat or StreamsGroupHeartbeat, the member the current
+// cluster issued: for groupMembers after a switch (n.judged), and for usage.
 func (p *Proxy) learnMember(n *memberNote, hdr requestHeader, frame []byte) {
 	hl, err := responseHeaderLen(hdr.Key, hdr.Version, frame)
 	if err != nil {
 		return
 	}
-	switch hdr.Key {
-	case keyJoinGroup:
-		resp := kmsg.NewPtrJoinGroupResponse()
-		if err := decodeResponse(resp, hdr.Key, hdr.Version, frame[hl:]); err != nil {
-			return
-		}
+	resp := kmsg.ResponseForKey(hdr.Key)
+	if resp == nil {
+		return
+	}
+	if err := decodeResponse(resp, hdr.Key, hdr.Version, frame[hl:]); err != nil {
+		return
+	}
+	if n.usage {
+		p.learnUsageMember(n, resp)
+	}
+	if !n.judged {
+		return
+	}
+	switch r := resp.(type) {
+	case *kmsg.JoinGroupResponse:
 		// MEMBER_ID_REQUIRED (KIP-394) gives out the id to join with.
-		if resp.ErrorCode == 0 || resp.ErrorCode == kerr.MemberIDRequired.Code {
-			p.members.issue(n.gen, n.group, resp.MemberID, 0, n.client, resp.ErrorCode == 0)
+		if r.ErrorCode == 0 || r.ErrorCode == kerr.MemberIDRequired.Code {
+			p.members.issue(n.gen, n.group, r.MemberID, 0, n.client, r.ErrorCode == 0)
 		}
-	case keyConsumerGroupHeartbeat:
-		resp := kmsg.NewPtrConsumerGroupHeartbeatResponse()
-		if err := decodeResponse(resp, hdr.Key, hdr.Version, frame[hl:]); err != nil {
-			return
-		}
+	case *kmsg.ConsumerGroupHeartbeatResponse:
 		member := n.member
-		if resp.MemberID != nil {
-			member = *resp.MemberID
+		if r.MemberID != nil {
+			member = *r.MemberID
 		}
-		if resp.ErrorCode == 0 && resp.MemberEpoch > 0 {
-			p.members.issue(n.gen, n.group, member, resp.MemberEpoch, n.client, true)
+		if r.ErrorCode == 0 && r.MemberEpoch > 0 {
+			p.members.issue(n.gen, n.group, member, r.MemberEpoch, n.client, true)
 		}
 	}
 }

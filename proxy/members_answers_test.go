@@ -83,14 +83,14 @@ func TestStaleAnswersEveryVersion(t *testing.T) {
 				p, _ := newOfflineProxy(t)
 				c := &clientConn{p: p, sentConsumerHeartbeat: tc.kip848, librdkafka: tc.rdkafka}
 				hdr, body := staleRequest(tc.key, v, tc.mutate)
-				if local, _ := p.checkStale(c, hdr, body); local != nil {
+				if local, _ := p.checkStale(c, hdr, body, nil); local != nil {
 					t.Fatalf("answered before any switch")
 				}
 				p.members.reset()
 				if tc.key == keyDeleteRecords {
 					// A stale membership is outstanding.
 					h, b := staleRequest(keyHeartbeat, 0, nil)
-					if local, _ := p.checkStale(c, h, b); local == nil {
+					if local, _ := p.checkStale(c, h, b, nil); local == nil {
 						t.Fatal("stale heartbeat forwarded")
 					}
 				}
@@ -98,7 +98,7 @@ func TestStaleAnswersEveryVersion(t *testing.T) {
 					if v < tc.from {
 						want = -1
 					}
-					local, _ := p.checkStale(c, hdr, body)
+					local, _ := p.checkStale(c, hdr, body, nil)
 					if want < 0 {
 						if local != nil {
 							t.Fatalf("request %d answered by the proxy, want it forwarded", i+1)
@@ -179,7 +179,7 @@ func TestStaleMemberLearning(t *testing.T) {
 	forwarded := func(key, v int16, mutate func(kmsg.Request)) (requestHeader, *memberNote) {
 		t.Helper()
 		hdr, body := staleRequest(key, v, mutate)
-		local, note := p.checkStale(c, hdr, body)
+		local, note := p.checkStale(c, hdr, body, nil)
 		if local != nil {
 			t.Fatalf("%s v%d answered by the proxy, want it forwarded", apiName(key), v)
 		}
@@ -188,7 +188,7 @@ func TestStaleMemberLearning(t *testing.T) {
 	answered := func(key, v int16, mutate func(kmsg.Request)) {
 		t.Helper()
 		hdr, body := staleRequest(key, v, mutate)
-		if local, _ := p.checkStale(c, hdr, body); local == nil {
+		if local, _ := p.checkStale(c, hdr, body, nil); local == nil {
 			t.Fatalf("%s v%d forwarded, want it answered", apiName(key), v)
 		}
 	}
@@ -260,7 +260,7 @@ func TestStaleCheckBeforeSwitchDecodesNothing(t *testing.T) {
 	for _, key := range []int16{keyProduce, keyFetch, keyHeartbeat, keyJoinGroup, keySyncGroup, keyLeaveGroup,
 		keyOffsetCommit, keyTxnOffsetCommit, keyConsumerGroupHeartbeat, keyDeleteRecords} {
 		hdr, body := staleRequest(key, kmsg.RequestForKey(key).MaxVersion(), nil)
-		if allocs := testing.AllocsPerRun(50, func() { p.checkStale(c, hdr, body) }); allocs != 0 {
+		if allocs := testing.AllocsPerRun(50, func() { p.checkStale(c, hdr, body, nil) }); allocs != 0 {
 			t.Errorf("%s: %v allocations per request before any switch, want 0", apiName(key), allocs)
 		}
 	}

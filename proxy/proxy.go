@@ -55,6 +55,8 @@ type Proxy struct {
 	pids *producerIDs
 	// members tells group members of the new cluster from stale ones.
 	members groupMembers
+	// usage records what the clients do (Status.Usage).
+	usage *usage
 	// clientUsers are the local users when client SASL is terminated.
 	clientUsers *saslserver.Users
 	// authLimit counts failed client authentications per address (nil:
@@ -118,6 +120,7 @@ func New(cfg Config, log *zap.Logger, reg prometheus.Registerer) (*Proxy, error)
 		conns:       map[*clientConn]struct{}{},
 		gate:        cfg.Gate.Canonical(),
 		pids:        newProducerIDs(cfg, m),
+		usage:       newUsage(),
 	}
 	p.clusterID = cfg.ClusterID
 	if p.clusterID == "" {
@@ -655,6 +658,7 @@ func (p *Proxy) Status() Status {
 	for _, name := range p.order {
 		st.Clusters = append(st.Clusters, p.upstreams[name].status())
 	}
+	st.Usage = p.usage.snapshot(p.pids.txns)
 	return st
 }
 

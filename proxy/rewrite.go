@@ -154,11 +154,12 @@ func (p *Proxy) rewriteRequest(ctx context.Context, c *clientConn, u *upstream, 
 		return pass, nil
 	}
 	body := frame[hdr.BodyOffset:]
-	local, note := p.checkStale(c, hdr, body)
+	decoded, usageNote := p.noteUsage(hdr, body)
+	local, note := p.checkStale(c, hdr, body, decoded)
 	if local != nil {
 		return rewritten{local: local}, nil
 	}
-	pass.member = note
+	pass.member = note.withUsage(usageNote)
 	if hdr.Key == keyProduce {
 		out, err := p.patchProduceRequest(ctx, u, hdr, frame, body)
 		if !errors.Is(err, errNoFastPath) {
@@ -171,15 +172,24 @@ func (p *Proxy) rewriteRequest(ctx context.Context, c *clientConn, u *upstream, 
 	if !reqNeeds && hdr.Key != keyProduce && hdr.Key != keyInitProducerID && !txnRemap {
 		return pass, nil
 	}
-	req := kmsg.RequestForKey(hdr.Key)
-	if err := decodeRequest(req, hdr, body); err != nil {
-		// The broker will answer this malformed request as it sees fit.
-		return pass, nil
+	req := decoded
+	if req == nil {
+		req = kmsg.RequestForKey(hdr.Key)
+		if err := decodeRequest(req, hdr, body); err != nil {
+			// The broker will answer this malformed request as it sees fit.
+			return pass, nil
+		}
 	}
 	out := rewritten{expect: true, prevProducerID: -1, member: pass.member}
 	switch r := req.(type) {
 	case *kmsg.ProduceRequest:
 		out.expect = r.Acks != 0
+		if hdr.Version < 3 { // v3+ took patchProduceRequest
+			now := p.usage.now().UnixNano()
+			for _, t := range r.Topics {
+				p.usage.produced(t.Topic, now)
+			}
+		}
 	case *kmsg.InitProducerIDRequest:
 		out.prevProducerID = p.translateInitProducerID(r, u)
 		out.transactional = r.TransactionalID != nil
@@ -187,6 +197,7 @@ func (p *Proxy) rewriteRequest(ctx context.Context, c *clientConn, u *upstream, 
 		if local := c.checkFetchSession(hdr, r); local != nil {
 			return rewritten{local: local}, nil
 		}
+		p.noteFetch(c, r)
 	case *kmsg.OffsetForLeaderEpochRequest:
 		liftStaleEpochs(r, u)
 	}
@@ -229,6 +240,7 @@ func (p *Proxy) patchProduceRequest(ctx context.Context, u *upstream, hdr reques
 		superseded = supersededParts(body, topics)
 	}
 	parts := 0
+	now := p.usage.now().UnixNano()
 	for ti, t := range topics {
 		name := t.name
 		if t.idOff < 0 && (followPIDs || rewriteTxn) {
@@ -246,6 +258,7 @@ func (p *Proxy) patchProduceRequest(ctx context.Context, u *upstream, hdr reques
 			real := tr.topicID(clientTopicID)
 			copy(body[t.idOff:t.idOff+16], real[:])
 		}
+		p.usage.produced(name, now)
 		parts += len(t.parts)
 		if !followPIDs && !rewriteTxn {
 			continue

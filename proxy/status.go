@@ -168,6 +168,11 @@ type Status struct {
 	Brokers []VirtualBroker
 	// Clusters lists the configured clusters.
 	Clusters []ClusterStatus
+	// Usage is what the clients were seen doing: the topics they produce
+	// to, fetch and create, their consumer groups and transactional ids
+	// (usage.go). A control plane derives a cutover's default coverage
+	// from it. Its slices are shared with other snapshots: read-only.
+	Usage Usage
 }
 
 // VirtualBroker is one broker of the virtual cluster.

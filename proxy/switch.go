@@ -139,6 +139,7 @@ func (p *Proxy) Switch(ctx context.Context, to string) (SwitchReport, error) {
 	// 5. Flip.
 	p.pids.markSwitched(target)
 	p.members.reset()
+	p.usage.switched()
 	p.mu.Lock()
 	target.epochOffset.Store(p.maxEpoch.Load() + 1)
 	p.active = target

@@ -244,6 +244,18 @@ func richStatus() proxy.Status {
 			{Name: "source", Bootstrap: []string{"s1:9092"}, Brokers: 3, RealClusterID: "src-id"},
 			{Name: "target", Bootstrap: []string{"t1:9092", "t2:9092"}, Brokers: 1, RealClusterID: "tgt-id", LastError: "boom"},
 		},
+		Usage: proxy.Usage{
+			Topics: []proxy.TopicUsage{
+				{Topic: "in", Fetched: true, LastFetched: start.Add(2 * time.Second)},
+				{Topic: "out", Produced: true, LastProduced: start.Add(3 * time.Second), Created: true},
+			},
+			Groups: []proxy.GroupUsage{
+				{Group: "app", Protocol: "classic", ProtocolNames: []string{"cooperative-sticky"}, MemberIDs: []string{"m-1"},
+					InstanceIDs: []string{"i-1"}, ClientIDs: []string{"c-1"}, Transactional: true},
+			},
+			Transactions: []proxy.TransactionalUsage{{ID: "app-txn", Open: true, Groups: []string{"app"}}},
+			Dropped:      2,
+		},
 	}
 }
 
@@ -291,6 +303,26 @@ func TestRESTStatus(t *testing.T) {
 			{[]any{"status", "clusters", 1, "realClusterId"}, "tgt-id"},
 			{[]any{"status", "clusters", 1, "lastError"}, "boom"},
 			{[]any{"status", "clusters", 0, "lastError"}, ""},
+			{[]any{"status", "usage", "topics", 0, "topic"}, "in"},
+			{[]any{"status", "usage", "topics", 0, "fetched"}, true},
+			{[]any{"status", "usage", "topics", 0, "produced"}, false},
+			{[]any{"status", "usage", "topics", 0, "lastFetched"}, "2026-10-01T12:00:02Z"},
+			{[]any{"status", "usage", "topics", 0, "lastProduced"}, nil},
+			{[]any{"status", "usage", "topics", 1, "topic"}, "out"},
+			{[]any{"status", "usage", "topics", 1, "produced"}, true},
+			{[]any{"status", "usage", "topics", 1, "created"}, true},
+			{[]any{"status", "usage", "topics", 1, "lastProduced"}, "2026-10-01T12:00:03Z"},
+			{[]any{"status", "usage", "groups", 0, "group"}, "app"},
+			{[]any{"status", "usage", "groups", 0, "protocol"}, "classic"},
+			{[]any{"status", "usage", "groups", 0, "protocolNames"}, []any{"cooperative-sticky"}},
+			{[]any{"status", "usage", "groups", 0, "memberIds"}, []any{"m-1"}},
+			{[]any{"status", "usage", "groups", 0, "instanceIds"}, []any{"i-1"}},
+			{[]any{"status", "usage", "groups", 0, "clientIds"}, []any{"c-1"}},
+			{[]any{"status", "usage", "groups", 0, "transactional"}, true},
+			{[]any{"status", "usage", "transactions", 0, "id"}, "app-txn"},
+			{[]any{"status", "usage", "transactions", 0, "open"}, true},
+			{[]any{"status", "usage", "transactions", 0, "groups"}, []any{"app"}},
+			{[]any{"status", "usage", "dropped"}, "2"},
 		}
 		for _, c := range checks {
 			got := at(t, m, c.path...)
@@ -307,8 +339,9 @@ func TestRESTStatus(t *testing.T) {
 			t.Fatalf("status %d: %s", code, body)
 		}
 		m := decode(t, body)
-		// No gate and no switch yet read as null, not as empty objects.
-		for _, key := range []string{"gate", "lastSwitch"} {
+		// No gate, no switch and no usage yet read as null, not as empty
+		// objects.
+		for _, key := range []string{"gate", "lastSwitch", "usage"} {
 			if v := at(t, m, "status", key); v != nil {
 				t.Errorf("status.%s = %v, want null", key, v)
 			}

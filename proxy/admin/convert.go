@@ -3,6 +3,7 @@ package admin
 import (
 	"fmt"
 	"math"
+	"slices"
 	"time"
 
 	"google.golang.org/protobuf/types/known/durationpb"
@@ -59,6 +60,50 @@ func StatusToProto(st proxy.Status) *switchyardv1.ProxyStatus {
 			Brokers:       int32(c.Brokers),
 			RealClusterId: c.RealClusterID,
 			LastError:     c.LastError,
+		})
+	}
+	out.Usage = usageToProto(st.Usage)
+	return out
+}
+
+// usageToProto converts what the proxy's clients were seen doing, in the
+// proxy's order (sorted by name). Nothing seen is an absent field.
+func usageToProto(u proxy.Usage) *switchyardv1.Usage {
+	if u.IsZero() {
+		return nil
+	}
+	out := &switchyardv1.Usage{
+		Topics:       make([]*switchyardv1.TopicUsage, 0, len(u.Topics)),
+		Groups:       make([]*switchyardv1.GroupUsage, 0, len(u.Groups)),
+		Transactions: make([]*switchyardv1.TransactionalUsage, 0, len(u.Transactions)),
+		Dropped:      u.Dropped,
+	}
+	for _, t := range u.Topics {
+		out.Topics = append(out.Topics, &switchyardv1.TopicUsage{
+			Topic:        t.Topic,
+			Produced:     t.Produced,
+			Fetched:      t.Fetched,
+			Created:      t.Created,
+			LastProduced: timeToProto(t.LastProduced),
+			LastFetched:  timeToProto(t.LastFetched),
+		})
+	}
+	for _, g := range u.Groups {
+		out.Groups = append(out.Groups, &switchyardv1.GroupUsage{
+			Group:         g.Group,
+			Protocol:      g.Protocol,
+			ProtocolNames: slices.Clone(g.ProtocolNames),
+			MemberIds:     slices.Clone(g.MemberIDs),
+			InstanceIds:   slices.Clone(g.InstanceIDs),
+			ClientIds:     slices.Clone(g.ClientIDs),
+			Transactional: g.Transactional,
+		})
+	}
+	for _, t := range u.Transactions {
+		out.Transactions = append(out.Transactions, &switchyardv1.TransactionalUsage{
+			Id:     t.ID,
+			Open:   t.Open,
+			Groups: slices.Clone(t.Groups),
 		})
 	}
 	return out

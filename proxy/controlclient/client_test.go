@@ -11,6 +11,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/twmb/franz-go/pkg/kgo"
 	"go.uber.org/zap/zapcore"
 
 	switchyardv1 "github.com/switchyard/switchyard/api/switchyard/v1"
@@ -296,6 +297,43 @@ func TestStatusIsReportedPeriodically(t *testing.T) {
 	r := fc.waitRequest(t, "a report showing the gate", mark, func(r received) bool { return r.req.GetStatus().GetGate() != nil })
 	if r.first || r.stream != 1 {
 		t.Errorf("the report came as %+v, want a later message on the first stream", r)
+	}
+}
+
+// TestUsageIsReported: what the proxy's clients do reaches the control
+// plane in the sidecar's reports (ProxyStatus.usage): nothing before any
+// traffic, then the topic a client produced to.
+func TestUsageIsReported(t *testing.T) {
+	p := realProxy(t)
+	fc := startFake(t, "127.0.0.1:0")
+	cfg := testConfig(fc.addr)
+	cfg.StatusInterval = 10 * time.Millisecond
+	startClient(t, p, cfg)
+
+	first := fc.waitRequest(t, "the first report", 0, func(r received) bool { return r.first })
+	if u := first.req.GetStatus().GetUsage(); u != nil {
+		t.Fatalf("usage in the first report, before any traffic: %v", u)
+	}
+	cl, err := kgo.NewClient(kgo.SeedBrokers(p.Addr().String()), kgo.AllowAutoTopicCreation())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer cl.Close()
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	if err := cl.ProduceSync(ctx, &kgo.Record{Topic: "reported", Value: []byte("x")}).FirstErr(); err != nil {
+		t.Fatalf("produce: %v", err)
+	}
+	r := fc.waitRequest(t, "a report with the topic produced", fc.mark(), func(r received) bool {
+		for _, tu := range r.req.GetStatus().GetUsage().GetTopics() {
+			if tu.GetTopic() == "reported" && tu.GetProduced() && tu.GetLastProduced() != nil && !tu.GetFetched() {
+				return true
+			}
+		}
+		return false
+	})
+	if n := len(r.req.GetStatus().GetUsage().GetTopics()); n != 1 {
+		t.Errorf("the report lists %d topics, want 1: %v", n, r.req.GetStatus().GetUsage())
 	}
 }
 
