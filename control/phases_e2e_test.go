@@ -20,8 +20,9 @@ import (
 )
 
 // Two-phase cutovers end to end: kfake clusters, a control plane with its
-// mirror, proxies following it, franz-go clients. The sidecars' usage
-// (what their clients do) is given to the registry as the sidecars would
+// mirror, proxies following it, franz-go clients. The coverage comes from
+// what the sidecars report of their clients (ProxyStatus.usage), or, where
+// a test pins it, from usage given to the registry as the sidecars would
 // report it (control.SetUsage).
 
 // phaseBed is a control plane copying the topics input and output.
@@ -52,12 +53,14 @@ func startPhaseBed(t *testing.T, ctx context.Context) *phaseBed {
 	return b
 }
 
-// sidecar starts a sidecar of app that reports usage u; it returns its
-// bootstrap address once it is connected.
+// sidecar starts a sidecar of app; u, if not nil, stands in for the usage
+// it reports. It returns its bootstrap address once it is connected.
 func (b *phaseBed) sidecar(t *testing.T, ctx context.Context, app, instance string, u *switchyardv1.Usage) string {
 	t.Helper()
 	h := planetest.Sidecar(t, b.plane, b.token, app, instance, nil, b.source, b.target)
-	control.SetUsage(b.plane.Registry, app+"/"+instance, u)
+	if u != nil {
+		control.SetUsage(b.plane.Registry, app+"/"+instance, u)
+	}
 	waitUntil(t, ctx, "sidecar "+app+"/"+instance+" connected", func() bool {
 		r, err := b.api.ListSidecars(ctx, &switchyardv1.ListSidecarsRequest{App: app})
 		for _, s := range r.GetSidecars() {
@@ -70,11 +73,11 @@ func (b *phaseBed) sidecar(t *testing.T, ctx context.Context, app, instance stri
 	return h.Addr().String()
 }
 
-// producer starts a sidecar of the application "orders" that produces to
-// the input topic, and a client behind it.
-func (b *phaseBed) producer(t *testing.T, ctx context.Context, id int) *producer {
+// producer starts a sidecar of the application "orders" and a client
+// behind it; u, if not nil, stands in for the sidecar's usage.
+func (b *phaseBed) producer(t *testing.T, ctx context.Context, id int, u *switchyardv1.Usage) *producer {
 	t.Helper()
-	addr := b.sidecar(t, ctx, "orders", fmt.Sprintf("producer-%d", id), produces(b.input))
+	addr := b.sidecar(t, ctx, "orders", fmt.Sprintf("producer-%d", id), u)
 	cl, err := kgo.NewClient(kgo.SeedBrokers(addr))
 	if err != nil {
 		t.Fatal(err)
@@ -166,6 +169,8 @@ func consumes(group, in string, out ...string) *switchyardv1.Usage {
 // TestCutoverProducersDoNotWaitForGroups: two producers write keyed
 // records continuously behind their sidecars; a consumer group of two
 // members, behind sidecars of another application, commits only every 10 s.
+// Nobody names topics or groups: the cutover's two phases come from what
+// the sidecars report.
 // The producers are released without waiting for any commit: their block
 // window is well below the commit interval, and they are released before
 // the group is quiesced. Then the group drains to the end the producers
@@ -178,7 +183,7 @@ func TestCutoverProducersDoNotWaitForGroups(t *testing.T) {
 	b := startPhaseBed(t, ctx)
 	group := kafkatest.Topic(t, "billing")
 
-	producers := []*producer{b.producer(t, ctx, 0), b.producer(t, ctx, 1)}
+	producers := []*producer{b.producer(t, ctx, 0, nil), b.producer(t, ctx, 1, nil)}
 	var (
 		cmu      sync.Mutex
 		received = map[string]int{}
@@ -187,7 +192,7 @@ func TestCutoverProducersDoNotWaitForGroups(t *testing.T) {
 	cctx, stopConsumers := context.WithCancel(context.Background())
 	defer func() { stopConsumers(); wg.Wait() }()
 	for i := range 2 {
-		addr := b.sidecar(t, ctx, "billing", fmt.Sprintf("consumer-%d", i), consumes(group, b.input))
+		addr := b.sidecar(t, ctx, "billing", fmt.Sprintf("consumer-%d", i), nil)
 		cl, err := kgo.NewClient(kgo.SeedBrokers(addr), kgo.ConsumerGroup(group), kgo.ConsumeTopics(b.input),
 			kgo.AutoCommitInterval(commitEvery), kgo.ConsumeResetOffset(kgo.NewOffset().AtStart()))
 		if err != nil {
@@ -214,6 +219,27 @@ func TestCutoverProducersDoNotWaitForGroups(t *testing.T) {
 		go func() { defer pwg.Done(); p.run(prodCtx, b.input) }()
 	}
 	waitUntil(t, ctx, "records before the cutover", func() bool { return producers[0].count() > 200 })
+	waitUntil(t, ctx, "the sidecars report what their clients do", func() bool {
+		for app, want := range map[string]func(*switchyardv1.Usage) bool{
+			"orders": func(u *switchyardv1.Usage) bool {
+				return len(u.GetTopics()) == 1 && u.GetTopics()[0].GetProduced() && len(u.GetGroups()) == 0
+			},
+			"billing": func(u *switchyardv1.Usage) bool {
+				return len(u.GetGroups()) == 1 && u.GetGroups()[0].GetGroup() == group
+			},
+		} {
+			r, err := b.api.ListSidecars(ctx, &switchyardv1.ListSidecarsRequest{App: app})
+			if err != nil || len(r.GetSidecars()) != 2 {
+				return false
+			}
+			for _, s := range r.GetSidecars() {
+				if !want(s.GetStatus().GetUsage()) {
+					return false
+				}
+			}
+		}
+		return true
+	})
 
 	// The group drains within one commit interval: it is not quiesced
 	// before it committed the end, and reads nothing twice.
@@ -366,16 +392,17 @@ func (p *pipeline) failed() error {
 // copies the records a producer writes behind another. The cutover moves
 // the producer first, then quiesces the pipeline at a transaction
 // boundary, syncs its group and moves it. Every acknowledged input record
-// is in the pipeline's committed output on the target exactly once.
+// is in the pipeline's committed output on the target exactly once. The
+// phases come from what the sidecars report.
 func TestCutoverPipelineEOS(t *testing.T) {
 	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Minute)
 	defer cancel()
 	b := startPhaseBed(t, ctx)
 	group := kafkatest.Topic(t, "enrich")
 
-	prod := b.producer(t, ctx, 0)
+	prod := b.producer(t, ctx, 0, nil)
 
-	paddr := b.sidecar(t, ctx, "enrich", "pipeline-0", consumes(group, b.input, b.output))
+	paddr := b.sidecar(t, ctx, "enrich", "pipeline-0", nil)
 	sess, err := kgo.NewGroupTransactSession(kgo.SeedBrokers(paddr), kgo.TransactionalID(kafkatest.Topic(t, "tx")),
 		kgo.ConsumerGroup(group), kgo.ConsumeTopics(b.input), kgo.FetchIsolationLevel(kgo.ReadCommitted()),
 		kgo.ConsumeResetOffset(kgo.NewOffset().AtStart()))
@@ -393,6 +420,14 @@ func TestCutoverPipelineEOS(t *testing.T) {
 	pdone := make(chan struct{})
 	go func() { defer close(pdone); prod.run(prodCtx, b.input) }()
 	waitUntil(t, ctx, "records before the cutover", func() bool { return prod.count() > 200 })
+	waitUntil(t, ctx, "the pipeline's sidecar reports its group, transactional", func() bool {
+		r, err := b.api.ListSidecars(ctx, &switchyardv1.ListSidecarsRequest{App: "enrich"})
+		if err != nil || len(r.GetSidecars()) != 1 {
+			return false
+		}
+		gs := r.GetSidecars()[0].GetStatus().GetUsage().GetGroups()
+		return len(gs) == 1 && gs[0].GetGroup() == group && gs[0].GetTransactional()
+	})
 
 	final := b.cutover(t, ctx, []string{"orders", "enrich"}, &switchyardv1.CutoverPolicy{GateMode: "HOLD",
 		DrainTimeout: durationpb.New(60 * time.Second), HoldBudget: durationpb.New(30 * time.Second), MaxPreflightLag: 1_000_000})
@@ -455,7 +490,7 @@ func TestCutoverPipelineOpenTxnNeverEnds(t *testing.T) {
 	b := startPhaseBed(t, ctx)
 	group := kafkatest.Topic(t, "stuck")
 
-	pcl := b.producer(t, ctx, 0).cl
+	pcl := b.producer(t, ctx, 0, produces(b.input)).cl
 	if err := pcl.ProduceSync(ctx, &kgo.Record{Topic: b.input, Value: []byte("before")}).FirstErr(); err != nil {
 		t.Fatal(err)
 	}
