@@ -162,8 +162,8 @@ func (ct *Controller) Start(ctx context.Context) error {
 			// the source, perhaps quiesced. Quiescing again is idempotent
 			// and proves from fresh reports that their offsets are final.
 			ct.log.Warn("resuming a cutover's groups at quiesce after a restart", zap.String("id", c.GetId()), zap.Stringer("step", c.GetStep()))
-			if err := ct.enter(run, switchyardv1.CutoverStep_CUTOVER_STEP_QUIESCE, "",
-				fmt.Sprintf("the control plane restarted during %s", StepName(c.GetStep()))); err != nil {
+			if err := ct.enter(run, switchyardv1.CutoverStep_CUTOVER_STEP_QUIESCE,
+				fmt.Sprintf("the control plane restarted during %s: quiescing again", StepName(c.GetStep())), ""); err != nil {
 				return err
 			}
 		default:

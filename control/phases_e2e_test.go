@@ -9,14 +9,20 @@ import (
 	"testing"
 	"time"
 
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/twmb/franz-go/pkg/kadm"
 	"github.com/twmb/franz-go/pkg/kerr"
 	"github.com/twmb/franz-go/pkg/kgo"
+	"go.uber.org/zap"
+	"go.uber.org/zap/zaptest"
 	"google.golang.org/protobuf/types/known/durationpb"
 
 	switchyardv1 "github.com/switchyard/switchyard/api/switchyard/v1"
 	"github.com/switchyard/switchyard/control"
 	"github.com/switchyard/switchyard/internal/kafkatest"
 	"github.com/switchyard/switchyard/internal/planetest"
+	"github.com/switchyard/switchyard/mirror"
+	"github.com/switchyard/switchyard/mirror/topics"
 )
 
 // Two-phase cutovers end to end: kfake clusters, a control plane with its
@@ -134,7 +140,11 @@ func history(c *switchyardv1.Cutover) string {
 		if h.GetFinished() != nil {
 			d = h.GetFinished().AsTime().Sub(h.GetStarted().AsTime())
 		}
-		out = append(out, fmt.Sprintf("%s %v [%s]", control.StepName(h.GetStep()), d.Round(time.Millisecond), h.GetDetail()))
+		r := fmt.Sprintf("%s %v [%s]", control.StepName(h.GetStep()), d.Round(time.Millisecond), h.GetDetail())
+		if e := h.GetError(); e != "" {
+			r += " error: " + e
+		}
+		out = append(out, r)
 	}
 	return strings.Join(out, ", ")
 }
@@ -562,4 +572,186 @@ func TestCutoverPipelineOpenTxnNeverEnds(t *testing.T) {
 	if strings.Join(onTarget, ",") != "before,after" {
 		t.Errorf("target input %v, want the mirrored record and the one produced after the cutover", onTarget)
 	}
+}
+
+// restartablePlane is a control plane on a fixed address and store that a
+// test stops and starts again, as an operator restarts one: the sidecars
+// following it reconnect by themselves.
+type restartablePlane struct {
+	t              *testing.T
+	source, target *kafkatest.Cluster
+	dir, addr      string
+	topics         []string
+	mirrorName     string
+
+	plane *control.Plane
+	stop  func()
+}
+
+func (r *restartablePlane) start() {
+	r.t.Helper()
+	mc := mirror.DefaultConfig()
+	mc.Name = r.mirrorName
+	mc.Topics = topics.Policy{Include: r.topics}
+	mc.TxnMaxInterval = 100 * time.Millisecond
+	mc.TopicSyncInterval = 500 * time.Millisecond
+	p, err := control.NewPlane(context.Background(), control.PlaneConfig{
+		Server:   control.ServerConfig{Listen: r.addr, Token: "phase-token"},
+		StoreDir: r.dir,
+		Clusters: []*switchyardv1.Cluster{{Name: "source", Bootstrap: r.source.Bootstrap}, {Name: "target", Bootstrap: r.target.Bootstrap}},
+		Mirrors:  []control.PlaneMirror{{Source: "source", Target: "target", Config: mc}},
+	}, prometheus.NewRegistry(), zaptest.NewLogger(r.t, zaptest.Level(zap.WarnLevel)))
+	if err != nil {
+		r.t.Fatal(err)
+	}
+	r.plane, r.addr = p, p.Addr().String()
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() { done <- p.Run(ctx) }()
+	var once sync.Once
+	r.stop = func() {
+		once.Do(func() {
+			cancel()
+			if err := <-done; err != nil {
+				r.t.Errorf("control plane: %v", err)
+			}
+		})
+	}
+	r.t.Cleanup(r.stop)
+}
+
+// TestCutoverRestartInQuiesce: the control plane is stopped while the
+// group application's offsets are not final yet (its transaction is open)
+// and started again on the same store: it quiesces the application again,
+// the transaction ends on the source, and the cutover finishes — the
+// producer stayed on the target throughout, the application's committed
+// record is on the target once.
+func TestCutoverRestartInQuiesce(t *testing.T) {
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
+	defer cancel()
+	source, target := kafkatest.Pair(t)
+	in, out := kafkatest.Topic(t, "orders"), kafkatest.Topic(t, "enriched")
+	source.CreateTopic(t, in, 2)
+	source.CreateTopic(t, out, 1)
+	r := &restartablePlane{t: t, source: source, target: target, dir: t.TempDir(), addr: "127.0.0.1:0",
+		topics: []string{in, out}, mirrorName: kafkatest.Topic(t, "m")}
+	r.start()
+	b := &phaseBed{source: source, target: target, input: in, output: out, plane: r.plane, token: "phase-token"}
+	var withToken func(context.Context) context.Context
+	b.api, withToken = planetest.Dial(t, r.plane, b.token)
+	b.authed = withToken(ctx)
+	group := kafkatest.Topic(t, "g")
+	pipelineUsage := consumes(group, in, out)
+
+	pcl := b.producer(t, ctx, 0, produces(in)).cl
+	rec := &kgo.Record{Topic: in, Partition: 0, Value: []byte("before")}
+	if err := pcl.ProduceSync(ctx, rec).FirstErr(); err != nil {
+		t.Fatal(err)
+	}
+	// The application's group has consumed it (committed on the source).
+	var offs kadm.Offsets
+	offs.Add(kadm.Offset{Topic: in, Partition: rec.Partition, At: rec.Offset + 1, LeaderEpoch: -1})
+	if _, err := kadm.NewClient(source.Client(t)).CommitOffsets(ctx, group, offs); err != nil {
+		t.Fatal(err)
+	}
+	paddr := b.sidecar(t, ctx, "enrich", "pipeline-0", pipelineUsage)
+	tcl, err := kgo.NewClient(kgo.SeedBrokers(paddr), kgo.TransactionalID(kafkatest.Topic(t, "tx")))
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(tcl.Close)
+	// Its consumer: a member of the group, committing nothing itself.
+	ccl, err := kgo.NewClient(kgo.SeedBrokers(paddr), kgo.ConsumerGroup(group), kgo.ConsumeTopics(in), kgo.DisableAutoCommit())
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(ccl.Close)
+	cctx, stopConsumer := context.WithCancel(ctx)
+	cdone := make(chan struct{})
+	go func() {
+		defer close(cdone)
+		for cctx.Err() == nil {
+			ccl.PollFetches(cctx)
+		}
+	}()
+	defer func() { stopConsumer(); <-cdone }()
+	if err := tcl.BeginTransaction(); err != nil {
+		t.Fatal(err)
+	}
+	if err := tcl.ProduceSync(ctx, &kgo.Record{Topic: out, Value: []byte("in-flight")}).FirstErr(); err != nil {
+		t.Fatal(err)
+	}
+	waitUntil(t, ctx, "the mirror ready", func() bool {
+		m, err := b.api.ListMirrors(ctx, &switchyardv1.ListMirrorsRequest{})
+		return err == nil && len(m.GetMirrors()) == 1 && m.GetMirrors()[0].GetReady()
+	})
+	resp, err := b.api.CreateCutover(b.authed, &switchyardv1.CreateCutoverRequest{Spec: &switchyardv1.CutoverSpec{
+		Selector: &switchyardv1.SidecarSelector{Apps: []string{"orders", "enrich"}}, Source: "source", Target: "target",
+		Policy: &switchyardv1.CutoverPolicy{GateMode: "HOLD", QuiesceTimeout: durationpb.New(time.Minute), GroupDrainTimeout: durationpb.New(0),
+			MaxPreflightLag: 1_000_000},
+	}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	id := resp.GetCutover().GetId()
+	// Stored in QUIESCE, the pipeline's sidecar gated: its open
+	// transaction keeps the offsets from being final.
+	waitUntil(t, ctx, "the cutover quiescing", func() bool {
+		c, err := b.api.GetCutover(ctx, &switchyardv1.GetCutoverRequest{Id: id})
+		return err == nil && c.GetCutover().GetStep() == switchyardv1.CutoverStep_CUTOVER_STEP_QUIESCE && acknowledged(c.GetCutover())
+	})
+
+	r.stop()
+	r.start() // the same store and address; the sidecars reconnect
+	b.api, withToken = planetest.Dial(t, r.plane, b.token)
+	b.authed = withToken(ctx)
+	waitUntil(t, ctx, "the restarted control plane quiescing again", func() bool {
+		c, err := b.api.GetCutover(ctx, &switchyardv1.GetCutoverRequest{Id: id})
+		if err != nil {
+			return false
+		}
+		n := 0
+		for _, h := range c.GetCutover().GetHistory() {
+			if h.GetStep() == switchyardv1.CutoverStep_CUTOVER_STEP_QUIESCE {
+				n++
+			}
+		}
+		return n == 2
+	})
+	// The transaction continues on the source, through the quiesce gate.
+	if err := tcl.EndTransaction(ctx, kgo.TryCommit); err != nil {
+		t.Fatalf("the pipeline's transaction: %v", err)
+	}
+	final := followCutover(t, ctx, b.api, id)
+	t.Logf("cutover %s: %s", id, history(final))
+	if final.GetStep() != switchyardv1.CutoverStep_CUTOVER_STEP_DONE {
+		t.Fatalf("cutover ended %s: %s", final.GetStep(), final.GetError())
+	}
+	if got, want := stepNames(final), "preflight gate drain flip release group-drain quiesce quiesce sync-groups group-flip group-release verify done"; got != want {
+		t.Errorf("steps %q, want %q", got, want)
+	}
+	if final.GetError() != "" {
+		t.Errorf("a cutover that resumed and finished carries the error %q", final.GetError())
+	}
+	var got []string
+	for _, rec := range readTopic(ctx, t, target, out) {
+		got = append(got, rec.value)
+	}
+	if strings.Join(got, ",") != "in-flight" {
+		t.Errorf("target output %v, want the transaction committed during the quiesce, once", got)
+	}
+	if g := final.GetGroupOffsets(); len(g) != 1 || g[0].GetSource() != rec.Offset+1 || g[0].GetTarget() != 1 {
+		t.Errorf("group offsets %v, want the source's committed offset translated", g)
+	}
+}
+
+// acknowledged reports whether every sidecar of c acknowledged the
+// version it was last asked for.
+func acknowledged(c *switchyardv1.Cutover) bool {
+	for _, a := range c.GetSidecars() {
+		if !a.GetConnected() || a.GetAppliedVersion() < a.GetWantVersion() {
+			return false
+		}
+	}
+	return true
 }

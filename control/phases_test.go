@@ -355,6 +355,9 @@ func TestTwoPhaseRestart(t *testing.T) {
 			if got := steps(c); got != tc.steps {
 				t.Errorf("steps %q, want %q", got, tc.steps)
 			}
+			if tc.want == switchyardv1.CutoverStep_CUTOVER_STEP_DONE && c.GetError() != "" {
+				t.Errorf("a cutover that resumed and finished carries the error %q", c.GetError())
+			}
 			waitUngated(t, prod2, tc.prod)
 			waitUngated(t, cons2, tc.cons)
 		})
