@@ -215,9 +215,15 @@ type fakeSidecar struct {
 	applied  uint64
 	stall    bool
 	inFlight int64
-	reports  int // status reports sent
-	received []*switchyardv1.DesiredState
-	leases   []*switchyardv1.HoldLease
+	// inFlightBy and usage are reported as they are (in_flight_by_api,
+	// usage); stallTarget leaves desired states on the target unapplied
+	// until it is cleared (then the next report applies the last one).
+	inFlightBy  map[int32]int64
+	usage       *switchyardv1.Usage
+	stallTarget bool
+	reports     int // status reports sent
+	received    []*switchyardv1.DesiredState
+	leases      []*switchyardv1.HoldLease
 
 	cancel context.CancelFunc
 	done   chan struct{}
@@ -287,14 +293,7 @@ func connectSidecarWith(t *testing.T, p *plane, app, instance, active string, fe
 			}
 			s.mu.Lock()
 			s.received = append(s.received, d)
-			apply := !s.stall && d.GetVersion() > s.applied
-			if apply {
-				if d.GetActiveCluster() != "" {
-					s.active = d.GetActiveCluster()
-				}
-				s.gate = d.GetGate()
-				s.applied = d.GetVersion()
-			}
+			s.applyLocked(d)
 			s.mu.Unlock()
 			send(s.report())
 		}
@@ -303,12 +302,33 @@ func connectSidecarWith(t *testing.T, p *plane, app, instance, active string, fe
 	return s
 }
 
+// applyLocked applies d unless told to stall.
+func (s *fakeSidecar) applyLocked(d *switchyardv1.DesiredState) {
+	if s.stall || d.GetVersion() <= s.applied || (s.stallTarget && d.GetActiveCluster() == "target") {
+		return
+	}
+	if d.GetActiveCluster() != "" {
+		s.active = d.GetActiveCluster()
+	}
+	s.gate = d.GetGate()
+	s.applied = d.GetVersion()
+}
+
 func (s *fakeSidecar) report() *switchyardv1.ConnectRequest {
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	st := &switchyardv1.ProxyStatus{ActiveCluster: s.active, Gate: s.gate}
+	if n := len(s.received); n > 0 && !s.stallTarget {
+		s.applyLocked(s.received[n-1]) // what a stall left unapplied
+	}
+	st := &switchyardv1.ProxyStatus{ActiveCluster: s.active, Gate: s.gate, Usage: s.usage}
 	if s.inFlight > 0 {
 		st.InFlightByApi = map[int32]int64{0: s.inFlight}
+	}
+	for k, n := range s.inFlightBy {
+		if st.InFlightByApi == nil {
+			st.InFlightByApi = map[int32]int64{}
+		}
+		st.InFlightByApi[k] = n
 	}
 	return &switchyardv1.ConnectRequest{AppliedVersion: s.applied, Status: st}
 }

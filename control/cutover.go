@@ -130,6 +130,9 @@ func NewController(reg *Registry, store *Store, clusters []*switchyardv1.Cluster
 // Start loads the stored cutovers and resumes those in progress: one past
 // the point of no return (release) goes on; one before it rolls back,
 // since the control plane cannot prove what happened while it was down.
+// A two-phase cutover stopped while its groups drained, quiesced or were
+// synced quiesces them again (its producers are on the target already);
+// from its groups' flip on it goes on.
 // The drivers stop when ctx ends; Wait waits for them.
 func (ct *Controller) Start(ctx context.Context) error {
 	ct.ctx = ctx
@@ -149,10 +152,20 @@ func (ct *Controller) Start(ctx context.Context) error {
 		if terminal(c.GetStep()) {
 			continue
 		}
-		switch c.GetStep() {
-		case switchyardv1.CutoverStep_CUTOVER_STEP_RELEASE, switchyardv1.CutoverStep_CUTOVER_STEP_VERIFY,
-			switchyardv1.CutoverStep_CUTOVER_STEP_ROLLING_BACK:
+		switch step := c.GetStep(); {
+		case step == switchyardv1.CutoverStep_CUTOVER_STEP_RELEASE, step == switchyardv1.CutoverStep_CUTOVER_STEP_VERIFY,
+			step == switchyardv1.CutoverStep_CUTOVER_STEP_ROLLING_BACK, step == switchyardv1.CutoverStep_CUTOVER_STEP_GROUP_FLIP,
+			step == switchyardv1.CutoverStep_CUTOVER_STEP_GROUP_RELEASE, step == switchyardv1.CutoverStep_CUTOVER_STEP_GROUPS_ROLLING_BACK:
 			ct.log.Info("resuming cutover", zap.String("id", c.GetId()), zap.Stringer("step", c.GetStep()))
+		case groupsMayRollBack(c):
+			// The producers moved; the groups' applications are still on
+			// the source, perhaps quiesced. Quiescing again is idempotent
+			// and proves from fresh reports that their offsets are final.
+			ct.log.Warn("resuming a cutover's groups at quiesce after a restart", zap.String("id", c.GetId()), zap.Stringer("step", c.GetStep()))
+			if err := ct.enter(run, switchyardv1.CutoverStep_CUTOVER_STEP_QUIESCE,
+				fmt.Sprintf("the control plane restarted during %s: quiescing again", StepName(c.GetStep())), ""); err != nil {
+				return err
+			}
 		default:
 			ct.log.Warn("rolling back a cutover interrupted by a restart", zap.String("id", c.GetId()), zap.Stringer("step", c.GetStep()))
 			if err := ct.enter(run, switchyardv1.CutoverStep_CUTOVER_STEP_ROLLING_BACK, "",
@@ -238,6 +251,19 @@ func withDefaults(p *switchyardv1.CutoverPolicy) (*switchyardv1.CutoverPolicy, e
 		if err := (*d.v).CheckValid(); err != nil || (*d.v).AsDuration() <= 0 {
 			return nil, fmt.Errorf("policy.%s: must be a positive duration", d.name)
 		}
+	}
+	if p.QuiesceTimeout == nil {
+		p.QuiesceTimeout = durationpb.New(15 * time.Second)
+	}
+	if err := p.QuiesceTimeout.CheckValid(); err != nil || p.QuiesceTimeout.AsDuration() <= 0 {
+		return nil, errors.New("policy.quiesce_timeout: must be a positive duration")
+	}
+	// 0 is meaningful (quiesce at once): only an unset one gets the default.
+	if p.GroupDrainTimeout == nil {
+		p.GroupDrainTimeout = durationpb.New(10 * time.Second)
+	}
+	if err := p.GroupDrainTimeout.CheckValid(); err != nil || p.GroupDrainTimeout.AsDuration() < 0 {
+		return nil, errors.New("policy.group_drain_timeout: must not be negative")
 	}
 	if p.GetMaxPreflightLag() == 0 {
 		p.MaxPreflightLag = 10000
@@ -387,7 +413,10 @@ func newCutoverID(now time.Time) string {
 }
 
 // Abort asks a cutover to roll back. It fails once the gates have been
-// released on the target. The abort is stored before it is acted on.
+// released on the target. In a two-phase cutover it is allowed again
+// while the groups drain, quiesce and sync (their applications return to
+// the source; the producers stay on the target), and refused from the
+// groups' flip on. The abort is stored before it is acted on.
 func (ct *Controller) Abort(id, reason string) (*switchyardv1.Cutover, error) {
 	ct.mu.Lock()
 	run := ct.cutovers[id]
@@ -407,6 +436,9 @@ func (ct *Controller) Abort(id, reason string) (*switchyardv1.Cutover, error) {
 	case step == switchyardv1.CutoverStep_CUTOVER_STEP_RELEASE || step == switchyardv1.CutoverStep_CUTOVER_STEP_VERIFY:
 		run.saveMu.Unlock()
 		return nil, status.Errorf(codes.FailedPrecondition, "cutover %s is past the point of no return: the gates are being released on the target (%s)", id, StepName(step))
+	case step == switchyardv1.CutoverStep_CUTOVER_STEP_GROUP_FLIP || step == switchyardv1.CutoverStep_CUTOVER_STEP_GROUP_RELEASE:
+		run.saveMu.Unlock()
+		return nil, status.Errorf(codes.FailedPrecondition, "cutover %s is past the point of no return for its groups: their applications are moving to the target (%s)", id, StepName(step))
 	}
 	c.AbortRequested = true
 	if reason == "" {
@@ -453,8 +485,13 @@ func (ct *Controller) observeStepLocked(prev, c *switchyardv1.Cutover) {
 	case switchyardv1.CutoverStep_CUTOVER_STEP_FAILED:
 		ct.m.cutovers.WithLabelValues("failed").Inc()
 	}
-	if c.GetStep() == switchyardv1.CutoverStep_CUTOVER_STEP_VERIFY && c.GetBlockWindow() != nil {
+	// A window is observed as its release ends (a two-phase cutover's
+	// producers' even if its groups fail later).
+	if prev.GetStep() == switchyardv1.CutoverStep_CUTOVER_STEP_RELEASE && c.GetBlockWindow() != nil {
 		ct.m.blockWindow.Observe(c.GetBlockWindow().AsDuration().Seconds())
+	}
+	if prev.GetStep() == switchyardv1.CutoverStep_CUTOVER_STEP_GROUP_RELEASE && c.GetGroupBlockWindow() != nil {
+		ct.m.groupBlockWindow.Observe(c.GetGroupBlockWindow().AsDuration().Seconds())
 	}
 }
 
@@ -491,7 +528,8 @@ func (ct *Controller) publish(run *cutoverRun, c *switchyardv1.Cutover) {
 // enter moves the cutover to a step and stores it before anything of the
 // step happens — and before any watcher sees it. detail closes the step
 // left; errMsg records why a rollback or failure happens. An abort stored
-// before release wins: entering release then rolls back instead.
+// before release wins: entering release then rolls back instead; one
+// stored before a two-phase cutover's group flip rolls the groups back.
 func (ct *Controller) enter(run *cutoverRun, step switchyardv1.CutoverStep, detail, errMsg string) error {
 	run.saveMu.Lock()
 	defer run.saveMu.Unlock()
@@ -500,6 +538,12 @@ func (ct *Controller) enter(run *cutoverRun, step switchyardv1.CutoverStep, deta
 	ct.mu.Unlock()
 	if step == switchyardv1.CutoverStep_CUTOVER_STEP_RELEASE && c.GetAbortRequested() {
 		step = switchyardv1.CutoverStep_CUTOVER_STEP_ROLLING_BACK
+	}
+	if step == switchyardv1.CutoverStep_CUTOVER_STEP_GROUP_FLIP && c.GetAbortRequested() {
+		step = switchyardv1.CutoverStep_CUTOVER_STEP_GROUPS_ROLLING_BACK
+	}
+	if terminal(step) {
+		setOutcomes(c, c.GetStep(), step)
 	}
 	now := timestamppb.Now()
 	if n := len(c.History); n > 0 && c.History[n-1].Finished == nil {
@@ -541,7 +585,11 @@ func (ct *Controller) setDetail(run *cutoverRun, detail string) {
 var errAborted = errors.New("aborted")
 
 // drive runs a cutover's steps until it ends or the controller stops;
-// while it does, it renews its sidecars' hold lease (renewLeases).
+// while it does, it renews its sidecars' hold lease (renewLeases). An
+// error before release rolls everything back; in a two-phase cutover, one
+// while the groups drain, quiesce or sync rolls only their applications
+// back (the producers stay on the target); any other error after release
+// fails the cutover.
 func (ct *Controller) drive(run *cutoverRun) {
 	defer ct.wg.Done()
 	leaseCtx, stopLeases := context.WithCancel(ct.ctx)
@@ -588,6 +636,16 @@ func (ct *Controller) drive(run *cutoverRun) {
 			next, detail, err = ct.verify(run)
 		case switchyardv1.CutoverStep_CUTOVER_STEP_ROLLING_BACK:
 			next, detail, err = ct.rollback(run)
+		case switchyardv1.CutoverStep_CUTOVER_STEP_GROUP_DRAIN:
+			next, detail, err = ct.groupDrain(run)
+		case switchyardv1.CutoverStep_CUTOVER_STEP_QUIESCE:
+			next, detail, err = ct.quiesce(run)
+		case switchyardv1.CutoverStep_CUTOVER_STEP_GROUP_FLIP:
+			next, detail, err = ct.groupFlip(run)
+		case switchyardv1.CutoverStep_CUTOVER_STEP_GROUP_RELEASE:
+			next, detail, err = ct.groupRelease(run)
+		case switchyardv1.CutoverStep_CUTOVER_STEP_GROUPS_ROLLING_BACK:
+			next, detail, err = ct.groupsRollback(run)
 		default:
 			next, err = switchyardv1.CutoverStep_CUTOVER_STEP_FAILED, fmt.Errorf("unknown step %v", step)
 		}
@@ -602,12 +660,20 @@ func (ct *Controller) drive(run *cutoverRun) {
 				errMsg = run.c.GetError()
 				ct.mu.Unlock()
 			}
-			switch step {
-			case switchyardv1.CutoverStep_CUTOVER_STEP_RELEASE, switchyardv1.CutoverStep_CUTOVER_STEP_VERIFY,
-				switchyardv1.CutoverStep_CUTOVER_STEP_ROLLING_BACK:
+			switch {
+			case step == switchyardv1.CutoverStep_CUTOVER_STEP_RELEASE, step == switchyardv1.CutoverStep_CUTOVER_STEP_VERIFY,
+				step == switchyardv1.CutoverStep_CUTOVER_STEP_ROLLING_BACK, step == switchyardv1.CutoverStep_CUTOVER_STEP_GROUP_FLIP,
+				step == switchyardv1.CutoverStep_CUTOVER_STEP_GROUP_RELEASE, step == switchyardv1.CutoverStep_CUTOVER_STEP_GROUPS_ROLLING_BACK:
 				next = switchyardv1.CutoverStep_CUTOVER_STEP_FAILED
+			case groupsMayRollBack(c):
+				// The producers are on the target for good; the groups'
+				// applications never left the source.
+				next = switchyardv1.CutoverStep_CUTOVER_STEP_GROUPS_ROLLING_BACK
 			default:
 				next = switchyardv1.CutoverStep_CUTOVER_STEP_ROLLING_BACK
+			}
+			if step == switchyardv1.CutoverStep_CUTOVER_STEP_RELEASE && TwoPhase(c) {
+				errMsg += "; " + ct.rerunHint(run, ct.passOf(run, 2))
 			}
 			ct.log.Warn("cutover step failed", zap.String("id", c.GetId()), zap.String("step", StepName(step)), zap.Error(err))
 		}
@@ -664,13 +730,15 @@ func (ct *Controller) poll(run *cutoverRun, timeout time.Duration, abortable, on
 	}
 }
 
-// waitAcks waits until every selected sidecar applied version v.
-func (ct *Controller) waitAcks(run *cutoverRun, v uint64, timeout time.Duration, abortable bool) (string, error) {
+// waitAcks waits until every one of the sidecars keys (of the cutover's
+// selected sidecars) applied version v. The cutover's acknowledgements
+// show the others as they were.
+func (ct *Controller) waitAcks(run *cutoverRun, keys []string, v uint64, timeout time.Duration, abortable bool) (string, error) {
 	var acks []*switchyardv1.SidecarAck
 	err := ct.waitFor(run, timeout, abortable, func() (bool, error) {
 		var all bool
-		acks, all = ct.reg.Acks(run.keys, v)
-		ct.update(run, func(c *switchyardv1.Cutover) { c.Sidecars = acks })
+		acks, all = ct.reg.Acks(keys, v)
+		ct.update(run, func(c *switchyardv1.Cutover) { c.Sidecars = mergeAcks(run.keys, c.GetSidecars(), acks) })
 		return all, nil
 	})
 	done := 0
@@ -809,14 +877,17 @@ func (ct *Controller) preflight(run *cutoverRun) error {
 	return nil
 }
 
+// gate gates Produce on the sidecars of the first pass (all of them in a
+// one-phase cutover; the producers' in a two-phase one).
 func (ct *Controller) gate(run *cutoverRun) (switchyardv1.CutoverStep, string, error) {
 	spec := ct.spec(run)
+	sc := ct.firstPass(run)
 	ct.update(run, func(c *switchyardv1.Cutover) { c.GatedAt = timestamppb.Now() })
-	v, err := ct.reg.SetRule(run.id, spec.GetSelector(), spec.GetSource(), ct.gateOf(spec))
+	v, err := ct.reg.SetRule(sc.rule, sc.sel, spec.GetSource(), ct.gateOf(spec))
 	if err != nil {
 		return 0, "", err
 	}
-	detail, err := ct.waitAcks(run, v, spec.GetPolicy().GetAckTimeout().AsDuration(), true)
+	detail, err := ct.waitAcks(run, sc.keys, v, spec.GetPolicy().GetAckTimeout().AsDuration(), true)
 	run.gateVersion = v
 	return switchyardv1.CutoverStep_CUTOVER_STEP_DRAIN, detail, err
 }
@@ -878,7 +949,9 @@ func (ct *Controller) renewLeases(ctx context.Context, run *cutoverRun) {
 	defer t.Stop()
 	for {
 		if !ct.leasesPaused.Load() {
-			ct.reg.Lease(id, budget)
+			for _, rule := range ruleIDs(id) {
+				ct.reg.Lease(rule, budget)
+			}
 		}
 		select {
 		case <-ctx.Done():
@@ -888,8 +961,14 @@ func (ct *Controller) renewLeases(ctx context.Context, run *cutoverRun) {
 	}
 }
 
+// drain waits until the first pass's sidecars have no Produce in flight
+// and the mirror has copied what the source holds of the topics they
+// write; in a one-phase cutover, also until the groups have committed the
+// source's end. A two-phase cutover's producers wait for no group: its
+// groups drain in their own phase, after the producers are released.
 func (ct *Controller) drain(run *cutoverRun) (switchyardv1.CutoverStep, string, error) {
 	spec := ct.spec(run)
+	sc := ct.firstPass(run)
 	deadline := time.Now().Add(spec.GetPolicy().GetDrainTimeout().AsDuration())
 	// 1. Produce requests admitted before the gate are answered and the
 	// transactions open then have ended: every sidecar reports, with the
@@ -898,7 +977,7 @@ func (ct *Controller) drain(run *cutoverRun) (switchyardv1.CutoverStep, string, 
 	var busy []string
 	err := ct.waitFor(run, time.Until(deadline), true, func() (bool, error) {
 		busy = busy[:0]
-		for _, k := range run.keys {
+		for _, k := range sc.keys {
 			// The status of a report that acknowledges the gate shows the
 			// proxy after it applied the gate (a sidecar reads its applied
 			// version before its status).
@@ -921,62 +1000,27 @@ func (ct *Controller) drain(run *cutoverRun) (switchyardv1.CutoverStep, string, 
 		return 0, "", err
 	}
 	// 2. The mirror has copied everything the source holds for the topics.
-	// Cluster calls end with the drain deadline or an abort, whichever
-	// comes first.
-	callCtx, stopCalls := context.WithDeadline(ct.ctx, deadline)
-	defer stopCalls()
-	go func() {
-		select {
-		case <-run.abort:
-			stopCalls()
-		case <-callCtx.Done():
-		}
-	}()
 	m := ct.mirrorOf(run)
 	topics := ct.topicsOf(run, m.Mirror.Status())
-	var behind string
-	err = ct.poll(run, time.Until(deadline), true, false, func() (bool, error) {
-		ctx, cancel := context.WithTimeout(callCtx, 10*time.Second)
-		defer cancel()
-		ok, b, err := m.Mirror.CaughtUp(ctx, topics...)
-		if err != nil {
-			// A cluster that does not answer for a moment is "not yet";
-			// the drain timeout decides.
-			behind = fmt.Sprintf("(%v)", err)
-			return false, nil
-		}
-		behind = b
-		lag, _ := mirrorLag(m.Mirror.Status(), topics)
-		ct.update(run, func(c *switchyardv1.Cutover) { c.MirrorLag = lag })
-		return ok, nil
-	})
+	if sc.phase == 1 {
+		topics = phaseTopics(ct.coverage(run), spec, 1)
+	}
+	behind, err := ct.waitCaughtUp(run, m, topics, deadline)
 	if errors.Is(err, context.DeadlineExceeded) {
 		return 0, "", fmt.Errorf("mirror %s has not caught up on %s within the drain timeout", m.Name, behind)
 	}
 	if err != nil {
 		return 0, "", err
 	}
-	ct.update(run, func(c *switchyardv1.Cutover) { c.MirrorLag = 0 })
+	if sc.phase == 1 {
+		return switchyardv1.CutoverStep_CUTOVER_STEP_FLIP, fmt.Sprintf("no produce in flight on %d producer sidecars; mirror %s copied %v completely",
+			len(sc.keys), m.Name, topics), nil
+	}
 	// 3. The consumer groups have consumed and committed everything on the
 	// source: their final offsets are known, and nothing they commit later
 	// is lost.
 	if groups := ct.groupsOf(run); len(groups) > 0 {
-		behind = ""
-		err = ct.poll(run, time.Until(deadline), true, false, func() (bool, error) {
-			ctx, cancel := context.WithTimeout(callCtx, 10*time.Second)
-			defer cancel()
-			ok, b, err := m.Mirror.GroupsDrained(ctx, groups, topics...)
-			if err != nil {
-				// A check the deadline cut short says nothing of the
-				// groups: keep the last reason that did.
-				if behind == "" || ctx.Err() == nil {
-					behind = fmt.Sprintf("(%v)", err)
-				}
-				return false, nil
-			}
-			behind = b
-			return ok, nil
-		})
+		behind, err = ct.waitGroupsDrained(run, m, groups, topics, deadline)
 		if errors.Is(err, context.DeadlineExceeded) {
 			return 0, "", fmt.Errorf("consumer groups not drained within the drain timeout: %s", behind)
 		}
@@ -1010,19 +1054,37 @@ func plural(n int64, one, many string) string {
 	return many
 }
 
+// syncGroups translates the groups' committed offsets to the target. In a
+// two-phase cutover it first waits, like a drain, until the mirror has
+// copied what the quiesced applications wrote on the source.
 func (ct *Controller) syncGroups(run *cutoverRun) (switchyardv1.CutoverStep, string, error) {
 	spec := ct.spec(run)
 	next := switchyardv1.CutoverStep_CUTOVER_STEP_FLIP
+	m := ct.mirrorOf(run)
+	var caughtUp string
+	if ct.twoPhase(run) {
+		next = switchyardv1.CutoverStep_CUTOVER_STEP_GROUP_FLIP
+		topics := phaseTopics(ct.coverage(run), spec, 2)
+		behind, err := ct.waitCaughtUp(run, m, topics, time.Now().Add(spec.GetPolicy().GetDrainTimeout().AsDuration()))
+		if errors.Is(err, context.DeadlineExceeded) {
+			return 0, "", fmt.Errorf("mirror %s has not caught up on %s within the drain timeout", m.Name, behind)
+		}
+		if err != nil {
+			return 0, "", err
+		}
+		if len(topics) > 0 {
+			caughtUp = fmt.Sprintf("mirror %s copied %v completely; ", m.Name, topics)
+		}
+	}
 	groups := ct.groupsOf(run)
 	if len(groups) == 0 {
-		return next, "no consumer groups", nil
+		return next, caughtUp + "no consumer groups", nil
 	}
 	select {
 	case <-run.abort:
 		return 0, "", errAborted
 	default:
 	}
-	m := ct.mirrorOf(run)
 	ctx, cancel := context.WithTimeout(ct.ctx, spec.GetPolicy().GetDrainTimeout().AsDuration())
 	defer cancel()
 	rep, err := m.Mirror.SyncGroups(ctx, groups)
@@ -1042,72 +1104,49 @@ func (ct *Controller) syncGroups(run *cutoverRun) (switchyardv1.CutoverStep, str
 	if err != nil {
 		return 0, "", fmt.Errorf("sync groups: %w", err)
 	}
-	return next, fmt.Sprintf("%d group partitions synced exactly", n), nil
+	return next, fmt.Sprintf("%s%d group partitions synced exactly", caughtUp, n), nil
 }
 
 func (ct *Controller) flip(run *cutoverRun) (switchyardv1.CutoverStep, string, error) {
 	spec := ct.spec(run)
-	v, err := ct.reg.SetRule(run.id, spec.GetSelector(), spec.GetTarget(), ct.flipGate(spec, ct.groupsOf(run)))
+	sc := ct.firstPass(run)
+	var groups []string
+	if sc.phase == 0 {
+		groups = ct.groupsOf(run)
+	}
+	v, err := ct.reg.SetRule(sc.rule, sc.sel, spec.GetTarget(), ct.flipGate(spec, groups))
 	if err != nil {
 		return 0, "", err
 	}
-	detail, err := ct.waitAcks(run, v, spec.GetPolicy().GetAckTimeout().AsDuration(), true)
+	detail, err := ct.waitAcks(run, sc.keys, v, spec.GetPolicy().GetAckTimeout().AsDuration(), true)
 	return switchyardv1.CutoverStep_CUTOVER_STEP_RELEASE, detail, err
 }
 
 // release lifts the gates on the target. Entering this step is the point
 // of no return: it is stored before any sidecar hears of it, and from here
-// on the cutover goes forward only.
+// on the cutover goes forward only — for the producers of a two-phase
+// cutover, whose groups then move in their own phase (GROUP_DRAIN).
 func (ct *Controller) release(run *cutoverRun) (switchyardv1.CutoverStep, string, error) {
-	spec := ct.spec(run)
-	var consumers *gateSpec
-	groups := ct.groupsOf(run)
-	if len(groups) > 0 {
-		// Producers first; consumers once their groups rejoined.
-		consumers = &gateSpec{APIKeys: []int32{fetchKey}, Mode: "REJECT"}
+	sc := ct.firstPass(run)
+	var groups []string
+	if sc.phase == 0 {
+		groups = ct.groupsOf(run)
 	}
-	v, err := ct.reg.SetRule(run.id, spec.GetSelector(), spec.GetTarget(), consumers)
+	detail, err := ct.releaseOnTarget(run, sc, groups, func(now time.Time) {
+		ct.update(run, func(c *switchyardv1.Cutover) {
+			c.ReleasedAt = timestamppb.New(now)
+			if c.GatedAt != nil {
+				c.BlockWindow = durationpb.New(now.Sub(c.GatedAt.AsTime()))
+			}
+		})
+	})
 	if err != nil {
 		return 0, "", err
 	}
-	detail, err := ct.waitAcks(run, v, 3*spec.GetPolicy().GetAckTimeout().AsDuration(), false)
-	now := time.Now()
-	ct.update(run, func(c *switchyardv1.Cutover) {
-		c.ReleasedAt = timestamppb.New(now)
-		if c.GatedAt != nil {
-			c.BlockWindow = durationpb.New(now.Sub(c.GatedAt.AsTime()))
-		}
-	})
-	if err != nil {
-		return 0, "", fmt.Errorf("release: %w (they are released when they reconnect)", err)
+	if sc.phase == 1 {
+		return switchyardv1.CutoverStep_CUTOVER_STEP_GROUP_DRAIN, "producers released: " + detail, nil
 	}
-	if consumers == nil {
-		return switchyardv1.CutoverStep_CUTOVER_STEP_VERIFY, detail, nil
-	}
-	m := ct.mirrorOf(run)
-	var behind string
-	err = ct.poll(run, 3*spec.GetPolicy().GetDrainTimeout().AsDuration(), false, false, func() (bool, error) {
-		ctx, cancel := context.WithTimeout(ct.ctx, 10*time.Second)
-		defer cancel()
-		ok, b, err := m.Mirror.GroupsJoined(ctx, groups)
-		behind = b
-		return ok, err
-	})
-	if err != nil {
-		// Go on regardless: the consumers must not stay blocked; a group
-		// that rejoins later still reads its committed offsets.
-		ct.log.Warn("consumer groups not rejoined on the target; releasing fetches anyway", zap.String("id", run.id), zap.String("last", behind), zap.Error(err))
-		detail += "; groups not rejoined in time: " + behind
-	}
-	v, err = ct.reg.SetRule(run.id, spec.GetSelector(), spec.GetTarget(), nil)
-	if err != nil {
-		return 0, "", err
-	}
-	d2, err := ct.waitAcks(run, v, 3*spec.GetPolicy().GetAckTimeout().AsDuration(), false)
-	if err != nil {
-		return 0, "", fmt.Errorf("release consumers: %w (they are released when they reconnect)", err)
-	}
-	return switchyardv1.CutoverStep_CUTOVER_STEP_VERIFY, detail + "; groups rejoined on the target, consumers released: " + d2, nil
+	return switchyardv1.CutoverStep_CUTOVER_STEP_VERIFY, detail, nil
 }
 
 func (ct *Controller) verify(run *cutoverRun) (switchyardv1.CutoverStep, string, error) {
@@ -1169,19 +1208,26 @@ func (ct *Controller) verify(run *cutoverRun) (switchyardv1.CutoverStep, string,
 // lifts the gate after, so no client reaches the target ungated.
 func (ct *Controller) rollback(run *cutoverRun) (switchyardv1.CutoverStep, string, error) {
 	spec := ct.spec(run)
-	// The registry's rule, stored before any sidecar heard of it, is the
-	// proof of what sidecars may have applied (GatedAt is only stored with
-	// the step after gate).
-	if !ct.reg.HasRule(run.id) {
+	// The registry's rules, stored before any sidecar heard of them, are
+	// the proof of what sidecars may have applied (GatedAt is only stored
+	// with the step after gate).
+	var details []string
+	for _, sc := range ct.passes(run) {
+		if !ct.reg.HasRule(sc.rule) {
+			continue
+		}
+		v, err := ct.reg.SetRule(sc.rule, sc.sel, spec.GetSource(), nil)
+		if err != nil {
+			return 0, "", err
+		}
+		detail, err := ct.waitAcks(run, sc.keys, v, spec.GetPolicy().GetAckTimeout().AsDuration(), false)
+		if err != nil {
+			detail += "; the others apply the rollback when they reconnect"
+		}
+		details = append(details, detail)
+	}
+	if len(details) == 0 {
 		return switchyardv1.CutoverStep_CUTOVER_STEP_ROLLED_BACK, "nothing to undo: no sidecar was gated", nil
 	}
-	v, err := ct.reg.SetRule(run.id, spec.GetSelector(), spec.GetSource(), nil)
-	if err != nil {
-		return 0, "", err
-	}
-	detail, err := ct.waitAcks(run, v, spec.GetPolicy().GetAckTimeout().AsDuration(), false)
-	if err != nil {
-		detail += "; the others apply the rollback when they reconnect"
-	}
-	return switchyardv1.CutoverStep_CUTOVER_STEP_ROLLED_BACK, detail, nil
+	return switchyardv1.CutoverStep_CUTOVER_STEP_ROLLED_BACK, strings.Join(details, "; "), nil
 }

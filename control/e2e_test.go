@@ -176,18 +176,7 @@ func TestCutoverEndToEnd(t *testing.T) {
 		t.Fatal(err)
 	}
 	id := resp.GetCutover().GetId()
-	watch, err := api.WatchCutover(ctx, &switchyardv1.WatchCutoverRequest{Id: id})
-	if err != nil {
-		t.Fatal(err)
-	}
-	var final *switchyardv1.Cutover
-	for {
-		m, err := watch.Recv()
-		if err != nil {
-			break
-		}
-		final = m.GetCutover()
-	}
+	final := followCutover(t, ctx, api, id)
 	if final.GetStep() != switchyardv1.CutoverStep_CUTOVER_STEP_DONE {
 		t.Fatalf("cutover ended %s: %s", final.GetStep(), final.GetError())
 	}

@@ -11,6 +11,10 @@ type metrics struct {
 	active      *prometheus.GaugeVec     // step: cutovers in progress per step
 	blockWindow prometheus.Histogram     // producer block window of finished cutovers
 	stepSeconds *prometheus.HistogramVec // step
+	// Two-phase cutovers: the groups' block window (quiesce to release)
+	// and how their drains ended (end, timeout, skipped).
+	groupBlockWindow prometheus.Histogram
+	groupDrains      *prometheus.CounterVec
 }
 
 func newMetrics(reg prometheus.Registerer) (*metrics, error) {
@@ -29,7 +33,13 @@ func newMetrics(reg prometheus.Registerer) (*metrics, error) {
 		stepSeconds: prometheus.NewHistogramVec(prometheus.HistogramOpts{Namespace: ns, Subsystem: sub, Name: "step_duration_seconds",
 			Help: "Time spent in each cutover step.", Buckets: prometheus.ExponentialBuckets(0.01, 2, 14)}, []string{"step"}),
 	}
-	for _, c := range []prometheus.Collector{m.sidecars, m.cutovers, m.active, m.blockWindow, m.stepSeconds} {
+	m.groupBlockWindow = prometheus.NewHistogram(prometheus.HistogramOpts{Namespace: ns, Subsystem: sub, Name: "group_block_window_seconds",
+		Help:    "Two-phase cutovers: time the applications with consumer groups had their commits, new transactions and (from their flip) fetches held, quiesce to release.",
+		Buckets: []float64{.05, .1, .25, .5, 1, 2, 5, 10, 30, 60}})
+	m.groupDrains = prometheus.NewCounterVec(prometheus.CounterOpts{Namespace: ns, Subsystem: sub, Name: "group_drains_total",
+		Help: "Two-phase cutovers: how the groups' drain ended: end (they committed the source's end), timeout (quiesced where they were), skipped (policy.group_drain_timeout 0)."},
+		[]string{"outcome"})
+	for _, c := range []prometheus.Collector{m.sidecars, m.cutovers, m.active, m.blockWindow, m.stepSeconds, m.groupBlockWindow, m.groupDrains} {
 		if err := reg.Register(c); err != nil {
 			return nil, err
 		}

@@ -173,6 +173,9 @@ type Registry struct {
 	sidecars map[string]*sidecar
 	gen      uint64
 	changed  chan struct{} // closed and replaced on every change
+	// usageFor stands in for what the named sidecars report as their
+	// usage (tests: export_test.go).
+	usageFor map[string]*switchyardv1.Usage
 }
 
 // NewRegistry loads the registry's persisted rules from store.
@@ -809,6 +812,9 @@ func (r *Registry) Usage(sel *switchyardv1.SidecarSelector) (selected, others []
 			continue
 		}
 		u := sidecarUsage{Key: k, App: sc.id.GetApp(), Usage: sc.status.GetUsage()}
+		if o, ok := r.usageFor[k]; ok {
+			u.Usage = o
+		}
 		if ru.matches(sc.id) {
 			selected = append(selected, u)
 		} else {

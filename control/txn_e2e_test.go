@@ -86,19 +86,7 @@ func (b *txnBed) cutover(t *testing.T, ctx context.Context, policy *switchyardv1
 	if err != nil {
 		t.Fatal(err)
 	}
-	watch, err := b.api.WatchCutover(ctx, &switchyardv1.WatchCutoverRequest{Id: resp.GetCutover().GetId()})
-	if err != nil {
-		t.Fatal(err)
-	}
-	var final *switchyardv1.Cutover
-	for {
-		m, err := watch.Recv()
-		if err != nil {
-			break
-		}
-		final = m.GetCutover()
-	}
-	return final
+	return followCutover(t, ctx, b.api, resp.GetCutover().GetId())
 }
 
 // txnLoop runs transactions through one transactional client (never

@@ -170,6 +170,8 @@ func (c *ctl) parseCutoverStart(args []string) (*switchyardv1.CutoverSpec, bool,
 	drain := fs.Duration("drain-timeout", 0, "`time` the drain may take before the cutover rolls back (default 30s)")
 	hold := fs.Duration("hold-budget", 0, "`time` a HOLD gate may park a request (default 10s)")
 	ack := fs.Duration("ack-timeout", 0, "`time` each step waits for every sidecar to acknowledge (default 10s)")
+	groupDrain := fs.Duration("group-drain-timeout", 0, "two-phase cutovers: `time` the groups may take to consume what the producers left on the source, nothing gated; 0 quiesces them where they are (default 10s)")
+	quiesce := fs.Duration("quiesce-timeout", 0, "two-phase cutovers: `time` the group applications may take to reach final offsets before they return to the source (default 15s)")
 	maxLag := fs.Int64("max-lag", 0, "preflight: the most `records` the mirror may lag for the cutover to begin (default 10000)")
 	watch := fs.Bool("watch", false, "follow the cutover until it ends, like 'cutover watch'")
 	pos, err := c.parseArgs(fs, args)
@@ -212,6 +214,7 @@ func (c *ctl) parseCutoverStart(args []string) (*switchyardv1.CutoverSpec, bool,
 		{"drain-timeout", *drain, &policy.DrainTimeout},
 		{"hold-budget", *hold, &policy.HoldBudget},
 		{"ack-timeout", *ack, &policy.AckTimeout},
+		{"quiesce-timeout", *quiesce, &policy.QuiesceTimeout},
 	} {
 		if !set[d.name] {
 			continue
@@ -220,6 +223,12 @@ func (c *ctl) parseCutoverStart(args []string) (*switchyardv1.CutoverSpec, bool,
 			return nil, false, usageError{fmt.Errorf("--%s %s: must be positive", d.name, d.v)}
 		}
 		*d.dst = durationpb.New(d.v)
+	}
+	if set["group-drain-timeout"] {
+		if *groupDrain < 0 {
+			return nil, false, usageError{fmt.Errorf("--group-drain-timeout %s: must not be negative", *groupDrain)}
+		}
+		policy.GroupDrainTimeout = durationpb.New(*groupDrain)
 	}
 	if set["max-lag"] {
 		// The API cannot tell 0 from unset: 0 would silently mean the

@@ -10,6 +10,7 @@ import (
 	"google.golang.org/protobuf/types/known/timestamppb"
 
 	switchyardv1 "github.com/switchyard/switchyard/api/switchyard/v1"
+	"github.com/switchyard/switchyard/control"
 )
 
 // How a cutover is shown: renderFrame draws the whole state (the live
@@ -27,6 +28,32 @@ var happyPath = []switchyardv1.CutoverStep{
 	switchyardv1.CutoverStep_CUTOVER_STEP_RELEASE,
 	switchyardv1.CutoverStep_CUTOVER_STEP_VERIFY,
 	switchyardv1.CutoverStep_CUTOVER_STEP_DONE,
+}
+
+// twoPhasePath is the happy path of a cutover that moves its producers
+// first and its applications with consumer groups after them
+// (control.TwoPhase).
+var twoPhasePath = []switchyardv1.CutoverStep{
+	switchyardv1.CutoverStep_CUTOVER_STEP_PREFLIGHT,
+	switchyardv1.CutoverStep_CUTOVER_STEP_GATE,
+	switchyardv1.CutoverStep_CUTOVER_STEP_DRAIN,
+	switchyardv1.CutoverStep_CUTOVER_STEP_FLIP,
+	switchyardv1.CutoverStep_CUTOVER_STEP_RELEASE,
+	switchyardv1.CutoverStep_CUTOVER_STEP_GROUP_DRAIN,
+	switchyardv1.CutoverStep_CUTOVER_STEP_QUIESCE,
+	switchyardv1.CutoverStep_CUTOVER_STEP_SYNC_GROUPS,
+	switchyardv1.CutoverStep_CUTOVER_STEP_GROUP_FLIP,
+	switchyardv1.CutoverStep_CUTOVER_STEP_GROUP_RELEASE,
+	switchyardv1.CutoverStep_CUTOVER_STEP_VERIFY,
+	switchyardv1.CutoverStep_CUTOVER_STEP_DONE,
+}
+
+// pathOf is the happy path of c.
+func pathOf(c *switchyardv1.Cutover) []switchyardv1.CutoverStep {
+	if control.TwoPhase(c) {
+		return twoPhasePath
+	}
+	return happyPath
 }
 
 // ended reports whether s is a final step: DONE, ROLLED_BACK or FAILED.
@@ -103,8 +130,9 @@ func renderFrame(c *switchyardv1.Cutover, now time.Time, o frameOptions) string 
 		fmt.Fprintf(tw, "  %s %s\t\t\n", mark, stepName(step))
 		seen[step] = true
 	}
-	if cur := pathIndex(step); cur >= 0 && !ended(step) {
-		for _, s := range happyPath[cur+1:] {
+	path := pathOf(c)
+	if cur := pathIndex(path, step); cur >= 0 && !ended(step) {
+		for _, s := range path[cur+1:] {
 			if !seen[s] {
 				fmt.Fprintf(tw, "  · %s\t\t\n", stepName(s))
 			}
@@ -126,6 +154,13 @@ func renderFrame(c *switchyardv1.Cutover, now time.Time, o frameOptions) string 
 			fmtTime(c.GetGatedAt(), clockLayout), fmtTime(c.GetReleasedAt(), clockLayout))
 	case c.GetGatedAt() != nil && !ended(step):
 		fmt.Fprintf(tw, "  gated for\t%s (since %s)\n", fmtDur(now.Sub(c.GetGatedAt().AsTime())), fmtTime(c.GetGatedAt(), clockLayout))
+	}
+	switch {
+	case c.GetGroupsReleasedAt() != nil:
+		fmt.Fprintf(tw, "  group block window\t%s (quiesced %s, released %s)\n", fmtDur(c.GetGroupBlockWindow().AsDuration()),
+			fmtTime(c.GetGroupsQuiescedAt(), clockLayout), fmtTime(c.GetGroupsReleasedAt(), clockLayout))
+	case c.GetGroupsQuiescedAt() != nil && !ended(step):
+		fmt.Fprintf(tw, "  groups quiesced for\t%s (since %s)\n", fmtDur(now.Sub(c.GetGroupsQuiescedAt().AsTime())), fmtTime(c.GetGroupsQuiescedAt(), clockLayout))
 	}
 	if offs := c.GetGroupOffsets(); len(offs) > 0 {
 		fmt.Fprintf(tw, "  group offsets\t%s\n", outcomeSummary(offs))
@@ -318,6 +353,9 @@ func changeLines(prev, cur *switchyardv1.Cutover) []string {
 	if cur.GetReleasedAt() != nil && prev.GetReleasedAt() == nil {
 		add(cur.GetReleasedAt(), "gates released: block window %s", blockWindowString(cur))
 	}
+	if cur.GetGroupsReleasedAt() != nil && prev.GetGroupsReleasedAt() == nil {
+		add(cur.GetGroupsReleasedAt(), "groups released: block window %s", fmtDur(cur.GetGroupBlockWindow().AsDuration()))
+	}
 	if e := cur.GetError(); e != "" && e != prev.GetError() {
 		add(at, "%s error: %s", step, oneLine(e))
 	}
@@ -386,9 +424,9 @@ func ackKeyOf(c *switchyardv1.Cutover) ackKey {
 	return k
 }
 
-// pathIndex is s's position on the happy path, -1 when it is off it.
-func pathIndex(s switchyardv1.CutoverStep) int {
-	for i, p := range happyPath {
+// pathIndex is s's position on path, -1 when it is off it.
+func pathIndex(path []switchyardv1.CutoverStep, s switchyardv1.CutoverStep) int {
+	for i, p := range path {
 		if p == s {
 			return i
 		}

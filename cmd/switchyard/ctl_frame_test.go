@@ -10,6 +10,8 @@ import (
 
 	"google.golang.org/grpc/codes"
 	"google.golang.org/protobuf/proto"
+	"google.golang.org/protobuf/types/known/durationpb"
+	"google.golang.org/protobuf/types/known/timestamppb"
 
 	switchyardv1 "github.com/switchyard/switchyard/api/switchyard/v1"
 )
@@ -372,5 +374,41 @@ func TestCodeName(t *testing.T) {
 		if got := codeName(codes.Code(code)); got != want {
 			t.Errorf("codeName(%d) = %q, want %q", code, got, want)
 		}
+	}
+}
+
+// TestRenderFrameTwoPhase: a cutover whose coverage has producers and
+// group applications shows the steps of both phases to come, and the
+// groups' quiesce.
+func TestRenderFrameTwoPhase(t *testing.T) {
+	ts := func(d time.Duration) *timestamppb.Timestamp { return timestamppb.New(t0.Add(d)) }
+	c := &switchyardv1.Cutover{Id: "c-7", Step: switchyardv1.CutoverStep_CUTOVER_STEP_QUIESCE, Created: ts(0),
+		Spec: &switchyardv1.CutoverSpec{Selector: &switchyardv1.SidecarSelector{Apps: []string{"orders", "billing"}}, Source: "s", Target: "t",
+			Policy: &switchyardv1.CutoverPolicy{GateMode: "HOLD"}},
+		Coverage: &switchyardv1.CutoverCoverage{Units: []*switchyardv1.CutoverUnit{
+			{Id: "u1", Apps: []string{"orders"}, Phase: 1, Role: "producer"}, {Id: "u2", Apps: []string{"billing"}, Phase: 2, Role: "consumer"}}},
+		GatedAt: ts(100 * time.Millisecond), ReleasedAt: ts(400 * time.Millisecond), GroupsQuiescedAt: ts(time.Second),
+		BlockWindow: durationpb.New(300 * time.Millisecond)}
+	for i, s := range []switchyardv1.CutoverStep{stPreflight, switchyardv1.CutoverStep_CUTOVER_STEP_GATE, switchyardv1.CutoverStep_CUTOVER_STEP_DRAIN,
+		switchyardv1.CutoverStep_CUTOVER_STEP_FLIP, switchyardv1.CutoverStep_CUTOVER_STEP_RELEASE,
+		switchyardv1.CutoverStep_CUTOVER_STEP_GROUP_DRAIN, switchyardv1.CutoverStep_CUTOVER_STEP_QUIESCE} {
+		r := &switchyardv1.StepRecord{Step: s, Started: ts(time.Duration(i) * 100 * time.Millisecond)}
+		if s != switchyardv1.CutoverStep_CUTOVER_STEP_QUIESCE {
+			r.Finished = ts(time.Duration(i+1) * 100 * time.Millisecond)
+		}
+		c.History = append(c.History, r)
+	}
+	got := renderFrame(c, t0.Add(1500*time.Millisecond), frameOptions{})
+	for _, want := range []string{
+		"  ✓ RELEASE", "  ✓ GROUP_DRAIN", "  ▶ QUIESCE",
+		"  · SYNC_GROUPS\n  · GROUP_FLIP\n  · GROUP_RELEASE\n  · VERIFY\n  · DONE\n",
+		"block window         300ms", "groups quiesced for  500ms",
+	} {
+		if !strings.Contains(got, want) {
+			t.Errorf("frame lacks %q:\n%s", want, got)
+		}
+	}
+	if strings.Contains(got, "· FLIP") || strings.Contains(got, "· RELEASE") {
+		t.Errorf("frame shows the producers' steps to come again:\n%s", got)
 	}
 }

@@ -366,6 +366,16 @@ func TestCtlCutoverStart(t *testing.T) {
 			},
 		},
 		{
+			name: "two-phase timeouts; a zero group drain is kept",
+			args: []string{"cutover", "start", "--app", "a", "--from", "s", "--to", "t", "--group-drain-timeout", "0s", "--quiesce-timeout", "3s"},
+			env:  tokenEnv,
+			want: &switchyardv1.CutoverSpec{
+				Selector: &switchyardv1.SidecarSelector{Apps: []string{"a"}},
+				Source:   "s", Target: "t",
+				Policy: &switchyardv1.CutoverPolicy{GroupDrainTimeout: durationpb.New(0), QuiesceTimeout: durationpb.New(3 * time.Second)},
+			},
+		},
+		{
 			name: "outbox and --mode REJECT agree",
 			args: []string{"cutover", "start", "--app", "a", "--from", "s", "--to", "t", "--outbox", "--mode", "REJECT"},
 			env:  tokenEnv,

@@ -1,0 +1,538 @@
+package control
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"maps"
+	"slices"
+	"strings"
+	"time"
+
+	"go.uber.org/zap"
+	"google.golang.org/protobuf/types/known/durationpb"
+	"google.golang.org/protobuf/types/known/timestamppb"
+
+	switchyardv1 "github.com/switchyard/switchyard/api/switchyard/v1"
+)
+
+// Two-phase cutovers. When a cutover's coverage has units of both phases,
+// the producers (phase 1) go through GATE, DRAIN, FLIP and RELEASE alone
+// — their drain waits for no consumer group — and the applications with
+// groups (phase 2) follow: GROUP_DRAIN, QUIESCE, SYNC_GROUPS, GROUP_FLIP,
+// GROUP_RELEASE. Each phase has its own registry rule, "<id>/p1" and
+// "<id>/p2", over the phase's applications and the selector's labels;
+// units are whole applications, so the two rules select disjoint
+// sidecars. docs/DESIGN.md, "Moving producers and groups separately",
+// argues the order.
+
+// Kafka API keys the quiesce gate and its finality check name.
+const (
+	offsetCommitKey    = 8
+	txnOffsetCommitKey = 28
+)
+
+// pass is what one pass of a cutover moves: the sidecars one of its rules
+// puts into a state.
+type pass struct {
+	// phase: 0 for the whole selection (a one-phase cutover), 1 for the
+	// producers, 2 for the applications with groups.
+	phase int32
+	rule  string
+	sel   *switchyardv1.SidecarSelector
+	keys  []string // the selected sidecars the rule covers
+}
+
+// ruleIDs are the ids of every rule a cutover may own: its one-phase rule
+// and the rules of its two phases.
+func ruleIDs(id string) []string { return []string{id, id + "/p1", id + "/p2"} }
+
+// TwoPhase reports whether a cutover moves its producers and its
+// applications with consumer groups in two phases: its coverage has units
+// of both. Otherwise it moves everything in one pass.
+func TwoPhase(c *switchyardv1.Cutover) bool {
+	cov := c.GetCoverage()
+	return len(phaseUnits(cov, 1)) > 0 && len(phaseUnits(cov, 2)) > 0
+}
+
+// groupsMayRollBack reports whether c is in a step of its second phase
+// from which a failure, an abort or a restart returns the groups'
+// applications to the source: before their flip.
+func groupsMayRollBack(c *switchyardv1.Cutover) bool {
+	switch c.GetStep() {
+	case switchyardv1.CutoverStep_CUTOVER_STEP_GROUP_DRAIN, switchyardv1.CutoverStep_CUTOVER_STEP_QUIESCE:
+		return true
+	case switchyardv1.CutoverStep_CUTOVER_STEP_SYNC_GROUPS:
+		return TwoPhase(c)
+	}
+	return false
+}
+
+// coverage returns the cutover's coverage as last published.
+func (ct *Controller) coverage(run *cutoverRun) *switchyardv1.CutoverCoverage {
+	ct.mu.Lock()
+	defer ct.mu.Unlock()
+	return run.c.GetCoverage()
+}
+
+// passOf returns a pass of the cutover: phase 0 is the whole selection
+// under the cutover's own rule; 1 and 2 are its phases. Selected
+// applications no unit names (no sidecar of theirs was connected) belong
+// to phase 1: the rule covers them should one connect.
+func (ct *Controller) passOf(run *cutoverRun, phase int32) pass {
+	ct.mu.Lock()
+	c := run.c
+	ct.mu.Unlock()
+	spec := c.GetSpec()
+	if phase == 0 {
+		return pass{rule: run.id, sel: spec.GetSelector(), keys: run.keys}
+	}
+	late := map[string]bool{}
+	for _, u := range phaseUnits(c.GetCoverage(), 2) {
+		for _, a := range u.GetApps() {
+			late[a] = true
+		}
+	}
+	p := pass{phase: phase, rule: fmt.Sprintf("%s/p%d", run.id, phase),
+		sel: &switchyardv1.SidecarSelector{Labels: maps.Clone(spec.GetSelector().GetLabels())}}
+	for _, a := range spec.GetSelector().GetApps() {
+		if late[a] == (phase == 2) {
+			p.sel.Apps = append(p.sel.Apps, a)
+		}
+	}
+	for _, k := range run.keys {
+		if app, _, _ := cutKey(k); late[app] == (phase == 2) {
+			p.keys = append(p.keys, k)
+		}
+	}
+	return p
+}
+
+// twoPhase reports whether the cutover runs in two phases (TwoPhase).
+func (ct *Controller) twoPhase(run *cutoverRun) bool {
+	ct.mu.Lock()
+	defer ct.mu.Unlock()
+	return TwoPhase(run.c)
+}
+
+// firstPass is what GATE, DRAIN, FLIP and RELEASE move: the producers of
+// a two-phase cutover, else everything.
+func (ct *Controller) firstPass(run *cutoverRun) pass {
+	if ct.twoPhase(run) {
+		return ct.passOf(run, 1)
+	}
+	return ct.passOf(run, 0)
+}
+
+// passes are every pass whose rule a rollback may have to undo.
+func (ct *Controller) passes(run *cutoverRun) []pass {
+	return []pass{ct.passOf(run, 0), ct.passOf(run, 1), ct.passOf(run, 2)}
+}
+
+// phaseTopics returns the topics whose writers a phase moves, which the
+// mirror must have copied completely before they flip: what its units
+// write; for phase 1 also the spec's topics no phase-2 unit writes.
+func phaseTopics(cov *switchyardv1.CutoverCoverage, spec *switchyardv1.CutoverSpec, phase int32) []string {
+	late := map[string]bool{}
+	for _, u := range phaseUnits(cov, 2) {
+		for _, t := range u.GetWrites() {
+			late[t] = true
+		}
+	}
+	if phase == 2 {
+		return sortedNames(late)
+	}
+	set := map[string]bool{}
+	for _, u := range phaseUnits(cov, 1) {
+		for _, t := range u.GetWrites() {
+			set[t] = true
+		}
+	}
+	for _, t := range spec.GetTopics() {
+		if !late[t] {
+			set[t] = true
+		}
+	}
+	return sortedNames(set)
+}
+
+// phaseReads returns the topics the units of a phase read.
+func phaseReads(cov *switchyardv1.CutoverCoverage, phase int32) []string {
+	set := map[string]bool{}
+	for _, u := range phaseUnits(cov, phase) {
+		for _, t := range u.GetReads() {
+			set[t] = true
+		}
+	}
+	return sortedNames(set)
+}
+
+// callContext returns a context for cluster calls of a step: it ends at
+// deadline, when the cutover is aborted, or when the controller stops.
+func (ct *Controller) callContext(run *cutoverRun, deadline time.Time) (context.Context, context.CancelFunc) {
+	ctx, cancel := context.WithDeadline(ct.ctx, deadline)
+	go func() {
+		select {
+		case <-run.abort:
+			cancel()
+		case <-ctx.Done():
+		}
+	}()
+	return ctx, cancel
+}
+
+// waitCaughtUp waits until the mirror has copied everything the source
+// holds of topics (none: nothing to wait for), until deadline or an
+// abort; it returns what was still behind.
+func (ct *Controller) waitCaughtUp(run *cutoverRun, m *MirrorRef, topics []string, deadline time.Time) (string, error) {
+	if len(topics) == 0 {
+		return "", nil
+	}
+	callCtx, stop := ct.callContext(run, deadline)
+	defer stop()
+	var behind string
+	err := ct.poll(run, time.Until(deadline), true, false, func() (bool, error) {
+		ctx, cancel := context.WithTimeout(callCtx, 10*time.Second)
+		defer cancel()
+		ok, b, err := m.Mirror.CaughtUp(ctx, topics...)
+		if err != nil {
+			// A cluster that does not answer for a moment is "not yet";
+			// the deadline decides.
+			behind = fmt.Sprintf("(%v)", err)
+			return false, nil
+		}
+		behind = b
+		lag, _ := mirrorLag(m.Mirror.Status(), topics)
+		ct.update(run, func(c *switchyardv1.Cutover) { c.MirrorLag = lag })
+		return ok, nil
+	})
+	if err == nil {
+		ct.update(run, func(c *switchyardv1.Cutover) { c.MirrorLag = 0 })
+	}
+	return behind, err
+}
+
+// groupDrain lets the consumer groups of the second phase consume their
+// input to the end, nothing gated: the producers of what they read moved
+// in the first phase, so the source's end stands still, and a group that
+// committed it crosses without reading anything twice. It is bounded by
+// policy.group_drain_timeout and never fails: a group still behind then
+// is quiesced where it is (what it consumed and did not commit is read
+// again on the target).
+func (ct *Controller) groupDrain(run *cutoverRun) (switchyardv1.CutoverStep, string, error) {
+	spec := ct.spec(run)
+	next := switchyardv1.CutoverStep_CUTOVER_STEP_QUIESCE
+	groups := ct.groupsOf(run)
+	limit := spec.GetPolicy().GetGroupDrainTimeout().AsDuration()
+	switch {
+	case len(groups) == 0:
+		return next, "no consumer groups", nil
+	case limit <= 0:
+		ct.countGroupDrain("skipped")
+		return next, "policy.group_drain_timeout is 0: the groups are quiesced where they are", nil
+	}
+	m := ct.mirrorOf(run)
+	reads := phaseReads(ct.coverage(run), 2)
+	behind, err := ct.waitGroupsDrained(run, m, groups, reads, time.Now().Add(limit))
+	switch {
+	case errors.Is(err, context.DeadlineExceeded):
+		ct.countGroupDrain("timeout")
+		return next, fmt.Sprintf("groups %v not at the source's end within policy.group_drain_timeout %v (%s): quiesced where they are; "+
+			"what they consumed and did not commit is read again on the target", groups, limit, behind), nil
+	case err != nil:
+		return 0, "", err
+	}
+	ct.countGroupDrain("end")
+	return next, fmt.Sprintf("groups %v committed the source's end", groups), nil
+}
+
+// waitGroupsDrained waits until the groups have committed the source's
+// end of topics (Mirror.GroupsDrained), until deadline or an abort; it
+// returns the last reason they had not.
+func (ct *Controller) waitGroupsDrained(run *cutoverRun, m *MirrorRef, groups, topics []string, deadline time.Time) (string, error) {
+	callCtx, stop := ct.callContext(run, deadline)
+	defer stop()
+	var behind string
+	err := ct.poll(run, time.Until(deadline), true, false, func() (bool, error) {
+		ctx, cancel := context.WithTimeout(callCtx, 10*time.Second)
+		defer cancel()
+		ok, b, err := m.Mirror.GroupsDrained(ctx, groups, topics...)
+		if err != nil {
+			// A check the deadline cut short says nothing of the groups:
+			// keep the last reason that did.
+			if behind == "" || ctx.Err() == nil {
+				behind = fmt.Sprintf("(%v)", err)
+			}
+			return false, nil
+		}
+		behind = b
+		return ok, nil
+	})
+	return behind, err
+}
+
+// countGroupDrain counts how a groups' drain ended.
+func (ct *Controller) countGroupDrain(outcome string) {
+	ct.mu.Lock()
+	m := ct.m
+	ct.mu.Unlock()
+	if m != nil {
+		m.groupDrains.WithLabelValues(outcome).Inc()
+	}
+}
+
+// quiesceGate is the gate that makes a group application's committed
+// offsets final: Produce (and so the start of a transaction) and
+// OffsetCommit held, in the policy's mode; Fetch refused, except while a
+// transaction is open through the sidecar (it may need more input to
+// reach its end). Requests of an open transaction pass every gate, so
+// open transactions end; heartbeats and rebalances pass, so the group
+// stays healthy on the source.
+func (ct *Controller) quiesceGate(spec *switchyardv1.CutoverSpec) *gateSpec {
+	g := ct.gateOf(spec)
+	g.APIKeys = append(g.APIKeys, offsetCommitKey)
+	if g.Mode == "HOLD" {
+		g.RejectKeys = []int32{fetchKey}
+	} else {
+		g.APIKeys = append(g.APIKeys, fetchKey)
+	}
+	g.FetchWaitsForTransactions = true
+	return g
+}
+
+// quiesce gates the second phase's sidecars (quiesceGate) and waits until
+// every one of them reports, with the gate applied, no Produce (no open
+// transaction), no OffsetCommit and no TxnOffsetCommit in flight: nothing
+// can change the groups' committed offsets on the source any more — they
+// are final, wherever they are. Bounded by policy.quiesce_timeout.
+func (ct *Controller) quiesce(run *cutoverRun) (switchyardv1.CutoverStep, string, error) {
+	spec := ct.spec(run)
+	sc := ct.passOf(run, 2)
+	ct.update(run, func(c *switchyardv1.Cutover) { c.GroupsQuiescedAt = timestamppb.Now() })
+	v, err := ct.reg.SetRule(sc.rule, sc.sel, spec.GetSource(), ct.quiesceGate(spec))
+	if err != nil {
+		return 0, "", err
+	}
+	detail, err := ct.waitAcks(run, sc.keys, v, spec.GetPolicy().GetAckTimeout().AsDuration(), true)
+	if err != nil {
+		return 0, "", fmt.Errorf("quiesce: %w", err)
+	}
+	limit := spec.GetPolicy().GetQuiesceTimeout().AsDuration()
+	var busy []string
+	err = ct.waitFor(run, limit, true, func() (bool, error) {
+		busy = busy[:0]
+		for _, k := range sc.keys {
+			st, applied, connected := ct.reg.StatusApplied(k)
+			switch {
+			case !connected:
+				busy = append(busy, k+" (disconnected)")
+			case st == nil || applied < v:
+				busy = append(busy, k+" (no report since the quiesce gate)")
+			case !final(st):
+				busy = append(busy, k+" ("+quiesceBusy(st)+")")
+			}
+		}
+		return len(busy) == 0, nil
+	})
+	if errors.Is(err, context.DeadlineExceeded) {
+		return 0, "", fmt.Errorf("offsets not final within policy.quiesce_timeout %v on %s", limit, strings.Join(busy, ", "))
+	}
+	if err != nil {
+		return 0, "", err
+	}
+	return switchyardv1.CutoverStep_CUTOVER_STEP_SYNC_GROUPS, detail + "; offsets final: no commit in flight, no transaction open", nil
+}
+
+// final reports whether a sidecar's status shows nothing in flight that
+// could still change a group's committed offsets.
+func final(st *switchyardv1.ProxyStatus) bool {
+	in := st.GetInFlightByApi()
+	return in[produceKey] == 0 && in[offsetCommitKey] == 0 && in[txnOffsetCommitKey] == 0
+}
+
+// quiesceBusy says what keeps a sidecar's offsets from being final.
+func quiesceBusy(st *switchyardv1.ProxyStatus) string {
+	in := st.GetInFlightByApi()
+	parts := []string{}
+	if s := drainBusy(st); s != "" {
+		parts = append(parts, s)
+	}
+	if n := in[offsetCommitKey]; n > 0 {
+		parts = append(parts, fmt.Sprintf("%d offset %s in flight", n, plural(n, "commit", "commits")))
+	}
+	if n := in[txnOffsetCommitKey]; n > 0 {
+		parts = append(parts, fmt.Sprintf("%d transactional offset %s in flight", n, plural(n, "commit", "commits")))
+	}
+	return strings.Join(parts, ", ")
+}
+
+// groupFlip switches the second phase's sidecars to the target, Produce
+// held and Fetch refused (flipGate): offsets are final and synced. From
+// here on the groups go forward only.
+func (ct *Controller) groupFlip(run *cutoverRun) (switchyardv1.CutoverStep, string, error) {
+	spec := ct.spec(run)
+	sc := ct.passOf(run, 2)
+	v, err := ct.reg.SetRule(sc.rule, sc.sel, spec.GetTarget(), ct.flipGate(spec, ct.groupsOf(run)))
+	if err != nil {
+		return 0, "", err
+	}
+	detail, err := ct.waitAcks(run, sc.keys, v, 3*spec.GetPolicy().GetAckTimeout().AsDuration(), false)
+	if err != nil {
+		return 0, "", fmt.Errorf("group flip: %w (they switch when they reconnect)", err)
+	}
+	return switchyardv1.CutoverStep_CUTOVER_STEP_GROUP_RELEASE, detail, nil
+}
+
+// groupRelease lifts the second phase's gates on the target: Produce and
+// commits at once, Fetch once the groups have rejoined there.
+func (ct *Controller) groupRelease(run *cutoverRun) (switchyardv1.CutoverStep, string, error) {
+	sc := ct.passOf(run, 2)
+	detail, err := ct.releaseOnTarget(run, sc, ct.groupsOf(run), nil)
+	now := time.Now()
+	ct.update(run, func(c *switchyardv1.Cutover) {
+		c.GroupsReleasedAt = timestamppb.New(now)
+		if c.GroupsQuiescedAt != nil {
+			c.GroupBlockWindow = durationpb.New(now.Sub(c.GroupsQuiescedAt.AsTime()))
+		}
+	})
+	if err != nil {
+		return 0, "", err
+	}
+	return switchyardv1.CutoverStep_CUTOVER_STEP_VERIFY, detail, nil
+}
+
+// groupsRollback returns the second phase's sidecars to the source with
+// no gate (they never left it) and fails the cutover, naming the
+// applications left there: the producers stay on the target.
+func (ct *Controller) groupsRollback(run *cutoverRun) (switchyardv1.CutoverStep, string, error) {
+	spec := ct.spec(run)
+	sc := ct.passOf(run, 2)
+	detail := "nothing to undo: no group application was quiesced"
+	if ct.reg.HasRule(sc.rule) {
+		v, err := ct.reg.SetRule(sc.rule, sc.sel, spec.GetSource(), nil)
+		if err != nil {
+			return 0, "", err
+		}
+		if detail, err = ct.waitAcks(run, sc.keys, v, spec.GetPolicy().GetAckTimeout().AsDuration(), false); err != nil {
+			detail += "; the others apply the rollback when they reconnect"
+		}
+	}
+	hint := ct.rerunHint(run, sc)
+	ct.update(run, func(c *switchyardv1.Cutover) {
+		if !strings.Contains(c.GetError(), hint) {
+			c.Error = strings.TrimPrefix(c.GetError()+"; "+hint, "; ")
+		}
+	})
+	return switchyardv1.CutoverStep_CUTOVER_STEP_FAILED, detail, nil
+}
+
+// rerunHint tells the operator how to move the applications a two-phase
+// cutover left on the source.
+func (ct *Controller) rerunHint(run *cutoverRun, sc pass) string {
+	spec := ct.spec(run)
+	cmd := fmt.Sprintf("switchyard ctl cutover start --app %s", strings.Join(sc.sel.GetApps(), ","))
+	for _, k := range slices.Sorted(maps.Keys(sc.sel.GetLabels())) {
+		cmd += fmt.Sprintf(" --label %s=%s", k, sc.sel.GetLabels()[k])
+	}
+	cmd += fmt.Sprintf(" --from %s --to %s", spec.GetSource(), spec.GetTarget())
+	return fmt.Sprintf("the producers run on %s; %v remain on %s, ungated: re-run `%s` to move them",
+		spec.GetTarget(), sc.sel.GetApps(), spec.GetSource(), cmd)
+}
+
+// releaseOnTarget lifts a pass's gates on the target: Produce (and
+// commits) at once; with groups, Fetch once they have rejoined there —
+// a consumer that fetched with the position it had on the source would
+// read the wrong records. released, if not nil, is called when the
+// sidecars have acknowledged (or failed to acknowledge) the first release.
+func (ct *Controller) releaseOnTarget(run *cutoverRun, sc pass, groups []string, released func(time.Time)) (string, error) {
+	spec := ct.spec(run)
+	var consumers *gateSpec
+	if len(groups) > 0 {
+		consumers = &gateSpec{APIKeys: []int32{fetchKey}, Mode: "REJECT"}
+	}
+	v, err := ct.reg.SetRule(sc.rule, sc.sel, spec.GetTarget(), consumers)
+	if err != nil {
+		return "", err
+	}
+	detail, err := ct.waitAcks(run, sc.keys, v, 3*spec.GetPolicy().GetAckTimeout().AsDuration(), false)
+	if released != nil {
+		released(time.Now())
+	}
+	if err != nil {
+		return "", fmt.Errorf("release: %w (they are released when they reconnect)", err)
+	}
+	if consumers == nil {
+		return detail, nil
+	}
+	m := ct.mirrorOf(run)
+	var behind string
+	err = ct.poll(run, 3*spec.GetPolicy().GetDrainTimeout().AsDuration(), false, false, func() (bool, error) {
+		ctx, cancel := context.WithTimeout(ct.ctx, 10*time.Second)
+		defer cancel()
+		ok, b, err := m.Mirror.GroupsJoined(ctx, groups)
+		behind = b
+		return ok, err
+	})
+	if err != nil {
+		// Go on regardless: the consumers must not stay blocked; a group
+		// that rejoins later still reads its committed offsets.
+		ct.log.Warn("consumer groups not rejoined on the target; releasing fetches anyway", zap.String("id", run.id), zap.String("last", behind), zap.Error(err))
+		detail += "; groups not rejoined in time: " + behind
+	}
+	v, err = ct.reg.SetRule(sc.rule, sc.sel, spec.GetTarget(), nil)
+	if err != nil {
+		return "", err
+	}
+	d2, err := ct.waitAcks(run, sc.keys, v, 3*spec.GetPolicy().GetAckTimeout().AsDuration(), false)
+	if err != nil {
+		return "", fmt.Errorf("release consumers: %w (they are released when they reconnect)", err)
+	}
+	return detail + "; groups rejoined on the target, consumers released: " + d2, nil
+}
+
+// mergeAcks returns the acknowledgements of the sidecars keys, in order:
+// from fresh where it has one, else from prev.
+func mergeAcks(keys []string, prev, fresh []*switchyardv1.SidecarAck) []*switchyardv1.SidecarAck {
+	by := map[string]*switchyardv1.SidecarAck{}
+	for _, a := range prev {
+		by[a.GetApp()+"/"+a.GetInstance()] = a
+	}
+	for _, a := range fresh {
+		by[a.GetApp()+"/"+a.GetInstance()] = a
+	}
+	out := make([]*switchyardv1.SidecarAck, 0, len(keys))
+	for _, k := range keys {
+		if a := by[k]; a != nil {
+			out = append(out, a)
+		}
+	}
+	return out
+}
+
+// setOutcomes records where each unit of c ended, as c moves from step
+// from to the final step to.
+func setOutcomes(c *switchyardv1.Cutover, from, to switchyardv1.CutoverStep) {
+	two := TwoPhase(c)
+	for _, u := range c.GetCoverage().GetUnits() {
+		var where string
+		switch to {
+		case switchyardv1.CutoverStep_CUTOVER_STEP_DONE:
+			where = "target"
+		case switchyardv1.CutoverStep_CUTOVER_STEP_ROLLED_BACK:
+			where = "source"
+		case switchyardv1.CutoverStep_CUTOVER_STEP_FAILED:
+			switch {
+			case two && (from == switchyardv1.CutoverStep_CUTOVER_STEP_GROUPS_ROLLING_BACK || from == switchyardv1.CutoverStep_CUTOVER_STEP_RELEASE):
+				// The producers released; the groups never left the source.
+				where = "target"
+				if u.GetPhase() == 2 {
+					where = "source"
+				}
+			case from == switchyardv1.CutoverStep_CUTOVER_STEP_RELEASE, from == switchyardv1.CutoverStep_CUTOVER_STEP_VERIFY,
+				from == switchyardv1.CutoverStep_CUTOVER_STEP_GROUP_FLIP, from == switchyardv1.CutoverStep_CUTOVER_STEP_GROUP_RELEASE:
+				where = "target"
+			}
+		}
+		u.Outcome = where
+	}
+}

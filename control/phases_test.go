@@ -1,0 +1,365 @@
+package control
+
+import (
+	"fmt"
+	"slices"
+	"strings"
+	"testing"
+	"time"
+
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/status"
+	"google.golang.org/protobuf/types/known/durationpb"
+
+	switchyardv1 "github.com/switchyard/switchyard/api/switchyard/v1"
+)
+
+// The two-phase cutover against fake sidecars whose usage (what their
+// clients do) the tests set: "orders" produces to the topic orders, the
+// group application "billing" reads it in group billing.
+
+var perKeyGates = []switchyardv1.SidecarFeature{
+	switchyardv1.SidecarFeature_SIDECAR_FEATURE_GATE_REJECT_KEYS,
+	switchyardv1.SidecarFeature_SIDECAR_FEATURE_GATE_FETCH_WAITS_FOR_TRANSACTIONS,
+}
+
+func producerUsage(topics ...string) *switchyardv1.Usage {
+	u := &switchyardv1.Usage{}
+	for _, t := range topics {
+		u.Topics = append(u.Topics, &switchyardv1.TopicUsage{Topic: t, Produced: true})
+	}
+	return u
+}
+
+func consumerUsage(group string, reads ...string) *switchyardv1.Usage {
+	u := &switchyardv1.Usage{Groups: []*switchyardv1.GroupUsage{{Group: group, Protocol: "classic"}}}
+	for _, t := range reads {
+		u.Topics = append(u.Topics, &switchyardv1.TopicUsage{Topic: t, Fetched: true})
+	}
+	return u
+}
+
+// twoPhase connects a producer sidecar (orders/a) and a group member's
+// sidecar (billing/x) reporting their usage.
+func twoPhase(t *testing.T, p *plane) (prod, cons *fakeSidecar) {
+	t.Helper()
+	prod = connectSidecarWith(t, p, "orders", "a", "source", perKeyGates)
+	cons = connectSidecarWith(t, p, "billing", "x", "source", perKeyGates)
+	for _, s := range []*fakeSidecar{prod, cons} {
+		s.mu.Lock()
+		s.usage = producerUsage("orders")
+		if s == cons {
+			s.usage = consumerUsage("billing", "orders")
+		}
+		s.mu.Unlock()
+	}
+	// Created once both report their usage.
+	deadline := time.Now().Add(10 * time.Second)
+	for {
+		sel, _ := p.reg.Usage(&switchyardv1.SidecarSelector{Apps: []string{"orders", "billing"}})
+		if len(sel) == 2 && sel[0].Usage != nil && sel[1].Usage != nil {
+			return prod, cons
+		}
+		if time.Now().After(deadline) {
+			t.Fatal("the sidecars' usage did not reach the registry")
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+}
+
+func twoPhaseSpec() *switchyardv1.CutoverSpec {
+	return &switchyardv1.CutoverSpec{
+		Selector: &switchyardv1.SidecarSelector{Apps: []string{"orders", "billing"}},
+		Source:   "source", Target: "target",
+		Policy: &switchyardv1.CutoverPolicy{AckTimeout: durationpb.New(2 * time.Second), DrainTimeout: durationpb.New(2 * time.Second),
+			GroupDrainTimeout: durationpb.New(300 * time.Millisecond), QuiesceTimeout: durationpb.New(time.Minute)},
+	}
+}
+
+// received renders what a sidecar was told, in order: cluster/held or
+// refused keys (mode)/refused keys.
+func received(s *fakeSidecar) string {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	var seq []string
+	for _, d := range s.received {
+		g := d.GetGate()
+		r := fmt.Sprintf("%s/%v", d.GetActiveCluster(), g.GetApiKeys())
+		if g != nil {
+			r += g.GetMode() + fmt.Sprint(g.GetRejectApiKeys())
+		}
+		seq = append(seq, r)
+	}
+	return strings.Join(seq, " ")
+}
+
+// waitState waits until a fake sidecar runs on cluster with gate nil.
+func waitUngated(t *testing.T, s *fakeSidecar, cluster string) {
+	t.Helper()
+	deadline := time.Now().Add(10 * time.Second)
+	for {
+		active, gate := s.state()
+		if active == cluster && gate == nil {
+			return
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("sidecar %s/%s on %s gate %v, want %s ungated", s.app, s.instance, active, gate, cluster)
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+}
+
+func outcomes(c *switchyardv1.Cutover) string {
+	var out []string
+	for _, u := range c.GetCoverage().GetUnits() {
+		out = append(out, fmt.Sprintf("%v:%d:%s", u.GetApps(), u.GetPhase(), u.GetOutcome()))
+	}
+	return strings.Join(out, " ")
+}
+
+// TestTwoPhaseProducersDoNotWaitForGroups: the group never commits the
+// source's end (a one-phase cutover would roll back at its drain). The
+// producers are gated, drained, flipped and released without waiting for
+// it; then the group application is drained (in vain, bounded), quiesced,
+// its offsets synced, flipped and released.
+func TestTwoPhaseProducersDoNotWaitForGroups(t *testing.T) {
+	fm := &fakeMirror{ready: true, caughtUp: true, groupBehind: "group billing at 5 of 10 on orders/0"}
+	p := startPlane(t, "", fm)
+	prod, cons := twoPhase(t, p)
+	resp, err := p.client.CreateCutover(p.authed(), &switchyardv1.CreateCutoverRequest{Spec: twoPhaseSpec()})
+	if err != nil {
+		t.Fatal(err)
+	}
+	c := p.waitCutover(resp.GetCutover().GetId(), switchyardv1.CutoverStep_CUTOVER_STEP_DONE)
+	if got, want := steps(c), "preflight gate drain flip release group-drain quiesce sync-groups group-flip group-release verify done"; got != want {
+		t.Errorf("steps %q, want %q", got, want)
+	}
+	if got, want := received(prod), "/[] source/[0]HOLD[] target/[0]HOLD[] target/[]"; got != want {
+		t.Errorf("producer told %s, want %s", got, want)
+	}
+	if got, want := received(cons), "/[] source/[0 8]HOLD[1] target/[0]HOLD[1] target/[1]REJECT[] target/[]"; got != want {
+		t.Errorf("group member told %s, want %s", got, want)
+	}
+	waitUngated(t, prod, "target")
+	waitUngated(t, cons, "target")
+	if c.GetReleasedAt() == nil || c.GetGroupsQuiescedAt() == nil || !c.GetReleasedAt().AsTime().Before(c.GetGroupsQuiescedAt().AsTime()) {
+		t.Errorf("producers released at %v, groups quiesced at %v: want the release first", c.GetReleasedAt(), c.GetGroupsQuiescedAt())
+	}
+	if c.GetGroupBlockWindow() == nil || c.GetGroupBlockWindow().AsDuration() <= 0 || c.GetGroupsReleasedAt() == nil {
+		t.Errorf("group block window %v released %v", c.GetGroupBlockWindow(), c.GetGroupsReleasedAt())
+	}
+	if d := c.GetHistory()[5].GetDetail(); !strings.Contains(d, "not at the source's end") || !strings.Contains(d, "at 5 of 10") {
+		t.Errorf("group drain detail %q: want the timeout and the group's position", d)
+	}
+	if len(c.GetGroupOffsets()) != 1 || fm.synced[0] != "billing" {
+		t.Errorf("group offsets %v, synced %v", c.GetGroupOffsets(), fm.synced)
+	}
+	if got, want := outcomes(c), "[orders]:1:target [billing]:2:target"; got != want {
+		t.Errorf("outcomes %s, want %s", got, want)
+	}
+}
+
+// TestTwoPhaseQuiesceTimeoutRollsGroupsBack: the group application keeps
+// a transaction open (a hung pipeline): its offsets never become final.
+// The producers stay on the target; the application returns to the source
+// ungated and the cutover fails, telling the operator how to move it.
+func TestTwoPhaseQuiesceTimeoutRollsGroupsBack(t *testing.T) {
+	p := startPlane(t, "", nil)
+	prod, cons := twoPhase(t, p)
+	cons.mu.Lock()
+	cons.inFlightBy = map[int32]int64{produceKey: 1, endTxnKey: 1} // an open transaction
+	cons.mu.Unlock()
+	sp := twoPhaseSpec()
+	sp.Policy.QuiesceTimeout = durationpb.New(500 * time.Millisecond)
+	resp, err := p.client.CreateCutover(p.authed(), &switchyardv1.CreateCutoverRequest{Spec: sp})
+	if err != nil {
+		t.Fatal(err)
+	}
+	c := p.waitCutover(resp.GetCutover().GetId(), switchyardv1.CutoverStep_CUTOVER_STEP_FAILED)
+	if got, want := steps(c), "preflight gate drain flip release group-drain quiesce groups-rolling-back failed"; got != want {
+		t.Errorf("steps %q, want %q", got, want)
+	}
+	for _, want := range []string{"offsets not final", "billing/x (1 transaction still open)",
+		"re-run `switchyard ctl cutover start --app billing --from source --to target`"} {
+		if !strings.Contains(c.GetError(), want) {
+			t.Errorf("error %q lacks %q", c.GetError(), want)
+		}
+	}
+	waitUngated(t, prod, "target")
+	waitUngated(t, cons, "source")
+	if got, want := outcomes(c), "[orders]:1:target [billing]:2:source"; got != want {
+		t.Errorf("outcomes %s, want %s", got, want)
+	}
+}
+
+// TestTwoPhaseAbort: an abort while the groups quiesce returns them to
+// the source (the producers stay on the target); from the groups' flip
+// on an abort is refused.
+func TestTwoPhaseAbort(t *testing.T) {
+	t.Run("quiesce", func(t *testing.T) {
+		p := startPlane(t, "", nil)
+		prod, cons := twoPhase(t, p)
+		cons.mu.Lock()
+		cons.inFlightBy = map[int32]int64{offsetCommitKey: 1} // a commit that does not end
+		cons.mu.Unlock()
+		resp, err := p.client.CreateCutover(p.authed(), &switchyardv1.CreateCutoverRequest{Spec: twoPhaseSpec()})
+		if err != nil {
+			t.Fatal(err)
+		}
+		id := resp.GetCutover().GetId()
+		p.waitCutover(id, switchyardv1.CutoverStep_CUTOVER_STEP_QUIESCE)
+		if _, err := p.client.AbortCutover(p.authed(), &switchyardv1.AbortCutoverRequest{Id: id, Reason: "commit stuck"}); err != nil {
+			t.Fatal(err)
+		}
+		c := p.waitCutover(id, switchyardv1.CutoverStep_CUTOVER_STEP_FAILED)
+		if got, want := steps(c), "preflight gate drain flip release group-drain quiesce groups-rolling-back failed"; got != want {
+			t.Errorf("steps %q, want %q", got, want)
+		}
+		if !strings.HasPrefix(c.GetError(), "commit stuck; ") || !strings.Contains(c.GetError(), "--app billing") {
+			t.Errorf("error %q", c.GetError())
+		}
+		waitUngated(t, prod, "target")
+		waitUngated(t, cons, "source")
+	})
+	t.Run("group-flip", func(t *testing.T) {
+		p := startPlane(t, "", nil)
+		prod, cons := twoPhase(t, p)
+		cons.mu.Lock()
+		cons.stallTarget = true
+		cons.mu.Unlock()
+		resp, err := p.client.CreateCutover(p.authed(), &switchyardv1.CreateCutoverRequest{Spec: twoPhaseSpec()})
+		if err != nil {
+			t.Fatal(err)
+		}
+		id := resp.GetCutover().GetId()
+		p.waitCutover(id, switchyardv1.CutoverStep_CUTOVER_STEP_GROUP_FLIP)
+		if _, err := p.client.AbortCutover(p.authed(), &switchyardv1.AbortCutoverRequest{Id: id}); status.Code(err) != codes.FailedPrecondition ||
+			!strings.Contains(err.Error(), "point of no return for its groups") {
+			t.Errorf("abort in group-flip: %v, want FAILED_PRECONDITION", err)
+		}
+		cons.mu.Lock()
+		cons.stallTarget = false
+		cons.mu.Unlock()
+		c := p.waitCutover(id, switchyardv1.CutoverStep_CUTOVER_STEP_DONE)
+		if c.GetAbortRequested() {
+			t.Error("a refused abort was recorded")
+		}
+		waitUngated(t, prod, "target")
+		waitUngated(t, cons, "target")
+	})
+}
+
+// TestTwoPhaseRestart stops the control plane while the cutover waits in
+// a step and starts another on the same store: before the producers'
+// release it rolls everything back; while the groups drain, quiesce or
+// sync it quiesces them again; from their flip on it goes on.
+func TestTwoPhaseRestart(t *testing.T) {
+	for _, tc := range []struct {
+		at    switchyardv1.CutoverStep
+		hold  func(fm *fakeMirror, cons *fakeSidecar) // keeps the cutover in the step
+		let   func(fm *fakeMirror, cons *fakeSidecar) // lets it go on
+		want  switchyardv1.CutoverStep
+		steps string
+		prod  string // where the sidecars end
+		cons  string
+	}{
+		{at: switchyardv1.CutoverStep_CUTOVER_STEP_DRAIN,
+			hold: func(fm *fakeMirror, _ *fakeSidecar) { fm.caughtUp = false },
+			let:  func(fm *fakeMirror, _ *fakeSidecar) { fm.caughtUp = true },
+			want: switchyardv1.CutoverStep_CUTOVER_STEP_ROLLED_BACK, steps: "preflight gate drain rolling-back rolled-back",
+			prod: "source", cons: "source"},
+		{at: switchyardv1.CutoverStep_CUTOVER_STEP_GROUP_DRAIN,
+			hold:  func(fm *fakeMirror, _ *fakeSidecar) { fm.groupBehind = "group billing at 5 of 10" },
+			want:  switchyardv1.CutoverStep_CUTOVER_STEP_DONE,
+			steps: "preflight gate drain flip release group-drain quiesce sync-groups group-flip group-release verify done",
+			prod:  "target", cons: "target"},
+		{at: switchyardv1.CutoverStep_CUTOVER_STEP_QUIESCE,
+			hold:  func(_ *fakeMirror, cons *fakeSidecar) { cons.inFlightBy = map[int32]int64{txnOffsetCommitKey: 1} },
+			let:   func(_ *fakeMirror, cons *fakeSidecar) { cons.inFlightBy = nil },
+			want:  switchyardv1.CutoverStep_CUTOVER_STEP_DONE,
+			steps: "preflight gate drain flip release group-drain quiesce quiesce sync-groups group-flip group-release verify done",
+			prod:  "target", cons: "target"},
+		{at: switchyardv1.CutoverStep_CUTOVER_STEP_GROUP_FLIP,
+			hold:  func(_ *fakeMirror, cons *fakeSidecar) { cons.stallTarget = true },
+			let:   func(_ *fakeMirror, cons *fakeSidecar) { cons.stallTarget = false },
+			want:  switchyardv1.CutoverStep_CUTOVER_STEP_DONE,
+			steps: "preflight gate drain flip release group-drain quiesce sync-groups group-flip group-release verify done",
+			prod:  "target", cons: "target"},
+		{at: switchyardv1.CutoverStep_CUTOVER_STEP_GROUPS_ROLLING_BACK,
+			hold: func(_ *fakeMirror, cons *fakeSidecar) {
+				cons.inFlightBy = map[int32]int64{offsetCommitKey: 1}
+			},
+			want: switchyardv1.CutoverStep_CUTOVER_STEP_FAILED, steps: "preflight gate drain flip release group-drain quiesce groups-rolling-back failed",
+			prod: "target", cons: "source"},
+	} {
+		t.Run(StepName(tc.at), func(t *testing.T) {
+			dir := t.TempDir()
+			fm := &fakeMirror{ready: true, caughtUp: true}
+			p := startPlane(t, dir, fm)
+			prod, cons := twoPhase(t, p)
+			fm.mu.Lock()
+			cons.mu.Lock()
+			tc.hold(fm, cons)
+			cons.mu.Unlock()
+			fm.mu.Unlock()
+			sp := twoPhaseSpec()
+			sp.Policy.GroupDrainTimeout = durationpb.New(time.Minute)
+			sp.Policy.DrainTimeout = durationpb.New(time.Minute)
+			sp.Policy.AckTimeout = durationpb.New(time.Minute)
+			if tc.at == switchyardv1.CutoverStep_CUTOVER_STEP_GROUPS_ROLLING_BACK {
+				sp.Policy.QuiesceTimeout = durationpb.New(300 * time.Millisecond)
+			}
+			resp, err := p.client.CreateCutover(p.authed(), &switchyardv1.CreateCutoverRequest{Spec: sp})
+			if err != nil {
+				t.Fatal(err)
+			}
+			id := resp.GetCutover().GetId()
+			if tc.at == switchyardv1.CutoverStep_CUTOVER_STEP_GROUPS_ROLLING_BACK {
+				// The rollback waits for the member's sidecar, which stalls
+				// once it applied the quiesce gate.
+				p.waitCutover(id, switchyardv1.CutoverStep_CUTOVER_STEP_QUIESCE)
+				deadline := time.Now().Add(10 * time.Second)
+				for {
+					cons.mu.Lock()
+					if g := cons.gate; g != nil && slices.Contains(g.GetApiKeys(), offsetCommitKey) {
+						cons.stall = true
+					}
+					stalled := cons.stall
+					cons.mu.Unlock()
+					if stalled {
+						break
+					}
+					if time.Now().After(deadline) {
+						t.Fatal("the member's sidecar was not quiesced")
+					}
+					time.Sleep(5 * time.Millisecond)
+				}
+			}
+			p.waitCutover(id, tc.at)
+			// Stored in the step; the plane stops there.
+			p.stop()
+			prod.close()
+			cons.close()
+
+			p2 := startPlane(t, dir, fm)
+			prod2, cons2 := twoPhase(t, p2)
+			fm.mu.Lock()
+			cons2.mu.Lock()
+			tc.hold(fm, cons2)
+			if tc.let != nil {
+				tc.let(fm, cons2)
+			}
+			cons2.mu.Unlock()
+			fm.mu.Unlock()
+			c := p2.waitCutover(id, tc.want)
+			if got := steps(c); got != tc.steps {
+				t.Errorf("steps %q, want %q", got, tc.steps)
+			}
+			if tc.want == switchyardv1.CutoverStep_CUTOVER_STEP_DONE && c.GetError() != "" {
+				t.Errorf("a cutover that resumed and finished carries the error %q", c.GetError())
+			}
+			waitUngated(t, prod2, tc.prod)
+			waitUngated(t, cons2, tc.cons)
+		})
+	}
+}
