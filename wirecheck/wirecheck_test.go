@@ -81,9 +81,9 @@ type message interface {
 }
 
 // everyMessage calls fn for every request and response kmsg knows, at every
-// version both kmsg and this package know, with random content.
-func everyMessage(t *testing.T, fn func(t *testing.T, request bool, key, version int16, body []byte)) {
-	rng := rand.New(rand.NewPCG(1, 2))
+// version both kmsg and this package know, perVersion times with random
+// content drawn from rng.
+func everyMessage(t *testing.T, rng *rand.Rand, perVersion int, fn func(t *testing.T, request bool, key, version int16, body []byte)) {
 	checked := 0
 	for key := int16(0); key < 200; key++ {
 		req := kmsg.RequestForKey(key)
@@ -100,7 +100,7 @@ func everyMessage(t *testing.T, fn func(t *testing.T, request bool, key, version
 				if !knows(key, v) {
 					continue
 				}
-				for range 20 {
+				for range perVersion {
 					fresh := reflect.New(reflect.TypeOf(m).Elem())
 					fill(rng, fresh.Elem(), 0)
 					msg := fresh.Interface().(message)
@@ -126,7 +126,7 @@ func everyMessage(t *testing.T, fn func(t *testing.T, request bool, key, version
 // define them (strays) are counted: they are renumbered, never decoded.
 func TestEncodedMessagesPass(t *testing.T) {
 	strays := map[string]bool{}
-	everyMessage(t, func(t *testing.T, request bool, key, version int16, body []byte) {
+	everyMessage(t, rand.New(rand.NewPCG(1, 2)), 20, func(t *testing.T, request bool, key, version int16, body []byte) {
 		apis := responses
 		if request {
 			apis = requests
