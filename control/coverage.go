@@ -190,10 +190,8 @@ func computeCoverage(selected, others []sidecarUsage, spec *switchyardv1.Cutover
 				g[x], allGroups[x] = true, true
 			}
 		}
-		if len(unplaced) > 0 {
-			for _, x := range unplaced {
-				g[x], allGroups[x] = true, true
-			}
+		for _, x := range unplaced {
+			g[x], allGroups[x] = true, true
 		}
 		u.Writes, u.Reads, u.Groups = sortedNames(w), sortedNames(r), sortedNames(g)
 		sort.Strings(u.Sidecars)

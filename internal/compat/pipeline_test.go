@@ -187,6 +187,10 @@ func TestPipelineCopier(t *testing.T) {
 	}
 	if check.Failed() {
 		t.Errorf("the copy broke exactly-once: %s", check)
+		for _, c := range copiers {
+			log, stderr := c.Files()
+			t.Logf("copier files: %s, %s", log, stderr)
+		}
 	}
 	if res.Cutover != "done" {
 		t.Errorf("the cutover ended %s%s", res.Cutover, failedAt(res))

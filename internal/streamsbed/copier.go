@@ -123,9 +123,6 @@ func (c *Copier) Status() CopierStatus {
 	return c.st
 }
 
-// Spec returns what it was started with.
-func (c *Copier) Spec() CopierSpec { return c.spec }
-
 // Exited reports whether the JVM exited, and how.
 func (c *Copier) Exited() (bool, error) { return c.j.exited() }
 
@@ -139,9 +136,6 @@ func (c *Copier) Wait(ctx context.Context) error {
 		return fmt.Errorf("%s did not finish (%w): killed", c.spec.Name, ctx.Err())
 	}
 }
-
-// Stop stops it with SIGTERM and waits, killing it at ctx's end.
-func (c *Copier) Stop(ctx context.Context) error { return c.j.stop(ctx) }
 
 // Kill ends it with SIGKILL.
 func (c *Copier) Kill() { c.j.kill() }
