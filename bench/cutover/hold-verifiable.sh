@@ -113,7 +113,14 @@ EOF
 	sleep 10
 	kill -TERM "$producer" 2>/dev/null || true
 	wait "$producer" 2>/dev/null || true
-	sleep 5 # the consumer reads the last records
+	# The consumer reads the last records: wait until it has read every
+	# acknowledged one (at most 60 s; what it missed shows in the table).
+	local want waited
+	want=$(grep -c '"producer_send_success"' "$d/producer.jsonl" || true)
+	for waited in $(seq 1 600); do
+		(($(sort -u "$d/consumer.out" | wc -l) >= want)) && break
+		sleep 0.1
+	done
 	cleanup
 	local step window gwindow errors
 	read -r step window gwindow < <(python3 - "$d/status.json" <<'PY' || echo "? ? ?"
