@@ -115,9 +115,9 @@ EOF
 	wait "$producer" 2>/dev/null || true
 	# The consumer reads the last records: wait until it has read every
 	# acknowledged one (at most 60 s; what it missed shows in the table).
-	local want waited
+	local want
 	want=$(grep -c '"producer_send_success"' "$d/producer.jsonl" || true)
-	for waited in $(seq 1 600); do
+	for _ in $(seq 1 600); do
 		(($(sort -u "$d/consumer.out" | wc -l) >= want)) && break
 		sleep 0.1
 	done
