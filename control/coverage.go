@@ -2,6 +2,7 @@ package control
 
 import (
 	"fmt"
+	"maps"
 	"slices"
 	"sort"
 	"strings"
@@ -29,6 +30,8 @@ type sidecarUsage struct {
 type appUsage struct {
 	sidecars             []string
 	writes, reads, group map[string]bool
+	// txGroups: groups whose offsets it committed inside transactions.
+	txGroups map[string]bool
 }
 
 // computeCoverage derives what a cutover moves, and in which order, from
@@ -59,7 +62,7 @@ func computeCoverage(selected, others []sidecarUsage, spec *switchyardv1.Cutover
 	for _, s := range selected {
 		a := apps[s.App]
 		if a == nil {
-			a = &appUsage{writes: map[string]bool{}, reads: map[string]bool{}, group: map[string]bool{}}
+			a = &appUsage{writes: map[string]bool{}, reads: map[string]bool{}, group: map[string]bool{}, txGroups: map[string]bool{}}
 			apps[s.App] = a
 		}
 		a.sidecars = append(a.sidecars, s.Key)
@@ -79,10 +82,13 @@ func computeCoverage(selected, others []sidecarUsage, spec *switchyardv1.Cutover
 				return nil, fmt.Errorf("group %s of %s uses the streams group protocol (KIP-1071, group.protocol=streams), which cutovers do not move yet: run the application with the classic protocol (the default)", g.GetGroup(), s.Key)
 			}
 			a.group[g.GetGroup()] = true
+			if g.GetTransactional() {
+				a.txGroups[g.GetGroup()] = true
+			}
 		}
 		for _, tx := range s.Usage.GetTransactions() {
 			for _, g := range tx.GetGroups() {
-				a.group[g] = true
+				a.group[g], a.txGroups[g] = true, true
 			}
 		}
 	}
@@ -128,7 +134,8 @@ func computeCoverage(selected, others []sidecarUsage, spec *switchyardv1.Cutover
 		for _, n := range names[1:] {
 			uf.union(names[0], n)
 		}
-		cov.Warnings = append(cov.Warnings, fmt.Sprintf("no selected sidecar reports using groups %v: the whole selection moves as one unit, with the groups", unplaced))
+		cov.UnplacedGroups = unplaced
+		cov.Warnings = append(cov.Warnings, fmt.Sprintf("no selected sidecar reports using groups %v: the whole selection moves as one unit, in one pass, with the groups", unplaced))
 	}
 
 	// Merge: shared groups; then shared written topics with a late unit,
@@ -176,10 +183,11 @@ func computeCoverage(selected, others []sidecarUsage, spec *switchyardv1.Cutover
 	allWrites, allGroups := map[string]bool{}, map[string]bool{}
 	for _, members := range byRoot {
 		u := &switchyardv1.CutoverUnit{Apps: members}
-		w, r, g := map[string]bool{}, map[string]bool{}, map[string]bool{}
+		w, r, g, tx := map[string]bool{}, map[string]bool{}, map[string]bool{}, map[string]bool{}
 		for _, n := range members {
 			a := apps[n]
 			u.Sidecars = append(u.Sidecars, a.sidecars...)
+			maps.Copy(tx, a.txGroups)
 			for t := range a.writes {
 				w[t], allWrites[t] = true, true
 			}
@@ -194,6 +202,7 @@ func computeCoverage(selected, others []sidecarUsage, spec *switchyardv1.Cutover
 			g[x], allGroups[x] = true, true
 		}
 		u.Writes, u.Reads, u.Groups = sortedNames(w), sortedNames(r), sortedNames(g)
+		u.Transactional = len(g) > 0 && !slices.ContainsFunc(u.Groups, func(x string) bool { return !tx[x] })
 		sort.Strings(u.Sidecars)
 		switch {
 		case len(g) > 0 && len(w) > 0:

@@ -621,7 +621,10 @@ func (ct *Controller) drive(run *cutoverRun) {
 		)
 		switch step {
 		case switchyardv1.CutoverStep_CUTOVER_STEP_PREFLIGHT:
-			next, detail, err = switchyardv1.CutoverStep_CUTOVER_STEP_GATE, "", ct.preflight(run)
+			err = ct.preflight(run)
+			ct.mu.Lock()
+			next = afterPreflight(run.c) // the preflight stored the coverage
+			ct.mu.Unlock()
 		case switchyardv1.CutoverStep_CUTOVER_STEP_GATE:
 			next, detail, err = ct.gate(run)
 		case switchyardv1.CutoverStep_CUTOVER_STEP_DRAIN:

@@ -224,7 +224,7 @@ func holdCutover(t *testing.T, pauseLeases bool) *holdRun {
 		Selector: &switchyardv1.SidecarSelector{Apps: []string{"orders"}},
 		Source:   "source", Target: "target", Topics: []string{topic}, Groups: []string{group},
 		Policy: &switchyardv1.CutoverPolicy{GateMode: "HOLD", DrainTimeout: durationpb.New(60 * time.Second),
-			HoldBudget: durationpb.New(holdBudget), MaxPreflightLag: 1_000_000},
+			GroupDrainTimeout: durationpb.New(60 * time.Second), HoldBudget: durationpb.New(holdBudget), MaxPreflightLag: 1_000_000},
 	}})
 	if err != nil {
 		t.Fatal(err)
@@ -238,12 +238,14 @@ func holdCutover(t *testing.T, pauseLeases bool) *holdRun {
 		}
 		return true
 	})
-	// The drain waits for the group's commits: the block outlasts the
-	// budget. Time passing is the point here.
+	// The application produces and consumes: it moves in the groups'
+	// phase, whose drain holds its Produce (so that the end stands still)
+	// and waits for the group's commits: the block outlasts the budget.
+	// Time passing is the point here.
 	time.Sleep(3 * holdBudget)
 	if c, err := api.GetCutover(authed, &switchyardv1.GetCutoverRequest{Id: id}); err != nil ||
-		c.GetCutover().GetStep() != switchyardv1.CutoverStep_CUTOVER_STEP_DRAIN {
-		t.Fatalf("cutover in %v (%v) three hold budgets after the gate, want the drain waiting for the group", c.GetCutover().GetStep(), err)
+		c.GetCutover().GetStep() != switchyardv1.CutoverStep_CUTOVER_STEP_GROUP_DRAIN {
+		t.Fatalf("cutover in %v (%v) three hold budgets after the gate, want the group drain waiting for the group", c.GetCutover().GetStep(), err)
 	}
 	commit.Store(true)
 	watch, err := api.WatchCutover(ctx, &switchyardv1.WatchCutoverRequest{Id: id})

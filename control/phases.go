@@ -16,15 +16,19 @@ import (
 	switchyardv1 "github.com/switchyard/switchyard/api/switchyard/v1"
 )
 
-// Two-phase cutovers. When a cutover's coverage has units of both phases,
-// the producers (phase 1) go through GATE, DRAIN, FLIP and RELEASE alone
-// — their drain waits for no consumer group — and the applications with
+// Two-phase cutovers. When a cutover's coverage has units with consumer
+// groups (or group-less reads), they move in a phase of their own: the
+// producers (phase 1) go through GATE, DRAIN, FLIP and RELEASE alone —
+// their drain waits for no consumer group — and the applications with
 // groups (phase 2) follow: GROUP_DRAIN, QUIESCE, SYNC_GROUPS, GROUP_FLIP,
-// GROUP_RELEASE. Each phase has its own registry rule, "<id>/p1" and
-// "<id>/p2", over the phase's applications and the selector's labels;
-// units are whole applications, so the two rules select disjoint
-// sidecars. docs/DESIGN.md, "Moving producers and groups separately",
-// argues the order.
+// GROUP_RELEASE. A cutover whose every application is in phase 2 (a
+// pipeline or a Streams application moved alone, consumers moved before
+// their producers) skips phase 1: its drain must not wait for groups to
+// reach an end that their own held writes keep them from. Each phase has
+// its own registry rule, "<id>/p1" and "<id>/p2", over the phase's
+// applications and the selector's labels; units are whole applications,
+// so the two rules select disjoint sidecars. docs/DESIGN.md, "Moving
+// producers and groups separately", argues the order.
 
 // Kafka API keys the quiesce gate and its finality check name.
 const (
@@ -47,12 +51,53 @@ type pass struct {
 // and the rules of its two phases.
 func ruleIDs(id string) []string { return []string{id, id + "/p1", id + "/p2"} }
 
-// TwoPhase reports whether a cutover moves its producers and its
-// applications with consumer groups in two phases: its coverage has units
-// of both. Otherwise it moves everything in one pass.
+// TwoPhase reports whether a cutover moves its applications with consumer
+// groups in a phase of their own, after its producers (if any): its
+// coverage has units of phase 2 and every group it moves is used through
+// a selected sidecar. Otherwise (producers only; groups the spec names that
+// no selected sidecar reports, whose members cannot be quiesced; a cutover
+// stored before coverage existed) it moves everything in one pass.
 func TwoPhase(c *switchyardv1.Cutover) bool {
 	cov := c.GetCoverage()
-	return len(phaseUnits(cov, 1)) > 0 && len(phaseUnits(cov, 2)) > 0
+	return len(phaseUnits(cov, 2)) > 0 && len(cov.GetUnplacedGroups()) == 0
+}
+
+// HasProducerPhase reports whether a cutover runs phase 1 (GATE, DRAIN,
+// FLIP, RELEASE): it is one-phase, or some selected application is not in
+// phase 2 — a producer, or an application no connected sidecar reported
+// on, which phase 1's rule covers should one connect.
+func HasProducerPhase(c *switchyardv1.Cutover) bool {
+	if !TwoPhase(c) {
+		return true
+	}
+	return len(lateApps(c.GetCoverage(), c.GetSpec(), false)) > 0
+}
+
+// lateApps returns the selected applications of phase 2 (late) or of
+// phase 1 (!late), in the selector's order.
+func lateApps(cov *switchyardv1.CutoverCoverage, spec *switchyardv1.CutoverSpec, late bool) []string {
+	inLate := map[string]bool{}
+	for _, u := range phaseUnits(cov, 2) {
+		for _, a := range u.GetApps() {
+			inLate[a] = true
+		}
+	}
+	var out []string
+	for _, a := range spec.GetSelector().GetApps() {
+		if inLate[a] == late {
+			out = append(out, a)
+		}
+	}
+	return out
+}
+
+// afterPreflight is the step a cutover enters when its preflight passed:
+// GATE, or GROUP_DRAIN when it has no producer phase.
+func afterPreflight(c *switchyardv1.Cutover) switchyardv1.CutoverStep {
+	if HasProducerPhase(c) {
+		return switchyardv1.CutoverStep_CUTOVER_STEP_GATE
+	}
+	return switchyardv1.CutoverStep_CUTOVER_STEP_GROUP_DRAIN
 }
 
 // groupsMayRollBack reports whether c is in a step of its second phase
@@ -87,21 +132,11 @@ func (ct *Controller) passOf(run *cutoverRun, phase int32) pass {
 	if phase == 0 {
 		return pass{rule: run.id, sel: spec.GetSelector(), keys: run.keys}
 	}
-	late := map[string]bool{}
-	for _, u := range phaseUnits(c.GetCoverage(), 2) {
-		for _, a := range u.GetApps() {
-			late[a] = true
-		}
-	}
 	p := pass{phase: phase, rule: fmt.Sprintf("%s/p%d", run.id, phase),
-		sel: &switchyardv1.SidecarSelector{Labels: maps.Clone(spec.GetSelector().GetLabels())}}
-	for _, a := range spec.GetSelector().GetApps() {
-		if late[a] == (phase == 2) {
-			p.sel.Apps = append(p.sel.Apps, a)
-		}
-	}
+		sel: &switchyardv1.SidecarSelector{Labels: maps.Clone(spec.GetSelector().GetLabels()),
+			Apps: lateApps(c.GetCoverage(), spec, phase == 2)}}
 	for _, k := range run.keys {
-		if app, _, _ := cutKey(k); late[app] == (phase == 2) {
+		if app, _, _ := cutKey(k); slices.Contains(p.sel.Apps, app) {
 			p.keys = append(p.keys, k)
 		}
 	}
@@ -213,12 +248,19 @@ func (ct *Controller) waitCaughtUp(run *cutoverRun, m *MirrorRef, topics []strin
 }
 
 // groupDrain lets the consumer groups of the second phase consume their
-// input to the end, nothing gated: the producers of what they read moved
-// in the first phase, so the source's end stands still, and a group that
-// committed it crosses without reading anything twice. It is bounded by
+// input to the end: the producers of what they read moved in the first
+// phase (or are not selected), and a group that committed the source's end
+// crosses without reading anything twice. It is bounded by
 // policy.group_drain_timeout and never fails: a group still behind then
 // is quiesced where it is (what it consumed and did not commit is read
 // again on the target).
+//
+// A pipeline that commits outside transactions has its Produce gated
+// first (drainGate): an application that reads what it writes (a Streams
+// repartition topic, an app consuming its own output) would otherwise move
+// the end it drains to for ever. Transactional pipelines are not gated:
+// they commit only inside a transaction, which the gate would keep from
+// starting, and their offsets are final at any transaction boundary.
 func (ct *Controller) groupDrain(run *cutoverRun) (switchyardv1.CutoverStep, string, error) {
 	spec := ct.spec(run)
 	next := switchyardv1.CutoverStep_CUTOVER_STEP_QUIESCE
@@ -231,19 +273,46 @@ func (ct *Controller) groupDrain(run *cutoverRun) (switchyardv1.CutoverStep, str
 		ct.countGroupDrain("skipped")
 		return next, "policy.group_drain_timeout is 0: the groups are quiesced where they are", nil
 	}
+	deadline := time.Now().Add(limit)
+	gated := ""
+	if writers := drainGated(ct.coverage(run)); len(writers) > 0 {
+		sc := ct.passOf(run, 2)
+		ct.update(run, markGroupsGated)
+		v, err := ct.reg.SetRule(sc.rule, sc.sel, spec.GetSource(), ct.gateOf(spec))
+		if err != nil {
+			return 0, "", err
+		}
+		if _, err := ct.waitAcks(run, sc.keys, v, spec.GetPolicy().GetAckTimeout().AsDuration(), true); err != nil {
+			return 0, "", fmt.Errorf("group drain: %w", err)
+		}
+		gated = fmt.Sprintf("produce of %v gated so that their input stands still; ", writers)
+	}
 	m := ct.mirrorOf(run)
 	reads := phaseReads(ct.coverage(run), 2)
-	behind, err := ct.waitGroupsDrained(run, m, groups, reads, time.Now().Add(limit))
+	behind, err := ct.waitGroupsDrained(run, m, groups, reads, deadline)
 	switch {
 	case errors.Is(err, context.DeadlineExceeded):
 		ct.countGroupDrain("timeout")
-		return next, fmt.Sprintf("groups %v not at the source's end within policy.group_drain_timeout %v (%s): quiesced where they are; "+
-			"what they consumed and did not commit is read again on the target", groups, limit, behind), nil
+		return next, fmt.Sprintf("%sgroups %v not at the source's end within policy.group_drain_timeout %v (%s): quiesced where they are; "+
+			"what they consumed and did not commit is read again on the target", gated, groups, limit, behind), nil
 	case err != nil:
 		return 0, "", err
 	}
 	ct.countGroupDrain("end")
-	return next, fmt.Sprintf("groups %v committed the source's end", groups), nil
+	return next, fmt.Sprintf("%sgroups %v committed the source's end", gated, groups), nil
+}
+
+// drainGated returns the applications of the second phase whose Produce
+// the group drain gates: those of pipelines that do not commit inside
+// transactions.
+func drainGated(cov *switchyardv1.CutoverCoverage) []string {
+	var apps []string
+	for _, u := range phaseUnits(cov, 2) {
+		if u.GetRole() == rolePipeline && !u.GetTransactional() {
+			apps = append(apps, u.GetApps()...)
+		}
+	}
+	return apps
 }
 
 // waitGroupsDrained waits until the groups have committed the source's
@@ -308,7 +377,7 @@ func (ct *Controller) quiesceGate(spec *switchyardv1.CutoverSpec) *gateSpec {
 func (ct *Controller) quiesce(run *cutoverRun) (switchyardv1.CutoverStep, string, error) {
 	spec := ct.spec(run)
 	sc := ct.passOf(run, 2)
-	ct.update(run, func(c *switchyardv1.Cutover) { c.GroupsQuiescedAt = timestamppb.Now() })
+	ct.update(run, markGroupsGated) // unless the group drain gated them first
 	v, err := ct.reg.SetRule(sc.rule, sc.sel, spec.GetSource(), ct.quiesceGate(spec))
 	if err != nil {
 		return 0, "", err
@@ -383,11 +452,34 @@ func (ct *Controller) groupFlip(run *cutoverRun) (switchyardv1.CutoverStep, stri
 	return switchyardv1.CutoverStep_CUTOVER_STEP_GROUP_RELEASE, detail, nil
 }
 
+// markGroupsGated records when the second phase's applications were first
+// gated; in a cutover without a producer phase that is also when its
+// producers (the pipelines among them) were.
+func markGroupsGated(c *switchyardv1.Cutover) {
+	now := timestamppb.Now()
+	if c.GroupsQuiescedAt == nil {
+		c.GroupsQuiescedAt = now
+	}
+	if c.GatedAt == nil && !HasProducerPhase(c) {
+		c.GatedAt = now
+	}
+}
+
 // groupRelease lifts the second phase's gates on the target: Produce and
-// commits at once, Fetch once the groups have rejoined there.
+// commits at once, Fetch once the groups have rejoined there. In a cutover
+// without a producer phase, the release of Produce ends the producers'
+// block window.
 func (ct *Controller) groupRelease(run *cutoverRun) (switchyardv1.CutoverStep, string, error) {
 	sc := ct.passOf(run, 2)
-	detail, err := ct.releaseOnTarget(run, sc, ct.groupsOf(run), nil)
+	detail, err := ct.releaseOnTarget(run, sc, ct.groupsOf(run), func(now time.Time) {
+		ct.update(run, func(c *switchyardv1.Cutover) {
+			if HasProducerPhase(c) || c.GatedAt == nil {
+				return
+			}
+			c.ReleasedAt = timestamppb.New(now)
+			c.BlockWindow = durationpb.New(now.Sub(c.GatedAt.AsTime()))
+		})
+	})
 	now := time.Now()
 	ct.update(run, func(c *switchyardv1.Cutover) {
 		c.GroupsReleasedAt = timestamppb.New(now)
@@ -402,8 +494,9 @@ func (ct *Controller) groupRelease(run *cutoverRun) (switchyardv1.CutoverStep, s
 }
 
 // groupsRollback returns the second phase's sidecars to the source with
-// no gate (they never left it) and fails the cutover, naming the
-// applications left there: the producers stay on the target.
+// no gate (they never left it). A cutover whose producers moved fails,
+// naming the applications left on the source; one without a producer
+// phase moved nothing and is rolled back.
 func (ct *Controller) groupsRollback(run *cutoverRun) (switchyardv1.CutoverStep, string, error) {
 	spec := ct.spec(run)
 	sc := ct.passOf(run, 2)
@@ -416,6 +509,12 @@ func (ct *Controller) groupsRollback(run *cutoverRun) (switchyardv1.CutoverStep,
 		if detail, err = ct.waitAcks(run, sc.keys, v, spec.GetPolicy().GetAckTimeout().AsDuration(), false); err != nil {
 			detail += "; the others apply the rollback when they reconnect"
 		}
+	}
+	ct.mu.Lock()
+	producers := HasProducerPhase(run.c)
+	ct.mu.Unlock()
+	if !producers {
+		return switchyardv1.CutoverStep_CUTOVER_STEP_ROLLED_BACK, detail, nil
 	}
 	hint := ct.rerunHint(run, sc)
 	ct.update(run, func(c *switchyardv1.Cutover) {

@@ -363,3 +363,113 @@ func TestTwoPhaseRestart(t *testing.T) {
 		})
 	}
 }
+
+// pipelineAlone connects the sidecar of one application (copy/x) that
+// reads orders in group billing and writes invoices — a
+// consume-transform-produce pipeline, transactional or not — as the only
+// application of a cutover.
+func pipelineAlone(t *testing.T, transactional bool) (*plane, *fakeMirror, *fakeSidecar, *switchyardv1.CutoverSpec) {
+	t.Helper()
+	fm := &fakeMirror{ready: true, caughtUp: true, copying: []string{"invoices"}}
+	p := startPlane(t, "", fm)
+	s := connectSidecarWith(t, p, "copy", "x", "source", perKeyGates)
+	u := consumerUsage("billing", "orders")
+	u.Groups[0].Transactional = transactional
+	u.Topics = append(u.Topics, &switchyardv1.TopicUsage{Topic: "invoices", Produced: true})
+	s.mu.Lock()
+	s.usage = u
+	s.mu.Unlock()
+	deadline := time.Now().Add(10 * time.Second)
+	for {
+		sel, _ := p.reg.Usage(&switchyardv1.SidecarSelector{Apps: []string{"copy"}})
+		if len(sel) == 1 && sel[0].Usage != nil {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatal("the sidecar's usage did not reach the registry")
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+	sp := twoPhaseSpec()
+	sp.Selector.Apps = []string{"copy"}
+	return p, fm, s, sp
+}
+
+// TestPhaseTwoOnly: a cutover whose only application has a consumer group
+// and writes — a pipeline moved alone — skips the producers' steps (a
+// one-phase drain would wait for a group whose commits wait for its held
+// writes: the deadlock of issue 13). A pipeline that commits outside
+// transactions has its Produce held from the group drain on, so that what
+// it reads stands still; a transactional one is gated at the quiesce, its
+// open transaction passing. Its producers' block window is measured; an
+// abort before the groups' flip rolls the cutover back, nothing having
+// moved.
+func TestPhaseTwoOnly(t *testing.T) {
+	for _, tc := range []struct {
+		name          string
+		transactional bool
+		told          string
+	}{
+		{"at-least-once", false, "/[] source/[0]HOLD[] source/[0 8]HOLD[1] target/[0]HOLD[1] target/[1]REJECT[] target/[]"},
+		{"transactional", true, "/[] source/[0 8]HOLD[1] target/[0]HOLD[1] target/[1]REJECT[] target/[]"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			p, fm, s, sp := pipelineAlone(t, tc.transactional)
+			resp, err := p.client.CreateCutover(p.authed(), &switchyardv1.CreateCutoverRequest{Spec: sp})
+			if err != nil {
+				t.Fatal(err)
+			}
+			c := p.waitCutover(resp.GetCutover().GetId(), switchyardv1.CutoverStep_CUTOVER_STEP_DONE)
+			if got, want := steps(c), "preflight group-drain quiesce sync-groups group-flip group-release verify done"; got != want {
+				t.Errorf("steps %q, want %q", got, want)
+			}
+			if got := received(s); got != tc.told {
+				t.Errorf("pipeline told %s, want %s", got, tc.told)
+			}
+			waitUngated(t, s, "target")
+			if d := c.GetHistory()[1].GetDetail(); strings.Contains(d, "gated") != !tc.transactional {
+				t.Errorf("group drain detail %q", d)
+			}
+			if !TwoPhase(c) || HasProducerPhase(c) || c.GetCoverage().GetUnits()[0].GetTransactional() != tc.transactional {
+				t.Errorf("coverage %v", c.GetCoverage())
+			}
+			if c.GetBlockWindow().AsDuration() <= 0 || c.GetGatedAt() == nil || c.GetReleasedAt() == nil ||
+				c.GetGatedAt().AsTime() != c.GetGroupsQuiescedAt().AsTime() {
+				t.Errorf("producers' block window %v (gated %v, released %v, groups quiesced %v)",
+					c.GetBlockWindow(), c.GetGatedAt(), c.GetReleasedAt(), c.GetGroupsQuiescedAt())
+			}
+			if len(fm.synced) != 1 || fm.synced[0] != "billing" {
+				t.Errorf("synced %v", fm.synced)
+			}
+			if got, want := outcomes(c), "[copy]:2:target"; got != want {
+				t.Errorf("outcomes %s, want %s", got, want)
+			}
+		})
+	}
+	t.Run("abort", func(t *testing.T) {
+		p, _, s, sp := pipelineAlone(t, false)
+		s.mu.Lock()
+		s.inFlightBy = map[int32]int64{offsetCommitKey: 1} // a commit that does not end
+		s.mu.Unlock()
+		resp, err := p.client.CreateCutover(p.authed(), &switchyardv1.CreateCutoverRequest{Spec: sp})
+		if err != nil {
+			t.Fatal(err)
+		}
+		id := resp.GetCutover().GetId()
+		p.waitCutover(id, switchyardv1.CutoverStep_CUTOVER_STEP_QUIESCE)
+		if _, err := p.client.AbortCutover(p.authed(), &switchyardv1.AbortCutoverRequest{Id: id, Reason: "commit stuck"}); err != nil {
+			t.Fatal(err)
+		}
+		c := p.waitCutover(id, switchyardv1.CutoverStep_CUTOVER_STEP_ROLLED_BACK)
+		if got, want := steps(c), "preflight group-drain quiesce groups-rolling-back rolled-back"; got != want {
+			t.Errorf("steps %q, want %q", got, want)
+		}
+		if c.GetError() != "commit stuck" {
+			t.Errorf("error %q, want the abort's reason alone (no producers moved, nothing to re-run)", c.GetError())
+		}
+		waitUngated(t, s, "source")
+		if got, want := outcomes(c), "[copy]:2:source"; got != want {
+			t.Errorf("outcomes %s, want %s", got, want)
+		}
+	})
+}

@@ -2,6 +2,7 @@ package main
 
 import (
 	"fmt"
+	"slices"
 	"sort"
 	"strings"
 	"text/tabwriter"
@@ -48,12 +49,16 @@ var twoPhasePath = []switchyardv1.CutoverStep{
 	switchyardv1.CutoverStep_CUTOVER_STEP_DONE,
 }
 
-// pathOf is the happy path of c.
+// pathOf is the happy path of c: a cutover with only applications with
+// groups skips the producers' steps (control.HasProducerPhase).
 func pathOf(c *switchyardv1.Cutover) []switchyardv1.CutoverStep {
-	if control.TwoPhase(c) {
-		return twoPhasePath
+	switch {
+	case !control.TwoPhase(c):
+		return happyPath
+	case !control.HasProducerPhase(c):
+		return slices.Concat(twoPhasePath[:1], twoPhasePath[5:])
 	}
-	return happyPath
+	return twoPhasePath
 }
 
 // ended reports whether s is a final step: DONE, ROLLED_BACK or FAILED.

@@ -1866,7 +1866,11 @@ type CutoverUnit struct {
 	Groups []string `protobuf:"bytes,8,rep,name=groups,proto3" json:"groups,omitempty"`
 	// Where it ended: "target", "source" (phase 2 rolled back), or empty
 	// while the cutover runs.
-	Outcome       string `protobuf:"bytes,9,opt,name=outcome,proto3" json:"outcome,omitempty"`
+	Outcome string `protobuf:"bytes,9,opt,name=outcome,proto3" json:"outcome,omitempty"`
+	// Whether it commits every group's offsets inside transactions
+	// (TxnOffsetCommit): its offsets are final at a transaction boundary,
+	// and holding its Produce would keep them from moving at all.
+	Transactional bool `protobuf:"varint,10,opt,name=transactional,proto3" json:"transactional,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -1964,6 +1968,13 @@ func (x *CutoverUnit) GetOutcome() string {
 	return ""
 }
 
+func (x *CutoverUnit) GetTransactional() bool {
+	if x != nil {
+		return x.Transactional
+	}
+	return false
+}
+
 // CutoverCoverage is what a cutover moves: derived from what the selected
 // sidecars report of their clients (ProxyStatus.usage), plus the topics
 // and groups the spec names.
@@ -1978,9 +1989,13 @@ type CutoverCoverage struct {
 	// completely before its writers flip).
 	Writes []string `protobuf:"bytes,3,rep,name=writes,proto3" json:"writes,omitempty"`
 	// Every group of a unit (synced exactly before its members flip).
-	Groups        []string `protobuf:"bytes,4,rep,name=groups,proto3" json:"groups,omitempty"`
-	unknownFields protoimpl.UnknownFields
-	sizeCache     protoimpl.SizeCache
+	Groups []string `protobuf:"bytes,4,rep,name=groups,proto3" json:"groups,omitempty"`
+	// Groups the spec names that no selected sidecar reports using: their
+	// members cannot be quiesced, so the whole selection moves in one pass
+	// whose drain waits until they have committed the source's end.
+	UnplacedGroups []string `protobuf:"bytes,5,rep,name=unplaced_groups,json=unplacedGroups,proto3" json:"unplaced_groups,omitempty"`
+	unknownFields  protoimpl.UnknownFields
+	sizeCache      protoimpl.SizeCache
 }
 
 func (x *CutoverCoverage) Reset() {
@@ -2037,6 +2052,13 @@ func (x *CutoverCoverage) GetWrites() []string {
 func (x *CutoverCoverage) GetGroups() []string {
 	if x != nil {
 		return x.Groups
+	}
+	return nil
+}
+
+func (x *CutoverCoverage) GetUnplacedGroups() []string {
+	if x != nil {
+		return x.UnplacedGroups
 	}
 	return nil
 }
@@ -2840,7 +2862,7 @@ const file_switchyard_v1_control_proto_rawDesc = "" +
 	"\tpartition\x18\x03 \x01(\x05R\tpartition\x12\x16\n" +
 	"\x06source\x18\x04 \x01(\x03R\x06source\x12\x16\n" +
 	"\x06target\x18\x05 \x01(\x03R\x06target\x12\x18\n" +
-	"\aoutcome\x18\x06 \x01(\tR\aoutcome\"\xd7\x01\n" +
+	"\aoutcome\x18\x06 \x01(\tR\aoutcome\"\xfd\x01\n" +
 	"\vCutoverUnit\x12\x0e\n" +
 	"\x02id\x18\x01 \x01(\tR\x02id\x12\x12\n" +
 	"\x04apps\x18\x02 \x03(\tR\x04apps\x12\x1a\n" +
@@ -2850,12 +2872,15 @@ const file_switchyard_v1_control_proto_rawDesc = "" +
 	"\x06writes\x18\x06 \x03(\tR\x06writes\x12\x14\n" +
 	"\x05reads\x18\a \x03(\tR\x05reads\x12\x16\n" +
 	"\x06groups\x18\b \x03(\tR\x06groups\x12\x18\n" +
-	"\aoutcome\x18\t \x01(\tR\aoutcome\"\x8f\x01\n" +
+	"\aoutcome\x18\t \x01(\tR\aoutcome\x12$\n" +
+	"\rtransactional\x18\n" +
+	" \x01(\bR\rtransactional\"\xb8\x01\n" +
 	"\x0fCutoverCoverage\x120\n" +
 	"\x05units\x18\x01 \x03(\v2\x1a.switchyard.v1.CutoverUnitR\x05units\x12\x1a\n" +
 	"\bwarnings\x18\x02 \x03(\tR\bwarnings\x12\x16\n" +
 	"\x06writes\x18\x03 \x03(\tR\x06writes\x12\x16\n" +
-	"\x06groups\x18\x04 \x03(\tR\x06groups\"\xbb\a\n" +
+	"\x06groups\x18\x04 \x03(\tR\x06groups\x12'\n" +
+	"\x0funplaced_groups\x18\x05 \x03(\tR\x0eunplacedGroups\"\xbb\a\n" +
 	"\aCutover\x12\x0e\n" +
 	"\x02id\x18\x01 \x01(\tR\x02id\x12.\n" +
 	"\x04spec\x18\x02 \x01(\v2\x1a.switchyard.v1.CutoverSpecR\x04spec\x12.\n" +
