@@ -15,6 +15,8 @@
 #   make bench-cutover BENCH_CUTOVER_SIDECARS=50 BENCH_CUTOVER_RUNS=20
 #   make bench-cutover-real              # the same on the running test bed (make kafka-up)
 #   make bench-cutover-hold              # HOLD cutovers of VerifiableProducer (retries=0) + ConsoleConsumer on the running test bed (HOLD_RUNS, HOLD_BUDGET)
+#   make bench-cutover-java              # the "java defaults" scenario: 20 of them, with p50/p99 of the producers' block window (≈13 min)
+#   make bench-cutover-streams           # the "streams" scenario: WordCountDemo + VerifiableProducer, STREAMS_RUNS (20) cutovers, own test bed
 #
 # Reports land in bench/out/ (Markdown and JSON) and on standard output.
 BENCH_MB         ?= 1024
@@ -24,7 +26,7 @@ BENCH_OUT        := bench/out
 BENCH_TESTBED_ENV := testbed/.state/env
 
 .PHONY: bench-proxy bench-proxy-real bench-proxy-real-franz bench-proxy-bins bench-proxy-profile bench-proxy-perf bench-mirror \
-	bench-cutover bench-cutover-real bench-cutover-bin bench-cutover-hold bench-idle-conns soak-producers
+	bench-cutover bench-cutover-real bench-cutover-bin bench-cutover-hold bench-cutover-java bench-cutover-streams bench-idle-conns soak-producers
 
 bench-proxy-bins:
 	$(GO) build -o bin/switchyard ./cmd/switchyard
@@ -144,3 +146,15 @@ HOLD_RUNS ?= 3
 bench-cutover-hold:
 	$(GO) build -o bin/switchyard ./cmd/switchyard
 	HOLD_RUNS=$(HOLD_RUNS) HOLD_BUDGET=$(HOLD_BUDGET) bench/cutover/hold-verifiable.sh
+
+# bench-cutover-java: issue 13's "java defaults" scenario — Kafka's own Java
+# programs at their defaults (auto-commit every 5 s), JAVA_RUNS cutovers;
+# the goal is a producers' block window of at most 1 s at the p99.
+JAVA_RUNS ?= 20
+bench-cutover-java:
+	$(GO) build -o bin/switchyard ./cmd/switchyard
+	HOLD_RUNS=$(JAVA_RUNS) HOLD_BUDGET=$(HOLD_BUDGET) bench/cutover/hold-verifiable.sh
+
+# bench-cutover-streams: issue 13's "streams" scenario (bench/cutover/streams.sh).
+bench-cutover-streams: deps
+	bench/cutover/streams.sh

@@ -977,25 +977,7 @@ func (ct *Controller) drain(run *cutoverRun) (switchyardv1.CutoverStep, string, 
 	// transactions open then have ended: every sidecar reports, with the
 	// gate applied, no Produce in flight (an open transaction counts as
 	// one). The gate keeps new transactions from starting.
-	var busy []string
-	err := ct.waitFor(run, time.Until(deadline), true, func() (bool, error) {
-		busy = busy[:0]
-		for _, k := range sc.keys {
-			// The status of a report that acknowledges the gate shows the
-			// proxy after it applied the gate (a sidecar reads its applied
-			// version before its status).
-			st, applied, connected := ct.reg.StatusApplied(k)
-			switch {
-			case !connected:
-				busy = append(busy, k+" (disconnected)")
-			case st == nil || applied < run.gateVersion:
-				busy = append(busy, k+" (no report since the gate)")
-			case st.GetInFlightByApi()[produceKey] > 0:
-				busy = append(busy, k+" ("+drainBusy(st)+")")
-			}
-		}
-		return len(busy) == 0, nil
-	})
+	busy, err := ct.waitNoProduce(run, sc.keys, run.gateVersion, deadline)
 	if errors.Is(err, context.DeadlineExceeded) {
 		return 0, "", fmt.Errorf("produce not drained after the drain timeout on %s", strings.Join(busy, ", "))
 	}
@@ -1032,6 +1014,33 @@ func (ct *Controller) drain(run *cutoverRun) (switchyardv1.CutoverStep, string, 
 		}
 	}
 	return switchyardv1.CutoverStep_CUTOVER_STEP_SYNC_GROUPS, fmt.Sprintf("no produce in flight; mirror %s copied %v completely; groups %v drained", m.Name, topics, ct.groupsOf(run)), nil
+}
+
+// waitNoProduce waits until every one of the sidecars keys reports, with
+// the gate of registry version gateVersion applied, no Produce in flight —
+// an open transaction counts as one —, until deadline or an abort; it
+// returns those still busy.
+func (ct *Controller) waitNoProduce(run *cutoverRun, keys []string, gateVersion uint64, deadline time.Time) ([]string, error) {
+	var busy []string
+	err := ct.waitFor(run, time.Until(deadline), true, func() (bool, error) {
+		busy = busy[:0]
+		for _, k := range keys {
+			// The status of a report that acknowledges the gate shows the
+			// proxy after it applied the gate (a sidecar reads its applied
+			// version before its status).
+			st, applied, connected := ct.reg.StatusApplied(k)
+			switch {
+			case !connected:
+				busy = append(busy, k+" (disconnected)")
+			case st == nil || applied < gateVersion:
+				busy = append(busy, k+" (no report since the gate)")
+			case st.GetInFlightByApi()[produceKey] > 0:
+				busy = append(busy, k+" ("+drainBusy(st)+")")
+			}
+		}
+		return len(busy) == 0, nil
+	})
+	return busy, err
 }
 
 // drainBusy says what a sidecar with Produce in flight waits for: open

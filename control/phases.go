@@ -286,6 +286,17 @@ func (ct *Controller) groupDrain(run *cutoverRun) (switchyardv1.CutoverStep, str
 			return 0, "", fmt.Errorf("group drain: %w", err)
 		}
 		gated = fmt.Sprintf("produce of %v gated so that their input stands still; ", writers)
+		// What was admitted before the gate lands first: a group that
+		// committed the end before it would read it and not commit it.
+		busy, err := ct.waitNoProduce(run, sc.keys, v, deadline)
+		switch {
+		case errors.Is(err, context.DeadlineExceeded):
+			ct.countGroupDrain("timeout")
+			return next, fmt.Sprintf("%sproduce still in flight after policy.group_drain_timeout %v on %s: the groups are quiesced where they are",
+				gated, limit, strings.Join(busy, ", ")), nil
+		case err != nil:
+			return 0, "", err
+		}
 	}
 	m := ct.mirrorOf(run)
 	reads := phaseReads(ct.coverage(run), 2)

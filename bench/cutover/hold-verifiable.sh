@@ -139,11 +139,42 @@ PY
 	distinct=$(sort -u "$d/consumer.out" | wc -l)
 	printf '| %s | %s | %s | %s | %d | %d | %d | %s |\n' "$name" "$step" "$window" "$gwindow" \
 		"$(grep -c '"producer_send_success"' "$d/producer.jsonl")" "$distinct" "$((read - distinct))" "${errors:-none}"
+	printf '%s %s %s %d %s\n' "$step" "${window%s}" "${gwindow%s}" "$((read - distinct))" "${errors:-none}" >>"$SUMMARY"
+}
+
+# summarize: the producers' and groups' block windows over every run
+# (nearest-rank percentiles), and the runs that did not end DONE, read a
+# record twice or gave the producer an error.
+summarize() {
+	python3 - "$SUMMARY" <<'PY'
+import math, sys
+rows = [l.split(None, 4) for l in open(sys.argv[1]) if l.strip()]
+def pct(xs, p):
+    xs = sorted(xs)
+    return xs[max(0, math.ceil(p / 100 * len(xs)) - 1)] if xs else float("nan")
+def num(s):
+    try:
+        return float(s)
+    except ValueError:
+        return None
+for col, what in ((1, "producers' block window"), (2, "groups' block window")):
+    xs = [x for x in (num(r[col]) for r in rows) if x is not None]
+    if xs:
+        print(f"{what} over {len(xs)} runs: p50 {pct(xs, 50):.3f} s, p99 {pct(xs, 99):.3f} s, max {max(xs):.3f} s")
+bad = [(i + 1, r) for i, r in enumerate(rows) if r[0] != "DONE" or r[3] != "0" or r[4].strip() != "none"]
+print(f"{len(rows) - len(bad)} of {len(rows)} runs DONE with no record read twice and no producer error")
+for i, r in bad:
+    print(f"  run{i}: {r[0]}, read twice {r[3]}, producer errors {r[4].strip()}")
+PY
 }
 
 echo "hold-verifiable: $RUNS HOLD cutover(s), Kafka $SWITCHYARD_TEST_KAFKA_VERSION, hold budget ${HOLD_BUDGET:-default (10s)}, $BIN"
 echo "| run | cutover | producers' block window | groups' block window | acknowledged | distinct records read | read twice | producer errors |"
 echo "|---|---|---|---|---|---|---|---|"
+SUMMARY=$OUT/summary-$STAMP.txt
+mkdir -p "$OUT"
+: >"$SUMMARY"
 for r in $(seq 1 "$RUNS"); do
 	run "run$r"
 done
+summarize

@@ -1,0 +1,64 @@
+#!/usr/bin/env bash
+# streams.sh: issue 13's "streams" cutover scenario. Apache Kafka's
+# WordCountDemo (Kafka Streams, STREAMS_GUARANTEE, default exactly_once_v2)
+# behind a sidecar, its input written by Kafka's VerifiableProducer
+# (retries=0) behind another, STREAMS_RUNS (default 20) cutovers at random
+# moments (COMPAT_SEED repeats them) — each run is TestStreamsWordCount's
+# cutover scenario, which checks every word's count on the cluster the
+# sidecars ended on. Prints the producers' block window (the input
+# producer's gate to release) per run and its p50/p99, and the runs that did
+# not end DONE or whose counts were wrong.
+#
+#   make bench-cutover-streams [STREAMS_RUNS=20] [STREAMS_GUARANTEE=at_least_once] [KAFKA_VERSION=...]
+#
+# A test bed of its own (STREAMS_STATE_DIR, default
+# /tmp/switchyard-streams-bench-bed), always stopped. Results: one JSON line
+# per run in bench/out/cutover-streams/results-<time>.jsonl.
+set -euo pipefail
+cd "$(dirname "${BASH_SOURCE[0]}")/../.."
+export STATE_DIR=${STREAMS_STATE_DIR:-${TMPDIR:-/tmp}/switchyard-streams-bench-bed}
+RUNS=${STREAMS_RUNS:-20}
+GUARANTEE=${STREAMS_GUARANTEE:-exactly_once_v2}
+OUT=bench/out/cutover-streams
+mkdir -p "$OUT"
+RESULTS=$PWD/$OUT/results-$(date +%s).jsonl
+
+cleanup() {
+	local rc=$?
+	testbed/kafka.sh down || rc=1
+	exit "$rc"
+}
+trap cleanup EXIT
+trap 'exit 130' INT
+trap 'exit 143' TERM
+
+testbed/kafka.sh up >/dev/null
+export SWITCHYARD_TEST_ENV_FILE=$STATE_DIR/env SWITCHYARD_TEST_KAFKA=real SWITCHYARD_REQUIRE_CLIENTS=1
+version=$(sed -n 's/^export SWITCHYARD_TEST_KAFKA_VERSION=//p' "$SWITCHYARD_TEST_ENV_FILE")
+if [[ $version == 3.* && -z ${SWITCHYARD_TEST_STREAMS_LIB:-} ]]; then
+	newest=$(testbed/kafka.sh supported | tr ' ' '\n' | grep '^4\.' | head -1)
+	KAFKA_VERSION=$newest testbed/kafka.sh fetch
+	export SWITCHYARD_TEST_STREAMS_LIB=$PWD/testbed/.cache/$newest/lib
+fi
+rc=0
+COMPAT_STREAMS=1 COMPAT_STREAMS_RUNS=$RUNS COMPAT_STREAMS_GUARANTEES=$GUARANTEE COMPAT_STREAMS_SCENARIOS=cutover \
+	COMPAT_RESULTS=$RESULTS go test -count=1 -timeout "${STREAMS_TIMEOUT:-120m}" -run 'TestStreamsWordCount$' ./internal/compat/ \
+	>"$OUT/test.log" 2>&1 || rc=$?
+python3 - "$RESULTS" "$version" "$GUARANTEE" <<'PY'
+import json, math, sys
+rows = [json.loads(l) for l in open(sys.argv[1]) if l.strip()]
+rows = [r for r in rows if r.get("scenario") == "cutover"]
+print(f"streams cutovers: Kafka {sys.argv[2]}, {sys.argv[3]}, {len(rows)} runs")
+print("| run | cutover | producers' block window | steps | counts |")
+print("|---|---|---:|---|---|")
+for r in rows:
+    c = r.get("check", {})
+    print(f"| {r.get('run')} | {r.get('cutover') or '?'} | {r.get('block_window_ms', 0) / 1000:.3f} s | "
+          f"{', '.join(r.get('history', []))} | {json.dumps(c, separators=(',', ':'))[:200]} |")
+xs = sorted(r.get("block_window_ms", 0) / 1000 for r in rows if r.get("cutover") == "DONE")
+if xs:
+    pct = lambda p: xs[max(0, math.ceil(p / 100 * len(xs)) - 1)]
+    print(f"producers' block window over {len(xs)} DONE runs: p50 {pct(50):.3f} s, p99 {pct(99):.3f} s, max {xs[-1]:.3f} s")
+PY
+echo "streams.sh: go test exit $rc (log: $OUT/test.log; results: $RESULTS)"
+exit "$rc"
