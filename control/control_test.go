@@ -37,6 +37,7 @@ type fakeMirror struct {
 	synced      []string
 	syncErr     error
 	groupBehind string
+	prepared    []string // groups PrepareGroups was asked for
 	// onSource are topics created on the source that the mirror copies
 	// from its next topic sync (RefreshTopics) on; refreshes counts them.
 	onSource  []string
@@ -89,6 +90,13 @@ func (f *fakeMirror) GroupsDrained(_ context.Context, groups []string, _ ...stri
 
 func (f *fakeMirror) GroupsJoined(context.Context, []string) (bool, string, error) {
 	return true, "", nil
+}
+
+func (f *fakeMirror) PrepareGroups(_ context.Context, groups []string) error {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	f.prepared = append(f.prepared, groups...)
+	return nil
 }
 
 func (f *fakeMirror) SyncGroups(_ context.Context, groups []string) (mirror.GroupSyncReport, error) {

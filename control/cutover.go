@@ -32,6 +32,9 @@ type Mirror interface {
 	SyncGroups(ctx context.Context, groups []string) (mirror.GroupSyncReport, error)
 	GroupsDrained(ctx context.Context, groups []string, topics ...string) (bool, string, error)
 	GroupsJoined(ctx context.Context, groups []string) (bool, string, error)
+	// PrepareGroups readies the target's coordinators of groups (its
+	// offsets topic, on a cluster that never had a group).
+	PrepareGroups(ctx context.Context, groups []string) error
 	// RefreshTopics syncs topics now: topics created on the source since
 	// the last sync are mirrored.
 	RefreshTopics(ctx context.Context) error
@@ -581,6 +584,28 @@ func (ct *Controller) setDetail(run *cutoverRun, detail string) {
 	})
 }
 
+// prepareGroups asks the cutover's mirror, once, to ready the target's
+// coordinators of its groups, bounded by the drain timeout; a failure is
+// logged (SyncGroups retries for itself).
+func (ct *Controller) prepareGroups(ctx context.Context, run *cutoverRun) {
+	ct.mu.Lock()
+	c := run.c
+	ct.mu.Unlock()
+	groups := ct.groupsOf(run)
+	if terminal(c.GetStep()) || len(groups) == 0 {
+		return
+	}
+	m := ct.mirrorOf(run)
+	if m == nil || m.Mirror == nil {
+		return
+	}
+	ctx, cancel := context.WithTimeout(ctx, c.GetSpec().GetPolicy().GetDrainTimeout().AsDuration())
+	defer cancel()
+	if err := m.Mirror.PrepareGroups(ctx, groups); err != nil && ct.ctx.Err() == nil {
+		ct.log.Warn("target group coordinators not ready", zap.String("id", run.id), zap.Error(err))
+	}
+}
+
 // errAborted: an operator asked for a rollback.
 var errAborted = errors.New("aborted")
 
@@ -602,6 +627,12 @@ func (ct *Controller) drive(run *cutoverRun) {
 		stopLeases()
 		<-leasesDone
 	}()
+	prepared := make(chan struct{})
+	go func() {
+		defer close(prepared)
+		ct.prepareGroups(leaseCtx, run)
+	}()
+	defer func() { <-prepared }() // after stopLeases, which ends its context
 	for {
 		if ct.ctx.Err() != nil {
 			return // stopping: the stored step resumes or rolls back at the next start

@@ -438,9 +438,11 @@ func TestPhaseTwoOnly(t *testing.T) {
 				t.Errorf("producers' block window %v (gated %v, released %v, groups quiesced %v)",
 					c.GetBlockWindow(), c.GetGatedAt(), c.GetReleasedAt(), c.GetGroupsQuiescedAt())
 			}
-			if len(fm.synced) != 1 || fm.synced[0] != "billing" {
-				t.Errorf("synced %v", fm.synced)
+			fm.mu.Lock()
+			if len(fm.synced) != 1 || fm.synced[0] != "billing" || !slices.Equal(fm.prepared, []string{"billing"}) {
+				t.Errorf("synced %v, prepared %v: want the target's coordinator readied for billing and its offsets synced", fm.synced, fm.prepared)
 			}
+			fm.mu.Unlock()
 			if got, want := outcomes(c), "[copy]:2:target"; got != want {
 				t.Errorf("outcomes %s, want %s", got, want)
 			}

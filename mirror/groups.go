@@ -73,6 +73,41 @@ func (r GroupSyncReport) Err() error {
 	return errors.Join(errs...)
 }
 
+// PrepareGroups finds the target's coordinator of every named group,
+// retrying until each is found or ctx ends, and reports the last failure.
+// A cluster that never had a consumer group creates its offsets topic on
+// the first such request and answers COORDINATOR_NOT_AVAILABLE until it is
+// loaded (1.4 s on the one-broker test bed): asked when a cutover starts,
+// the target is ready by the time SyncGroups needs it, instead of the
+// groups' sync — inside their block window — waiting for it.
+func (mr *Mirror) PrepareGroups(ctx context.Context, groups []string) error {
+	if len(groups) == 0 {
+		return nil
+	}
+	dst, err := mr.targetClient()
+	if err != nil {
+		return fmt.Errorf("target client: %w", err)
+	}
+	defer dst.Close()
+	adm := kadm.NewClient(dst)
+	for {
+		var last error
+		adm.FindGroupCoordinators(ctx, groups...).Each(func(r kadm.FindCoordinatorResponse) {
+			if r.Err != nil {
+				last = fmt.Errorf("group %s: %w", r.Name, r.Err)
+			}
+		})
+		if last == nil {
+			return nil
+		}
+		select {
+		case <-ctx.Done():
+			return fmt.Errorf("find the target's group coordinators: %w", last)
+		case <-time.After(200 * time.Millisecond):
+		}
+	}
+}
+
 // errLiveMembers: the group is active on the target; its offsets are its own.
 var errLiveMembers = errors.New("group has live members on the target; its offsets are not overwritten")
 

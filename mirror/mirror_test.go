@@ -482,6 +482,31 @@ func TestTwoMirrorsShareARegistry(t *testing.T) {
 	}
 }
 
+// TestPrepareGroups: once PrepareGroups returns, the target answers for
+// the groups' coordinators at once (on a new cluster it creates its offsets
+// topic on the first request), so the cutover's group sync does not wait
+// for it.
+func TestPrepareGroups(t *testing.T) {
+	source, target := kafkatest.Pair(t)
+	topic := kafkatest.Topic(t, "prep")
+	source.CreateTopic(t, topic, 1)
+	rm := startMirror(t, kafkatest.Topic(t, "m"), source, target, []string{topic})
+	groups := []string{kafkatest.Topic(t, "g1"), kafkatest.Topic(t, "g2")}
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	if err := rm.PrepareGroups(ctx, groups); err != nil {
+		t.Fatal(err)
+	}
+	kadm.NewClient(target.Client(t)).FindGroupCoordinators(ctx, groups...).Each(func(r kadm.FindCoordinatorResponse) {
+		if r.Err != nil {
+			t.Errorf("group %s: %v after PrepareGroups", r.Name, r.Err)
+		}
+	})
+	if err := rm.PrepareGroups(ctx, nil); err != nil {
+		t.Errorf("no groups: %v", err)
+	}
+}
+
 func TestGroupsDrained(t *testing.T) {
 	source, target := kafkatest.Pair(t)
 	topic := kafkatest.Topic(t, "drain")
