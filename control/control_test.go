@@ -38,6 +38,9 @@ type fakeMirror struct {
 	syncErr     error
 	groupBehind string
 	prepared    []string // groups PrepareGroups was asked for
+	// growing: topics a writer outside the cutover keeps writing on the
+	// source; CaughtUp over them is never true.
+	growing []string
 	// onSource are topics created on the source that the mirror copies
 	// from its next topic sync (RefreshTopics) on; refreshes counts them.
 	onSource  []string
@@ -75,6 +78,11 @@ func (f *fakeMirror) CaughtUp(_ context.Context, topics ...string) (bool, string
 	}
 	if !f.caughtUp {
 		return false, "orders/0", nil
+	}
+	for _, t := range topics {
+		if slices.Contains(f.growing, t) {
+			return false, t + "/0", nil
+		}
 	}
 	return true, "", nil
 }

@@ -1212,7 +1212,10 @@ func (ct *Controller) verify(run *cutoverRun) (switchyardv1.CutoverStep, string,
 		return 0, "", err
 	}
 	m := ct.mirrorOf(run)
-	topics := ct.topicsOf(run, m.Mirror.Status())
+	topics := verifyTopics(ct.coverage(run), spec)
+	if topics == nil {
+		topics = ct.topicsOf(run, m.Mirror.Status())
+	}
 	// After a restart the mirror restores its offset maps before it can
 	// answer: until it is ready, or while a cluster does not answer, the
 	// question is open, not answered no.
@@ -1244,6 +1247,33 @@ func (ct *Controller) verify(run *cutoverRun) (switchyardv1.CutoverStep, string,
 		return 0, "", fmt.Errorf("mirror %s: the source grew after the flip (%s behind): a client bypasses the sidecars", m.Name, behind)
 	}
 	return switchyardv1.CutoverStep_CUTOVER_STEP_DONE, fmt.Sprintf("%d sidecars run on %s; the source received nothing since the drain", len(run.keys), spec.GetTarget()), nil
+}
+
+// verifyTopics returns the topics on which verify proves that the source
+// received nothing after the flip: those the moved applications write,
+// and those the spec names that none of them reads. A topic they only
+// read may have writers the cutover does not move (a consumer moved
+// before its producers), whose records the mirror goes on copying. Nil
+// without coverage (every mirrored topic is checked then).
+func verifyTopics(cov *switchyardv1.CutoverCoverage, spec *switchyardv1.CutoverSpec) []string {
+	if len(cov.GetUnits()) == 0 {
+		return nil
+	}
+	set, read := map[string]bool{}, map[string]bool{}
+	for _, u := range cov.GetUnits() {
+		for _, t := range u.GetWrites() {
+			set[t] = true
+		}
+		for _, t := range u.GetReads() {
+			read[t] = true
+		}
+	}
+	for _, t := range spec.GetTopics() {
+		if !read[t] {
+			set[t] = true
+		}
+	}
+	return sortedNames(set)
 }
 
 // rollback returns the sidecars to the source without a gate. Switch and

@@ -215,6 +215,21 @@ func holdCutover(t *testing.T, pauseLeases bool) *holdRun {
 		go func() { defer pwg.Done(); p.run(ctx, topic, &stopProducing) }()
 	}
 	wait("records before the cutover", func() bool { return r.producers[0].count() > 200 })
+	// The cutover's coverage comes from what the sidecars report: the
+	// group's members must have been seen, or the group is one no sidecar
+	// reports and the cutover runs in one pass.
+	wait("the consumers' sidecars report the group", func() bool {
+		sr, err := api.ListSidecars(ctx, &switchyardv1.ListSidecarsRequest{App: "orders"})
+		n := 0
+		for _, s := range sr.GetSidecars() {
+			for _, g := range s.GetStatus().GetUsage().GetGroups() {
+				if g.GetGroup() == group {
+					n++
+				}
+			}
+		}
+		return err == nil && n == 2
+	})
 
 	if pauseLeases {
 		control.PauseHoldLeases(plane.Controller, true)

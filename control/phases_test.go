@@ -501,3 +501,31 @@ func TestGroupDrainWaitsForAdmittedProduce(t *testing.T) {
 		t.Errorf("group drain detail %q: want it to have waited for the produce in flight", d)
 	}
 }
+
+// TestVerifyIgnoresInputWritersOutsideTheCutover: the pipeline moved
+// alone reads a topic whose producer the cutover does not move; the mirror
+// goes on copying it, so the source's end of it keeps moving after the
+// flip. Verify proves that nothing bypasses the sidecars on what the moved
+// application writes, and does not fail the cutover over its input.
+func TestVerifyIgnoresInputWritersOutsideTheCutover(t *testing.T) {
+	p, fm, _, sp := pipelineAlone(t, true)
+	fm.mu.Lock()
+	fm.growing = []string{"orders"}
+	fm.mu.Unlock()
+	resp, err := p.client.CreateCutover(p.authed(), &switchyardv1.CreateCutoverRequest{Spec: sp})
+	if err != nil {
+		t.Fatal(err)
+	}
+	c := p.waitCutover(resp.GetCutover().GetId(), switchyardv1.CutoverStep_CUTOVER_STEP_DONE)
+	if got, want := verifyTopics(c.GetCoverage(), c.GetSpec()), []string{"invoices"}; !slices.Equal(got, want) {
+		t.Errorf("verify checks %v, want %v", got, want)
+	}
+	// The spec's topics count unless a moved application reads them.
+	sp3 := &switchyardv1.CutoverSpec{Topics: []string{"orders", "audit"}}
+	if got, want := verifyTopics(c.GetCoverage(), sp3), []string{"audit", "invoices"}; !slices.Equal(got, want) {
+		t.Errorf("verify checks %v with spec topics %v, want %v", got, sp3.GetTopics(), want)
+	}
+	if got := verifyTopics(nil, sp3); got != nil {
+		t.Errorf("without coverage verify checks %v, want nil (every mirrored topic)", got)
+	}
+}
