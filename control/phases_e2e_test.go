@@ -43,11 +43,17 @@ type phaseBed struct {
 
 func startPhaseBed(t *testing.T, ctx context.Context) *phaseBed {
 	t.Helper()
-	b := &phaseBed{token: "phase-token"}
+	return startPhaseBedOf(t, ctx, kafkatest.Topic(t, "orders"), 4, kafkatest.Topic(t, "enriched"), 2)
+}
+
+// startPhaseBedOf starts a phaseBed whose topics input and output have
+// the partitions given.
+func startPhaseBedOf(t *testing.T, ctx context.Context, input string, inParts int32, output string, outParts int32) *phaseBed {
+	t.Helper()
+	b := &phaseBed{token: "phase-token", input: input, output: output}
 	b.source, b.target = kafkatest.Pair(t)
-	b.input, b.output = kafkatest.Topic(t, "orders"), kafkatest.Topic(t, "enriched")
-	b.source.CreateTopic(t, b.input, 4)
-	b.source.CreateTopic(t, b.output, 2)
+	b.source.CreateTopic(t, b.input, inParts)
+	b.source.CreateTopic(t, b.output, outParts)
 	b.plane, _ = planetest.Start(t, b.source, b.target, b.token, b.input, b.output)
 	var withToken func(context.Context) context.Context
 	b.api, withToken = planetest.Dial(t, b.plane, b.token)

@@ -1,0 +1,406 @@
+package control_test
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"math/rand/v2"
+	"os"
+	"strconv"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/twmb/franz-go/pkg/kadm"
+	"github.com/twmb/franz-go/pkg/kerr"
+	"github.com/twmb/franz-go/pkg/kgo"
+	"google.golang.org/protobuf/types/known/durationpb"
+
+	switchyardv1 "github.com/switchyard/switchyard/api/switchyard/v1"
+	"github.com/switchyard/switchyard/internal/kafkatest"
+)
+
+// ctpSeedEnv repeats the random timing of TestCutoverFranzPipeline.
+const ctpSeedEnv = "SWITCHYARD_CTP_SEED"
+
+// copiedSuffix is what the franz-go pipeline appends to each value.
+const copiedSuffix = "|copied"
+
+// copyPipeline is a consume-transform-produce application written with
+// franz-go's GroupTransactSession: it reads its input read_committed in a
+// consumer group, writes each record to the output with the same key and
+// its value + "|copied", and commits the consumed offsets in the same
+// transaction. Transactions hold at most batch records.
+type copyPipeline struct {
+	sess  *kgo.GroupTransactSession
+	out   string
+	batch int
+
+	mu        sync.Mutex
+	err       error
+	committed int // transactions committed
+	aborted   int // transactions End aborted (lost partitions): their input is read again
+	groupErrs []string
+}
+
+// run polls, copies and commits until ctx ends or an error the
+// application would not survive; failed returns that error.
+func (p *copyPipeline) run(ctx context.Context) {
+	for ctx.Err() == nil {
+		fs := p.sess.PollRecords(ctx, p.batch)
+		var ferr error
+		fs.EachError(func(_ string, _ int32, err error) {
+			switch {
+			case ctx.Err() != nil:
+			case errors.Is(err, kerr.UnknownMemberID), errors.Is(err, kerr.RebalanceInProgress):
+				// The group moving to the target's coordinator shows as
+				// a failed join; franz-go joins again by itself.
+				p.mu.Lock()
+				p.groupErrs = append(p.groupErrs, err.Error())
+				p.mu.Unlock()
+			default:
+				ferr = err
+			}
+		})
+		if ferr != nil {
+			p.fail(fmt.Errorf("poll: %w", ferr))
+			return
+		}
+		recs := fs.Records()
+		if len(recs) == 0 {
+			continue
+		}
+		if err := p.sess.Begin(); err != nil {
+			p.fail(fmt.Errorf("begin: %w", err))
+			return
+		}
+		var (
+			pmu  sync.Mutex
+			perr error
+		)
+		for _, r := range recs {
+			v := make([]byte, 0, len(r.Value)+len(copiedSuffix))
+			v = append(append(v, r.Value...), copiedSuffix...)
+			p.sess.Produce(ctx, &kgo.Record{Topic: p.out, Key: r.Key, Value: v}, func(r *kgo.Record, err error) {
+				if err != nil {
+					pmu.Lock()
+					perr = errors.Join(perr, fmt.Errorf("produce %s: %w", r.Value, err))
+					pmu.Unlock()
+				}
+			})
+		}
+		committed, err := p.sess.End(ctx, kgo.TryCommit)
+		if ctx.Err() != nil {
+			return
+		}
+		if err != nil {
+			p.fail(fmt.Errorf("end: %w", err))
+			return
+		}
+		pmu.Lock()
+		if perr != nil {
+			// End flushed every record before ending the transaction: an
+			// error here reached the application.
+			p.fail(perr)
+			pmu.Unlock()
+			return
+		}
+		pmu.Unlock()
+		p.mu.Lock()
+		if committed {
+			p.committed++
+		} else {
+			p.aborted++
+		}
+		p.mu.Unlock()
+	}
+}
+
+func (p *copyPipeline) fail(err error) {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	p.err = err
+}
+
+func (p *copyPipeline) failed() error {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	return p.err
+}
+
+func (p *copyPipeline) commits() int {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	return p.committed
+}
+
+// ctpSeed returns the seed of this run: SWITCHYARD_CTP_SEED if set, else
+// a new one.
+func ctpSeed(t *testing.T) uint64 {
+	t.Helper()
+	if s := os.Getenv(ctpSeedEnv); s != "" {
+		seed, err := strconv.ParseUint(s, 10, 64)
+		if err != nil {
+			t.Fatalf("%s=%q: %v", ctpSeedEnv, s, err)
+		}
+		return seed
+	}
+	return uint64(time.Now().UnixNano())
+}
+
+// TestCutoverFranzPipeline moves an exactly-once consume-transform-produce
+// application written with franz-go (copyPipeline: GroupTransactSession,
+// read_committed) behind its own sidecar while a producer behind another
+// sidecar feeds its input continuously; the cutover starts at a seeded
+// random point of the input (SWITCHYARD_CTP_SEED repeats it), and the
+// pipeline's transactions hold a seeded random number of records. After
+// the cutover the input goes on, stops, and the pipeline drains. Then, on
+// the target (read_committed): the input holds every acknowledged record
+// once; the output holds exactly one copy of every input record — same
+// key, same partition, value + "|copied" — and nothing else; in each
+// partition the outputs follow the input's order; and the group's
+// committed offsets on the target are past every input record, so a
+// restarted pipeline would copy nothing again. Every error the producer
+// or the pipeline saw fails the test.
+//
+// Runs on kfake by default and on real Kafka with SWITCHYARD_TEST_KAFKA=real.
+func TestCutoverFranzPipeline(t *testing.T) {
+	for _, tc := range []struct {
+		name string
+		// inputSelected: the input producer's application is in the
+		// cutover's selection too; else only the pipeline is, and the
+		// producer goes on writing the source through a sidecar that
+		// stays there.
+		inputSelected bool
+	}{
+		{name: "with-its-input-producer", inputSelected: true},
+		{name: "pipeline-only", inputSelected: false},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			if !tc.inputSelected {
+				// On main at 8a421c9 this cutover is one-pass: its drain
+				// waits for the group to commit the end of an input the
+				// producer outside the selection keeps growing, while the
+				// gate holds the pipeline's next transaction: "consumer
+				// groups not drained within the drain timeout: group … at
+				// 161 of 49628", rolled back after policy.drain_timeout.
+				t.Skip("phase-2-only cutover: a cutover selecting only the pipeline rolls back at the drain (the one-pass " +
+					"machine waits for the group to reach an end its gate keeps it from reaching); enable when control/ runs it as phase 2 only")
+			}
+			runFranzPipeline(t, tc.inputSelected)
+		})
+	}
+}
+
+func runFranzPipeline(t *testing.T, inputSelected bool) {
+	seed := ctpSeed(t)
+	rng := rand.New(rand.NewPCG(seed, 0xc7f))
+	before, batch := 100+rng.IntN(500), 1+rng.IntN(40)
+	t.Logf("seed %d (%s=%d repeats it): cutover after %d input records, transactions of up to %d records",
+		seed, ctpSeedEnv, seed, before, batch)
+
+	ctx, cancel := context.WithTimeout(context.Background(), 4*time.Minute)
+	defer cancel()
+	// The same partitions for input and output: a key lands in the same
+	// partition of each.
+	b := startPhaseBedOf(t, ctx, kafkatest.Topic(t, "copy-in"), 3, kafkatest.Topic(t, "copy-out"), 3)
+	group := kafkatest.Topic(t, "copy")
+
+	prod := b.producer(t, ctx, 0, nil)
+	paddr := b.sidecar(t, ctx, "copy", "pipeline-0", nil)
+	sess, err := kgo.NewGroupTransactSession(kgo.SeedBrokers(paddr), kgo.TransactionalID(kafkatest.Topic(t, "copy-tx")),
+		kgo.ConsumerGroup(group), kgo.ConsumeTopics(b.input), kgo.FetchIsolationLevel(kgo.ReadCommitted()),
+		kgo.ConsumeResetOffset(kgo.NewOffset().AtStart()))
+	if err != nil {
+		t.Fatal(err)
+	}
+	pl := &copyPipeline{sess: sess, out: b.output, batch: batch}
+	plCtx, stopPipeline := context.WithCancel(ctx)
+	plDone := make(chan struct{})
+	go func() { defer close(plDone); pl.run(plCtx) }()
+	stopped := false
+	stop := func() {
+		if !stopped {
+			stopped = true
+			stopPipeline()
+			<-plDone
+			sess.Close()
+		}
+	}
+	defer stop()
+
+	prodCtx, stopProducing := context.WithCancel(ctx)
+	pdone := make(chan struct{})
+	go func() { defer close(pdone); prod.run(prodCtx, b.input) }()
+	defer func() { stopProducing(); <-pdone }()
+
+	waitUntil(t, ctx, "input records and a committed transaction before the cutover", func() bool {
+		if err := pl.failed(); err != nil {
+			t.Fatalf("pipeline: %v", err)
+		}
+		return prod.count() >= before && pl.commits() > 0
+	})
+	waitUntil(t, ctx, "the pipeline's sidecar reports its group, transactional", func() bool {
+		r, err := b.api.ListSidecars(ctx, &switchyardv1.ListSidecarsRequest{App: "copy"})
+		if err != nil || len(r.GetSidecars()) != 1 {
+			return false
+		}
+		gs := r.GetSidecars()[0].GetStatus().GetUsage().GetGroups()
+		return len(gs) == 1 && gs[0].GetGroup() == group && gs[0].GetTransactional()
+	})
+
+	apps := []string{"copy"}
+	if inputSelected {
+		apps = append(apps, "orders")
+	}
+	atCutover := prod.count()
+	final := b.cutover(t, ctx, apps, &switchyardv1.CutoverPolicy{GateMode: "HOLD",
+		DrainTimeout: durationpb.New(30 * time.Second), HoldBudget: durationpb.New(30 * time.Second), MaxPreflightLag: 1_000_000})
+	if final.GetStep() != switchyardv1.CutoverStep_CUTOVER_STEP_DONE {
+		t.Fatalf("cutover ended %s: %s", final.GetStep(), final.GetError())
+	}
+	at := prod.count()
+	waitUntil(t, ctx, "input records after the cutover", func() bool {
+		if err := pl.failed(); err != nil {
+			t.Fatalf("pipeline: %v", err)
+		}
+		return prod.count() > at+200
+	})
+	stopProducing()
+	<-pdone
+	if prod.err != nil {
+		t.Fatalf("producer: %v", prod.err)
+	}
+	acked := map[string]bool{}
+	for _, a := range prod.ack {
+		acked[a.value] = true
+	}
+
+	// The input on the target: the mirror copied what the source holds
+	// (all of it, with a producer that stayed there).
+	var input []*kgo.Record
+	waitUntil(t, ctx, "every acknowledged input record on the target", func() bool {
+		input = b.target.ReadCommitted(ctx, t, b.input)
+		seen := map[string]bool{}
+		for _, r := range input {
+			seen[string(r.Value)] = true
+		}
+		for v := range acked {
+			if !seen[v] {
+				return false
+			}
+		}
+		return true
+	})
+	inputAt := map[string]*kgo.Record{}
+	for _, r := range input {
+		v := string(r.Value)
+		if !acked[v] {
+			t.Errorf("input %s/%d@%d: %s was never acknowledged", r.Topic, r.Partition, r.Offset, v)
+		}
+		if prev, ok := inputAt[v]; ok {
+			t.Errorf("input %s twice on the target: partition %d offsets %d and %d", v, r.Partition, prev.Offset, r.Offset)
+			continue
+		}
+		inputAt[v] = r
+	}
+
+	// The pipeline drains: every input record copied, and the group's
+	// committed offsets past the last input record of each partition.
+	last := map[int32]int64{}
+	for _, r := range input {
+		last[r.Partition] = max(last[r.Partition], r.Offset)
+	}
+	adm := kadm.NewClient(b.target.Client(t))
+	waitUntil(t, ctx, "the pipeline copied every input record and committed past it on the target", func() bool {
+		if err := pl.failed(); err != nil {
+			t.Fatalf("pipeline: %v", err)
+		}
+		seen := map[string]bool{}
+		for _, r := range b.target.ReadCommitted(ctx, t, b.output) {
+			seen[strings.TrimSuffix(string(r.Value), copiedSuffix)] = true
+		}
+		for v := range inputAt {
+			if !seen[v] {
+				return false
+			}
+		}
+		offs, err := adm.FetchOffsets(ctx, group)
+		if err != nil {
+			return false
+		}
+		for p, o := range last {
+			if c, ok := offs.Lookup(b.input, p); !ok || c.Err != nil || c.At <= o {
+				return false
+			}
+		}
+		return true
+	})
+	// Stopped and closed, the pipeline writes nothing more: what the
+	// target holds now is its whole output.
+	stop()
+	if err := pl.failed(); err != nil {
+		t.Fatalf("pipeline: %v", err)
+	}
+	output := b.target.ReadCommitted(ctx, t, b.output)
+	problems := checkCopies(inputAt, output)
+	for i, p := range problems {
+		if i == 20 {
+			t.Errorf("... %d problems in all", len(problems))
+			break
+		}
+		t.Error(p)
+	}
+	aborted := len(b.target.ReadUncommitted(ctx, t, b.output)) - len(output)
+	pl.mu.Lock()
+	defer pl.mu.Unlock()
+	t.Logf("RESULT franz-go pipeline (%s): cutover %s; %d input records (%d before the cutover), %d outputs, %d problems; "+
+		"%d transactions committed, %d aborted by End, %d aborted records in the output log; group errors %v; "+
+		"producers' block window %v, groups' %v",
+		strings.Join(apps, "+"), history(final), len(inputAt), atCutover, len(output), len(problems),
+		pl.committed, pl.aborted, aborted, pl.groupErrs, final.GetBlockWindow().AsDuration(), final.GetGroupBlockWindow().AsDuration())
+}
+
+// checkCopies compares the pipeline's committed output with its input (by
+// value) and describes every difference: an output that copies no input
+// record or copies it wrong (key, partition, value), an input record with
+// no copy or more than one, and outputs of one partition out of their
+// input's order.
+func checkCopies(input map[string]*kgo.Record, output []*kgo.Record) []string {
+	var problems []string
+	copies := map[string]int{}
+	lastIn := map[int32]int64{} // output partition → input offset of its last output
+	for _, r := range output {
+		where := fmt.Sprintf("output %d@%d %q", r.Partition, r.Offset, r.Value)
+		v, ok := strings.CutSuffix(string(r.Value), copiedSuffix)
+		in := input[v]
+		switch {
+		case !ok:
+			problems = append(problems, where+": not a copy")
+			continue
+		case in == nil:
+			problems = append(problems, where+": copies no input record")
+			continue
+		case string(in.Key) != string(r.Key):
+			problems = append(problems, fmt.Sprintf("%s: key %q, the input's is %q", where, r.Key, in.Key))
+		case in.Partition != r.Partition:
+			problems = append(problems, fmt.Sprintf("%s: the input is in partition %d", where, in.Partition))
+		}
+		if copies[v]++; copies[v] == 2 {
+			problems = append(problems, where+": duplicated")
+		}
+		if l, ok := lastIn[r.Partition]; ok && in.Offset <= l && in.Partition == r.Partition {
+			problems = append(problems, fmt.Sprintf("%s: copies input offset %d after input offset %d", where, in.Offset, l))
+		}
+		if in.Partition == r.Partition {
+			lastIn[r.Partition] = in.Offset
+		}
+	}
+	for v, in := range input {
+		if copies[v] == 0 {
+			problems = append(problems, fmt.Sprintf("input %d@%d %q: missing from the output", in.Partition, in.Offset, v))
+		}
+	}
+	return problems
+}
