@@ -256,7 +256,7 @@ func runFranzPipeline(t *testing.T, inputSelected bool) {
 	}
 	atCutover := prod.count()
 	final := b.cutover(t, ctx, apps, &switchyardv1.CutoverPolicy{GateMode: "HOLD",
-		DrainTimeout: durationpb.New(30 * time.Second), HoldBudget: durationpb.New(30 * time.Second), MaxPreflightLag: 1_000_000})
+		DrainTimeout: durationpb.New(30 * time.Second), MaxPreflightLag: 1_000_000})
 	if final.GetStep() != switchyardv1.CutoverStep_CUTOVER_STEP_DONE {
 		t.Fatalf("cutover ended %s: %s", final.GetStep(), final.GetError())
 	}
@@ -344,10 +344,10 @@ func runFranzPipeline(t *testing.T, inputSelected bool) {
 		t.Fatalf("pipeline: %v", err)
 	}
 	output := b.target.ReadCommitted(ctx, t, b.output)
-	problems := checkCopies(inputAt, output)
-	for i, p := range problems {
+	check := checkCopies(inputAt, output)
+	for i, p := range check.problems {
 		if i == 20 {
-			t.Errorf("... %d problems in all", len(problems))
+			t.Errorf("... %d problems in all", len(check.problems))
 			break
 		}
 		t.Error(p)
@@ -355,11 +355,17 @@ func runFranzPipeline(t *testing.T, inputSelected bool) {
 	aborted := len(b.target.ReadUncommitted(ctx, t, b.output)) - len(output)
 	pl.mu.Lock()
 	defer pl.mu.Unlock()
-	t.Logf("RESULT franz-go pipeline (%s): cutover %s; %d input records (%d before the cutover), %d outputs, %d problems; "+
+	t.Logf("RESULT franz-go pipeline (%s): cutover %s; %d input records (%d before the cutover), %d outputs: %d missing, %d duplicated, %d problems; "+
 		"%d transactions committed, %d aborted by End, %d aborted records in the output log; group errors %v; "+
 		"producers' block window %v, groups' %v",
-		strings.Join(apps, "+"), history(final), len(inputAt), atCutover, len(output), len(problems),
+		strings.Join(apps, "+"), history(final), len(inputAt), atCutover, len(output), check.missing, check.duplicated, len(check.problems),
 		pl.committed, pl.aborted, aborted, pl.groupErrs, final.GetBlockWindow().AsDuration(), final.GetGroupBlockWindow().AsDuration())
+}
+
+// copyCheck is what checkCopies found.
+type copyCheck struct {
+	missing, duplicated int
+	problems            []string // every difference, described
 }
 
 // checkCopies compares the pipeline's committed output with its input (by
@@ -367,8 +373,8 @@ func runFranzPipeline(t *testing.T, inputSelected bool) {
 // record or copies it wrong (key, partition, value), an input record with
 // no copy or more than one, and outputs of one partition out of their
 // input's order.
-func checkCopies(input map[string]*kgo.Record, output []*kgo.Record) []string {
-	var problems []string
+func checkCopies(input map[string]*kgo.Record, output []*kgo.Record) copyCheck {
+	var c copyCheck
 	copies := map[string]int{}
 	lastIn := map[int32]int64{} // output partition → input offset of its last output
 	for _, r := range output {
@@ -377,21 +383,23 @@ func checkCopies(input map[string]*kgo.Record, output []*kgo.Record) []string {
 		in := input[v]
 		switch {
 		case !ok:
-			problems = append(problems, where+": not a copy")
+			c.problems = append(c.problems, where+": not a copy")
 			continue
 		case in == nil:
-			problems = append(problems, where+": copies no input record")
+			c.problems = append(c.problems, where+": copies no input record")
 			continue
 		case string(in.Key) != string(r.Key):
-			problems = append(problems, fmt.Sprintf("%s: key %q, the input's is %q", where, r.Key, in.Key))
+			c.problems = append(c.problems, fmt.Sprintf("%s: key %q, the input's is %q", where, r.Key, in.Key))
 		case in.Partition != r.Partition:
-			problems = append(problems, fmt.Sprintf("%s: the input is in partition %d", where, in.Partition))
+			c.problems = append(c.problems, fmt.Sprintf("%s: the input is in partition %d", where, in.Partition))
 		}
-		if copies[v]++; copies[v] == 2 {
-			problems = append(problems, where+": duplicated")
+		if copies[v]++; copies[v] > 1 {
+			c.problems = append(c.problems, where+": duplicated")
+			c.duplicated++
+			continue
 		}
 		if l, ok := lastIn[r.Partition]; ok && in.Offset <= l && in.Partition == r.Partition {
-			problems = append(problems, fmt.Sprintf("%s: copies input offset %d after input offset %d", where, in.Offset, l))
+			c.problems = append(c.problems, fmt.Sprintf("%s: copies input offset %d after input offset %d", where, in.Offset, l))
 		}
 		if in.Partition == r.Partition {
 			lastIn[r.Partition] = in.Offset
@@ -399,8 +407,52 @@ func checkCopies(input map[string]*kgo.Record, output []*kgo.Record) []string {
 	}
 	for v, in := range input {
 		if copies[v] == 0 {
-			problems = append(problems, fmt.Sprintf("input %d@%d %q: missing from the output", in.Partition, in.Offset, v))
+			c.problems = append(c.problems, fmt.Sprintf("input %d@%d %q: missing from the output", in.Partition, in.Offset, v))
+			c.missing++
 		}
 	}
-	return problems
+	return c
+}
+
+// TestCheckCopies: the pipeline's checker finds each way an output can be
+// wrong.
+func TestCheckCopies(t *testing.T) {
+	in := func(p int32, o int64, k, v string) *kgo.Record {
+		return &kgo.Record{Partition: p, Offset: o, Key: []byte(k), Value: []byte(v)}
+	}
+	input := map[string]*kgo.Record{"a": in(0, 0, "k0", "a"), "b": in(0, 1, "k0", "b"), "c": in(1, 0, "k1", "c")}
+	out := func(p int32, k, v string) *kgo.Record {
+		return &kgo.Record{Partition: p, Key: []byte(k), Value: []byte(v)}
+	}
+	for _, tc := range []struct {
+		name   string
+		output []*kgo.Record
+		want   []string // a fragment of each problem, in order
+	}{
+		{"exact", []*kgo.Record{out(0, "k0", "a|copied"), out(0, "k0", "b|copied"), out(1, "k1", "c|copied")}, nil},
+		{"missing", []*kgo.Record{out(0, "k0", "a|copied"), out(1, "k1", "c|copied")}, []string{`"b": missing`}},
+		{"duplicated", []*kgo.Record{out(0, "k0", "a|copied"), out(0, "k0", "b|copied"), out(0, "k0", "b|copied"), out(1, "k1", "c|copied")},
+			[]string{"duplicated"}},
+		{"out of order", []*kgo.Record{out(0, "k0", "b|copied"), out(0, "k0", "a|copied"), out(1, "k1", "c|copied")},
+			[]string{"copies input offset 0 after input offset 1"}},
+		{"other key", []*kgo.Record{out(0, "k9", "a|copied"), out(0, "k0", "b|copied"), out(1, "k1", "c|copied")}, []string{`key "k9"`}},
+		{"other partition", []*kgo.Record{out(0, "k0", "a|copied"), out(0, "k0", "b|copied"), out(0, "k1", "c|copied")},
+			[]string{"the input is in partition 1"}},
+		{"not a copy", []*kgo.Record{out(0, "k0", "a"), out(0, "k0", "b|copied"), out(1, "k1", "c|copied")},
+			[]string{"not a copy", `"a": missing`}},
+		{"of nothing", []*kgo.Record{out(0, "k0", "a|copied"), out(0, "k0", "b|copied"), out(1, "k1", "c|copied"), out(1, "k1", "z|copied")},
+			[]string{"copies no input record"}},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			got := checkCopies(input, tc.output).problems
+			if len(got) != len(tc.want) {
+				t.Fatalf("problems %q, want %d matching %q", got, len(tc.want), tc.want)
+			}
+			for i, w := range tc.want {
+				if !strings.Contains(got[i], w) {
+					t.Errorf("problem %d %q lacks %q", i, got[i], w)
+				}
+			}
+		})
+	}
 }
