@@ -151,10 +151,11 @@ func ctpSeed(t *testing.T) uint64 {
 
 // TestCutoverFranzPipeline moves an exactly-once consume-transform-produce
 // application written with franz-go (copyPipeline: GroupTransactSession,
-// read_committed) behind its own sidecar while a producer behind another
-// sidecar feeds its input continuously; the cutover starts at a seeded
-// random point of the input (SWITCHYARD_CTP_SEED repeats it), and the
-// pipeline's transactions hold a seeded random number of records. After
+// read_committed; one instance, or two in one group, each behind its own
+// sidecar) while a producer behind another sidecar feeds its input
+// continuously; the cutover starts at a seeded random point of the input
+// (SWITCHYARD_CTP_SEED repeats it), and the pipeline's transactions hold
+// a seeded random number of records. After
 // the cutover the input goes on, stops, and the pipeline drains. Then, on
 // the target (read_committed): the input holds every acknowledged record
 // once; the output holds exactly one copy of every input record — same
@@ -173,9 +174,11 @@ func TestCutoverFranzPipeline(t *testing.T) {
 		// producer goes on writing the source through a sidecar that
 		// stays there.
 		inputSelected bool
+		instances     int // of the pipeline, each behind its own sidecar
 	}{
-		{name: "with-its-input-producer", inputSelected: true},
-		{name: "pipeline-only", inputSelected: false},
+		{name: "with-its-input-producer", inputSelected: true, instances: 1},
+		{name: "two-instances", inputSelected: true, instances: 2},
+		{name: "pipeline-only", inputSelected: false, instances: 1},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			if !tc.inputSelected {
@@ -188,17 +191,17 @@ func TestCutoverFranzPipeline(t *testing.T) {
 				t.Skip("phase-2-only cutover: a cutover selecting only the pipeline rolls back at the drain (the one-pass " +
 					"machine waits for the group to reach an end its gate keeps it from reaching); enable when control/ runs it as phase 2 only")
 			}
-			runFranzPipeline(t, tc.inputSelected)
+			runFranzPipeline(t, tc.inputSelected, tc.instances)
 		})
 	}
 }
 
-func runFranzPipeline(t *testing.T, inputSelected bool) {
+func runFranzPipeline(t *testing.T, inputSelected bool, instances int) {
 	seed := ctpSeed(t)
 	rng := rand.New(rand.NewPCG(seed, 0xc7f))
-	before, batch := 100+rng.IntN(500), 1+rng.IntN(40)
-	t.Logf("seed %d (%s=%d repeats it): cutover after %d input records, transactions of up to %d records",
-		seed, ctpSeedEnv, seed, before, batch)
+	later, batch := rng.IntN(1000), 1+rng.IntN(40)
+	t.Logf("seed %d (%s=%d repeats it): cutover %d input records after the pipeline is running, transactions of up to %d records",
+		seed, ctpSeedEnv, seed, later, batch)
 
 	ctx, cancel := context.WithTimeout(context.Background(), 4*time.Minute)
 	defer cancel()
@@ -208,47 +211,75 @@ func runFranzPipeline(t *testing.T, inputSelected bool) {
 	group := kafkatest.Topic(t, "copy")
 
 	prod := b.producer(t, ctx, 0, nil)
-	paddr := b.sidecar(t, ctx, "copy", "pipeline-0", nil)
-	sess, err := kgo.NewGroupTransactSession(kgo.SeedBrokers(paddr), kgo.TransactionalID(kafkatest.Topic(t, "copy-tx")),
-		kgo.ConsumerGroup(group), kgo.ConsumeTopics(b.input), kgo.FetchIsolationLevel(kgo.ReadCommitted()),
-		kgo.ConsumeResetOffset(kgo.NewOffset().AtStart()))
-	if err != nil {
-		t.Fatal(err)
+	var (
+		pls  []*copyPipeline
+		plWG sync.WaitGroup
+	)
+	plCtx, stopPl := context.WithCancel(ctx)
+	for i := range instances {
+		paddr := b.sidecar(t, ctx, "copy", fmt.Sprintf("pipeline-%d", i), nil)
+		sess, err := kgo.NewGroupTransactSession(kgo.SeedBrokers(paddr), kgo.TransactionalID(kafkatest.Topic(t, "copy-tx")),
+			kgo.ConsumerGroup(group), kgo.ConsumeTopics(b.input), kgo.FetchIsolationLevel(kgo.ReadCommitted()),
+			kgo.ConsumeResetOffset(kgo.NewOffset().AtStart()))
+		if err != nil {
+			t.Fatal(err)
+		}
+		pl := &copyPipeline{sess: sess, out: b.output, batch: batch}
+		pls = append(pls, pl)
+		plWG.Add(1)
+		go func() { defer plWG.Done(); pl.run(plCtx) }()
 	}
-	pl := &copyPipeline{sess: sess, out: b.output, batch: batch}
-	plCtx, stopPipeline := context.WithCancel(ctx)
-	plDone := make(chan struct{})
-	go func() { defer close(plDone); pl.run(plCtx) }()
 	stopped := false
 	stop := func() {
 		if !stopped {
 			stopped = true
-			stopPipeline()
-			<-plDone
-			sess.Close()
+			stopPl()
+			plWG.Wait()
+			for _, pl := range pls {
+				pl.sess.Close()
+			}
 		}
 	}
 	defer stop()
+	failed := func() {
+		t.Helper()
+		for i, pl := range pls {
+			if err := pl.failed(); err != nil {
+				t.Fatalf("pipeline %d: %v", i, err)
+			}
+		}
+	}
 
 	prodCtx, stopProducing := context.WithCancel(ctx)
 	pdone := make(chan struct{})
 	go func() { defer close(pdone); prod.run(prodCtx, b.input) }()
 	defer func() { stopProducing(); <-pdone }()
 
-	waitUntil(t, ctx, "input records and a committed transaction before the cutover", func() bool {
-		if err := pl.failed(); err != nil {
-			t.Fatalf("pipeline: %v", err)
+	waitUntil(t, ctx, "a committed transaction of every instance", func() bool {
+		failed()
+		for _, pl := range pls {
+			if pl.commits() == 0 {
+				return false
+			}
 		}
-		return prod.count() >= before && pl.commits() > 0
+		return true
 	})
-	waitUntil(t, ctx, "the pipeline's sidecar reports its group, transactional", func() bool {
+	waitUntil(t, ctx, "the pipeline's sidecars report its group, transactional", func() bool {
 		r, err := b.api.ListSidecars(ctx, &switchyardv1.ListSidecarsRequest{App: "copy"})
-		if err != nil || len(r.GetSidecars()) != 1 {
+		if err != nil || len(r.GetSidecars()) != instances {
 			return false
 		}
-		gs := r.GetSidecars()[0].GetStatus().GetUsage().GetGroups()
-		return len(gs) == 1 && gs[0].GetGroup() == group && gs[0].GetTransactional()
+		for _, s := range r.GetSidecars() {
+			gs := s.GetStatus().GetUsage().GetGroups()
+			if len(gs) != 1 || gs[0].GetGroup() != group || !gs[0].GetTransactional() {
+				return false
+			}
+		}
+		return true
 	})
+
+	ready := prod.count()
+	waitUntil(t, ctx, "the seeded number of input records more", func() bool { failed(); return prod.count() >= ready+later })
 
 	apps := []string{"copy"}
 	if inputSelected {
@@ -262,9 +293,7 @@ func runFranzPipeline(t *testing.T, inputSelected bool) {
 	}
 	at := prod.count()
 	waitUntil(t, ctx, "input records after the cutover", func() bool {
-		if err := pl.failed(); err != nil {
-			t.Fatalf("pipeline: %v", err)
-		}
+		failed()
 		return prod.count() > at+200
 	})
 	stopProducing()
@@ -314,9 +343,7 @@ func runFranzPipeline(t *testing.T, inputSelected bool) {
 	}
 	adm := kadm.NewClient(b.target.Client(t))
 	waitUntil(t, ctx, "the pipeline copied every input record and committed past it on the target", func() bool {
-		if err := pl.failed(); err != nil {
-			t.Fatalf("pipeline: %v", err)
-		}
+		failed()
 		seen := map[string]bool{}
 		for _, r := range b.target.ReadCommitted(ctx, t, b.output) {
 			seen[strings.TrimSuffix(string(r.Value), copiedSuffix)] = true
@@ -340,9 +367,7 @@ func runFranzPipeline(t *testing.T, inputSelected bool) {
 	// Stopped and closed, the pipeline writes nothing more: what the
 	// target holds now is its whole output.
 	stop()
-	if err := pl.failed(); err != nil {
-		t.Fatalf("pipeline: %v", err)
-	}
+	failed()
 	output := b.target.ReadCommitted(ctx, t, b.output)
 	check := checkCopies(inputAt, output)
 	for i, p := range check.problems {
@@ -353,13 +378,21 @@ func runFranzPipeline(t *testing.T, inputSelected bool) {
 		t.Error(p)
 	}
 	aborted := len(b.target.ReadUncommitted(ctx, t, b.output)) - len(output)
-	pl.mu.Lock()
-	defer pl.mu.Unlock()
-	t.Logf("RESULT franz-go pipeline (%s): cutover %s; %d input records (%d before the cutover), %d outputs: %d missing, %d duplicated, %d problems; "+
+	var (
+		commits, aborts int
+		groupErrs       []string
+	)
+	for _, pl := range pls {
+		pl.mu.Lock()
+		commits, aborts = commits+pl.committed, aborts+pl.aborted
+		groupErrs = append(groupErrs, pl.groupErrs...)
+		pl.mu.Unlock()
+	}
+	t.Logf("RESULT franz-go pipeline (%s, %d instances): cutover %s; %d input records (%d before the cutover), %d outputs: %d missing, %d duplicated, %d problems; "+
 		"%d transactions committed, %d aborted by End, %d aborted records in the output log; group errors %v; "+
 		"producers' block window %v, groups' %v",
-		strings.Join(apps, "+"), history(final), len(inputAt), atCutover, len(output), check.missing, check.duplicated, len(check.problems),
-		pl.committed, pl.aborted, aborted, pl.groupErrs, final.GetBlockWindow().AsDuration(), final.GetGroupBlockWindow().AsDuration())
+		strings.Join(apps, "+"), instances, history(final), len(inputAt), atCutover, len(output), check.missing, check.duplicated, len(check.problems),
+		commits, aborts, aborted, groupErrs, final.GetBlockWindow().AsDuration(), final.GetGroupBlockWindow().AsDuration())
 }
 
 // copyCheck is what checkCopies found.
