@@ -18,6 +18,7 @@ import (
 	"google.golang.org/protobuf/types/known/durationpb"
 
 	switchyardv1 "github.com/switchyard/switchyard/api/switchyard/v1"
+	"github.com/switchyard/switchyard/control"
 	"github.com/switchyard/switchyard/internal/kafkatest"
 )
 
@@ -41,6 +42,7 @@ type copyPipeline struct {
 	err       error
 	committed int // transactions committed
 	aborted   int // transactions End aborted (lost partitions): their input is read again
+	log       []txnDone
 	groupErrs []string
 }
 
@@ -108,6 +110,7 @@ func (p *copyPipeline) run(ctx context.Context) {
 		}
 		pmu.Unlock()
 		p.mu.Lock()
+		p.log = append(p.log, txnDone{time.Now(), len(recs), committed})
 		if committed {
 			p.committed++
 		} else {
@@ -115,6 +118,54 @@ func (p *copyPipeline) run(ctx context.Context) {
 		}
 		p.mu.Unlock()
 	}
+}
+
+// txnDone is one transaction the pipeline ended.
+type txnDone struct {
+	at        time.Time
+	records   int
+	committed bool
+}
+
+// during sums up the transactions the pipelines committed during each step
+// of a cutover: how far they got while it ran.
+func during(c *switchyardv1.Cutover, pls []*copyPipeline) string {
+	var out []string
+	if hs := c.GetHistory(); len(hs) > 0 {
+		// Before: from the pipelines' first transaction to the cutover.
+		first, to, txns, recs := time.Time{}, hs[0].GetStarted().AsTime(), 0, 0
+		for _, p := range pls {
+			p.mu.Lock()
+			for _, d := range p.log {
+				if d.committed && d.at.Before(to) {
+					txns, recs = txns+1, recs+d.records
+					if first.IsZero() || d.at.Before(first) {
+						first = d.at
+					}
+				}
+			}
+			p.mu.Unlock()
+		}
+		out = append(out, fmt.Sprintf("before %v: %d records in %d transactions", to.Sub(first).Round(time.Millisecond), recs, txns))
+	}
+	for _, h := range c.GetHistory() {
+		from, to := h.GetStarted().AsTime(), h.GetFinished().AsTime()
+		txns, recs := 0, 0
+		for _, p := range pls {
+			p.mu.Lock()
+			for _, d := range p.log {
+				if d.committed && !d.at.Before(from) && d.at.Before(to) {
+					txns, recs = txns+1, recs+d.records
+				}
+			}
+			p.mu.Unlock()
+		}
+		if txns > 0 || to.Sub(from) > time.Second {
+			out = append(out, fmt.Sprintf("%s %v: %d records in %d transactions", control.StepName(h.GetStep()),
+				to.Sub(from).Round(time.Millisecond), recs, txns))
+		}
+	}
+	return strings.Join(out, "; ")
 }
 
 func (p *copyPipeline) fail(err error) {
@@ -291,6 +342,7 @@ func runFranzPipeline(t *testing.T, inputSelected bool, instances int) {
 	if final.GetStep() != switchyardv1.CutoverStep_CUTOVER_STEP_DONE {
 		t.Fatalf("cutover ended %s: %s", final.GetStep(), final.GetError())
 	}
+	t.Logf("the pipeline during the cutover: %s", during(final, pls))
 	at := prod.count()
 	waitUntil(t, ctx, "input records after the cutover", func() bool {
 		failed()
