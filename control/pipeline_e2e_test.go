@@ -262,6 +262,11 @@ func runFranzPipeline(t *testing.T, inputSelected bool, instances int) {
 	group := kafkatest.Topic(t, "copy")
 
 	prod := b.producer(t, ctx, 0, nil)
+	// At most 200 records a second: a pipeline of one-record transactions
+	// on the test bed's source keeps up with about 5 (100-200 ms a
+	// transaction), one on its target with about 100; unpaced, the input
+	// would outgrow what it can drain within the test's time.
+	prod.pace = 5 * time.Millisecond
 	var (
 		pls  []*copyPipeline
 		plWG sync.WaitGroup
@@ -394,28 +399,48 @@ func runFranzPipeline(t *testing.T, inputSelected bool, instances int) {
 		last[r.Partition] = max(last[r.Partition], r.Offset)
 	}
 	adm := kadm.NewClient(b.target.Client(t))
+	behind := ""
+	defer func() {
+		if t.Failed() {
+			t.Logf("the pipeline's drain: %s", behind)
+		}
+	}()
 	waitUntil(t, ctx, "the pipeline copied every input record and committed past it on the target", func() bool {
 		failed()
+		// The offsets first: they commit in the transaction that wrote
+		// the copies, so the output is read once or twice, not each poll.
+		offs, err := adm.FetchOffsets(ctx, group)
+		if err != nil {
+			behind = fmt.Sprintf("fetch the group's offsets: %v", err)
+			return false
+		}
+		behind = ""
+		for p, o := range last {
+			if c, ok := offs.Lookup(b.input, p); !ok || c.Err != nil || c.At <= o {
+				behind += fmt.Sprintf("partition %d committed at %d (%v), last input record at %d; ", p, c.At, c.Err, o)
+			}
+		}
+		if behind != "" {
+			var n []int
+			for _, pl := range pls {
+				n = append(n, pl.commits())
+			}
+			behind += fmt.Sprintf("transactions committed per instance %v", n)
+			return false
+		}
 		seen := map[string]bool{}
 		for _, r := range b.target.ReadCommitted(ctx, t, b.output) {
 			seen[strings.TrimSuffix(string(r.Value), copiedSuffix)] = true
 		}
 		for v := range inputAt {
 			if !seen[v] {
-				return false
-			}
-		}
-		offs, err := adm.FetchOffsets(ctx, group)
-		if err != nil {
-			return false
-		}
-		for p, o := range last {
-			if c, ok := offs.Lookup(b.input, p); !ok || c.Err != nil || c.At <= o {
+				behind = fmt.Sprintf("offsets committed past every input record, but %s not copied", v)
 				return false
 			}
 		}
 		return true
 	})
+
 	// Stopped and closed, the pipeline writes nothing more: what the
 	// target holds now is its whole output.
 	stop()
