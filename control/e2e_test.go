@@ -30,15 +30,32 @@ type acked struct {
 // producer writes keyed records continuously through one sidecar and keeps
 // what was acknowledged, per key in order.
 type producer struct {
-	id  int
-	cl  *kgo.Client
-	mu  sync.Mutex
-	ack []acked
-	err error
+	id int
+	cl *kgo.Client
+	// pace, if not zero, spaces the records at least this far apart (a
+	// rate its consumers can keep up with); zero writes as fast as they
+	// are acknowledged.
+	pace time.Duration
+	mu   sync.Mutex
+	ack  []acked
+	err  error
 }
 
 func (p *producer) run(ctx context.Context, topic string) {
+	var tick <-chan time.Time
+	if p.pace > 0 {
+		t := time.NewTicker(p.pace)
+		defer t.Stop()
+		tick = t.C
+	}
 	for seq := 0; ctx.Err() == nil; seq++ {
+		if tick != nil {
+			select {
+			case <-tick:
+			case <-ctx.Done():
+				return
+			}
+		}
 		key := fmt.Sprintf("p%d-k%d", p.id, seq%8)
 		r := &kgo.Record{Topic: topic, Key: []byte(key), Value: []byte(fmt.Sprintf("p%d-%d", p.id, seq))}
 		// Synchronous: the order per key is the order acknowledged.

@@ -2,7 +2,6 @@ package control_test
 
 import (
 	"context"
-	"errors"
 	"fmt"
 	"strings"
 	"sync"
@@ -11,7 +10,6 @@ import (
 
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/twmb/franz-go/pkg/kadm"
-	"github.com/twmb/franz-go/pkg/kerr"
 	"github.com/twmb/franz-go/pkg/kgo"
 	"go.uber.org/zap"
 	"go.uber.org/zap/zaptest"
@@ -43,11 +41,17 @@ type phaseBed struct {
 
 func startPhaseBed(t *testing.T, ctx context.Context) *phaseBed {
 	t.Helper()
-	b := &phaseBed{token: "phase-token"}
+	return startPhaseBedOf(t, ctx, kafkatest.Topic(t, "orders"), 4, kafkatest.Topic(t, "enriched"), 2)
+}
+
+// startPhaseBedOf starts a phaseBed whose topics input and output have
+// the partitions given.
+func startPhaseBedOf(t *testing.T, ctx context.Context, input string, inParts int32, output string, outParts int32) *phaseBed {
+	t.Helper()
+	b := &phaseBed{token: "phase-token", input: input, output: output}
 	b.source, b.target = kafkatest.Pair(t)
-	b.input, b.output = kafkatest.Topic(t, "orders"), kafkatest.Topic(t, "enriched")
-	b.source.CreateTopic(t, b.input, 4)
-	b.source.CreateTopic(t, b.output, 2)
+	b.source.CreateTopic(t, b.input, inParts)
+	b.source.CreateTopic(t, b.output, outParts)
 	b.plane, _ = planetest.Start(t, b.source, b.target, b.token, b.input, b.output)
 	var withToken func(context.Context) context.Context
 	b.api, withToken = planetest.Dial(t, b.plane, b.token)
@@ -339,64 +343,6 @@ func checkOnTargetOnce(t *testing.T, ctx context.Context, target *kafkatest.Clus
 	}
 }
 
-// pipeline is a consume-transform-produce loop (franz-go's
-// GroupTransactSession): each batch polled from in is written to out and
-// its offsets committed in one transaction.
-type pipeline struct {
-	sess *kgo.GroupTransactSession
-	out  string
-
-	mu  sync.Mutex
-	err error
-}
-
-func (p *pipeline) run(ctx context.Context) {
-	for ctx.Err() == nil {
-		fs := p.sess.PollRecords(ctx, 20)
-		var ferr error
-		fs.EachError(func(_ string, _ int32, err error) {
-			// The group moving to the target's coordinator shows as a
-			// failed join, after which franz-go joins again by itself.
-			if !errors.Is(err, kerr.UnknownMemberID) && !errors.Is(err, kerr.RebalanceInProgress) && ctx.Err() == nil {
-				ferr = err
-			}
-		})
-		if ferr != nil {
-			p.fail(ferr)
-			return
-		}
-		recs := fs.Records()
-		if len(recs) == 0 {
-			continue
-		}
-		if err := p.sess.Begin(); err != nil {
-			p.fail(fmt.Errorf("begin: %w", err))
-			return
-		}
-		for _, r := range recs {
-			p.sess.Produce(ctx, &kgo.Record{Topic: p.out, Key: r.Key, Value: r.Value}, nil)
-		}
-		// A transaction that cannot commit (its partitions were lost) is
-		// aborted: its input is processed again.
-		if _, err := p.sess.End(ctx, kgo.TryCommit); err != nil && ctx.Err() == nil {
-			p.fail(fmt.Errorf("end: %w", err))
-			return
-		}
-	}
-}
-
-func (p *pipeline) fail(err error) {
-	p.mu.Lock()
-	defer p.mu.Unlock()
-	p.err = err
-}
-
-func (p *pipeline) failed() error {
-	p.mu.Lock()
-	defer p.mu.Unlock()
-	return p.err
-}
-
 // TestCutoverPipelineEOS: a transactional consume-transform-produce
 // pipeline (GroupTransactSession, read_committed) behind its own sidecar
 // copies the records a producer writes behind another. The cutover moves
@@ -420,7 +366,7 @@ func TestCutoverPipelineEOS(t *testing.T) {
 		t.Fatal(err)
 	}
 	t.Cleanup(sess.Close)
-	pl := &pipeline{sess: sess, out: b.output}
+	pl := &copyPipeline{sess: sess, out: b.output, batch: 20}
 	plCtx, stopPipeline := context.WithCancel(ctx)
 	plDone := make(chan struct{})
 	go func() { defer close(plDone); pl.run(plCtx) }()
@@ -466,7 +412,7 @@ func TestCutoverPipelineEOS(t *testing.T) {
 		}
 		out = map[string]int{}
 		for _, r := range readTopic(ctx, t, b.target, b.output) {
-			out[r.value]++
+			out[strings.TrimSuffix(r.value, copiedSuffix)]++
 		}
 		for _, v := range acked {
 			if out[v] == 0 {
