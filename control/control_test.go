@@ -26,6 +26,7 @@ import (
 
 	switchyardv1 "github.com/switchyard/switchyard/api/switchyard/v1"
 	"github.com/switchyard/switchyard/mirror"
+	"github.com/switchyard/switchyard/mirror/offsetmap"
 )
 
 // fakeMirror is a mirror whose progress the test sets.
@@ -38,6 +39,9 @@ type fakeMirror struct {
 	syncErr     error
 	groupBehind string
 	prepared    []string // groups PrepareGroups was asked for
+	// beyond: how many more SyncGroups find the group's offset beyond what
+	// the mirror has copied.
+	beyond int
 	// growing: topics a writer outside the cutover keeps writing on the
 	// source; CaughtUp over them is never true.
 	growing []string
@@ -113,8 +117,15 @@ func (f *fakeMirror) SyncGroups(_ context.Context, groups []string) (mirror.Grou
 	f.synced = append(f.synced, groups...)
 	var rep mirror.GroupSyncReport
 	for _, g := range groups {
-		rep.Groups = append(rep.Groups, mirror.GroupResult{Group: g, Partitions: []mirror.PartitionOffset{
-			{Topic: "orders", TargetTopic: "orders", Partition: 0, Source: 10, Target: 12, Previous: -1, Outcome: "committed"}}})
+		po := mirror.PartitionOffset{Topic: "orders", TargetTopic: "orders", Partition: 0, Source: 10, Target: 12, Previous: -1, Outcome: "committed"}
+		if f.beyond > 0 {
+			po.Target, po.Outcome = -1, "error"
+			po.Err = fmt.Errorf("translate source offset 10: mirrored up to 9: %w", offsetmap.ErrBeyondMirrored)
+		}
+		rep.Groups = append(rep.Groups, mirror.GroupResult{Group: g, Partitions: []mirror.PartitionOffset{po}})
+	}
+	if f.beyond > 0 {
+		f.beyond--
 	}
 	return rep, f.syncErr
 }

@@ -23,6 +23,7 @@ import (
 
 	switchyardv1 "github.com/switchyard/switchyard/api/switchyard/v1"
 	"github.com/switchyard/switchyard/mirror"
+	"github.com/switchyard/switchyard/mirror/offsetmap"
 )
 
 // Mirror is what a cutover needs of a mirror engine (*mirror.Mirror).
@@ -1130,7 +1131,21 @@ func (ct *Controller) syncGroups(run *cutoverRun) (switchyardv1.CutoverStep, str
 	}
 	ctx, cancel := context.WithTimeout(ct.ctx, spec.GetPolicy().GetDrainTimeout().AsDuration())
 	defer cancel()
-	rep, err := m.Mirror.SyncGroups(ctx, groups)
+	// A group may have committed offsets the mirror has not copied yet:
+	// in a topic whose writers the cutover does not move, the source's end
+	// runs ahead of the mirror. The offsets are final; the mirror gets
+	// there: sync again until it has, within the drain timeout.
+	var (
+		rep mirror.GroupSyncReport
+		err error
+	)
+	perr := ct.poll(run, spec.GetPolicy().GetDrainTimeout().AsDuration(), true, false, func() (bool, error) {
+		rep, err = m.Mirror.SyncGroups(ctx, groups)
+		return err != nil || !errors.Is(rep.Err(), offsetmap.ErrBeyondMirrored), nil
+	})
+	if perr != nil && !errors.Is(perr, context.DeadlineExceeded) {
+		return 0, "", perr // aborted, or the controller stops
+	}
 	var offsets []*switchyardv1.GroupOffset
 	n := 0
 	for _, g := range rep.Groups {

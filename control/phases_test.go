@@ -529,3 +529,28 @@ func TestVerifyIgnoresInputWritersOutsideTheCutover(t *testing.T) {
 		t.Errorf("without coverage verify checks %v, want nil (every mirrored topic)", got)
 	}
 }
+
+// TestSyncGroupsWaitsForTheMirror: the input of a pipeline moved alone
+// keeps growing on the source (its producer is not selected), so the
+// group's final offset may lie past what the mirror has copied when the
+// groups sync. The offsets are final and the mirror gets there: the sync
+// is tried again until it does, instead of rolling the cutover back.
+func TestSyncGroupsWaitsForTheMirror(t *testing.T) {
+	p, fm, _, sp := pipelineAlone(t, true)
+	fm.mu.Lock()
+	fm.beyond = 3
+	fm.mu.Unlock()
+	resp, err := p.client.CreateCutover(p.authed(), &switchyardv1.CreateCutoverRequest{Spec: sp})
+	if err != nil {
+		t.Fatal(err)
+	}
+	c := p.waitCutover(resp.GetCutover().GetId(), switchyardv1.CutoverStep_CUTOVER_STEP_DONE)
+	fm.mu.Lock()
+	defer fm.mu.Unlock()
+	if len(fm.synced) != 4 {
+		t.Errorf("synced %v: want three syncs beyond the mirror's position, then one exact", fm.synced)
+	}
+	if len(c.GetGroupOffsets()) != 1 || c.GetGroupOffsets()[0].GetTarget() != 12 {
+		t.Errorf("group offsets %v", c.GetGroupOffsets())
+	}
+}

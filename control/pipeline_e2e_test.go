@@ -232,16 +232,12 @@ func TestCutoverFranzPipeline(t *testing.T) {
 		{name: "pipeline-only", inputSelected: false, instances: 1},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
-			if !tc.inputSelected {
-				// On main at 8a421c9 this cutover is one-pass: its drain
-				// waits for the group to commit the end of an input the
-				// producer outside the selection keeps growing, while the
-				// gate holds the pipeline's next transaction: "consumer
-				// groups not drained within the drain timeout: group … at
-				// 161 of 49628", rolled back after policy.drain_timeout.
-				t.Skip("phase-2-only cutover: a cutover selecting only the pipeline rolls back at the drain (the one-pass " +
-					"machine waits for the group to reach an end its gate keeps it from reaching); enable when control/ runs it as phase 2 only")
-			}
+			// pipeline-only: before phase-2-only cutovers (8a421c9) this
+			// cutover was one-pass and rolled back at its drain: "consumer
+			// groups not drained within the drain timeout: group … at 161
+			// of 49628" — the gate held the transaction that would have
+			// committed the end of an input the producer outside the
+			// selection kept growing.
 			runFranzPipeline(t, tc.inputSelected, tc.instances)
 		})
 	}
