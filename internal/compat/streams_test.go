@@ -193,27 +193,69 @@ func TestStreamsWordCount(t *testing.T) {
 					name += fmt.Sprintf("/run-%d", i)
 				}
 				t.Run(name, func(t *testing.T) {
-					r := &streamsResult{Scenario: sc, Guarantee: g, Instances: s.instances, KafkaVersion: bedVersion,
-						StreamsVersion: lib.Version, Seed: s.seed, Run: i}
-					if sc != scenarioBaseline {
-						r.EventDelayMS = delay.Milliseconds()
-					}
-					if sc == scenarioCutover {
-						r.GateMode = s.gateMode
-					}
-					start := time.Now()
-					defer func() {
-						r.ElapsedMS = time.Since(start).Milliseconds()
-						all = append(all, r)
-						if s.results != "" {
-							appendResult(t, s.results, r)
-						}
-					}()
-					runStreams(t, s, lib, delay, r)
+					runStreamsOnce(t, s, lib, bedVersion, sc, g, i, delay, &all)
 				})
 			}
 		}
 	}
+}
+
+// TestStreamsWordCountQuick is `make test`'s run of TestStreamsWordCount:
+// one WordCountDemo instance (exactly_once_v2) behind a sidecar, its
+// VerifiableProducer input behind another, one cutover under that input
+// at a seeded moment (COMPAT_SEED), then every word's count checked
+// exactly against the input (every count history 1, 2, 3, ...). About
+// 20 s. It runs on the real-Kafka test bed only (WordCountDemo is a JVM
+// and needs real brokers), so `make test`'s kfake pass skips it; on a
+// Kafka 3.x test bed it needs SWITCHYARD_TEST_STREAMS_LIB (3.9.x has no
+// Kafka Streams examples on Maven Central) and skips without it.
+func TestStreamsWordCountQuick(t *testing.T) {
+	if b := kafkatest.Backend(); b != kafkatest.BackendReal {
+		t.Skipf("WordCountDemo runs on the real-Kafka test bed only (SWITCHYARD_TEST_KAFKA=real, make test-real), not %s", b)
+	}
+	bedVersion := kafkatest.Env("SWITCHYARD_TEST_KAFKA_VERSION")
+	lib, err := streamsbed.FindLib()
+	if err != nil {
+		if strings.HasPrefix(bedVersion, "3.") {
+			t.Skipf("Kafka %s test bed: %v", bedVersion, err)
+		}
+		t.Fatal(err)
+	}
+	s := streamsSettings{runs: 1, instances: 1, throughput: 100, seed: envSeed(t),
+		guarantees: []string{streamsbed.ExactlyOnceV2}, scenarios: []string{scenarioCutover},
+		gateMode: "HOLD", logs: os.Getenv("COMPAT_STREAMS_LOGS")}
+	rng := rand.New(rand.NewPCG(s.seed, 0x57e4a5))
+	delay := 500*time.Millisecond + time.Duration(rng.Int64N(int64(5*time.Second)))
+	t.Logf("streams: seed %d (COMPAT_SEED=%d repeats the timing), Kafka %s test bed, Streams and tools %s from %s; cutover %v after warm-up",
+		s.seed, s.seed, bedVersion, lib.Version, lib.Dir, delay)
+	var all []*streamsResult
+	defer func() { summarizeStreams(t, all) }()
+	runStreamsOnce(t, s, lib, bedVersion, scenarioCutover, streamsbed.ExactlyOnceV2, 0, delay, &all)
+}
+
+// runStreamsOnce is one run of scenario sc under guarantee g, its event
+// delay after warm-up. What the run found goes to *all (and to
+// COMPAT_RESULTS), also when it fails.
+func runStreamsOnce(t *testing.T, s streamsSettings, lib streamsbed.Lib, bedVersion, sc, g string, i int,
+	delay time.Duration, all *[]*streamsResult) {
+	t.Helper()
+	r := &streamsResult{Scenario: sc, Guarantee: g, Instances: s.instances, KafkaVersion: bedVersion,
+		StreamsVersion: lib.Version, Seed: s.seed, Run: i}
+	if sc != scenarioBaseline {
+		r.EventDelayMS = delay.Milliseconds()
+	}
+	if sc == scenarioCutover {
+		r.GateMode = s.gateMode
+	}
+	start := time.Now()
+	defer func() {
+		r.ElapsedMS = time.Since(start).Milliseconds()
+		*all = append(*all, r)
+		if s.results != "" {
+			appendResult(t, s.results, r)
+		}
+	}()
+	runStreams(t, s, lib, delay, r)
 }
 
 // summarizeStreams logs one line per scenario and guarantee.
