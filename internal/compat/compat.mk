@@ -2,7 +2,10 @@
 # Included by the top Makefile.
 #
 #   make test-compat         COMPAT_RUNS (10) runs per client on real Kafka, on a
-#                            test bed of its own (started, and always stopped)
+#                            test bed of its own (started, and always stopped),
+#                            and COMPAT_RUNS random cutovers of Kafka Streams'
+#                            WordCountDemo (TestStreamsWordCount, below), half
+#                            exactly_once_v2, half at_least_once
 #   make test-compat-kfake   the same on in-process kfake clusters
 #
 # COMPAT_CLIENTS, COMPAT_SEED, COMPAT_INSTANCES, COMPAT_GATE_MODE, COMPAT_GROUP_SHAPE,

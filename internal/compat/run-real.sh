@@ -3,7 +3,10 @@
 # bed of its own (COMPAT_STATE_DIR, default /tmp/switchyard-compat-bed; the
 # shared testbed/.state is left alone), runs the matrix against it, and
 # always stops it, also on failure or Ctrl-C. KAFKA_VERSION picks the Kafka
-# release as for `make kafka-up`.
+# release as for `make kafka-up`. Beside the matrix it runs
+# TestStreamsWordCount's cutover scenario: COMPAT_RUNS random cutovers of
+# Kafka Streams' WordCountDemo, half exactly_once_v2 and half at_least_once
+# (COMPAT_STREAMS_RUNS, default COMPAT_RUNS/2 rounded up, per guarantee).
 #
 # With --streams (make test-streams) it runs TestStreamsWordCount and
 # TestPipelineCopier instead (COMPAT_STREAMS=1, COMPAT_PIPELINE=1): Kafka
@@ -16,7 +19,7 @@ set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/../.."
 export STATE_DIR=${COMPAT_STATE_DIR:-${TMPDIR:-/tmp}/switchyard-compat-bed}
 
-test='TestCompatibility$'
+export COMPAT_RUNS=${COMPAT_RUNS:-10}
 case ${1:-} in
 --streams)
 	test='Test(StreamsWordCount|PipelineCopier)$'
@@ -25,6 +28,11 @@ case ${1:-} in
 --pipeline)
 	test='TestPipelineCopier$'
 	export COMPAT_PIPELINE=1
+	;;
+*)
+	test='Test(Compatibility|StreamsWordCount)$'
+	export COMPAT_STREAMS=1 COMPAT_STREAMS_SCENARIOS=${COMPAT_STREAMS_SCENARIOS:-cutover}
+	export COMPAT_STREAMS_RUNS=${COMPAT_STREAMS_RUNS:-$(((COMPAT_RUNS + 1) / 2))}
 	;;
 esac
 
@@ -48,5 +56,4 @@ if [[ ${COMPAT_STREAMS:-}${COMPAT_PIPELINE:-} != "" && -z ${SWITCHYARD_TEST_STRE
 		echo "run-real.sh: Kafka $version test bed; Kafka Streams and its input run from Kafka $newest ($SWITCHYARD_TEST_STREAMS_LIB)"
 	fi
 fi
-export COMPAT_RUNS=${COMPAT_RUNS:-10}
 go test -count=1 -timeout "${COMPAT_TIMEOUT:-90m}" -run "$test" -v ./internal/compat/
