@@ -50,10 +50,9 @@ export SWITCHYARD_TEST_ENV_FILE=$STATE_DIR/env SWITCHYARD_TEST_KAFKA=real SWITCH
 if [[ ${COMPAT_STREAMS:-}${COMPAT_PIPELINE:-} != "" && -z ${SWITCHYARD_TEST_STREAMS_LIB:-} ]]; then
 	version=$(sed -n 's/^export SWITCHYARD_TEST_KAFKA_VERSION=//p' "$SWITCHYARD_TEST_ENV_FILE")
 	if [[ $version == 3.* ]]; then
-		newest=$(testbed/kafka.sh supported | tr ' ' '\n' | grep '^4\.' | head -1)
-		KAFKA_VERSION=$newest testbed/kafka.sh fetch
-		export SWITCHYARD_TEST_STREAMS_LIB=$PWD/testbed/.cache/$newest/lib
-		echo "run-real.sh: Kafka $version test bed; Kafka Streams and its input run from Kafka $newest ($SWITCHYARD_TEST_STREAMS_LIB)"
+		SWITCHYARD_TEST_STREAMS_LIB=$(KAFKA_VERSION=$version testbed/kafka.sh streams-lib)
+		export SWITCHYARD_TEST_STREAMS_LIB
+		echo "run-real.sh: Kafka $version test bed; Kafka Streams and its input run from $SWITCHYARD_TEST_STREAMS_LIB"
 	fi
 fi
 go test -count=1 -timeout "${COMPAT_TIMEOUT:-90m}" -run "$test" -v ./internal/compat/

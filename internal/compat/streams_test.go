@@ -207,8 +207,9 @@ func TestStreamsWordCount(t *testing.T) {
 // exactly against the input (every count history 1, 2, 3, ...). About
 // 20 s. It runs on the real-Kafka test bed only (WordCountDemo is a JVM
 // and needs real brokers), so `make test`'s kfake pass skips it; on a
-// Kafka 3.x test bed it needs SWITCHYARD_TEST_STREAMS_LIB (3.9.x has no
-// Kafka Streams examples on Maven Central) and skips without it.
+// Kafka 3.x test bed it runs from SWITCHYARD_TEST_STREAMS_LIB, a 4.x lib
+// (3.9.x has no Kafka Streams examples on Maven Central; testbed/test-real.sh
+// sets it, from `testbed/kafka.sh streams-lib`), and skips without it.
 func TestStreamsWordCountQuick(t *testing.T) {
 	if b := kafkatest.Backend(); b != kafkatest.BackendReal {
 		t.Skipf("WordCountDemo runs on the real-Kafka test bed only (SWITCHYARD_TEST_KAFKA=real, make test-real), not %s", b)
