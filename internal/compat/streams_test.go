@@ -95,6 +95,9 @@ type streamsResult struct {
 	StreamsVersion string `json:"streams_version"`
 	Seed           uint64 `json:"seed"`
 	Run            int    `json:"run"`
+	// WarmupMS is how long the application took, from the start of its
+	// JVMs, to run, commit on every input partition and be mirrored.
+	WarmupMS int64 `json:"warmup_ms"`
 	// EventDelayMS is how long after warm-up the cutover (or the crash)
 	// came.
 	EventDelayMS int64  `json:"event_delay_ms"`
@@ -388,6 +391,15 @@ func runStreams(t *testing.T, s streamsSettings, lib streamsbed.Lib, delay time.
 	run.prod = prod
 
 	sadm := kadm.NewClient(source.Client(t))
+	// The warm-up's stages, each logged when the wait moves on to it: where
+	// a slow warm-up spends its time.
+	warmStart, stage := time.Now(), ""
+	waitingFor := func(st string) {
+		if st != stage {
+			t.Logf("warm-up +%v: waiting for %s", time.Since(warmStart).Round(100*time.Millisecond), st)
+			stage = st
+		}
+	}
 	waitFor(ctx, t, 120*time.Second, "the application running, committing, and mirrored", func() (bool, string) {
 		if why := run.dead(); why != "" {
 			t.Fatalf("%s", why)
@@ -395,10 +407,12 @@ func runStreams(t *testing.T, s streamsSettings, lib streamsbed.Lib, delay time.
 		for _, wc := range run.wcs {
 			sum, err := wc.Log()
 			if err != nil || sum.State != "RUNNING" {
+				waitingFor("the instances RUNNING")
 				return false, fmt.Sprintf("%s: state %q %v", wc.Spec().Name, sum.State, err)
 			}
 		}
 		if a, _ := run.prod.Counts(); a < s.throughput {
+			waitingFor("1 s of input acknowledged")
 			return false, fmt.Sprintf("input acked %d", a)
 		}
 		fo, err := sadm.FetchOffsets(ctx, run.appID)
@@ -406,8 +420,10 @@ func runStreams(t *testing.T, s streamsSettings, lib streamsbed.Lib, delay time.
 			err = fo.Error()
 		}
 		if n := len(fo[streamsbed.InputTopic]); err != nil || n < partitions {
+			waitingFor("a commit on every input partition")
 			return false, fmt.Sprintf("the application committed on %d of %d input partitions (%v)", n, partitions, err)
 		}
+		waitingFor("the mirror copying every topic and ready")
 		st := m.Status()
 		copied := map[string]bool{}
 		for _, p := range st.Partitions {
@@ -420,6 +436,8 @@ func runStreams(t *testing.T, s streamsSettings, lib streamsbed.Lib, delay time.
 		}
 		return st.Ready, fmt.Sprintf("mirror ready %v", st.Ready)
 	})
+	res.WarmupMS = time.Since(warmStart).Milliseconds()
+	t.Logf("warm-up done after %v", time.Since(warmStart).Round(100*time.Millisecond))
 
 	// The event. What Streams did with its state is counted from here.
 	before := map[string]streamsbed.LogSummary{}
