@@ -6,6 +6,7 @@
 #                            and COMPAT_RUNS random cutovers of Kafka Streams'
 #                            WordCountDemo (TestStreamsWordCount, below), half
 #                            exactly_once_v2, half at_least_once
+#                            (COMPAT_STREAMS_RUNS=0 leaves them out)
 #   make test-compat-kfake   the same on in-process kfake clusters
 #
 # COMPAT_CLIENTS, COMPAT_SEED, COMPAT_INSTANCES, COMPAT_GATE_MODE, COMPAT_GROUP_SHAPE,

@@ -6,7 +6,8 @@
 # release as for `make kafka-up`. Beside the matrix it runs
 # TestStreamsWordCount's cutover scenario: COMPAT_RUNS random cutovers of
 # Kafka Streams' WordCountDemo, half exactly_once_v2 and half at_least_once
-# (COMPAT_STREAMS_RUNS, default COMPAT_RUNS/2 rounded up, per guarantee).
+# (COMPAT_STREAMS_RUNS, default COMPAT_RUNS/2 rounded up, per guarantee;
+# COMPAT_STREAMS_RUNS=0 leaves them out).
 #
 # With --streams (make test-streams) it runs TestStreamsWordCount and
 # TestPipelineCopier instead (COMPAT_STREAMS=1, COMPAT_PIPELINE=1): Kafka
@@ -30,9 +31,13 @@ case ${1:-} in
 	export COMPAT_PIPELINE=1
 	;;
 *)
-	test='Test(Compatibility|StreamsWordCount)$'
-	export COMPAT_STREAMS=1 COMPAT_STREAMS_SCENARIOS=${COMPAT_STREAMS_SCENARIOS:-cutover}
-	export COMPAT_STREAMS_RUNS=${COMPAT_STREAMS_RUNS:-$(((COMPAT_RUNS + 1) / 2))}
+	test='TestCompatibility$'
+	streams_runs=${COMPAT_STREAMS_RUNS:-$(((COMPAT_RUNS + 1) / 2))}
+	if ((streams_runs > 0)); then
+		test='Test(Compatibility|StreamsWordCount)$'
+		export COMPAT_STREAMS=1 COMPAT_STREAMS_SCENARIOS=${COMPAT_STREAMS_SCENARIOS:-cutover}
+		export COMPAT_STREAMS_RUNS=$streams_runs
+	fi
 	;;
 esac
 
