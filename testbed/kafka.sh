@@ -822,6 +822,21 @@ EOF
 	die "MirrorMaker 2 exited by itself (status $rc) after $((SECONDS - start))s; see $d/mm2.log and $d/mm2.out"
 }
 
+# streams_lib prints a lib dir holding Kafka Streams and its examples
+# (WordCountDemo, internal/streamsbed) for a KAFKA_VERSION test bed: the
+# bed's own on 4.x; on 3.x, which has no kafka-streams-examples on Maven
+# Central, the newest supported 4.x's, resolved if needed.
+streams_lib() {
+	check_version
+	local v=$KAFKA_VERSION
+	if [[ $(major) != 4 ]]; then
+		v=$(tr ' ' '\n' <<<"$SUPPORTED_VERSIONS" | grep '^4\.' | head -1)
+		[[ -n $v ]] || die "no supported Kafka 4.x to run Kafka Streams from (supported: $SUPPORTED_VERSIONS)"
+	fi
+	KAFKA_VERSION=$v "${BASH_SOURCE[0]}" fetch
+	echo "$CACHE_DIR/$v/lib"
+}
+
 usage() {
 	cat <<EOF
 usage: testbed/kafka.sh COMMAND
@@ -836,6 +851,8 @@ usage: testbed/kafka.sh COMMAND
   perf-consumer   ConsumerPerformance  (BOOTSTRAP, TOPIC, NUM_RECORDS, GROUP)
   perf-e2e        EndToEndLatency      (BOOTSTRAP, TOPIC, NUM_RECORDS, RECORD_SIZE, ACKS)
   fetch           resolve the jars of KAFKA_VERSION only
+  streams-lib     print a lib dir with Kafka Streams' examples for a KAFKA_VERSION
+                  test bed (on 3.x: the newest supported 4.x's, resolved if needed)
   versions        newest 3.9.x and 4.x on Maven Central with every needed artifact
   java CLASS ...  run any class from the Kafka $KAFKA_VERSION jars
 
@@ -856,6 +873,7 @@ down) down ;;
 status) status ;;
 env) env_cmd ;;
 fetch) fetch ;;
+streams-lib) streams_lib ;;
 versions) versions ;;
 supported) echo "$SUPPORTED_VERSIONS" ;;
 mirrormaker | mm2) mirrormaker ;;

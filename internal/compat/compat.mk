@@ -2,7 +2,11 @@
 # Included by the top Makefile.
 #
 #   make test-compat         COMPAT_RUNS (10) runs per client on real Kafka, on a
-#                            test bed of its own (started, and always stopped)
+#                            test bed of its own (started, and always stopped),
+#                            and COMPAT_RUNS random cutovers of Kafka Streams'
+#                            WordCountDemo (TestStreamsWordCount, below), half
+#                            exactly_once_v2, half at_least_once
+#                            (COMPAT_STREAMS_RUNS=0 leaves them out)
 #   make test-compat-kfake   the same on in-process kfake clusters
 #
 # COMPAT_CLIENTS, COMPAT_SEED, COMPAT_INSTANCES, COMPAT_GATE_MODE, COMPAT_GROUP_SHAPE,
@@ -22,8 +26,10 @@
 #                            another: a run without a cutover (the harness and
 #                            its checker proven), then COMPAT_STREAMS_RUNS (1)
 #                            random cutovers per guarantee, on a test bed of its
-#                            own. Not in `make test` yet: it fails until issue
-#                            13's cutover can move a Streams application. The
+#                            own. `make test` (test-real) runs one short
+#                            exactly_once_v2 cutover of it
+#                            (TestStreamsWordCountQuick, ~20-40 s); `make
+#                            test-compat` runs 10 cutovers. The
 #                            COMPAT_STREAMS_* settings are in
 #                            internal/compat/streams_test.go; e.g.
 #                            COMPAT_STREAMS_RUNS=10 make test-streams. It also

@@ -3,7 +3,11 @@
 # bed of its own (COMPAT_STATE_DIR, default /tmp/switchyard-compat-bed; the
 # shared testbed/.state is left alone), runs the matrix against it, and
 # always stops it, also on failure or Ctrl-C. KAFKA_VERSION picks the Kafka
-# release as for `make kafka-up`.
+# release as for `make kafka-up`. Beside the matrix it runs
+# TestStreamsWordCount's cutover scenario: COMPAT_RUNS random cutovers of
+# Kafka Streams' WordCountDemo, half exactly_once_v2 and half at_least_once
+# (COMPAT_STREAMS_RUNS, default COMPAT_RUNS/2 rounded up, per guarantee;
+# COMPAT_STREAMS_RUNS=0 leaves them out).
 #
 # With --streams (make test-streams) it runs TestStreamsWordCount and
 # TestPipelineCopier instead (COMPAT_STREAMS=1, COMPAT_PIPELINE=1): Kafka
@@ -16,7 +20,7 @@ set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/../.."
 export STATE_DIR=${COMPAT_STATE_DIR:-${TMPDIR:-/tmp}/switchyard-compat-bed}
 
-test='TestCompatibility$'
+export COMPAT_RUNS=${COMPAT_RUNS:-10}
 case ${1:-} in
 --streams)
 	test='Test(StreamsWordCount|PipelineCopier)$'
@@ -25,6 +29,15 @@ case ${1:-} in
 --pipeline)
 	test='TestPipelineCopier$'
 	export COMPAT_PIPELINE=1
+	;;
+*)
+	test='TestCompatibility$'
+	streams_runs=${COMPAT_STREAMS_RUNS:-$(((COMPAT_RUNS + 1) / 2))}
+	if ((streams_runs > 0)); then
+		test='Test(Compatibility|StreamsWordCount)$'
+		export COMPAT_STREAMS=1 COMPAT_STREAMS_SCENARIOS=${COMPAT_STREAMS_SCENARIOS:-cutover}
+		export COMPAT_STREAMS_RUNS=$streams_runs
+	fi
 	;;
 esac
 
@@ -42,11 +55,9 @@ export SWITCHYARD_TEST_ENV_FILE=$STATE_DIR/env SWITCHYARD_TEST_KAFKA=real SWITCH
 if [[ ${COMPAT_STREAMS:-}${COMPAT_PIPELINE:-} != "" && -z ${SWITCHYARD_TEST_STREAMS_LIB:-} ]]; then
 	version=$(sed -n 's/^export SWITCHYARD_TEST_KAFKA_VERSION=//p' "$SWITCHYARD_TEST_ENV_FILE")
 	if [[ $version == 3.* ]]; then
-		newest=$(testbed/kafka.sh supported | tr ' ' '\n' | grep '^4\.' | head -1)
-		KAFKA_VERSION=$newest testbed/kafka.sh fetch
-		export SWITCHYARD_TEST_STREAMS_LIB=$PWD/testbed/.cache/$newest/lib
-		echo "run-real.sh: Kafka $version test bed; Kafka Streams and its input run from Kafka $newest ($SWITCHYARD_TEST_STREAMS_LIB)"
+		SWITCHYARD_TEST_STREAMS_LIB=$(KAFKA_VERSION=$version testbed/kafka.sh streams-lib)
+		export SWITCHYARD_TEST_STREAMS_LIB
+		echo "run-real.sh: Kafka $version test bed; Kafka Streams and its input run from $SWITCHYARD_TEST_STREAMS_LIB"
 	fi
 fi
-export COMPAT_RUNS=${COMPAT_RUNS:-10}
 go test -count=1 -timeout "${COMPAT_TIMEOUT:-90m}" -run "$test" -v ./internal/compat/

@@ -95,6 +95,9 @@ type streamsResult struct {
 	StreamsVersion string `json:"streams_version"`
 	Seed           uint64 `json:"seed"`
 	Run            int    `json:"run"`
+	// WarmupMS is how long the application took, from the start of its
+	// JVMs, to run, commit on every input partition and be mirrored.
+	WarmupMS int64 `json:"warmup_ms"`
 	// EventDelayMS is how long after warm-up the cutover (or the crash)
 	// came.
 	EventDelayMS int64  `json:"event_delay_ms"`
@@ -193,27 +196,70 @@ func TestStreamsWordCount(t *testing.T) {
 					name += fmt.Sprintf("/run-%d", i)
 				}
 				t.Run(name, func(t *testing.T) {
-					r := &streamsResult{Scenario: sc, Guarantee: g, Instances: s.instances, KafkaVersion: bedVersion,
-						StreamsVersion: lib.Version, Seed: s.seed, Run: i}
-					if sc != scenarioBaseline {
-						r.EventDelayMS = delay.Milliseconds()
-					}
-					if sc == scenarioCutover {
-						r.GateMode = s.gateMode
-					}
-					start := time.Now()
-					defer func() {
-						r.ElapsedMS = time.Since(start).Milliseconds()
-						all = append(all, r)
-						if s.results != "" {
-							appendResult(t, s.results, r)
-						}
-					}()
-					runStreams(t, s, lib, delay, r)
+					runStreamsOnce(t, s, lib, bedVersion, sc, g, i, delay, &all)
 				})
 			}
 		}
 	}
+}
+
+// TestStreamsWordCountQuick is `make test`'s run of TestStreamsWordCount:
+// one WordCountDemo instance (exactly_once_v2) behind a sidecar, its
+// VerifiableProducer input behind another, one cutover under that input
+// at a seeded moment (COMPAT_SEED), then every word's count checked
+// exactly against the input (every count history 1, 2, 3, ...). About
+// 20 s. It runs on the real-Kafka test bed only (WordCountDemo is a JVM
+// and needs real brokers), so `make test`'s kfake pass skips it; on a
+// Kafka 3.x test bed it runs from SWITCHYARD_TEST_STREAMS_LIB, a 4.x lib
+// (3.9.x has no Kafka Streams examples on Maven Central; testbed/test-real.sh
+// sets it, from `testbed/kafka.sh streams-lib`), and skips without it.
+func TestStreamsWordCountQuick(t *testing.T) {
+	if b := kafkatest.Backend(); b != kafkatest.BackendReal {
+		t.Skipf("WordCountDemo runs on the real-Kafka test bed only (SWITCHYARD_TEST_KAFKA=real, make test-real), not %s", b)
+	}
+	bedVersion := kafkatest.Env("SWITCHYARD_TEST_KAFKA_VERSION")
+	lib, err := streamsbed.FindLib()
+	if err != nil {
+		if strings.HasPrefix(bedVersion, "3.") {
+			t.Skipf("Kafka %s test bed: %v", bedVersion, err)
+		}
+		t.Fatal(err)
+	}
+	s := streamsSettings{runs: 1, instances: 1, throughput: 100, seed: envSeed(t),
+		guarantees: []string{streamsbed.ExactlyOnceV2}, scenarios: []string{scenarioCutover},
+		gateMode: "HOLD", logs: os.Getenv("COMPAT_STREAMS_LOGS")}
+	rng := rand.New(rand.NewPCG(s.seed, 0x57e4a5))
+	delay := 500*time.Millisecond + time.Duration(rng.Int64N(int64(5*time.Second)))
+	t.Logf("streams: seed %d (COMPAT_SEED=%d repeats the timing), Kafka %s test bed, Streams and tools %s from %s; cutover %v after warm-up",
+		s.seed, s.seed, bedVersion, lib.Version, lib.Dir, delay)
+	var all []*streamsResult
+	defer func() { summarizeStreams(t, all) }()
+	runStreamsOnce(t, s, lib, bedVersion, scenarioCutover, streamsbed.ExactlyOnceV2, 0, delay, &all)
+}
+
+// runStreamsOnce is one run of scenario sc under guarantee g, its event
+// delay after warm-up. What the run found goes to *all (and to
+// COMPAT_RESULTS), also when it fails.
+func runStreamsOnce(t *testing.T, s streamsSettings, lib streamsbed.Lib, bedVersion, sc, g string, i int,
+	delay time.Duration, all *[]*streamsResult) {
+	t.Helper()
+	r := &streamsResult{Scenario: sc, Guarantee: g, Instances: s.instances, KafkaVersion: bedVersion,
+		StreamsVersion: lib.Version, Seed: s.seed, Run: i}
+	if sc != scenarioBaseline {
+		r.EventDelayMS = delay.Milliseconds()
+	}
+	if sc == scenarioCutover {
+		r.GateMode = s.gateMode
+	}
+	start := time.Now()
+	defer func() {
+		r.ElapsedMS = time.Since(start).Milliseconds()
+		*all = append(*all, r)
+		if s.results != "" {
+			appendResult(t, s.results, r)
+		}
+	}()
+	runStreams(t, s, lib, delay, r)
 }
 
 // summarizeStreams logs one line per scenario and guarantee.
@@ -345,6 +391,15 @@ func runStreams(t *testing.T, s streamsSettings, lib streamsbed.Lib, delay time.
 	run.prod = prod
 
 	sadm := kadm.NewClient(source.Client(t))
+	// The warm-up's stages, each logged when the wait moves on to it: where
+	// a slow warm-up spends its time.
+	warmStart, stage := time.Now(), ""
+	waitingFor := func(st string) {
+		if st != stage {
+			t.Logf("warm-up +%v: waiting for %s", time.Since(warmStart).Round(100*time.Millisecond), st)
+			stage = st
+		}
+	}
 	waitFor(ctx, t, 120*time.Second, "the application running, committing, and mirrored", func() (bool, string) {
 		if why := run.dead(); why != "" {
 			t.Fatalf("%s", why)
@@ -352,10 +407,12 @@ func runStreams(t *testing.T, s streamsSettings, lib streamsbed.Lib, delay time.
 		for _, wc := range run.wcs {
 			sum, err := wc.Log()
 			if err != nil || sum.State != "RUNNING" {
+				waitingFor("the instances RUNNING")
 				return false, fmt.Sprintf("%s: state %q %v", wc.Spec().Name, sum.State, err)
 			}
 		}
 		if a, _ := run.prod.Counts(); a < s.throughput {
+			waitingFor("1 s of input acknowledged")
 			return false, fmt.Sprintf("input acked %d", a)
 		}
 		fo, err := sadm.FetchOffsets(ctx, run.appID)
@@ -363,8 +420,10 @@ func runStreams(t *testing.T, s streamsSettings, lib streamsbed.Lib, delay time.
 			err = fo.Error()
 		}
 		if n := len(fo[streamsbed.InputTopic]); err != nil || n < partitions {
+			waitingFor("a commit on every input partition")
 			return false, fmt.Sprintf("the application committed on %d of %d input partitions (%v)", n, partitions, err)
 		}
+		waitingFor("the mirror copying every topic and ready")
 		st := m.Status()
 		copied := map[string]bool{}
 		for _, p := range st.Partitions {
@@ -377,6 +436,8 @@ func runStreams(t *testing.T, s streamsSettings, lib streamsbed.Lib, delay time.
 		}
 		return st.Ready, fmt.Sprintf("mirror ready %v", st.Ready)
 	})
+	res.WarmupMS = time.Since(warmStart).Milliseconds()
+	t.Logf("warm-up done after %v", time.Since(warmStart).Round(100*time.Millisecond))
 
 	// The event. What Streams did with its state is counted from here.
 	before := map[string]streamsbed.LogSummary{}
