@@ -35,10 +35,9 @@ trap 'exit 143' TERM
 testbed/kafka.sh up >/dev/null
 export SWITCHYARD_TEST_ENV_FILE=$STATE_DIR/env SWITCHYARD_TEST_KAFKA=real SWITCHYARD_REQUIRE_CLIENTS=1
 version=$(sed -n 's/^export SWITCHYARD_TEST_KAFKA_VERSION=//p' "$SWITCHYARD_TEST_ENV_FILE")
-if [[ $version == 3.* && -z ${SWITCHYARD_TEST_STREAMS_LIB:-} ]]; then
-	newest=$(testbed/kafka.sh supported | tr ' ' '\n' | grep '^4\.' | head -1)
-	KAFKA_VERSION=$newest testbed/kafka.sh fetch
-	export SWITCHYARD_TEST_STREAMS_LIB=$PWD/testbed/.cache/$newest/lib
+if [[ -z ${SWITCHYARD_TEST_STREAMS_LIB:-} ]]; then
+	SWITCHYARD_TEST_STREAMS_LIB=$(KAFKA_VERSION=$version testbed/kafka.sh streams-lib)
+	export SWITCHYARD_TEST_STREAMS_LIB
 fi
 rc=0
 COMPAT_STREAMS=1 COMPAT_STREAMS_RUNS=$RUNS COMPAT_STREAMS_GUARANTEES=$GUARANTEE COMPAT_STREAMS_SCENARIOS=cutover \
