@@ -192,6 +192,26 @@ func TestTwoPhaseQuiesceTimeoutRollsGroupsBack(t *testing.T) {
 	}
 }
 
+// abortInQuiesce starts a cutover whose group application s has an offset
+// commit that never ends, aborts it ("commit stuck") while the groups
+// quiesce, and returns it once it ended in step end.
+func abortInQuiesce(t *testing.T, p *plane, s *fakeSidecar, sp *switchyardv1.CutoverSpec, end switchyardv1.CutoverStep) *switchyardv1.Cutover {
+	t.Helper()
+	s.mu.Lock()
+	s.inFlightBy = map[int32]int64{offsetCommitKey: 1} // a commit that does not end
+	s.mu.Unlock()
+	resp, err := p.client.CreateCutover(p.authed(), &switchyardv1.CreateCutoverRequest{Spec: sp})
+	if err != nil {
+		t.Fatal(err)
+	}
+	id := resp.GetCutover().GetId()
+	p.waitCutover(id, switchyardv1.CutoverStep_CUTOVER_STEP_QUIESCE)
+	if _, err := p.client.AbortCutover(p.authed(), &switchyardv1.AbortCutoverRequest{Id: id, Reason: "commit stuck"}); err != nil {
+		t.Fatal(err)
+	}
+	return p.waitCutover(id, end)
+}
+
 // TestTwoPhaseAbort: an abort while the groups quiesce returns them to
 // the source (the producers stay on the target); from the groups' flip
 // on an abort is refused.
@@ -199,19 +219,7 @@ func TestTwoPhaseAbort(t *testing.T) {
 	t.Run("quiesce", func(t *testing.T) {
 		p := startPlane(t, "", nil)
 		prod, cons := twoPhase(t, p)
-		cons.mu.Lock()
-		cons.inFlightBy = map[int32]int64{offsetCommitKey: 1} // a commit that does not end
-		cons.mu.Unlock()
-		resp, err := p.client.CreateCutover(p.authed(), &switchyardv1.CreateCutoverRequest{Spec: twoPhaseSpec()})
-		if err != nil {
-			t.Fatal(err)
-		}
-		id := resp.GetCutover().GetId()
-		p.waitCutover(id, switchyardv1.CutoverStep_CUTOVER_STEP_QUIESCE)
-		if _, err := p.client.AbortCutover(p.authed(), &switchyardv1.AbortCutoverRequest{Id: id, Reason: "commit stuck"}); err != nil {
-			t.Fatal(err)
-		}
-		c := p.waitCutover(id, switchyardv1.CutoverStep_CUTOVER_STEP_FAILED)
+		c := abortInQuiesce(t, p, cons, twoPhaseSpec(), switchyardv1.CutoverStep_CUTOVER_STEP_FAILED)
 		if got, want := steps(c), "preflight gate drain flip release group-drain quiesce groups-rolling-back failed"; got != want {
 			t.Errorf("steps %q, want %q", got, want)
 		}
@@ -450,19 +458,7 @@ func TestPhaseTwoOnly(t *testing.T) {
 	}
 	t.Run("abort", func(t *testing.T) {
 		p, _, s, sp := pipelineAlone(t, false)
-		s.mu.Lock()
-		s.inFlightBy = map[int32]int64{offsetCommitKey: 1} // a commit that does not end
-		s.mu.Unlock()
-		resp, err := p.client.CreateCutover(p.authed(), &switchyardv1.CreateCutoverRequest{Spec: sp})
-		if err != nil {
-			t.Fatal(err)
-		}
-		id := resp.GetCutover().GetId()
-		p.waitCutover(id, switchyardv1.CutoverStep_CUTOVER_STEP_QUIESCE)
-		if _, err := p.client.AbortCutover(p.authed(), &switchyardv1.AbortCutoverRequest{Id: id, Reason: "commit stuck"}); err != nil {
-			t.Fatal(err)
-		}
-		c := p.waitCutover(id, switchyardv1.CutoverStep_CUTOVER_STEP_ROLLED_BACK)
+		c := abortInQuiesce(t, p, s, sp, switchyardv1.CutoverStep_CUTOVER_STEP_ROLLED_BACK)
 		if got, want := steps(c), "preflight group-drain quiesce groups-rolling-back rolled-back"; got != want {
 			t.Errorf("steps %q, want %q", got, want)
 		}

@@ -16,33 +16,17 @@
 # per run in bench/out/cutover-streams/results-<time>.jsonl.
 set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/../.."
-export STATE_DIR=${STREAMS_STATE_DIR:-${TMPDIR:-/tmp}/switchyard-streams-bench-bed}
 RUNS=${STREAMS_RUNS:-20}
 GUARANTEE=${STREAMS_GUARANTEE:-exactly_once_v2}
 OUT=bench/out/cutover-streams
 mkdir -p "$OUT"
 RESULTS=$PWD/$OUT/results-$(date +%s).jsonl
-
-cleanup() {
-	local rc=$?
-	testbed/kafka.sh down || rc=1
-	exit "$rc"
-}
-trap cleanup EXIT
-trap 'exit 130' INT
-trap 'exit 143' TERM
-
-testbed/kafka.sh up >/dev/null
-export SWITCHYARD_TEST_ENV_FILE=$STATE_DIR/env SWITCHYARD_TEST_KAFKA=real SWITCHYARD_REQUIRE_CLIENTS=1
-version=$(sed -n 's/^export SWITCHYARD_TEST_KAFKA_VERSION=//p' "$SWITCHYARD_TEST_ENV_FILE")
-if [[ -z ${SWITCHYARD_TEST_STREAMS_LIB:-} ]]; then
-	SWITCHYARD_TEST_STREAMS_LIB=$(KAFKA_VERSION=$version testbed/kafka.sh streams-lib)
-	export SWITCHYARD_TEST_STREAMS_LIB
-fi
 rc=0
-COMPAT_STREAMS=1 COMPAT_STREAMS_RUNS=$RUNS COMPAT_STREAMS_GUARANTEES=$GUARANTEE COMPAT_STREAMS_SCENARIOS=cutover \
-	COMPAT_RESULTS=$RESULTS go test -count=1 -timeout "${STREAMS_TIMEOUT:-120m}" -run 'TestStreamsWordCount$' ./internal/compat/ \
-	>"$OUT/test.log" 2>&1 || rc=$?
+COMPAT_STATE_DIR=${STREAMS_STATE_DIR:-${TMPDIR:-/tmp}/switchyard-streams-bench-bed} COMPAT_STREAMS_RUNS=$RUNS \
+	COMPAT_STREAMS_GUARANTEES=$GUARANTEE COMPAT_STREAMS_SCENARIOS=cutover COMPAT_RESULTS=$RESULTS \
+	COMPAT_TIMEOUT=${STREAMS_TIMEOUT:-120m} internal/compat/run-real.sh --wordcount >"$OUT/test.log" 2>&1 || rc=$?
+[[ -s $RESULTS ]] || { echo "streams.sh: no run finished (go test exit $rc; log: $OUT/test.log)" >&2; exit 1; }
+version=$(grep -o '"kafka_version":"[^"]*"' "$RESULTS" 2>/dev/null | head -1 | cut -d'"' -f4 || true)
 python3 - "$RESULTS" "$version" "$GUARANTEE" <<'PY'
 import json, math, sys
 rows = [json.loads(l) for l in open(sys.argv[1]) if l.strip()]
@@ -54,7 +38,7 @@ for r in rows:
     c = r.get("check", {})
     print(f"| {r.get('run')} | {r.get('cutover') or '?'} | {r.get('block_window_ms', 0) / 1000:.3f} s | "
           f"{', '.join(r.get('history', []))} | {json.dumps(c, separators=(',', ':'))[:200]} |")
-xs = sorted(r.get("block_window_ms", 0) / 1000 for r in rows if r.get("cutover") == "DONE")
+xs = sorted(r.get("block_window_ms", 0) / 1000 for r in rows if (r.get("cutover") or "").lower() == "done")
 if xs:
     pct = lambda p: xs[max(0, math.ceil(p / 100 * len(xs)) - 1)]
     print(f"producers' block window over {len(xs)} DONE runs: p50 {pct(50):.3f} s, p99 {pct(99):.3f} s, max {xs[-1]:.3f} s")

@@ -12,7 +12,8 @@
 # With --streams (make test-streams) it runs TestStreamsWordCount and
 # TestPipelineCopier instead (COMPAT_STREAMS=1, COMPAT_PIPELINE=1): Kafka
 # Streams' WordCountDemo and Kafka's TransactionalMessageCopier across
-# cutovers; --pipeline (make test-pipeline) the copier alone. Their JVMs
+# cutovers; --pipeline (make test-pipeline) the copier alone; --wordcount
+# (bench/cutover/streams.sh) WordCountDemo alone. Their JVMs
 # run from the test bed's jars; a 3.x test bed has no Kafka Streams examples
 # on Maven Central, so they then run from the newest supported 4.x
 # (SWITCHYARD_TEST_STREAMS_LIB, unless given).
@@ -29,6 +30,10 @@ case ${1:-} in
 --pipeline)
 	test='TestPipelineCopier$'
 	export COMPAT_PIPELINE=1
+	;;
+--wordcount)
+	test='TestStreamsWordCount$'
+	export COMPAT_STREAMS=1
 	;;
 *)
 	test='TestCompatibility$'

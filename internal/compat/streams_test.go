@@ -42,11 +42,18 @@ import (
 //	                              (default: a temporary one, removed)
 //	COMPAT_SEED, COMPAT_RESULTS   as for TestCompatibility
 //	COMPAT_GATE_MODE              the cutover's gate (default HOLD here)
+//	COMPAT_STREAMS_SELECT         what the cutover selects: "both" (default:
+//	                              the application and its input's producer)
+//	                              or "app" (the application alone: its input
+//	                              goes on being written to the source and
+//	                              mirrored — a cutover without a producer
+//	                              phase)
 type streamsSettings struct {
 	runs, instances, throughput int
 	guarantees, scenarios       []string
 	seed                        uint64
 	gateMode, results, logs     string
+	appOnly                     bool
 }
 
 // Scenarios of TestStreamsWordCount.
@@ -81,6 +88,13 @@ func loadStreamsSettings(t *testing.T) streamsSettings {
 	list("COMPAT_STREAMS_SCENARIOS", &s.scenarios, scenarioBaseline, scenarioCrash, scenarioCutover)
 	if v := os.Getenv("COMPAT_GATE_MODE"); v != "" {
 		s.gateMode = strings.ToUpper(v)
+	}
+	switch v := os.Getenv("COMPAT_STREAMS_SELECT"); v {
+	case "", "both":
+	case "app":
+		s.appOnly = true
+	default:
+		t.Fatalf("COMPAT_STREAMS_SELECT: %q, want both or app", v)
 	}
 	return s
 }
@@ -471,8 +485,12 @@ func runStreams(t *testing.T, s streamsSettings, lib streamsbed.Lib, delay time.
 			}
 			return fmt.Sprintf("%d offsets behind: %s", n, detail)
 		}
+		apps := []string{app, inputApp}
+		if s.appOnly {
+			apps = apps[:1]
+		}
 		runCutover(ctx, t, api, authed, &switchyardv1.CutoverSpec{
-			Selector: &switchyardv1.SidecarSelector{Apps: []string{app, inputApp}},
+			Selector: &switchyardv1.SidecarSelector{Apps: apps},
 			Source:   "source", Target: "target", Topics: topics, Groups: []string{run.appID},
 			Policy: &switchyardv1.CutoverPolicy{GateMode: s.gateMode},
 		}, observe, res)
@@ -499,10 +517,13 @@ func runStreams(t *testing.T, s streamsSettings, lib streamsbed.Lib, delay time.
 		t.Errorf("VerifiableProducer sent %d records and reported %d acknowledged and %d failed", rep.Sent, len(rep.Acked), len(rep.Failed))
 	}
 
-	// Where the application ended: every sidecar on one cluster.
+	// Where the application ended: every sidecar on one cluster (the
+	// input's stays on the source when the cutover did not select it).
 	final := map[string]bool{}
-	for _, h := range run.sidecars {
-		final[h.Status().ActiveCluster] = true
+	for name, h := range run.sidecars {
+		if name != "input" || !s.appOnly {
+			final[h.Status().ActiveCluster] = true
+		}
 	}
 	if len(final) != 1 {
 		t.Fatalf("the sidecars ended on different clusters: %v", final)
