@@ -117,7 +117,19 @@ var errLiveMembers = errors.New("group has live members on the target; its offse
 // reports (never guesses) an offset beyond the mirrored position. For a
 // final sync at cutover, call it once the mirror has caught up with the
 // gated producers.
+//
+// It blocks until the mirror is ready (Run has restored the offset maps
+// from the checkpoint topic), or fails when ctx ends first: before that
+// the mirror knows no partition, and every offset would be skipped — a
+// group would then start on the target from its reset policy, reading
+// again, or skipping, what it had consumed. A control plane restarted in
+// the middle of a cutover syncs while its mirror is still restoring.
 func (mr *Mirror) SyncGroups(ctx context.Context, groups []string) (GroupSyncReport, error) {
+	select {
+	case <-mr.readyCh:
+	case <-ctx.Done():
+		return GroupSyncReport{}, fmt.Errorf("mirror %s not ready, its offset maps not restored (%s): %w", mr.cfg.Name, mr.Status().LastError, ctx.Err())
+	}
 	src, err := mr.sourceClient()
 	if err != nil {
 		return GroupSyncReport{}, fmt.Errorf("source client: %w", err)

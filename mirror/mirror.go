@@ -46,6 +46,7 @@ type Mirror struct {
 	acls     *ACLSummary  // last ACL sync, nil when off or not yet run
 	running  bool
 	ready    bool
+	readyCh  chan struct{} // closed when ready: the offset maps are restored, the topics synced
 	lastErr  string
 	// refresh carries RefreshTopics' requests to the running topic loop;
 	// each is answered on its channel once a sync ran.
@@ -122,6 +123,7 @@ func New(cfg Config, log *zap.Logger, reg prometheus.Registerer, opts ...kgo.Opt
 		parts:     map[tp]*partition{},
 		topicErr:  map[string]string{},
 		refresh:   make(chan chan error),
+		readyCh:   make(chan struct{}),
 	}
 	for _, g := range cfg.Groups {
 		mr.groups = append(mr.groups, regexp.MustCompile("^(?:"+g+")$"))
@@ -244,6 +246,7 @@ func (mr *Mirror) Run(ctx context.Context) (err error) {
 	mr.ready = true
 	mr.lastErr = ""
 	mr.mu.Unlock()
+	close(mr.readyCh)
 
 	g, gctx := errgroup.WithContext(ctx)
 	g.Go(func() error { return cp.run(gctx) })

@@ -32,6 +32,12 @@ type runningMirror struct {
 
 func startMirror(t *testing.T, name string, src, dst *kafkatest.Cluster, topicNames []string, mutate ...func(*Config)) *runningMirror {
 	t.Helper()
+	return runMirror(t, newMirror(t, name, src, dst, topicNames, mutate...))
+}
+
+// newMirror makes a mirror as startMirror does, without running it.
+func newMirror(t *testing.T, name string, src, dst *kafkatest.Cluster, topicNames []string, mutate ...func(*Config)) *Mirror {
+	t.Helper()
 	cfg := DefaultConfig()
 	cfg.Name = name
 	cfg.SourceBootstrap, cfg.TargetBootstrap = src.Bootstrap, dst.Bootstrap
@@ -47,6 +53,11 @@ func startMirror(t *testing.T, name string, src, dst *kafkatest.Cluster, topicNa
 	if err != nil {
 		t.Fatalf("new mirror: %v", err)
 	}
+	return mr
+}
+
+// runMirror runs mr in the background until the test ends.
+func runMirror(t *testing.T, mr *Mirror) *runningMirror {
 	ctx, cancel := context.WithCancel(context.Background())
 	rm := &runningMirror{Mirror: mr, cancel: cancel, done: make(chan error, 1)}
 	go func() { rm.done <- mr.Run(ctx) }()
@@ -377,6 +388,61 @@ func TestMirrorResumesWithoutGapOrDuplicate(t *testing.T) {
 	rm := startMirror(t, name, source, target, []string{topic})
 	rm.waitCaughtUp(t, source, topic)
 	compareCopies(t, rm, readAll(t, source, topic), readAll(t, target, topic), topic)
+}
+
+// TestSyncGroupsWaitsForRestore: a mirror that has not restored its
+// offset maps yet — one just started, as when a control plane is
+// restarted in the middle of a cutover — does not report a group's
+// offsets "skipped" (the group would start on the target from its reset
+// policy, reading everything again): SyncGroups waits until the mirror is
+// ready, and fails if ctx ends first.
+func TestSyncGroupsWaitsForRestore(t *testing.T) {
+	source, target := kafkatest.Pair(t)
+	topic := kafkatest.Topic(t, "restore")
+	source.CreateTopic(t, topic, 1)
+	produceRecords(t, source, topic, 0, 300)
+	name := kafkatest.Topic(t, "m")
+	first := startMirror(t, name, source, target, []string{topic})
+	first.waitCaughtUp(t, source, topic)
+	want, err := first.OffsetMap(topic, 0).Translate(200)
+	if err != nil {
+		t.Fatal(err)
+	}
+	first.stop(t)
+
+	group := kafkatest.Topic(t, "g")
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	committed := kadm.Offsets{}
+	committed.Add(kadm.Offset{Topic: topic, Partition: 0, At: 200, LeaderEpoch: -1})
+	if _, err := kadm.NewClient(source.Client(t)).CommitOffsets(ctx, group, committed); err != nil {
+		t.Fatal(err)
+	}
+
+	// The next instance, before it restored anything.
+	second := newMirror(t, name, source, target, []string{topic})
+	short, cancelShort := context.WithTimeout(ctx, 300*time.Millisecond)
+	rep, err := second.SyncGroups(short, []string{group})
+	cancelShort()
+	if err == nil {
+		t.Errorf("SyncGroups on a mirror that has not restored its offset maps returned %+v and no error; want it to wait for the restore and fail when ctx ends", rep)
+	}
+
+	// Running, it translates exactly once it has restored.
+	rm := runMirror(t, second)
+	rep, err = rm.SyncGroups(ctx, []string{group})
+	if err == nil {
+		err = rep.Err()
+	}
+	if err != nil {
+		t.Fatalf("sync: %v", err)
+	}
+	if len(rep.Groups) != 1 || len(rep.Groups[0].Partitions) != 1 {
+		t.Fatalf("sync report %+v: want one group, one partition", rep)
+	}
+	if p := rep.Groups[0].Partitions[0]; p.Outcome != "committed" || p.Target != want {
+		t.Errorf("partition 0: outcome %q, target %d; want committed at %d (source 200)", p.Outcome, p.Target, want)
+	}
 }
 
 func TestSyncGroupsTranslatesExactly(t *testing.T) {

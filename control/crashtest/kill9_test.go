@@ -49,11 +49,14 @@ var (
 const (
 	partitions  = 4
 	token       = "crashtest-token"
-	app         = "orders"
+	app         = "orders"  // every sidecar's application; in a two-phase run, the producers'
+	groupApp    = "billing" // the consumer group's application in a two-phase run
 	nProducers  = 3
 	nConsumers  = 2
 	warmRecords = 50 // per producer, and read by the group, before the cutover
 	moreRecords = 30 // per producer, acknowledged after the cutover ended
+	// read by each member of the group before the cutover
+	warmMemberRecords = 10
 
 	scenarioTimeout = 4 * time.Minute  // one transition, everything included
 	setupTimeout    = 60 * time.Second // sidecars connected, mirror ready, first records
@@ -77,17 +80,48 @@ const (
 type transition struct {
 	name string
 	step switchyardv1.CutoverStep
+	// twoPhase: the producers and the consumer group are two
+	// applications, so the cutover moves them in two phases (producers
+	// first, then the group: control/phases.go); otherwise they are one
+	// application, moved in one pass.
+	twoPhase bool
 }
 
 var transitions = []transition{
-	{"preflight", switchyardv1.CutoverStep_CUTOVER_STEP_PREFLIGHT},
-	{"gate", switchyardv1.CutoverStep_CUTOVER_STEP_GATE},
-	{"drain", switchyardv1.CutoverStep_CUTOVER_STEP_DRAIN},
-	{"sync-groups", switchyardv1.CutoverStep_CUTOVER_STEP_SYNC_GROUPS},
-	{"flip", switchyardv1.CutoverStep_CUTOVER_STEP_FLIP},
-	{"release", switchyardv1.CutoverStep_CUTOVER_STEP_RELEASE},
-	{"verify", switchyardv1.CutoverStep_CUTOVER_STEP_VERIFY},
-	{"rolling-back", switchyardv1.CutoverStep_CUTOVER_STEP_ROLLING_BACK},
+	{"preflight", switchyardv1.CutoverStep_CUTOVER_STEP_PREFLIGHT, false},
+	{"gate", switchyardv1.CutoverStep_CUTOVER_STEP_GATE, false},
+	{"drain", switchyardv1.CutoverStep_CUTOVER_STEP_DRAIN, false},
+	{"sync-groups", switchyardv1.CutoverStep_CUTOVER_STEP_SYNC_GROUPS, false},
+	{"flip", switchyardv1.CutoverStep_CUTOVER_STEP_FLIP, false},
+	{"release", switchyardv1.CutoverStep_CUTOVER_STEP_RELEASE, false},
+	{"verify", switchyardv1.CutoverStep_CUTOVER_STEP_VERIFY, false},
+	{"rolling-back", switchyardv1.CutoverStep_CUTOVER_STEP_ROLLING_BACK, false},
+	// Two phases: the producers' (gate to release), then the group's.
+	{"2p-gate", switchyardv1.CutoverStep_CUTOVER_STEP_GATE, true},
+	{"2p-drain", switchyardv1.CutoverStep_CUTOVER_STEP_DRAIN, true},
+	{"2p-flip", switchyardv1.CutoverStep_CUTOVER_STEP_FLIP, true},
+	{"2p-release", switchyardv1.CutoverStep_CUTOVER_STEP_RELEASE, true},
+	{"2p-rolling-back", switchyardv1.CutoverStep_CUTOVER_STEP_ROLLING_BACK, true},
+	{"2p-group-drain", switchyardv1.CutoverStep_CUTOVER_STEP_GROUP_DRAIN, true},
+	{"2p-quiesce", switchyardv1.CutoverStep_CUTOVER_STEP_QUIESCE, true},
+	{"2p-sync-groups", switchyardv1.CutoverStep_CUTOVER_STEP_SYNC_GROUPS, true},
+	{"2p-group-flip", switchyardv1.CutoverStep_CUTOVER_STEP_GROUP_FLIP, true},
+	{"2p-group-release", switchyardv1.CutoverStep_CUTOVER_STEP_GROUP_RELEASE, true},
+	{"2p-verify", switchyardv1.CutoverStep_CUTOVER_STEP_VERIFY, true},
+	{"2p-groups-rolling-back", switchyardv1.CutoverStep_CUTOVER_STEP_GROUPS_ROLLING_BACK, true},
+}
+
+// groupPhase reports whether a two-phase transition's step belongs to the
+// group's phase (it holds a group member's sidecar rather than a
+// producer's).
+func (tr transition) groupPhase() bool {
+	switch tr.step {
+	case switchyardv1.CutoverStep_CUTOVER_STEP_GROUP_DRAIN, switchyardv1.CutoverStep_CUTOVER_STEP_QUIESCE,
+		switchyardv1.CutoverStep_CUTOVER_STEP_SYNC_GROUPS, switchyardv1.CutoverStep_CUTOVER_STEP_GROUP_FLIP,
+		switchyardv1.CutoverStep_CUTOVER_STEP_GROUP_RELEASE, switchyardv1.CutoverStep_CUTOVER_STEP_GROUPS_ROLLING_BACK:
+		return tr.twoPhase
+	}
+	return false
 }
 
 func transitionNames() []string {
@@ -204,8 +238,24 @@ func drawPlan(rng *rand.Rand, tr transition, round int, seed uint64) plan {
 		pinned: rng.IntN(nProducers + nConsumers), before: rng.IntN(2) == 0,
 		drainBy: []string{"group", "mirror"}[rng.IntN(2)],
 		abortAt: []switchyardv1.CutoverStep{switchyardv1.CutoverStep_CUTOVER_STEP_DRAIN, switchyardv1.CutoverStep_CUTOVER_STEP_FLIP}[rng.IntN(2)]}
-	if (tr.step == switchyardv1.CutoverStep_CUTOVER_STEP_RELEASE || tr.step == switchyardv1.CutoverStep_CUTOVER_STEP_VERIFY) && rng.IntN(2) == 0 {
+	if (tr.step == switchyardv1.CutoverStep_CUTOVER_STEP_RELEASE || tr.step == switchyardv1.CutoverStep_CUTOVER_STEP_VERIFY ||
+		tr.groupPhase() && tr.step != switchyardv1.CutoverStep_CUTOVER_STEP_GROUPS_ROLLING_BACK) && rng.IntN(2) == 0 {
 		p.mirrorHold = time.Duration(1+rng.Int64N(2000)) * time.Millisecond
+	}
+	if tr.twoPhase {
+		// The step's pass holds one of its own sidecars: a producer's in
+		// the producers' phase, a group member's in the group's. The
+		// producers' drain waits for no group: only the mirror can hold
+		// it; the group's drain waits for the group.
+		p.drainBy = "mirror"
+		p.pinned %= nProducers
+		if tr.groupPhase() {
+			p.pinned = nProducers + p.pinned%nConsumers
+			p.drainBy = "group"
+		}
+		if tr.step == switchyardv1.CutoverStep_CUTOVER_STEP_GROUPS_ROLLING_BACK {
+			p.abortAt = switchyardv1.CutoverStep_CUTOVER_STEP_QUIESCE
+		}
 	}
 	if tr.step == switchyardv1.CutoverStep_CUTOVER_STEP_PREFLIGHT {
 		p.atEntry = true // nothing in preflight waits to be held
@@ -235,14 +285,17 @@ func (p plan) String() string {
 			}
 		}
 		s = append(s, "up to "+fmt.Sprint(len(ks))+" cutovers, each killed after CreateCutover is sent: "+strings.Join(ks, ", "))
-	case switchyardv1.CutoverStep_CUTOVER_STEP_GATE, switchyardv1.CutoverStep_CUTOVER_STEP_FLIP, switchyardv1.CutoverStep_CUTOVER_STEP_RELEASE:
+	case switchyardv1.CutoverStep_CUTOVER_STEP_GATE, switchyardv1.CutoverStep_CUTOVER_STEP_FLIP, switchyardv1.CutoverStep_CUTOVER_STEP_RELEASE,
+		switchyardv1.CutoverStep_CUTOVER_STEP_QUIESCE, switchyardv1.CutoverStep_CUTOVER_STEP_GROUP_FLIP, switchyardv1.CutoverStep_CUTOVER_STEP_GROUP_RELEASE:
 		s = append(s, fmt.Sprintf("sidecar %d held %s applying", p.pinned, map[bool]string{true: "before", false: "after"}[p.before]))
-	case switchyardv1.CutoverStep_CUTOVER_STEP_DRAIN:
+	case switchyardv1.CutoverStep_CUTOVER_STEP_DRAIN, switchyardv1.CutoverStep_CUTOVER_STEP_GROUP_DRAIN:
 		s = append(s, "drain waits on the "+p.drainBy)
 	case switchyardv1.CutoverStep_CUTOVER_STEP_SYNC_GROUPS:
 		s = append(s, "group offsets commit on the target held")
 	case switchyardv1.CutoverStep_CUTOVER_STEP_VERIFY:
-		s = append(s, "source end offsets held from sync-groups on")
+		s = append(s, "source end offsets held from the last step that reads them on")
+	case switchyardv1.CutoverStep_CUTOVER_STEP_GROUPS_ROLLING_BACK:
+		s = append(s, fmt.Sprintf("aborted in quiesce, sidecar %d held %s applying the quiesce gate", p.pinned, map[bool]string{true: "before", false: "after"}[p.before]))
 	case switchyardv1.CutoverStep_CUTOVER_STEP_ROLLING_BACK:
 		if p.abortAt == switchyardv1.CutoverStep_CUTOVER_STEP_FLIP {
 			s = append(s, fmt.Sprintf("aborted in flip, sidecar %d held %s switching", p.pinned, map[bool]string{true: "before", false: "after"}[p.before]))
@@ -281,18 +334,21 @@ type scenario struct {
 	stopProducing      func()
 	stopConsuming      func()
 
-	id         string
-	seen       []switchyardv1.CutoverStep // through the watch, before the kill
-	stored     *switchyardv1.Cutover      // in the store after the kill
-	inStepFor  time.Duration              // from the watch showing the step to the kill
-	killed     time.Time
-	flipPin    *pin
-	verifyHeld bool
-	abortedAt  time.Time
-	phases     []string // how long the checks took, for the summary
-	lastMark   time.Time
-	eventsFrom []int    // per sidecar: its first event since this cutover was created
-	landed     []string // preflight: where each attempt's kill landed
+	id        string
+	seen      []switchyardv1.CutoverStep // through the watch, before the kill
+	stored    *switchyardv1.Cutover      // in the store after the kill
+	inStepFor time.Duration              // from the watch showing the step to the kill
+	killed    time.Time
+	abortPin  *pin // held when the abort is asked for (the sidecar's ack then holds the rollback)
+	// readsAtCreate: how many records the group had read when the
+	// (first) cutover was created
+	readsAtCreate int
+	verifyHeld    bool
+	abortedAt     time.Time
+	phases        []string // how long the checks took, for the summary
+	lastMark      time.Time
+	eventsFrom    []int    // per sidecar: its first event since this cutover was created
+	landed        []string // preflight: where each attempt's kill landed
 }
 
 // checkRouting checks each sidecar's switches and gate changes since the
@@ -303,7 +359,11 @@ func (sc *scenario) checkRouting(final *switchyardv1.Cutover, outcome switchyard
 		if i < len(sc.eventsFrom) {
 			from = sc.eventsFrom[i]
 		}
-		for _, v := range routingViolations(s.rec.history()[from:], final, outcome) {
+		pass := ""
+		if sc.pl.tr.twoPhase {
+			pass = map[bool]string{true: "group", false: "producers"}[sc.appOf(s) == groupApp]
+		}
+		for _, v := range routingViolations(s.rec.history()[from:], final, sc.homeOf(s, outcome), pass) {
 			sc.errorf("sidecar %s: %s", s.name, v)
 		}
 	}
@@ -316,7 +376,9 @@ func (sc *scenario) mark(phase string) {
 	sc.lastMark = now
 }
 
-func (sc *scenario) tag() string { return fmt.Sprintf("[%s, seed %d]", sc.pl.tr.name, sc.pl.seed) }
+func (sc *scenario) tag() string {
+	return fmt.Sprintf("[%s, seed %d]", sc.t.Name()[strings.LastIndex(sc.t.Name(), "/")+1:], sc.pl.seed)
+}
 
 func (sc *scenario) errorf(format string, args ...any) {
 	sc.t.Helper()
@@ -343,6 +405,7 @@ func runTransition(t *testing.T, bin string, tr transition, round int, idx, seed
 	ready := time.Now()
 
 	var final *switchyardv1.Cutover
+	sc.readsAtCreate = len(sc.members.snapshot())
 	if tr.step == switchyardv1.CutoverStep_CUTOVER_STEP_PREFLIGHT {
 		final = sc.preflightAttempts()
 	} else {
@@ -360,7 +423,7 @@ func runTransition(t *testing.T, bin string, tr transition, round int, idx, seed
 	if tr.step == switchyardv1.CutoverStep_CUTOVER_STEP_PREFLIGHT {
 		outcome = final.GetStep() // each attempt's outcome was checked
 		if !terminal(outcome) || outcome == switchyardv1.CutoverStep_CUTOVER_STEP_FAILED {
-			outcome = expected(sc.stored.GetStep())
+			outcome = expected(sc.stored, tr.twoPhase)
 		}
 	} else {
 		outcome = sc.checkOutcome(final)
@@ -457,7 +520,7 @@ func setUp(t *testing.T, bin string, pl plan) *scenario {
 	})
 	for _, s := range sc.sidecars {
 		cfg := controlclient.DefaultConfig()
-		cfg.Address, cfg.App, cfg.Instance, cfg.Token = sc.cp.addr, app, s.name, token
+		cfg.Address, cfg.App, cfg.Instance, cfg.Token = sc.cp.addr, sc.appOf(s), s.name, token
 		cfg.Labels = map[string]string{"role": s.role}
 		cfg.StatusInterval = 100 * time.Millisecond
 		cfg.MaxBackoff = 500 * time.Millisecond
@@ -539,7 +602,11 @@ func setUp(t *testing.T, bin string, pl plan) *scenario {
 		cwg.Add(1)
 		go func() { defer cwg.Done(); sc.members.run(cctx, i, cl) }()
 	}
-	sc.waitUntil("records produced and consumed through the sidecars", setupTimeout, func() (bool, string) {
+	// Every member reads, so the group has settled (the first member
+	// took every partition, the second took some from it: records the
+	// first had read and not committed may be read twice then, before the
+	// cutover).
+	sc.waitUntil("records produced and consumed through the sidecars by every member", setupTimeout, func() (bool, string) {
 		var counts []int
 		ok := true
 		for _, p := range sc.producers {
@@ -547,8 +614,16 @@ func setUp(t *testing.T, bin string, pl plan) *scenario {
 			ok = ok && p.count() >= warmRecords
 		}
 		read := len(sc.members.snapshot())
-		return ok && read >= warmRecords, fmt.Sprintf("acknowledged %v, read %d", counts, read)
+		byMember := make([]int, nConsumers)
+		for _, c := range sc.members.snapshot() {
+			byMember[c.member]++
+		}
+		ok = ok && read >= warmRecords && slices.Min(byMember) >= warmMemberRecords
+		return ok, fmt.Sprintf("acknowledged %v, read %d (by member %v)", counts, read, byMember)
 	})
+	if pl.tr.twoPhase {
+		sc.waitUsage()
+	}
 	return sc
 }
 
@@ -557,7 +632,7 @@ func setUp(t *testing.T, bin string, pl plan) *scenario {
 func (sc *scenario) waitSidecars() {
 	sc.t.Helper()
 	sc.waitUntil("the control plane serves and the five sidecars report to it", setupTimeout, func() (bool, string) {
-		r, err := sc.api.ListSidecars(sc.ctx, &switchyardv1.ListSidecarsRequest{App: app})
+		r, err := sc.api.ListSidecars(sc.ctx, &switchyardv1.ListSidecarsRequest{})
 		n := 0
 		for _, s := range r.GetSidecars() {
 			if s.GetConnected() && s.GetStatus() != nil {
@@ -565,6 +640,51 @@ func (sc *scenario) waitSidecars() {
 			}
 		}
 		return err == nil && n == len(sc.sidecars), fmt.Sprintf("%d connected (%v)", n, err)
+	})
+}
+
+// appOf is the application a sidecar reports to the control plane.
+func (sc *scenario) appOf(s *sidecar) string {
+	if sc.pl.tr.twoPhase && s.role == "consumer" {
+		return groupApp
+	}
+	return app
+}
+
+// apps are the applications the cutover selects.
+func (sc *scenario) apps() []string {
+	if sc.pl.tr.twoPhase {
+		return []string{app, groupApp}
+	}
+	return []string{app}
+}
+
+// waitUsage waits until the control plane has heard from the sidecars
+// what their clients do — the producers' produce to the topic, the
+// members' group — so that a cutover computes its two phases from it.
+func (sc *scenario) waitUsage() {
+	sc.t.Helper()
+	sc.waitUntil("the sidecars report their clients' topics and group", setupTimeout, func() (bool, string) {
+		r, err := sc.api.ListSidecars(sc.ctx, &switchyardv1.ListSidecarsRequest{})
+		var missing []string
+		for _, s := range sc.sidecars {
+			var u *switchyardv1.Usage
+			for _, x := range r.GetSidecars() {
+				if x.GetIdentity().GetApp() == sc.appOf(s) && x.GetIdentity().GetInstance() == s.name {
+					u = x.GetStatus().GetUsage()
+				}
+			}
+			ok := false
+			if s.role == "producer" {
+				ok = slices.ContainsFunc(u.GetTopics(), func(t *switchyardv1.TopicUsage) bool { return t.GetTopic() == sc.topic && t.GetProduced() })
+			} else {
+				ok = slices.ContainsFunc(u.GetGroups(), func(g *switchyardv1.GroupUsage) bool { return g.GetGroup() == sc.group })
+			}
+			if !ok {
+				missing = append(missing, s.name)
+			}
+		}
+		return err == nil && len(missing) == 0, fmt.Sprintf("not yet reported by %v (%v)", missing, err)
 	})
 }
 
@@ -645,11 +765,24 @@ func (sc *scenario) armBeforeCreate() {
 		pinned.arm("release", pl.before, liftsProduce("target"))
 	case switchyardv1.CutoverStep_CUTOVER_STEP_ROLLING_BACK:
 		if pl.abortAt == switchyardv1.CutoverStep_CUTOVER_STEP_FLIP {
-			sc.flipPin = pinned.arm("flip", pl.before, switchesTo("target"))
+			sc.abortPin = pinned.arm("flip", pl.before, switchesTo("target"))
 		} else {
 			drainHold()
 			pinned.arm("rollback", pl.before, liftsProduce("source"))
 		}
+	case switchyardv1.CutoverStep_CUTOVER_STEP_GROUP_DRAIN:
+		drainHold() // the group's members paused
+	case switchyardv1.CutoverStep_CUTOVER_STEP_QUIESCE:
+		pinned.arm("quiesce", pl.before, putsCommit)
+	case switchyardv1.CutoverStep_CUTOVER_STEP_GROUP_FLIP:
+		pinned.arm("group flip", pl.before, switchesTo("target"))
+	case switchyardv1.CutoverStep_CUTOVER_STEP_GROUP_RELEASE:
+		pinned.arm("group release", pl.before, liftsProduce("target"))
+	case switchyardv1.CutoverStep_CUTOVER_STEP_GROUPS_ROLLING_BACK:
+		// The member's sidecar held applying the quiesce gate acknowledges
+		// neither it nor, once the abort is asked for, the groups'
+		// rollback: that holds groups-rolling-back.
+		sc.abortPin = pinned.arm("quiesce", pl.before, putsCommit)
 	}
 }
 
@@ -662,11 +795,23 @@ func (sc *scenario) create() {
 		sc.fatalf("CreateCutover: %v", err)
 	}
 	sc.id = resp.GetCutover().GetId()
+	if sc.pl.tr.twoPhase {
+		// The run is meant to cover the two phases: the producers' and
+		// the group's applications must be units of their own.
+		phases := map[int32][]string{}
+		for _, u := range resp.GetCutover().GetCoverage().GetUnits() {
+			phases[u.GetPhase()] = append(phases[u.GetPhase()], u.GetApps()...)
+		}
+		if !slices.Equal(phases[1], []string{app}) || !slices.Equal(phases[2], []string{groupApp}) {
+			sc.fatalf("the cutover does not move %s and %s in two phases: units by phase %v (warnings %v)", app, groupApp, phases,
+				resp.GetCutover().GetCoverage().GetWarnings())
+		}
+	}
 }
 
 func (sc *scenario) request() *switchyardv1.CreateCutoverRequest {
 	return &switchyardv1.CreateCutoverRequest{Spec: &switchyardv1.CutoverSpec{
-		Selector: &switchyardv1.SidecarSelector{Apps: []string{app}},
+		Selector: &switchyardv1.SidecarSelector{Apps: sc.apps()},
 		Source:   "source", Target: "target", Topics: []string{sc.topic}, Groups: []string{sc.group},
 		Policy: &switchyardv1.CutoverPolicy{GateMode: sc.pl.gateMode, DrainTimeout: durationpb.New(30 * time.Second),
 			HoldBudget: durationpb.New(20 * time.Second), AckTimeout: durationpb.New(10 * time.Second), MaxPreflightLag: 1_000_000},
@@ -702,15 +847,16 @@ func (sc *scenario) killInStep() {
 			sc.fatalf("the cutover ended %s (%q) before entering %s; steps seen %v", stepName(step), c.GetError(), pl.tr.name, stepNames(sc.seen))
 		}
 		switch {
-		case pl.tr.step == switchyardv1.CutoverStep_CUTOVER_STEP_VERIFY && !sc.verifyHeld &&
-			step >= switchyardv1.CutoverStep_CUTOVER_STEP_SYNC_GROUPS && step <= switchyardv1.CutoverStep_CUTOVER_STEP_RELEASE:
-			// Drain has read the source's ends for the last time before
-			// verify does: from here, holding them holds verify.
+		case pl.tr.step == switchyardv1.CutoverStep_CUTOVER_STEP_VERIFY && !sc.verifyHeld && readsNoEnds(step, pl.tr.twoPhase):
+			// Drain (the group's sync, in two phases) has read the
+			// source's ends for the last time before verify does: from
+			// here, holding them holds verify.
 			if err := sc.relaySrc.SetGate(proxy.Gate{APIKeys: []int16{keyListOffsets}, Mode: proxy.GateHold}); err != nil {
 				sc.fatalf("hold ListOffsets on the control plane's source: %v", err)
 			}
 			sc.verifyHeld = true
-		case pl.tr.step == switchyardv1.CutoverStep_CUTOVER_STEP_ROLLING_BACK && !aborted && step == pl.abortAt:
+		case (pl.tr.step == switchyardv1.CutoverStep_CUTOVER_STEP_ROLLING_BACK || pl.tr.step == switchyardv1.CutoverStep_CUTOVER_STEP_GROUPS_ROLLING_BACK) &&
+			!aborted && step == pl.abortAt:
 			sc.abort(ctx)
 			aborted = true
 		}
@@ -719,7 +865,7 @@ func (sc *scenario) killInStep() {
 		}
 	}
 	if pl.tr.step == switchyardv1.CutoverStep_CUTOVER_STEP_VERIFY && !sc.verifyHeld {
-		sc.errorf("the watch showed verify before any of sync-groups, flip, release (seen %v): verify was not held", stepNames(sc.seen))
+		sc.errorf("the watch showed verify before any step between the last read of the source's ends and verify (seen %v): verify was not held", stepNames(sc.seen))
 	}
 	entered := time.Now()
 	if !sc.abortedAt.IsZero() {
@@ -738,6 +884,42 @@ func (sc *scenario) killInStep() {
 	sc.kill()
 }
 
+// readsNoEnds reports whether step comes after the last step that reads
+// the source's end offsets before verify, and before verify: sync-groups,
+// flip and release of a one-phase cutover; the groups' flip and release
+// of a two-phase one.
+func readsNoEnds(step switchyardv1.CutoverStep, twoPhase bool) bool {
+	if twoPhase {
+		return step == switchyardv1.CutoverStep_CUTOVER_STEP_GROUP_FLIP || step == switchyardv1.CutoverStep_CUTOVER_STEP_GROUP_RELEASE
+	}
+	return step >= switchyardv1.CutoverStep_CUTOVER_STEP_SYNC_GROUPS && step <= switchyardv1.CutoverStep_CUTOVER_STEP_RELEASE
+}
+
+// onePhaseSteps and twoPhaseSteps are the order in which a cutover goes
+// through its steps on its way to done.
+var (
+	onePhaseSteps = []switchyardv1.CutoverStep{switchyardv1.CutoverStep_CUTOVER_STEP_PREFLIGHT, switchyardv1.CutoverStep_CUTOVER_STEP_GATE,
+		switchyardv1.CutoverStep_CUTOVER_STEP_DRAIN, switchyardv1.CutoverStep_CUTOVER_STEP_SYNC_GROUPS, switchyardv1.CutoverStep_CUTOVER_STEP_FLIP,
+		switchyardv1.CutoverStep_CUTOVER_STEP_RELEASE, switchyardv1.CutoverStep_CUTOVER_STEP_VERIFY, switchyardv1.CutoverStep_CUTOVER_STEP_DONE}
+	twoPhaseSteps = []switchyardv1.CutoverStep{switchyardv1.CutoverStep_CUTOVER_STEP_PREFLIGHT, switchyardv1.CutoverStep_CUTOVER_STEP_GATE,
+		switchyardv1.CutoverStep_CUTOVER_STEP_DRAIN, switchyardv1.CutoverStep_CUTOVER_STEP_FLIP, switchyardv1.CutoverStep_CUTOVER_STEP_RELEASE,
+		switchyardv1.CutoverStep_CUTOVER_STEP_GROUP_DRAIN, switchyardv1.CutoverStep_CUTOVER_STEP_QUIESCE, switchyardv1.CutoverStep_CUTOVER_STEP_SYNC_GROUPS,
+		switchyardv1.CutoverStep_CUTOVER_STEP_GROUP_FLIP, switchyardv1.CutoverStep_CUTOVER_STEP_GROUP_RELEASE, switchyardv1.CutoverStep_CUTOVER_STEP_VERIFY,
+		switchyardv1.CutoverStep_CUTOVER_STEP_DONE}
+)
+
+// earlier reports whether a cutover on its way to done passes step a
+// before step b (a rollback step comes after the step it was entered
+// from, so it is never earlier than a step of the way).
+func earlier(a, b switchyardv1.CutoverStep, twoPhase bool) bool {
+	way := onePhaseSteps
+	if twoPhase {
+		way = twoPhaseSteps
+	}
+	i, j := slices.Index(way, a), slices.Index(way, b)
+	return i >= 0 && (j < 0 || i < j)
+}
+
 func stepNames(steps []switchyardv1.CutoverStep) []string {
 	var out []string
 	for _, s := range steps {
@@ -748,11 +930,11 @@ func stepNames(steps []switchyardv1.CutoverStep) []string {
 
 // abort asks for a rollback once the step aborted in is held.
 func (sc *scenario) abort(ctx context.Context) {
-	if sc.flipPin != nil {
+	if sc.abortPin != nil {
 		select {
-		case <-sc.flipPin.hit:
+		case <-sc.abortPin.hit:
 		case <-time.After(pinHitTimeout):
-			sc.fatalf("sidecar %s was never told to switch to the target (flip)", sc.sidecars[sc.pl.pinned].name)
+			sc.fatalf("sidecar %s was never told to apply %s", sc.sidecars[sc.pl.pinned].name, sc.abortPin.what)
 		}
 	}
 	if _, err := sc.api.AbortCutover(sc.authed(ctx), &switchyardv1.AbortCutoverRequest{Id: sc.id, Reason: "crashtest: abort in " + stepName(sc.pl.abortAt)}); err != nil {
@@ -859,16 +1041,52 @@ func (sc *scenario) awaitEnd() *switchyardv1.Cutover {
 	return nil
 }
 
-// expected is the outcome Start's rule gives a cutover stored in step s
-// when the control plane restarts: a step before release rolls back,
-// release and verify go on to done.
-func expected(s switchyardv1.CutoverStep) switchyardv1.CutoverStep {
-	switch s {
-	case switchyardv1.CutoverStep_CUTOVER_STEP_RELEASE, switchyardv1.CutoverStep_CUTOVER_STEP_VERIFY, switchyardv1.CutoverStep_CUTOVER_STEP_DONE:
+// expected is the outcome Start's rule gives a cutover stored as c (nil:
+// none stored) when the control plane restarts: a step before release
+// rolls back, release and verify go on to done. A two-phase cutover's
+// producers are past the point of no return from release on: killed
+// while its group drained, quiesced or synced, it quiesces the group
+// again and goes on to done — unless an abort was stored, which rolls
+// the group back at its flip; killed in groups-rolling-back it ends
+// failed, the producers on the target and the group on the source. Its
+// group's flip and release go on to done.
+func expected(c *switchyardv1.Cutover, twoPhase bool) switchyardv1.CutoverStep {
+	switch c.GetStep() {
+	case switchyardv1.CutoverStep_CUTOVER_STEP_RELEASE, switchyardv1.CutoverStep_CUTOVER_STEP_VERIFY, switchyardv1.CutoverStep_CUTOVER_STEP_DONE,
+		switchyardv1.CutoverStep_CUTOVER_STEP_GROUP_FLIP, switchyardv1.CutoverStep_CUTOVER_STEP_GROUP_RELEASE:
 		return switchyardv1.CutoverStep_CUTOVER_STEP_DONE
+	case switchyardv1.CutoverStep_CUTOVER_STEP_GROUP_DRAIN, switchyardv1.CutoverStep_CUTOVER_STEP_QUIESCE:
+		if c.GetAbortRequested() {
+			return switchyardv1.CutoverStep_CUTOVER_STEP_FAILED
+		}
+		return switchyardv1.CutoverStep_CUTOVER_STEP_DONE
+	case switchyardv1.CutoverStep_CUTOVER_STEP_SYNC_GROUPS:
+		switch {
+		case !twoPhase:
+			return switchyardv1.CutoverStep_CUTOVER_STEP_ROLLED_BACK
+		case c.GetAbortRequested():
+			return switchyardv1.CutoverStep_CUTOVER_STEP_FAILED
+		}
+		return switchyardv1.CutoverStep_CUTOVER_STEP_DONE
+	case switchyardv1.CutoverStep_CUTOVER_STEP_GROUPS_ROLLING_BACK, switchyardv1.CutoverStep_CUTOVER_STEP_FAILED:
+		return switchyardv1.CutoverStep_CUTOVER_STEP_FAILED
 	default:
 		return switchyardv1.CutoverStep_CUTOVER_STEP_ROLLED_BACK
 	}
+}
+
+// homeOf is where a sidecar runs once a cutover ended with outcome: the
+// source after a rollback, the target when done; after a two-phase
+// cutover's groups were rolled back (failed), the producers on the target
+// and the group's members on the source.
+func (sc *scenario) homeOf(s *sidecar, outcome switchyardv1.CutoverStep) string {
+	switch {
+	case outcome == switchyardv1.CutoverStep_CUTOVER_STEP_ROLLED_BACK:
+		return "source"
+	case outcome == switchyardv1.CutoverStep_CUTOVER_STEP_FAILED && sc.appOf(s) == groupApp:
+		return "source"
+	}
+	return "target"
 }
 
 // checkOutcome checks where the kill landed and how the cutover ended; it
@@ -877,13 +1095,13 @@ func expected(s switchyardv1.CutoverStep) switchyardv1.CutoverStep {
 func (sc *scenario) checkOutcome(final *switchyardv1.Cutover) switchyardv1.CutoverStep {
 	pl := sc.pl
 	storedStep := sc.stored.GetStep()
-	want := expected(storedStep)
+	want := expected(sc.stored, pl.tr.twoPhase)
 	sc.t.Logf("%s killed %v after the watch showed %s (steps seen %v), the store holding %s; restarted; ended %s after %v: %s",
 		sc.tag(), sc.inStepFor.Round(time.Millisecond), pl.tr.name, stepNames(sc.seen), stepName(storedStep), stepName(final.GetStep()),
 		time.Since(sc.killed).Round(time.Millisecond), historyString(final))
 	switch {
 	case storedStep == pl.tr.step || pl.tr.step == switchyardv1.CutoverStep_CUTOVER_STEP_PREFLIGHT:
-	case pl.atEntry && storedStep < pl.tr.step:
+	case pl.atEntry && earlier(storedStep, pl.tr.step, pl.tr.twoPhase):
 		// Killed as soon as the watch showed the step: it can be shown
 		// before it is stored (and a step that is not stored has not
 		// taken effect). Start's rule goes by what is stored.
@@ -896,9 +1114,25 @@ func (sc *scenario) checkOutcome(final *switchyardv1.Cutover) switchyardv1.Cutov
 		sc.errorf("the cutover FAILED without a reason")
 	}
 	if final.GetStep() != want {
-		sc.errorf("killed with the store at %s, the restarted control plane ended the cutover %s (error %q); want %s: "+
-			"a cutover killed before release rolls back, one killed at or after release goes on to done", stepName(storedStep),
+		sc.errorf("killed with the store at %s (abort requested: %v), the restarted control plane ended the cutover %s (error %q); want %s: "+
+			"a cutover killed before release rolls back, one killed at or after release goes on to done; a two-phase one whose group "+
+			"is rolled back fails with its producers on the target", stepName(storedStep), sc.stored.GetAbortRequested(),
 			stepName(final.GetStep()), final.GetError(), stepName(want))
+	}
+	if pl.tr.twoPhase && final.GetStep() == want {
+		// Each unit's stored outcome says where it ended.
+		for _, u := range final.GetCoverage().GetUnits() {
+			s := sc.sidecars[0]
+			if slices.Contains(u.GetApps(), groupApp) {
+				s = sc.sidecars[nProducers]
+			}
+			if home := sc.homeOf(s, want); u.GetOutcome() != home {
+				sc.errorf("cutover %s: unit %s (%v) has outcome %q; want %q", stepName(want), u.GetId(), u.GetApps(), u.GetOutcome(), home)
+			}
+		}
+	}
+	if final.GetStep() == want {
+		return want
 	}
 	if final.GetStep() == switchyardv1.CutoverStep_CUTOVER_STEP_DONE || final.GetStep() == switchyardv1.CutoverStep_CUTOVER_STEP_ROLLED_BACK {
 		return final.GetStep()
@@ -927,12 +1161,9 @@ func historyString(c *switchyardv1.Cutover) string {
 // checkAfter checks the sidecars, the producers, the group and the records
 // once the cutover has ended.
 func (sc *scenario) checkAfter(final *switchyardv1.Cutover, outcome switchyardv1.CutoverStep) {
-	home := map[switchyardv1.CutoverStep]string{switchyardv1.CutoverStep_CUTOVER_STEP_DONE: "target",
-		switchyardv1.CutoverStep_CUTOVER_STEP_ROLLED_BACK: "source"}[outcome]
-
-	if sc.settle(home, "cutover "+stepName(final.GetStep())) {
+	if sc.settle(outcome, "cutover "+stepName(final.GetStep())) {
 		sc.mark("settle")
-		sc.progress(moreRecords, home, "cutover "+stepName(final.GetStep()))
+		sc.progress(moreRecords, sc.homeOf(sc.sidecars[0], outcome), "cutover "+stepName(final.GetStep()))
 	} else {
 		sc.mark("settle")
 	}
@@ -950,23 +1181,32 @@ func (sc *scenario) checkAfter(final *switchyardv1.Cutover, outcome switchyardv1
 		total += len(a)
 	}
 
-	// The group read everything acknowledged.
+	// The group read everything acknowledged — where it ended: a group
+	// left on the source while the producers moved (a two-phase cutover
+	// that failed) reads what the source holds.
+	wanted, where := acks, "acknowledged record"
+	if sc.homeOf(sc.sidecars[nProducers], outcome) != sc.homeOf(sc.sidecars[0], outcome) {
+		ctx, cancel := context.WithTimeout(sc.ctx, time.Minute)
+		wanted, where = onSource(acks, readTopic(ctx, sc.t, sc.source, sc.topic)), "acknowledged record the source holds"
+		cancel()
+	}
 	if msg, ok := sc.poll(readTimeout, func() (bool, string) {
 		read := map[string]bool{}
 		for _, c := range sc.members.snapshot() {
 			read[c.value] = true
 		}
-		missing := 0
-		for _, as := range acks {
+		missing, n := 0, 0
+		for _, as := range wanted {
 			for _, a := range as {
+				n++
 				if !read[a.value] {
 					missing++
 				}
 			}
 		}
-		return missing == 0, fmt.Sprintf("%d of %d acknowledged records not read", missing, total)
+		return missing == 0, fmt.Sprintf("%d of %d not read", missing, n)
 	}); !ok {
-		sc.errorf("cutover %s: the consumer group should read every acknowledged record; after %v: %s", stepName(final.GetStep()), readTimeout, msg)
+		sc.errorf("cutover %s: the consumer group should read every %s; after %v: %s", stepName(final.GetStep()), where, readTimeout, msg)
 	}
 	sc.stopConsuming()
 	sc.mark("read")
@@ -978,31 +1218,56 @@ func (sc *scenario) checkAfter(final *switchyardv1.Cutover, outcome switchyardv1
 	ctx, cancel := context.WithTimeout(sc.ctx, 2*time.Minute)
 	defer cancel()
 	sc.checkRecords(ctx, outcome, acks, tried)
-	sc.checkGroup(outcome, acks)
+	sc.checkGroup(outcome, wanted)
 	sc.mark("records")
 	sc.checkRouting(final, outcome)
+	if sc.t.Failed() && len(final.GetGroupOffsets()) > 0 {
+		var offs []string
+		for _, o := range final.GetGroupOffsets() {
+			offs = append(offs, fmt.Sprintf("%s/%d: source %d -> target %d (%s)", o.GetTopic(), o.GetPartition(), o.GetSource(), o.GetTarget(), o.GetOutcome()))
+		}
+		sc.t.Logf("%s the group's offsets as the cutover synced them: %s", sc.tag(), strings.Join(offs, "; "))
+	}
 	sc.t.Logf("%s %d records acknowledged, %d read by the group; block window %v", sc.tag(), total, len(sc.members.snapshot()),
 		final.GetBlockWindow().AsDuration().Round(time.Millisecond))
 }
 
-// settle waits until every sidecar runs on home without a gate; it
-// reports false (and an error) if they do not within settleTimeout.
-func (sc *scenario) settle(home, what string) bool {
+// settle waits until every sidecar runs where the outcome puts it
+// (homeOf) without a gate; it reports false (and an error) if they do not
+// within settleTimeout.
+func (sc *scenario) settle(outcome switchyardv1.CutoverStep, what string) bool {
 	sc.t.Helper()
 	msg, ok := sc.poll(settleTimeout, func() (bool, string) {
 		var wrong []string
 		for _, s := range sc.sidecars {
 			st := s.h.Status()
-			if st.ActiveCluster != home || len(st.Gate.APIKeys) > 0 || st.Switching {
-				wrong = append(wrong, fmt.Sprintf("%s on %s with gate %s", s.name, st.ActiveCluster, gateString(st.Gate)))
+			if home := sc.homeOf(s, outcome); st.ActiveCluster != home || !st.Gate.IsZero() || st.Switching {
+				wrong = append(wrong, fmt.Sprintf("%s on %s with gate %s (want the %s, no gate)", s.name, st.ActiveCluster, gateString(st.Gate), home))
 			}
 		}
 		return len(wrong) == 0, strings.Join(wrong, "; ")
 	})
 	if !ok {
-		sc.errorf("%s: the sidecars should all run on the %s without a gate; after %v: %s", what, home, settleTimeout, msg)
+		sc.errorf("%s: the sidecars should run where the cutover left them without a gate; after %v: %s", what, settleTimeout, msg)
 	}
 	return ok
+}
+
+// onSource returns the acknowledged records the source holds.
+func onSource(acks [][]acked, src []rec) [][]acked {
+	held := map[string]bool{}
+	for _, r := range src {
+		held[r.value] = true
+	}
+	out := make([][]acked, len(acks))
+	for i, as := range acks {
+		for _, a := range as {
+			if held[a.value] {
+				out[i] = append(out[i], a)
+			}
+		}
+	}
+	return out
 }
 
 // progress waits until every producer has had n more records

@@ -46,7 +46,7 @@ func (sc *scenario) preflightAttempts() *switchyardv1.Cutover {
 				sc.errorf("%s: no cutover was stored before the kill, yet after the restart the control plane lists %d cutovers, %d before (%v)",
 					what, len(r.GetCutovers()), len(known), err)
 			}
-			sc.settle("source", what)
+			sc.settle(switchyardv1.CutoverStep_CUTOVER_STEP_ROLLED_BACK, what)
 			continue
 		}
 		known[sc.id] = true
@@ -54,9 +54,7 @@ func (sc *scenario) preflightAttempts() *switchyardv1.Cutover {
 		sc.cp.start(sc.t)
 		final, finalID, finalStored = sc.awaitEnd(), sc.id, sc.stored
 		outcome := sc.checkOutcome(final)
-		home := map[switchyardv1.CutoverStep]string{switchyardv1.CutoverStep_CUTOVER_STEP_DONE: "target",
-			switchyardv1.CutoverStep_CUTOVER_STEP_ROLLED_BACK: "source"}[outcome]
-		ok := sc.settle(home, what) && sc.progress(5, home, what)
+		ok := sc.settle(outcome, what) && sc.progress(5, sc.homeOf(sc.sidecars[0], outcome), what)
 		sc.waitSidecars()
 		sc.checkRouting(final, outcome)
 		if !ok || sc.t.Failed() || sc.stored.GetStep() == switchyardv1.CutoverStep_CUTOVER_STEP_PREFLIGHT {

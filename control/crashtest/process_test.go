@@ -6,10 +6,12 @@ import (
 	"errors"
 	"fmt"
 	"io/fs"
+	"math/rand/v2"
 	"net"
 	"os"
 	"os/exec"
 	"path/filepath"
+	"strconv"
 	"strings"
 	"syscall"
 	"testing"
@@ -72,12 +74,7 @@ func newControlPlane(t *testing.T, bin, token string, clusters []clusterYAML, m 
 	t.Helper()
 	dir := t.TempDir()
 	cp := &controlPlane{bin: bin, dir: dir, cfgPath: filepath.Join(dir, "control.yaml"), storeDir: filepath.Join(dir, "store")}
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatalf("pick a port for the control plane: %v", err)
-	}
-	cp.addr = ln.Addr().String()
-	ln.Close()
+	cp.addr = freeAddr(t)
 	tokenFile := filepath.Join(dir, "token")
 	if err := os.WriteFile(tokenFile, []byte(token+"\n"), 0o600); err != nil {
 		t.Fatal(err)
@@ -103,6 +100,40 @@ func newControlPlane(t *testing.T, bin, token string, clusters []clusterYAML, m 
 		}
 	})
 	return cp
+}
+
+// freeAddr returns a free loopback address for the control plane, its
+// port below the kernel's ephemeral range (and below the test bed's
+// brokers, 20000 on): the process binds it at every start, and a port
+// from the ephemeral range could be taken in between by any listener on
+// port 0 or outgoing connection — of the parallel scenarios' proxies, of
+// other processes — as one was, failing a setup with "bind: address
+// already in use" (a sidecar's proxy answered the gRPC client).
+func freeAddr(t *testing.T) string {
+	t.Helper()
+	lo, hi := 10000, 20000
+	if b, err := os.ReadFile("/proc/sys/net/ipv4/ip_local_port_range"); err == nil {
+		if f := strings.Fields(string(b)); len(f) == 2 {
+			if elo, err := strconv.Atoi(f[0]); err == nil && elo-1 < hi {
+				hi = elo - 1
+			}
+		}
+	}
+	for range 1000 {
+		port := 0 // no room below the ephemeral range: the kernel chooses
+		if hi > lo {
+			port = lo + rand.IntN(hi-lo)
+		}
+		ln, err := net.Listen("tcp", net.JoinHostPort("127.0.0.1", strconv.Itoa(port)))
+		if err != nil {
+			continue
+		}
+		addr := ln.Addr().String()
+		ln.Close()
+		return addr
+	}
+	t.Fatal("pick a port for the control plane: none free below the ephemeral range")
+	return ""
 }
 
 // start starts a new run of the process; it does not wait for it to serve.

@@ -52,18 +52,28 @@ func (e event) String() string {
 }
 
 func gateString(g proxy.Gate) string {
-	if len(g.APIKeys) == 0 {
+	if g.IsZero() {
 		return "none"
 	}
-	var ks []string
-	for _, k := range g.APIKeys {
-		name, ok := map[int16]string{keyProduce: "Produce", keyFetch: "Fetch"}[k]
-		if !ok {
-			name = fmt.Sprint(k)
+	names := func(keys []int16) string {
+		var ks []string
+		for _, k := range keys {
+			name, ok := map[int16]string{keyProduce: "Produce", keyFetch: "Fetch", keyOffsetCommit: "OffsetCommit"}[k]
+			if !ok {
+				name = fmt.Sprint(k)
+			}
+			ks = append(ks, name)
 		}
-		ks = append(ks, name)
+		return strings.Join(ks, ",")
 	}
-	return fmt.Sprintf("%s[%s]", g.Mode, strings.Join(ks, ","))
+	var s []string
+	if len(g.APIKeys) > 0 {
+		s = append(s, fmt.Sprintf("%s[%s]", g.Mode, names(g.APIKeys)))
+	}
+	if len(g.RejectKeys) > 0 {
+		s = append(s, fmt.Sprintf("REJECT[%s]", names(g.RejectKeys)))
+	}
+	return strings.Join(s, "+")
 }
 
 // liftsProduce: a gate change on the given cluster after which Produce is
@@ -221,3 +231,9 @@ type sidecar struct {
 }
 
 func (s *sidecar) addr() string { return s.h.Addr().String() }
+
+// putsCommit: a gate change that starts blocking OffsetCommit (the
+// groups' quiesce).
+func putsCommit(e event) bool {
+	return e.op == "gate" && !e.before.Blocks(keyOffsetCommit) && e.after.Blocks(keyOffsetCommit)
+}

@@ -85,6 +85,7 @@ type consumed struct {
 	partition int32
 	offset    int64
 	value     string
+	at        time.Time // when the member's poll returned it
 }
 
 // group is the consumer group's members, read through their sidecars. The
@@ -139,9 +140,10 @@ func (g *group) run(ctx context.Context, member int, cl *kgo.Client) {
 			continue
 		}
 		fs := cl.PollFetches(ctx)
+		now := time.Now()
 		fs.EachRecord(func(r *kgo.Record) {
 			g.mu.Lock()
-			g.received = append(g.received, consumed{member, r.Partition, r.Offset, string(r.Value)})
+			g.received = append(g.received, consumed{member, r.Partition, r.Offset, string(r.Value), now})
 			g.mu.Unlock()
 		})
 	}
