@@ -259,8 +259,9 @@ func TestTwoPhaseAbort(t *testing.T) {
 
 // TestTwoPhaseRestart stops the control plane while the cutover waits in
 // a step and starts another on the same store: before the producers'
-// release it rolls everything back; while the groups drain, quiesce or
-// sync it quiesces them again; from their flip on it goes on.
+// release it rolls everything back; while the groups drain it drains them
+// again; while they quiesce or sync it quiesces them again; from their flip
+// on it goes on.
 func TestTwoPhaseRestart(t *testing.T) {
 	for _, tc := range []struct {
 		at    switchyardv1.CutoverStep
@@ -278,6 +279,7 @@ func TestTwoPhaseRestart(t *testing.T) {
 			prod: "source", cons: "source"},
 		{at: switchyardv1.CutoverStep_CUTOVER_STEP_GROUP_DRAIN,
 			hold:  func(fm *fakeMirror, _ *fakeSidecar) { fm.groupBehind = "group billing at 5 of 10" },
+			let:   func(fm *fakeMirror, _ *fakeSidecar) { fm.groupBehind = "" }, // the drain resumes and ends
 			want:  switchyardv1.CutoverStep_CUTOVER_STEP_DONE,
 			steps: "preflight gate drain flip release group-drain quiesce sync-groups group-flip group-release verify done",
 			prod:  "target", cons: "target"},
