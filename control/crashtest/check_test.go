@@ -183,10 +183,13 @@ func (sc *scenario) checkGroup(outcome switchyardv1.CutoverStep, acks [][]acked)
 // stored; a switch back to the source, or a gate lifted on it, only after
 // rolling-back was stored — and a sidecar that ends on the target never
 // does either of those, one that ends on the source never lifts a gate on
-// the target. In a two-phase cutover a group member's sidecar (pass
-// "group") is held to the group's steps instead: quiesce, group-flip,
-// group-release and groups-rolling-back; a producer's (pass "producers")
-// switches without blocking Fetch. home is where the sidecar ends.
+// the target. A sidecar of the groups' phase (pass "group": a group
+// member's in a two-phase cutover, every one in a cutover of one
+// application that produces and consumes) is held to the group's steps
+// instead: quiesce (group drain for a Produce gate alone: a pipeline's),
+// group-flip, group-release and groups-rolling-back; a producer's (pass
+// "producers") switches without blocking Fetch. home is where the sidecar
+// ends.
 func routingViolations(events []event, final *switchyardv1.Cutover, home, pass string) []string {
 	// started is when a step was first stored (a restart may enter it
 	// again: a two-phase cutover's quiesce).
@@ -239,6 +242,10 @@ func routingViolations(events []event, final *switchyardv1.Cutover, home, pass s
 				out = append(out, fmt.Sprintf("%s: switched back to the source, but it ends on the target", e))
 			}
 			after(e, "switched back to the source", rollbacks...)
+		case e.op == "gate" && pass == "group" && putsProduce(e) && !putsCommit(e) && e.active == "source":
+			// A pipeline that commits outside transactions has its
+			// Produce held from the group drain on.
+			after(e, "gated Produce", switchyardv1.CutoverStep_CUTOVER_STEP_GROUP_DRAIN, gateStep)
 		case e.op == "gate" && (putsProduce(e) || putsCommit(e)) && e.active == "source":
 			after(e, "gated Produce or OffsetCommit", gateStep)
 		case e.op == "gate" && e.active == "target" && (lifts(e, keyProduce) || lifts(e, keyFetch)):

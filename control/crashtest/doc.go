@@ -4,9 +4,11 @@
 // never lifts a gate on a state it cannot prove.
 //
 // TestControlPlaneSurvivesKill9 builds the switchyard binary and, for each
-// step a cutover enters — preflight, gate, drain, sync-groups, flip,
-// release, verify, and rolling-back; and, in a two-phase cutover (the
-// "2p-" transitions), gate, drain, flip and release of the producers,
+// step a cutover enters — in a cutover of one application that produces
+// and consumes, moved in the groups' phase alone: preflight, group-drain,
+// quiesce, sync-groups, group-flip, group-release, verify and
+// groups-rolling-back; and, in a two-phase cutover (the "2p-"
+// transitions), gate, drain, flip and release of the producers,
 // group-drain, quiesce, sync-groups, group-flip and group-release of the
 // group, verify, rolling-back and groups-rolling-back — runs one cutover
 // under load: a
@@ -16,8 +18,9 @@
 // following it through proxy/controlclient (three in front of franz-go
 // producers writing keyed records continuously, two in front of a consumer
 // group), and a cutover started and watched through the gRPC API with the
-// bearer token. The sidecars are one application, moved in one pass; in
-// the two-phase transitions the producers' sidecars are one application
+// bearer token. The sidecars are one application (a pipeline: its
+// Produce is held from the group drain on), moved without a producer
+// phase; in the two-phase transitions the producers' sidecars are one application
 // and the group's another, so the cutover moves the producers first and
 // the group after them (control/phases.go; the test fails if the cutover
 // does not make two phases of them). As soon as the cutover enters the step (or at a seeded
@@ -30,8 +33,9 @@
 //     two-phase cutover killed while its group rolls back
 //     (groups-rolling-back, after an abort in quiesce), which ends FAILED
 //     with the producers on the target and the group on the source, each
-//     unit's outcome saying so; killed while its group drained, quiesced
-//     or synced, a two-phase cutover goes on to DONE;
+//     unit's outcome saying so (the one-application cutover: ROLLED_BACK);
+//     killed while its group drained, quiesced or synced, a cutover goes
+//     on to DONE;
 //   - every sidecar ends on the cluster of the outcome (source after a
 //     rollback, target when done; a failed two-phase cutover's group on
 //     the source) with no gate, and the producers go on producing there;

@@ -83,19 +83,21 @@ type transition struct {
 	// twoPhase: the producers and the consumer group are two
 	// applications, so the cutover moves them in two phases (producers
 	// first, then the group: control/phases.go); otherwise they are one
-	// application, moved in one pass.
+	// application that produces and consumes, moved in the groups' phase
+	// alone (no producer phase; its Produce held from the group drain on).
 	twoPhase bool
 }
 
 var transitions = []transition{
+	// One application: the groups' phase alone.
 	{"preflight", switchyardv1.CutoverStep_CUTOVER_STEP_PREFLIGHT, false},
-	{"gate", switchyardv1.CutoverStep_CUTOVER_STEP_GATE, false},
-	{"drain", switchyardv1.CutoverStep_CUTOVER_STEP_DRAIN, false},
+	{"group-drain", switchyardv1.CutoverStep_CUTOVER_STEP_GROUP_DRAIN, false},
+	{"quiesce", switchyardv1.CutoverStep_CUTOVER_STEP_QUIESCE, false},
 	{"sync-groups", switchyardv1.CutoverStep_CUTOVER_STEP_SYNC_GROUPS, false},
-	{"flip", switchyardv1.CutoverStep_CUTOVER_STEP_FLIP, false},
-	{"release", switchyardv1.CutoverStep_CUTOVER_STEP_RELEASE, false},
+	{"group-flip", switchyardv1.CutoverStep_CUTOVER_STEP_GROUP_FLIP, false},
+	{"group-release", switchyardv1.CutoverStep_CUTOVER_STEP_GROUP_RELEASE, false},
 	{"verify", switchyardv1.CutoverStep_CUTOVER_STEP_VERIFY, false},
-	{"rolling-back", switchyardv1.CutoverStep_CUTOVER_STEP_ROLLING_BACK, false},
+	{"groups-rolling-back", switchyardv1.CutoverStep_CUTOVER_STEP_GROUPS_ROLLING_BACK, false},
 	// Two phases: the producers' (gate to release), then the group's.
 	{"2p-gate", switchyardv1.CutoverStep_CUTOVER_STEP_GATE, true},
 	{"2p-drain", switchyardv1.CutoverStep_CUTOVER_STEP_DRAIN, true},
@@ -111,15 +113,14 @@ var transitions = []transition{
 	{"2p-groups-rolling-back", switchyardv1.CutoverStep_CUTOVER_STEP_GROUPS_ROLLING_BACK, true},
 }
 
-// groupPhase reports whether a two-phase transition's step belongs to the
-// group's phase (it holds a group member's sidecar rather than a
-// producer's).
+// groupPhase reports whether a transition's step belongs to the group's
+// phase (it holds a group member's sidecar rather than a producer's).
 func (tr transition) groupPhase() bool {
 	switch tr.step {
 	case switchyardv1.CutoverStep_CUTOVER_STEP_GROUP_DRAIN, switchyardv1.CutoverStep_CUTOVER_STEP_QUIESCE,
 		switchyardv1.CutoverStep_CUTOVER_STEP_SYNC_GROUPS, switchyardv1.CutoverStep_CUTOVER_STEP_GROUP_FLIP,
 		switchyardv1.CutoverStep_CUTOVER_STEP_GROUP_RELEASE, switchyardv1.CutoverStep_CUTOVER_STEP_GROUPS_ROLLING_BACK:
-		return tr.twoPhase
+		return true
 	}
 	return false
 }
@@ -242,7 +243,7 @@ func drawPlan(rng *rand.Rand, tr transition, round int, seed uint64) plan {
 		tr.groupPhase() && tr.step != switchyardv1.CutoverStep_CUTOVER_STEP_GROUPS_ROLLING_BACK) && rng.IntN(2) == 0 {
 		p.mirrorHold = time.Duration(1+rng.Int64N(2000)) * time.Millisecond
 	}
-	if tr.twoPhase {
+	if tr.twoPhase || tr.groupPhase() {
 		// The step's pass holds one of its own sidecars: a producer's in
 		// the producers' phase, a group member's in the group's. The
 		// producers' drain waits for no group: only the mirror can hold
@@ -359,7 +360,7 @@ func (sc *scenario) checkRouting(final *switchyardv1.Cutover, outcome switchyard
 		if i < len(sc.eventsFrom) {
 			from = sc.eventsFrom[i]
 		}
-		pass := ""
+		pass := "group" // one application: the groups' phase alone
 		if sc.pl.tr.twoPhase {
 			pass = map[bool]string{true: "group", false: "producers"}[sc.appOf(s) == groupApp]
 		}
@@ -621,9 +622,7 @@ func setUp(t *testing.T, bin string, pl plan) *scenario {
 		ok = ok && read >= warmRecords && slices.Min(byMember) >= warmMemberRecords
 		return ok, fmt.Sprintf("acknowledged %v, read %d (by member %v)", counts, read, byMember)
 	})
-	if pl.tr.twoPhase {
-		sc.waitUsage()
-	}
+	sc.waitUsage()
 	return sc
 }
 
@@ -795,17 +794,20 @@ func (sc *scenario) create() {
 		sc.fatalf("CreateCutover: %v", err)
 	}
 	sc.id = resp.GetCutover().GetId()
-	if sc.pl.tr.twoPhase {
-		// The run is meant to cover the two phases: the producers' and
-		// the group's applications must be units of their own.
-		phases := map[int32][]string{}
-		for _, u := range resp.GetCutover().GetCoverage().GetUnits() {
-			phases[u.GetPhase()] = append(phases[u.GetPhase()], u.GetApps()...)
-		}
-		if !slices.Equal(phases[1], []string{app}) || !slices.Equal(phases[2], []string{groupApp}) {
-			sc.fatalf("the cutover does not move %s and %s in two phases: units by phase %v (warnings %v)", app, groupApp, phases,
-				resp.GetCutover().GetCoverage().GetWarnings())
-		}
+	// The run is meant to cover the two phases (the producers' and the
+	// group's applications units of their own) or the groups' phase alone
+	// (one application that produces and consumes).
+	phases := map[int32][]string{}
+	for _, u := range resp.GetCutover().GetCoverage().GetUnits() {
+		phases[u.GetPhase()] = append(phases[u.GetPhase()], u.GetApps()...)
+	}
+	switch {
+	case sc.pl.tr.twoPhase && (!slices.Equal(phases[1], []string{app}) || !slices.Equal(phases[2], []string{groupApp})):
+		sc.fatalf("the cutover does not move %s and %s in two phases: units by phase %v (warnings %v)", app, groupApp, phases,
+			resp.GetCutover().GetCoverage().GetWarnings())
+	case !sc.pl.tr.twoPhase && (len(phases[1]) > 0 || !slices.Equal(phases[2], []string{app})):
+		sc.fatalf("the cutover does not move %s in the groups' phase alone: units by phase %v (warnings %v)", app, phases,
+			resp.GetCutover().GetCoverage().GetWarnings())
 	}
 }
 
@@ -847,7 +849,7 @@ func (sc *scenario) killInStep() {
 			sc.fatalf("the cutover ended %s (%q) before entering %s; steps seen %v", stepName(step), c.GetError(), pl.tr.name, stepNames(sc.seen))
 		}
 		switch {
-		case pl.tr.step == switchyardv1.CutoverStep_CUTOVER_STEP_VERIFY && !sc.verifyHeld && readsNoEnds(step, pl.tr.twoPhase):
+		case pl.tr.step == switchyardv1.CutoverStep_CUTOVER_STEP_VERIFY && !sc.verifyHeld && readsNoEnds(step):
 			// Drain (the group's sync, in two phases) has read the
 			// source's ends for the last time before verify does: from
 			// here, holding them holds verify.
@@ -885,22 +887,19 @@ func (sc *scenario) killInStep() {
 }
 
 // readsNoEnds reports whether step comes after the last step that reads
-// the source's end offsets before verify, and before verify: sync-groups,
-// flip and release of a one-phase cutover; the groups' flip and release
-// of a two-phase one.
-func readsNoEnds(step switchyardv1.CutoverStep, twoPhase bool) bool {
-	if twoPhase {
-		return step == switchyardv1.CutoverStep_CUTOVER_STEP_GROUP_FLIP || step == switchyardv1.CutoverStep_CUTOVER_STEP_GROUP_RELEASE
-	}
-	return step >= switchyardv1.CutoverStep_CUTOVER_STEP_SYNC_GROUPS && step <= switchyardv1.CutoverStep_CUTOVER_STEP_RELEASE
+// the source's end offsets before verify, and before verify: the groups'
+// flip and release.
+func readsNoEnds(step switchyardv1.CutoverStep) bool {
+	return step == switchyardv1.CutoverStep_CUTOVER_STEP_GROUP_FLIP || step == switchyardv1.CutoverStep_CUTOVER_STEP_GROUP_RELEASE
 }
 
-// onePhaseSteps and twoPhaseSteps are the order in which a cutover goes
+// groupsOnlySteps and twoPhaseSteps are the order in which a cutover goes
 // through its steps on its way to done.
 var (
-	onePhaseSteps = []switchyardv1.CutoverStep{switchyardv1.CutoverStep_CUTOVER_STEP_PREFLIGHT, switchyardv1.CutoverStep_CUTOVER_STEP_GATE,
-		switchyardv1.CutoverStep_CUTOVER_STEP_DRAIN, switchyardv1.CutoverStep_CUTOVER_STEP_SYNC_GROUPS, switchyardv1.CutoverStep_CUTOVER_STEP_FLIP,
-		switchyardv1.CutoverStep_CUTOVER_STEP_RELEASE, switchyardv1.CutoverStep_CUTOVER_STEP_VERIFY, switchyardv1.CutoverStep_CUTOVER_STEP_DONE}
+	groupsOnlySteps = []switchyardv1.CutoverStep{switchyardv1.CutoverStep_CUTOVER_STEP_PREFLIGHT,
+		switchyardv1.CutoverStep_CUTOVER_STEP_GROUP_DRAIN, switchyardv1.CutoverStep_CUTOVER_STEP_QUIESCE, switchyardv1.CutoverStep_CUTOVER_STEP_SYNC_GROUPS,
+		switchyardv1.CutoverStep_CUTOVER_STEP_GROUP_FLIP, switchyardv1.CutoverStep_CUTOVER_STEP_GROUP_RELEASE, switchyardv1.CutoverStep_CUTOVER_STEP_VERIFY,
+		switchyardv1.CutoverStep_CUTOVER_STEP_DONE}
 	twoPhaseSteps = []switchyardv1.CutoverStep{switchyardv1.CutoverStep_CUTOVER_STEP_PREFLIGHT, switchyardv1.CutoverStep_CUTOVER_STEP_GATE,
 		switchyardv1.CutoverStep_CUTOVER_STEP_DRAIN, switchyardv1.CutoverStep_CUTOVER_STEP_FLIP, switchyardv1.CutoverStep_CUTOVER_STEP_RELEASE,
 		switchyardv1.CutoverStep_CUTOVER_STEP_GROUP_DRAIN, switchyardv1.CutoverStep_CUTOVER_STEP_QUIESCE, switchyardv1.CutoverStep_CUTOVER_STEP_SYNC_GROUPS,
@@ -912,7 +911,7 @@ var (
 // before step b (a rollback step comes after the step it was entered
 // from, so it is never earlier than a step of the way).
 func earlier(a, b switchyardv1.CutoverStep, twoPhase bool) bool {
-	way := onePhaseSteps
+	way := groupsOnlySteps
 	if twoPhase {
 		way = twoPhaseSteps
 	}
@@ -1050,25 +1049,27 @@ func (sc *scenario) awaitEnd() *switchyardv1.Cutover {
 // the group back at its flip; killed in groups-rolling-back it ends
 // failed, the producers on the target and the group on the source. Its
 // group's flip and release go on to done.
+//
+// A cutover of one application that produces and consumes has no producer
+// phase: where a two-phase one fails with its group rolled back, it is
+// rolled back (nothing moved).
 func expected(c *switchyardv1.Cutover, twoPhase bool) switchyardv1.CutoverStep {
+	groupsBack := switchyardv1.CutoverStep_CUTOVER_STEP_FAILED
+	if !twoPhase {
+		groupsBack = switchyardv1.CutoverStep_CUTOVER_STEP_ROLLED_BACK
+	}
 	switch c.GetStep() {
 	case switchyardv1.CutoverStep_CUTOVER_STEP_RELEASE, switchyardv1.CutoverStep_CUTOVER_STEP_VERIFY, switchyardv1.CutoverStep_CUTOVER_STEP_DONE,
 		switchyardv1.CutoverStep_CUTOVER_STEP_GROUP_FLIP, switchyardv1.CutoverStep_CUTOVER_STEP_GROUP_RELEASE:
 		return switchyardv1.CutoverStep_CUTOVER_STEP_DONE
-	case switchyardv1.CutoverStep_CUTOVER_STEP_GROUP_DRAIN, switchyardv1.CutoverStep_CUTOVER_STEP_QUIESCE:
+	case switchyardv1.CutoverStep_CUTOVER_STEP_GROUP_DRAIN, switchyardv1.CutoverStep_CUTOVER_STEP_QUIESCE, switchyardv1.CutoverStep_CUTOVER_STEP_SYNC_GROUPS:
 		if c.GetAbortRequested() {
-			return switchyardv1.CutoverStep_CUTOVER_STEP_FAILED
+			return groupsBack
 		}
 		return switchyardv1.CutoverStep_CUTOVER_STEP_DONE
-	case switchyardv1.CutoverStep_CUTOVER_STEP_SYNC_GROUPS:
-		switch {
-		case !twoPhase:
-			return switchyardv1.CutoverStep_CUTOVER_STEP_ROLLED_BACK
-		case c.GetAbortRequested():
-			return switchyardv1.CutoverStep_CUTOVER_STEP_FAILED
-		}
-		return switchyardv1.CutoverStep_CUTOVER_STEP_DONE
-	case switchyardv1.CutoverStep_CUTOVER_STEP_GROUPS_ROLLING_BACK, switchyardv1.CutoverStep_CUTOVER_STEP_FAILED:
+	case switchyardv1.CutoverStep_CUTOVER_STEP_GROUPS_ROLLING_BACK:
+		return groupsBack
+	case switchyardv1.CutoverStep_CUTOVER_STEP_FAILED:
 		return switchyardv1.CutoverStep_CUTOVER_STEP_FAILED
 	default:
 		return switchyardv1.CutoverStep_CUTOVER_STEP_ROLLED_BACK
@@ -1119,7 +1120,7 @@ func (sc *scenario) checkOutcome(final *switchyardv1.Cutover) switchyardv1.Cutov
 			"is rolled back fails with its producers on the target", stepName(storedStep), sc.stored.GetAbortRequested(),
 			stepName(final.GetStep()), final.GetError(), stepName(want))
 	}
-	if pl.tr.twoPhase && final.GetStep() == want {
+	if final.GetStep() == want {
 		// Each unit's stored outcome says where it ended.
 		for _, u := range final.GetCoverage().GetUnits() {
 			s := sc.sidecars[0]

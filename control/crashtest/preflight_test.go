@@ -57,7 +57,12 @@ func (sc *scenario) preflightAttempts() *switchyardv1.Cutover {
 		ok := sc.settle(outcome, what) && sc.progress(5, sc.homeOf(sc.sidecars[0], outcome), what)
 		sc.waitSidecars()
 		sc.checkRouting(final, outcome)
-		if !ok || sc.t.Failed() || sc.stored.GetStep() == switchyardv1.CutoverStep_CUTOVER_STEP_PREFLIGHT {
+		// A kill that landed past preflight in a cutover without a
+		// producer phase (group drain, quiesce, ...) goes on to done: the
+		// sidecars have moved, and the next attempt would start from the
+		// target.
+		if !ok || sc.t.Failed() || sc.stored.GetStep() == switchyardv1.CutoverStep_CUTOVER_STEP_PREFLIGHT ||
+			outcome != switchyardv1.CutoverStep_CUTOVER_STEP_ROLLED_BACK {
 			break
 		}
 	}
