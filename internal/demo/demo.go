@@ -48,7 +48,8 @@ type Config struct {
 const (
 	topic      = "orders"
 	group      = "billing"
-	app        = "shop"
+	app        = "shop"     // the producers' application
+	groupApp   = "invoices" // the consumer group's
 	partitions = 3
 	token      = "demo-token"
 )
@@ -118,6 +119,9 @@ func Run(ctx context.Context, cfg Config, out io.Writer) error {
 		}
 		cc := controlclient.DefaultConfig()
 		cc.Address, cc.App, cc.Instance, cc.Token = plane.Addr().String(), app, instance, token
+		if role == "consumer" {
+			cc.App = groupApp
+		}
 		cc.Labels = map[string]string{"role": role}
 		cc.StatusInterval = 100 * time.Millisecond
 		client, err := controlclient.New(cc, p, reg, zap.NewNop())
@@ -175,7 +179,7 @@ func Run(ctx context.Context, cfg Config, out io.Writer) error {
 	defer conn.Close()
 	api := switchyardv1.NewControlServiceClient(conn)
 	if err := poll(ctx, func() error {
-		r, err := api.ListSidecars(ctx, &switchyardv1.ListSidecarsRequest{App: app})
+		r, err := api.ListSidecars(ctx, &switchyardv1.ListSidecarsRequest{})
 		if err != nil {
 			return err
 		}
@@ -212,7 +216,7 @@ func Run(ctx context.Context, cfg Config, out io.Writer) error {
 	// 2. The cutover, through the API, followed live.
 	authed := metadata.AppendToOutgoingContext(ctx, "authorization", "Bearer "+token)
 	resp, err := api.CreateCutover(authed, &switchyardv1.CreateCutoverRequest{Spec: &switchyardv1.CutoverSpec{
-		Selector: &switchyardv1.SidecarSelector{Apps: []string{app}},
+		Selector: &switchyardv1.SidecarSelector{Apps: []string{app, groupApp}},
 		Source:   "source", Target: "target", Topics: []string{topic}, Groups: []string{group},
 		Policy: &switchyardv1.CutoverPolicy{GateMode: "HOLD", DrainTimeout: durationpb.New(30 * time.Second), MaxPreflightLag: 1 << 40},
 	}})
@@ -220,7 +224,8 @@ func Run(ctx context.Context, cfg Config, out io.Writer) error {
 		return fmt.Errorf("start the cutover: %w", err)
 	}
 	id := resp.GetCutover().GetId()
-	pr("2. Cutover %s started through the API (the same call as `switchyard ctl cutover start --app %s --from source --to target --groups %s`):", id, app, group)
+	pr("2. Cutover %s started through the API (the same call as `switchyard ctl cutover start --app %s,%s --from source --to target --groups %s`):",
+		id, app, groupApp, group)
 	final, err := follow(ctx, api, id, pr)
 	if err != nil {
 		return err
