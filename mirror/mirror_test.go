@@ -838,7 +838,11 @@ func TestMirrorDiscoversTopicsAtOnce(t *testing.T) {
 			rm.waitCaughtUp(t, source, topic)
 			got := readAll(t, target, topic)
 			if n := len(got[0]) + len(got[1]); n != 20 {
-				t.Errorf("target holds %d records, want 20", n)
+				e1, _ := kadm.NewClient(target.Client(t)).ListEndOffsets(ctx, topic)
+				e2, _ := kadm.NewClient(source.Client(t)).ListEndOffsets(ctx, topic)
+				// Seen once in ~100 real-Kafka runs: the map at the
+				// source's end, the target empty (the records skipped).
+				t.Errorf("target holds %d records, want 20 (target ends %+v, source ends %+v, mirror %+v)", n, e1, e2, rm.Status().Partitions)
 			}
 		})
 	}
