@@ -118,8 +118,8 @@ func TestMirrorCopiesCompactedTopic(t *testing.T) {
 	ctx, cancel := context.WithTimeout(context.Background(), 90*time.Second)
 	defer cancel()
 	adm := kadm.NewClient(source.Client(t))
-	// The records carry 2023 timestamps: no retention, and tombstones kept
-	// for a long time (delete.retention.ms counts from the record's time).
+	// No retention, and tombstones kept for a long time
+	// (delete.retention.ms counts from the record's time).
 	cfg := map[string]*string{"cleanup.policy": kadm.StringPtr("compact"), "retention.ms": kadm.StringPtr("-1"),
 		"delete.retention.ms": kadm.StringPtr("9000000000000")}
 	if source.Fake == nil {

@@ -31,7 +31,7 @@ func produceTo(t *testing.T, c *kafkatest.Cluster, topic string, partition int32
 	rs := make([]*kgo.Record, 0, n)
 	for i := from; i < from+n; i++ {
 		rs = append(rs, &kgo.Record{Topic: topic, Partition: partition, Key: []byte(fmt.Sprintf("k-%d", i%20)),
-			Value: []byte(fmt.Sprintf("v-%d", i)), Timestamp: time.UnixMilli(1_700_000_000_000 + int64(i))})
+			Value: []byte(fmt.Sprintf("v-%d", i)), Timestamp: time.UnixMilli(testBaseMilli + int64(i))})
 	}
 	res := cl.ProduceSync(ctx, rs...)
 	if err := res.FirstErr(); err != nil {

@@ -167,6 +167,14 @@ func readAll(t *testing.T, c *kafkatest.Cluster, topic string) map[int32][]rec {
 	return out
 }
 
+// testBaseMilli is the timestamp of the tests' first record: an hour
+// ago. Records stamped years back (2023, as they were) are past a real
+// broker's default 7-day retention, whose check — 30 s after the broker
+// starts, then every 5 min — deleted them before the mirror read them, and
+// the mirror rightly began such a partition at its new log start: the
+// target stayed empty (TestMirrorDiscoversTopicsAtOnce, 2 runs in ~100).
+var testBaseMilli = time.Now().Add(-time.Hour).UnixMilli()
+
 func produceRecords(t *testing.T, c *kafkatest.Cluster, topic string, from, n int, opts ...kgo.Opt) {
 	t.Helper()
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
@@ -176,7 +184,7 @@ func produceRecords(t *testing.T, c *kafkatest.Cluster, topic string, from, n in
 	for i := from; i < from+n; i++ {
 		r := &kgo.Record{Topic: topic, Key: []byte(fmt.Sprintf("k-%d", i%20)), Value: []byte(fmt.Sprintf("v-%d", i)),
 			Headers:   []kgo.RecordHeader{{Key: "seq", Value: []byte(fmt.Sprint(i))}},
-			Timestamp: time.UnixMilli(1_700_000_000_000 + int64(i))}
+			Timestamp: time.UnixMilli(testBaseMilli + int64(i))}
 		if i%97 == 0 {
 			r.Value = nil // a tombstone
 		}
