@@ -309,14 +309,21 @@ func (ct *Controller) groupsOf(run *cutoverRun) []string {
 
 // coveredTopics returns every topic the coverage's units write or read.
 func coveredTopics(cov *switchyardv1.CutoverCoverage) []string {
-	set := map[string]bool{}
+	set := unitNames(cov.GetUnits(), (*switchyardv1.CutoverUnit).GetReads)
 	for _, t := range cov.GetWrites() {
 		set[t] = true
 	}
-	for _, u := range cov.GetUnits() {
-		for _, t := range u.GetReads() {
-			set[t] = true
+	return sortedNames(set)
+}
+
+// unitNames is the set of the names pick gives for each of units (their
+// writes, reads or applications).
+func unitNames(units []*switchyardv1.CutoverUnit, pick func(*switchyardv1.CutoverUnit) []string) map[string]bool {
+	set := map[string]bool{}
+	for _, u := range units {
+		for _, n := range pick(u) {
+			set[n] = true
 		}
 	}
-	return sortedNames(set)
+	return set
 }

@@ -1281,15 +1281,8 @@ func verifyTopics(cov *switchyardv1.CutoverCoverage, spec *switchyardv1.CutoverS
 	if len(cov.GetUnits()) == 0 {
 		return nil
 	}
-	set, read := map[string]bool{}, map[string]bool{}
-	for _, u := range cov.GetUnits() {
-		for _, t := range u.GetWrites() {
-			set[t] = true
-		}
-		for _, t := range u.GetReads() {
-			read[t] = true
-		}
-	}
+	set := unitNames(cov.GetUnits(), (*switchyardv1.CutoverUnit).GetWrites)
+	read := unitNames(cov.GetUnits(), (*switchyardv1.CutoverUnit).GetReads)
 	for _, t := range spec.GetTopics() {
 		if !read[t] {
 			set[t] = true

@@ -70,21 +70,16 @@ func HasProducerPhase(c *switchyardv1.Cutover) bool {
 	if !TwoPhase(c) {
 		return true
 	}
-	return len(lateApps(c.GetCoverage(), c.GetSpec(), false)) > 0
+	return len(phaseApps(c.GetCoverage(), c.GetSpec(), 1)) > 0
 }
 
-// lateApps returns the selected applications of phase 2 (late) or of
-// phase 1 (!late), in the selector's order.
-func lateApps(cov *switchyardv1.CutoverCoverage, spec *switchyardv1.CutoverSpec, late bool) []string {
-	inLate := map[string]bool{}
-	for _, u := range phaseUnits(cov, 2) {
-		for _, a := range u.GetApps() {
-			inLate[a] = true
-		}
-	}
+// phaseApps returns the selected applications of a phase, in the
+// selector's order: those of its units for phase 2, the others for phase 1.
+func phaseApps(cov *switchyardv1.CutoverCoverage, spec *switchyardv1.CutoverSpec, phase int32) []string {
+	late := unitNames(phaseUnits(cov, 2), (*switchyardv1.CutoverUnit).GetApps)
 	var out []string
 	for _, a := range spec.GetSelector().GetApps() {
-		if inLate[a] == late {
+		if late[a] == (phase == 2) {
 			out = append(out, a)
 		}
 	}
@@ -134,7 +129,7 @@ func (ct *Controller) passOf(run *cutoverRun, phase int32) pass {
 	}
 	p := pass{phase: phase, rule: fmt.Sprintf("%s/p%d", run.id, phase),
 		sel: &switchyardv1.SidecarSelector{Labels: maps.Clone(spec.GetSelector().GetLabels()),
-			Apps: lateApps(c.GetCoverage(), spec, phase == 2)}}
+			Apps: phaseApps(c.GetCoverage(), spec, phase)}}
 	for _, k := range run.keys {
 		if app, _, _ := cutKey(k); slices.Contains(p.sel.Apps, app) {
 			p.keys = append(p.keys, k)
@@ -168,21 +163,11 @@ func (ct *Controller) passes(run *cutoverRun) []pass {
 // mirror must have copied completely before they flip: what its units
 // write; for phase 1 also the spec's topics no phase-2 unit writes.
 func phaseTopics(cov *switchyardv1.CutoverCoverage, spec *switchyardv1.CutoverSpec, phase int32) []string {
-	late := map[string]bool{}
-	for _, u := range phaseUnits(cov, 2) {
-		for _, t := range u.GetWrites() {
-			late[t] = true
-		}
-	}
+	late := unitNames(phaseUnits(cov, 2), (*switchyardv1.CutoverUnit).GetWrites)
 	if phase == 2 {
 		return sortedNames(late)
 	}
-	set := map[string]bool{}
-	for _, u := range phaseUnits(cov, 1) {
-		for _, t := range u.GetWrites() {
-			set[t] = true
-		}
-	}
+	set := unitNames(phaseUnits(cov, 1), (*switchyardv1.CutoverUnit).GetWrites)
 	for _, t := range spec.GetTopics() {
 		if !late[t] {
 			set[t] = true
@@ -193,13 +178,7 @@ func phaseTopics(cov *switchyardv1.CutoverCoverage, spec *switchyardv1.CutoverSp
 
 // phaseReads returns the topics the units of a phase read.
 func phaseReads(cov *switchyardv1.CutoverCoverage, phase int32) []string {
-	set := map[string]bool{}
-	for _, u := range phaseUnits(cov, phase) {
-		for _, t := range u.GetReads() {
-			set[t] = true
-		}
-	}
-	return sortedNames(set)
+	return sortedNames(unitNames(phaseUnits(cov, phase), (*switchyardv1.CutoverUnit).GetReads))
 }
 
 // callContext returns a context for cluster calls of a step: it ends at
@@ -256,7 +235,7 @@ func (ct *Controller) waitCaughtUp(run *cutoverRun, m *MirrorRef, topics []strin
 // again on the target).
 //
 // A pipeline that commits outside transactions has its Produce gated
-// first (drainGate): an application that reads what it writes (a Streams
+// first (drainGated): an application that reads what it writes (a Streams
 // repartition topic, an app consuming its own output) would otherwise move
 // the end it drains to for ever. Transactional pipelines are not gated:
 // they commit only inside a transaction, which the gate would keep from

@@ -56,10 +56,21 @@ func pathOf(c *switchyardv1.Cutover) []switchyardv1.CutoverStep {
 	case !control.TwoPhase(c):
 		return happyPath
 	case !control.HasProducerPhase(c):
-		return slices.Concat(twoPhasePath[:1], twoPhasePath[5:])
+		return groupsOnlyPath
 	}
 	return twoPhasePath
 }
+
+// groupsOnlyPath is the happy path of a cutover whose every application
+// has a consumer group: twoPhasePath without the producers' steps.
+var groupsOnlyPath = slices.DeleteFunc(slices.Clone(twoPhasePath), func(s switchyardv1.CutoverStep) bool {
+	switch s {
+	case switchyardv1.CutoverStep_CUTOVER_STEP_GATE, switchyardv1.CutoverStep_CUTOVER_STEP_DRAIN,
+		switchyardv1.CutoverStep_CUTOVER_STEP_FLIP, switchyardv1.CutoverStep_CUTOVER_STEP_RELEASE:
+		return true
+	}
+	return false
+})
 
 // ended reports whether s is a final step: DONE, ROLLED_BACK or FAILED.
 func ended(s switchyardv1.CutoverStep) bool {

@@ -412,3 +412,17 @@ func TestRenderFrameTwoPhase(t *testing.T) {
 		t.Errorf("frame shows the producers' steps to come again:\n%s", got)
 	}
 }
+
+// TestPathOfGroupsOnly: a cutover whose only application has a group has
+// no producer phase; its frame shows the groups' steps alone.
+func TestPathOfGroupsOnly(t *testing.T) {
+	c := &switchyardv1.Cutover{Spec: &switchyardv1.CutoverSpec{Selector: &switchyardv1.SidecarSelector{Apps: []string{"copy"}}},
+		Coverage: &switchyardv1.CutoverCoverage{Units: []*switchyardv1.CutoverUnit{{Id: "u1", Apps: []string{"copy"}, Phase: 2, Role: "pipeline"}}}}
+	var got []string
+	for _, s := range pathOf(c) {
+		got = append(got, stepName(s))
+	}
+	if want := "PREFLIGHT GROUP_DRAIN QUIESCE SYNC_GROUPS GROUP_FLIP GROUP_RELEASE VERIFY DONE"; strings.Join(got, " ") != want {
+		t.Errorf("path %v, want %s", got, want)
+	}
+}
