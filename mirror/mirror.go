@@ -45,9 +45,10 @@ type Mirror struct {
 	srcAdm   *kadm.Client // the running mirror's source admin client (nil before Run)
 	acls     *ACLSummary  // last ACL sync, nil when off or not yet run
 	running  bool
-	ready    bool
-	readyCh  chan struct{} // closed when ready: the offset maps are restored, the topics synced
-	lastErr  string
+	// readyCh is closed (under mu, with lastErr cleared) when the mirror is
+	// ready: the offset maps are restored, the topics synced.
+	readyCh chan struct{}
+	lastErr string
 	// refresh carries RefreshTopics' requests to the running topic loop;
 	// each is answered on its channel once a sync ran.
 	refresh chan chan error
@@ -243,10 +244,9 @@ func (mr *Mirror) Run(ctx context.Context) (err error) {
 		return err
 	}
 	mr.mu.Lock()
-	mr.ready = true
 	mr.lastErr = ""
-	mr.mu.Unlock()
 	close(mr.readyCh)
+	mr.mu.Unlock()
 
 	g, gctx := errgroup.WithContext(ctx)
 	g.Go(func() error { return cp.run(gctx) })
@@ -588,7 +588,7 @@ type Status struct {
 func (mr *Mirror) Status() Status {
 	mr.mu.Lock()
 	defer mr.mu.Unlock()
-	st := Status{Name: mr.cfg.Name, Ready: mr.ready, LastError: mr.lastErr, TopicErrors: map[string]string{}}
+	st := Status{Name: mr.cfg.Name, Ready: isClosed(mr.readyCh), LastError: mr.lastErr, TopicErrors: map[string]string{}}
 	if mr.acls != nil {
 		a := *mr.acls
 		st.ACLs = &a
@@ -702,4 +702,14 @@ func (mr *Mirror) CaughtUp(ctx context.Context, topicNames ...string) (bool, str
 		}
 	})
 	return behind == "", behind, nil
+}
+
+// isClosed reports whether ch is closed.
+func isClosed(ch <-chan struct{}) bool {
+	select {
+	case <-ch:
+		return true
+	default:
+		return false
+	}
 }
