@@ -54,14 +54,22 @@ func twoPhase(t *testing.T, p *plane) (prod, cons *fakeSidecar) {
 		s.mu.Unlock()
 	}
 	// Created once both report their usage.
+	waitUsage(t, p, "orders", "billing")
+	return prod, cons
+}
+
+// waitUsage waits until the registry holds the usage of one sidecar of
+// each of apps.
+func waitUsage(t *testing.T, p *plane, apps ...string) {
+	t.Helper()
 	deadline := time.Now().Add(10 * time.Second)
 	for {
-		sel, _ := p.reg.Usage(&switchyardv1.SidecarSelector{Apps: []string{"orders", "billing"}})
-		if len(sel) == 2 && sel[0].Usage != nil && sel[1].Usage != nil {
-			return prod, cons
+		sel, _ := p.reg.Usage(&switchyardv1.SidecarSelector{Apps: apps})
+		if len(sel) == len(apps) && !slices.ContainsFunc(sel, func(s sidecarUsage) bool { return s.Usage == nil }) {
+			return
 		}
 		if time.Now().After(deadline) {
-			t.Fatal("the sidecars' usage did not reach the registry")
+			t.Fatalf("the usage of %v did not reach the registry", apps)
 		}
 		time.Sleep(10 * time.Millisecond)
 	}
@@ -389,17 +397,7 @@ func pipelineAlone(t *testing.T, transactional bool) (*plane, *fakeMirror, *fake
 	s.mu.Lock()
 	s.usage = u
 	s.mu.Unlock()
-	deadline := time.Now().Add(10 * time.Second)
-	for {
-		sel, _ := p.reg.Usage(&switchyardv1.SidecarSelector{Apps: []string{"copy"}})
-		if len(sel) == 1 && sel[0].Usage != nil {
-			break
-		}
-		if time.Now().After(deadline) {
-			t.Fatal("the sidecar's usage did not reach the registry")
-		}
-		time.Sleep(10 * time.Millisecond)
-	}
+	waitUsage(t, p, "copy")
 	sp := twoPhaseSpec()
 	sp.Selector.Apps = []string{"copy"}
 	return p, fm, s, sp

@@ -6,14 +6,18 @@ import (
 	"fmt"
 	"io"
 	"net"
+	"slices"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/twmb/franz-go/pkg/kadm"
+	"github.com/twmb/franz-go/pkg/kerr"
 	"github.com/twmb/franz-go/pkg/kgo"
+	"github.com/twmb/franz-go/pkg/kmsg"
 	"go.uber.org/zap"
 	"go.uber.org/zap/zaptest"
 
@@ -568,8 +572,47 @@ func TestPrepareGroups(t *testing.T) {
 	groups := []string{kafkatest.Topic(t, "g1"), kafkatest.Topic(t, "g2")}
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
+	// On kfake the target answers the groups as a cluster still creating
+	// its offsets topic does — COORDINATOR_NOT_AVAILABLE — for a while, or
+	// for ever: PrepareGroups must keep asking, and say so when ctx ends.
+	var refusals, refuseFor atomic.Int32
+	if target.Fake != nil {
+		target.Fake.ControlKey(int16(kmsg.FindCoordinator), func(kreq kmsg.Request) (kmsg.Response, error, bool) {
+			target.Fake.KeepControl()
+			req := kreq.(*kmsg.FindCoordinatorRequest)
+			keys := req.CoordinatorKeys
+			if req.Version < 4 {
+				keys = []string{req.CoordinatorKey}
+			}
+			if req.CoordinatorType != 0 || !slices.ContainsFunc(keys, func(k string) bool { return slices.Contains(groups, k) }) ||
+				refusals.Load() >= refuseFor.Load() {
+				return nil, nil, false
+			}
+			refusals.Add(1)
+			resp := req.ResponseKind().(*kmsg.FindCoordinatorResponse)
+			resp.ErrorCode = kerr.CoordinatorNotAvailable.Code
+			for _, k := range keys {
+				c := kmsg.NewFindCoordinatorResponseCoordinator()
+				c.Key, c.ErrorCode, c.NodeID = k, kerr.CoordinatorNotAvailable.Code, -1
+				resp.Coordinators = append(resp.Coordinators, c)
+			}
+			return resp, nil, true
+		})
+		sctx, scancel := context.WithTimeout(ctx, 500*time.Millisecond)
+		refuseFor.Store(1 << 30) // never ready
+		err := rm.PrepareGroups(sctx, groups)
+		scancel()
+		if err == nil || !errors.Is(err, kerr.CoordinatorNotAvailable) || !strings.Contains(err.Error(), "group ") {
+			t.Errorf("PrepareGroups on a target that never has a coordinator: %v, want COORDINATOR_NOT_AVAILABLE naming the group", err)
+		}
+		refusals.Store(0)
+		refuseFor.Store(3)
+	}
 	if err := rm.PrepareGroups(ctx, groups); err != nil {
 		t.Fatal(err)
+	}
+	if target.Fake != nil && refusals.Load() < 3 {
+		t.Errorf("PrepareGroups returned after %d refusals, want it to ask until the target answers", refusals.Load())
 	}
 	kadm.NewClient(target.Client(t)).FindGroupCoordinators(ctx, groups...).Each(func(r kadm.FindCoordinatorResponse) {
 		if r.Err != nil {
