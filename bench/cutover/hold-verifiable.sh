@@ -12,7 +12,7 @@
 # (issue 13: none under HOLD; the producers' window independent of the
 # consumer's 5 s auto-commit).
 #
-#   make kafka-up && make bench-cutover-hold [HOLD_RUNS=3] [HOLD_BUDGET=1s] [SWITCHYARD_BIN=...]; make kafka-down
+#   make kafka-up && make bench-cutover-hold [HOLD_RUNS=3] [HOLD_BUDGET=1s] [HOLD_ONE_APP=1] [SWITCHYARD_BIN=...]; make kafka-down
 #
 # Output: bench/out/hold-verifiable/<run>/ (control plane, sidecar and
 # client logs, the producer's JSON lines, the cutover's status).
@@ -22,6 +22,12 @@ BIN=${SWITCHYARD_BIN:-$ROOT/bin/switchyard}
 RUNS=${HOLD_RUNS:-3}
 PORT=${HOLD_PORT_BASE:-14100} # control PORT, sidecars PORT+100 and PORT+200 (+ their virtual brokers), admin +90
 ENV_FILE=$ROOT/testbed/.state/env
+# HOLD_ONE_APP=1: producer and consumer are one application (hold-app), as
+# a service that produces and consumes is: the cutover has no producer
+# phase and holds the producer from the group drain on.
+APPS=hold-producer,hold-consumer
+[[ ${HOLD_ONE_APP:-} == 1 ]] && APPS=hold-app
+appOf() { if [[ $APPS == hold-app ]]; then echo hold-app; else echo "hold-$1"; fi; }
 [[ -f $ENV_FILE ]] || { echo "hold-verifiable: the test bed is not up (no $ENV_FILE): make kafka-up" >&2; exit 1; }
 # shellcheck disable=SC1090
 . "$ENV_FILE"
@@ -83,13 +89,13 @@ EOF
 		# Two applications, as in a real estate: the producing service and
 		# the consuming one, each with its own sidecar.
 		"$BIN" proxy --cluster "source=$SWITCHYARD_TEST_SOURCE" --cluster "target=$SWITCHYARD_TEST_TARGET" --active source \
-			--listen "127.0.0.1:$p" --admin "127.0.0.1:$((p + 90))" --control "127.0.0.1:$PORT" --app "hold-$i" \
-			--instance 0 --control-token-file "$d/token" >"$d/sidecar-$i.log" 2>&1 &
+			--listen "127.0.0.1:$p" --admin "127.0.0.1:$((p + 90))" --control "127.0.0.1:$PORT" --app "$(appOf "$i")" \
+			--instance "$i" --control-token-file "$d/token" >"$d/sidecar-$i.log" 2>&1 &
 		PIDS+=($!)
 	done
 	ctl() { "$BIN" ctl --server "127.0.0.1:$PORT" --token-file "$d/token" "$@"; }
 	for i in $(seq 1 120); do
-		if [[ $( (ctl --output json sidecars --app hold-producer; ctl --output json sidecars --app hold-consumer) 2>/dev/null | grep -Ec '"connected": *true') == 2 ]] &&
+		if [[ $(ctl --output json sidecars 2>/dev/null | grep -Ec '"connected": *true') == 2 ]] &&
 			ctl --output json mirrors 2>/dev/null | grep -Eq '"ready": *true'; then
 			break
 		fi
@@ -104,7 +110,7 @@ EOF
 	local consumer=$!
 	PIDS+=($consumer)
 	sleep 15
-	ctl cutover start --app hold-producer,hold-consumer --from source --to target --topics "$topic" --groups "$group" --mode HOLD \
+	ctl cutover start --app "$APPS" --from source --to target --topics "$topic" --groups "$group" --mode HOLD \
 		--max-lag 100000 ${HOLD_BUDGET:+--hold-budget "$HOLD_BUDGET"} --watch >"$d/cutover.out" 2>&1 || true
 	local id
 	id=$(grep -o 'c-[0-9]*-[0-9]*-[0-9a-f]*' "$d/cutover.out" | head -1)
