@@ -1060,26 +1060,43 @@ func (ct *Controller) drain(run *cutoverRun) (switchyardv1.CutoverStep, string, 
 // an open transaction counts as one —, until deadline or an abort; it
 // returns those still busy.
 func (ct *Controller) waitNoProduce(run *cutoverRun, keys []string, gateVersion uint64, deadline time.Time) ([]string, error) {
-	var busy []string
+	return ct.waitReports(run, keys, gateVersion, "the gate", deadline, func(st *switchyardv1.ProxyStatus) string {
+		if st.GetInFlightByApi()[produceKey] > 0 {
+			return drainBusy(st)
+		}
+		return ""
+	})
+}
+
+// waitReports waits until every one of the sidecars keys is connected and
+// has reported, with registry version v (named what) applied, a status
+// busy finds nothing in (it says what is left, "" for nothing), until
+// deadline or an abort; it returns each sidecar still waited for, with
+// why.
+func (ct *Controller) waitReports(run *cutoverRun, keys []string, v uint64, what string, deadline time.Time,
+	busy func(*switchyardv1.ProxyStatus) string) ([]string, error) {
+	var left []string
 	err := ct.waitFor(run, time.Until(deadline), true, func() (bool, error) {
-		busy = busy[:0]
+		left = left[:0]
 		for _, k := range keys {
-			// The status of a report that acknowledges the gate shows the
-			// proxy after it applied the gate (a sidecar reads its applied
+			// The status of a report that acknowledges the version shows
+			// the proxy after it applied it (a sidecar reads its applied
 			// version before its status).
 			st, applied, connected := ct.reg.StatusApplied(k)
 			switch {
 			case !connected:
-				busy = append(busy, k+" (disconnected)")
-			case st == nil || applied < gateVersion:
-				busy = append(busy, k+" (no report since the gate)")
-			case st.GetInFlightByApi()[produceKey] > 0:
-				busy = append(busy, k+" ("+drainBusy(st)+")")
+				left = append(left, k+" (disconnected)")
+			case st == nil || applied < v:
+				left = append(left, k+" (no report since "+what+")")
+			default:
+				if b := busy(st); b != "" {
+					left = append(left, k+" ("+b+")")
+				}
 			}
 		}
-		return len(busy) == 0, nil
+		return len(left) == 0, nil
 	})
-	return busy, err
+	return left, err
 }
 
 // drainBusy says what a sidecar with Produce in flight waits for: open

@@ -377,21 +377,11 @@ func (ct *Controller) quiesce(run *cutoverRun) (switchyardv1.CutoverStep, string
 		return 0, "", fmt.Errorf("quiesce: %w", err)
 	}
 	limit := spec.GetPolicy().GetQuiesceTimeout().AsDuration()
-	var busy []string
-	err = ct.waitFor(run, limit, true, func() (bool, error) {
-		busy = busy[:0]
-		for _, k := range sc.keys {
-			st, applied, connected := ct.reg.StatusApplied(k)
-			switch {
-			case !connected:
-				busy = append(busy, k+" (disconnected)")
-			case st == nil || applied < v:
-				busy = append(busy, k+" (no report since the quiesce gate)")
-			case !final(st):
-				busy = append(busy, k+" ("+quiesceBusy(st)+")")
-			}
+	busy, err := ct.waitReports(run, sc.keys, v, "the quiesce gate", time.Now().Add(limit), func(st *switchyardv1.ProxyStatus) string {
+		if final(st) {
+			return ""
 		}
-		return len(busy) == 0, nil
+		return quiesceBusy(st)
 	})
 	if errors.Is(err, context.DeadlineExceeded) {
 		return 0, "", fmt.Errorf("offsets not final within policy.quiesce_timeout %v on %s", limit, strings.Join(busy, ", "))

@@ -200,6 +200,19 @@ func TestTwoPhaseQuiesceTimeoutRollsGroupsBack(t *testing.T) {
 	}
 }
 
+// createAndWait creates a cutover of sp and waits until it is in step;
+// it returns its id.
+func createAndWait(t *testing.T, p *plane, sp *switchyardv1.CutoverSpec, step switchyardv1.CutoverStep) string {
+	t.Helper()
+	resp, err := p.client.CreateCutover(p.authed(), &switchyardv1.CreateCutoverRequest{Spec: sp})
+	if err != nil {
+		t.Fatal(err)
+	}
+	id := resp.GetCutover().GetId()
+	p.waitCutover(id, step)
+	return id
+}
+
 // abortInQuiesce starts a cutover whose group application s has an offset
 // commit that never ends, aborts it ("commit stuck") while the groups
 // quiesce, and returns it once it ended in step end.
@@ -208,12 +221,7 @@ func abortInQuiesce(t *testing.T, p *plane, s *fakeSidecar, sp *switchyardv1.Cut
 	s.mu.Lock()
 	s.inFlightBy = map[int32]int64{offsetCommitKey: 1} // a commit that does not end
 	s.mu.Unlock()
-	resp, err := p.client.CreateCutover(p.authed(), &switchyardv1.CreateCutoverRequest{Spec: sp})
-	if err != nil {
-		t.Fatal(err)
-	}
-	id := resp.GetCutover().GetId()
-	p.waitCutover(id, switchyardv1.CutoverStep_CUTOVER_STEP_QUIESCE)
+	id := createAndWait(t, p, sp, switchyardv1.CutoverStep_CUTOVER_STEP_QUIESCE)
 	if _, err := p.client.AbortCutover(p.authed(), &switchyardv1.AbortCutoverRequest{Id: id, Reason: "commit stuck"}); err != nil {
 		t.Fatal(err)
 	}
@@ -483,12 +491,7 @@ func TestGroupDrainWaitsForAdmittedProduce(t *testing.T) {
 	s.mu.Lock()
 	s.inFlightBy = map[int32]int64{produceKey: 1}
 	s.mu.Unlock()
-	resp, err := p.client.CreateCutover(p.authed(), &switchyardv1.CreateCutoverRequest{Spec: sp})
-	if err != nil {
-		t.Fatal(err)
-	}
-	id := resp.GetCutover().GetId()
-	p.waitCutover(id, switchyardv1.CutoverStep_CUTOVER_STEP_QUIESCE)
+	id := createAndWait(t, p, sp, switchyardv1.CutoverStep_CUTOVER_STEP_QUIESCE)
 	s.mu.Lock()
 	s.inFlightBy = nil
 	s.mu.Unlock()
