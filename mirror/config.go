@@ -95,8 +95,9 @@ const (
 
 // GapPolicy chooses, per source topic, what the mirror does when the
 // source's log start passes the mirror's position in a partition it has
-// begun to copy: a gap of records the mirror never saw. (A partition not
-// begun yet simply begins at the log start.)
+// begun to copy, or has read without committing: a gap of records the
+// mirror never copied. (A partition neither begun nor read yet simply
+// begins at the log start.)
 type GapPolicy struct {
 	// Default is the policy of topics neither list names: GapStop or
 	// GapContinue.

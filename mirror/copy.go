@@ -39,10 +39,14 @@ type copier struct {
 	retryAt map[tp]time.Time
 	backoff map[tp]time.Duration
 	// begun holds the partitions the checkpoint topic holds something of:
-	// their position is the mirror's. One not begun has never been read
-	// (or nothing of it was committed), so it begins wherever the source
-	// begins (see resolveOutOfRange).
+	// their position is the mirror's. One neither begun nor seen begins
+	// wherever the source begins (see resolveOutOfRange).
 	begun map[tp]bool
+	// seen holds the partitions the source answered at their position
+	// without error since this process took them: the mirror has read
+	// there, so offsets it had not committed when the source deleted them
+	// are a gap (see resolveOutOfRange), whether or not it began.
+	seen map[tp]bool
 	// stopped holds, per partition stopped by a gap (policy stop), the
 	// first offset lost: the gap is counted once, not at every retry.
 	stopped map[tp]int64
@@ -85,6 +89,9 @@ func (c *copier) run(ctx context.Context) error {
 	c.retryAt, c.backoff, c.stopped = map[tp]time.Time{}, map[tp]time.Duration{}, map[tp]int64{}
 	if c.begun == nil {
 		c.begun = map[tp]bool{}
+	}
+	if c.seen == nil {
+		c.seen = map[tp]bool{}
 	}
 	defer func() {
 		// Stopped mid-round: abort at once rather than leave the broker to
@@ -216,6 +223,11 @@ func (c *copier) round(ctx context.Context) error {
 	}
 	c.resolveOutOfRange(ctx, fetched)
 	c.notePositions(fetched)
+	for _, f := range fetched {
+		if f.err == nil && f.resp != nil {
+			c.seen[f.part.src] = true
+		}
+	}
 
 	// Split every partition's data into batches to produce.
 	type work struct {
@@ -457,6 +469,7 @@ func (c *copier) restoreAssigned(ctx context.Context) error {
 		}
 		m := maps[k]
 		c.begun[k] = m != nil
+		delete(c.seen, k)
 		if m == nil {
 			m = offsetmap.New()
 		}
@@ -713,8 +726,10 @@ func (c *copier) checkFetched(p *partition, rp *kmsg.FetchResponseTopicPartition
 // OFFSET_OUT_OF_RANGE, from the source's log start L read now (ListOffsets;
 // the Fetch answer does not carry it) and the partition's position n:
 //
-//   - a partition not begun begins at L: the offsets before it are not the
-//     mirror's to copy (a consumer there would be reset by the source too);
+//   - a partition neither begun nor seen begins at L: the offsets before it
+//     are not the mirror's to copy (a consumer there would be reset by the
+//     source too); one seen was read at n, so what it had not committed
+//     when the source deleted it is a gap, below;
 //   - L > n is a gap — [n, L) was deleted on the source (retention,
 //     DeleteRecords) before it was copied — handled by the topic's policy:
 //     continue skips it (a lost range in the offset map), stop fails the
@@ -759,7 +774,7 @@ func (c *copier) resolveOutOfRange(ctx context.Context, fs []partFetch) {
 		}
 		l := start.Offset
 		switch {
-		case l > n && !c.begun[p.src]:
+		case l > n && !c.begun[p.src] && !c.seen[p.src]:
 			f.move = &move{from: n, to: l}
 			continue
 		case l > n:
