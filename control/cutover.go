@@ -1171,12 +1171,16 @@ func (ct *Controller) syncGroups(run *cutoverRun) (switchyardv1.CutoverStep, str
 		return 0, "", perr // aborted, or the controller stops
 	}
 	var offsets []*switchyardv1.GroupOffset
-	n := 0
+	synced, skipped := 0, 0
 	for _, g := range rep.Groups {
 		for _, p := range g.Partitions {
 			offsets = append(offsets, &switchyardv1.GroupOffset{Group: g.Group, Topic: p.Topic, Partition: p.Partition,
 				Source: p.Source, Target: p.Target, Outcome: p.Outcome})
-			n++
+			if p.Outcome == "skipped" {
+				skipped++ // would move the target group back, or not mirrored: not a sync
+			} else {
+				synced++
+			}
 		}
 	}
 	ct.update(run, func(c *switchyardv1.Cutover) { c.GroupOffsets = offsets })
@@ -1186,7 +1190,11 @@ func (ct *Controller) syncGroups(run *cutoverRun) (switchyardv1.CutoverStep, str
 	if err != nil {
 		return 0, "", fmt.Errorf("sync groups: %w", err)
 	}
-	return next, fmt.Sprintf("%s%d group partitions synced exactly", caughtUp, n), nil
+	detail := fmt.Sprintf("%s%d group partitions synced exactly", caughtUp, synced)
+	if skipped > 0 {
+		detail += fmt.Sprintf(", %d skipped (the target group is ahead, or the topic is not mirrored)", skipped)
+	}
+	return next, detail, nil
 }
 
 func (ct *Controller) flip(run *cutoverRun) (switchyardv1.CutoverStep, string, error) {
