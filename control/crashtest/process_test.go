@@ -148,6 +148,7 @@ func (cp *controlPlane) start(t *testing.T) *cpRun {
 	defer f.Close() // the child has its own descriptor
 	r.cmd = exec.Command(cp.bin, "control", "--config", cp.cfgPath, "--log-format", "console", "--log-level", "info")
 	r.cmd.Stdout, r.cmd.Stderr = f, f
+	dieWithParent(r.cmd)
 	if err := r.cmd.Start(); err != nil {
 		t.Fatalf("control plane run %d: start %s: %v", r.n, cp.bin, err)
 	}
