@@ -521,8 +521,9 @@ func cutKey(k string) (string, string, bool) {
 // sidecar whose stream broke reconnects once the control plane has
 // noticed, within its keepalive of ~15 s). A later message that breaks the
 // rules ends the stream (InvalidArgument). serve returns when the stream
-// ends, the server stops, or the caller goes away.
-func (r *Registry) serve(stream switchyardv1.SidecarService_ConnectServer, who principal, perCredential int) error {
+// ends, the server stops, or the caller goes away; it calls release (the
+// credential's stream count) before the sidecar shows disconnected.
+func (r *Registry) serve(stream switchyardv1.SidecarService_ConnectServer, who principal, perCredential int, release func()) error {
 	ctx := stream.Context()
 	first, err := stream.Recv()
 	if err != nil {
@@ -551,7 +552,13 @@ func (r *Registry) serve(stream switchyardv1.SidecarService_ConnectServer, who p
 	}
 	r.log.Info("sidecar connected", zap.String("app", id.GetApp()), zap.String("instance", id.GetInstance()),
 		zap.Uint64("applied", first.GetAppliedVersion()), zap.Stringer("who", who))
-	defer r.detach(sc, gen)
+	defer func() {
+		// The stream stops counting against its credential before the
+		// sidecar shows disconnected: whoever sees it gone may connect
+		// another in its place.
+		release()
+		r.detach(sc, gen)
+	}()
 
 	// The receiver is owned by this handler: when the handler returns, gRPC
 	// ends the stream and Recv returns.

@@ -134,8 +134,9 @@ func (s sidecarService) Connect(stream switchyardv1.SidecarService_ConnectServer
 		s.svc.log.Warn("sidecar stream refused", zap.Stringer("who", who), zap.Error(err))
 		return err
 	}
-	defer s.streams.close(who)
-	return s.reg.serve(stream, who, s.streams.max)
+	release := sync.OnceFunc(func() { s.streams.close(who) })
+	defer release()
+	return s.reg.serve(stream, who, s.streams.max, release)
 }
 
 // streamCounter counts the open sidecar streams of each credential. It is
