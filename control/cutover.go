@@ -1176,7 +1176,7 @@ func (ct *Controller) syncGroups(run *cutoverRun) (switchyardv1.CutoverStep, str
 		for _, p := range g.Partitions {
 			offsets = append(offsets, &switchyardv1.GroupOffset{Group: g.Group, Topic: p.Topic, Partition: p.Partition,
 				Source: p.Source, Target: p.Target, Outcome: p.Outcome})
-			if p.Outcome == "skipped" {
+			if p.Outcome == mirror.OutcomeSkipped {
 				skipped++ // would move the target group back, or not mirrored: not a sync
 			} else {
 				synced++

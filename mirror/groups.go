@@ -41,20 +41,31 @@ type PartitionOffset struct {
 	Previous int64
 	// Resumed is the source position Target stands for: Source, except
 	// when the source no longer holds the records at Source (see
-	// Outcome "log-start").
+	// OutcomeLogStart).
 	Resumed int64
-	// Outcome: "committed"; "log-start": committed, but the source no
-	// longer holds the records the group would read next — its log start
-	// passed them (retention, DeleteRecords), some maybe deleted before the
-	// mirror copied them (a gap it went on after) — so the group resumes at
-	// Resumed, the first position the mirror holds after them, as a source
-	// consumer reset to the earliest offset would; "unchanged" (already
-	// there), "skipped" (would move the target group backwards, or the topic
-	// is not mirrored) or "error" (Err says why: e.g. beyond the mirrored
-	// position).
+	// Outcome is one of the Outcome constants.
 	Outcome string
 	Err     error
 }
+
+// The outcomes of a group partition's sync (PartitionOffset.Outcome).
+const (
+	OutcomeCommitted = "committed"
+	// OutcomeLogStart: committed, but the source no longer holds the
+	// records the group would read next — its log start passed them
+	// (retention, DeleteRecords), some maybe deleted before the mirror
+	// copied them (a gap it went on after) — so the group resumes at
+	// Resumed, the first position the mirror holds after them, as a source
+	// consumer reset to the earliest offset would.
+	OutcomeLogStart = "log-start"
+	// OutcomeUnchanged: the target group is there already.
+	OutcomeUnchanged = "unchanged"
+	// OutcomeSkipped: it would move the target group backwards, or the
+	// topic is not mirrored.
+	OutcomeSkipped = "skipped"
+	// OutcomeError: Err says why (e.g. beyond the mirrored position).
+	OutcomeError = "error"
+)
 
 // Err returns the first error of the report: a group not synced or a
 // partition not translated.
@@ -201,7 +212,7 @@ func (mr *Mirror) syncGroup(ctx context.Context, srcAdm, dstAdm *kadm.Client, gr
 		po := PartitionOffset{Topic: o.Topic, Partition: o.Partition, Source: o.At, Target: -1, Previous: -1, Resumed: o.At}
 		om := mr.OffsetMap(o.Topic, o.Partition)
 		if om == nil || !mr.sel.Selects(o.Topic) {
-			po.Outcome = "skipped"
+			po.Outcome = OutcomeSkipped
 			out = append(out, po)
 			return
 		}
@@ -210,24 +221,24 @@ func (mr *Mirror) syncGroup(ctx context.Context, srcAdm, dstAdm *kadm.Client, gr
 			po.Previous = prev.At
 		}
 		tgt, err := om.Translate(o.At)
-		committed := "committed"
+		committed := OutcomeCommitted
 		if errors.Is(err, offsetmap.ErrBeforeMirrored) || errors.Is(err, offsetmap.ErrLost) {
 			// Below the map's Start (trimmed: the source's log start
 			// passed it) or in front of offsets lost in a gap, which
 			// also lie below the source's log start: the source holds no
 			// record there any more and would reset a consumer at it.
 			tgt, po.Resumed, err = om.Resume(o.At)
-			committed = "log-start"
+			committed = OutcomeLogStart
 		}
 		switch {
 		case err != nil:
-			po.Outcome, po.Err = "error", fmt.Errorf("translate source offset %d: %w", o.At, err)
+			po.Outcome, po.Err = OutcomeError, fmt.Errorf("translate source offset %d: %w", o.At, err)
 		case tgt == po.Previous:
-			po.Target, po.Outcome = tgt, "unchanged"
+			po.Target, po.Outcome = tgt, OutcomeUnchanged
 		case tgt < po.Previous:
 			// Never move a target group backwards: it may have consumed
 			// there already.
-			po.Target, po.Outcome = tgt, "skipped"
+			po.Target, po.Outcome = tgt, OutcomeSkipped
 		default:
 			po.Target, po.Outcome = tgt, committed
 			commit.Add(kadm.Offset{Topic: po.TargetTopic, Partition: o.Partition, At: tgt, LeaderEpoch: -1, Metadata: o.Metadata})
@@ -245,11 +256,11 @@ func (mr *Mirror) syncGroup(ctx context.Context, srcAdm, dstAdm *kadm.Client, gr
 		return out, fmt.Errorf("commit offsets on the target: %w", err)
 	}
 	for i := range out {
-		if out[i].Outcome != "committed" && out[i].Outcome != "log-start" {
+		if out[i].Outcome != OutcomeCommitted && out[i].Outcome != OutcomeLogStart {
 			continue
 		}
 		if r, ok := resp.Lookup(out[i].TargetTopic, out[i].Partition); ok && r.Err != nil {
-			out[i].Outcome, out[i].Err = "error", fmt.Errorf("commit on the target: %w", r.Err)
+			out[i].Outcome, out[i].Err = OutcomeError, fmt.Errorf("commit on the target: %w", r.Err)
 		}
 	}
 	return out, nil
