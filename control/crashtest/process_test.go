@@ -20,6 +20,7 @@ import (
 	"go.yaml.in/yaml/v3"
 
 	"github.com/switchyard/switchyard/internal/buildtest"
+	"github.com/switchyard/switchyard/internal/childproc"
 	"github.com/switchyard/switchyard/mirror"
 )
 
@@ -148,7 +149,7 @@ func (cp *controlPlane) start(t *testing.T) *cpRun {
 	defer f.Close() // the child has its own descriptor
 	r.cmd = exec.Command(cp.bin, "control", "--config", cp.cfgPath, "--log-format", "console", "--log-level", "info")
 	r.cmd.Stdout, r.cmd.Stderr = f, f
-	dieWithParent(r.cmd)
+	childproc.DieWithParent(r.cmd)
 	if err := r.cmd.Start(); err != nil {
 		t.Fatalf("control plane run %d: start %s: %v", r.n, cp.bin, err)
 	}

@@ -12,6 +12,7 @@ import (
 	"strings"
 	"syscall"
 
+	"github.com/switchyard/switchyard/internal/childproc"
 	"github.com/switchyard/switchyard/internal/kafkatest"
 )
 
@@ -145,7 +146,7 @@ func startJVM(lib Lib, dir, name string, stdout io.Writer, class string, args ..
 	jargs = append(jargs, prop+cfg, "-cp", filepath.Join(lib.Dir, "*"), class)
 	j.cmd = exec.Command("java", append(jargs, args...)...)
 	j.cmd.Dir = dir
-	dieWithParent(j.cmd)
+	childproc.DieWithParent(j.cmd)
 	errf, err := os.Create(j.Stderr)
 	if err != nil {
 		return nil, fmt.Errorf("%s: %w", name, err)

@@ -38,6 +38,8 @@ import (
 	"strings"
 	"syscall"
 	"time"
+
+	"github.com/switchyard/switchyard/internal/childproc"
 )
 
 type config struct {
@@ -102,7 +104,7 @@ type child struct {
 }
 
 func start(name string, cmd *exec.Cmd) (*child, error) {
-	dieWithParent(cmd)
+	childproc.DieWithParent(cmd)
 	if err := cmd.Start(); err != nil {
 		return nil, fmt.Errorf("start %s: %w", name, err)
 	}
@@ -677,7 +679,7 @@ func (b *bencher) bench(ctx context.Context, addr, topic, phase string, mibs int
 		"-mb", strconv.Itoa(mibs), "-record-bytes", strconv.Itoa(b.c.recordBytes),
 		"-partitions", strconv.Itoa(b.c.partitions), "-replication", strconv.Itoa(b.c.replication),
 		"-latency-samples", strconv.Itoa(b.c.latencySamples))
-	dieWithParent(cmd)
+	childproc.DieWithParent(cmd)
 	var stdout, stderr bytes.Buffer
 	cmd.Stdout, cmd.Stderr = &stdout, &stderr
 	if err := cmd.Run(); err != nil {

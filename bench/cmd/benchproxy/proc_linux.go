@@ -8,7 +8,6 @@ import (
 	"os/exec"
 	"strconv"
 	"strings"
-	"syscall"
 )
 
 // procCPU returns the user+system CPU time of a process, in clock ticks,
@@ -85,10 +84,4 @@ func clockTicks() float64 {
 		}
 	}
 	return 100
-}
-
-// dieWithParent makes the kernel kill the child if this process dies
-// without running its cleanup (SIGKILL, a crash).
-func dieWithParent(cmd *exec.Cmd) {
-	cmd.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL}
 }

@@ -2,10 +2,7 @@
 
 package main
 
-import (
-	"errors"
-	"os/exec"
-)
+import "errors"
 
 var errNoProc = errors.New("benchproxy reads CPU time and RSS from /proc: Linux only")
 
@@ -13,4 +10,3 @@ func procCPU(int) (int64, error)               { return 0, errNoProc }
 func procMem(int) (rss, hwm int64, err error)  { return 0, 0, errNoProc }
 func procStatus(int) (map[string]int64, error) { return nil, errNoProc }
 func clockTicks() float64                      { return 100 }
-func dieWithParent(*exec.Cmd)                  {}
