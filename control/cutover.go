@@ -851,6 +851,38 @@ func mirrorLag(st mirror.Status, topics []string) (int64, []string) {
 	return lag, missing
 }
 
+// ensureMirrored checks that the mirror m, whose status is st, copies
+// every one of topics. Topics it does not know yet were created on the
+// source since it last looked (Kafka Streams creates its internal topics
+// at start, a producer may create its topic): it syncs its topics once
+// rather than refuse until the next topic sync. It returns the mirror's
+// status, fresh after a sync.
+func ensureMirrored(ctx context.Context, m *MirrorRef, st mirror.Status, topics []string) (mirror.Status, error) {
+	for _, t := range topics {
+		if e, ok := st.TopicErrors[t]; ok {
+			return st, fmt.Errorf("mirror %s does not copy topic %s: %s", m.Name, t, e)
+		}
+	}
+	if _, missing := mirrorLag(st, topics); len(missing) > 0 {
+		ctx, cancel := context.WithTimeout(ctx, 30*time.Second)
+		err := m.Mirror.RefreshTopics(ctx)
+		cancel()
+		if err != nil {
+			return st, fmt.Errorf("mirror %s does not copy topics %v, and a topic sync failed: %w", m.Name, missing, err)
+		}
+		st = m.Mirror.Status()
+		for _, t := range missing {
+			if e, ok := st.TopicErrors[t]; ok {
+				return st, fmt.Errorf("mirror %s does not copy topic %s: %s", m.Name, t, e)
+			}
+		}
+		if _, missing = mirrorLag(st, topics); len(missing) > 0 {
+			return st, fmt.Errorf("mirror %s does not copy topics %v (not on the source, or not selected by the mirror's topics policy?)", m.Name, missing)
+		}
+	}
+	return st, nil
+}
+
 func (ct *Controller) preflight(run *cutoverRun) error {
 	spec := ct.spec(run)
 	keys := ct.reg.Select(spec.GetSelector())
@@ -885,32 +917,10 @@ func (ct *Controller) preflight(run *cutoverRun) error {
 	// when the spec names others: they are where the records and the
 	// groups' positions are.
 	topics = slices.Compact(slices.Sorted(slices.Values(slices.Concat(topics, coveredTopics(cov)))))
-	for _, t := range topics {
-		if e, ok := st.TopicErrors[t]; ok {
-			return fmt.Errorf("mirror %s does not copy topic %s: %s", m.Name, t, e)
-		}
+	if st, err = ensureMirrored(ct.ctx, m, st, topics); err != nil {
+		return err
 	}
-	lag, missing := mirrorLag(st, topics)
-	if len(missing) > 0 {
-		// Created on the source since the mirror last looked (Kafka
-		// Streams creates its internal topics at start): sync now rather
-		// than refuse until the next topic sync.
-		ctx, cancel := context.WithTimeout(ct.ctx, 30*time.Second)
-		err := m.Mirror.RefreshTopics(ctx)
-		cancel()
-		if err != nil {
-			return fmt.Errorf("mirror %s does not copy topics %v, and a topic sync failed: %w", m.Name, missing, err)
-		}
-		st = m.Mirror.Status()
-		for _, t := range missing {
-			if e, ok := st.TopicErrors[t]; ok {
-				return fmt.Errorf("mirror %s does not copy topic %s: %s", m.Name, t, e)
-			}
-		}
-		if lag, missing = mirrorLag(st, topics); len(missing) > 0 {
-			return fmt.Errorf("mirror %s does not copy topics %v (not on the source, or not selected by the mirror's topics policy?)", m.Name, missing)
-		}
-	}
+	lag, _ := mirrorLag(st, topics)
 	ct.update(run, func(c *switchyardv1.Cutover) { c.MirrorLag = lag })
 	if max := spec.GetPolicy().GetMaxPreflightLag(); lag > max {
 		return fmt.Errorf("mirror %s lags %d records over %v, more than policy.max_preflight_lag %d: let it catch up first", m.Name, lag, topics, max)
@@ -1027,7 +1037,9 @@ func (ct *Controller) drain(run *cutoverRun) (switchyardv1.CutoverStep, string, 
 	m := ct.mirrorOf(run)
 	topics := ct.topicsOf(run, m.Mirror.Status())
 	if sc.phase == 1 {
-		topics = phaseTopics(ct.coverage(run), spec, 1)
+		if topics, err = ct.phaseWrites(run, 1); err != nil {
+			return 0, "", err
+		}
 	}
 	behind, err := ct.waitCaughtUp(run, m, topics, deadline)
 	if errors.Is(err, context.DeadlineExceeded) {
@@ -1132,7 +1144,10 @@ func (ct *Controller) syncGroups(run *cutoverRun) (switchyardv1.CutoverStep, str
 	var caughtUp string
 	if ct.twoPhase(run) {
 		next = switchyardv1.CutoverStep_CUTOVER_STEP_GROUP_FLIP
-		topics := phaseTopics(ct.coverage(run), spec, 2)
+		topics, err := ct.phaseWrites(run, 2)
+		if err != nil {
+			return 0, "", err
+		}
 		behind, err := ct.waitCaughtUp(run, m, topics, time.Now().Add(spec.GetPolicy().GetDrainTimeout().AsDuration()))
 		if errors.Is(err, context.DeadlineExceeded) {
 			return 0, "", fmt.Errorf("mirror %s has not caught up on %s within the drain timeout", m.Name, behind)

@@ -176,6 +176,57 @@ func phaseTopics(cov *switchyardv1.CutoverCoverage, spec *switchyardv1.CutoverSp
 	return sortedNames(set)
 }
 
+// phaseWrites returns the topics the mirror must have copied completely
+// before a phase's writers flip: phaseTopics, and every topic the phase's
+// sidecars report their clients wrote by now. The coverage is computed
+// when the cutover starts, from the reports then; a client that wrote a
+// topic for the first time since (a producer idle at preflight, or whose
+// report had not arrived) has records on the source the mirror must copy
+// before the client writes on the target, or they would land after its
+// new ones — and a group's translated offset would pass over the new
+// ones. Called once the phase's sidecars have reported with its gate or
+// quiesce applied, so the reports hold every write that reached the
+// source.
+//
+// A topic the other phase's units write too is an error: writers of one
+// topic on both clusters at once interleave on the target; they must move
+// in one unit, which a new cutover computes from the reports now.
+func (ct *Controller) phaseWrites(run *cutoverRun, phase int32) ([]string, error) {
+	spec, cov := ct.spec(run), ct.coverage(run)
+	set := map[string]bool{}
+	for _, t := range phaseTopics(cov, spec, phase) {
+		set[t] = true
+	}
+	other := unitNames(phaseUnits(cov, 3-phase), (*switchyardv1.CutoverUnit).GetWrites)
+	if phase == 2 {
+		for t := range ct.reg.Writes(ct.passOf(run, 1).keys) {
+			other[t] = true
+		}
+	}
+	fresh := ct.reg.Writes(ct.passOf(run, phase).keys)
+	var conflicts, learned []string
+	for _, t := range slices.Sorted(maps.Keys(fresh)) {
+		switch {
+		case other[t]:
+			conflicts = append(conflicts, fmt.Sprintf("%s (by %s)", t, strings.Join(fresh[t], ", ")))
+		case !set[t]:
+			set[t] = true
+			learned = append(learned, t)
+		}
+	}
+	if len(conflicts) > 0 {
+		return nil, fmt.Errorf("the sidecars of phase %d report writing %s, which the coverage computed at the start did not show and the applications of phase %d write too: "+
+			"the writers of a topic must move together; start the cutover again to move them as one unit", phase, strings.Join(conflicts, "; "), 3-phase)
+	}
+	if len(learned) > 0 {
+		m := ct.mirrorOf(run)
+		if _, err := ensureMirrored(ct.ctx, m, m.Mirror.Status(), learned); err != nil {
+			return nil, fmt.Errorf("the sidecars of phase %d report writing %v, which the coverage computed at the start did not show: %w", phase, learned, err)
+		}
+	}
+	return sortedNames(set), nil
+}
+
 // phaseReads returns the topics the units of a phase read.
 func phaseReads(cov *switchyardv1.CutoverCoverage, phase int32) []string {
 	return sortedNames(unitNames(phaseUnits(cov, phase), (*switchyardv1.CutoverUnit).GetReads))

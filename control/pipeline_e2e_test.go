@@ -395,10 +395,13 @@ func runFranzPipeline(t *testing.T, inputSelected bool, instances int) {
 		last[r.Partition] = max(last[r.Partition], r.Offset)
 	}
 	adm := kadm.NewClient(b.target.Client(t))
-	behind := ""
+	behind, missing := "", ""
 	defer func() {
 		if t.Failed() {
 			t.Logf("the pipeline's drain: %s", behind)
+			if missing != "" {
+				explainMissingCopy(t, b, missing)
+			}
 		}
 	}()
 	waitUntil(t, ctx, "the pipeline copied every input record and committed past it on the target", func() bool {
@@ -431,6 +434,7 @@ func runFranzPipeline(t *testing.T, inputSelected bool, instances int) {
 		for v := range inputAt {
 			if !seen[v] {
 				behind = fmt.Sprintf("offsets committed past every input record, but %s not copied", v)
+				missing = v
 				return false
 			}
 		}
@@ -466,6 +470,46 @@ func runFranzPipeline(t *testing.T, inputSelected bool, instances int) {
 		"producers' block window %v, groups' %v",
 		strings.Join(apps, "+"), instances, history(final), len(inputAt), atCutover, len(output), check.missing, check.duplicated, len(check.problems),
 		commits, aborts, aborted, groupErrs, final.GetBlockWindow().AsDuration(), final.GetGroupBlockWindow().AsDuration())
+}
+
+// explainMissingCopy says where the copy of input value v is, on each
+// cluster and in which state (committed, aborted), so that a lost copy
+// names the stage that lost it: the pipeline or the mirror.
+func explainMissingCopy(t *testing.T, b *phaseBed, v string) {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	want := v + copiedSuffix
+	for _, c := range []*kafkatest.Cluster{b.source, b.target} {
+		committed := map[string]bool{}
+		for _, r := range c.ReadCommitted(ctx, t, b.output) {
+			committed[fmt.Sprintf("%d@%d", r.Partition, r.Offset)] = true
+		}
+		found := false
+		for _, r := range c.ReadUncommitted(ctx, t, b.output) {
+			if string(r.Value) != want {
+				continue
+			}
+			found = true
+			where := fmt.Sprintf("%d@%d", r.Partition, r.Offset)
+			t.Logf("%s: the copy of %s is at %s/%s, producer %d epoch %d, committed %v",
+				c.Name, v, b.output, where, r.ProducerID, r.ProducerEpoch, committed[where])
+			for _, n := range c.ReadUncommitted(ctx, t, b.output) {
+				if n.Partition == r.Partition && n.Offset >= r.Offset-8 && n.Offset <= r.Offset+8 {
+					w := fmt.Sprintf("%d@%d", n.Partition, n.Offset)
+					t.Logf("  %s %q producer %d epoch %d committed %v", w, n.Value, n.ProducerID, n.ProducerEpoch, committed[w])
+				}
+			}
+		}
+		if !found {
+			t.Logf("%s: no copy of %s in %s", c.Name, v, b.output)
+		}
+		for _, r := range c.ReadUncommitted(ctx, t, b.input) {
+			if string(r.Value) == v {
+				t.Logf("%s: input %s at %s/%d@%d", c.Name, v, b.input, r.Partition, r.Offset)
+			}
+		}
+	}
 }
 
 // copyCheck is what checkCopies found.

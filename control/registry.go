@@ -808,6 +808,29 @@ func (r *Registry) reissueLocked(floor uint64, id *switchyardv1.SidecarIdentity)
 	return nil
 }
 
+// Writes returns the topics the sidecars keys report their clients
+// produced to, each with the sidecars that did, as last reported (what
+// SetUsage stands in for too: a superset is what the callers need).
+func (r *Registry) Writes(keys []string) map[string][]string {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	out := map[string][]string{}
+	for _, k := range keys {
+		sc := r.sidecars[k]
+		if sc == nil {
+			continue
+		}
+		for _, u := range []*switchyardv1.Usage{sc.status.GetUsage(), r.usageFor[k]} {
+			for _, t := range u.GetTopics() {
+				if t.GetProduced() && !slices.Contains(out[t.GetTopic()], k) {
+					out[t.GetTopic()] = append(out[t.GetTopic()], k)
+				}
+			}
+		}
+	}
+	return out
+}
+
 // Usage returns the usage reported by the connected sidecars sel selects
 // and, separately, by every other connected sidecar.
 func (r *Registry) Usage(sel *switchyardv1.SidecarSelector) (selected, others []sidecarUsage) {
