@@ -611,11 +611,7 @@ func TestAcksZeroProduce(t *testing.T) {
 				maxProduce = k.MaxVersion
 			}
 		}
-		md := kmsg.NewPtrMetadataRequest()
-		md.Version = 12
-		mt := kmsg.NewMetadataRequestTopic()
-		mt.Topic = kmsg.StringPtr(topic)
-		md.Topics = append(md.Topics, mt)
+		md := topicMetadata(topic)
 		mresp := rc.roundTrip(md).(*kmsg.MetadataResponse)
 		if len(mresp.Topics) != 1 {
 			t.Fatalf("metadata: %d topics", len(mresp.Topics))

@@ -87,6 +87,13 @@ type Config struct {
 	ClientIOTimeout time.Duration `yaml:"clientIOTimeout"`
 	// Gate is applied at start (e.g. --forbidden-api-keys).
 	Gate Gate `yaml:"-"`
+	// Routing says where a Produce goes: "leader" (the default; "" means
+	// it) sends each partition to its leader as the proxy knows it,
+	// splitting a request whose partitions different brokers lead, so a
+	// client whose metadata is stale — after a switch, or a leader move —
+	// is not answered NOT_LEADER_OR_FOLLOWER; "broker" sends every request
+	// to the broker behind the client's virtual broker (route.go).
+	Routing string `yaml:"routing"`
 	// MaxVirtualBrokers bounds the virtual brokers (and their listeners)
 	// made for one cluster's node ids; ids beyond it are presented as -1.
 	MaxVirtualBrokers int `yaml:"maxVirtualBrokers"`
@@ -222,6 +229,11 @@ func (c *Config) Validate() error {
 	}
 	if c.MaxHeldBytes <= 0 {
 		return fmt.Errorf("maxHeldBytes: %d must be positive", c.MaxHeldBytes)
+	}
+	switch c.Routing {
+	case "", RoutingLeader, RoutingBroker:
+	default:
+		return fmt.Errorf("routing: %q is not %q or %q", c.Routing, RoutingLeader, RoutingBroker)
 	}
 	if c.MaxVirtualBrokers < 1 {
 		return fmt.Errorf("maxVirtualBrokers: %d must be at least 1", c.MaxVirtualBrokers)

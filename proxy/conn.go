@@ -52,6 +52,9 @@ type clientConn struct {
 
 	curMu sync.Mutex
 	cur   *upConn // the upstream connection in use; nil before the first request
+	// links are the connections to the other brokers of cur's cluster
+	// that Produce partitions were routed to (route.go), by node id.
+	links map[int32]*upConn
 
 	// Owned by the reader goroutine.
 	auth              clientSASL
@@ -110,6 +113,9 @@ type pendingReq struct {
 	seqs *produceSeqs
 	// txn: a transactional request (txn.go), followed into its response.
 	txn *txnNote
+	// split: a Produce sent in parts to several brokers (route.go); up is
+	// the first of them.
+	split *produceSplit
 	// reauth, when set, asks the writer to renew this upstream connection's
 	// SASL session and report to reauthDone.
 	reauth     *upConn
@@ -141,6 +147,9 @@ func (c *clientConn) close() {
 		c.curMu.Lock()
 		if c.cur != nil {
 			c.cur.close()
+		}
+		for _, l := range c.links {
+			l.close()
 		}
 		c.curMu.Unlock()
 	})
@@ -364,7 +373,8 @@ func (c *clientConn) forward(ctx context.Context, hdr requestHeader, frame []byt
 		c.doneInflight(hdr.Key)
 		return fault("upstream_dial", err)
 	}
-	if local, ok := c.orphanAnswer(hdr, frame, up); ok {
+	routed := hdr.Key == keyProduce && c.routesByLeader()
+	if local, ok := c.orphanAnswer(hdr, frame, up); ok && !routed {
 		c.doneInflight(hdr.Key)
 		if local == nil {
 			// acks=0: no answer to carry the error. A broker closes the
@@ -391,6 +401,19 @@ func (c *clientConn) forward(ctx context.Context, hdr requestHeader, frame []byt
 		c.doneInflight(hdr.Key)
 		return c.enqueue(ctx, &pendingReq{hdr: hdr, local: rw.local})
 	}
+	targets, frames, split := []*upConn{up}, [][]byte{rw.frame}, (*produceSplit)(nil)
+	if routed {
+		targets, frames, split = c.routeProduce(ctx, adm, up, hdr, rw.frame)
+		for _, t := range targets {
+			if t != up && t.sc.ReauthDue() {
+				if err := c.reauthenticate(ctx, t); err != nil {
+					c.doneInflight(hdr.Key)
+					c.p.releaseSeqs(rw.seqs)
+					return err
+				}
+			}
+		}
+	}
 	expect := rw.expect
 	if expect {
 		select {
@@ -401,7 +424,7 @@ func (c *clientConn) forward(ctx context.Context, hdr requestHeader, frame []byt
 			return errClientGone
 		}
 		// Once queued, the writer (or serve's cleanup) lowers inflight.
-		pr := &pendingReq{hdr: hdr, up: up, sent: time.Now(),
+		pr := &pendingReq{hdr: hdr, up: targets[0], sent: time.Now(), split: split,
 			prevProducerID: rw.prevProducerID, transactional: rw.transactional, member: rw.member, txn: adm.txn, seqs: rw.seqs}
 		if err := c.enqueue(ctx, pr); err != nil {
 			c.doneInflight(hdr.Key)
@@ -409,16 +432,18 @@ func (c *clientConn) forward(ctx context.Context, hdr requestHeader, frame []byt
 			return err
 		}
 	}
-	if err := writeFrame(up.nc, rw.frame); err != nil {
-		if !expect {
-			c.doneInflight(hdr.Key)
+	for i, t := range targets {
+		if err := writeFrame(t.nc, frames[i]); err != nil {
+			if !expect {
+				c.doneInflight(hdr.Key)
+			}
+			if t.abandoned.Load() {
+				// A switch closed this upstream under us; the writer answers
+				// the queued entry (a Fetch early, anything else by closing).
+				return nil
+			}
+			return fault("upstream_write", fmt.Errorf("write to %s: %w", t.nc.RemoteAddr(), err))
 		}
-		if up.abandoned.Load() {
-			// A switch closed this upstream under us; the writer answers
-			// the queued entry (a Fetch early, anything else by closing).
-			return nil
-		}
-		return fault("upstream_write", fmt.Errorf("write to %s: %w", up.nc.RemoteAddr(), err))
 	}
 	if !expect {
 		c.doneInflight(hdr.Key)
@@ -459,10 +484,16 @@ func (c *clientConn) upstream(ctx context.Context, adm admission) (*upConn, erro
 		return cur, nil
 	}
 	if cur != nil {
-		// Responses still due on the old connection are read first; the
-		// writer closes it after the last of them.
-		if err := c.enqueue(ctx, &pendingReq{closeUp: cur}); err != nil {
-			return nil, err
+		// Responses still due on the old connections are read first; the
+		// writer closes them after the last of them.
+		c.curMu.Lock()
+		links := c.links
+		c.links = nil
+		c.curMu.Unlock()
+		for _, old := range append([]*upConn{cur}, mapValues(links)...) {
+			if err := c.enqueue(ctx, &pendingReq{closeUp: old}); err != nil {
+				return nil, err
+			}
 		}
 		c.staleFetchSession = true
 	}
@@ -534,12 +565,24 @@ func (c *clientConn) reauthenticate(ctx context.Context, up *upConn) error {
 // it. Called by a switch after draining.
 func (c *clientConn) abandonUpstream() {
 	c.curMu.Lock()
-	cur := c.cur
-	c.curMu.Unlock()
-	if cur != nil {
-		cur.abandoned.Store(true)
-		cur.close()
+	ups := mapValues(c.links)
+	if c.cur != nil {
+		ups = append(ups, c.cur)
 	}
+	c.curMu.Unlock()
+	for _, up := range ups {
+		up.abandoned.Store(true)
+		up.close()
+	}
+}
+
+// mapValues returns m's values (links: few).
+func mapValues(m map[int32]*upConn) []*upConn {
+	out := make([]*upConn, 0, len(m))
+	for _, v := range m {
+		out = append(out, v)
+	}
+	return out
 }
 
 func (c *clientConn) writeLoop(ctx context.Context) error {
@@ -584,10 +627,23 @@ func (c *clientConn) writeLoop(ctx context.Context) error {
 func (c *clientConn) answer(ctx context.Context, pr *pendingReq, buf []byte) ([]byte, error) {
 	// A Produce's probes end with its response, or without one.
 	defer c.p.releaseSeqs(pr.seqs)
-	frame, err := readFrame(pr.up.nc, c.p.cfg.MaxFrameBytes, buf)
+	var (
+		frame      []byte
+		err, split error
+		from       = pr.up // where the response (or the error) came from
+	)
+	if pr.split != nil {
+		frame, from, err, split = c.readSplit(pr)
+	} else {
+		frame, err = readFrame(pr.up.nc, c.p.cfg.MaxFrameBytes, buf)
+	}
 	<-c.slots // answered (or about to be answered by the proxy)
+	if split != nil {
+		c.doneInflight(pr.hdr.Key)
+		return buf, fault("upstream_protocol", fmt.Errorf("cluster %s: %w", from.u.name, split))
+	}
 	if err != nil {
-		if pr.up.abandoned.Load() && isLongPoll(pr.hdr.Key) {
+		if from.abandoned.Load() && isLongPoll(pr.hdr.Key) {
 			// The switch answered this long poll early. A fetch gets an
 			// empty response that also ends the client's fetch session,
 			// so its next fetch starts a new one on the new cluster. A
@@ -605,13 +661,13 @@ func (c *clientConn) answer(ctx context.Context, pr *pendingReq, buf []byte) ([]
 			return buf, nil
 		}
 		c.doneInflight(pr.hdr.Key)
-		if pr.up.abandoned.Load() {
+		if from.abandoned.Load() {
 			return buf, fault("switch_undrained", fmt.Errorf("%s request in flight when the switch deadline passed", apiName(pr.hdr.Key)))
 		}
 		if errors.Is(err, errFrameTooLarge) || errors.Is(err, errFrameNegative) {
 			return buf, fault("upstream_frame_too_large", err)
 		}
-		return buf, fault("upstream_closed", fmt.Errorf("cluster %s: reading %s response: %w", pr.up.u.name, apiName(pr.hdr.Key), err))
+		return buf, fault("upstream_closed", fmt.Errorf("cluster %s: reading %s response: %w", from.u.name, apiName(pr.hdr.Key), err))
 	}
 	buf = frame[:0]
 	c.p.m.forKey(pr.hdr.Key).latency.Observe(time.Since(pr.sent).Seconds())
@@ -642,6 +698,26 @@ func (c *clientConn) answer(ctx context.Context, pr *pendingReq, buf []byte) ([]
 		return buf, err
 	}
 	return buf, nil
+}
+
+// readSplit reads the answers to a split Produce from each of its parts'
+// connections, in the order the parts were written, and merges them. It
+// returns the merged frame; or the connection a read failed on with the
+// error; or, as split, an answer that does not fit the request.
+func (c *clientConn) readSplit(pr *pendingReq) (frame []byte, from *upConn, err, split error) {
+	frames := make([][]byte, len(pr.split.subs))
+	for i, up := range pr.split.subs {
+		f, err := readFrame(up.nc, c.p.cfg.MaxFrameBytes, nil)
+		if err != nil {
+			return nil, up, err, nil
+		}
+		if len(f) < 4 || int32(binary.BigEndian.Uint32(f)) != pr.hdr.CorrID {
+			return nil, up, nil, fmt.Errorf("part %d of a split Produce: a response with another correlation id than %d", i+1, pr.hdr.CorrID)
+		}
+		frames[i] = f
+	}
+	frame, split = mergeProduce(pr.hdr.Version, pr.hdr.CorrID, frames, pr.split.order)
+	return frame, pr.up, nil, split
 }
 
 // orphanAnswer answers a request for partitions that reached a virtual

@@ -23,42 +23,63 @@ import (
 
 var errNoFastPath = errors.New("no fast path")
 
+// walkedProduce is a Produce request body as walkProduce found it: its
+// fields, and where its parts are, so that it can be split by partition
+// (route.go) without decoding.
+type walkedProduce struct {
+	txnID  *string
+	acks   int16
+	topics []produceTopic
+	// topicsAt is the offset of the topic array's length, after the
+	// transactional id, acks and timeout; topicsEnd the offset after the
+	// last topic (the request's tags follow, in flexible versions).
+	topicsAt, topicsEnd int
+}
+
 // produceTopic is one topic of a walked Produce request.
 type produceTopic struct {
 	name  string
 	idOff int // offset of the 16-byte topic id in the body (v13+), else -1
 	parts []producePart
+	// key: the offsets of the topic's name or id; tagsAt: of its tags,
+	// after its partitions; end: after them.
+	key         [2]int
+	tagsAt, end int
 }
 
 type producePart struct {
 	partition int32
 	records   []byte // aliases the frame
+	span      [2]int // the partition's entry in the body
 }
 
-// walkProduce parses a Produce request body (v3+) without copying and
-// returns its acks and topics. Records alias body.
-func walkProduce(body []byte, version int16) (txnID *string, acks int16, topics []produceTopic, err error) {
+// walkProduce parses a Produce request body (v3+) without copying. Records
+// alias body.
+func walkProduce(body []byte, version int16) (walkedProduce, error) {
+	var w walkedProduce
 	if version < 3 {
-		return nil, 0, nil, errNoFastPath
+		return w, errNoFastPath
 	}
 	flexible := version >= 9
 	b := kbin.Reader{Src: body}
 	pos := func() int { return len(body) - len(b.Src) }
 	if flexible {
-		txnID = b.CompactNullableString()
+		w.txnID = b.CompactNullableString()
 	} else {
-		txnID = b.NullableString()
+		w.txnID = b.NullableString()
 	}
-	acks = b.Int16()
+	w.acks = b.Int16()
 	b.Int32() // timeout
+	w.topicsAt = pos()
 	n := arrayLen(&b, flexible)
 	if n < 0 || n > len(b.Src) {
-		return nil, 0, nil, errors.New("produce: bad topic count")
+		return w, errors.New("produce: bad topic count")
 	}
 	// Grown as topics are read, not sized by the count the client sent.
-	topics = make([]produceTopic, 0, min(n, 16))
+	w.topics = make([]produceTopic, 0, min(n, 16))
 	for i := 0; i < n && b.Ok(); i++ {
 		t := produceTopic{idOff: -1}
+		t.key[0] = pos()
 		if version >= 13 {
 			t.idOff = pos()
 			b.Span(16)
@@ -67,32 +88,38 @@ func walkProduce(body []byte, version int16) (txnID *string, acks int16, topics 
 		} else {
 			t.name = b.UnsafeString()
 		}
+		t.key[1] = pos()
 		np := arrayLen(&b, flexible)
 		if np < 0 || np > len(b.Src) {
-			return nil, 0, nil, errors.New("produce: bad partition count")
+			return w, errors.New("produce: bad partition count")
 		}
 		for j := 0; j < np && b.Ok(); j++ {
-			p := producePart{partition: b.Int32()}
+			p := producePart{span: [2]int{pos(), 0}}
+			p.partition = b.Int32()
 			if flexible {
 				p.records = b.CompactNullableBytes()
 				skipTags(&b)
 			} else {
 				p.records = b.NullableBytes()
 			}
+			p.span[1] = pos()
 			t.parts = append(t.parts, p)
 		}
+		t.tagsAt = pos()
 		if flexible {
 			skipTags(&b)
 		}
-		topics = append(topics, t)
+		t.end = pos()
+		w.topics = append(w.topics, t)
 	}
+	w.topicsEnd = pos()
 	if flexible {
 		skipTags(&b)
 	}
 	if !b.Ok() {
-		return nil, 0, nil, errors.New("produce: request overruns the frame")
+		return w, errors.New("produce: request overruns the frame")
 	}
-	return txnID, acks, topics, nil
+	return w, nil
 }
 
 func arrayLen(b *kbin.Reader, flexible bool) int {

@@ -21,10 +21,13 @@ import (
 	"os"
 	"path/filepath"
 	"reflect"
+	"slices"
 	"testing"
 
 	"github.com/twmb/franz-go/pkg/kbin"
 	"github.com/twmb/franz-go/pkg/kmsg"
+
+	"github.com/switchyard/switchyard/wirecheck"
 )
 
 // fuzzRewriteKeys are the APIs whose rewriting is fuzzed.
@@ -477,4 +480,94 @@ func TestWriteFuzzCorpus(t *testing.T) {
 	write("FuzzPatchBatchEpochs", "one-batch", bytesLit(testBatch(5, 3)), "int32(100)")
 	write("FuzzPatchBatchEpochs", "two-batches-partial", bytesLit(append(testBatch(0, 2), testBatch(9, 1)[:30]...)), "int32(1)")
 	write("FuzzPatchBatchEpochs", "no-epoch", bytesLit(append(testBatch(-1, 2), testBatch(4, 1)...)), "int32(-3)")
+	for _, s := range validBodies([]int16{keyProduce}, false) {
+		write("FuzzProduceSplit", fmt.Sprintf("v%d-%d", s.version, len(s.body)), fmt.Sprintf("int16(%d)", s.version), bytesLit(s.body), "uint64(5)")
+	}
+	resps := validBodies([]int16{keyProduce}, true)
+	for i, s := range resps {
+		write("FuzzMergeProduce", fmt.Sprintf("v%d-%d", s.version, len(s.body)), fmt.Sprintf("int16(%d)", s.version),
+			bytesLit(s.body), bytesLit(resps[(i+1)%len(resps)].body))
+	}
+}
+
+// FuzzProduceSplit splits a Produce request of any shape by a fuzzed
+// choice of partitions (route.go): never a panic, and a request Kafka's
+// rules accept gives parts they accept too, holding exactly the chosen
+// partitions in order.
+func FuzzProduceSplit(f *testing.F) {
+	for _, s := range validBodies([]int16{keyProduce}, false) {
+		f.Add(s.version, s.body, uint64(5))
+	}
+	f.Fuzz(func(t *testing.T, version int16, body []byte, mask uint64) {
+		_, version = normalizeKeyVersion([]int16{keyProduce}, keyProduce, version)
+		w, err := walkProduce(body, version)
+		if err != nil {
+			return
+		}
+		id := "fuzz"
+		head := requestFrame(requestHeader{Key: keyProduce, Version: version, CorrID: 9, ClientID: &id, Flexible: version >= 9}, nil)
+		n := 0
+		keep := func(ti, pi int) bool {
+			i := 0
+			for _, t := range w.topics[:ti] {
+				i += len(t.parts)
+			}
+			return mask>>((i+pi)%64)&1 == 1
+		}
+		var want []int32
+		for ti, t := range w.topics {
+			for pi, p := range t.parts {
+				if keep(ti, pi) {
+					want = append(want, p.partition)
+					n++
+				}
+			}
+		}
+		part := produceFor(head, body, version, &w, keep)
+		if wirecheck.Request(keyProduce, version, body) != nil {
+			return
+		}
+		hdr, err := parseRequestHeader(part)
+		if err != nil {
+			t.Fatalf("part header: %v", err)
+		}
+		req := kmsg.NewPtrProduceRequest()
+		if err := decodeRequest(req, requestHeader{Key: keyProduce, Version: version}, part[hdr.BodyOffset:]); err != nil {
+			t.Fatalf("the request is valid, its part is not: %v", err)
+		}
+		var got []int32
+		for _, t := range req.Topics {
+			for _, p := range t.Partitions {
+				got = append(got, p.Partition)
+			}
+		}
+		if !slices.Equal(got, want) {
+			t.Fatalf("part holds partitions %v, want %v", got, want)
+		}
+	})
+}
+
+// FuzzMergeProduce merges two Produce responses of any bytes: an error or
+// a response, never a panic.
+func FuzzMergeProduce(f *testing.F) {
+	resps := validBodies([]int16{keyProduce}, true)
+	for i, s := range resps {
+		f.Add(s.version, s.body, resps[(i+1)%len(resps)].body)
+	}
+	f.Fuzz(func(t *testing.T, version int16, a, b []byte) {
+		_, version = normalizeKeyVersion([]int16{keyProduce}, keyProduce, version)
+		frames := [][]byte{responseFrame(keyProduce, version, 4, a), responseFrame(keyProduce, version, 4, b)}
+		order := []partKey{{topic: "t", partition: 0}, {partition: 1}}
+		out, err := mergeProduce(version, 4, frames, order)
+		if err != nil {
+			return
+		}
+		hl, err := responseHeaderLen(keyProduce, version, out)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if err := decodeResponse(kmsg.NewPtrProduceResponse(), keyProduce, version, out[hl:]); err != nil {
+			t.Fatalf("merged response does not decode: %v", err)
+		}
+	})
 }

@@ -217,7 +217,8 @@ func (p *Proxy) rewriteRequest(ctx context.Context, c *clientConn, u *upstream, 
 // take the full path.
 func (p *Proxy) patchProduceRequest(ctx context.Context, u *upstream, hdr requestHeader, frame, body []byte) (rewritten, error) {
 	out := rewritten{frame: frame, expect: true, prevProducerID: -1}
-	txnID, acks, topics, err := walkProduce(body, hdr.Version)
+	w, err := walkProduce(body, hdr.Version)
+	txnID, acks, topics := w.txnID, w.acks, w.topics
 	if err != nil {
 		if errors.Is(err, errNoFastPath) {
 			return out, err

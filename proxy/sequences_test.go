@@ -38,12 +38,12 @@ func values(from, to int) []string {
 
 // seqSetup starts a proxy between a source and a target holding topic with
 // the given partitions, and a hand-driven producer.
-func seqSetup(t *testing.T, name string, partitions int32) (ctx context.Context, tp *testProxy, p *seqProducer, target *kafkatest.Cluster) {
+func seqSetup(t *testing.T, name string, partitions int32, mutate ...func(*Config)) (ctx context.Context, tp *testProxy, p *seqProducer, target *kafkatest.Cluster) {
 	source, target := kafkatest.Pair(t)
 	topic := kafkatest.Topic(t, name)
 	source.CreateTopic(t, topic, partitions)
 	target.CreateTopic(t, topic, partitions)
-	tp = startProxy(t, source, target)
+	tp = startProxy(t, source, target, mutate...)
 	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
 	t.Cleanup(cancel)
 	return ctx, tp, newSeqProducer(t, tp, topic), target
@@ -108,9 +108,12 @@ func TestOvertakingBatchAfterSwitch(t *testing.T) {
 // TestFailedFirstBatchAfterSwitch: the first batch after the switch fails
 // on the target (sent to a broker that does not lead the partition there);
 // the batch after it is not taken as the new start: it is refused until the
-// failed one is resent.
+// failed one is resent. Routing "broker" lets the client reach the follower
+// (with routing "leader" the proxy sends the batch to the leader; a
+// NOT_LEADER_OR_FOLLOWER then comes only from metadata the proxy has not
+// refreshed yet, which the test cannot time).
 func TestFailedFirstBatchAfterSwitch(t *testing.T) {
-	ctx, tp, p, target := seqSetup(t, "failedfirst", 1)
+	ctx, tp, p, target := seqSetup(t, "failedfirst", 1, func(c *Config) { c.Routing = RoutingBroker })
 	wantCode(t, "source", p.send(0, 0, 0, 5), 0)
 	if _, err := tp.Switch(ctx, "target"); err != nil {
 		t.Fatal(err)
@@ -374,26 +377,14 @@ func FuzzProduceSequences(f *testing.F) {
 // partitions only when the broker it reaches leads all of them, and answers
 // NOT_LEADER_OR_FOLLOWER otherwise: never a write in part, which a client
 // that resends after a partial answer (kafkajs) would write twice. Other
-// requests (Metadata) are still served.
+// requests (Metadata) are still served. This is routing "broker"; with
+// routing "leader" (TestOrphanBrokerRoutesProduce) a Produce goes to its
+// partitions' leaders, and the rule stays for the other requests.
 func TestOrphanBrokerAnswersNotLeader(t *testing.T) {
 	// More partitions than the target has brokers: on a target of several
 	// brokers some are led by the broker an orphan's connection reaches,
 	// some not.
-	ctx, tp, p, target := seqSetup(t, "orphan", 3)
-	topic := p.topic
-	if target.Fake != nil {
-		// Leaders on both of the target's brokers, whichever the orphan's
-		// connection reaches (the switch reads the target's leaders).
-		for part := range int32(3) {
-			if err := target.Fake.MoveTopicPartition(topic, part, part%2); err != nil {
-				t.Fatal(err)
-			}
-		}
-	}
-	orphan, c, after := switchLeavingOrphan(ctx, t, tp, p)
-	if orphan < 0 {
-		t.Skipf("the target has as many brokers as the source (%v)", after)
-	}
+	ctx, target, topic, orphan, c, after := orphanSetup(t, "orphan", func(c *Config) { c.Routing = RoutingBroker })
 	// One partition per request: forwarded (and written) where the broker
 	// behind the orphan leads it, refused elsewhere.
 	want := map[int32][]string{}
@@ -453,6 +444,55 @@ func TestOrphanBrokerAnswersNotLeader(t *testing.T) {
 	}
 }
 
+// TestOrphanBrokerRoutesProduce: after a switch to a cluster of fewer
+// brokers, a Produce that reaches a virtual broker with no broker behind
+// it is written whole — one partition or all, acks=0 too — because each
+// partition goes to its leader; the connection stays open.
+func TestOrphanBrokerRoutesProduce(t *testing.T) {
+	ctx, target, topic, orphan, c, after := orphanSetup(t, "orphan-routed")
+	want := map[int32][]string{}
+	for part := range int32(3) {
+		v := fmt.Sprintf("p%d", part)
+		req := rawProduce(9, -1, topic, [16]byte{}, v)
+		req.Topics[0].Partitions[0].Partition = part
+		if code := c.roundTrip(req).(*kmsg.ProduceResponse).Topics[0].Partitions[0].ErrorCode; code != 0 {
+			t.Fatalf("produce to partition %d through virtual broker %d: %v", part, orphan, kerr.ErrorForCode(code))
+		}
+		want[part] = []string{v}
+	}
+	for _, acks := range []int16{-1, 0} {
+		v := fmt.Sprintf("all-acks%d", acks)
+		req := rawProduce(9, acks, topic, [16]byte{}, v)
+		for part := int32(1); part < 3; part++ {
+			rp := kmsg.NewProduceRequestTopicPartition()
+			rp.Partition, rp.Records = part, plainBatch(v)
+			req.Topics[0].Partitions = append(req.Topics[0].Partitions, rp)
+		}
+		if acks == 0 {
+			c.send(req)
+		} else {
+			for _, rp := range c.roundTrip(req).(*kmsg.ProduceResponse).Topics[0].Partitions {
+				if rp.ErrorCode != 0 {
+					t.Errorf("a request across the partitions: partition %d answered %v", rp.Partition, kerr.ErrorForCode(rp.ErrorCode))
+				}
+			}
+		}
+		for part := range int32(3) {
+			want[part] = append(want[part], v)
+		}
+	}
+	// Still open, and answered in order after the acks=0 request.
+	if md := c.roundTrip(kmsg.NewPtrMetadataRequest()).(*kmsg.MetadataResponse); len(md.Brokers) != len(after) {
+		t.Fatalf("metadata through virtual broker %d: %d brokers, want %d", orphan, len(md.Brokers), len(after))
+	}
+	eventually(t, 10*time.Second, "every record on the target", func() error {
+		if got := held(ctx, t, target, topic); !maps.EqualFunc(got, want, slices.Equal) {
+			return fmt.Errorf("target holds %q, want %q", got, want)
+		}
+		return nil
+	})
+}
+
 // TestOrphanBrokerTakesNewBroker: when the cluster grows and a virtual
 // broker that had no broker behind it is given the new one, a connection
 // the client opened to it before dials that broker: it does not go on
@@ -494,6 +534,28 @@ func TestOrphanBrokerTakesNewBroker(t *testing.T) {
 // client does, switches to the target and returns a virtual broker the
 // target has no broker for with its connection (-1 if there is none), and
 // the virtual brokers after the switch.
+// orphanSetup switches to a target of fewer brokers than the source,
+// holding a topic of three partitions led by both of its brokers on kfake
+// (whichever one an orphan's connection reaches), and returns an orphan
+// virtual broker with a connection the client opened to it before.
+func orphanSetup(t *testing.T, name string, mutate ...func(*Config)) (ctx context.Context, target *kafkatest.Cluster, topic string, orphan int32, c *wireConn, after []int32) {
+	t.Helper()
+	ctx, tp, p, target := seqSetup(t, name, 3, mutate...)
+	topic = p.topic
+	if target.Fake != nil {
+		for part := range int32(3) {
+			if err := target.Fake.MoveTopicPartition(topic, part, part%2); err != nil {
+				t.Fatal(err)
+			}
+		}
+	}
+	orphan, c, after = switchLeavingOrphan(ctx, t, tp, p)
+	if orphan < 0 {
+		t.Skipf("the target has as many brokers as the source (%v)", after)
+	}
+	return ctx, target, topic, orphan, c, after
+}
+
 func switchLeavingOrphan(ctx context.Context, t *testing.T, tp *testProxy, p *seqProducer) (orphan int32, c *wireConn, after []int32) {
 	t.Helper()
 	before := p.brokers()

@@ -64,6 +64,7 @@ type proxyFile struct {
 	IdleTimeout       time.Duration         `yaml:"idleTimeout"`
 	ClientIOTimeout   time.Duration         `yaml:"clientIOTimeout"`
 	MaxVirtualBrokers int                   `yaml:"maxVirtualBrokers"`
+	Routing           string                `yaml:"routing"`
 	StopTimeout       time.Duration         `yaml:"stopTimeout"`
 	ProducerIDExpiry  time.Duration         `yaml:"producerIdExpiry"`
 	MaxProducerIDs    int                   `yaml:"maxProducerIds"`
@@ -176,6 +177,7 @@ func parseProxyOptions(args []string, getenv func(string) string, stderr io.Writ
 		{"idle-timeout", opts.Proxy.IdleTimeout.String(), "close a client connection silent this long with nothing in flight"},
 		{"client-io-timeout", opts.Proxy.ClientIOTimeout.String(), "time to read one request (first byte to last) or write one response, before the connection is closed"},
 		{"max-virtual-brokers", strconv.Itoa(opts.Proxy.MaxVirtualBrokers), "virtual brokers (listeners) made for one cluster's node ids; ids beyond are presented as -1"},
+		{"routing", proxy.RoutingLeader, "where a Produce goes: leader (each partition to its leader, a request split by leader) or broker (to the broker behind the client's virtual broker)"},
 		{"stop-timeout", opts.Proxy.StopTimeout.String(), "how long a stopping proxy waits for the connections it closed"},
 		{"producer-id-expiry", opts.Proxy.ProducerIDExpiry.String(), "forget an idempotent producer unused this long (the clusters' producer.id.expiration.ms)"},
 		{"max-producer-ids", strconv.Itoa(opts.Proxy.MaxProducerIDs), "idempotent producers followed at most; beyond, the least recently used is forgotten"},
@@ -471,6 +473,8 @@ func applyProxyOption(o *proxyOptions, name, value string) error {
 		o.Proxy.ClientIOTimeout, err = time.ParseDuration(value)
 	case "max-virtual-brokers":
 		o.Proxy.MaxVirtualBrokers, err = strconv.Atoi(value)
+	case "routing":
+		o.Proxy.Routing = value
 	case "stop-timeout":
 		o.Proxy.StopTimeout, err = time.ParseDuration(value)
 	case "producer-id-expiry":
@@ -617,6 +621,7 @@ func loadProxyFile(path string, o *proxyOptions) error {
 	set(&o.Proxy.IdleTimeout, f.IdleTimeout)
 	set(&o.Proxy.ClientIOTimeout, f.ClientIOTimeout)
 	set(&o.Proxy.MaxVirtualBrokers, f.MaxVirtualBrokers)
+	set(&o.Proxy.Routing, f.Routing)
 	set(&o.Proxy.StopTimeout, f.StopTimeout)
 	set(&o.Proxy.ProducerIDExpiry, f.ProducerIDExpiry)
 	set(&o.Proxy.MaxProducerIDs, f.MaxProducerIDs)

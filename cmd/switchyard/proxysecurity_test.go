@@ -127,6 +127,7 @@ idleTimeout: 2m
 clientIOTimeout: 5s
 maxHeldBytes: 1048576
 maxVirtualBrokers: 64
+routing: broker
 `)
 	opts, err := parseProxyOptions([]string{"--config", path, "--max-connections", "60", "--stop-timeout", "2s"},
 		envOf(map[string]string{"SWITCHYARD_IDLE_TIMEOUT": "3m"}), io.Discard)
@@ -135,7 +136,8 @@ maxVirtualBrokers: 64
 	}
 	p := opts.Proxy
 	if p.MaxConnections != 60 || p.MaxInflightPerConnection != 8 || p.IdleTimeout != 3*time.Minute ||
-		p.ClientIOTimeout != 5*time.Second || p.MaxHeldBytes != 1<<20 || p.MaxVirtualBrokers != 64 || p.StopTimeout != 2*time.Second {
+		p.ClientIOTimeout != 5*time.Second || p.MaxHeldBytes != 1<<20 || p.MaxVirtualBrokers != 64 || p.StopTimeout != 2*time.Second ||
+		p.Routing != proxy.RoutingBroker {
 		t.Errorf("limits: %+v", p)
 	}
 	for args, want := range map[string]string{
@@ -145,6 +147,7 @@ maxVirtualBrokers: 64
 		"--max-held-bytes=0":              "maxHeldBytes",
 		"--max-virtual-brokers=0":         "maxVirtualBrokers: 0 must be at least 1",
 		"--stop-timeout=0s":               "stopTimeout",
+		"--routing=nearest":               `routing: "nearest" is not "leader" or "broker"`,
 	} {
 		_, err := parseProxyOptions([]string{"--config", path, args}, envOf(nil), io.Discard)
 		if err == nil || !strings.Contains(err.Error(), want) {
