@@ -93,6 +93,8 @@ type upConn struct {
 	// connection (anything else).
 	abandoned atomic.Bool
 	closeOnce sync.Once
+	// lastUsed: unix nanos of the last request written to a link (route.go).
+	lastUsed atomic.Int64
 }
 
 func (uc *upConn) close() { uc.closeOnce.Do(func() { uc.nc.Close() }) }
@@ -179,6 +181,9 @@ func (c *clientConn) serve(ctx context.Context) {
 		case pr := <-c.pending:
 			if pr.up != nil {
 				c.doneInflight(pr.hdr.Key)
+			}
+			if pr.closeUp != nil {
+				pr.closeUp.close() // replaced, and left to the writer
 			}
 			c.p.releaseSeqs(pr.seqs)
 			continue
@@ -401,10 +406,14 @@ func (c *clientConn) forward(ctx context.Context, hdr requestHeader, frame []byt
 		c.doneInflight(hdr.Key)
 		return c.enqueue(ctx, &pendingReq{hdr: hdr, local: rw.local})
 	}
-	targets, frames, split := []*upConn{up}, [][]byte{rw.frame}, (*produceSplit)(nil)
+	to, parts, split := up, []net.Buffers(nil), (*produceSplit)(nil)
 	if routed {
-		targets, frames, split = c.routeProduce(ctx, adm, up, hdr, rw.frame)
-		for _, t := range targets {
+		to, parts, split = c.routeProduce(ctx, adm, up, hdr, rw.frame, rw.produce)
+		subs := []*upConn{to}
+		if split != nil {
+			subs = split.subs
+		}
+		for _, t := range subs {
 			if t != up && t.sc.ReauthDue() {
 				if err := c.reauthenticate(ctx, t); err != nil {
 					c.doneInflight(hdr.Key)
@@ -424,7 +433,7 @@ func (c *clientConn) forward(ctx context.Context, hdr requestHeader, frame []byt
 			return errClientGone
 		}
 		// Once queued, the writer (or serve's cleanup) lowers inflight.
-		pr := &pendingReq{hdr: hdr, up: targets[0], sent: time.Now(), split: split,
+		pr := &pendingReq{hdr: hdr, up: to, sent: time.Now(), split: split,
 			prevProducerID: rw.prevProducerID, transactional: rw.transactional, member: rw.member, txn: adm.txn, seqs: rw.seqs}
 		if err := c.enqueue(ctx, pr); err != nil {
 			c.doneInflight(hdr.Key)
@@ -432,21 +441,37 @@ func (c *clientConn) forward(ctx context.Context, hdr requestHeader, frame []byt
 			return err
 		}
 	}
-	for i, t := range targets {
-		if err := writeFrame(t.nc, frames[i]); err != nil {
-			if !expect {
-				c.doneInflight(hdr.Key)
-			}
-			if t.abandoned.Load() {
-				// A switch closed this upstream under us; the writer answers
-				// the queued entry (a Fetch early, anything else by closing).
-				return nil
-			}
-			return fault("upstream_write", fmt.Errorf("write to %s: %w", t.nc.RemoteAddr(), err))
-		}
+	if split == nil {
+		err = c.send(to, up, net.Buffers{rw.frame})
+	}
+	for i := 0; split != nil && i < len(split.subs) && err == nil; i++ {
+		err = c.send(split.subs[i], up, parts[i])
 	}
 	if !expect {
 		c.doneInflight(hdr.Key)
+	}
+	if errors.Is(err, errAbandoned) {
+		// A switch closed this upstream under us; the writer answers the
+		// queued entry (a Fetch early, anything else by closing).
+		return nil
+	}
+	return err
+}
+
+// errAbandoned: a write failed on an upstream connection a switch closed.
+var errAbandoned = errors.New("upstream connection closed by a switch")
+
+// send writes a request (or a part of it) to t; up is the connection the
+// client's virtual broker stands for, any other is a link.
+func (c *clientConn) send(t, up *upConn, frame net.Buffers) error {
+	if t != up {
+		t.lastUsed.Store(time.Now().UnixNano())
+	}
+	if err := writeFrameBuffers(t.nc, frame); err != nil {
+		if t.abandoned.Load() {
+			return errAbandoned
+		}
+		return fault("upstream_write", fmt.Errorf("write to %s: %w", t.nc.RemoteAddr(), err))
 	}
 	return nil
 }

@@ -523,7 +523,11 @@ func FuzzProduceSplit(f *testing.F) {
 				}
 			}
 		}
-		part := produceFor(head, body, version, &w, keep)
+		pieces, size := produceFor(head, body, version, &w, keep)
+		part := bytes.Join(pieces, nil)
+		if len(part) != size {
+			t.Fatalf("size %d, pieces hold %d bytes", size, len(part))
+		}
 		if wirecheck.Request(keyProduce, version, body) != nil {
 			return
 		}

@@ -145,6 +145,9 @@ type rewritten struct {
 	// Produce: the idempotent batches to follow into the response, and the
 	// partitions the proxy answers (sequences.go).
 	seqs *produceSeqs
+	// produce: the walk of frame's body (a Produce v3+ forwarded as the
+	// client sent it), for routing.
+	produce *walkedProduce
 }
 
 // rewriteRequest translates a client request for cluster u.
@@ -301,6 +304,9 @@ func (p *Proxy) patchProduceRequest(ctx context.Context, u *upstream, hdr reques
 	}
 	if len(seqs.batches) > 0 || len(seqs.local) > 0 {
 		out.seqs = &seqs
+	}
+	if len(seqs.local) == 0 {
+		out.produce = &w // frame is the walked one
 	}
 	return out, nil
 }

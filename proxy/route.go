@@ -34,8 +34,10 @@ package proxy
 import (
 	"context"
 	"fmt"
+	"net"
 	"slices"
 	"strings"
+	"time"
 
 	"github.com/twmb/franz-go/pkg/kbin"
 	"github.com/twmb/franz-go/pkg/kmsg"
@@ -76,68 +78,92 @@ func (c *clientConn) routesByLeader() bool {
 	return c.p.cfg.Routing != RoutingBroker && !c.auth.passedThrough
 }
 
-// routeProduce decides where a rewritten Produce request goes: the
-// connections to send to and the frame for each. One target with frame
-// itself when one broker leads every partition (or the request cannot be
-// walked: up's broker answers it); else one part per leader, and the split
-// the writer merges the answers by.
-func (c *clientConn) routeProduce(ctx context.Context, adm admission, up *upConn, hdr requestHeader, frame []byte) ([]*upConn, [][]byte, *produceSplit) {
+// routeProduce decides where a rewritten Produce request goes: whole to
+// one connection (split nil) when one broker leads every partition, or
+// the request cannot be walked (up's broker answers it); else one part per
+// leader, parts[i] for split.subs[i], and the split the writer merges the
+// answers by. w, if not nil, is the walk of frame's body.
+func (c *clientConn) routeProduce(ctx context.Context, adm admission, up *upConn, hdr requestHeader, frame []byte, w *walkedProduce) (to *upConn, parts []net.Buffers, split *produceSplit) {
 	body := frame[hdr.BodyOffset:]
-	w, err := walkProduce(body, hdr.Version)
-	if err != nil || len(w.topics) == 0 {
-		return []*upConn{up}, [][]byte{frame}, nil
+	if w == nil {
+		walked, err := walkProduce(body, hdr.Version)
+		if err != nil {
+			return up, nil, nil
+		}
+		w = &walked
 	}
 	u := adm.u
-	// The target of each partition, and the targets in first-use order.
-	var (
-		targets []*upConn
-		at      = make([][]int, len(w.topics))
-	)
-	byNode := map[int32]int{}
+	nameOf := func(t *produceTopic) string {
+		if t.idOff < 0 {
+			return t.name
+		}
+		var id [16]byte
+		copy(id[:], body[t.idOff:t.idOff+16])
+		name, _ := u.topicName(id)
+		return name
+	}
+	leaderOf := func(name string, partition int32) int32 {
+		if l, ok := u.leader(name, partition); ok {
+			return l
+		}
+		return up.node
+	}
+	// The steady state first, without allocating: one leader for all.
+	first, single := int32(-2), true
 	for ti := range w.topics {
 		t := &w.topics[ti]
-		name := t.name
-		if t.idOff >= 0 {
-			var id [16]byte
-			copy(id[:], body[t.idOff:t.idOff+16])
-			name, _ = u.topicName(id)
+		name := nameOf(t)
+		for _, part := range t.parts {
+			switch node := leaderOf(name, part.partition); {
+			case first == -2:
+				first = node
+			case node != first:
+				single = false
+			}
 		}
+	}
+	if first == -2 {
+		return up, nil, nil
+	}
+	if single {
+		return c.link(ctx, adm, up, first), nil, nil
+	}
+
+	// The connection of each partition; connections in first-use order
+	// (a leader that could not be dialled stands in as up).
+	var (
+		subs  []*upConn
+		at    = make([][]int, len(w.topics))
+		links = map[int32]*upConn{} // one link() per leader
+	)
+	for ti := range w.topics {
+		t := &w.topics[ti]
+		name := nameOf(t)
 		at[ti] = make([]int, len(t.parts))
 		for pi, part := range t.parts {
-			node := up.node
-			if l, ok := u.leader(name, part.partition); ok {
-				node = l
-			}
-			i, ok := byNode[node]
+			node := leaderOf(name, part.partition)
+			l, ok := links[node]
 			if !ok {
-				i = len(targets)
-				byNode[node] = i
-				targets = append(targets, c.link(ctx, adm, up, node))
+				l = c.link(ctx, adm, up, node)
+				links[node] = l
+			}
+			i := slices.Index(subs, l)
+			if i < 0 {
+				i = len(subs)
+				subs = append(subs, l)
 			}
 			at[ti][pi] = i
 		}
 	}
-	// Links that could not be dialled stand in for up: merge targets that
-	// are the same connection.
-	same := make([]int, len(targets))
-	var uniq []*upConn
-	for i, t := range targets {
-		j := slices.Index(uniq, t)
-		if j < 0 {
-			j = len(uniq)
-			uniq = append(uniq, t)
-		}
-		same[i] = j
-	}
-	if len(uniq) == 1 {
-		return uniq, [][]byte{frame}, nil
+	if len(subs) == 1 {
+		return subs[0], nil, nil
 	}
 	c.p.m.produceSplits.Inc()
-	frames := make([][]byte, len(uniq))
-	for s := range uniq {
-		frames[s] = produceFor(frame[:hdr.BodyOffset], body, hdr.Version, &w, func(ti, pi int) bool { return same[at[ti][pi]] == s })
+	parts = make([]net.Buffers, len(subs))
+	for s := range subs {
+		parts[s], _ = produceFor(frame[:hdr.BodyOffset], body, hdr.Version, w, func(ti, pi int) bool { return at[ti][pi] == s })
 	}
-	split := &produceSplit{subs: uniq}
+	split = &produceSplit{subs: subs}
 	seen := map[partKey]bool{}
 	for _, t := range w.topics {
 		k := partKey{topic: strings.Clone(t.name)}
@@ -152,21 +178,17 @@ func (c *clientConn) routeProduce(ctx context.Context, adm admission, up *upConn
 			}
 		}
 	}
-	return uniq, frames, split
+	return subs[0], parts, split
 }
 
 // produceFor builds a Produce request frame of the request header head and
 // the partitions of body that keep selects (by topic and partition index),
-// copying their entries as they are: records, producer ids and sequences
-// are the client's (after rewriting) byte for byte.
-func produceFor(head, body []byte, version int16, w *walkedProduce, keep func(ti, pi int) bool) []byte {
+// their entries as they are: records, producer ids and sequences are the
+// client's (after rewriting) byte for byte. The frame is returned as
+// pieces of head and body — nothing is copied but the counts — and
+// its length; body must stay as it is until the frame is written.
+func produceFor(head, body []byte, version int16, w *walkedProduce, keep func(ti, pi int) bool) (net.Buffers, int) {
 	flexible := version >= 9
-	appendLen := func(dst []byte, n int) []byte {
-		if flexible {
-			return kbin.AppendUvarint(dst, uint32(n+1))
-		}
-		return kbin.AppendInt32(dst, int32(n))
-	}
 	kept := make([]int, len(w.topics)) // partitions kept per topic
 	topics := 0
 	for ti, t := range w.topics {
@@ -179,26 +201,97 @@ func produceFor(head, body []byte, version int16, w *walkedProduce, keep func(ti
 			topics++
 		}
 	}
-	dst := make([]byte, 0, len(head)+len(body))
-	dst = append(dst, head...)
-	dst = append(dst, body[:w.topicsAt]...)
-	dst = appendLen(dst, topics)
+	// The counts: at most 5 bytes each, in one array that never grows, so
+	// the slices taken of it stay valid.
+	nums := make([]byte, 0, 5*(1+topics))
+	count := func(n int) []byte {
+		at := len(nums)
+		if flexible {
+			nums = kbin.AppendUvarint(nums, uint32(n+1))
+		} else {
+			nums = kbin.AppendInt32(nums, int32(n))
+		}
+		return nums[at:]
+	}
+	var (
+		out  net.Buffers
+		size int
+		from = -1 // the body range [from, to) not yet added
+		to   int
+	)
+	flush := func() {
+		if from >= 0 && to > from {
+			out = append(out, body[from:to])
+			size += to - from
+		}
+		from = -1
+	}
+	span := func(a, b int) { // body[a:b], joined to the range before it when adjacent
+		if from >= 0 && a == to {
+			to = b
+			return
+		}
+		flush()
+		from, to = a, b
+	}
+	piece := func(p []byte) {
+		flush()
+		out = append(out, p)
+		size += len(p)
+	}
+	piece(head)
+	span(0, w.topicsAt)
+	piece(count(topics))
 	for ti, t := range w.topics {
 		n := kept[ti]
 		if n == 0 {
 			continue
 		}
-		dst = append(dst, body[t.key[0]:t.key[1]]...)
-		dst = appendLen(dst, n)
+		span(t.key[0], t.key[1])
+		piece(count(n))
 		for pi, p := range t.parts {
 			if keep(ti, pi) {
-				dst = append(dst, body[p.span[0]:p.span[1]]...)
+				span(p.span[0], p.span[1])
 			}
 		}
-		dst = append(dst, body[t.tagsAt:t.end]...)
+		span(t.tagsAt, t.end)
 	}
-	return append(dst, body[w.topicsEnd:]...)
+	span(w.topicsEnd, len(body))
+	flush()
+	return out, size
 }
+
+// writeFrameBuffers writes a frame given in pieces: one piece as it is;
+// several with one vectored write on a TCP connection, joined into one
+// buffer on any other (a TLS connection would send a record per piece).
+func writeFrameBuffers(nc net.Conn, pieces net.Buffers) error {
+	if len(pieces) == 1 {
+		return writeFrame(nc, pieces[0])
+	}
+	size := 0
+	for _, p := range pieces {
+		size += len(p)
+	}
+	if _, ok := nc.(*net.TCPConn); !ok {
+		frame := make([]byte, 0, size)
+		for _, p := range pieces {
+			frame = append(frame, p...)
+		}
+		return writeFrame(nc, frame)
+	}
+	sz := kbin.AppendInt32(make([]byte, 0, 4), int32(size))
+	bufs := append(net.Buffers{sz}, pieces...)
+	_, err := bufs.WriteTo(nc)
+	return err
+}
+
+// linkMaxIdle is how long a link may go unused before it is dialled
+// again rather than used: brokers close connections idle for
+// connections.max.idle.ms, 10 minutes by default, and a Produce written to
+// a connection the broker just closed would fail. The connection the
+// client chose stays in use by its other requests (Metadata every 5
+// minutes in the common clients).
+var linkMaxIdle = 4 * time.Minute
 
 // link returns this connection's connection to broker node of the
 // admission's cluster, dialling it on first use. up (the virtual broker's
@@ -213,7 +306,14 @@ func (c *clientConn) link(ctx context.Context, adm admission, up *upConn, node i
 	l := c.links[node]
 	c.curMu.Unlock()
 	if l != nil && l.gen == adm.gen && l.u == adm.u {
-		return l
+		if time.Since(time.Unix(0, l.lastUsed.Load())) < linkMaxIdle {
+			return l
+		}
+		// The broker may have closed it (connections.max.idle.ms):
+		// a new one, the old one closed after its last response.
+		if err := c.enqueue(ctx, &pendingReq{closeUp: l}); err != nil {
+			return up
+		}
 	}
 	addr, ok := adm.u.brokerAddr(node)
 	if !ok {
@@ -225,6 +325,7 @@ func (c *clientConn) link(ctx context.Context, adm admission, up *upConn, node i
 		return up
 	}
 	l = &upConn{nc: sc.Conn, sc: sc, u: adm.u, gen: adm.gen, node: node}
+	l.lastUsed.Store(time.Now().UnixNano())
 	c.curMu.Lock()
 	if c.links == nil {
 		c.links = map[int32]*upConn{}

@@ -1,6 +1,7 @@
 package proxy
 
 import (
+	"bytes"
 	"context"
 	"fmt"
 	"testing"
@@ -48,7 +49,11 @@ func TestProduceSplitAndMerge(t *testing.T) {
 			}
 			// Even partitions to one broker, odd to another.
 			for _, even := range []bool{true, false} {
-				part := produceFor(frame[:h.BodyOffset], body, version, &w, func(ti, pi int) bool { return (pi%2 == 0) == even })
+				pieces, size := produceFor(frame[:h.BodyOffset], body, version, &w, func(ti, pi int) bool { return (pi%2 == 0) == even })
+				part := bytes.Join(pieces, nil)
+				if len(part) != size {
+					t.Fatalf("size %d, pieces hold %d bytes", size, len(part))
+				}
 				ph, err := parseRequestHeader(part)
 				if err != nil {
 					t.Fatal(err)
@@ -230,6 +235,12 @@ func viewOf(t *testing.T, tp *testProxy, topic string) clientView {
 // error code per partition (nil for acks=0).
 func produceAll(t *testing.T, v clientView, node int32, version, acks int16, topic, tag string) map[int32]int16 {
 	t.Helper()
+	return produceAllOn(t, dialWire(t, v.addr[node], "produce-all"), produceAllRequest(v, version, acks, topic, tag))
+}
+
+// produceAllRequest is a Produce naming every partition, each with one
+// record "<tag>-<partition>".
+func produceAllRequest(v clientView, version, acks int16, topic, tag string) *kmsg.ProduceRequest {
 	req := kmsg.NewPtrProduceRequest()
 	req.Version, req.Acks, req.TimeoutMillis = version, acks, 5000
 	rt := kmsg.NewProduceRequestTopic()
@@ -241,8 +252,14 @@ func produceAll(t *testing.T, v clientView, node int32, version, acks int16, top
 		rt.Partitions = append(rt.Partitions, rp)
 	}
 	req.Topics = append(req.Topics, rt)
-	c := dialWire(t, v.addr[node], "produce-all")
-	if acks == 0 {
+	return req
+}
+
+// produceAllOn sends req on c and returns the error code per partition
+// (nil for acks=0).
+func produceAllOn(t *testing.T, c *wireConn, req *kmsg.ProduceRequest) map[int32]int16 {
+	t.Helper()
+	if req.Acks == 0 {
 		c.send(req)
 		return nil
 	}
@@ -356,4 +373,39 @@ func TestProduceAcrossSwitchToOtherLeaders(t *testing.T) {
 		}
 	}
 	waitValues(t, target, topic, "after")
+}
+
+// TestIdleLinkDialledAgain: a link unused for longer than linkMaxIdle is
+// not written to (the broker may have closed it) but dialled again, and
+// the Produce is written.
+func TestIdleLinkDialledAgain(t *testing.T) {
+	for _, tc := range []struct {
+		name    string
+		maxIdle time.Duration
+		links   float64
+	}{
+		{"used within the limit", time.Hour, 2},
+		{"idle past the limit", 0, 6}, // every use is past a limit of 0
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			old := linkMaxIdle
+			linkMaxIdle = tc.maxIdle
+			t.Cleanup(func() { linkMaxIdle = old })
+			tp, _, topic := leadersBed(t)
+			v := viewOf(t, tp, topic)
+			c := dialWire(t, v.addr[v.leader[0]], "idle")
+			for i := range 3 {
+				for p, code := range produceAllOn(t, c, produceAllRequest(v, 9, -1, topic, fmt.Sprint("idle", i))) {
+					if code != 0 {
+						t.Fatalf("round %d: partition %d answered %v", i, p, kerr.ErrorForCode(code))
+					}
+				}
+			}
+			// Three rounds through one client connection, two other
+			// leaders each.
+			if n := testutil.ToFloat64(tp.m.links); n != tc.links {
+				t.Errorf("leader_links_total %v, want %v", n, tc.links)
+			}
+		})
+	}
 }
