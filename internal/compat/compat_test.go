@@ -274,16 +274,12 @@ func summarize(t *testing.T, rs []*runResult) {
 // "Failures found", or the client's own, under its section). The
 // quick matrix of `make test` leaves them out, saying so; `make
 // test-compat` and any COMPAT_CLIENTS or COMPAT_RUNS setting run them.
-var knownBroken = map[string]map[clientbed.Client]string{
-	kafkatest.BackendKfake: {
-		clientbed.KafkaJS: "kafkajs 2.2.4 where partition leaders move at the flip (kfake's two-broker target): " +
-			"kafkajs keeps one response per broker across a send()'s retries (sendMessages.js, kafkajs issue #1303), " +
-			"so a partition that moved to a broker that already answered is neither resent nor reported, and one " +
-			"written through a broker that answered is resent to its new leader if that one failed: records dropped " +
-			"or written twice (docs/COMPATIBILITY.md, kafkajs); 4 of 10 runs, COMPAT_SEED=20261122. One send() per " +
-			"partition (KAFKAJS_SEND_PER_PARTITION=1) avoids it",
-	},
-}
+//
+// Empty since the proxy routes Produce by partition leader (proxy/route.go):
+// kafkajs 2.2.4 on kfake's two-broker target, where leaders move at the
+// flip, failed 4 of 10 runs before (kafkajs issue #1303: records dropped or
+// written twice), and 0 of 20 with routing (docs/COMPATIBILITY.md).
+var knownBroken = map[string]map[clientbed.Client]string{}
 
 // saramaRetryBudget is how long sarama's producer retries in the matrix:
 // more than a cutover's gate lasts (the drain waits for the groups'
