@@ -55,6 +55,8 @@ type clientConn struct {
 	// links are the connections to the other brokers of cur's cluster
 	// that Produce partitions were routed to (route.go), by node id.
 	links map[int32]*upConn
+	// linkFailed: when a link's dial last failed, by node id (reader only).
+	linkFailed map[int32]time.Time
 
 	// Owned by the reader goroutine.
 	auth              clientSASL

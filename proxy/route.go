@@ -293,6 +293,12 @@ func writeFrameBuffers(nc net.Conn, pieces net.Buffers) error {
 // minutes in the common clients).
 var linkMaxIdle = 4 * time.Minute
 
+// linkRetryAfter is how long after a failed dial of a leader the
+// connection's own broker answers for its partitions without another try:
+// a dial can take DialTimeout, which every Produce to a broker that is down
+// would otherwise wait.
+const linkRetryAfter = time.Second
+
 // link returns this connection's connection to broker node of the
 // admission's cluster, dialling it on first use. up (the virtual broker's
 // own) serves when node is its broker, unknown (-1), has no known address
@@ -311,6 +317,9 @@ func (c *clientConn) link(ctx context.Context, adm admission, up *upConn, node i
 		}
 		// The broker may have closed it (connections.max.idle.ms):
 		// a new one, the old one closed after its last response.
+		c.curMu.Lock()
+		delete(c.links, node)
+		c.curMu.Unlock()
 		if err := c.enqueue(ctx, &pendingReq{closeUp: l}); err != nil {
 			return up
 		}
@@ -319,11 +328,19 @@ func (c *clientConn) link(ctx context.Context, adm admission, up *upConn, node i
 	if !ok {
 		return up
 	}
+	if at, failed := c.linkFailed[node]; failed && time.Since(at) < linkRetryAfter {
+		return up
+	}
 	sc, err := adm.u.sec.Dial(ctx, addr, c.p.cfg.DialTimeout)
 	if err != nil {
+		if c.linkFailed == nil {
+			c.linkFailed = map[int32]time.Time{}
+		}
+		c.linkFailed[node] = time.Now()
 		c.log.Warn("dial the leader of a Produce's partitions; the connection's own broker answers for them", zap.Int32("broker", node), zap.String("address", addr), zap.Error(err))
 		return up
 	}
+	delete(c.linkFailed, node)
 	l = &upConn{nc: sc.Conn, sc: sc, u: adm.u, gen: adm.gen, node: node}
 	l.lastUsed.Store(time.Now().UnixNano())
 	c.curMu.Lock()

@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"context"
 	"fmt"
+	"net"
 	"testing"
 	"time"
 
@@ -407,5 +408,35 @@ func TestIdleLinkDialledAgain(t *testing.T) {
 				t.Errorf("leader_links_total %v, want %v", n, tc.links)
 			}
 		})
+	}
+}
+
+// TestUnreachableLeaderAnsweredByOwnBroker: a leader the proxy cannot dial
+// does not fail the request: its partitions go to the connection's own
+// broker, which refuses them NOT_LEADER_OR_FOLLOWER (the client retries
+// after its metadata), and the other partitions are written.
+func TestUnreachableLeaderAnsweredByOwnBroker(t *testing.T) {
+	tp, _, topic := leadersBed(t)
+	v := viewOf(t, tp, topic)
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	closed := ln.Addr().(*net.TCPAddr)
+	ln.Close() // nothing listens there now: a dial is refused
+	// Node 2 (partitions 2 and 5) moves to the closed address in the
+	// proxy's view; the periodic refresh (10 s) would put it back, long
+	// after this test.
+	tp.upstreams["source"].learnBroker(2, "127.0.0.1", int32(closed.Port))
+	own := v.leader[0]     // node 0's virtual broker
+	for round := range 2 { // the second within linkRetryAfter: no dial
+		for p, code := range produceAll(t, v, own, 9, -1, topic, fmt.Sprint("r", round)) {
+			switch {
+			case p%3 == 2 && code != kerr.NotLeaderForPartition.Code:
+				t.Errorf("round %d: partition %d (leader unreachable): %v, want NOT_LEADER_OR_FOLLOWER from the own broker", round, p, kerr.ErrorForCode(code))
+			case p%3 != 2 && code != 0:
+				t.Errorf("round %d: partition %d: %v", round, p, kerr.ErrorForCode(code))
+			}
+		}
 	}
 }
