@@ -220,6 +220,11 @@ func computeCoverage(selected, others []sidecarUsage, spec *switchyardv1.Cutover
 		if len(g) > 0 || len(r) > 0 {
 			u.Phase = 2
 		}
+		if u.Role == roleIdle {
+			cov.Warnings = append(cov.Warnings, fmt.Sprintf("%s reported nothing their clients did yet: they move with the producers; "+
+				"what they write by the drain is waited for then, but a consumer group they join later does not move with them "+
+				"(start the cutover once their clients have run)", strings.Join(members, ", ")))
+		}
 		if u.Role == roleReader {
 			cov.Warnings = append(cov.Warnings, fmt.Sprintf("%s read %v without a consumer group: their positions cross as source offsets, which differ on the target where the source's log start moved",
 				strings.Join(members, ", "), u.Reads))

@@ -108,6 +108,7 @@ func TestComputeCoverage(t *testing.T) {
 			name:     "an idle app moves with the producers",
 			selected: []sidecarUsage{use("quiet/0"), use("p/0", "w:t")},
 			want:     "u1 p1 producer [p] w=[t] g=[]; u2 p1 idle [quiet] w=[] g=[]",
+			warning:  "quiet reported nothing their clients did yet",
 		},
 		{
 			name:     "a group named in the spec that nobody reports: one unit, phase 2",
