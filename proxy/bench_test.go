@@ -472,11 +472,16 @@ func BenchmarkRouteProduce(b *testing.B) {
 		u.learnMetadata(md)
 		frame := requestFrameFor(produceRequest(9, topic, topicID(0)), 7)
 		hdr := mustHeader(b, frame)
+		// The rewrite's walk, which the proxy hands to routeProduce.
+		w, err := walkProduce(frame[hdr.BodyOffset:], hdr.Version)
+		if err != nil {
+			b.Fatal(err)
+		}
 		b.Run(tc.name, func(b *testing.B) {
 			b.SetBytes(int64(len(frame)))
 			b.ReportAllocs()
 			for b.Loop() {
-				_, parts, _ := c.routeProduce(ctx, adm, up, hdr, frame, nil)
+				_, parts, _ := c.routeProduce(ctx, adm, up, hdr, frame, &w)
 				if len(parts) != tc.parts && (tc.parts != 1 || parts != nil) {
 					b.Fatalf("%d parts", len(parts))
 				}

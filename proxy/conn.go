@@ -381,7 +381,7 @@ func (c *clientConn) forward(ctx context.Context, hdr requestHeader, frame []byt
 		return fault("upstream_dial", err)
 	}
 	routed := hdr.Key == keyProduce && c.routesByLeader()
-	if local, ok := c.orphanAnswer(hdr, frame, up); ok && !routed {
+	if local, ok := c.orphanAnswer(hdr, frame, up); ok {
 		c.doneInflight(hdr.Key)
 		if local == nil {
 			// acks=0: no answer to carry the error. A broker closes the
@@ -760,6 +760,9 @@ func (c *clientConn) readSplit(pr *pendingReq) (frame []byte, from *upConn, err,
 func (c *clientConn) orphanAnswer(hdr requestHeader, frame []byte, up *upConn) ([]byte, bool) {
 	if !up.orphan || !leaderBound(hdr.Key) || !hdr.Known {
 		return nil, false
+	}
+	if hdr.Key == keyProduce && c.routesByLeader() {
+		return nil, false // each partition goes to its leader (route.go)
 	}
 	if up.node >= 0 && c.p.ledBy(up.u, up.node, hdr, frame[hdr.BodyOffset:]) {
 		return nil, false

@@ -523,11 +523,7 @@ func FuzzProduceSplit(f *testing.F) {
 				}
 			}
 		}
-		pieces, size := produceFor(head, body, version, &w, keep)
-		part := bytes.Join(pieces, nil)
-		if len(part) != size {
-			t.Fatalf("size %d, pieces hold %d bytes", size, len(part))
-		}
+		part := bytes.Join(produceFor(head, body, version, &w, keep), nil)
 		if wirecheck.Request(keyProduce, version, body) != nil {
 			return
 		}

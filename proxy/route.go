@@ -161,7 +161,7 @@ func (c *clientConn) routeProduce(ctx context.Context, adm admission, up *upConn
 	c.p.m.produceSplits.Inc()
 	parts = make([]net.Buffers, len(subs))
 	for s := range subs {
-		parts[s], _ = produceFor(frame[:hdr.BodyOffset], body, hdr.Version, w, func(ti, pi int) bool { return at[ti][pi] == s })
+		parts[s] = produceFor(frame[:hdr.BodyOffset], body, hdr.Version, w, func(ti, pi int) bool { return at[ti][pi] == s })
 	}
 	split = &produceSplit{subs: subs}
 	seen := map[partKey]bool{}
@@ -185,9 +185,9 @@ func (c *clientConn) routeProduce(ctx context.Context, adm admission, up *upConn
 // the partitions of body that keep selects (by topic and partition index),
 // their entries as they are: records, producer ids and sequences are the
 // client's (after rewriting) byte for byte. The frame is returned as
-// pieces of head and body — nothing is copied but the counts — and
-// its length; body must stay as it is until the frame is written.
-func produceFor(head, body []byte, version int16, w *walkedProduce, keep func(ti, pi int) bool) (net.Buffers, int) {
+// pieces of head and body — nothing is copied but the counts; body must
+// stay as it is until the frame is written.
+func produceFor(head, body []byte, version int16, w *walkedProduce, keep func(ti, pi int) bool) net.Buffers {
 	flexible := version >= 9
 	kept := make([]int, len(w.topics)) // partitions kept per topic
 	topics := 0
@@ -215,14 +215,12 @@ func produceFor(head, body []byte, version int16, w *walkedProduce, keep func(ti
 	}
 	var (
 		out  net.Buffers
-		size int
 		from = -1 // the body range [from, to) not yet added
 		to   int
 	)
 	flush := func() {
 		if from >= 0 && to > from {
 			out = append(out, body[from:to])
-			size += to - from
 		}
 		from = -1
 	}
@@ -237,7 +235,6 @@ func produceFor(head, body []byte, version int16, w *walkedProduce, keep func(ti
 	piece := func(p []byte) {
 		flush()
 		out = append(out, p)
-		size += len(p)
 	}
 	piece(head)
 	span(0, w.topicsAt)
@@ -258,7 +255,7 @@ func produceFor(head, body []byte, version int16, w *walkedProduce, keep func(ti
 	}
 	span(w.topicsEnd, len(body))
 	flush()
-	return out, size
+	return out
 }
 
 // writeFrameBuffers writes a frame given in pieces: one piece as it is;
