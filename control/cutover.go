@@ -1035,11 +1035,13 @@ func (ct *Controller) drain(run *cutoverRun) (switchyardv1.CutoverStep, string, 
 	}
 	// 2. The mirror has copied everything the source holds for the topics.
 	m := ct.mirrorOf(run)
-	topics := ct.topicsOf(run, m.Mirror.Status())
+	var topics []string
 	if sc.phase == 1 {
 		if topics, err = ct.phaseWrites(run, 1); err != nil {
 			return 0, "", err
 		}
+	} else {
+		topics = ct.topicsOf(run, m.Mirror.Status())
 	}
 	behind, err := ct.waitCaughtUp(run, m, topics, deadline)
 	if errors.Is(err, context.DeadlineExceeded) {

@@ -485,8 +485,9 @@ func explainMissingCopy(t *testing.T, b *phaseBed, v string) {
 		for _, r := range c.ReadCommitted(ctx, t, b.output) {
 			committed[fmt.Sprintf("%d@%d", r.Partition, r.Offset)] = true
 		}
+		all := c.ReadUncommitted(ctx, t, b.output)
 		found := false
-		for _, r := range c.ReadUncommitted(ctx, t, b.output) {
+		for _, r := range all {
 			if string(r.Value) != want {
 				continue
 			}
@@ -494,7 +495,7 @@ func explainMissingCopy(t *testing.T, b *phaseBed, v string) {
 			where := fmt.Sprintf("%d@%d", r.Partition, r.Offset)
 			t.Logf("%s: the copy of %s is at %s/%s, producer %d epoch %d, committed %v",
 				c.Name, v, b.output, where, r.ProducerID, r.ProducerEpoch, committed[where])
-			for _, n := range c.ReadUncommitted(ctx, t, b.output) {
+			for _, n := range all {
 				if n.Partition == r.Partition && n.Offset >= r.Offset-8 && n.Offset <= r.Offset+8 {
 					w := fmt.Sprintf("%d@%d", n.Partition, n.Offset)
 					t.Logf("  %s %q producer %d epoch %d committed %v", w, n.Value, n.ProducerID, n.ProducerEpoch, committed[w])
