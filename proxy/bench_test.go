@@ -443,7 +443,7 @@ func BenchmarkUsageTopics(b *testing.B) {
 // BenchmarkRouteProduce decides where a Produce of 1 MiB in 4 partitions
 // goes (route.go): all led by the connection's own broker (the steady
 // state: sent whole), or two by another broker (cut in two parts, record
-// bytes copied).
+// bytes not copied); numbered for the fence of re-sends, as acks=1 is.
 func BenchmarkRouteProduce(b *testing.B) {
 	const topic = "bench"
 	p, u := benchProxy(b, map[string][16]byte{topic: topicID(0)})
@@ -480,8 +480,14 @@ func BenchmarkRouteProduce(b *testing.B) {
 		b.Run(tc.name, func(b *testing.B) {
 			b.SetBytes(int64(len(frame)))
 			b.ReportAllocs()
+			c.fence = nil
+			var seq uint64
 			for b.Loop() {
-				_, parts, _ := c.routeProduce(ctx, adm, up, hdr, frame, &w)
+				// acks=1: numbered for the fence, the previous request
+				// answered.
+				seq++
+				c.answeredSeq.Store(seq - 1)
+				_, parts, _ := c.routeProduce(ctx, adm, up, hdr, frame, &w, seq)
 				if len(parts) != tc.parts && (tc.parts != 1 || parts != nil) {
 					b.Fatalf("%d parts", len(parts))
 				}

@@ -116,6 +116,10 @@ type Config struct {
 	// beyond it the least recently used one is forgotten (metric
 	// producer_ids_expired_total{reason="limit"}).
 	MaxProducerIDs int `yaml:"maxProducerIds"`
+
+	// metadataRefresh is the period of the proxy's own metadata refresh
+	// (10 s when 0); tests lengthen it to keep a view they made stale.
+	metadataRefresh time.Duration
 	// MaxTransactionTimeout caps the transaction timeout the proxy assumes
 	// for a transactional producer (the one its accepted InitProducerId
 	// asked for): an open transaction is taken to have been aborted by

@@ -57,6 +57,25 @@ type clientConn struct {
 	links map[int32]*upConn
 	// linkFailed: when a link's dial last failed, by node id (reader only).
 	linkFailed map[int32]time.Time
+	// wlinks are the writer's own connections, by node id, for re-sending
+	// refused Produce partitions (resend.go).
+	wlinks map[int32]*upConn
+	// closed: close ran (guarded by curMu, like the links).
+	closed bool
+
+	// fence: where each partition's last routed Produce batch went
+	// (resend.go; reader only). routedSeq numbers the routed Produce
+	// requests that expect an answer (reader only); answeredSeq is the
+	// number of the last one answered (written by the writer).
+	fence        map[fenceKey]*fenceEntry
+	routeScratch []partRoute // routeProduce's, reused
+	routedSeq    uint64
+	answeredSeq  atomic.Uint64
+	// frameKept: the last request frame read is kept by its queue entry
+	// (a routed Produce, for re-sends): the reader reads the next into
+	// another buffer. freeFrames holds such buffers given back.
+	frameKept  bool
+	freeFrames chan []byte
 
 	// Owned by the reader goroutine.
 	auth              clientSASL
@@ -95,11 +114,19 @@ type upConn struct {
 	// connection (anything else).
 	abandoned atomic.Bool
 	closeOnce sync.Once
+	closed    atomic.Bool
 	// lastUsed: unix nanos of the last request written to a link (route.go).
 	lastUsed atomic.Int64
 }
 
-func (uc *upConn) close() { uc.closeOnce.Do(func() { uc.nc.Close() }) }
+func (uc *upConn) close() {
+	uc.closeOnce.Do(func() {
+		uc.closed.Store(true)
+		uc.nc.Close()
+	})
+}
+
+func (uc *upConn) isClosed() bool { return uc.closed.Load() }
 
 // pendingReq is one entry of a connection's response queue.
 type pendingReq struct {
@@ -120,6 +147,9 @@ type pendingReq struct {
 	// split: a Produce sent in parts to several brokers (route.go); up is
 	// the first of them.
 	split *produceSplit
+	// resend: a routed Produce's request, kept so that partitions refused
+	// by a broker that no longer leads them can be sent again (resend.go).
+	resend *produceResend
 	// reauth, when set, asks the writer to renew this upstream connection's
 	// SASL session and report to reauthDone.
 	reauth     *upConn
@@ -140,6 +170,9 @@ func (p *Proxy) newClientConn(nc net.Conn, vnode int32) *clientConn {
 		log:     p.log.With(zap.String("client", nc.RemoteAddr().String()), zap.Int32("node", vnode)),
 		pending: make(chan *pendingReq, max(256, p.cfg.MaxInflightPerConnection)),
 		slots:   make(chan struct{}, p.cfg.MaxInflightPerConnection),
+		// A producer keeps a few batches in flight (5 by default in the
+		// Java client): their buffers are reused, more are left to the GC.
+		freeFrames: make(chan []byte, 8),
 	}
 }
 
@@ -149,10 +182,14 @@ func (c *clientConn) close() {
 	c.closeOnce.Do(func() {
 		c.nc.Close()
 		c.curMu.Lock()
+		c.closed = true
 		if c.cur != nil {
 			c.cur.close()
 		}
 		for _, l := range c.links {
+			l.close()
+		}
+		for _, l := range c.wlinks {
 			l.close()
 		}
 		c.curMu.Unlock()
@@ -241,6 +278,16 @@ func (c *clientConn) readLoop(ctx context.Context) error {
 	var buf []byte
 	r := &clientReader{c: c}
 	for {
+		if c.frameKept {
+			// The last frame waits for its answer (a routed Produce):
+			// the next is read into a buffer given back, or a new one.
+			c.frameKept = false
+			select {
+			case buf = <-c.freeFrames:
+			default:
+				buf = nil
+			}
+		}
 		frame, err := c.readRequest(r, buf)
 		if err != nil {
 			switch {
@@ -409,8 +456,16 @@ func (c *clientConn) forward(ctx context.Context, hdr requestHeader, frame []byt
 		return c.enqueue(ctx, &pendingReq{hdr: hdr, local: rw.local})
 	}
 	to, parts, split := up, []net.Buffers(nil), (*produceSplit)(nil)
+	var resend *produceResend
 	if routed {
-		to, parts, split = c.routeProduce(ctx, adm, up, hdr, rw.frame, rw.produce)
+		var seq uint64
+		if rw.expect && rw.produce != nil {
+			// Kept for re-sends until answered; rw.frame is frame then.
+			c.routedSeq++
+			seq = c.routedSeq
+			resend = &produceResend{frame: rw.frame, walk: rw.produce, seq: seq}
+		}
+		to, parts, split = c.routeProduce(ctx, adm, up, hdr, rw.frame, rw.produce, seq)
 		subs := []*upConn{to}
 		if split != nil {
 			subs = split.subs
@@ -435,13 +490,14 @@ func (c *clientConn) forward(ctx context.Context, hdr requestHeader, frame []byt
 			return errClientGone
 		}
 		// Once queued, the writer (or serve's cleanup) lowers inflight.
-		pr := &pendingReq{hdr: hdr, up: to, sent: time.Now(), split: split,
+		pr := &pendingReq{hdr: hdr, up: to, sent: time.Now(), split: split, resend: resend,
 			prevProducerID: rw.prevProducerID, transactional: rw.transactional, member: rw.member, txn: adm.txn, seqs: rw.seqs}
 		if err := c.enqueue(ctx, pr); err != nil {
 			c.doneInflight(hdr.Key)
 			c.p.releaseSeqs(rw.seqs)
 			return err
 		}
+		c.frameKept = resend != nil
 	}
 	if split == nil {
 		err = c.send(to, up, net.Buffers{rw.frame})
@@ -592,7 +648,7 @@ func (c *clientConn) reauthenticate(ctx context.Context, up *upConn) error {
 // it. Called by a switch after draining.
 func (c *clientConn) abandonUpstream() {
 	c.curMu.Lock()
-	ups := mapValues(c.links)
+	ups := append(mapValues(c.links), mapValues(c.wlinks)...)
 	if c.cur != nil {
 		ups = append(ups, c.cur)
 	}
@@ -659,10 +715,30 @@ func (c *clientConn) answer(ctx context.Context, pr *pendingReq, buf []byte) ([]
 		err, split error
 		from       = pr.up // where the response (or the error) came from
 	)
-	if pr.split != nil {
-		frame, from, err, split = c.readSplit(pr)
-	} else {
+	switch {
+	case pr.split != nil:
+		frame, from, err, split = c.readSplit(ctx, pr)
+	case pr.resend != nil:
+		// Into buf: re-sends' answers, if any, are read into their own.
 		frame, err = readFrame(pr.up.nc, c.p.cfg.MaxFrameBytes, buf)
+		if err == nil {
+			var failed *upConn
+			frame, failed, err, split = c.finishProduce(ctx, pr, [][]byte{frame}, []*upConn{pr.up})
+			if failed != nil {
+				from = failed
+			}
+		}
+	default:
+		frame, err = readFrame(pr.up.nc, c.p.cfg.MaxFrameBytes, buf)
+	}
+	if pr.resend != nil {
+		// The fence of its partitions lifts (resend.go); the request's
+		// buffer goes back to the reader.
+		c.answeredSeq.Store(pr.resend.seq)
+		select {
+		case c.freeFrames <- pr.resend.frame[:0]:
+		default:
+		}
 	}
 	<-c.slots // answered (or about to be answered by the proxy)
 	if split != nil {
@@ -696,7 +772,9 @@ func (c *clientConn) answer(ctx context.Context, pr *pendingReq, buf []byte) ([]
 		}
 		return buf, fault("upstream_closed", fmt.Errorf("cluster %s: reading %s response: %w", from.u.name, apiName(pr.hdr.Key), err))
 	}
-	buf = frame[:0]
+	if pr.split == nil {
+		buf = frame[:0] // a merged frame is new, buf is kept for the next
+	}
 	c.p.m.forKey(pr.hdr.Key).latency.Observe(time.Since(pr.sent).Seconds())
 	if pr.member != nil {
 		c.p.learnMember(pr.member, pr.hdr, frame)
@@ -731,7 +809,7 @@ func (c *clientConn) answer(ctx context.Context, pr *pendingReq, buf []byte) ([]
 // connections, in the order the parts were written, and merges them. It
 // returns the merged frame; or the connection a read failed on with the
 // error; or, as split, an answer that does not fit the request.
-func (c *clientConn) readSplit(pr *pendingReq) (frame []byte, from *upConn, err, split error) {
+func (c *clientConn) readSplit(ctx context.Context, pr *pendingReq) (frame []byte, from *upConn, err, split error) {
 	frames := make([][]byte, len(pr.split.subs))
 	for i, up := range pr.split.subs {
 		f, err := readFrame(up.nc, c.p.cfg.MaxFrameBytes, nil)
@@ -743,8 +821,11 @@ func (c *clientConn) readSplit(pr *pendingReq) (frame []byte, from *upConn, err,
 		}
 		frames[i] = f
 	}
-	frame, split = mergeProduce(pr.hdr.Version, pr.hdr.CorrID, frames, pr.split.order)
-	return frame, pr.up, nil, split
+	frame, failed, err, split := c.finishProduce(ctx, pr, frames, pr.split.subs)
+	if failed == nil {
+		failed = pr.up
+	}
+	return frame, failed, err, split
 }
 
 // orphanAnswer answers a request for partitions that reached a virtual

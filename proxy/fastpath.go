@@ -17,6 +17,7 @@ import (
 	"fmt"
 
 	"github.com/twmb/franz-go/pkg/kbin"
+	"github.com/twmb/franz-go/pkg/kerr"
 
 	"github.com/switchyard/switchyard/wirecheck"
 )
@@ -27,9 +28,10 @@ var errNoFastPath = errors.New("no fast path")
 // fields, and where its parts are, so that it can be split by partition
 // (route.go) without decoding.
 type walkedProduce struct {
-	txnID  *string
-	acks   int16
-	topics []produceTopic
+	txnID   *string
+	acks    int16
+	timeout int32 // the request's TimeoutMillis
+	topics  []produceTopic
 	// topicsAt is the offset of the topic array's length, after the
 	// transactional id, acks and timeout; topicsEnd the offset after the
 	// last topic (the request's tags follow, in flexible versions).
@@ -69,7 +71,7 @@ func walkProduce(body []byte, version int16) (walkedProduce, error) {
 		w.txnID = b.NullableString()
 	}
 	w.acks = b.Int16()
-	b.Int32() // timeout
+	w.timeout = b.Int32()
 	w.topicsAt = pos()
 	n := arrayLen(&b, flexible)
 	if n < 0 || n > len(b.Src) {
@@ -120,6 +122,95 @@ func walkProduce(body []byte, version int16) (walkedProduce, error) {
 		return w, errors.New("produce: request overruns the frame")
 	}
 	return w, nil
+}
+
+// refusedPart is a partition a Produce response refused for a reason that
+// means "not written, ask its leader" (resendable).
+type refusedPart struct {
+	key  partKey
+	code int16
+}
+
+// resendable reports whether a Produce partition error means the broker
+// did not append the records because it does not lead the partition (now):
+// sent to the leader, they would be.
+func resendable(code int16) bool {
+	switch code {
+	case kerr.NotLeaderForPartition.Code, kerr.LeaderNotAvailable.Code:
+		return true
+	}
+	return false
+}
+
+// walkProduceRefusals walks a Produce response body (after the response
+// header) without decoding it and appends to dst the partitions it refused
+// with a resendable code. Topic names in the keys alias body.
+func walkProduceRefusals(body []byte, version int16, dst []refusedPart) ([]refusedPart, error) {
+	flexible := version >= 9
+	b := kbin.Reader{Src: body}
+	n := max(arrayLen(&b, flexible), 0) // a null array is empty
+	if n > len(b.Src) {
+		return dst, errors.New("produce response: bad topic count")
+	}
+	for i := 0; i < n && b.Ok(); i++ {
+		var k partKey
+		switch {
+		case version >= 13:
+			copy(k.id[:], b.Span(16))
+		case flexible:
+			k.topic = b.UnsafeCompactString()
+		default:
+			k.topic = b.UnsafeString()
+		}
+		np := max(arrayLen(&b, flexible), 0)
+		if np > len(b.Src) {
+			return dst, errors.New("produce response: bad partition count")
+		}
+		for j := 0; j < np && b.Ok(); j++ {
+			k.partition = b.Int32()
+			code := b.Int16()
+			b.Int64() // base offset
+			if version >= 2 {
+				b.Int64() // log append time
+			}
+			if version >= 5 {
+				b.Int64() // log start offset
+			}
+			if version >= 8 {
+				ne := max(arrayLen(&b, flexible), 0)
+				if ne > len(b.Src) {
+					return dst, errors.New("produce response: bad record error count")
+				}
+				for e := 0; e < ne && b.Ok(); e++ {
+					b.Int32()
+					if flexible {
+						b.CompactNullableString()
+						skipTags(&b)
+					} else {
+						b.NullableString()
+					}
+				}
+				if flexible {
+					b.CompactNullableString()
+				} else {
+					b.NullableString()
+				}
+			}
+			if flexible {
+				skipTags(&b)
+			}
+			if b.Ok() && resendable(code) {
+				dst = append(dst, refusedPart{key: k, code: code})
+			}
+		}
+		if flexible {
+			skipTags(&b)
+		}
+	}
+	if !b.Ok() {
+		return dst, errors.New("produce response: overruns the frame")
+	}
+	return dst, nil
 }
 
 func arrayLen(b *kbin.Reader, flexible bool) int {

@@ -25,6 +25,7 @@ import (
 	"testing"
 
 	"github.com/twmb/franz-go/pkg/kbin"
+	"github.com/twmb/franz-go/pkg/kerr"
 	"github.com/twmb/franz-go/pkg/kmsg"
 
 	"github.com/switchyard/switchyard/wirecheck"
@@ -483,6 +484,9 @@ func TestWriteFuzzCorpus(t *testing.T) {
 	for _, s := range validBodies([]int16{keyProduce}, false) {
 		write("FuzzProduceSplit", fmt.Sprintf("v%d-%d", s.version, len(s.body)), fmt.Sprintf("int16(%d)", s.version), bytesLit(s.body), "uint64(5)")
 	}
+	for _, s := range refusalSeeds() {
+		write("FuzzProduceRefusals", fmt.Sprintf("v%d-%d", s.version, len(s.body)), fmt.Sprintf("int16(%d)", s.version), bytesLit(s.body))
+	}
 	resps := validBodies([]int16{keyProduce}, true)
 	for i, s := range resps {
 		write("FuzzMergeProduce", fmt.Sprintf("v%d-%d", s.version, len(s.body)), fmt.Sprintf("int16(%d)", s.version),
@@ -568,6 +572,68 @@ func FuzzMergeProduce(f *testing.F) {
 		}
 		if err := decodeResponse(kmsg.NewPtrProduceResponse(), keyProduce, version, out[hl:]); err != nil {
 			t.Fatalf("merged response does not decode: %v", err)
+		}
+	})
+}
+
+// refusalSeeds are Produce responses of every version: the filler's, and
+// one refusing two of three partitions NOT_LEADER_OR_FOLLOWER and
+// LEADER_NOT_AVAILABLE.
+func refusalSeeds() []fuzzSeed {
+	seeds := validBodies([]int16{keyProduce}, true)
+	for v := int16(0); v <= kmsg.NewPtrProduceResponse().MaxVersion(); v++ {
+		r := kmsg.NewPtrProduceResponse()
+		r.Version = v
+		rt := kmsg.NewProduceResponseTopic()
+		rt.Topic, rt.TopicID = "t", topicID(1)
+		for p, code := range []int16{kerr.NotLeaderForPartition.Code, 0, kerr.LeaderNotAvailable.Code} {
+			rp := kmsg.NewProduceResponseTopicPartition()
+			rp.Partition, rp.ErrorCode = int32(p), code
+			if v >= 8 && code == 0 {
+				rp.ErrorRecords = append(rp.ErrorRecords, kmsg.ProduceResponseTopicPartitionErrorRecord{RelativeOffset: 1})
+			}
+			rt.Partitions = append(rt.Partitions, rp)
+		}
+		r.Topics = append(r.Topics, rt)
+		seeds = append(seeds, fuzzSeed{keyProduce, v, r.AppendTo(nil)})
+	}
+	return seeds
+}
+
+// FuzzProduceRefusals walks Produce responses of any bytes for the
+// partitions to re-send (resend.go): never a panic, and for a response
+// kmsg decodes, exactly the partitions it refused with a resendable code,
+// in order.
+func FuzzProduceRefusals(f *testing.F) {
+	for _, s := range refusalSeeds() {
+		f.Add(s.version, s.body)
+	}
+	f.Fuzz(func(t *testing.T, version int16, body []byte) {
+		_, version = normalizeKeyVersion([]int16{keyProduce}, keyProduce, version)
+		got, err := walkProduceRefusals(body, version, nil)
+		resp := kmsg.NewPtrProduceResponse()
+		if derr := decodeResponse(resp, keyProduce, version, body); derr != nil {
+			return // the walk may stop anywhere; it must only not panic
+		}
+		if err != nil {
+			t.Fatalf("kmsg decodes the response, the walk fails: %v", err)
+		}
+		var want []refusedPart
+		for _, rt := range resp.Topics {
+			for _, rp := range rt.Partitions {
+				if resendable(rp.ErrorCode) {
+					k := partKey{partition: rp.Partition}
+					if version >= 13 {
+						k.id = rt.TopicID
+					} else {
+						k.topic = rt.Topic
+					}
+					want = append(want, refusedPart{key: k, code: rp.ErrorCode})
+				}
+			}
+		}
+		if fmt.Sprint(got) != fmt.Sprint(want) {
+			t.Fatalf("walked refusals %v, decoded %v", got, want)
 		}
 	})
 }

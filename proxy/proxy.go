@@ -281,6 +281,9 @@ func (p *Proxy) refreshLoop(ctx context.Context) {
 		}
 		p.mu.Unlock()
 		wait := 10 * time.Second
+		if p.cfg.metadataRefresh > 0 {
+			wait = p.cfg.metadataRefresh
+		}
 		if !ok {
 			wait = backoff
 			backoff = min(backoff*2, 5*time.Second)

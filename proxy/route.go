@@ -26,9 +26,9 @@ package proxy
 // connection in order, and the writer takes a request's answers from its
 // links only when every earlier request is answered.
 //
-// Not done here (docs/DESIGN.md, "Produce routing"): a partition answered
-// NOT_LEADER_OR_FOLLOWER because the proxy's metadata was stale is returned
-// to the client, not re-sent; Fetch, ListOffsets and OffsetForLeaderEpoch
+// A partition answered NOT_LEADER_OR_FOLLOWER because the proxy's view was
+// stale is sent again by the writer (resend.go). Not done yet (docs/
+// DESIGN.md, "Produce routing"): Fetch, ListOffsets and OffsetForLeaderEpoch
 // still go to the virtual broker's own broker.
 
 import (
@@ -36,7 +36,6 @@ import (
 	"fmt"
 	"net"
 	"slices"
-	"strings"
 	"time"
 
 	"github.com/twmb/franz-go/pkg/kbin"
@@ -82,8 +81,10 @@ func (c *clientConn) routesByLeader() bool {
 // one connection (split nil) when one broker leads every partition, or
 // the request cannot be walked (up's broker answers it); else one part per
 // leader, parts[i] for split.subs[i], and the split the writer merges the
-// answers by. w, if not nil, is the walk of frame's body.
-func (c *clientConn) routeProduce(ctx context.Context, adm admission, up *upConn, hdr requestHeader, frame []byte, w *walkedProduce) (to *upConn, parts []net.Buffers, split *produceSplit) {
+// answers by. w, if not nil, is the walk of frame's body. seq, when not 0,
+// numbers a request whose refused partitions may be sent again: its
+// partitions follow their batches still in flight (fence, resend.go).
+func (c *clientConn) routeProduce(ctx context.Context, adm admission, up *upConn, hdr requestHeader, frame []byte, w *walkedProduce, seq uint64) (to *upConn, parts []net.Buffers, split *produceSplit) {
 	body := frame[hdr.BodyOffset:]
 	if w == nil {
 		walked, err := walkProduce(body, hdr.Version)
@@ -102,31 +103,44 @@ func (c *clientConn) routeProduce(ctx context.Context, adm admission, up *upConn
 		name, _ := u.topicName(id)
 		return name
 	}
-	leaderOf := func(name string, partition int32) int32 {
-		if l, ok := u.leader(name, partition); ok {
-			return l
-		}
-		return up.node
-	}
-	// The steady state first, without allocating: one leader for all.
+	// Each partition's broker, in the walk's order: its leader, or where
+	// its previous batch went while that is unanswered (the fence).
+	answered := c.answeredSeq.Load()
+	routes := c.routeScratch[:0]
 	first, single := int32(-2), true
 	for ti := range w.topics {
 		t := &w.topics[ti]
 		name := nameOf(t)
 		for _, part := range t.parts {
-			switch node := leaderOf(name, part.partition); {
+			r := partRoute{node: up.node}
+			if l, ok := u.leader(name, part.partition); ok {
+				r.node = l
+			}
+			if seq != 0 {
+				r.fence = c.fenceFor(name, part.partition)
+				if f := r.fence; f.gen == adm.gen && f.seq > answered {
+					r.node = f.node
+				}
+			}
+			routes = append(routes, r)
+			switch {
 			case first == -2:
-				first = node
-			case node != first:
+				first = r.node
+			case r.node != first:
 				single = false
 			}
 		}
 	}
+	c.routeScratch = routes[:0]
 	if first == -2 {
 		return up, nil, nil
 	}
 	if single {
-		return c.link(ctx, adm, up, first), nil, nil
+		l := c.link(ctx, adm, up, first)
+		for _, r := range routes {
+			r.fence.set(l.node, adm.gen, seq)
+		}
+		return l, nil, nil
 	}
 
 	// The connection of each partition; connections in first-use order
@@ -135,17 +149,18 @@ func (c *clientConn) routeProduce(ctx context.Context, adm admission, up *upConn
 		subs  []*upConn
 		at    = make([][]int, len(w.topics))
 		links = map[int32]*upConn{} // one link() per leader
+		k     = 0                   // index in routes
 	)
 	for ti := range w.topics {
 		t := &w.topics[ti]
-		name := nameOf(t)
 		at[ti] = make([]int, len(t.parts))
-		for pi, part := range t.parts {
-			node := leaderOf(name, part.partition)
-			l, ok := links[node]
+		for pi := range t.parts {
+			r := routes[k]
+			k++
+			l, ok := links[r.node]
 			if !ok {
-				l = c.link(ctx, adm, up, node)
-				links[node] = l
+				l = c.link(ctx, adm, up, r.node)
+				links[r.node] = l
 			}
 			i := slices.Index(subs, l)
 			if i < 0 {
@@ -153,6 +168,7 @@ func (c *clientConn) routeProduce(ctx context.Context, adm admission, up *upConn
 				subs = append(subs, l)
 			}
 			at[ti][pi] = i
+			r.fence.set(l.node, adm.gen, seq)
 		}
 	}
 	if len(subs) == 1 {
@@ -163,22 +179,14 @@ func (c *clientConn) routeProduce(ctx context.Context, adm admission, up *upConn
 	for s := range subs {
 		parts[s] = produceFor(frame[:hdr.BodyOffset], body, hdr.Version, w, func(ti, pi int) bool { return at[ti][pi] == s })
 	}
-	split = &produceSplit{subs: subs}
-	seen := map[partKey]bool{}
-	for _, t := range w.topics {
-		k := partKey{topic: strings.Clone(t.name)}
-		if t.idOff >= 0 {
-			copy(k.id[:], body[t.idOff:t.idOff+16])
-		}
-		for _, part := range t.parts {
-			k.partition = part.partition
-			if !seen[k] {
-				seen[k] = true
-				split.order = append(split.order, k)
-			}
-		}
-	}
-	return subs[0], parts, split
+	return subs[0], parts, &produceSplit{subs: subs, order: produceOrder(body, w)}
+}
+
+// partRoute is where routeProduce sends one partition: its broker, and
+// the partition's fence entry (nil when the request is not numbered).
+type partRoute struct {
+	node  int32
+	fence *fenceEntry
 }
 
 // produceFor builds a Produce request frame of the request header head and

@@ -49,6 +49,11 @@ type upstream struct {
 	brokerCapLogged atomic.Bool
 	lastErr         string
 	lastRefresh     time.Time
+
+	// leaderRefresh serialises the leader refreshes re-sends ask for
+	// (refreshLeaders); leaderRefreshAt is when the last one started.
+	leaderRefresh   sync.Mutex
+	leaderRefreshAt time.Time
 }
 
 func newUpstream(cfg ClusterConfig, dialTimeout time.Duration, log *zap.Logger) (*upstream, error) {
@@ -237,6 +242,52 @@ func (u *upstream) leader(topic string, partition int32) (int32, bool) {
 		return 0, false
 	}
 	return ls[partition], true
+}
+
+// learnLeader records a partition's leader as a broker named it (KIP-951
+// CurrentLeader in a Produce or Fetch response) unless the proxy already
+// knows a leader of a later epoch.
+func (u *upstream) learnLeader(topic string, partition, leader, epoch int32) {
+	if leader < 0 || partition < 0 {
+		return
+	}
+	u.mu.Lock()
+	defer u.mu.Unlock()
+	ls, es := u.leaders[topic], u.leaderEpochs[topic]
+	if int(partition) >= len(ls) {
+		return // a partition the proxy never saw: the next refresh tells
+	}
+	if int(partition) < len(es) {
+		if epoch < es[partition] {
+			return
+		}
+		es[partition] = epoch
+	}
+	ls[partition] = leader
+}
+
+// refreshLeaders asks the cluster for the metadata of topics, unless a
+// refresh started after since (it answers for the same change): the
+// re-sends of many connections refused at once cost one request.
+func (u *upstream) refreshLeaders(ctx context.Context, topics []string, since time.Time) error {
+	u.leaderRefresh.Lock()
+	defer u.leaderRefresh.Unlock()
+	if u.leaderRefreshAt.After(since) {
+		return nil
+	}
+	u.leaderRefreshAt = time.Now()
+	req := kmsg.NewPtrMetadataRequest()
+	for _, t := range topics {
+		rt := kmsg.NewMetadataRequestTopic()
+		rt.Topic = kmsg.StringPtr(t)
+		req.Topics = append(req.Topics, rt)
+	}
+	resp, err := req.RequestWith(ctx, u.client)
+	if err != nil {
+		return fmt.Errorf("cluster %s: metadata of %v: %w", u.name, topics, err)
+	}
+	u.learnMetadata(resp)
+	return nil
 }
 
 // leaderEpoch returns the last leader epoch learned for a partition.

@@ -1,0 +1,404 @@
+package proxy
+
+// Re-sending the partitions of a Produce that a broker refused because it
+// does not lead them.
+//
+// The proxy routes a Produce by the leaders it knows (route.go). When a
+// leader moved since it last learned them — a preferred-leader election, a
+// broker's controlled shutdown, a reassignment — the broker it chose answers
+// NOT_LEADER_OR_FOLLOWER: the records were not appended. A client would
+// refresh its metadata and send again, or, with retries=0, give its user an
+// error. The proxy sends those partitions again itself, to the new leader,
+// byte for byte as before — an idempotent or transactional batch keeps its
+// producer id, epoch and sequence, so the new leader, which has the
+// producer's state by replication, takes it exactly once — and answers the
+// client once, as if the leader had not moved.
+//
+// The new leader comes from the refusal itself (KIP-951: a broker names the
+// current leader and its address in the response, Kafka 3.7 and later), else
+// from a metadata request shared by every connection refused at the same
+// time (upstream.refreshLeaders). Rounds repeat, 10 ms apart and doubling to
+// 100 ms, until no partition is refused or the request's deadline — the
+// arrival time plus the smaller of its TimeoutMillis and maxHold — passes;
+// the client then gets the last refusal. A leader the proxy cannot dial ends
+// the re-sends of its partitions at once (their refusal is the answer).
+//
+// The writer re-sends, on connections of its own (writer links): the
+// reader's connections are in use by requests whose answers the writer has
+// not read yet, and an answer on them belongs to the request written first.
+//
+// Order per partition: a client may have several batches of a partition in
+// flight. If the first is refused and sent again, a later one must not reach
+// the new leader before it. The reader keeps, per partition, the broker its
+// last batch went to and the request that carried it (fence): while that
+// request is unanswered, the next batch of the partition goes to the same
+// broker whatever the leader is now, so it is refused there too and re-sent
+// by the writer after the earlier one, in the order the client sent them.
+
+import (
+	"context"
+	"encoding/binary"
+	"fmt"
+	"net"
+	"slices"
+	"strings"
+	"time"
+
+	"github.com/twmb/franz-go/pkg/kmsg"
+	"go.uber.org/zap"
+)
+
+// produceResend is what a routed Produce keeps until its answer, so that
+// refused partitions can be sent again.
+type produceResend struct {
+	// frame is the request as forwarded (header and rewritten body); it
+	// is the reader's buffer, given to the request, returned to the
+	// reader's free list once answered.
+	frame []byte
+	walk  *walkedProduce
+	// seq is the request's number among this connection's routed
+	// Produce requests (fence).
+	seq uint64
+}
+
+// fenceKey names a partition by topic name.
+type fenceKey struct {
+	topic     string
+	partition int32
+}
+
+// fenceEntry is where a partition's last routed batch on a connection went.
+type fenceEntry struct {
+	node int32
+	gen  uint64
+	seq  uint64
+}
+
+// fenceFor returns a partition's fence entry on this connection, made on
+// first use. Reader only.
+func (c *clientConn) fenceFor(name string, partition int32) *fenceEntry {
+	e := c.fence[fenceKey{name, partition}]
+	if e == nil {
+		if c.fence == nil {
+			c.fence = map[fenceKey]*fenceEntry{}
+		}
+		// name may alias the read buffer; the key outlives it (and is
+		// never assigned again, which would put the aliasing string in).
+		e = &fenceEntry{}
+		c.fence[fenceKey{strings.Clone(name), partition}] = e
+	}
+	return e
+}
+
+// set records that request seq carries a batch of the partition to node
+// (nil: not fenced).
+func (e *fenceEntry) set(node int32, gen, seq uint64) {
+	if e != nil {
+		e.node, e.gen, e.seq = node, gen, seq
+	}
+}
+
+// resendBackoff is the wait before the second round of re-sends, doubled
+// each round up to resendBackoffMax.
+const (
+	resendBackoff    = 10 * time.Millisecond
+	resendBackoffMax = 100 * time.Millisecond
+)
+
+// refusal is a refused partition of the request being answered.
+type refusal struct {
+	key  partKey
+	at   [2]int // topic and partition index in the request's walk
+	name string // the topic's name
+	by   int32  // the broker that refused it
+}
+
+// finishProduce turns the answers to a routed Produce (one frame per part,
+// from each part's connection) into the client's answer: as it is when
+// nothing was refused (and it came whole), else with the refused
+// partitions sent again to their leaders and every answer merged in the
+// request's order. It returns the frame; or the connection a read failed
+// on with the error; or, as bad, an answer that does not fit the request.
+func (c *clientConn) finishProduce(ctx context.Context, pr *pendingReq, frames [][]byte, from []*upConn) (frame []byte, failed *upConn, err, bad error) {
+	rs := pr.resend
+	var refused []refusal
+	if rs != nil {
+		refused, bad = c.refusals(pr, frames, from)
+		if bad != nil {
+			return nil, nil, nil, bad
+		}
+	}
+	if len(refused) == 0 {
+		if pr.split == nil {
+			return frames[0], nil, nil, nil
+		}
+		frame, bad = mergeProduce(pr.hdr.Version, pr.hdr.CorrID, frames, pr.split.order)
+		return frame, nil, nil, bad
+	}
+
+	u, gen := pr.up.u, pr.up.gen
+	body := rs.frame[pr.hdr.BodyOffset:]
+	deadline := pr.sent.Add(min(time.Duration(max(rs.walk.timeout, 0))*time.Millisecond, c.p.cfg.MaxHold))
+	backoff := resendBackoff
+	since := time.Now() // the refusals arrived
+	for round := 0; len(refused) > 0; round++ {
+		if round > 0 {
+			if time.Now().Add(backoff).After(deadline) {
+				break
+			}
+			t := time.NewTimer(backoff)
+			select {
+			case <-t.C:
+			case <-ctx.Done():
+				t.Stop()
+				return nil, nil, ctx.Err(), nil
+			}
+			backoff = min(2*backoff, resendBackoffMax)
+		}
+		// Partitions whose leader the proxy does not know, or knows as
+		// the broker that refused them, need news first; after it they
+		// go to the leader it names, the same broker again included (a
+		// leader that refused while it took over), one backoff later.
+		var stale []string
+		for _, r := range refused {
+			if l, ok := u.leader(r.name, r.key.partition); !ok || l == r.by {
+				stale = append(stale, r.name)
+			}
+		}
+		if len(stale) > 0 {
+			slices.Sort(stale)
+			rctx, cancel := context.WithDeadline(ctx, deadline)
+			err := u.refreshLeaders(rctx, slices.Compact(stale), since)
+			cancel()
+			if err != nil {
+				c.log.Debug("refresh leaders for a re-send", zap.Error(err))
+			}
+			since = time.Now()
+		}
+		byNode := map[int32][]refusal{}
+		var waiting []refusal
+		for _, r := range refused {
+			if l, ok := u.leader(r.name, r.key.partition); ok && (l != r.by || round > 0) {
+				byNode[l] = append(byNode[l], r)
+			} else {
+				waiting = append(waiting, r)
+			}
+		}
+		refused = waiting
+		nodes := make([]int32, 0, len(byNode))
+		for n := range byNode {
+			nodes = append(nodes, n)
+		}
+		slices.Sort(nodes)
+		for _, node := range nodes {
+			group := byNode[node]
+			l, err := c.writerLink(ctx, u, gen, node)
+			if err != nil {
+				// The leader cannot be reached: the refusal is the answer.
+				c.log.Warn("dial the new leader of refused Produce partitions; the client gets the refusal", zap.Int32("broker", node), zap.Error(err))
+				continue
+			}
+			keep := map[[2]int]bool{}
+			for _, r := range group {
+				keep[r.at] = true
+			}
+			c.p.m.produceResends.Add(float64(len(group)))
+			answer, err := c.resendOn(l, pr, produceFor(rs.frame[:pr.hdr.BodyOffset], body, pr.hdr.Version, rs.walk,
+				func(ti, pi int) bool { return keep[[2]int{ti, pi}] }), deadline)
+			if err != nil {
+				return nil, l, err, nil
+			}
+			if len(answer) < 4 || int32(binary.BigEndian.Uint32(answer)) != pr.hdr.CorrID {
+				l.close()
+				return nil, nil, nil, fmt.Errorf("re-sent Produce: a response with another correlation id than %d", pr.hdr.CorrID)
+			}
+			again, bad := c.refusals(pr, [][]byte{answer}, []*upConn{l})
+			if bad != nil {
+				return nil, nil, nil, bad
+			}
+			frames = append(frames, answer)
+			refused = append(refused, again...)
+		}
+		if !time.Now().Before(deadline) {
+			break
+		}
+	}
+	order := produceOrder(body, rs.walk)
+	if pr.split != nil {
+		order = pr.split.order
+	}
+	// Later answers replace earlier ones for the same partition.
+	frame, bad = mergeProduce(pr.hdr.Version, pr.hdr.CorrID, frames, order)
+	return frame, nil, nil, bad
+}
+
+// refusals lists the partitions the answers refused with a resendable
+// error, and learns from the answers (KIP-951) who leads them now.
+func (c *clientConn) refusals(pr *pendingReq, frames [][]byte, from []*upConn) ([]refusal, error) {
+	rs, u := pr.resend, pr.up.u
+	body := rs.frame[pr.hdr.BodyOffset:]
+	var out []refusal
+	for i, f := range frames {
+		hl, err := responseHeaderLen(keyProduce, pr.hdr.Version, f)
+		if err != nil {
+			return nil, fmt.Errorf("produce response: %w", err)
+		}
+		refused, err := walkProduceRefusals(f[hl:], pr.hdr.Version, nil)
+		if err != nil {
+			return nil, err
+		}
+		if len(refused) == 0 {
+			continue
+		}
+		if pr.hdr.Version >= 10 {
+			c.learnCurrentLeaders(u, pr.hdr.Version, f[hl:])
+		}
+		for _, r := range refused {
+			at, ok := requestIndex(body, rs.walk, r.key)
+			if !ok {
+				return nil, fmt.Errorf("produce response: partition %d of a topic the request did not name", r.key.partition)
+			}
+			r.key.topic = strings.Clone(r.key.topic)
+			out = append(out, refusal{key: r.key, at: at, name: topicNameOf(u, body, &rs.walk.topics[at[0]]), by: from[i].node})
+		}
+	}
+	return out, nil
+}
+
+// learnCurrentLeaders learns the leaders and broker addresses a Produce
+// response (v10+) names for the partitions it refused.
+func (c *clientConn) learnCurrentLeaders(u *upstream, version int16, body []byte) {
+	resp := kmsg.NewPtrProduceResponse()
+	if err := decodeResponse(resp, keyProduce, version, body); err != nil {
+		return
+	}
+	for _, b := range resp.Brokers {
+		u.learnBroker(b.NodeID, b.Host, b.Port)
+	}
+	for _, t := range resp.Topics {
+		name := t.Topic
+		if version >= 13 {
+			name, _ = u.topicName(t.TopicID)
+		}
+		for _, p := range t.Partitions {
+			if resendable(p.ErrorCode) {
+				u.learnLeader(name, p.Partition, p.CurrentLeader.LeaderID, p.CurrentLeader.LeaderEpoch)
+			}
+		}
+	}
+}
+
+// requestIndex finds a partition of a Produce response in the request's
+// walk: its topic and partition index.
+func requestIndex(body []byte, w *walkedProduce, k partKey) ([2]int, bool) {
+	for ti := range w.topics {
+		t := &w.topics[ti]
+		if t.idOff >= 0 {
+			if [16]byte(body[t.idOff:t.idOff+16]) != k.id {
+				continue
+			}
+		} else if t.name != k.topic {
+			continue
+		}
+		for pi, p := range t.parts {
+			if p.partition == k.partition {
+				return [2]int{ti, pi}, true
+			}
+		}
+	}
+	return [2]int{}, false
+}
+
+// topicNameOf is a walked request topic's name (by its id from v13).
+func topicNameOf(u *upstream, body []byte, t *produceTopic) string {
+	if t.idOff < 0 {
+		return strings.Clone(t.name)
+	}
+	name, _ := u.topicName([16]byte(body[t.idOff : t.idOff+16]))
+	return name
+}
+
+// produceOrder lists a walked Produce's partitions in its order, each once:
+// a merged response's order.
+func produceOrder(body []byte, w *walkedProduce) []partKey {
+	var order []partKey
+	seen := map[partKey]bool{}
+	for _, t := range w.topics {
+		k := partKey{topic: strings.Clone(t.name)}
+		if t.idOff >= 0 {
+			copy(k.id[:], body[t.idOff:t.idOff+16])
+		}
+		for _, part := range t.parts {
+			k.partition = part.partition
+			if !seen[k] {
+				seen[k] = true
+				order = append(order, k)
+			}
+		}
+	}
+	return order
+}
+
+// resendOn writes a re-sent part on a writer link and reads its answer.
+func (c *clientConn) resendOn(l *upConn, pr *pendingReq, pieces net.Buffers, deadline time.Time) ([]byte, error) {
+	l.lastUsed.Store(time.Now().UnixNano())
+	if err := writeFrameBuffers(l.nc, pieces); err != nil {
+		l.close()
+		return nil, fmt.Errorf("re-send to broker %d: %w", l.node, err)
+	}
+	// The broker holds an acks=all Produce up to its timeout; past that
+	// and a margin, the connection is taken for dead.
+	l.nc.SetReadDeadline(deadline.Add(time.Duration(max(pr.resend.walk.timeout, 0))*time.Millisecond + 5*time.Second))
+	f, err := readFrame(l.nc, c.p.cfg.MaxFrameBytes, nil)
+	l.nc.SetReadDeadline(time.Time{})
+	if err != nil {
+		l.close()
+		return nil, fmt.Errorf("answer to a re-send from broker %d: %w", l.node, err)
+	}
+	return f, nil
+}
+
+// writerLink returns the writer's own connection to broker node of u,
+// dialling it when there is none for this generation or it was idle for
+// linkMaxIdle. Writer only (curMu guards the map against close).
+func (c *clientConn) writerLink(ctx context.Context, u *upstream, gen uint64, node int32) (*upConn, error) {
+	c.curMu.Lock()
+	l := c.wlinks[node]
+	c.curMu.Unlock()
+	if l != nil && l.u == u && l.gen == gen && !l.isClosed() && time.Since(time.Unix(0, l.lastUsed.Load())) < linkMaxIdle {
+		if l.sc.ReauthDue() {
+			if err := u.sec.Reauthenticate(ctx, l.sc, c.p.cfg.DialTimeout); err != nil {
+				l.close()
+				return nil, fmt.Errorf("re-authenticate to broker %d: %w", node, err)
+			}
+			c.p.m.reauths.Inc()
+		}
+		return l, nil
+	}
+	if l != nil {
+		l.close()
+	}
+	addr, ok := u.brokerAddr(node)
+	if !ok {
+		return nil, fmt.Errorf("broker %d of cluster %s: no known address", node, u.name)
+	}
+	sc, err := u.sec.Dial(ctx, addr, c.p.cfg.DialTimeout)
+	if err != nil {
+		return nil, err
+	}
+	l = &upConn{nc: sc.Conn, sc: sc, u: u, gen: gen, node: node}
+	l.lastUsed.Store(time.Now().UnixNano())
+	c.curMu.Lock()
+	if c.wlinks == nil {
+		c.wlinks = map[int32]*upConn{}
+	}
+	c.wlinks[node] = l
+	closed := c.closed
+	c.curMu.Unlock()
+	if closed { // the connection closed while the link was dialled
+		l.close()
+		return nil, errClientGone
+	}
+	c.p.m.links.Inc()
+	return l, nil
+}
