@@ -15,6 +15,7 @@
 #   make bench-cutover BENCH_CUTOVER_SIDECARS=50 BENCH_CUTOVER_RUNS=20
 #   make bench-cutover-real              # the same on the running test bed (make kafka-up)
 #   make bench-cutover-hold              # HOLD cutovers of VerifiableProducer (retries=0) + ConsoleConsumer on the running test bed (HOLD_RUNS, HOLD_BUDGET)
+#   make bench-leader-moves              # a preferred-leader election and a reassignment under VerifiableProducer (retries=0) + ConsoleConsumer behind a sidecar, running test bed (MOVES_RUNS)
 #   make bench-cutover-java              # the "java defaults" scenario: 20 of them, with p50/p99 of the producers' block window (≈13 min)
 #   make bench-cutover-streams           # the "streams" scenario: WordCountDemo + VerifiableProducer, STREAMS_RUNS (20) cutovers, own test bed
 #
@@ -26,7 +27,7 @@ BENCH_OUT        := bench/out
 BENCH_TESTBED_ENV := testbed/.state/env
 
 .PHONY: bench-proxy bench-proxy-real bench-proxy-real-franz bench-proxy-bins bench-proxy-profile bench-proxy-perf bench-mirror \
-	bench-cutover bench-cutover-real bench-cutover-bin bench-cutover-hold bench-cutover-java bench-cutover-streams bench-idle-conns soak-producers
+	bench-cutover bench-cutover-real bench-cutover-bin bench-cutover-hold bench-leader-moves bench-cutover-java bench-cutover-streams bench-idle-conns soak-producers
 
 bench-proxy-bins:
 	$(GO) build -o bin/switchyard ./cmd/switchyard
@@ -146,6 +147,15 @@ HOLD_RUNS ?= 3
 bench-cutover-hold:
 	$(GO) build -o bin/switchyard ./cmd/switchyard
 	HOLD_RUNS=$(HOLD_RUNS) HOLD_BUDGET=$(HOLD_BUDGET) bench/cutover/hold-verifiable.sh
+
+# bench-leader-moves: leaders move on the active cluster (a preferred-leader
+# election, then a reassignment that drops each leader) under Kafka's
+# VerifiableProducer (retries=0) and a ConsoleConsumer group behind one
+# sidecar, on the running test bed (issue 15); errors by event per run.
+MOVES_RUNS ?= 3
+bench-leader-moves:
+	$(GO) build -o bin/switchyard ./cmd/switchyard
+	MOVES_RUNS=$(MOVES_RUNS) bench/cutover/leader-moves.sh
 
 # bench-cutover-java: issue 13's "java defaults" scenario — Kafka's own Java
 # programs at their defaults (auto-commit every 5 s), JAVA_RUNS cutovers;

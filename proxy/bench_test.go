@@ -114,7 +114,7 @@ func requestFrameFor(req kmsg.Request, corrID int32) []byte {
 	return requestFrame(h, req.AppendTo(nil))
 }
 
-func mustHeader(b *testing.B, frame []byte) requestHeader {
+func mustHeader(b testing.TB, frame []byte) requestHeader {
 	b.Helper()
 	h, err := parseRequestHeader(frame)
 	if err != nil {

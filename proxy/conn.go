@@ -62,6 +62,9 @@ type clientConn struct {
 	wlinks map[int32]*upConn
 	// closed: close ran (guarded by curMu, like the links).
 	closed bool
+	// retiredBelow: upstream generations below it were abandoned by a
+	// switch (guarded by curMu); no writer link is dialled for them.
+	retiredBelow uint64
 
 	// fence: where each partition's last routed Produce batch went
 	// (resend.go; reader only). routedSeq numbers the routed Produce
@@ -650,6 +653,7 @@ func (c *clientConn) abandonUpstream() {
 	c.curMu.Lock()
 	ups := append(mapValues(c.links), mapValues(c.wlinks)...)
 	if c.cur != nil {
+		c.retiredBelow = max(c.retiredBelow, c.cur.gen+1)
 		ups = append(ups, c.cur)
 	}
 	c.curMu.Unlock()
@@ -721,7 +725,10 @@ func (c *clientConn) answer(ctx context.Context, pr *pendingReq, buf []byte) ([]
 	case pr.resend != nil:
 		// Into buf: re-sends' answers, if any, are read into their own.
 		frame, err = readFrame(pr.up.nc, c.p.cfg.MaxFrameBytes, buf)
-		if err == nil {
+		if err == nil && (len(frame) < 4 || int32(binary.BigEndian.Uint32(frame)) != pr.hdr.CorrID) {
+			split = fmt.Errorf("a Produce response with another correlation id than %d", pr.hdr.CorrID)
+		}
+		if err == nil && split == nil {
 			var failed *upConn
 			frame, failed, err, split = c.finishProduce(ctx, pr, [][]byte{frame}, []*upConn{pr.up})
 			if failed != nil {

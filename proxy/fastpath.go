@@ -129,6 +129,13 @@ func walkProduce(body []byte, version int16) (walkedProduce, error) {
 type refusedPart struct {
 	key  partKey
 	code int16
+	// appended: the broker had appended the records before it refused
+	// them. Kafka answers an acks=all Produce whose leader lost its
+	// leadership while the records were being replicated with
+	// NOT_LEADER_OR_FOLLOWER and the offsets of the append; refused before
+	// appending, the base offset (and, v5+, the log start offset) is -1.
+	// Whether such records survive the leader change is unknown.
+	appended bool
 }
 
 // resendable reports whether a Produce partition error means the broker
@@ -169,12 +176,13 @@ func walkProduceRefusals(body []byte, version int16, dst []refusedPart) ([]refus
 		for j := 0; j < np && b.Ok(); j++ {
 			k.partition = b.Int32()
 			code := b.Int16()
-			b.Int64() // base offset
+			appended := b.Int64() >= 0 // base offset
 			if version >= 2 {
 				b.Int64() // log append time
 			}
 			if version >= 5 {
-				b.Int64() // log start offset
+				logStart := b.Int64()
+				appended = appended && logStart >= 0
 			}
 			if version >= 8 {
 				ne := max(arrayLen(&b, flexible), 0)
@@ -200,7 +208,7 @@ func walkProduceRefusals(body []byte, version int16, dst []refusedPart) ([]refus
 				skipTags(&b)
 			}
 			if b.Ok() && resendable(code) {
-				dst = append(dst, refusedPart{key: k, code: code})
+				dst = append(dst, refusedPart{key: k, code: code, appended: appended})
 			}
 		}
 		if flexible {

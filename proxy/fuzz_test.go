@@ -589,6 +589,11 @@ func refusalSeeds() []fuzzSeed {
 		for p, code := range []int16{kerr.NotLeaderForPartition.Code, 0, kerr.LeaderNotAvailable.Code} {
 			rp := kmsg.NewProduceResponseTopicPartition()
 			rp.Partition, rp.ErrorCode = int32(p), code
+			if p == 0 {
+				rp.BaseOffset = -1 // refused before appending
+			} else {
+				rp.BaseOffset, rp.LogStartOffset = 100, 0
+			}
 			if v >= 8 && code == 0 {
 				rp.ErrorRecords = append(rp.ErrorRecords, kmsg.ProduceResponseTopicPartitionErrorRecord{RelativeOffset: 1})
 			}
@@ -628,7 +633,8 @@ func FuzzProduceRefusals(f *testing.F) {
 					} else {
 						k.topic = rt.Topic
 					}
-					want = append(want, refusedPart{key: k, code: rp.ErrorCode})
+					appended := rp.BaseOffset >= 0 && (version < 5 || rp.LogStartOffset >= 0)
+					want = append(want, refusedPart{key: k, code: rp.ErrorCode, appended: appended})
 				}
 			}
 		}

@@ -38,6 +38,7 @@ package proxy
 import (
 	"context"
 	"encoding/binary"
+	"errors"
 	"fmt"
 	"net"
 	"slices"
@@ -140,8 +141,17 @@ func (c *clientConn) finishProduce(ctx context.Context, pr *pendingReq, frames [
 	body := rs.frame[pr.hdr.BodyOffset:]
 	deadline := pr.sent.Add(min(time.Duration(max(rs.walk.timeout, 0))*time.Millisecond, c.p.cfg.MaxHold))
 	backoff := resendBackoff
-	since := time.Now() // the refusals arrived
+	since := time.Now()               // the refusals arrived
+	timeoutAt := rs.walk.topicsAt - 4 // the request's TimeoutMillis, in body
 	for round := 0; len(refused) > 0; round++ {
+		if pr.up.abandoned.Load() {
+			// A switch gave up waiting for this request: nothing more
+			// goes to the old cluster (answer ends the connection).
+			return nil, pr.up, errAbandoned, nil
+		}
+		if !time.Now().Before(deadline) {
+			break
+		}
 		if round > 0 {
 			if time.Now().Add(backoff).After(deadline) {
 				break
@@ -193,6 +203,9 @@ func (c *clientConn) finishProduce(ctx context.Context, pr *pendingReq, frames [
 		for _, node := range nodes {
 			group := byNode[node]
 			l, err := c.writerLink(ctx, u, gen, node)
+			if errors.Is(err, errAbandoned) {
+				return nil, pr.up, err, nil
+			}
 			if err != nil {
 				// The leader cannot be reached: the refusal is the answer.
 				c.log.Warn("dial the new leader of refused Produce partitions; the client gets the refusal", zap.Int32("broker", node), zap.Error(err))
@@ -202,9 +215,17 @@ func (c *clientConn) finishProduce(ctx context.Context, pr *pendingReq, frames [
 			for _, r := range group {
 				keep[r.at] = true
 			}
+			// The broker may hold the part for the time left, not more.
+			left := max(time.Until(deadline).Milliseconds(), 1)
+			binary.BigEndian.PutUint32(body[timeoutAt:], uint32(int32(min(left, int64(max(rs.walk.timeout, 1))))))
 			c.p.m.produceResends.Add(float64(len(group)))
-			answer, err := c.resendOn(l, pr, produceFor(rs.frame[:pr.hdr.BodyOffset], body, pr.hdr.Version, rs.walk,
+			answer, sent, err := c.resendOn(l, produceFor(rs.frame[:pr.hdr.BodyOffset], body, pr.hdr.Version, rs.walk,
 				func(ti, pi int) bool { return keep[[2]int{ti, pi}] }), deadline)
+			if err != nil && !sent {
+				// Nothing reached the broker: the refusal is the answer.
+				c.log.Warn("re-send refused Produce partitions; the client gets the refusal", zap.Int32("broker", node), zap.Error(err))
+				continue
+			}
 			if err != nil {
 				return nil, l, err, nil
 			}
@@ -257,6 +278,14 @@ func (c *clientConn) refusals(pr *pendingReq, frames [][]byte, from []*upConn) (
 			at, ok := requestIndex(body, rs.walk, r.key)
 			if !ok {
 				return nil, fmt.Errorf("produce response: partition %d of a topic the request did not name", r.key.partition)
+			}
+			if r.appended && !idempotentBatches(rs.walk.topics[at[0]].parts[at[1]].records) {
+				// Appended by the old leader, perhaps kept by the new
+				// one: sent again, records without a producer id would
+				// be written twice. The client gets the refusal, as it
+				// would from the broker (an outcome it cannot know).
+				c.p.m.produceUnknown.Inc()
+				continue
 			}
 			r.key.topic = strings.Clone(r.key.topic)
 			out = append(out, refusal{key: r.key, at: at, name: topicNameOf(u, body, &rs.walk.topics[at[0]]), by: from[i].node})
@@ -339,23 +368,25 @@ func produceOrder(body []byte, w *walkedProduce) []partKey {
 	return order
 }
 
-// resendOn writes a re-sent part on a writer link and reads its answer.
-func (c *clientConn) resendOn(l *upConn, pr *pendingReq, pieces net.Buffers, deadline time.Time) ([]byte, error) {
+// resendOn writes a re-sent part on a writer link and reads its answer;
+// sent reports whether the part was written (its outcome is unknown when
+// the answer then fails).
+func (c *clientConn) resendOn(l *upConn, pieces net.Buffers, deadline time.Time) (answer []byte, sent bool, err error) {
 	l.lastUsed.Store(time.Now().UnixNano())
 	if err := writeFrameBuffers(l.nc, pieces); err != nil {
 		l.close()
-		return nil, fmt.Errorf("re-send to broker %d: %w", l.node, err)
+		return nil, false, fmt.Errorf("re-send to broker %d: %w", l.node, err)
 	}
-	// The broker holds an acks=all Produce up to its timeout; past that
-	// and a margin, the connection is taken for dead.
-	l.nc.SetReadDeadline(deadline.Add(time.Duration(max(pr.resend.walk.timeout, 0))*time.Millisecond + 5*time.Second))
+	// The part asks the broker to answer by the deadline; past it and a
+	// margin, the connection is taken for dead.
+	l.nc.SetReadDeadline(deadline.Add(5 * time.Second))
 	f, err := readFrame(l.nc, c.p.cfg.MaxFrameBytes, nil)
 	l.nc.SetReadDeadline(time.Time{})
 	if err != nil {
 		l.close()
-		return nil, fmt.Errorf("answer to a re-send from broker %d: %w", l.node, err)
+		return nil, true, fmt.Errorf("answer to a re-send from broker %d: %w", l.node, err)
 	}
-	return f, nil
+	return f, true, nil
 }
 
 // writerLink returns the writer's own connection to broker node of u,
@@ -365,7 +396,7 @@ func (c *clientConn) writerLink(ctx context.Context, u *upstream, gen uint64, no
 	c.curMu.Lock()
 	l := c.wlinks[node]
 	c.curMu.Unlock()
-	if l != nil && l.u == u && l.gen == gen && !l.isClosed() && time.Since(time.Unix(0, l.lastUsed.Load())) < linkMaxIdle {
+	if l != nil && l.u == u && l.gen == gen && !l.isClosed() && !l.abandoned.Load() && time.Since(time.Unix(0, l.lastUsed.Load())) < linkMaxIdle {
 		if l.sc.ReauthDue() {
 			if err := u.sec.Reauthenticate(ctx, l.sc, c.p.cfg.DialTimeout); err != nil {
 				l.close()
@@ -393,12 +424,40 @@ func (c *clientConn) writerLink(ctx context.Context, u *upstream, gen uint64, no
 		c.wlinks = map[int32]*upConn{}
 	}
 	c.wlinks[node] = l
-	closed := c.closed
+	closed, retired := c.closed, gen < c.retiredBelow
 	c.curMu.Unlock()
-	if closed { // the connection closed while the link was dialled
+	switch {
+	case closed: // the connection closed while the link was dialled
 		l.close()
 		return nil, errClientGone
+	case retired: // a switch abandoned this generation meanwhile
+		l.close()
+		return nil, errAbandoned
 	}
 	c.p.m.links.Inc()
 	return l, nil
+}
+
+// idempotentBatches reports whether every record batch of a partition's
+// records carries a producer id: a broker then recognises a batch it
+// already has (the last five per producer) and answers it without writing
+// it again.
+func idempotentBatches(records []byte) bool {
+	if len(records) == 0 {
+		return false
+	}
+	for len(records) > 0 {
+		// baseOffset 8, batchLength 4, partitionLeaderEpoch 4, magic 1,
+		// crc 4, attributes 2, lastOffsetDelta 4, timestamps 16, then
+		// the producer id at 43.
+		if len(records) < 51 || records[16] != 2 || int64(binary.BigEndian.Uint64(records[43:51])) < 0 {
+			return false
+		}
+		n := int(int32(binary.BigEndian.Uint32(records[8:12]))) + 12
+		if n < 51 || n > len(records) {
+			return false
+		}
+		records = records[n:]
+	}
+	return true
 }

@@ -8,9 +8,11 @@ import (
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus/testutil"
+	"github.com/twmb/franz-go/pkg/kadm"
 	"github.com/twmb/franz-go/pkg/kerr"
 	"github.com/twmb/franz-go/pkg/kfake"
 	"github.com/twmb/franz-go/pkg/kmsg"
+	"go.uber.org/zap"
 )
 
 // keepStaleView keeps the proxy's metadata from refreshing by itself
@@ -178,5 +180,117 @@ func TestProduceResendGivesUpAtTheDeadline(t *testing.T) {
 	}
 	if hits := h.Hits(); hits < 2 {
 		t.Errorf("the fault was hit %d times: not re-sent within the timeout", hits)
+	}
+}
+
+// TestProduceResendStopsAtASwitch: a switch that gives up waiting for a
+// Produce the proxy is still re-sending (drainTimeout) ends that client
+// connection, as for any request undrained; no re-send reaches the old
+// cluster after the switch, even once the old cluster would take it.
+func TestProduceResendStopsAtASwitch(t *testing.T) {
+	tp, _, topic := leadersBed(t, keepStaleView, func(c *Config) { c.DrainTimeout = 100 * time.Millisecond })
+	v := viewOf(t, tp, topic)
+	h := tp.source.Fake.Fault(kfake.Fault{Keys: []kmsg.Key{kmsg.Produce}, Topic: topic, Partitions: []int32{0},
+		Err: kerr.NotLeaderForPartition, Count: -1})
+	c := dialWire(t, v.addr[v.leader[0]], "switched")
+	r := kmsg.NewPtrProduceRequest()
+	r.Version, r.Acks, r.TimeoutMillis = 9, 1, 8000
+	rt := kmsg.NewProduceRequestTopic()
+	rt.Topic = topic
+	rp := kmsg.NewProduceRequestTopicPartition()
+	rp.Records = plainBatch("late")
+	rt.Partitions = append(rt.Partitions, rp)
+	r.Topics = append(r.Topics, rt)
+	c.send(r)
+	eventually(t, 10*time.Second, "the refused partition re-sent", func() error {
+		if h.Hits() < 2 {
+			return fmt.Errorf("%d refusals", h.Hits())
+		}
+		return nil
+	})
+	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+	defer cancel()
+	if _, err := tp.Switch(ctx, "target"); err != nil {
+		t.Fatal(err)
+	}
+	h.Remove() // the old cluster would take the batch now
+	if frame, err := c.tryReadFrame(); err == nil {
+		t.Fatalf("answered (%d bytes) after the switch abandoned the request; want the connection closed", len(frame))
+	}
+	// The writer stopped with the connection: nothing is in flight.
+	ends, err := kadm.NewClient(tp.source.Client(t)).ListEndOffsets(ctx, topic)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if o, _ := ends.Lookup(topic, 0); o.Offset != 0 {
+		t.Errorf("the old cluster's partition 0 ends at %d after the switch, want 0: a re-send reached it", o.Offset)
+	}
+}
+
+// TestRefusalAfterAppendResentOnlyWithProducerID: a broker that lost its
+// leadership while an acks=all Produce was being replicated answers
+// NOT_LEADER_OR_FOLLOWER with the offsets of the append (Kafka's
+// DelayedProduce): the records may have survived on the new leader. A batch
+// with a producer id is re-sent (the new leader recognises a batch it
+// has); a batch without one is not — it would be written twice, as Kafka's
+// VerifiableProducer (retries=0, not idempotent) showed on a reassignment
+// — and the client gets the refusal. A refusal before the append (base
+// offset -1) is re-sent either way.
+func TestRefusalAfterAppendResentOnlyWithProducerID(t *testing.T) {
+	p, u := benchProxy(t, map[string][16]byte{"t": topicID(0)})
+	c := &clientConn{p: p, log: zap.NewNop()}
+	for _, tc := range []struct {
+		name       string
+		producerID int64
+		baseOffset int64
+		resent     bool
+	}{
+		{"appended, no producer id", -1, 40, false},
+		{"appended, idempotent", 7, 40, true},
+		{"not appended, no producer id", -1, -1, true},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			batch := kmsg.RecordBatch{Magic: 2, ProducerID: tc.producerID, NumRecords: 1, LastOffsetDelta: 0,
+				Records: (&kmsg.Record{Value: []byte("x")}).AppendTo(nil)}
+			batch.Length = int32(len(batch.AppendTo(nil)) - 12)
+			req := kmsg.NewPtrProduceRequest()
+			req.Version, req.Acks, req.TimeoutMillis = 9, -1, 5000
+			rt := kmsg.NewProduceRequestTopic()
+			rt.Topic = "t"
+			rp := kmsg.NewProduceRequestTopicPartition()
+			rp.Records = batch.AppendTo(nil)
+			rt.Partitions = append(rt.Partitions, rp)
+			req.Topics = append(req.Topics, rt)
+			frame := requestFrameFor(req, 7)
+			hdr := mustHeader(t, frame)
+			w, err := walkProduce(frame[hdr.BodyOffset:], hdr.Version)
+			if err != nil {
+				t.Fatal(err)
+			}
+			resp := kmsg.NewPtrProduceResponse()
+			resp.Version = 9
+			st := kmsg.NewProduceResponseTopic()
+			st.Topic = "t"
+			sp := kmsg.NewProduceResponseTopicPartition()
+			sp.ErrorCode = kerr.NotLeaderForPartition.Code
+			sp.BaseOffset = tc.baseOffset
+			if tc.baseOffset >= 0 {
+				sp.LogStartOffset = 0
+			}
+			st.Partitions = append(st.Partitions, sp)
+			resp.Topics = append(resp.Topics, st)
+			pr := &pendingReq{hdr: hdr, up: &upConn{u: u, node: 1}, resend: &produceResend{frame: frame, walk: &w, seq: 1}}
+			before := testutil.ToFloat64(p.m.produceUnknown)
+			refused, err := c.refusals(pr, [][]byte{responseFrame(keyProduce, 9, 7, resp.AppendTo(nil))}, []*upConn{pr.up})
+			if err != nil {
+				t.Fatal(err)
+			}
+			if got := len(refused) == 1; got != tc.resent {
+				t.Errorf("to re-send: %v, want %v", got, tc.resent)
+			}
+			if kept := testutil.ToFloat64(p.m.produceUnknown) - before; kept != map[bool]float64{true: 0, false: 1}[tc.resent] {
+				t.Errorf("produce_refusals_not_resent_total rose by %v", kept)
+			}
+		})
 	}
 }

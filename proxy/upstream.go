@@ -51,8 +51,9 @@ type upstream struct {
 	lastRefresh     time.Time
 
 	// leaderRefresh serialises the leader refreshes re-sends ask for
-	// (refreshLeaders); leaderRefreshAt is when the last one started.
-	leaderRefresh   sync.Mutex
+	// (refreshLeaders): a token, taken with a context; leaderRefreshAt
+	// (guarded by the token) is when the last one started.
+	leaderRefresh   chan struct{}
 	leaderRefreshAt time.Time
 }
 
@@ -81,15 +82,16 @@ func newUpstream(cfg ClusterConfig, dialTimeout time.Duration, log *zap.Logger) 
 		return nil, fmt.Errorf("cluster %s: client: %w", cfg.Name, err)
 	}
 	return &upstream{
-		name:         cfg.Name,
-		cfg:          cfg,
-		sec:          sec,
-		client:       cl,
-		brokers:      map[int32]string{},
-		topicIDs:     map[string][16]byte{},
-		topicNames:   map[[16]byte]string{},
-		leaderEpochs: map[string][]int32{},
-		leaders:      map[string][]int32{},
+		name:          cfg.Name,
+		cfg:           cfg,
+		sec:           sec,
+		client:        cl,
+		brokers:       map[int32]string{},
+		topicIDs:      map[string][16]byte{},
+		topicNames:    map[[16]byte]string{},
+		leaderEpochs:  map[string][]int32{},
+		leaders:       map[string][]int32{},
+		leaderRefresh: make(chan struct{}, 1),
 	}, nil
 }
 
@@ -270,8 +272,12 @@ func (u *upstream) learnLeader(topic string, partition, leader, epoch int32) {
 // refresh started after since (it answers for the same change): the
 // re-sends of many connections refused at once cost one request.
 func (u *upstream) refreshLeaders(ctx context.Context, topics []string, since time.Time) error {
-	u.leaderRefresh.Lock()
-	defer u.leaderRefresh.Unlock()
+	select {
+	case u.leaderRefresh <- struct{}{}:
+	case <-ctx.Done():
+		return ctx.Err()
+	}
+	defer func() { <-u.leaderRefresh }()
 	if u.leaderRefreshAt.After(since) {
 		return nil
 	}

@@ -38,22 +38,8 @@ OUT=$ROOT/bench/out/hold-verifiable
 STAMP=$(date +%s)
 [[ -x $BIN ]] || { echo "hold-verifiable: no $BIN (make build, or set SWITCHYARD_BIN)" >&2; exit 1; }
 
-PIDS=()
-cleanup() {
-	for p in "${PIDS[@]}"; do kill "$p" 2>/dev/null || true; done
-	for p in "${PIDS[@]}"; do wait "$p" 2>/dev/null || true; done
-	PIDS=()
-}
-trap cleanup EXIT
-
-# jv DIR LOG CLASS ARGS...: a Kafka tool; run it in a subshell or in the
-# background (it execs).
-jv() {
-	local dir=$1 log=$2
-	shift 2
-	exec java -Xmx256m -XX:+UseSerialGC -Dlog4j2.configurationFile="$ROOT/testbed/conf/log4j2.properties" \
-		-Dswitchyard.log.file="$dir/$log" -Dswitchyard.console.level=OFF -Dkafka.logs.dir="$dir" -cp "$LIB/*" "$@"
-}
+# shellcheck source=bench/cutover/tools.sh
+. "$ROOT/bench/cutover/tools.sh"
 yamllist() { echo "[${1//,/, }]"; }
 
 run() {
@@ -117,16 +103,7 @@ EOF
 	ctl cutover status "$id" >"$d/status.out" 2>&1 || true
 	ctl --output json cutover status "$id" >"$d/status.json" 2>/dev/null || true
 	sleep 10
-	kill -TERM "$producer" 2>/dev/null || true
-	wait "$producer" 2>/dev/null || true
-	# The consumer reads the last records: wait until it has read every
-	# acknowledged one (at most 60 s; what it missed shows in the table).
-	local want
-	want=$(grep -c '"producer_send_success"' "$d/producer.jsonl" || true)
-	for _ in $(seq 1 600); do
-		(($(sort -u "$d/consumer.out" | wc -l) >= want)) && break
-		sleep 0.1
-	done
+	stop_producer "$producer" "$d"
 	cleanup
 	local step window gwindow errors
 	read -r step window gwindow < <(python3 - "$d/status.json" <<'PY' || echo "? ? ?"
