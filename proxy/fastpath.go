@@ -136,6 +136,8 @@ type refusedPart struct {
 	// appending, the base offset (and, v5+, the log start offset) is -1.
 	// Whether such records survive the leader change is unknown.
 	appended bool
+	// baseOffset: where it was appended (appended only).
+	baseOffset int64
 }
 
 // resendable reports whether a Produce partition error means the broker
@@ -176,7 +178,8 @@ func walkProduceRefusals(body []byte, version int16, dst []refusedPart) ([]refus
 		for j := 0; j < np && b.Ok(); j++ {
 			k.partition = b.Int32()
 			code := b.Int16()
-			appended := b.Int64() >= 0 // base offset
+			baseOffset := b.Int64()
+			appended := baseOffset >= 0
 			if version >= 2 {
 				b.Int64() // log append time
 			}
@@ -208,7 +211,11 @@ func walkProduceRefusals(body []byte, version int16, dst []refusedPart) ([]refus
 				skipTags(&b)
 			}
 			if b.Ok() && resendable(code) {
-				dst = append(dst, refusedPart{key: k, code: code, appended: appended})
+				rp := refusedPart{key: k, code: code, appended: appended}
+				if appended {
+					rp.baseOffset = baseOffset
+				}
+				dst = append(dst, rp)
 			}
 		}
 		if flexible {

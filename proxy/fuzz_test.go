@@ -633,8 +633,11 @@ func FuzzProduceRefusals(f *testing.F) {
 					} else {
 						k.topic = rt.Topic
 					}
-					appended := rp.BaseOffset >= 0 && (version < 5 || rp.LogStartOffset >= 0)
-					want = append(want, refusedPart{key: k, code: rp.ErrorCode, appended: appended})
+					r := refusedPart{key: k, code: rp.ErrorCode, appended: rp.BaseOffset >= 0 && (version < 5 || rp.LogStartOffset >= 0)}
+					if r.appended {
+						r.baseOffset = rp.BaseOffset
+					}
+					want = append(want, r)
 				}
 			}
 		}

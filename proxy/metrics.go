@@ -11,33 +11,33 @@ import (
 // Registerer given to New. Label sets are bounded: API keys by name,
 // close reasons from a fixed list, cluster names from the config.
 type metrics struct {
-	connections     prometheus.Gauge
-	connectionsTot  prometheus.Counter
-	connClosed      *prometheus.CounterVec // reason
-	requests        *prometheus.CounterVec // api_key
-	requestBytes    *prometheus.CounterVec // api_key
-	responseBytes   *prometheus.CounterVec // api_key
-	gated           *prometheus.CounterVec // api_key, mode
-	held            prometheus.Gauge
-	heldBytes       prometheus.Gauge
-	switches        *prometheus.CounterVec // to
-	switchDuration  prometheus.Histogram
-	upstreamLatency *prometheus.HistogramVec // api_key
-	earlyFetches    prometheus.Counter
-	produceSplits   prometheus.Counter
-	produceResends  prometheus.Counter
-	produceUnknown  prometheus.Counter
-	links           prometheus.Counter
-	reauths         prometheus.Counter
-	connRefused     prometheus.Counter
-	clientAuthFails prometheus.Counter
-	authThrottled   prometheus.Counter
-	staleMembers    prometheus.Counter     // deprecated alias of staleRequests' sum
-	staleRequests   *prometheus.CounterVec // api, answer
-	activeCluster   *prometheus.GaugeVec   // cluster
-	pidRemaps       *prometheus.CounterVec // cluster
-	seqChecks       *prometheus.CounterVec // outcome
-	brokersRefused  prometheus.Counter
+	connections      prometheus.Gauge
+	connectionsTot   prometheus.Counter
+	connClosed       *prometheus.CounterVec // reason
+	requests         *prometheus.CounterVec // api_key
+	requestBytes     *prometheus.CounterVec // api_key
+	responseBytes    *prometheus.CounterVec // api_key
+	gated            *prometheus.CounterVec // api_key, mode
+	held             prometheus.Gauge
+	heldBytes        prometheus.Gauge
+	switches         *prometheus.CounterVec // to
+	switchDuration   prometheus.Histogram
+	upstreamLatency  *prometheus.HistogramVec // api_key
+	earlyFetches     prometheus.Counter
+	produceSplits    prometheus.Counter
+	produceResends   prometheus.Counter
+	appendedRefusals *prometheus.CounterVec
+	links            prometheus.Counter
+	reauths          prometheus.Counter
+	connRefused      prometheus.Counter
+	clientAuthFails  prometheus.Counter
+	authThrottled    prometheus.Counter
+	staleMembers     prometheus.Counter     // deprecated alias of staleRequests' sum
+	staleRequests    *prometheus.CounterVec // api, answer
+	activeCluster    *prometheus.GaugeVec   // cluster
+	pidRemaps        *prometheus.CounterVec // cluster
+	seqChecks        *prometheus.CounterVec // outcome
+	brokersRefused   prometheus.Counter
 	// producerIDs and producerIDsExpired follow the producer-id table
 	// (producerids.go).
 	producerIDs        prometheus.Gauge
@@ -110,8 +110,8 @@ func newMetrics(reg prometheus.Registerer) (*metrics, error) {
 			Name: "produce_splits_total", Help: "Produce requests whose partitions different brokers lead, sent in one part per leader and answered as one (routing leader)."}),
 		produceResends: prometheus.NewCounter(prometheus.CounterOpts{Namespace: ns, Subsystem: sub,
 			Name: "produce_resent_partitions_total", Help: "Produce partitions a broker refused as not their leader (NOT_LEADER_OR_FOLLOWER), sent again by the proxy to the new leader instead of returning the error (routing leader)."}),
-		produceUnknown: prometheus.NewCounter(prometheus.CounterOpts{Namespace: ns, Subsystem: sub,
-			Name: "produce_refusals_not_resent_total", Help: "Produce partitions a broker refused NOT_LEADER_OR_FOLLOWER after appending them (the leader changed while they were replicated) whose batches carry no producer id: sent again they could be written twice, so the client gets the refusal (routing leader)."}),
+		appendedRefusals: prometheus.NewCounterVec(prometheus.CounterOpts{Namespace: ns, Subsystem: sub,
+			Name: "produce_appended_refusals_total", Help: "Produce partitions without a producer id that a broker refused NOT_LEADER_OR_FOLLOWER after appending them (the leader changed while they were replicated), by what the new leader said: written (it has the batch; answered as written), resent (it does not; sent again), refused (cannot tell, or several batches: the client gets the refusal) (routing leader)."}, []string{"outcome"}),
 		links: prometheus.NewCounter(prometheus.CounterOpts{Namespace: ns, Subsystem: sub,
 			Name: "leader_links_total", Help: "Connections a client connection opened to a partition leader other than its virtual broker's own broker (routing leader)."}),
 		connRefused: prometheus.NewCounter(prometheus.CounterOpts{Namespace: ns, Subsystem: sub,
@@ -142,7 +142,7 @@ func newMetrics(reg prometheus.Registerer) (*metrics, error) {
 	m.perKey = make([]atomic.Pointer[keyMetrics], len(apiShapes())+1)
 	for _, c := range []prometheus.Collector{m.connections, m.connectionsTot, m.connClosed, m.requests,
 		m.requestBytes, m.responseBytes, m.gated, m.held, m.heldBytes, m.switches, m.switchDuration,
-		m.upstreamLatency, m.earlyFetches, m.produceSplits, m.produceResends, m.produceUnknown, m.links, m.reauths, m.connRefused, m.clientAuthFails, m.authThrottled, m.staleMembers, m.staleRequests, m.activeCluster, m.pidRemaps, m.seqChecks,
+		m.upstreamLatency, m.earlyFetches, m.produceSplits, m.produceResends, m.appendedRefusals, m.links, m.reauths, m.connRefused, m.clientAuthFails, m.authThrottled, m.staleMembers, m.staleRequests, m.activeCluster, m.pidRemaps, m.seqChecks,
 		m.brokersRefused, m.producerIDs, m.producerIDsExpired} {
 		if err := reg.Register(c); err != nil {
 			return nil, err

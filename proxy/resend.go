@@ -112,6 +112,12 @@ type refusal struct {
 	at   [2]int // topic and partition index in the request's walk
 	name string // the topic's name
 	by   int32  // the broker that refused it
+	// appendedAt: the offset the refusing broker had appended the batch
+	// at, for a batch without a producer id (survival.go); -1 otherwise.
+	appendedAt int64
+	// refresh: the leader's answer showed the proxy's view of it is
+	// stale; the next round refreshes it.
+	refresh bool
 }
 
 // finishProduce turns the answers to a routed Produce (one frame per part,
@@ -170,9 +176,10 @@ func (c *clientConn) finishProduce(ctx context.Context, pr *pendingReq, frames [
 		// go to the leader it names, the same broker again included (a
 		// leader that refused while it took over), one backoff later.
 		var stale []string
-		for _, r := range refused {
-			if l, ok := u.leader(r.name, r.key.partition); !ok || l == r.by {
+		for i, r := range refused {
+			if l, ok := u.leader(r.name, r.key.partition); !ok || l == r.by || r.refresh {
 				stale = append(stale, r.name)
+				refused[i].refresh = false
 			}
 		}
 		if len(stale) > 0 {
@@ -211,6 +218,14 @@ func (c *clientConn) finishProduce(ctx context.Context, pr *pendingReq, frames [
 				c.log.Warn("dial the new leader of refused Produce partitions; the client gets the refusal", zap.Int32("broker", node), zap.Error(err))
 				continue
 			}
+			// Batches appended by the old leader are sent again only if
+			// the new one does not have them (survival.go).
+			group, answers, later := c.checkSurvival(ctx, l, pr, group, deadline)
+			frames = append(frames, answers...)
+			refused = append(refused, later...)
+			if len(group) == 0 {
+				continue
+			}
 			keep := map[[2]int]bool{}
 			for _, r := range group {
 				keep[r.at] = true
@@ -242,6 +257,11 @@ func (c *clientConn) finishProduce(ctx context.Context, pr *pendingReq, frames [
 		}
 		if !time.Now().Before(deadline) {
 			break
+		}
+	}
+	for _, r := range refused {
+		if r.appendedAt >= 0 { // never settled: the refusal stands
+			c.p.m.appendedRefusals.WithLabelValues("refused").Inc()
 		}
 	}
 	order := produceOrder(body, rs.walk)
@@ -279,16 +299,21 @@ func (c *clientConn) refusals(pr *pendingReq, frames [][]byte, from []*upConn) (
 			if !ok {
 				return nil, fmt.Errorf("produce response: partition %d of a topic the request did not name", r.key.partition)
 			}
-			if r.appended && !idempotentBatches(rs.walk.topics[at[0]].parts[at[1]].records) {
+			appendedAt := int64(-1)
+			if records := rs.walk.topics[at[0]].parts[at[1]].records; r.appended && !idempotentBatches(records) {
 				// Appended by the old leader, perhaps kept by the new
 				// one: sent again, records without a producer id would
-				// be written twice. The client gets the refusal, as it
-				// would from the broker (an outcome it cannot know).
-				c.p.m.produceUnknown.Inc()
-				continue
+				// be written twice. The new leader is asked first
+				// (survival.go) — for one batch; for several the
+				// client gets the refusal, as it would from the broker.
+				if firstBatch(records) == nil || len(firstBatch(records)) != len(records) {
+					c.p.m.appendedRefusals.WithLabelValues("refused").Inc()
+					continue
+				}
+				appendedAt = r.baseOffset
 			}
 			r.key.topic = strings.Clone(r.key.topic)
-			out = append(out, refusal{key: r.key, at: at, name: topicNameOf(u, body, &rs.walk.topics[at[0]]), by: from[i].node})
+			out = append(out, refusal{key: r.key, at: at, name: topicNameOf(u, body, &rs.walk.topics[at[0]]), by: from[i].node, appendedAt: appendedAt})
 		}
 	}
 	return out, nil
@@ -460,4 +485,51 @@ func idempotentBatches(records []byte) bool {
 		records = records[n:]
 	}
 	return true
+}
+
+// checkSurvival asks leader l, for each refusal of group whose batch the
+// old leader had appended, whether it has the batch (survival.go). It
+// returns the refusals to send again (the others of group, and those it
+// does not have), answers for the batches it has, and the refusals to try
+// again next round.
+func (c *clientConn) checkSurvival(ctx context.Context, l *upConn, pr *pendingReq, group []refusal, deadline time.Time) (send []refusal, answers [][]byte, later []refusal) {
+	rs := pr.resend
+	for _, r := range group {
+		if r.appendedAt < 0 {
+			send = append(send, r)
+			continue
+		}
+		epoch, ok := l.u.leaderEpoch(r.name, r.key.partition)
+		outcome, answer := survivalPending, (*kmsg.ProduceResponseTopicPartition)(nil)
+		if ok {
+			var err error
+			outcome, answer, err = c.survived(ctx, l, r.name, r.key.partition, epoch, r.appendedAt,
+				rs.walk.topics[r.at[0]].parts[r.at[1]].records, deadline)
+			if err != nil {
+				c.log.Debug("ask the new leader for a batch refused after its append", zap.Int32("broker", l.node), zap.Error(err))
+				outcome = survivalPending
+			}
+		}
+		switch outcome {
+		case survivalPresent:
+			c.p.m.appendedRefusals.WithLabelValues("written").Inc()
+			resp := kmsg.NewPtrProduceResponse()
+			resp.Version = pr.hdr.Version
+			t := kmsg.NewProduceResponseTopic()
+			t.Topic, t.TopicID = r.key.topic, r.key.id
+			t.Partitions = append(t.Partitions, *answer)
+			resp.Topics = append(resp.Topics, t)
+			answers = append(answers, responseFrame(keyProduce, pr.hdr.Version, pr.hdr.CorrID, resp.AppendTo(nil)))
+		case survivalAbsent:
+			c.p.m.appendedRefusals.WithLabelValues("resent").Inc()
+			r.appendedAt = -1
+			send = append(send, r)
+		case survivalPending:
+			r.refresh = true
+			later = append(later, r)
+		default:
+			c.p.m.appendedRefusals.WithLabelValues("refused").Inc()
+		}
+	}
+	return send, answers, later
 }

@@ -2,7 +2,9 @@ package proxy
 
 import (
 	"context"
+	"encoding/binary"
 	"fmt"
+	"hash/crc32"
 	"runtime"
 	"testing"
 	"time"
@@ -13,6 +15,7 @@ import (
 	"github.com/twmb/franz-go/pkg/kfake"
 	"github.com/twmb/franz-go/pkg/kmsg"
 	"go.uber.org/zap"
+	"go.uber.org/zap/zaptest"
 )
 
 // keepStaleView keeps the proxy's metadata from refreshing by itself
@@ -227,70 +230,219 @@ func TestProduceResendStopsAtASwitch(t *testing.T) {
 	}
 }
 
-// TestRefusalAfterAppendResentOnlyWithProducerID: a broker that lost its
-// leadership while an acks=all Produce was being replicated answers
+// v1Batch is a record batch of values, without a producer id unless pid
+// is not -1, its length set as a client sets it.
+func v1Batch(pid int64, values ...string) []byte {
+	b := kmsg.RecordBatch{Magic: 2, ProducerID: pid, ProducerEpoch: -1, FirstSequence: -1, NumRecords: int32(len(values)),
+		LastOffsetDelta: int32(len(values) - 1), FirstTimestamp: 1796600000000, MaxTimestamp: 1796600000000}
+	if pid >= 0 {
+		b.ProducerEpoch, b.FirstSequence = 0, 0
+	}
+	for i, v := range values {
+		b.Records = append(b.Records, (&kmsg.Record{OffsetDelta: int32(i), Value: []byte(v)}).AppendTo(nil)...)
+	}
+	raw := b.AppendTo(nil)
+	b.Length = int32(len(raw) - 12)
+	raw = b.AppendTo(nil)
+	// The CRC covers attributes to the end (Castagnoli).
+	binary.BigEndian.PutUint32(raw[17:21], crc32.Checksum(raw[21:], crc32.MakeTable(crc32.Castagnoli)))
+	return raw
+}
+
+// refusedProduce is a Produce v9 (acks=all, correlation id 7) of records
+// to partition 0 of topic, walked as the proxy walks it, and a broker's
+// answer refusing it NOT_LEADER_OR_FOLLOWER: after appending it at
+// baseOffset, or before appending (-1).
+func refusedProduce(t *testing.T, topic string, records []byte, baseOffset int64) ([]byte, requestHeader, *walkedProduce, []byte) {
+	t.Helper()
+	req := kmsg.NewPtrProduceRequest()
+	req.Version, req.Acks, req.TimeoutMillis = 9, -1, 5000
+	rt := kmsg.NewProduceRequestTopic()
+	rt.Topic = topic
+	rp := kmsg.NewProduceRequestTopicPartition()
+	rp.Records = records
+	rt.Partitions = append(rt.Partitions, rp)
+	req.Topics = append(req.Topics, rt)
+	frame := requestFrameFor(req, 7)
+	hdr := mustHeader(t, frame)
+	w, err := walkProduce(frame[hdr.BodyOffset:], hdr.Version)
+	if err != nil {
+		t.Fatal(err)
+	}
+	resp := kmsg.NewPtrProduceResponse()
+	resp.Version = 9
+	st := kmsg.NewProduceResponseTopic()
+	st.Topic = topic
+	sp := kmsg.NewProduceResponseTopicPartition()
+	sp.ErrorCode, sp.BaseOffset = kerr.NotLeaderForPartition.Code, baseOffset
+	if baseOffset >= 0 {
+		sp.LogStartOffset = 0
+	}
+	st.Partitions = append(st.Partitions, sp)
+	resp.Topics = append(resp.Topics, st)
+	return frame, hdr, &w, responseFrame(keyProduce, 9, 7, resp.AppendTo(nil))
+}
+
+// TestRefusalAfterAppendClassified: a broker that lost its leadership
+// while an acks=all Produce was being replicated answers
 // NOT_LEADER_OR_FOLLOWER with the offsets of the append (Kafka's
-// DelayedProduce): the records may have survived on the new leader. A batch
-// with a producer id is re-sent (the new leader recognises a batch it
-// has); a batch without one is not — it would be written twice, as Kafka's
-// VerifiableProducer (retries=0, not idempotent) showed on a reassignment
-// — and the client gets the refusal. A refusal before the append (base
-// offset -1) is re-sent either way.
-func TestRefusalAfterAppendResentOnlyWithProducerID(t *testing.T) {
+// DelayedProduce): the records may have survived on the new leader. A
+// batch with a producer id is re-sent as it is (the new leader recognises a
+// batch it has); one batch without is re-sent only once the new leader is
+// asked (appendedAt set, survival.go); several batches without cannot be
+// asked for and get the refusal. A refusal before the append (base offset
+// -1) is re-sent either way.
+func TestRefusalAfterAppendClassified(t *testing.T) {
 	p, u := benchProxy(t, map[string][16]byte{"t": topicID(0)})
 	c := &clientConn{p: p, log: zap.NewNop()}
 	for _, tc := range []struct {
 		name       string
-		producerID int64
+		records    []byte
 		baseOffset int64
-		resent     bool
+		refused    bool  // kept as a refusal to handle
+		appendedAt int64 // its appendedAt
 	}{
-		{"appended, no producer id", -1, 40, false},
-		{"appended, idempotent", 7, 40, true},
-		{"not appended, no producer id", -1, -1, true},
+		{"appended, no producer id", v1Batch(-1, "x"), 40, true, 40},
+		{"appended, idempotent", v1Batch(7, "x"), 40, true, -1},
+		{"not appended, no producer id", v1Batch(-1, "x"), -1, true, -1},
+		{"appended, two batches without producer id", append(v1Batch(-1, "x"), v1Batch(-1, "y")...), 40, false, 0},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
-			batch := kmsg.RecordBatch{Magic: 2, ProducerID: tc.producerID, NumRecords: 1, LastOffsetDelta: 0,
-				Records: (&kmsg.Record{Value: []byte("x")}).AppendTo(nil)}
-			batch.Length = int32(len(batch.AppendTo(nil)) - 12)
-			req := kmsg.NewPtrProduceRequest()
-			req.Version, req.Acks, req.TimeoutMillis = 9, -1, 5000
-			rt := kmsg.NewProduceRequestTopic()
-			rt.Topic = "t"
-			rp := kmsg.NewProduceRequestTopicPartition()
-			rp.Records = batch.AppendTo(nil)
-			rt.Partitions = append(rt.Partitions, rp)
-			req.Topics = append(req.Topics, rt)
-			frame := requestFrameFor(req, 7)
-			hdr := mustHeader(t, frame)
-			w, err := walkProduce(frame[hdr.BodyOffset:], hdr.Version)
+			frame, hdr, w, refusal := refusedProduce(t, "t", tc.records, tc.baseOffset)
+			pr := &pendingReq{hdr: hdr, up: &upConn{u: u, node: 1}, resend: &produceResend{frame: frame, walk: w, seq: 1}}
+			before := testutil.ToFloat64(p.m.appendedRefusals.WithLabelValues("refused"))
+			refused, err := c.refusals(pr, [][]byte{refusal}, []*upConn{pr.up})
 			if err != nil {
 				t.Fatal(err)
 			}
-			resp := kmsg.NewPtrProduceResponse()
-			resp.Version = 9
-			st := kmsg.NewProduceResponseTopic()
-			st.Topic = "t"
-			sp := kmsg.NewProduceResponseTopicPartition()
-			sp.ErrorCode = kerr.NotLeaderForPartition.Code
-			sp.BaseOffset = tc.baseOffset
-			if tc.baseOffset >= 0 {
-				sp.LogStartOffset = 0
+			if got := len(refused) == 1; got != tc.refused {
+				t.Fatalf("kept to handle: %v, want %v", got, tc.refused)
 			}
-			st.Partitions = append(st.Partitions, sp)
-			resp.Topics = append(resp.Topics, st)
-			pr := &pendingReq{hdr: hdr, up: &upConn{u: u, node: 1}, resend: &produceResend{frame: frame, walk: &w, seq: 1}}
-			before := testutil.ToFloat64(p.m.produceUnknown)
-			refused, err := c.refusals(pr, [][]byte{responseFrame(keyProduce, 9, 7, resp.AppendTo(nil))}, []*upConn{pr.up})
-			if err != nil {
-				t.Fatal(err)
+			if tc.refused && refused[0].appendedAt != tc.appendedAt {
+				t.Errorf("appendedAt %d, want %d", refused[0].appendedAt, tc.appendedAt)
 			}
-			if got := len(refused) == 1; got != tc.resent {
-				t.Errorf("to re-send: %v, want %v", got, tc.resent)
-			}
-			if kept := testutil.ToFloat64(p.m.produceUnknown) - before; kept != map[bool]float64{true: 0, false: 1}[tc.resent] {
-				t.Errorf("produce_refusals_not_resent_total rose by %v", kept)
+			if n := testutil.ToFloat64(p.m.appendedRefusals.WithLabelValues("refused")) - before; n != map[bool]float64{true: 0, false: 1}[tc.refused] {
+				t.Errorf("produce_appended_refusals_total{outcome=refused} rose by %v", n)
 			}
 		})
+	}
+}
+
+// TestAppendedRefusalAskedOfTheNewLeader: a batch without a producer id
+// that a broker refused after appending it at offset X is answered
+// according to the partition's leader (kfake): it has the very batch at X
+// — answered as written at X, not written again; its log ends at X — sent
+// again, written once; another batch is at X — the client gets the
+// refusal, nothing written.
+func TestAppendedRefusalAskedOfTheNewLeader(t *testing.T) {
+	tp, _, topic := leadersBed(t, keepStaleView)
+	u := tp.upstreams["source"]
+	direct := tp.source.Client(t)
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	// write puts records on partition 0 directly, as the old leader's
+	// append would have; it returns their base offset.
+	write := func(records []byte) int64 {
+		t.Helper()
+		req := kmsg.NewPtrProduceRequest()
+		req.Acks, req.TimeoutMillis = -1, 5000
+		rt := kmsg.NewProduceRequestTopic()
+		rt.Topic = topic
+		rt.TopicID, _ = u.topicID(topic) // the client picks the version
+		rp := kmsg.NewProduceRequestTopicPartition()
+		rp.Records = records
+		rt.Partitions = append(rt.Partitions, rp)
+		req.Topics = append(req.Topics, rt)
+		kresp, err := direct.Broker(0).Request(ctx, req) // node 0 leads partition 0
+		if err != nil {
+			t.Fatal(err)
+		}
+		p := kresp.(*kmsg.ProduceResponse).Topics[0].Partitions[0]
+		if p.ErrorCode != 0 {
+			t.Fatal(kerr.ErrorForCode(p.ErrorCode))
+		}
+		return p.BaseOffset
+	}
+	end := func() int64 {
+		t.Helper()
+		ends, err := kadm.NewClient(direct).ListEndOffsets(ctx, topic)
+		if err != nil {
+			t.Fatal(err)
+		}
+		o, _ := ends.Lookup(topic, 0)
+		return o.Offset
+	}
+	// answer runs the writer's handling of a Produce of ours refused at
+	// offset at by a broker that does not lead partition 0 (node 1; node 0
+	// leads it), and returns the client's answer for the partition.
+	answer := func(ours []byte, at int64) kmsg.ProduceResponseTopicPartition {
+		t.Helper()
+		c := &clientConn{p: tp.Proxy, log: zaptest.NewLogger(t)}
+		defer func() {
+			for _, l := range c.wlinks {
+				l.close()
+			}
+		}()
+		frame, hdr, w, refusal := refusedProduce(t, topic, ours, at)
+		tp.mu.Lock()
+		gen := tp.gen
+		tp.mu.Unlock()
+		pr := &pendingReq{hdr: hdr, up: &upConn{u: u, gen: gen, node: 1}, sent: time.Now(),
+			resend: &produceResend{frame: frame, walk: w, seq: 1}}
+		out, _, err, bad := c.finishProduce(ctx, pr, [][]byte{refusal}, []*upConn{pr.up})
+		if err != nil || bad != nil {
+			t.Fatalf("finishProduce: %v %v", err, bad)
+		}
+		resp := kmsg.NewPtrProduceResponse()
+		resp.Version = 9
+		if err := resp.ReadFrom(out[5:]); err != nil { // correlation id, empty tags
+			t.Fatal(err)
+		}
+		return resp.Topics[0].Partitions[0]
+	}
+	if l, _ := u.leader(topic, 0); l != 0 {
+		t.Fatalf("partition 0 led by %d, want 0", l)
+	}
+	outcome := func(o string) float64 { return testutil.ToFloat64(tp.m.appendedRefusals.WithLabelValues(o)) }
+
+	// It has the batch.
+	ours := v1Batch(-1, "kept")
+	at := write(ours)
+	got := answer(ours, at)
+	if got.ErrorCode != 0 || got.BaseOffset != at {
+		t.Errorf("the leader has the batch: answered %v at %d, want written at %d", kerr.ErrorForCode(got.ErrorCode), got.BaseOffset, at)
+	}
+	if e := end(); e != at+1 {
+		t.Errorf("partition 0 ends at %d, want %d: written again", e, at+1)
+	}
+	if outcome("written") != 1 {
+		t.Errorf("outcome written: %v", outcome("written"))
+	}
+
+	// Its log ends where the batch was appended.
+	ours = v1Batch(-1, "lost")
+	at = end()
+	got = answer(ours, at)
+	if got.ErrorCode != 0 || got.BaseOffset != at {
+		t.Errorf("the leader's log ends at the append: answered %v at %d, want written at %d", kerr.ErrorForCode(got.ErrorCode), got.BaseOffset, at)
+	}
+	if e := end(); e != at+1 {
+		t.Errorf("partition 0 ends at %d, want %d", e, at+1)
+	}
+	if outcome("resent") != 1 {
+		t.Errorf("outcome resent: %v", outcome("resent"))
+	}
+
+	// Another batch is where ours was appended.
+	at = write(v1Batch(-1, "other"))
+	got = answer(v1Batch(-1, "mine"), at)
+	if got.ErrorCode != kerr.NotLeaderForPartition.Code {
+		t.Errorf("another batch at the offset: answered %v, want the refusal", kerr.ErrorForCode(got.ErrorCode))
+	}
+	if e := end(); e != at+1 {
+		t.Errorf("partition 0 ends at %d, want %d: written again", e, at+1)
+	}
+	if outcome("refused") != 1 {
+		t.Errorf("outcome refused: %v", outcome("refused"))
 	}
 }

@@ -182,6 +182,21 @@ func (u *upstream) loadVersions(ctx context.Context) error {
 	return nil
 }
 
+// pickVersion returns the highest version of key in [lo, hi] the cluster
+// supports (hi while its versions are unknown, lo if none is).
+func (u *upstream) pickVersion(key, lo, hi int16) int16 {
+	vs := u.apiVersions()
+	if vs == nil {
+		return hi
+	}
+	for _, k := range vs.ApiKeys {
+		if k.ApiKey == key {
+			return max(lo, min(hi, k.MaxVersion))
+		}
+	}
+	return lo
+}
+
 // apiVersions returns the cluster's ApiVersions answer, nil until known.
 func (u *upstream) apiVersions() *kmsg.ApiVersionsResponse {
 	u.mu.RLock()

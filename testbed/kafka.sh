@@ -251,6 +251,30 @@ down() {
 	say "stopped"
 }
 
+# ----------------------------------------------------------- restart-broker
+
+# restart_broker CLUSTER N: stops broker bN of a running cluster with TERM
+# (a controlled shutdown: its partitions' leadership moves to other brokers
+# first), starts it again with the same configuration, and waits until the
+# cluster answers Metadata with all its brokers again.
+restart_broker() {
+	local cluster=${1:-} n=${2:-} dir pid boot count
+	[[ $cluster == source || $cluster == target ]] && [[ $n =~ ^[0-9]+$ ]] ||
+		die "usage: kafka.sh restart-broker source|target N (N: the broker's directory b<N> under $RUN_DIR/<cluster>)"
+	dir=$RUN_DIR/$cluster/b$n
+	[[ -f $dir/pid && -f $ENV_FILE ]] || die "no broker $dir of a running test bed (kafka.sh up)"
+	pid=$(<"$dir/pid")
+	alive "$pid" || die "broker $dir (pid $pid) is not running"
+	stop_pids "$pid"
+	java_args "$dir/logs/server.log" OFF "$KAFKA_HEAP_OPTS"
+	setsid "$JAVA" "${JARGS[@]}" kafka.Kafka "$dir/server.properties" >>"$dir/logs/stdout.log" 2>&1 </dev/null &
+	echo $! >"$dir/pid"
+	boot=$(sed -n "s/^export SWITCHYARD_TEST_${cluster^^}=//p" "$ENV_FILE")
+	count=$(find "$RUN_DIR/$cluster" -maxdepth 1 -name 'b*' -type d | wc -l)
+	"$BIN_DIR/waitkafka" -name "$cluster" -bootstrap "$boot" -brokers "$count" -timeout "${START_TIMEOUT}s" -pids "$!" >&2 ||
+		die "broker $dir did not rejoin the $cluster cluster within START_TIMEOUT=${START_TIMEOUT}s; see $dir/logs/server.log"
+}
+
 # ------------------------------------------------------------------- status
 
 status() {
@@ -845,6 +869,9 @@ usage: testbed/kafka.sh COMMAND
                   clusters and write $ENV_FILE
   down            stop every JVM of the test bed (TERM, then KILL after STOP_TIMEOUT)
   status          what runs (exit 0 all up, 1 partly, 3 nothing)
+  restart-broker CLUSTER N
+                  stop broker bN of CLUSTER (source|target) with TERM (a controlled
+                  shutdown) and start it again; returns once it has rejoined
   env             print the env file (eval "\$(testbed/kafka.sh env)")
   mirrormaker     MirrorMaker 2 source -> target in the foreground (MM2_DURATION=s)
   perf-producer   ProducerPerformance  (BOOTSTRAP, TOPIC, NUM_RECORDS, RECORD_SIZE, ACKS)
@@ -871,6 +898,7 @@ case "$cmd" in
 up) up ;;
 down) down ;;
 status) status ;;
+restart-broker) restart_broker "$@" ;;
 env) env_cmd ;;
 fetch) fetch ;;
 streams-lib) streams_lib ;;

@@ -7,12 +7,14 @@
 # every partition's preferred leader is changed (a reassignment that only
 # reorders the replicas) and a preferred-leader election moves all six
 # leaders; 10 s later a reassignment drops each partition's leader from its
-# replicas, which moves them again. Prints, per run, the records
-# acknowledged, read and read twice, the acknowledged records never read,
-# the producer's errors by exception and event, and the partitions the
-# sidecar re-sent (produce_resent_partitions_total) or refused after the
-# old leader had appended them (produce_refusals_not_resent_total: not
-# idempotent, sending them again could write them twice).
+# replicas, which moves them again; 10 s later the broker leading partition 0
+# restarts (TERM: a controlled shutdown; MOVES_NO_RESTART=1 skips it).
+# Prints, per run, the records acknowledged, read and read twice, the
+# acknowledged records never read, the producer's errors by exception and
+# event, and the partitions the sidecar re-sent
+# (produce_resent_partitions_total) and, of those the old leader had
+# appended before refusing (no producer id: looked for on the new leader),
+# the outcomes (produce_appended_refusals_total).
 #
 #   make kafka-up && bash bench/cutover/leader-moves.sh [MOVES_RUNS=3] [SWITCHYARD_BIN=...]; make kafka-down
 #
@@ -114,18 +116,33 @@ run() {
 	reassign "$d" "$topic" drop
 	assignment "$d" "$topic" >"$d/dropped.txt"
 	sleep 10
+	if [[ -z ${MOVES_NO_RESTART:-} ]]; then
+		# The broker leading partition 0 restarts: a controlled shutdown
+		# moves its leaders away, then it comes back.
+		date +%s%3N >"$d/restart.at"
+		"$ROOT/testbed/kafka.sh" restart-broker source "$(awk '$1 == 0 {print $2}' "$d/dropped.txt")" >"$d/restart.out" 2>&1 ||
+			echo "leader-moves: the broker restart failed: $d/restart.out" >&2
+		assignment "$d" "$topic" >"$d/restarted.txt"
+		sleep 10
+	fi
 	stop_producer "$producer" "$d"
 	local resent
 	resent=$(curl -fs "http://127.0.0.1:$((PORT + 90))/metrics" |
-		awk '/^switchyard_proxy_produce_resent_partitions_total /{r=$2} /^switchyard_proxy_produce_refusals_not_resent_total /{n=$2} END{if (r != "") print r "/" (n == "" ? "-" : n)}')
+		awk '/^switchyard_proxy_produce_resent_partitions_total /{r=$2} /^switchyard_proxy_produce_appended_refusals_total/{split($1, a, "\""); o = o sep a[2] " " $2; sep=", "} END{if (r != "") print r (o == "" ? "" : " (appended: " o ")")}')
 	cleanup
 	local moved1 moved2
 	moved1=$(join <(awk '{print $1, $2}' "$d/before.txt") <(awk '{print $1, $2}' "$d/elected.txt") | awk '$2 != $3' | wc -l)
 	moved2=$(join <(awk '{print $1, $2}' "$d/elected.txt") <(awk '{print $1, $2}' "$d/dropped.txt") | awk '$2 != $3' | wc -l)
-	python3 - "$d" "$name" "$moved1" "$moved2" "${resent:-?}" >>"$SUMMARY" <<'PY'
+	local moved3=-
+	[[ -f $d/restarted.txt ]] && moved3=$(join <(awk '{print $1, $2}' "$d/dropped.txt") <(awk '{print $1, $2}' "$d/restarted.txt") | awk '$2 != $3' | wc -l)
+	python3 - "$d" "$name" "$moved1" "$moved2/$moved3" "${resent:-?}" >>"$SUMMARY" <<'PY'
 import collections, json, re, sys
 d, name, moved1, moved2, resent = sys.argv[1:]
 drop_at = int(open(f"{d}/drop.at").read())
+try:
+    restart_at = int(open(f"{d}/restart.at").read())
+except OSError:
+    restart_at = None
 acked, errors = set(), collections.Counter()
 for line in open(f"{d}/producer.jsonl"):
     try:
@@ -137,6 +154,8 @@ for line in open(f"{d}/producer.jsonl"):
     elif e.get("name") == "producer_send_error":
         m = re.search(r"errors\.(\w+)", e.get("exception", ""))
         window = "election" if e["timestamp"] < drop_at else "reassignment"
+        if restart_at and e["timestamp"] >= restart_at:
+            window = "restart"
         errors[f"{m.group(1) if m else e.get('exception', '?')} at the {window}"] += 1
 read = [l.rstrip("\n") for l in open(f"{d}/consumer.out")]
 distinct = set(read)
@@ -147,7 +166,7 @@ PY
 }
 
 echo "leader-moves: $RUNS run(s), Kafka $SWITCHYARD_TEST_KAFKA_VERSION, $BIN"
-echo "| run | leaders moved by the election | by the reassignment | acknowledged | distinct read | read twice | acknowledged never read | producer errors | partitions re-sent / refused after append, not re-sent |"
+echo "| run | leaders moved by the election | by the reassignment / the restart | acknowledged | distinct read | read twice | acknowledged never read | producer errors | partitions re-sent (refused after the append, by outcome) |"
 echo "|---|---|---|---|---|---|---|---|---|"
 SUMMARY=$OUT/summary-$STAMP.txt
 mkdir -p "$OUT"
