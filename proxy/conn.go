@@ -153,6 +153,8 @@ type pendingReq struct {
 	// resend: a routed Produce's request, kept so that partitions refused
 	// by a broker that no longer leads them can be sent again (resend.go).
 	resend *produceResend
+	// seq: a routed Produce's number for the fence (resend.go), 0 if none.
+	seq uint64
 	// reauth, when set, asks the writer to renew this upstream connection's
 	// SASL session and report to reauthDone.
 	reauth     *upConn
@@ -459,14 +461,21 @@ func (c *clientConn) forward(ctx context.Context, hdr requestHeader, frame []byt
 		return c.enqueue(ctx, &pendingReq{hdr: hdr, local: rw.local})
 	}
 	to, parts, split := up, []net.Buffers(nil), (*produceSplit)(nil)
-	var resend *produceResend
+	var (
+		resend *produceResend
+		seq    uint64
+	)
 	if routed {
-		var seq uint64
-		if rw.expect && rw.produce != nil {
-			// Kept for re-sends until answered; rw.frame is frame then.
+		if rw.expect {
+			// Numbered for the fence of its partitions (resend.go).
 			c.routedSeq++
 			seq = c.routedSeq
-			resend = &produceResend{frame: rw.frame, walk: rw.produce, seq: seq}
+		}
+		if rw.expect && rw.produce != nil {
+			// Kept for re-sends until answered; rw.frame is frame then.
+			// (Without the walk — partitions the proxy answers itself
+			// were cut out — nothing is re-sent, but the fence holds.)
+			resend = &produceResend{frame: rw.frame, walk: rw.produce}
 		}
 		to, parts, split = c.routeProduce(ctx, adm, up, hdr, rw.frame, rw.produce, seq)
 		subs := []*upConn{to}
@@ -493,7 +502,7 @@ func (c *clientConn) forward(ctx context.Context, hdr requestHeader, frame []byt
 			return errClientGone
 		}
 		// Once queued, the writer (or serve's cleanup) lowers inflight.
-		pr := &pendingReq{hdr: hdr, up: to, sent: time.Now(), split: split, resend: resend,
+		pr := &pendingReq{hdr: hdr, up: to, sent: time.Now(), split: split, resend: resend, seq: seq,
 			prevProducerID: rw.prevProducerID, transactional: rw.transactional, member: rw.member, txn: adm.txn, seqs: rw.seqs}
 		if err := c.enqueue(ctx, pr); err != nil {
 			c.doneInflight(hdr.Key)
@@ -738,10 +747,11 @@ func (c *clientConn) answer(ctx context.Context, pr *pendingReq, buf []byte) ([]
 	default:
 		frame, err = readFrame(pr.up.nc, c.p.cfg.MaxFrameBytes, buf)
 	}
+	if pr.seq != 0 {
+		c.answeredSeq.Store(pr.seq) // the fence of its partitions lifts
+	}
 	if pr.resend != nil {
-		// The fence of its partitions lifts (resend.go); the request's
-		// buffer goes back to the reader.
-		c.answeredSeq.Store(pr.resend.seq)
+		// The request's buffer goes back to the reader.
 		select {
 		case c.freeFrames <- pr.resend.frame[:0]:
 		default:

@@ -57,9 +57,6 @@ type produceResend struct {
 	// reader's free list once answered.
 	frame []byte
 	walk  *walkedProduce
-	// seq is the request's number among this connection's routed
-	// Produce requests (fence).
-	seq uint64
 }
 
 // fenceKey names a partition by topic name.

@@ -309,7 +309,7 @@ func TestRefusalAfterAppendClassified(t *testing.T) {
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			frame, hdr, w, refusal := refusedProduce(t, "t", tc.records, tc.baseOffset)
-			pr := &pendingReq{hdr: hdr, up: &upConn{u: u, node: 1}, resend: &produceResend{frame: frame, walk: w, seq: 1}}
+			pr := &pendingReq{hdr: hdr, up: &upConn{u: u, node: 1}, resend: &produceResend{frame: frame, walk: w}}
 			before := testutil.ToFloat64(p.m.appendedRefusals.WithLabelValues("refused"))
 			refused, err := c.refusals(pr, [][]byte{refusal}, []*upConn{pr.up})
 			if err != nil {
@@ -388,7 +388,7 @@ func TestAppendedRefusalAskedOfTheNewLeader(t *testing.T) {
 		gen := tp.gen
 		tp.mu.Unlock()
 		pr := &pendingReq{hdr: hdr, up: &upConn{u: u, gen: gen, node: 1}, sent: time.Now(),
-			resend: &produceResend{frame: frame, walk: w, seq: 1}}
+			resend: &produceResend{frame: frame, walk: w}}
 		out, _, err, bad := c.finishProduce(ctx, pr, [][]byte{refusal}, []*upConn{pr.up})
 		if err != nil || bad != nil {
 			t.Fatalf("finishProduce: %v %v", err, bad)
