@@ -9,6 +9,7 @@ import (
 	"slices"
 	"strconv"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -61,6 +62,9 @@ type settings struct {
 	coldStart       bool
 	transactional   bool
 	groupShape      string
+	// moveLeaders: COMPAT_MOVE_LEADERS, how often a source partition's
+	// leader is moved while the application runs there (kfake), 0: never.
+	moveLeaders time.Duration
 }
 
 // Group shapes of COMPAT_GROUP_SHAPE.
@@ -134,7 +138,51 @@ func loadSettings(t *testing.T) settings {
 	if v := os.Getenv("COMPAT_GATE_MODE"); v != "" {
 		s.gateMode = strings.ToUpper(v)
 	}
+	if v := os.Getenv("COMPAT_MOVE_LEADERS"); v != "" {
+		d, err := time.ParseDuration(v)
+		if err != nil || d <= 0 {
+			t.Fatalf("COMPAT_MOVE_LEADERS=%q: want a positive duration such as 300ms", v)
+		}
+		if kafkatest.Backend() != kafkatest.BackendKfake {
+			t.Fatalf("COMPAT_MOVE_LEADERS needs SWITCHYARD_TEST_KAFKA=kfake (it moves leaders with kfake's MoveTopicPartition)")
+		}
+		s.moveLeaders = d
+	}
 	return s
+}
+
+// moveLeaders moves a random partition of topic on c to a random broker
+// every period until the returned stop is called; stop returns how many
+// moves were made. The mover's goroutine ends with stop or ctx.
+func moveLeaders(ctx context.Context, c *kafkatest.Cluster, topic string, partitions, brokers int, period time.Duration, seed uint64) (stop func() int) {
+	mctx, cancel := context.WithCancel(ctx)
+	moved := make(chan int, 1)
+	go func() {
+		n := 0
+		defer func() { moved <- n }()
+		rng := rand.New(rand.NewPCG(seed, 0x1eade5))
+		tick := time.NewTicker(period)
+		defer tick.Stop()
+		for {
+			select {
+			case <-mctx.Done():
+				return
+			case <-tick.C:
+			}
+			if c.Fake.MoveTopicPartition(topic, int32(rng.IntN(partitions)), int32(rng.IntN(brokers))) == nil {
+				n++
+			}
+		}
+	}()
+	var once sync.Once
+	total := 0
+	return func() int {
+		once.Do(func() {
+			cancel()
+			total = <-moved
+		})
+		return total
+	}
 }
 
 func needClient(t *testing.T, c clientbed.Client) {
@@ -458,6 +506,14 @@ func runOnce(t *testing.T, s settings, c clientbed.Client, flipDelay time.Durati
 		return true, ""
 	})
 
+	// Leaders moving on the source under the application, until the
+	// cutover ends (COMPAT_MOVE_LEADERS).
+	stopMoves := func() int { return 0 }
+	if s.moveLeaders > 0 {
+		stopMoves = moveLeaders(ctx, source, topic, partitions, 3, s.moveLeaders, s.seed+uint64(res.Run))
+		defer stopMoves()
+	}
+
 	// The cutover, at a random moment.
 	t.Logf("cutover in %v", flipDelay)
 	select {
@@ -485,6 +541,11 @@ func runOnce(t *testing.T, s settings, c clientbed.Client, flipDelay time.Durati
 			break
 		}
 		final = msg.GetCutover()
+	}
+	if s.moveLeaders > 0 {
+		n := stopMoves()
+		res.Settings = strings.TrimPrefix(fmt.Sprintf("%s; a source leader moved every %v until the cutover ended (%d moves)", res.Settings, s.moveLeaders, n), "; ")
+		t.Logf("source leaders moved %d times", n)
 	}
 	res.Cutover = control.StepName(final.GetStep())
 	res.BlockWindowMS = final.GetBlockWindow().AsDuration().Milliseconds()
