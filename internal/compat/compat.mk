@@ -10,8 +10,10 @@
 #   make test-compat-kfake   the same on in-process kfake clusters
 #
 # COMPAT_CLIENTS, COMPAT_SEED, COMPAT_INSTANCES, COMPAT_GATE_MODE, COMPAT_GROUP_SHAPE,
-# COMPAT_SARAMA_DEFAULTS, COMPAT_COLD_START, COMPAT_TRANSACTIONAL and
-# COMPAT_RESULTS pass through (see internal/compat/compat_test.go). `make
+# COMPAT_SARAMA_DEFAULTS, COMPAT_COLD_START, COMPAT_TRANSACTIONAL,
+# COMPAT_MOVE_LEADERS (kfake: a source leader moved every such duration
+# while the application runs there) and COMPAT_RESULTS pass through (see
+# internal/compat/compat_test.go). `make
 # test` runs one run per client, on kfake (test-go) and on real Kafka
 # (test-real).
 #
