@@ -213,6 +213,7 @@ func (c *clientConn) finishProduce(ctx context.Context, pr *pendingReq, frames [
 			if err != nil {
 				// The leader cannot be reached: the refusal is the answer.
 				c.log.Warn("dial the new leader of refused Produce partitions; the client gets the refusal", zap.Int32("broker", node), zap.Error(err))
+				countAppended(c.p.m, group)
 				continue
 			}
 			// Batches appended by the old leader are sent again only if
@@ -222,6 +223,15 @@ func (c *clientConn) finishProduce(ctx context.Context, pr *pendingReq, frames [
 			refused = append(refused, later...)
 			if len(group) == 0 {
 				continue
+			}
+			if l.isClosed() { // a check's exchange broke the link
+				if l, err = c.writerLink(ctx, u, gen, node); err != nil {
+					if errors.Is(err, errAbandoned) {
+						return nil, pr.up, err, nil
+					}
+					refused = append(refused, group...) // next round
+					continue
+				}
 			}
 			keep := map[[2]int]bool{}
 			for _, r := range group {
@@ -256,11 +266,7 @@ func (c *clientConn) finishProduce(ctx context.Context, pr *pendingReq, frames [
 			break
 		}
 	}
-	for _, r := range refused {
-		if r.appendedAt >= 0 { // never settled: the refusal stands
-			c.p.m.appendedRefusals.WithLabelValues("refused").Inc()
-		}
-	}
+	countAppended(c.p.m, refused) // never settled: the refusal stands
 	order := produceOrder(body, rs.walk)
 	if pr.split != nil {
 		order = pr.split.order
@@ -529,4 +535,14 @@ func (c *clientConn) checkSurvival(ctx context.Context, l *upConn, pr *pendingRe
 		}
 	}
 	return send, answers, later
+}
+
+// countAppended counts, as refused, the refusals after an append among rs
+// whose refusal is the client's answer.
+func countAppended(m *metrics, rs []refusal) {
+	for _, r := range rs {
+		if r.appendedAt >= 0 {
+			m.appendedRefusals.WithLabelValues("refused").Inc()
+		}
+	}
 }

@@ -329,19 +329,23 @@ func TestRefusalAfterAppendClassified(t *testing.T) {
 }
 
 // TestAppendedRefusalAskedOfTheNewLeader: a batch without a producer id
-// that a broker refused after appending it at offset X is answered
-// according to the partition's leader (kfake): it has the very batch at X
-// — answered as written at X, not written again; its log ends at X — sent
-// again, written once; another batch is at X — the client gets the
-// refusal, nothing written.
+// that the old leader refused after appending it at offset X, the leader
+// having moved since (kfake, a new epoch), is answered according to the new
+// leader: it has the very batch at X, from before its epoch — answered as
+// written at X, not written again; its log ends at X — sent again, written
+// once; X holds a batch of its own epoch, even one identical to ours —
+// ours was not replicated: sent again; X holds another batch from before —
+// the client gets the refusal, nothing written.
 func TestAppendedRefusalAskedOfTheNewLeader(t *testing.T) {
 	tp, _, topic := leadersBed(t, keepStaleView)
 	u := tp.upstreams["source"]
 	direct := tp.source.Client(t)
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
-	// write puts records on partition 0 directly, as the old leader's
-	// append would have; it returns their base offset.
+	leader := int32(0) // partition 0's, on kfake
+	// write puts records on partition 0 through its leader, as the old
+	// leader's append (or another producer) would have; it returns their
+	// base offset.
 	write := func(records []byte) int64 {
 		t.Helper()
 		req := kmsg.NewPtrProduceRequest()
@@ -353,7 +357,7 @@ func TestAppendedRefusalAskedOfTheNewLeader(t *testing.T) {
 		rp.Records = records
 		rt.Partitions = append(rt.Partitions, rp)
 		req.Topics = append(req.Topics, rt)
-		kresp, err := direct.Broker(0).Request(ctx, req) // node 0 leads partition 0
+		kresp, err := direct.Broker(int(leader)).Request(ctx, req)
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -362,6 +366,17 @@ func TestAppendedRefusalAskedOfTheNewLeader(t *testing.T) {
 			t.Fatal(kerr.ErrorForCode(p.ErrorCode))
 		}
 		return p.BaseOffset
+	}
+	// move makes the next broker partition 0's leader (a new epoch) and
+	// returns the old leader; the proxy's view stays the old one.
+	move := func() int32 {
+		t.Helper()
+		old := leader
+		leader = (leader + 1) % 3
+		if err := tp.source.Fake.MoveTopicPartition(topic, 0, leader); err != nil {
+			t.Fatal(err)
+		}
+		return old
 	}
 	end := func() int64 {
 		t.Helper()
@@ -372,10 +387,10 @@ func TestAppendedRefusalAskedOfTheNewLeader(t *testing.T) {
 		o, _ := ends.Lookup(topic, 0)
 		return o.Offset
 	}
-	// answer runs the writer's handling of a Produce of ours refused at
-	// offset at by a broker that does not lead partition 0 (node 1; node 0
-	// leads it), and returns the client's answer for the partition.
-	answer := func(ours []byte, at int64) kmsg.ProduceResponseTopicPartition {
+	// answer runs the writer's handling of a Produce of ours that broker
+	// by refused after appending it at offset at, and returns the
+	// client's answer for the partition.
+	answer := func(ours []byte, at int64, by int32) kmsg.ProduceResponseTopicPartition {
 		t.Helper()
 		c := &clientConn{p: tp.Proxy, log: zaptest.NewLogger(t)}
 		defer func() {
@@ -387,7 +402,7 @@ func TestAppendedRefusalAskedOfTheNewLeader(t *testing.T) {
 		tp.mu.Lock()
 		gen := tp.gen
 		tp.mu.Unlock()
-		pr := &pendingReq{hdr: hdr, up: &upConn{u: u, gen: gen, node: 1}, sent: time.Now(),
+		pr := &pendingReq{hdr: hdr, up: &upConn{u: u, gen: gen, node: by}, sent: time.Now(),
 			resend: &produceResend{frame: frame, walk: w}}
 		out, _, err, bad := c.finishProduce(ctx, pr, [][]byte{refusal}, []*upConn{pr.up})
 		if err != nil || bad != nil {
@@ -400,49 +415,39 @@ func TestAppendedRefusalAskedOfTheNewLeader(t *testing.T) {
 		}
 		return resp.Topics[0].Partitions[0]
 	}
-	if l, _ := u.leader(topic, 0); l != 0 {
-		t.Fatalf("partition 0 led by %d, want 0", l)
-	}
 	outcome := func(o string) float64 { return testutil.ToFloat64(tp.m.appendedRefusals.WithLabelValues(o)) }
+	expect := func(what string, got kmsg.ProduceResponseTopicPartition, code int16, offset, ends int64) {
+		t.Helper()
+		if got.ErrorCode != code || (code == 0 && got.BaseOffset != offset) {
+			t.Errorf("%s: answered %v at %d, want %v at %d", what, kerr.ErrorForCode(got.ErrorCode), got.BaseOffset, kerr.ErrorForCode(code), offset)
+		}
+		if e := end(); e != ends {
+			t.Errorf("%s: partition 0 ends at %d, want %d", what, e, ends)
+		}
+	}
 
-	// It has the batch.
+	// The new leader has the batch, from before its epoch.
 	ours := v1Batch(-1, "kept")
 	at := write(ours)
-	got := answer(ours, at)
-	if got.ErrorCode != 0 || got.BaseOffset != at {
-		t.Errorf("the leader has the batch: answered %v at %d, want written at %d", kerr.ErrorForCode(got.ErrorCode), got.BaseOffset, at)
-	}
-	if e := end(); e != at+1 {
-		t.Errorf("partition 0 ends at %d, want %d: written again", e, at+1)
-	}
-	if outcome("written") != 1 {
-		t.Errorf("outcome written: %v", outcome("written"))
-	}
+	expect("the new leader has the batch", answer(ours, at, move()), 0, at, at+1)
 
 	// Its log ends where the batch was appended.
-	ours = v1Batch(-1, "lost")
 	at = end()
-	got = answer(ours, at)
-	if got.ErrorCode != 0 || got.BaseOffset != at {
-		t.Errorf("the leader's log ends at the append: answered %v at %d, want written at %d", kerr.ErrorForCode(got.ErrorCode), got.BaseOffset, at)
-	}
-	if e := end(); e != at+1 {
-		t.Errorf("partition 0 ends at %d, want %d", e, at+1)
-	}
-	if outcome("resent") != 1 {
-		t.Errorf("outcome resent: %v", outcome("resent"))
-	}
+	expect("its log ends at the append", answer(v1Batch(-1, "lost"), at, move()), 0, at, at+1)
 
-	// Another batch is where ours was appended.
-	at = write(v1Batch(-1, "other"))
-	got = answer(v1Batch(-1, "mine"), at)
-	if got.ErrorCode != kerr.NotLeaderForPartition.Code {
-		t.Errorf("another batch at the offset: answered %v, want the refusal", kerr.ErrorForCode(got.ErrorCode))
-	}
-	if e := end(); e != at+1 {
-		t.Errorf("partition 0 ends at %d, want %d: written again", e, at+1)
-	}
-	if outcome("refused") != 1 {
-		t.Errorf("outcome refused: %v", outcome("refused"))
+	// Its epoch began at the append's offset and holds a batch identical to
+	// ours there (another producer's): ours was not replicated.
+	by := move()
+	at = write(v1Batch(-1, "same"))
+	expect("an identical batch of the new epoch", answer(v1Batch(-1, "same"), at, by), 0, at+1, at+2)
+
+	// Another batch from before its epoch is where ours was appended.
+	at = write(v1Batch(-1, "them"))
+	expect("another batch from before the epoch", answer(v1Batch(-1, "mine"), at, move()), kerr.NotLeaderForPartition.Code, 0, at+1)
+
+	for o, want := range map[string]float64{"written": 1, "resent": 2, "refused": 1} {
+		if got := outcome(o); got != want {
+			t.Errorf("produce_appended_refusals_total{outcome=%q} %v, want %v", o, got, want)
+		}
 	}
 }

@@ -16,14 +16,17 @@ package proxy
 //     current epoch, so a stale one is fenced): its log end offset. At or
 //     below the append's offset, the batch is not there and never will be —
 //     it is sent again.
-//   - Otherwise a Fetch at that offset: the batch there, compared with the
-//     one sent from its last-offset delta on (timestamps, producer fields,
-//     count and records; the broker may rewrite only the fields before
-//     them, and the log-append-time fields): the same, it survived — the
-//     client is answered with its offset, as the broker would have; another,
-//     the outcome is unknown (a topic that recompresses rewrites the
-//     records): the client gets the refusal. Nothing visible yet at that
-//     offset (the high watermark has not passed it): asked again next round.
+//   - Otherwise a Fetch at that offset. A batch written in the leader's
+//     current epoch is there: the epoch began at or before the offset, so
+//     the old leader's batch was not replicated before it — gone, sent
+//     again. A batch of an earlier epoch, compared with the one sent from
+//     its last-offset delta on (timestamps, producer fields, count and
+//     records; the broker may rewrite only the fields before them, and the
+//     log-append-time fields): the same, it survived — the client is
+//     answered with its offset, as the broker would have; another, the
+//     outcome is unknown (a topic that recompresses rewrites the records):
+//     the client gets the refusal. Nothing visible yet at that offset (the
+//     high watermark has not passed it): asked again next round.
 
 import (
 	"bytes"
@@ -57,6 +60,9 @@ const survivalCorrID = 0x53595244 // "SYRD"
 // give for the partition.
 func (c *clientConn) survived(ctx context.Context, l *upConn, topic string, partition, epoch int32, at int64, batch []byte, deadline time.Time) (survival, *kmsg.ProduceResponseTopicPartition, error) {
 	u := l.u
+	if epoch < 0 {
+		return survivalPending, nil, nil // the leader's epoch is not known yet
+	}
 	// The log end offset: the end of the current epoch.
 	ofe := kmsg.NewPtrOffsetForLeaderEpochRequest()
 	ofe.Version = u.pickVersion(keyOffsetForLeaderEpoch, 3, 4)
@@ -76,11 +82,13 @@ func (c *clientConn) survived(ctx context.Context, l *upConn, topic string, part
 	}
 	end := oresp.Topics[0].Partitions[0]
 	switch {
-	case end.ErrorCode != 0:
+	case end.ErrorCode != 0 && kerr.IsRetriable(kerr.ErrorForCode(end.ErrorCode)):
 		// FENCED/UNKNOWN_LEADER_EPOCH, NOT_LEADER: the proxy's view of
 		// the leader is behind or ahead; the next round refreshes it.
 		return survivalPending, nil, nil
-	case end.LeaderEpoch != epoch:
+	case end.ErrorCode != 0, end.LeaderEpoch != epoch, end.EndOffset < 0:
+		// Not authorized, unknown topic, or an answer that does not
+		// name the epoch asked.
 		return survivalUnknown, nil, nil
 	case end.EndOffset <= at:
 		return survivalAbsent, nil, nil
@@ -115,10 +123,16 @@ func (c *clientConn) survived(ctx context.Context, l *upConn, topic string, part
 		return survivalUnknown, nil, nil
 	}
 	stored := firstBatch(got.RecordBatches)
-	if stored == nil {
+	switch {
+	case stored == nil && len(got.RecordBatches) == 0:
 		return survivalPending, nil, nil // not replicated far enough yet
-	}
-	if int64(binary.BigEndian.Uint64(stored[0:8])) != at || !sameBatch(stored, batch) {
+	case stored == nil, int64(binary.BigEndian.Uint64(stored[0:8])) != at:
+		return survivalUnknown, nil, nil // an older format, or not a batch at the offset
+	case int32(binary.BigEndian.Uint32(stored[12:16])) >= epoch:
+		// Written in the current epoch: the old leader's batch was not
+		// in this leader's log when its epoch began.
+		return survivalAbsent, nil, nil
+	case !sameBatch(stored, batch):
 		return survivalUnknown, nil, nil
 	}
 	answer := kmsg.NewProduceResponseTopicPartition()

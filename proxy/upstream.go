@@ -191,7 +191,7 @@ func (u *upstream) pickVersion(key, lo, hi int16) int16 {
 	}
 	for _, k := range vs.ApiKeys {
 		if k.ApiKey == key {
-			return max(lo, min(hi, k.MaxVersion))
+			return max(lo, k.MinVersion, min(hi, k.MaxVersion))
 		}
 	}
 	return lo
