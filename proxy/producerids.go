@@ -61,14 +61,16 @@ var castagnoli = crc32.MakeTable(crc32.Castagnoli)
 
 // Byte offsets in a v2 record batch.
 const (
-	batchLengthOff   = 8
-	batchMagicOff    = 16
-	batchCRCOff      = 17
-	batchAttrsOff    = 21
-	batchPIDOff      = 43
-	batchEpochOff    = 51
-	batchSeqOff      = 53
-	batchHeaderBytes = 61
+	batchLengthOff       = 8
+	batchLeaderEpochOff  = 12
+	batchMagicOff        = 16
+	batchCRCOff          = 17
+	batchAttrsOff        = 21
+	batchMaxTimestampOff = 35
+	batchPIDOff          = 43
+	batchEpochOff        = 51
+	batchSeqOff          = 53
+	batchHeaderBytes     = 61
 )
 
 // firstRemappedID is where producer ids of the proxy's own start when a

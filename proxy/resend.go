@@ -304,19 +304,20 @@ func (c *clientConn) refusals(pr *pendingReq, frames [][]byte, from []*upConn) (
 			}
 			appendedAt := int64(-1)
 			if records := rs.walk.topics[at[0]].parts[at[1]].records; r.appended && !idempotentBatches(records) {
+				b := firstBatch(records)
 				// Appended by the old leader, perhaps kept by the new
 				// one: sent again, records without a producer id would
 				// be written twice. The new leader is asked first
 				// (survival.go) — for one batch; for several the
 				// client gets the refusal, as it would from the broker.
-				if firstBatch(records) == nil || len(firstBatch(records)) != len(records) {
+				if b == nil || len(b) != len(records) {
 					c.p.m.appendedRefusals.WithLabelValues("refused").Inc()
 					continue
 				}
 				appendedAt = r.baseOffset
 			}
 			r.key.topic = strings.Clone(r.key.topic)
-			out = append(out, refusal{key: r.key, at: at, name: topicNameOf(u, body, &rs.walk.topics[at[0]]), by: from[i].node, appendedAt: appendedAt})
+			out = append(out, refusal{key: r.key, at: at, name: strings.Clone(topicNameOf(u, body, &rs.walk.topics[at[0]])), by: from[i].node, appendedAt: appendedAt})
 		}
 	}
 	return out, nil
@@ -366,10 +367,11 @@ func requestIndex(body []byte, w *walkedProduce, k partKey) ([2]int, bool) {
 	return [2]int{}, false
 }
 
-// topicNameOf is a walked request topic's name (by its id from v13).
+// topicNameOf is a walked request topic's name (by its id from v13); a
+// name read from the request aliases body.
 func topicNameOf(u *upstream, body []byte, t *produceTopic) string {
 	if t.idOff < 0 {
-		return strings.Clone(t.name)
+		return t.name
 	}
 	name, _ := u.topicName([16]byte(body[t.idOff : t.idOff+16]))
 	return name
@@ -441,12 +443,10 @@ func (c *clientConn) writerLink(ctx context.Context, u *upstream, gen uint64, no
 	if !ok {
 		return nil, fmt.Errorf("broker %d of cluster %s: no known address", node, u.name)
 	}
-	sc, err := u.sec.Dial(ctx, addr, c.p.cfg.DialTimeout)
+	l, err := c.dialLink(ctx, u, gen, node, addr)
 	if err != nil {
 		return nil, err
 	}
-	l = &upConn{nc: sc.Conn, sc: sc, u: u, gen: gen, node: node}
-	l.lastUsed.Store(time.Now().UnixNano())
 	c.curMu.Lock()
 	if c.wlinks == nil {
 		c.wlinks = map[int32]*upConn{}
@@ -462,7 +462,6 @@ func (c *clientConn) writerLink(ctx context.Context, u *upstream, gen uint64, no
 		l.close()
 		return nil, errAbandoned
 	}
-	c.p.m.links.Inc()
 	return l, nil
 }
 
@@ -475,17 +474,11 @@ func idempotentBatches(records []byte) bool {
 		return false
 	}
 	for len(records) > 0 {
-		// baseOffset 8, batchLength 4, partitionLeaderEpoch 4, magic 1,
-		// crc 4, attributes 2, lastOffsetDelta 4, timestamps 16, then
-		// the producer id at 43.
-		if len(records) < 51 || records[16] != 2 || int64(binary.BigEndian.Uint64(records[43:51])) < 0 {
+		b := firstBatch(records)
+		if b == nil || int64(binary.BigEndian.Uint64(b[batchPIDOff:])) < 0 {
 			return false
 		}
-		n := int(int32(binary.BigEndian.Uint32(records[8:12]))) + 12
-		if n < 51 || n > len(records) {
-			return false
-		}
-		records = records[n:]
+		records = records[len(b):]
 	}
 	return true
 }

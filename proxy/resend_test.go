@@ -245,7 +245,7 @@ func v1Batch(pid int64, values ...string) []byte {
 	b.Length = int32(len(raw) - 12)
 	raw = b.AppendTo(nil)
 	// The CRC covers attributes to the end (Castagnoli).
-	binary.BigEndian.PutUint32(raw[17:21], crc32.Checksum(raw[21:], crc32.MakeTable(crc32.Castagnoli)))
+	binary.BigEndian.PutUint32(raw[17:21], crc32.Checksum(raw[batchAttrsOff:], castagnoli))
 	return raw
 }
 

@@ -94,15 +94,6 @@ func (c *clientConn) routeProduce(ctx context.Context, adm admission, up *upConn
 		w = &walked
 	}
 	u := adm.u
-	nameOf := func(t *produceTopic) string {
-		if t.idOff < 0 {
-			return t.name
-		}
-		var id [16]byte
-		copy(id[:], body[t.idOff:t.idOff+16])
-		name, _ := u.topicName(id)
-		return name
-	}
 	// Each partition's broker, in the walk's order: its leader, or where
 	// its previous batch went while that is unanswered (the fence).
 	answered := c.answeredSeq.Load()
@@ -110,7 +101,7 @@ func (c *clientConn) routeProduce(ctx context.Context, adm admission, up *upConn
 	first, single := int32(-2), true
 	for ti := range w.topics {
 		t := &w.topics[ti]
-		name := nameOf(t)
+		name := topicNameOf(u, body, t)
 		for _, part := range t.parts {
 			r := partRoute{node: up.node}
 			if l, ok := u.leader(name, part.partition); ok {
@@ -336,7 +327,7 @@ func (c *clientConn) link(ctx context.Context, adm admission, up *upConn, node i
 	if at, failed := c.linkFailed[node]; failed && time.Since(at) < linkRetryAfter {
 		return up
 	}
-	sc, err := adm.u.sec.Dial(ctx, addr, c.p.cfg.DialTimeout)
+	l, err := c.dialLink(ctx, adm.u, adm.gen, node, addr)
 	if err != nil {
 		if c.linkFailed == nil {
 			c.linkFailed = map[int32]time.Time{}
@@ -346,16 +337,26 @@ func (c *clientConn) link(ctx context.Context, adm admission, up *upConn, node i
 		return up
 	}
 	delete(c.linkFailed, node)
-	l = &upConn{nc: sc.Conn, sc: sc, u: adm.u, gen: adm.gen, node: node}
-	l.lastUsed.Store(time.Now().UnixNano())
 	c.curMu.Lock()
 	if c.links == nil {
 		c.links = map[int32]*upConn{}
 	}
 	c.links[node] = l
 	c.curMu.Unlock()
-	c.p.m.links.Inc()
 	return l
+}
+
+// dialLink opens a connection to broker node of u at addr, for a link
+// (reader's or writer's), counted in leader_links_total.
+func (c *clientConn) dialLink(ctx context.Context, u *upstream, gen uint64, node int32, addr string) (*upConn, error) {
+	sc, err := u.sec.Dial(ctx, addr, c.p.cfg.DialTimeout)
+	if err != nil {
+		return nil, err
+	}
+	l := &upConn{nc: sc.Conn, sc: sc, u: u, gen: gen, node: node}
+	l.lastUsed.Store(time.Now().UnixNano())
+	c.p.m.links.Inc()
+	return l, nil
 }
 
 // mergeProduce merges the answers to a split Produce (frames, each from

@@ -126,9 +126,9 @@ func (c *clientConn) survived(ctx context.Context, l *upConn, topic string, part
 	switch {
 	case stored == nil && len(got.RecordBatches) == 0:
 		return survivalPending, nil, nil // not replicated far enough yet
-	case stored == nil, int64(binary.BigEndian.Uint64(stored[0:8])) != at:
+	case stored == nil, int64(binary.BigEndian.Uint64(stored)) != at:
 		return survivalUnknown, nil, nil // an older format, or not a batch at the offset
-	case int32(binary.BigEndian.Uint32(stored[12:16])) >= epoch:
+	case int32(binary.BigEndian.Uint32(stored[batchLeaderEpochOff:])) >= epoch:
 		// Written in the current epoch: the old leader's batch was not
 		// in this leader's log when its epoch began.
 		return survivalAbsent, nil, nil
@@ -137,8 +137,8 @@ func (c *clientConn) survived(ctx context.Context, l *upConn, topic string, part
 	}
 	answer := kmsg.NewProduceResponseTopicPartition()
 	answer.Partition, answer.BaseOffset, answer.LogStartOffset = partition, at, got.LogStartOffset
-	if stored[22]&0x08 != 0 { // log append time: the broker's timestamp
-		answer.LogAppendTime = int64(binary.BigEndian.Uint64(stored[35:43]))
+	if stored[batchAttrsOff+1]&0x08 != 0 { // log append time: the broker's timestamp
+		answer.LogAppendTime = int64(binary.BigEndian.Uint64(stored[batchMaxTimestampOff:]))
 	}
 	return survivalPresent, &answer, nil
 }
@@ -146,11 +146,11 @@ func (c *clientConn) survived(ctx context.Context, l *upConn, topic string, part
 // firstBatch returns the first whole record batch of a Fetch answer's
 // records, nil if there is none.
 func firstBatch(records []byte) []byte {
-	if len(records) < 61 {
+	if len(records) < batchHeaderBytes {
 		return nil
 	}
-	n := int(int32(binary.BigEndian.Uint32(records[8:12]))) + 12
-	if n < 61 || n > len(records) || records[16] != 2 {
+	n := int(int32(binary.BigEndian.Uint32(records[batchLengthOff:]))) + 12
+	if n < batchHeaderBytes || n > len(records) || records[batchMagicOff] != 2 {
 		return nil
 	}
 	return records[:n]
@@ -161,12 +161,16 @@ func firstBatch(records []byte) []byte {
 // and with log append time the timestamp type and max timestamp, and the
 // CRC with them), compression and transactional bits equal.
 func sameBatch(stored, sent []byte) bool {
-	if len(stored) != len(sent) || len(sent) < 61 {
+	if len(stored) != len(sent) || len(sent) < batchHeaderBytes {
 		return false
 	}
-	const kept = 0x07 | 0x10 | 0x20 // compression, transactional, control
-	return stored[22]&kept == sent[22]&kept && stored[21] == sent[21] &&
-		bytes.Equal(stored[23:35], sent[23:35]) && bytes.Equal(stored[43:], sent[43:])
+	const kept = 0x07 | 0x10 | 0x20          // compression, transactional, control
+	lo, hi := batchAttrsOff, batchAttrsOff+1 // the attributes' two bytes
+	// The last-offset delta and first timestamp, then (after the max
+	// timestamp) the producer fields, count and records.
+	return stored[hi]&kept == sent[hi]&kept && stored[lo] == sent[lo] &&
+		bytes.Equal(stored[batchLastOffsetDeltaOff:batchMaxTimestampOff], sent[batchLastOffsetDeltaOff:batchMaxTimestampOff]) &&
+		bytes.Equal(stored[batchPIDOff:], sent[batchPIDOff:])
 }
 
 // askLink sends one request of the proxy's own on a writer link and
