@@ -113,8 +113,10 @@ type cutoverRun struct {
 	abort       chan struct{}
 	abortOnce   sync.Once
 	gateVersion uint64 // the desired-state version that gated Produce (memory only)
-	// saveMu orders the stored transitions (enter) and an abort: each
-	// stores its new state, then publishes it, never interleaved.
+	// saveMu orders the stored transitions (enter), an abort and the
+	// driver's progress updates: each copies, changes and publishes the
+	// cutover (storing it first when it is a transition or an abort),
+	// never interleaved.
 	saveMu sync.Mutex
 }
 
@@ -470,8 +472,12 @@ func (ct *Controller) Abort(id, reason string) (*switchyardv1.Cutover, error) {
 }
 
 // update applies f to a copy of the cutover and publishes it (not
-// stored: progress for watchers). Only the cutover's driver calls it.
+// stored: progress for watchers). Only the cutover's driver calls it. It
+// holds saveMu, as enter and Abort do: a copy taken before an abort and
+// published after it would drop the abort's flag and reason.
 func (ct *Controller) update(run *cutoverRun, f func(c *switchyardv1.Cutover)) {
+	run.saveMu.Lock()
+	defer run.saveMu.Unlock()
 	ct.mu.Lock()
 	c := proto.Clone(run.c).(*switchyardv1.Cutover)
 	ct.mu.Unlock()
