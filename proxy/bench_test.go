@@ -15,6 +15,7 @@ import (
 	"hash/crc32"
 	"math"
 	"testing"
+	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/twmb/franz-go/pkg/kbin"
@@ -490,6 +491,56 @@ func BenchmarkRouteProduce(b *testing.B) {
 				_, parts, _ := c.routeProduce(ctx, adm, up, hdr, frame, &w, seq)
 				if len(parts) != tc.parts && (tc.parts != 1 || parts != nil) {
 					b.Fatalf("%d parts", len(parts))
+				}
+			}
+		})
+	}
+}
+
+// BenchmarkPlanFetch decides whether a consumer's full fetch of 10
+// partitions is routed (fetchroute.go): all led by the connection's own
+// broker (the steady state: forwarded as it is, no allocation), or half by
+// another broker (planned, then fetched from both).
+func BenchmarkPlanFetch(b *testing.B) {
+	const topic = "bench"
+	p, u := benchProxy(b, map[string][16]byte{topic: topicID(0)})
+	c := &clientConn{p: p, log: zap.NewNop()}
+	adm := admission{u: u, gen: 0}
+	up := &upConn{u: u, node: 1}
+	for _, tc := range []struct {
+		name   string
+		other  int32
+		routed bool
+	}{{"one-leader", 1, false}, {"two-leaders", 2, true}} {
+		md := kmsg.NewPtrMetadataResponse()
+		md.Version = 12
+		mt := kmsg.NewMetadataResponseTopic()
+		mt.Topic, mt.TopicID = kmsg.StringPtr(topic), topicID(0)
+		req := kmsg.NewPtrFetchRequest()
+		req.Version, req.ReplicaID, req.MaxWaitMillis, req.MaxBytes = 12, -1, 500, 50<<20
+		rt := kmsg.NewFetchRequestTopic()
+		rt.Topic = topic
+		for i := range int32(10) {
+			mp := kmsg.NewMetadataResponseTopicPartition()
+			mp.Partition, mp.Leader = i, 1
+			if i%2 == 1 {
+				mp.Leader = tc.other
+			}
+			mt.Partitions = append(mt.Partitions, mp)
+			rp := kmsg.NewFetchRequestTopicPartition()
+			rp.Partition, rp.FetchOffset, rp.PartitionMaxBytes = i, 1000, 1<<20
+			rt.Partitions = append(rt.Partitions, rp)
+		}
+		md.Topics = append(md.Topics, mt)
+		u.learnMetadata(md)
+		req.Topics = append(req.Topics, rt)
+		hdr := requestHeader{Key: keyFetch, Version: 12}
+		b.Run(tc.name, func(b *testing.B) {
+			b.ReportAllocs()
+			now := time.Now()
+			for b.Loop() {
+				if plan := c.planFetch(adm, up, hdr, req, now); (plan != nil) != tc.routed {
+					b.Fatalf("routed %v, want %v", plan != nil, tc.routed)
 				}
 			}
 		})

@@ -60,6 +60,11 @@ type clientConn struct {
 	// wlinks are the writer's own connections, by node id, for re-sending
 	// refused Produce partitions (resend.go).
 	wlinks map[int32]*upConn
+	// fetches: routed fetches' links and answers (fetchroute.go); nil
+	// until the first (guarded by curMu).
+	fetches *fetchRouter
+	// bg owns the fetch links' reader goroutines; serve waits for them.
+	bg sync.WaitGroup
 	// closed: close ran (guarded by curMu, like the links).
 	closed bool
 	// retiredBelow: upstream generations below it were abandoned by a
@@ -149,12 +154,15 @@ type pendingReq struct {
 	txn *txnNote
 	// split: a Produce sent in parts to several brokers (route.go); up is
 	// the first of them.
-	split *produceSplit
+	split *requestSplit
 	// resend: a routed Produce's request, kept so that partitions refused
 	// by a broker that no longer leads them can be sent again (resend.go).
 	resend *produceResend
 	// seq: a routed Produce's number for the fence (resend.go), 0 if none.
 	seq uint64
+	// fetch: a routed Fetch (fetchroute.go): the writer sends it to the
+	// partitions' leaders and gathers the answers; nothing was written to up.
+	fetch *fetchPlan
 	// reauth, when set, asks the writer to renew this upstream connection's
 	// SASL session and report to reauthDone.
 	reauth     *upConn
@@ -198,6 +206,7 @@ func (c *clientConn) close() {
 			l.close()
 		}
 		c.curMu.Unlock()
+		c.closeFetchLinks(false)
 	})
 }
 
@@ -219,6 +228,7 @@ func (c *clientConn) serve(ctx context.Context) {
 	})
 	err := g.Wait()
 	c.close()
+	c.bg.Wait() // the fetch links' readers end with their closed links
 	// Entries the writer never reached still count as in flight.
 	for {
 		select {
@@ -460,11 +470,15 @@ func (c *clientConn) forward(ctx context.Context, hdr requestHeader, frame []byt
 		c.doneInflight(hdr.Key)
 		return c.enqueue(ctx, &pendingReq{hdr: hdr, local: rw.local})
 	}
-	to, parts, split := up, []net.Buffers(nil), (*produceSplit)(nil)
+	to, parts, split := up, []net.Buffers(nil), (*requestSplit)(nil)
 	var (
 		resend *produceResend
 		seq    uint64
+		fetch  *fetchPlan
 	)
+	if rw.fetch != nil {
+		fetch = c.planFetch(adm, up, hdr, rw.fetch, time.Now())
+	}
 	if routed {
 		if rw.expect {
 			// Numbered for the fence of its partitions (resend.go).
@@ -478,6 +492,10 @@ func (c *clientConn) forward(ctx context.Context, hdr requestHeader, frame []byt
 			resend = &produceResend{frame: rw.frame, walk: rw.produce}
 		}
 		to, parts, split = c.routeProduce(ctx, adm, up, hdr, rw.frame, rw.produce, seq)
+	} else if routedPartitionKey(hdr.Key) && hdr.Known && c.routesByLeader() {
+		to, parts, split = c.routePartitions(ctx, adm, up, hdr, rw.frame)
+	}
+	if to != up || split != nil {
 		subs := []*upConn{to}
 		if split != nil {
 			subs = split.subs
@@ -502,7 +520,7 @@ func (c *clientConn) forward(ctx context.Context, hdr requestHeader, frame []byt
 			return errClientGone
 		}
 		// Once queued, the writer (or serve's cleanup) lowers inflight.
-		pr := &pendingReq{hdr: hdr, up: to, sent: time.Now(), split: split, resend: resend, seq: seq,
+		pr := &pendingReq{hdr: hdr, up: to, sent: time.Now(), split: split, resend: resend, seq: seq, fetch: fetch,
 			prevProducerID: rw.prevProducerID, transactional: rw.transactional, member: rw.member, txn: adm.txn, seqs: rw.seqs}
 		if err := c.enqueue(ctx, pr); err != nil {
 			c.doneInflight(hdr.Key)
@@ -511,7 +529,7 @@ func (c *clientConn) forward(ctx context.Context, hdr requestHeader, frame []byt
 		}
 		c.frameKept = resend != nil
 	}
-	if split == nil {
+	if split == nil && fetch == nil {
 		err = c.send(to, up, net.Buffers{rw.frame})
 	}
 	for i := 0; split != nil && i < len(split.subs) && err == nil; i++ {
@@ -670,6 +688,7 @@ func (c *clientConn) abandonUpstream() {
 		up.abandoned.Store(true)
 		up.close()
 	}
+	c.closeFetchLinks(true)
 }
 
 // mapValues returns m's values (links: few).
@@ -729,6 +748,13 @@ func (c *clientConn) answer(ctx context.Context, pr *pendingReq, buf []byte) ([]
 		from       = pr.up // where the response (or the error) came from
 	)
 	switch {
+	case pr.fetch != nil:
+		frame, err = c.answerRoutedFetch(ctx, pr)
+		if err != nil {
+			c.doneInflight(pr.hdr.Key)
+			<-c.slots
+			return buf, errClientGone
+		}
 	case pr.split != nil:
 		frame, from, err, split = c.readSplit(ctx, pr)
 	case pr.resend != nil:
@@ -789,7 +815,7 @@ func (c *clientConn) answer(ctx context.Context, pr *pendingReq, buf []byte) ([]
 		}
 		return buf, fault("upstream_closed", fmt.Errorf("cluster %s: reading %s response: %w", from.u.name, apiName(pr.hdr.Key), err))
 	}
-	if pr.split == nil {
+	if pr.split == nil && pr.fetch == nil {
 		buf = frame[:0] // a merged frame is new, buf is kept for the next
 	}
 	c.p.m.forKey(pr.hdr.Key).latency.Observe(time.Since(pr.sent).Seconds())
@@ -822,8 +848,8 @@ func (c *clientConn) answer(ctx context.Context, pr *pendingReq, buf []byte) ([]
 	return buf, nil
 }
 
-// readSplit reads the answers to a split Produce from each of its parts'
-// connections, in the order the parts were written, and merges them. It
+// readSplit reads the answers to a split request (a Produce, or another
+// partition request: routeparts.go) from each of its parts' connections, in the order the parts were written, and merges them. It
 // returns the merged frame; or the connection a read failed on with the
 // error; or, as split, an answer that does not fit the request.
 func (c *clientConn) readSplit(ctx context.Context, pr *pendingReq) (frame []byte, from *upConn, err, split error) {
@@ -834,9 +860,13 @@ func (c *clientConn) readSplit(ctx context.Context, pr *pendingReq) (frame []byt
 			return nil, up, err, nil
 		}
 		if len(f) < 4 || int32(binary.BigEndian.Uint32(f)) != pr.hdr.CorrID {
-			return nil, up, nil, fmt.Errorf("part %d of a split Produce: a response with another correlation id than %d", i+1, pr.hdr.CorrID)
+			return nil, up, nil, fmt.Errorf("part %d of a split %s: a response with another correlation id than %d", i+1, apiName(pr.hdr.Key), pr.hdr.CorrID)
 		}
 		frames[i] = f
+	}
+	if pr.split.merge != nil {
+		frame, split := pr.split.merge(frames)
+		return frame, pr.up, nil, split
 	}
 	frame, failed, err, split := c.finishProduce(ctx, pr, frames, pr.split.subs)
 	if failed == nil {
@@ -859,8 +889,8 @@ func (c *clientConn) orphanAnswer(hdr requestHeader, frame []byte, up *upConn) (
 	if !up.orphan || !leaderBound(hdr.Key) || !hdr.Known {
 		return nil, false
 	}
-	if hdr.Key == keyProduce && c.routesByLeader() {
-		return nil, false // each partition goes to its leader (route.go)
+	if c.routesByLeader() {
+		return nil, false // each partition goes to its leader (route.go, fetchroute.go, routeparts.go)
 	}
 	if up.node >= 0 && c.p.ledBy(up.u, up.node, hdr, frame[hdr.BodyOffset:]) {
 		return nil, false

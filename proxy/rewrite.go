@@ -148,6 +148,8 @@ type rewritten struct {
 	// produce: the walk of frame's body (a Produce v3+ forwarded as the
 	// client sent it), for routing.
 	produce *walkedProduce
+	// fetch: a Fetch request as translated into frame, for routing.
+	fetch *kmsg.FetchRequest
 }
 
 // rewriteRequest translates a client request for cluster u.
@@ -201,6 +203,7 @@ func (p *Proxy) rewriteRequest(ctx context.Context, c *clientConn, u *upstream, 
 			return rewritten{local: local}, nil
 		}
 		p.noteFetch(c, r)
+		out.fetch = r
 	case *kmsg.OffsetForLeaderEpochRequest:
 		liftStaleEpochs(r, u)
 	}

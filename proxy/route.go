@@ -27,9 +27,9 @@ package proxy
 // links only when every earlier request is answered.
 //
 // A partition answered NOT_LEADER_OR_FOLLOWER because the proxy's view was
-// stale is sent again by the writer (resend.go). Not done yet (docs/
-// DESIGN.md, "Produce routing"): Fetch, ListOffsets and OffsetForLeaderEpoch
-// still go to the virtual broker's own broker.
+// stale is sent again by the writer (resend.go). Fetch is routed in
+// fetchroute.go; ListOffsets, OffsetForLeaderEpoch and DeleteRecords in
+// routeparts.go.
 
 import (
 	"context"
@@ -60,13 +60,16 @@ type partKey struct {
 	partition int32
 }
 
-// produceSplit is a Produce request sent in parts to several brokers.
-type produceSplit struct {
+// requestSplit is a request sent in parts to several brokers.
+type requestSplit struct {
 	// subs are where the parts went, in the order they were written.
 	subs []*upConn
-	// order lists the forwarded request's partitions in its order, each
+	// order lists a Produce request's partitions in its order, each
 	// once: the merged response's order.
 	order []partKey
+	// merge, for the other keys (routeparts.go), merges the parts'
+	// answers (each from its correlation id on) into one response frame.
+	merge func(frames [][]byte) ([]byte, error)
 }
 
 // routesByLeader reports whether this connection's Produce requests are
@@ -84,7 +87,7 @@ func (c *clientConn) routesByLeader() bool {
 // answers by. w, if not nil, is the walk of frame's body. seq, when not 0,
 // numbers a request whose refused partitions may be sent again: its
 // partitions follow their batches still in flight (fence, resend.go).
-func (c *clientConn) routeProduce(ctx context.Context, adm admission, up *upConn, hdr requestHeader, frame []byte, w *walkedProduce, seq uint64) (to *upConn, parts []net.Buffers, split *produceSplit) {
+func (c *clientConn) routeProduce(ctx context.Context, adm admission, up *upConn, hdr requestHeader, frame []byte, w *walkedProduce, seq uint64) (to *upConn, parts []net.Buffers, split *requestSplit) {
 	body := frame[hdr.BodyOffset:]
 	if w == nil {
 		walked, err := walkProduce(body, hdr.Version)
@@ -165,12 +168,12 @@ func (c *clientConn) routeProduce(ctx context.Context, adm admission, up *upConn
 	if len(subs) == 1 {
 		return subs[0], nil, nil
 	}
-	c.p.m.produceSplits.Inc()
+	c.p.m.requestSplits.Inc()
 	parts = make([]net.Buffers, len(subs))
 	for s := range subs {
 		parts[s] = produceFor(frame[:hdr.BodyOffset], body, hdr.Version, w, func(ti, pi int) bool { return at[ti][pi] == s })
 	}
-	return subs[0], parts, &produceSplit{subs: subs, order: produceOrder(body, w)}
+	return subs[0], parts, &requestSplit{subs: subs, order: produceOrder(body, w)}
 }
 
 // partRoute is where routeProduce sends one partition: its broker, and

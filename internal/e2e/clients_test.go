@@ -84,6 +84,16 @@ func testConsumerAcrossSwitch(t *testing.T, c clientbed.Client) {
 				}
 			}
 		}
+		// The target's leaders (two brokers) differ from the source's, as
+		// between two clusters of a migration: after the switch the
+		// consumer fetches each partition from the virtual broker of its
+		// leader on the source, and the proxy fetches it from the
+		// target's leader (fetchroute.go).
+		for part := int32(0); part < 3; part++ {
+			if err := target.Fake.MoveTopicPartition(topic, part, (part+1)%2); err != nil {
+				t.Fatalf("move partition: %v", err)
+			}
+		}
 	}
 	p := proxytest.Start(t, []*kafkatest.Cluster{source, target})
 	bootstrap := []string{p.Addr().String()}
@@ -226,7 +236,11 @@ func testConsumerAcrossSwitch(t *testing.T, c clientbed.Client) {
 			}
 		}
 	}
-	t.Logf("%s: %d records delivered, %d pre-switch records re-read after the group moved", c, len(out.res.Consume.Records), rereads)
+	routed := p.Counter(t, "fetch_routed_total", nil)
+	t.Logf("%s: %d records delivered, %d pre-switch records re-read after the group moved, %v fetches routed to leaders", c, len(out.res.Consume.Records), rereads, routed)
+	if target.Fake != nil && routed == 0 {
+		t.Errorf("no fetch was routed: the consumer never fetched a partition from a virtual broker whose broker does not lead it")
+	}
 }
 
 // waitMembers waits until group is stable on cluster c with members
