@@ -87,12 +87,14 @@ type Config struct {
 	ClientIOTimeout time.Duration `yaml:"clientIOTimeout"`
 	// Gate is applied at start (e.g. --forbidden-api-keys).
 	Gate Gate `yaml:"-"`
-	// Routing says where a Produce goes: "leader" (the default; "" means
-	// it) sends each partition to its leader as the proxy knows it,
-	// splitting a request whose partitions different brokers lead, so a
-	// client whose metadata is stale — after a switch, or a leader move —
-	// is not answered NOT_LEADER_OR_FOLLOWER; "broker" sends every request
-	// to the broker behind the client's virtual broker (route.go).
+	// Routing says where partition requests go: "leader" (the default; ""
+	// means it) sends each partition of a Produce, Fetch, ListOffsets,
+	// OffsetForLeaderEpoch or DeleteRecords to its leader as the proxy
+	// knows it, splitting a request whose partitions different brokers
+	// lead, and shows clients stable leaders (vleaders.go), so that no
+	// client is answered NOT_LEADER_OR_FOLLOWER for a leader move or a
+	// switch; "broker" sends every request to the broker behind the
+	// client's virtual broker and shows the real leaders (route.go).
 	Routing string `yaml:"routing"`
 	// MaxVirtualBrokers bounds the virtual brokers (and their listeners)
 	// made for one cluster's node ids; ids beyond it are presented as -1.

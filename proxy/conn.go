@@ -160,6 +160,9 @@ type pendingReq struct {
 	resend *produceResend
 	// seq: a routed Produce's number for the fence (resend.go), 0 if none.
 	seq uint64
+	// stable: the connection's partition requests are routed by leader,
+	// so its client is shown stable leaders (vleaders.go).
+	stable bool
 	// fetch: a routed Fetch (fetchroute.go): the writer sends it to the
 	// partitions' leaders and gathers the answers; nothing was written to up.
 	fetch *fetchPlan
@@ -520,7 +523,7 @@ func (c *clientConn) forward(ctx context.Context, hdr requestHeader, frame []byt
 			return errClientGone
 		}
 		// Once queued, the writer (or serve's cleanup) lowers inflight.
-		pr := &pendingReq{hdr: hdr, up: to, sent: time.Now(), split: split, resend: resend, seq: seq, fetch: fetch,
+		pr := &pendingReq{hdr: hdr, up: to, sent: time.Now(), split: split, resend: resend, seq: seq, fetch: fetch, stable: c.routesByLeader(),
 			prevProducerID: rw.prevProducerID, transactional: rw.transactional, member: rw.member, txn: adm.txn, seqs: rw.seqs}
 		if err := c.enqueue(ctx, pr); err != nil {
 			c.doneInflight(hdr.Key)

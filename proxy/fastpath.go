@@ -15,6 +15,7 @@ import (
 	"encoding/binary"
 	"errors"
 	"fmt"
+	"strings"
 
 	"github.com/twmb/franz-go/pkg/kbin"
 	"github.com/twmb/franz-go/pkg/kerr"
@@ -242,6 +243,17 @@ type fetchPatches struct {
 	epochs         []int    // int32 leader epochs (diverging epoch, current leader)
 	batches        [][]byte // record batches (partitionLeaderEpoch patched)
 	hasNodeEndpont bool     // top-level NodeEndpoints: addresses, not patchable in place
+	// wrong: the topics of partitions answered with an error meaning
+	// "not the leader here" (absorbedFetchError), by name (v12) or real
+	// id (v13+), once per partition.
+	wrong []wrongLeaderTopic
+}
+
+// wrongLeaderTopic names the topic of a fetched partition a broker does
+// not lead: by name, or (v13+) by id.
+type wrongLeaderTopic struct {
+	name string
+	id   [16]byte
 }
 
 // walkFetchResponse collects the patch positions of a flexible (v12+)
@@ -261,11 +273,12 @@ func walkFetchResponse(body []byte, version int16) (*fetchPatches, error) {
 		return nil, errors.New("fetch: bad topic count")
 	}
 	for i := 0; i < nt && b.Ok(); i++ {
+		var topic wrongLeaderTopic
 		if version >= 13 {
 			fp.topicIDs = append(fp.topicIDs, pos())
-			b.Span(16)
+			copy(topic.id[:], b.Span(16))
 		} else {
-			b.CompactString()
+			topic.name = b.UnsafeCompactString() // cloned if kept
 		}
 		np := int(b.Uvarint()) - 1
 		if np < -1 || np > len(b.Src) {
@@ -273,7 +286,9 @@ func walkFetchResponse(body []byte, version int16) (*fetchPatches, error) {
 		}
 		for j := 0; j < np && b.Ok(); j++ {
 			b.Int32() // partition
-			b.Int16() // error code
+			if absorbedFetchError(b.Int16()) {
+				fp.wrong = append(fp.wrong, wrongLeaderTopic{name: strings.Clone(topic.name), id: topic.id})
+			}
 			b.Int64() // high watermark
 			b.Int64() // last stable offset
 			b.Int64() // log start offset
@@ -339,16 +354,16 @@ func walkFetchResponse(body []byte, version int16) (*fetchPatches, error) {
 // malformed (a DivergingEpoch tag of 12 bytes, which lacks its own tag
 // count, was one: FuzzRewriteResponse). Refused here, the response goes to
 // the full path, whose walk refuses it too and closes the connection.
-func patchFetchResponse(body []byte, version int16, tr *respTranslator) error {
+func patchFetchResponse(body []byte, version int16, tr *respTranslator) (*fetchPatches, error) {
 	if err := wirecheck.Response(keyFetch, version, body); err != nil {
-		return err
+		return nil, err
 	}
 	fp, err := walkFetchResponse(body, version)
 	if err != nil {
-		return err
+		return nil, err
 	}
 	if fp.hasNodeEndpont {
-		return errNoFastPath
+		return nil, errNoFastPath
 	}
 	for _, off := range fp.topicIDs {
 		var id [16]byte
@@ -372,5 +387,5 @@ func patchFetchResponse(body []byte, version int16, tr *respTranslator) error {
 		}
 		tr.p.raiseMaxEpoch(tr.offset)
 	}
-	return nil
+	return fp, nil
 }

@@ -122,8 +122,14 @@ type subFetch struct {
 	corrID  int32
 	asked   map[fetchPartKey]int64 // fetch offset per partition
 	sent    time.Time
+	maxWait time.Duration
 	done    bool // answered, or its link failed (guarded by fetchRouter.mu)
 }
+
+// linkStuckAfter: a sub-fetch unanswered this long past its MaxWait means a
+// broker that stopped answering without closing the connection; its link
+// is closed (its partitions are asked again on a new one).
+const linkStuckAfter = 30 * time.Second
 
 // wakeLocked wakes the writer waiting for answers; r.mu is held.
 func (r *fetchRouter) wakeLocked() {
@@ -269,6 +275,9 @@ func (c *clientConn) answerRoutedFetch(ctx context.Context, pr *pendingReq) ([]b
 				}
 				node := plan.parts[i].node
 				if l := fr.links[node]; l != nil && l.out != nil {
+					if time.Since(l.out.sent) > l.out.maxWait+linkStuckAfter {
+						l.up.close() // its reader answers the sub-fetch as absorbed
+					}
 					continue // wait for the link's sub-fetch in flight
 				}
 				if sends == nil {
@@ -416,18 +425,17 @@ func (c *clientConn) sendSubFetch(ctx context.Context, fr *fetchRouter, plan *fe
 			n++
 		}
 		p := rt.Partitions[pp.pi]
-		// A client that has not seen a leader change sends the epoch it
-		// knew; the proxy's own view is newer, and the broker fences
-		// only what is older than its own.
-		if e, ok := plan.u.leaderEpoch(pp.key.topic, pp.key.partition); ok && p.CurrentLeaderEpoch >= 0 && e > p.CurrentLeaderEpoch {
-			p.CurrentLeaderEpoch = e
-		}
 		sub.Topics[n-1].Partitions = append(sub.Topics[n-1].Partitions, p)
 		sf.asked[pp.key] = p.FetchOffset
 	}
 	fr.mu.Lock()
+	if l.dead {
+		fr.mu.Unlock()
+		return nil, fmt.Errorf("broker %d: the link closed", node)
+	}
 	fr.corrID++
 	sf.corrID = fr.corrID
+	sf.maxWait = time.Duration(sub.MaxWaitMillis) * time.Millisecond
 	l.out = sf
 	fr.mu.Unlock()
 	h := requestHeader{Key: keyFetch, Version: sub.Version, CorrID: sf.corrID, ClientID: hdr.ClientID, Flexible: sub.IsFlexible()}
@@ -444,8 +452,9 @@ func (c *clientConn) sendSubFetch(ctx context.Context, fr *fetchRouter, plan *fe
 func (c *clientConn) fetchLink(ctx context.Context, fr *fetchRouter, plan *fetchPlan, node int32) (*fetchLink, error) {
 	fr.mu.Lock()
 	l := fr.links[node]
+	live := l != nil && !l.dead
 	fr.mu.Unlock()
-	if l != nil && !l.dead && l.up.gen == plan.gen && l.up.u == plan.u && time.Since(time.Unix(0, l.up.lastUsed.Load())) < linkMaxIdle {
+	if live && l.up.gen == plan.gen && l.up.u == plan.u && time.Since(time.Unix(0, l.up.lastUsed.Load())) < linkMaxIdle {
 		return l, nil
 	}
 	if l != nil {
@@ -666,5 +675,33 @@ func (c *clientConn) closeFetchLinks(abandon bool) {
 			l.up.abandoned.Store(true)
 		}
 		l.up.close()
+	}
+}
+
+// liftFetchEpochs raises each partition's CurrentLeaderEpoch in a fetch
+// (translated for u) to the epoch the proxy knows, when that is newer. A
+// client shown stable leaders learns a new epoch only at its next metadata
+// refresh; fenced for an older one (FENCED_LEADER_EPOCH) in a fetch the
+// proxy routes or answers FETCH_SESSION_ID_NOT_FOUND, it would ask again
+// with the same epoch. The broker still fences what is older than its own
+// epoch (the proxy's view being stale), and the last fetched epoch stays
+// the client's, so divergence is still detected (KIP-320).
+func liftFetchEpochs(r *kmsg.FetchRequest, u *upstream, version int16) {
+	for ti := range r.Topics {
+		t := &r.Topics[ti]
+		name := t.Topic
+		if version >= 13 {
+			n, ok := u.topicName(t.TopicID)
+			if !ok {
+				continue
+			}
+			name = n
+		}
+		for pi := range t.Partitions {
+			p := &t.Partitions[pi]
+			if e, ok := u.leaderEpoch(name, p.Partition); ok && p.CurrentLeaderEpoch >= 0 && e > p.CurrentLeaderEpoch {
+				p.CurrentLeaderEpoch = e
+			}
+		}
 	}
 }

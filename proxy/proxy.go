@@ -51,6 +51,8 @@ type Proxy struct {
 	earlyFetches atomic.Int64
 	// topicNames maps virtual topic ids to names ([16]byte → string).
 	topicNames sync.Map
+	// vleaders: each partition's stable virtual leader (vleaders.go).
+	vleaders vleaderTable
 	// pids maps the producer ids clients hold to each cluster's own.
 	pids *producerIDs
 	// members tells group members of the new cluster from stale ones.

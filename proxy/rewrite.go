@@ -213,6 +213,9 @@ func (p *Proxy) rewriteRequest(ctx context.Context, c *clientConn, u *upstream, 
 		}
 	}
 	translateMessage(req, &reqTranslator{ctx: ctx, p: p, u: u, offset: u.epochOffset.Load()})
+	if r, ok := req.(*kmsg.FetchRequest); ok && c.routesByLeader() {
+		liftFetchEpochs(r, u, hdr.Version)
+	}
 	out.frame = requestFrame(hdr, req.AppendTo(nil))
 	return out, nil
 }
@@ -336,7 +339,10 @@ func (p *Proxy) rewriteResponse(ctx context.Context, u *upstream, pr *pendingReq
 	}
 	if hdr.Key == keyFetch {
 		tr := &respTranslator{ctx: ctx, p: p, u: u, offset: u.epochOffset.Load()}
-		if err := patchFetchResponse(frame[hl:], hdr.Version, tr); err == nil {
+		if fp, err := patchFetchResponse(frame[hl:], hdr.Version, tr); err == nil {
+			if len(fp.wrong) > 0 && p.sessionLost(ctx, u, pr, fp.wrong) {
+				return sessionLostResponse(hdr), nil
+			}
 			return frame, nil
 		}
 	}
@@ -353,6 +359,9 @@ func (p *Proxy) rewriteResponse(ctx context.Context, u *upstream, pr *pendingReq
 			u.learnBroker(b.NodeID, b.Host, b.Port)
 		}
 	case *kmsg.FetchResponse:
+		if wrong := wrongLeaders(r); len(wrong) > 0 && p.sessionLost(ctx, u, pr, wrong) {
+			return sessionLostResponse(hdr), nil
+		}
 		rewriteFetchEpochs(r, offset, p)
 	case *kmsg.ShareFetchResponse:
 		rewriteShareFetchEpochs(r, offset, p)
@@ -380,9 +389,15 @@ func (p *Proxy) rewriteResponse(ctx context.Context, u *upstream, pr *pendingReq
 		if pr.seqs != nil {
 			p.settleProduce(r, pr.seqs)
 		}
+		if pr.stable {
+			hideLeaderHints(r)
+		}
 	case *kmsg.MetadataResponse:
 		if r.ClusterID != nil {
 			r.ClusterID = &p.clusterID
+		}
+		if pr.stable {
+			p.stabilizeMetadata(r)
 		}
 	case *kmsg.DescribeClusterResponse:
 		r.ClusterID = p.clusterID
