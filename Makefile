@@ -39,7 +39,8 @@ FUZZ_TARGETS := \
 	./wirecheck/:FuzzRequest ./wirecheck/:FuzzResponse \
 	./proxy/:FuzzReadFrame ./proxy/:FuzzParseRequestHeader ./proxy/:FuzzRewriteRequest \
 	./proxy/:FuzzRejectResponse ./proxy/:FuzzProduceSequences ./proxy/:FuzzRewriteResponse \
-	./proxy/:FuzzPatchBatchEpochs ./proxy/:FuzzIntersectVersions
+	./proxy/:FuzzPatchBatchEpochs ./proxy/:FuzzIntersectVersions \
+	./proxy/:FuzzProduceSplit ./proxy/:FuzzProduceRefusals ./proxy/:FuzzMergeProduce ./proxy/:FuzzRoutedFetchAnswer
 .PHONY: fuzz fuzz-upstream
 fuzz-upstream:
 	SWITCHYARD_FUZZ_UPSTREAM=$(FUZZ_TIME) $(GO) test -count=1 -timeout 0 -run '^TestHostileBroker$$' -v ./proxy/

@@ -752,11 +752,19 @@ func (c *clientConn) answer(ctx context.Context, pr *pendingReq, buf []byte) ([]
 	)
 	switch {
 	case pr.fetch != nil:
-		frame, err = c.answerRoutedFetch(ctx, pr)
+		var pieces net.Buffers
+		frame, pieces, err = c.answerRoutedFetch(ctx, pr)
 		if err != nil {
 			c.doneInflight(pr.hdr.Key)
 			<-c.slots
 			return buf, errClientGone
+		}
+		if pieces != nil {
+			// Spliced from the brokers' answers, translated already.
+			<-c.slots
+			c.p.m.forKey(pr.hdr.Key).latency.Observe(time.Since(pr.sent).Seconds())
+			c.doneInflight(pr.hdr.Key)
+			return buf, c.writeClientBuffers(pr.hdr.Key, pieces)
 		}
 	case pr.split != nil:
 		frame, from, err, split = c.readSplit(ctx, pr)
@@ -961,6 +969,25 @@ func (p *Proxy) ledBy(u *upstream, node int32, hdr requestHeader, body []byte) b
 		return false
 	}
 	return all
+}
+
+// writeClientBuffers writes a response frame given in pieces (payload
+// without its size) to the client.
+func (c *clientConn) writeClientBuffers(key int16, pieces net.Buffers) error {
+	c.nc.SetWriteDeadline(time.Now().Add(c.p.cfg.ClientIOTimeout))
+	defer c.lastAnswered.Store(time.Now().UnixNano())
+	size := 0
+	for _, p := range pieces {
+		size += len(p)
+	}
+	if err := writeFrameBuffers(c.nc, pieces); err != nil {
+		if errors.Is(err, os.ErrDeadlineExceeded) {
+			return fault("client_timeout", fmt.Errorf("response not taken within %v (clientIOTimeout)", c.p.cfg.ClientIOTimeout))
+		}
+		return errClientGone
+	}
+	c.p.m.forKey(key).responseBytes.Add(float64(size + 4))
+	return nil
 }
 
 // writeClient writes a response frame (payload without its size) to the client.

@@ -247,6 +247,24 @@ type fetchPatches struct {
 	// "not the leader here" (absorbedFetchError), by name (v12) or real
 	// id (v13+), once per partition.
 	wrong []wrongLeaderTopic
+	// parts: every partition's entry, when asked for (routed fetches),
+	// and the response's top-level throttle and error code.
+	parts    []fetchEntry
+	throttle int32
+	errCode  int16
+}
+
+// fetchEntry is one partition's entry in a Fetch response body: where it
+// lies, and what a routed fetch needs of it.
+type fetchEntry struct {
+	topic       wrongLeaderTopic // the topic's name (v12, aliasing the body) or id (v13+), as the broker sent it
+	partition   int32
+	code        int16
+	hw, lso     int64
+	logStart    int64
+	records     int    // record bytes
+	span        [2]int // the entry, from its partition number through its tags
+	preferredAt int    // its preferred read replica (int32)
 }
 
 // wrongLeaderTopic names the topic of a fetched partition a broker does
@@ -256,17 +274,18 @@ type wrongLeaderTopic struct {
 	id   [16]byte
 }
 
-// walkFetchResponse collects the patch positions of a flexible (v12+)
-// Fetch response body.
-func walkFetchResponse(body []byte, version int16) (*fetchPatches, error) {
+// walkFetchEntries collects the patch positions of a flexible (v12+)
+// Fetch response body, and lists every partition's entry when entries is
+// set.
+func walkFetchEntries(body []byte, version int16, entries bool) (*fetchPatches, error) {
 	if version < 12 {
 		return nil, errNoFastPath
 	}
 	var fp fetchPatches
 	b := kbin.Reader{Src: body}
 	pos := func() int { return len(body) - len(b.Src) }
-	b.Int32() // throttle
-	b.Int16() // error code
+	fp.throttle = b.Int32()
+	fp.errCode = b.Int16()
 	b.Int32() // session id
 	nt := int(b.Uvarint()) - 1
 	if nt < -1 || nt > len(b.Src) {
@@ -285,13 +304,15 @@ func walkFetchResponse(body []byte, version int16) (*fetchPatches, error) {
 			return nil, errors.New("fetch: bad partition count")
 		}
 		for j := 0; j < np && b.Ok(); j++ {
-			b.Int32() // partition
-			if absorbedFetchError(b.Int16()) {
+			e := fetchEntry{topic: topic}
+			e.span[0] = pos()
+			e.partition = b.Int32()
+			if e.code = b.Int16(); absorbedFetchError(e.code) {
 				fp.wrong = append(fp.wrong, wrongLeaderTopic{name: strings.Clone(topic.name), id: topic.id})
 			}
-			b.Int64() // high watermark
-			b.Int64() // last stable offset
-			b.Int64() // log start offset
+			e.hw = b.Int64()
+			e.lso = b.Int64()
+			e.logStart = b.Int64()
 			na := int(b.Uvarint()) - 1
 			if na < -1 || na > len(b.Src) {
 				return nil, errors.New("fetch: bad aborted transaction count")
@@ -301,10 +322,12 @@ func walkFetchResponse(body []byte, version int16) (*fetchPatches, error) {
 				b.Int64() // first offset
 				skipTags(&b)
 			}
+			e.preferredAt = pos()
 			fp.nodeIDs = append(fp.nodeIDs, pos())
 			b.Int32() // preferred read replica
 			if recs := b.CompactNullableBytes(); len(recs) > 0 {
 				fp.batches = append(fp.batches, recs)
+				e.records = len(recs)
 			}
 			ntags := b.Uvarint()
 			for k := uint32(0); k < ntags && b.Ok(); k++ {
@@ -326,6 +349,10 @@ func walkFetchResponse(body []byte, version int16) (*fetchPatches, error) {
 				case tag <= 1:
 					return nil, fmt.Errorf("fetch: tagged field %d of %d bytes is too short", tag, size)
 				}
+			}
+			if entries {
+				e.span[1] = pos()
+				fp.parts = append(fp.parts, e)
 			}
 		}
 		skipTags(&b)
@@ -355,10 +382,16 @@ func walkFetchResponse(body []byte, version int16) (*fetchPatches, error) {
 // count, was one: FuzzRewriteResponse). Refused here, the response goes to
 // the full path, whose walk refuses it too and closes the connection.
 func patchFetchResponse(body []byte, version int16, tr *respTranslator) (*fetchPatches, error) {
+	return patchFetchEntries(body, version, tr, false)
+}
+
+// patchFetchEntries is patchFetchResponse, also listing every partition's
+// entry (walkFetchEntries) when entries is set.
+func patchFetchEntries(body []byte, version int16, tr *respTranslator, entries bool) (*fetchPatches, error) {
 	if err := wirecheck.Response(keyFetch, version, body); err != nil {
 		return nil, err
 	}
-	fp, err := walkFetchResponse(body, version)
+	fp, err := walkFetchEntries(body, version, entries)
 	if err != nil {
 		return nil, err
 	}

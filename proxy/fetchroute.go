@@ -81,11 +81,20 @@ type fetchAnswer struct {
 	gen      uint64 // the upstream generation it came from
 	offset   int64  // the fetch offset it answers
 	at       time.Time
-	part     kmsg.FetchResponseTopicPartition
 	throttle int32
 	// absorbed: the broker was the wrong one (or the link failed); the
 	// partition is asked again or answered without records.
 	absorbed bool
+	code     int16
+	records  int // record bytes
+	hw, lso  int64
+	logStart int64
+	// entry (Fetch v12+): the partition's entry as the broker encoded it,
+	// translated in place for the client; spliced into the answer.
+	entry []byte
+	// part (below v12): the partition decoded, not translated (the merged
+	// response is translated whole).
+	part *kmsg.FetchResponseTopicPartition
 }
 
 // fetchStats are a partition's offsets as last answered.
@@ -217,9 +226,10 @@ func absorbedFetchError(code int16) bool {
 const maxFetchRoutes = 3
 
 // answerRoutedFetch gathers the answers to a routed fetch from the
-// partitions' leaders and returns the response frame (in the real
-// cluster's terms: rewriteResponse translates it as any Fetch response).
-func (c *clientConn) answerRoutedFetch(ctx context.Context, pr *pendingReq) ([]byte, error) {
+// partitions' leaders and returns the response: at v12+ in pieces, ready
+// for the client (fetchsplice.go); below, one frame in the real cluster's
+// terms (rewriteResponse translates it as any Fetch response).
+func (c *clientConn) answerRoutedFetch(ctx context.Context, pr *pendingReq) ([]byte, net.Buffers, error) {
 	plan := pr.fetch
 	fr := c.fetchRouter()
 	got := make([]*fetchAnswer, len(plan.parts))
@@ -263,8 +273,8 @@ func (c *clientConn) answerRoutedFetch(ctx context.Context, pr *pendingReq) ([]b
 			case got[i] == nil:
 				all = false
 			case !got[i].absorbed:
-				bytes += len(got[i].part.RecordBatches)
-				passErr = passErr || got[i].part.ErrorCode != 0
+				bytes += got[i].records
+				passErr = passErr || got[i].code != 0
 			}
 		}
 		var sends map[int32][]int
@@ -339,10 +349,13 @@ func (c *clientConn) answerRoutedFetch(ctx context.Context, pr *pendingReq) ([]b
 				timer.Reset(fetchGrace)
 			}
 		case <-ctx.Done():
-			return nil, ctx.Err()
+			return nil, nil, ctx.Err()
 		}
 	}
-	return c.mergeRoutedFetch(fr, plan, pr.hdr, got), nil
+	if pr.hdr.Version >= 12 {
+		return nil, c.spliceRoutedFetch(fr, plan, pr.hdr, got), nil
+	}
+	return c.mergeRoutedFetch(fr, plan, pr.hdr, got), nil, nil
 }
 
 // fetchGrace is how long past the client's MaxWait a routed fetch waits
@@ -533,7 +546,7 @@ func (c *clientConn) readFetchLink(ctx context.Context, fr *fetchRouter, u *upst
 			c.log.Warn("routed fetch: an answer that fits no request; closing the link", zap.Int32("broker", node))
 			return
 		}
-		answers, stale, err := subFetchAnswers(u, sf, frame)
+		answers, stale, err := c.subFetchAnswers(ctx, u, sf, frame)
 		if err != nil {
 			c.log.Warn("routed fetch: undecodable answer; closing the link", zap.Int32("broker", node), zap.Error(err))
 			return
@@ -550,8 +563,8 @@ func (c *clientConn) readFetchLink(ctx context.Context, fr *fetchRouter, u *upst
 		l.out = nil
 		for k, a := range answers {
 			fr.answers[k] = a
-			if !a.absorbed && a.part.ErrorCode == 0 {
-				fr.stats[k] = fetchStats{sf.gen, a.part.HighWatermark, a.part.LastStableOffset, a.part.LogStartOffset}
+			if !a.absorbed && a.code == 0 {
+				fr.stats[k] = fetchStats{sf.gen, a.hw, a.lso, a.logStart}
 			}
 		}
 		fr.wakeLocked()
@@ -561,10 +574,13 @@ func (c *clientConn) readFetchLink(ctx context.Context, fr *fetchRouter, u *upst
 
 // subFetchAnswers decodes a sub-fetch's response into one answer per
 // partition asked, and the topics whose leaders must be refreshed.
-func subFetchAnswers(u *upstream, sf *subFetch, frame []byte) (map[fetchPartKey]*fetchAnswer, []string, error) {
+func (c *clientConn) subFetchAnswers(ctx context.Context, u *upstream, sf *subFetch, frame []byte) (map[fetchPartKey]*fetchAnswer, []string, error) {
 	hl, err := responseHeaderLen(keyFetch, sf.version, frame)
 	if err != nil {
 		return nil, nil, err
+	}
+	if sf.version >= 12 {
+		return c.subFetchEntries(ctx, u, sf, frame[hl:])
 	}
 	resp := kmsg.NewPtrFetchResponse()
 	if err := decodeResponse(resp, keyFetch, sf.version, frame[hl:]); err != nil {
@@ -595,7 +611,8 @@ func subFetchAnswers(u *upstream, sf *subFetch, frame []byte) (map[fetchPartKey]
 			if !ok {
 				continue
 			}
-			a := &fetchAnswer{gen: sf.gen, offset: off, at: now, part: p, throttle: resp.ThrottleMillis}
+			a := &fetchAnswer{gen: sf.gen, offset: off, at: now, part: &p, throttle: resp.ThrottleMillis,
+				code: p.ErrorCode, records: len(p.RecordBatches), hw: p.HighWatermark, lso: p.LastStableOffset, logStart: p.LogStartOffset}
 			if absorbedFetchError(p.ErrorCode) {
 				a = none(off)
 				if p.CurrentLeader.LeaderID >= 0 {
@@ -634,8 +651,8 @@ func (c *clientConn) mergeRoutedFetch(fr *fetchRouter, plan *fetchPlan, hdr requ
 			n++
 		}
 		var p kmsg.FetchResponseTopicPartition
-		if a := got[i]; a != nil && !a.absorbed {
-			p = a.part
+		if a := got[i]; a != nil && !a.absorbed && a.part != nil {
+			p = *a.part
 			resp.ThrottleMillis = max(resp.ThrottleMillis, a.throttle)
 		} else {
 			p = kmsg.NewFetchResponseTopicPartition()

@@ -14,6 +14,7 @@ package proxy
 
 import (
 	"bytes"
+	"context"
 	"encoding/binary"
 	"errors"
 	"fmt"
@@ -27,6 +28,7 @@ import (
 	"github.com/twmb/franz-go/pkg/kbin"
 	"github.com/twmb/franz-go/pkg/kerr"
 	"github.com/twmb/franz-go/pkg/kmsg"
+	"go.uber.org/zap"
 
 	"github.com/switchyard/switchyard/wirecheck"
 )
@@ -487,6 +489,12 @@ func TestWriteFuzzCorpus(t *testing.T) {
 	for _, s := range refusalSeeds() {
 		write("FuzzProduceRefusals", fmt.Sprintf("v%d-%d", s.version, len(s.body)), fmt.Sprintf("int16(%d)", s.version), bytesLit(s.body))
 	}
+	for _, s := range routedFetchSeeds() {
+		write("FuzzRoutedFetchAnswer", fmt.Sprintf("v%d-%d", s.version, len(s.body)), fmt.Sprintf("int16(%d)", s.version), bytesLit(s.body))
+	}
+	for _, s := range routedFetchSeeds() {
+		write("FuzzRoutedFetchAnswer", fmt.Sprintf("v%d-%d", s.version, len(s.body)), fmt.Sprintf("int16(%d)", s.version), bytesLit(s.body))
+	}
 	resps := validBodies([]int16{keyProduce}, true)
 	for i, s := range resps {
 		write("FuzzMergeProduce", fmt.Sprintf("v%d-%d", s.version, len(s.body)), fmt.Sprintf("int16(%d)", s.version),
@@ -643,6 +651,107 @@ func FuzzProduceRefusals(f *testing.F) {
 		}
 		if fmt.Sprint(got) != fmt.Sprint(want) {
 			t.Fatalf("walked refusals %v, decoded %v", got, want)
+		}
+	})
+}
+
+// routedFetchSeeds are Fetch responses (v12+) of one topic, partitions 0-2:
+// records, NOT_LEADER_OR_FOLLOWER with a leader hint, OFFSET_OUT_OF_RANGE;
+// each version once plain and once with broker endpoints (the decoded
+// path).
+func routedFetchSeeds() []fuzzSeed {
+	var seeds []fuzzSeed
+	for v := int16(12); v <= kmsg.NewPtrFetchResponse().MaxVersion(); v++ {
+		for _, endpoints := range []bool{false, true} {
+			r := kmsg.NewPtrFetchResponse()
+			r.Version = v
+			rt := kmsg.NewFetchResponseTopic()
+			rt.Topic, rt.TopicID = "t", topicID(1)
+			for p, code := range []int16{0, kerr.NotLeaderForPartition.Code, kerr.OffsetOutOfRange.Code} {
+				rp := kmsg.NewFetchResponseTopicPartition()
+				rp.Partition, rp.ErrorCode, rp.HighWatermark = int32(p), code, 10
+				if code == 0 {
+					rp.RecordBatches = testBatch(3, 2)
+				}
+				if code == kerr.NotLeaderForPartition.Code {
+					rp.CurrentLeader.LeaderID, rp.CurrentLeader.LeaderEpoch = 2, 4
+				}
+				rt.Partitions = append(rt.Partitions, rp)
+			}
+			r.Topics = append(r.Topics, rt)
+			if endpoints {
+				b := kmsg.NewFetchResponseBroker()
+				b.NodeID, b.Host, b.Port = 2, "10.0.0.2", 9092
+				r.Brokers = append(r.Brokers, b)
+			}
+			seeds = append(seeds, fuzzSeed{keyFetch, v, r.AppendTo(nil)})
+		}
+	}
+	return seeds
+}
+
+// FuzzRoutedFetchAnswer takes a broker's answer of any bytes to a routed
+// sub-fetch of partitions 0-2 (fetchsplice.go) and splices the client's
+// answer from it: never a panic, and whatever the proxy accepts gives the
+// client a response that decodes, with every partition asked, in order,
+// and no "not the leader" error.
+func FuzzRoutedFetchAnswer(f *testing.F) {
+	for _, s := range routedFetchSeeds() {
+		f.Add(s.version, s.body)
+	}
+	p, u := benchProxy(f, map[string][16]byte{"t": topicID(1)})
+	ctx := context.Background()
+	f.Fuzz(func(t *testing.T, version int16, body []byte) {
+		maxV := kmsg.NewPtrFetchResponse().MaxVersion()
+		if version < 12 || version > maxV {
+			version = 12 + (version&0x7fff)%(maxV-11)
+		}
+		c := &clientConn{p: p, log: zap.NewNop()}
+		fr := c.fetchRouter()
+		req := kmsg.NewPtrFetchRequest()
+		req.Version, req.ReplicaID = version, -1
+		rt := kmsg.NewFetchRequestTopic()
+		rt.Topic, rt.TopicID = "t", topicID(1)
+		plan := &fetchPlan{u: u, req: req}
+		sf := &subFetch{version: version, asked: map[fetchPartKey]int64{}}
+		for i := range int32(3) {
+			rp := kmsg.NewFetchRequestTopicPartition()
+			rp.Partition = i
+			rt.Partitions = append(rt.Partitions, rp)
+			k := fetchPartKey{"t", i}
+			plan.parts = append(plan.parts, fetchPlanPart{key: k, pi: int(i), node: 1})
+			sf.asked[k] = 0
+		}
+		req.Topics = append(req.Topics, rt)
+		answers, _, err := c.subFetchEntries(ctx, u, sf, append([]byte(nil), body...))
+		if err != nil {
+			return
+		}
+		got := make([]*fetchAnswer, 3)
+		for i := range plan.parts {
+			got[i] = answers[plan.parts[i].key]
+		}
+		hdr := requestHeader{Key: keyFetch, Version: version, CorrID: 7, Known: true, Flexible: true}
+		frame := bytes.Join(c.spliceRoutedFetch(fr, plan, hdr, got), nil)
+		hl, err := responseHeaderLen(keyFetch, version, frame)
+		if err != nil {
+			t.Fatalf("spliced answer: header: %v", err)
+		}
+		resp := kmsg.NewPtrFetchResponse()
+		if err := decodeResponse(resp, keyFetch, version, frame[hl:]); err != nil {
+			t.Fatalf("spliced answer does not decode: %v", err)
+		}
+		var parts []int32
+		for _, rt := range resp.Topics {
+			for _, rp := range rt.Partitions {
+				parts = append(parts, rp.Partition)
+				if absorbedFetchError(rp.ErrorCode) {
+					t.Errorf("partition %d answered %v to the client", rp.Partition, kerr.ErrorForCode(rp.ErrorCode))
+				}
+			}
+		}
+		if fmt.Sprint(parts) != "[0 1 2]" || resp.SessionID != 0 || resp.ErrorCode != 0 {
+			t.Fatalf("spliced answer: partitions %v, session %d, error %d; want [0 1 2], no session, no error", parts, resp.SessionID, resp.ErrorCode)
 		}
 	})
 }
