@@ -38,6 +38,9 @@ type copier struct {
 	// retryAt holds partitions backing off after a failure.
 	retryAt map[tp]time.Time
 	backoff map[tp]time.Duration
+	// moved: rounds in a row a partition was answered "not the leader"
+	// (maxMovedRetries).
+	moved map[tp]int
 	// begun holds the partitions the checkpoint topic holds something of:
 	// their position is the mirror's. One neither begun nor seen begins
 	// wherever the source begins (see resolveOutOfRange).
@@ -73,7 +76,16 @@ type partFetch struct {
 	move *move
 	// unanswered: the response had no room left for the partition.
 	unanswered bool
+	// moved: the broker asked no longer leads the partition (a leader
+	// election, a reassignment, a broker restarting): asked again of the
+	// new leader next round, not backed off as a failure.
+	moved bool
 }
+
+// maxMovedRetries is how many rounds in a row a partition may be answered
+// "not the leader" before it is backed off as failing: a leader that is
+// not elected yet would otherwise be asked in a loop.
+const maxMovedRetries = 5
 
 // move is a change of a partition's position that copies nothing, written
 // to the checkpoint topic like a copy so it survives a restart: a
@@ -86,7 +98,7 @@ type move struct {
 }
 
 func (c *copier) run(ctx context.Context) error {
-	c.retryAt, c.backoff, c.stopped = map[tp]time.Time{}, map[tp]time.Duration{}, map[tp]int64{}
+	c.retryAt, c.backoff, c.stopped, c.moved = map[tp]time.Time{}, map[tp]time.Duration{}, map[tp]int64{}, map[tp]int{}
 	if c.begun == nil {
 		c.begun = map[tp]bool{}
 	}
@@ -191,6 +203,7 @@ func (c *copier) recovered(p *partition) {
 }
 
 func (c *copier) succeeded(p *partition) {
+	delete(c.moved, p.src)
 	delete(c.backoff, p.src)
 	delete(c.retryAt, p.src)
 	delete(c.stopped, p.src)
@@ -226,6 +239,7 @@ func (c *copier) round(ctx context.Context) error {
 	for _, f := range fetched {
 		if f.err == nil && f.resp != nil {
 			c.seen[f.part.src] = true
+			delete(c.moved, f.part.src) // its leader answered
 		}
 	}
 
@@ -247,7 +261,7 @@ func (c *copier) round(ctx context.Context) error {
 		case f.err != nil:
 			c.fail(f.part, f.err)
 			continue
-		case f.unanswered:
+		case f.unanswered, f.moved:
 			continue
 		case f.move != nil:
 			if moves < maxMovesPerRound {
@@ -717,9 +731,24 @@ func (c *copier) checkFetched(p *partition, rp *kmsg.FetchResponseTopicPartition
 	default:
 		if isLeaderError(e) {
 			c.srcLeader.invalidate()
+			if isLeaderMove(e) && c.moved[p.src] < maxMovedRetries {
+				c.moved[p.src]++
+				return partFetch{part: p, moved: true}
+			}
 		}
 		return partFetch{part: p, err: fmt.Errorf("fetch source %s: %w", p.src, e)}
 	}
+}
+
+// isLeaderMove reports errors meaning the partition's leader is elsewhere
+// now, or being elected: the next round asks the new one.
+func isLeaderMove(err error) bool {
+	for _, e := range []error{kerr.NotLeaderForPartition, kerr.LeaderNotAvailable, kerr.FencedLeaderEpoch, kerr.UnknownLeaderEpoch} {
+		if errors.Is(err, e) {
+			return true
+		}
+	}
+	return false
 }
 
 // resolveOutOfRange decides, for each partition the source answered

@@ -14,7 +14,10 @@
 //     target group backwards; a committed offset beyond what is mirrored is
 //     reported, not guessed.
 //   - A partition that fails is retried with backoff and shows in Status
-//     and metrics.
+//     and metrics. A source leader that moved (an election, a
+//     reassignment, a restart) is not a failure: the partition is asked of
+//     the new leader next round (up to 5 rounds in a row "not the leader"
+//     before it counts as failing).
 //   - A partition begins at the source's log start. A log start that
 //     passes the mirror's position later is a gap — records deleted on the
 //     source before they were copied — handled per topic (Config.Gaps):

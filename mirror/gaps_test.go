@@ -581,7 +581,8 @@ func TestGapPolicyConfig(t *testing.T) {
 }
 
 // TestMirrorIdlePartitionRecovers: a partition with nothing to copy whose
-// fetch failed once (a leader moving, say) is not shown failing once the
+// fetch failed once (a broker's storage error, say; a leader move is not a
+// failure: TestMirrorFollowsLeaderMoves) is not shown failing once the
 // source answers it again — before, only its next copied record cleared
 // the error, so an idle partition stayed failing (and alerting) for good.
 func TestMirrorIdlePartitionRecovers(t *testing.T) {
@@ -608,7 +609,7 @@ func TestMirrorIdlePartitionRecovers(t *testing.T) {
 		st := kmsg.NewFetchResponseTopic()
 		st.Topic = topic
 		sp := kmsg.NewFetchResponseTopicPartition()
-		sp.ErrorCode = kerr.NotLeaderForPartition.Code
+		sp.ErrorCode = kerr.KafkaStorageError.Code
 		st.Partitions = append(st.Partitions, sp)
 		resp.Topics = append(resp.Topics, st)
 		return resp, nil, true // once: a handled control is dropped

@@ -898,3 +898,50 @@ func TestMirrorDiscoversTopicsAtOnce(t *testing.T) {
 		})
 	}
 }
+
+// TestMirrorFollowsLeaderMoves: the source's partition leaders move while
+// the mirror copies (elections, reassignments, restarts on a real
+// cluster). A fetch answered NOT_LEADER_OR_FOLLOWER is asked again of the
+// new leader next round — the partition is not counted failing nor backed
+// off (doubling to 10 s, which made cutovers under leader churn wait for the
+// mirror) — and every record is copied exactly.
+func TestMirrorFollowsLeaderMoves(t *testing.T) {
+	source, target := kafkatest.Pair(t)
+	if source.Fake == nil {
+		t.Skip("moves the source's leaders: kfake only")
+	}
+	topic := kafkatest.Topic(t, "moves")
+	source.CreateTopic(t, topic, 3)
+	rm := startMirror(t, kafkatest.Topic(t, "m"), source, target, []string{topic})
+	ctx, cancel := context.WithCancel(context.Background())
+	var wg sync.WaitGroup
+	moves := 0
+	wg.Go(func() {
+		for i := 0; ctx.Err() == nil; i++ {
+			p := int32(i % 3)
+			if err := source.Fake.MoveTopicPartition(topic, p, int32(i/3+int(p)+1)%3); err != nil {
+				t.Errorf("move: %v", err)
+				return
+			}
+			moves++
+			select {
+			case <-ctx.Done():
+			case <-time.After(50 * time.Millisecond):
+			}
+		}
+	})
+	for i := 0; i < 10; i++ {
+		produceRecords(t, source, topic, i*150, 150)
+		rm.waitCaughtUp(t, source, topic)
+	}
+	cancel()
+	wg.Wait()
+	compareCopies(t, rm, readAll(t, source, topic), readAll(t, target, topic), topic)
+	rm.mu.Lock()
+	defer rm.mu.Unlock()
+	for k, p := range rm.parts {
+		if p.failures > 0 {
+			t.Errorf("partition %v counted failing %d times across %d leader moves (last: %s)", k, p.failures, moves, p.lastErr)
+		}
+	}
+}
