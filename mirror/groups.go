@@ -195,7 +195,7 @@ func (mr *Mirror) syncGroups(ctx context.Context, srcAdm, dstAdm *kadm.Client, g
 }
 
 func (mr *Mirror) syncGroup(ctx context.Context, srcAdm, dstAdm *kadm.Client, group string) ([]PartitionOffset, error) {
-	srcOffs, err := srcAdm.FetchOffsets(ctx, group)
+	srcOffs, err := stableOffsets(ctx, srcAdm, group)
 	if err != nil {
 		return nil, fmt.Errorf("fetch offsets on the source: %w", err)
 	}
@@ -267,6 +267,41 @@ func (mr *Mirror) syncGroup(ctx context.Context, srcAdm, dstAdm *kadm.Client, gr
 }
 
 func isGroupMissing(err error) bool { return errors.Is(err, kerr.GroupIDNotFound) }
+
+// stableOffsets returns a group's committed offsets once no transactional
+// offset commit of the group is pending (KIP-447 RequireStable). A
+// transaction's end is answered before its commit reaches the group
+// (Kafka writes the markers after the answer): read at once, the group's
+// offsets would be those before the transaction its records were written
+// in, and a consume-transform-produce application moved with them would
+// process those records again on the target — exactly-once broken at the
+// cutover (proxy.TestTxnGroupSessionAcrossSwitch caught it on Kafka 4.3.1).
+// Partitions answered UNSTABLE_OFFSET_COMMIT are asked again until stable
+// or ctx ends.
+func stableOffsets(ctx context.Context, adm *kadm.Client, group string) (kadm.OffsetResponses, error) {
+	backoff := 10 * time.Millisecond
+	for {
+		offs, err := adm.FetchOffsets(kadm.RequireStable(ctx), group)
+		if err != nil {
+			return nil, err
+		}
+		unstable := false
+		offs.Each(func(o kadm.OffsetResponse) {
+			unstable = unstable || errors.Is(o.Err, kerr.UnstableOffsetCommit)
+		})
+		if !unstable {
+			return offs, nil
+		}
+		t := time.NewTimer(backoff)
+		select {
+		case <-t.C:
+		case <-ctx.Done():
+			t.Stop()
+			return nil, fmt.Errorf("offsets of group %s still unstable (a transactional offset commit pending): %w", group, ctx.Err())
+		}
+		backoff = min(2*backoff, 200*time.Millisecond)
+	}
+}
 
 // groupLoop syncs the configured groups periodically.
 func (mr *Mirror) groupLoop(ctx context.Context, srcAdm, dstAdm *kadm.Client) error {
@@ -359,7 +394,7 @@ func (mr *Mirror) GroupsDrained(ctx context.Context, groups []string, topics ...
 		return false, "", fmt.Errorf("source start offsets: %w", err)
 	}
 	for _, g := range groups {
-		offs, err := adm.FetchOffsets(ctx, g)
+		offs, err := stableOffsets(ctx, adm, g)
 		if err != nil {
 			return false, "", fmt.Errorf("group %s: fetch offsets on the source: %w", g, err)
 		}

@@ -945,3 +945,85 @@ func TestMirrorFollowsLeaderMoves(t *testing.T) {
 		}
 	}
 }
+
+// TestSyncGroupsWaitsForPendingTransactionalOffsets: a consume-transform-
+// produce application's transaction commits its group's offsets with its
+// records (TxnOffsetCommit). Kafka answers the transaction's end before its
+// markers reach the group, so read at once the group's offsets are those
+// before that transaction: moved with them, the application processes its
+// records again on the target. SyncGroups waits while a transactional
+// offset commit of the group is pending (here until its ctx ends: the
+// transaction is left open), then syncs the offset the transaction
+// committed.
+func TestSyncGroupsWaitsForPendingTransactionalOffsets(t *testing.T) {
+	source, target := kafkatest.Pair(t)
+	topic := kafkatest.Topic(t, "pending")
+	source.CreateTopic(t, topic, 1)
+	produceRecords(t, source, topic, 0, 300)
+	rm := startMirror(t, kafkatest.Topic(t, "m"), source, target, []string{topic})
+	rm.waitCaughtUp(t, source, topic)
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	group := kafkatest.Topic(t, "g")
+	adm := kadm.NewClient(source.Client(t))
+	committed := kadm.Offsets{}
+	committed.Add(kadm.Offset{Topic: topic, Partition: 0, At: 100, LeaderEpoch: -1})
+	if _, err := adm.CommitOffsets(ctx, group, committed); err != nil {
+		t.Fatal(err)
+	}
+
+	// A transaction commits offset 200 for the group, and is not ended.
+	txnName := kafkatest.Topic(t, "tx")
+	txn := source.Client(t, kgo.TransactionalID(txnName))
+	if err := txn.BeginTransaction(); err != nil {
+		t.Fatal(err)
+	}
+	pid, epoch, err := txn.ProducerID(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	addOffs := kmsg.NewPtrAddOffsetsToTxnRequest()
+	addOffs.TransactionalID, addOffs.Group = txnName, group
+	addOffs.ProducerID, addOffs.ProducerEpoch = pid, epoch
+	if resp, err := addOffs.RequestWith(ctx, txn); err != nil || resp.ErrorCode != 0 {
+		t.Fatalf("add offsets to the transaction: %v %v", err, resp)
+	}
+	commit := kmsg.NewPtrTxnOffsetCommitRequest()
+	commit.TransactionalID, commit.Group, commit.Generation = addOffs.TransactionalID, group, -1
+	commit.ProducerID, commit.ProducerEpoch = addOffs.ProducerID, addOffs.ProducerEpoch
+	tds, err := adm.ListTopics(ctx, topic)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ct := kmsg.NewTxnOffsetCommitRequestTopic()
+	ct.Topic, ct.TopicID = topic, tds[topic].ID // by id from v5
+	cp := kmsg.NewTxnOffsetCommitRequestTopicPartition()
+	cp.Partition, cp.Offset, cp.LeaderEpoch = 0, 200, -1
+	ct.Partitions = append(ct.Partitions, cp)
+	commit.Topics = append(commit.Topics, ct)
+	if resp, err := commit.RequestWith(ctx, txn); err != nil || resp.Topics[0].Partitions[0].ErrorCode != 0 {
+		t.Fatalf("transactional offset commit: %v %v", err, resp)
+	}
+
+	short, cancelShort := context.WithTimeout(ctx, 300*time.Millisecond)
+	rep, err := rm.SyncGroups(short, []string{group})
+	cancelShort()
+	if err == nil && len(rep.Groups) == 1 && rep.Groups[0].Err == nil {
+		t.Fatalf("SyncGroups with a transactional offset commit pending synced %+v; want it to wait until the transaction ends", rep.Groups[0].Partitions)
+	}
+
+	// Ended by hand: the client did not add the offsets itself, so it
+	// would not send an EndTxn for them.
+	end := kmsg.NewPtrEndTxnRequest()
+	end.TransactionalID, end.ProducerID, end.ProducerEpoch, end.Commit = txnName, pid, epoch, true
+	if resp, err := end.RequestWith(ctx, txn); err != nil || resp.ErrorCode != 0 {
+		t.Fatalf("commit the transaction: %v %v", err, resp)
+	}
+	rep, err = rm.SyncGroups(ctx, []string{group})
+	if err != nil || len(rep.Groups) != 1 || rep.Groups[0].Err != nil || len(rep.Groups[0].Partitions) != 1 {
+		t.Fatalf("SyncGroups after the commit: %+v, %v", rep, err)
+	}
+	if got := rep.Groups[0].Partitions[0].Source; got != 200 {
+		t.Errorf("synced the source offset %d, want 200 (the transaction's)", got)
+	}
+}
