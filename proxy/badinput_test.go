@@ -922,13 +922,23 @@ func assertNoConnErrorsSince(t testing.TB, g prometheus.Gatherer, before map[str
 // refusedAddr returns a loopback address nothing listens on.
 func refusedAddr(t testing.TB) string {
 	t.Helper()
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	// A socket bound to the port and never listening: a connection to it
+	// is refused, and no other socket gets the port until the test ends.
+	// (A listener opened and closed frees the port, which another test's
+	// listener could take — the "dead" cluster then answered a switch.)
+	fd, err := syscall.Socket(syscall.AF_INET, syscall.SOCK_STREAM, 0)
 	if err != nil {
 		t.Fatal(err)
 	}
-	addr := ln.Addr().String()
-	ln.Close()
-	return addr
+	t.Cleanup(func() { syscall.Close(fd) })
+	if err := syscall.Bind(fd, &syscall.SockaddrInet4{Addr: [4]byte{127, 0, 0, 1}}); err != nil {
+		t.Fatal(err)
+	}
+	sa, err := syscall.Getsockname(fd)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return fmt.Sprintf("127.0.0.1:%d", sa.(*syscall.SockaddrInet4).Port)
 }
 
 // brokerDisconnects counts a franz-go client's broker disconnects.
