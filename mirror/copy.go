@@ -203,7 +203,6 @@ func (c *copier) recovered(p *partition) {
 }
 
 func (c *copier) succeeded(p *partition) {
-	delete(c.moved, p.src)
 	delete(c.backoff, p.src)
 	delete(c.retryAt, p.src)
 	delete(c.stopped, p.src)

@@ -195,7 +195,7 @@ func (mr *Mirror) syncGroups(ctx context.Context, srcAdm, dstAdm *kadm.Client, g
 }
 
 func (mr *Mirror) syncGroup(ctx context.Context, srcAdm, dstAdm *kadm.Client, group string) ([]PartitionOffset, error) {
-	srcOffs, err := stableOffsets(ctx, srcAdm, group)
+	srcOffs, err := StableOffsets(ctx, srcAdm, group)
 	if err != nil {
 		return nil, fmt.Errorf("fetch offsets on the source: %w", err)
 	}
@@ -268,7 +268,7 @@ func (mr *Mirror) syncGroup(ctx context.Context, srcAdm, dstAdm *kadm.Client, gr
 
 func isGroupMissing(err error) bool { return errors.Is(err, kerr.GroupIDNotFound) }
 
-// stableOffsets returns a group's committed offsets once no transactional
+// StableOffsets returns a group's committed offsets once no transactional
 // offset commit of the group is pending (KIP-447 RequireStable). A
 // transaction's end is answered before its commit reaches the group
 // (Kafka writes the markers after the answer): read at once, the group's
@@ -278,7 +278,7 @@ func isGroupMissing(err error) bool { return errors.Is(err, kerr.GroupIDNotFound
 // cutover (proxy.TestTxnGroupSessionAcrossSwitch caught it on Kafka 4.3.1).
 // Partitions answered UNSTABLE_OFFSET_COMMIT are asked again until stable
 // or ctx ends.
-func stableOffsets(ctx context.Context, adm *kadm.Client, group string) (kadm.OffsetResponses, error) {
+func StableOffsets(ctx context.Context, adm *kadm.Client, group string) (kadm.OffsetResponses, error) {
 	backoff := 10 * time.Millisecond
 	for {
 		offs, err := adm.FetchOffsets(kadm.RequireStable(ctx), group)
@@ -394,7 +394,7 @@ func (mr *Mirror) GroupsDrained(ctx context.Context, groups []string, topics ...
 		return false, "", fmt.Errorf("source start offsets: %w", err)
 	}
 	for _, g := range groups {
-		offs, err := stableOffsets(ctx, adm, g)
+		offs, err := StableOffsets(ctx, adm, g)
 		if err != nil {
 			return false, "", fmt.Errorf("group %s: fetch offsets on the source: %w", g, err)
 		}

@@ -562,13 +562,13 @@ func BenchmarkRoutedFetchAnswer(b *testing.B) {
 	rt := kmsg.NewFetchRequestTopic()
 	rt.TopicID = topicID(0)
 	plan := &fetchPlan{u: u, req: req}
-	subs := []*subFetch{{version: 16, asked: map[fetchPartKey]int64{}}, {version: 16, asked: map[fetchPartKey]int64{}}}
+	subs := []*subFetch{{version: 16, asked: map[topicPartition]int64{}}, {version: 16, asked: map[topicPartition]int64{}}}
 	answers := []*kmsg.FetchResponse{kmsg.NewPtrFetchResponse(), kmsg.NewPtrFetchResponse()}
 	for i := range int32(4) {
 		rp := kmsg.NewFetchRequestTopicPartition()
 		rp.Partition = i
 		rt.Partitions = append(rt.Partitions, rp)
-		k := fetchPartKey{topic, i}
+		k := topicPartition{topic, i}
 		plan.parts = append(plan.parts, fetchPlanPart{key: k, pi: int(i), node: 1 + i%2})
 		subs[i%2].asked[k] = 0
 		resp := answers[i%2]

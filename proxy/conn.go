@@ -445,7 +445,8 @@ func (c *clientConn) forward(ctx context.Context, hdr requestHeader, frame []byt
 		c.doneInflight(hdr.Key)
 		return fault("upstream_dial", err)
 	}
-	routed := hdr.Key == keyProduce && c.routesByLeader()
+	byLeader := c.routesByLeader()
+	routed := hdr.Key == keyProduce && byLeader
 	if local, ok := c.orphanAnswer(hdr, frame, up); ok {
 		c.doneInflight(hdr.Key)
 		if local == nil {
@@ -479,7 +480,7 @@ func (c *clientConn) forward(ctx context.Context, hdr requestHeader, frame []byt
 		seq    uint64
 		fetch  *fetchPlan
 	)
-	if rw.fetch != nil {
+	if rw.fetch != nil && byLeader {
 		fetch = c.planFetch(adm, up, hdr, rw.fetch, time.Now())
 	}
 	if routed {
@@ -495,7 +496,7 @@ func (c *clientConn) forward(ctx context.Context, hdr requestHeader, frame []byt
 			resend = &produceResend{frame: rw.frame, walk: rw.produce}
 		}
 		to, parts, split = c.routeProduce(ctx, adm, up, hdr, rw.frame, rw.produce, seq)
-	} else if routedPartitionKey(hdr.Key) && hdr.Known && c.routesByLeader() {
+	} else if routedPartitionKey(hdr.Key) && hdr.Known && byLeader {
 		to, parts, split = c.routePartitions(ctx, adm, up, hdr, rw.frame)
 	}
 	if to != up || split != nil {
@@ -523,7 +524,7 @@ func (c *clientConn) forward(ctx context.Context, hdr requestHeader, frame []byt
 			return errClientGone
 		}
 		// Once queued, the writer (or serve's cleanup) lowers inflight.
-		pr := &pendingReq{hdr: hdr, up: to, sent: time.Now(), split: split, resend: resend, seq: seq, fetch: fetch, stable: c.routesByLeader(),
+		pr := &pendingReq{hdr: hdr, up: to, sent: time.Now(), split: split, resend: resend, seq: seq, fetch: fetch, stable: byLeader,
 			prevProducerID: rw.prevProducerID, transactional: rw.transactional, member: rw.member, txn: adm.txn, seqs: rw.seqs}
 		if err := c.enqueue(ctx, pr); err != nil {
 			c.doneInflight(hdr.Key)
@@ -860,9 +861,10 @@ func (c *clientConn) answer(ctx context.Context, pr *pendingReq, buf []byte) ([]
 }
 
 // readSplit reads the answers to a split request (a Produce, or another
-// partition request: routeparts.go) from each of its parts' connections, in the order the parts were written, and merges them. It
-// returns the merged frame; or the connection a read failed on with the
-// error; or, as split, an answer that does not fit the request.
+// partition request: routeparts.go) from each of its parts' connections,
+// in the order the parts were written, and merges them. It returns the
+// merged frame; or the connection a read failed on with the error; or, as
+// split, an answer that does not fit the request.
 func (c *clientConn) readSplit(ctx context.Context, pr *pendingReq) (frame []byte, from *upConn, err, split error) {
 	frames := make([][]byte, len(pr.split.subs))
 	for i, up := range pr.split.subs {
@@ -974,20 +976,13 @@ func (p *Proxy) ledBy(u *upstream, node int32, hdr requestHeader, body []byte) b
 // writeClientBuffers writes a response frame given in pieces (payload
 // without its size) to the client.
 func (c *clientConn) writeClientBuffers(key int16, pieces net.Buffers) error {
-	c.nc.SetWriteDeadline(time.Now().Add(c.p.cfg.ClientIOTimeout))
-	defer c.lastAnswered.Store(time.Now().UnixNano())
 	size := 0
 	for _, p := range pieces {
 		size += len(p)
 	}
-	if err := writeFrameBuffers(c.nc, pieces); err != nil {
-		if errors.Is(err, os.ErrDeadlineExceeded) {
-			return fault("client_timeout", fmt.Errorf("response not taken within %v (clientIOTimeout)", c.p.cfg.ClientIOTimeout))
-		}
-		return errClientGone
-	}
-	c.p.m.forKey(key).responseBytes.Add(float64(size + 4))
-	return nil
+	c.nc.SetWriteDeadline(time.Now().Add(c.p.cfg.ClientIOTimeout))
+	defer c.lastAnswered.Store(time.Now().UnixNano())
+	return c.wroteClient(key, size, writeFrameBuffers(c.nc, pieces))
 }
 
 // writeClient writes a response frame (payload without its size) to the client.
@@ -996,12 +991,18 @@ func (c *clientConn) writeClient(key int16, frame []byte) error {
 	// A large response can take a while to write; idleness starts once
 	// it is out.
 	defer c.lastAnswered.Store(time.Now().UnixNano())
-	if err := writeFrame(c.nc, frame); err != nil {
+	return c.wroteClient(key, len(frame), writeFrame(c.nc, frame))
+}
+
+// wroteClient accounts a response of size bytes written to the client
+// with err.
+func (c *clientConn) wroteClient(key int16, size int, err error) error {
+	if err != nil {
 		if errors.Is(err, os.ErrDeadlineExceeded) {
 			return fault("client_timeout", fmt.Errorf("response not taken within %v (clientIOTimeout)", c.p.cfg.ClientIOTimeout))
 		}
 		return errClientGone
 	}
-	c.p.m.forKey(key).responseBytes.Add(float64(len(frame) + 4))
+	c.p.m.forKey(key).responseBytes.Add(float64(size + 4))
 	return nil
 }

@@ -43,6 +43,7 @@ import (
 	"encoding/binary"
 	"fmt"
 	"net"
+	"strings"
 	"sync"
 	"time"
 
@@ -50,12 +51,6 @@ import (
 	"github.com/twmb/franz-go/pkg/kmsg"
 	"go.uber.org/zap"
 )
-
-// fetchPartKey names a partition of a routed fetch by its real topic name.
-type fetchPartKey struct {
-	topic     string
-	partition int32
-}
 
 // fetchPlan is a routed fetch: the client's request (translated for u)
 // and where each of its partitions goes.
@@ -69,7 +64,7 @@ type fetchPlan struct {
 
 // fetchPlanPart is one partition of a routed fetch.
 type fetchPlanPart struct {
-	key   fetchPartKey
+	key   topicPartition
 	ti    int // the topic's index in req.Topics
 	pi    int // the partition's index in the topic
 	node  int32
@@ -109,8 +104,8 @@ type fetchStats struct {
 type fetchRouter struct {
 	mu       sync.Mutex
 	links    map[int32]*fetchLink
-	answers  map[fetchPartKey]*fetchAnswer
-	stats    map[fetchPartKey]fetchStats
+	answers  map[topicPartition]*fetchAnswer
+	stats    map[topicPartition]fetchStats
 	changed  chan struct{}
 	corrID   int32
 	failedAt map[int32]time.Time // writer only
@@ -129,7 +124,7 @@ type subFetch struct {
 	gen     uint64
 	version int16
 	corrID  int32
-	asked   map[fetchPartKey]int64 // fetch offset per partition
+	asked   map[topicPartition]int64 // fetch offset per partition
 	sent    time.Time
 	maxWait time.Duration
 	done    bool // answered, or its link failed (guarded by fetchRouter.mu)
@@ -150,63 +145,72 @@ func (c *clientConn) fetchRouter() *fetchRouter {
 	c.curMu.Lock()
 	defer c.curMu.Unlock()
 	if c.fetches == nil {
-		c.fetches = &fetchRouter{links: map[int32]*fetchLink{}, answers: map[fetchPartKey]*fetchAnswer{},
-			stats: map[fetchPartKey]fetchStats{}, changed: make(chan struct{})}
+		c.fetches = &fetchRouter{links: map[int32]*fetchLink{}, answers: map[topicPartition]*fetchAnswer{},
+			stats: map[topicPartition]fetchStats{}, changed: make(chan struct{})}
 	}
 	return c.fetches
 }
 
-// planFetch decides whether a Fetch (req, translated for adm's cluster) is
-// routed: a consumer's full fetch naming a partition the connection's own
-// broker (up's) does not lead. It returns nil to forward it to up as it is.
+// planFetch decides whether a Fetch (req, translated for adm's cluster) of
+// a connection routed by leader is routed: a consumer's full fetch naming a
+// partition the connection's own broker (up's) does not lead. It returns
+// nil to forward it to up as it is.
 func (c *clientConn) planFetch(adm admission, up *upConn, hdr requestHeader, req *kmsg.FetchRequest, arrived time.Time) *fetchPlan {
-	if !c.routesByLeader() || req.ReplicaID >= 0 || req.ReplicaState.ID >= 0 {
+	if req.ReplicaID >= 0 || req.ReplicaState.ID >= 0 {
 		return nil
 	}
 	if hdr.Version >= 7 && req.SessionEpoch > 0 {
 		return nil // incremental: the session lives on up's broker
 	}
-	u := adm.u
-	// Two passes: the common fetch, whose partitions up's broker leads,
-	// costs lookups and no allocation; a routed one is planned in the
-	// second.
-	var plan *fetchPlan
-	n := 0
-	for pass := range 2 {
-		for ti := range req.Topics {
-			t := &req.Topics[ti]
-			name := t.Topic
-			if hdr.Version >= 13 {
-				n, ok := u.topicName(t.TopicID)
-				if !ok {
-					return nil // the broker answers UNKNOWN_TOPIC_ID
-				}
-				name = n
-			}
-			for pi := range t.Partitions {
-				p := t.Partitions[pi].Partition
-				node := up.node
-				if l, ok := u.leader(name, p); ok {
-					node = l
-				}
-				switch {
-				case pass == 1:
-					plan.parts = append(plan.parts, fetchPlanPart{key: fetchPartKey{name, p}, ti: ti, pi: pi, node: node})
-				case node != up.node && plan == nil:
-					plan = &fetchPlan{u: u, gen: adm.gen, req: req, deadline: arrived.Add(time.Duration(max(req.MaxWaitMillis, 0)) * time.Millisecond)}
-				}
-				n++
-			}
-		}
-		if plan == nil {
-			return nil
-		}
-		if pass == 0 {
-			plan.parts = make([]fetchPlanPart, 0, n)
-		}
+	// Looked at twice: the common fetch, whose partitions up's broker
+	// leads, costs lookups and no allocation; a routed one is planned.
+	n, elsewhere := 0, false
+	known := eachFetchPart(adm.u, hdr.Version, req, up.node, func(_, _ int, _ topicPartition, node int32) {
+		n++
+		elsewhere = elsewhere || node != up.node
+	})
+	if !known || !elsewhere {
+		return nil // an unknown topic id: the broker answers UNKNOWN_TOPIC_ID
 	}
+	plan := &fetchPlan{u: adm.u, gen: adm.gen, req: req, parts: make([]fetchPlanPart, 0, n),
+		deadline: arrived.Add(time.Duration(max(req.MaxWaitMillis, 0)) * time.Millisecond)}
+	eachFetchPart(adm.u, hdr.Version, req, up.node, func(ti, pi int, k topicPartition, node int32) {
+		plan.parts = append(plan.parts, fetchPlanPart{key: k, ti: ti, pi: pi, node: node})
+	})
 	c.p.m.fetchRouted.Inc()
 	return plan
+}
+
+// eachFetchPart calls f for every partition of a fetch request (translated
+// for u) with its topic's real name and its leader on u, or unknown (which
+// is where the request would go as it is). It reports false, having
+// stopped, at a topic id u does not know.
+func eachFetchPart(u *upstream, version int16, req *kmsg.FetchRequest, unknown int32, f func(ti, pi int, k topicPartition, node int32)) bool {
+	for ti := range req.Topics {
+		t := &req.Topics[ti]
+		name, ok := fetchTopicName(u, version, t.Topic, t.TopicID)
+		if !ok {
+			return false
+		}
+		for pi := range t.Partitions {
+			p := t.Partitions[pi].Partition
+			node := unknown
+			if l, ok := u.leader(name, p); ok {
+				node = l
+			}
+			f(ti, pi, topicPartition{name, p}, node)
+		}
+	}
+	return true
+}
+
+// fetchTopicName is the real name of a topic of a Fetch request or
+// response for u: as named, or (v13+) by its real id.
+func fetchTopicName(u *upstream, version int16, name string, id [16]byte) (string, bool) {
+	if version < 13 {
+		return name, true
+	}
+	return u.topicName(id)
 }
 
 // absorbedFetchError reports whether a partition error of a routed
@@ -248,7 +252,7 @@ func (c *clientConn) answerRoutedFetch(ctx context.Context, pr *pendingReq) ([]b
 		for i := range plan.parts {
 			pp := &plan.parts[i]
 			if got[i] == nil {
-				if a := fr.answers[pp.key]; a != nil && a.gen == plan.gen && a.offset == c.fetchOffset(plan, pp) {
+				if a := fr.answers[pp.key]; a != nil && a.gen == plan.gen && a.offset == plan.offset(pp) {
 					delete(fr.answers, pp.key)
 					switch {
 					case !a.absorbed:
@@ -263,7 +267,7 @@ func (c *clientConn) answerRoutedFetch(ctx context.Context, pr *pendingReq) ([]b
 							pp.node = l
 						}
 					default:
-						got[i] = &fetchAnswer{gen: a.gen, offset: a.offset, absorbed: true}
+						got[i] = a // answered without records
 					}
 				} else if a != nil {
 					delete(fr.answers, pp.key) // another offset's or cluster's: stale
@@ -328,7 +332,7 @@ func (c *clientConn) answerRoutedFetch(ctx context.Context, pr *pendingReq) ([]b
 				// answered without records; the leaders are refreshed
 				// for the next fetch.
 				for _, i := range idx {
-					got[i] = &fetchAnswer{gen: plan.gen, offset: c.fetchOffset(plan, &plan.parts[i]), absorbed: true}
+					got[i] = &fetchAnswer{gen: plan.gen, offset: plan.offset(&plan.parts[i]), absorbed: true}
 				}
 				c.log.Debug("routed fetch: no link to a leader", zap.Int32("broker", node), zap.Error(err))
 				c.refreshAfterFetchFailure(ctx, plan, idx)
@@ -396,9 +400,21 @@ func (c *clientConn) refreshAfterFetchFailure(ctx context.Context, plan *fetchPl
 	}()
 }
 
-// fetchOffset is the fetch offset the client asked of a plan's partition.
-func (c *clientConn) fetchOffset(plan *fetchPlan, pp *fetchPlanPart) int64 {
+// offset is the fetch offset the client asked of a plan's partition.
+func (plan *fetchPlan) offset(pp *fetchPlanPart) int64 {
 	return plan.req.Topics[pp.ti].Partitions[pp.pi].FetchOffset
+}
+
+// emptyOffsetsLocked are the high watermark, last stable offset and log
+// start an answer without records shows for a plan's partition: the last
+// the broker answered in this generation, else the fetch offset (the
+// partition's end at least) and -1; r.mu is held.
+func (r *fetchRouter) emptyOffsetsLocked(plan *fetchPlan, pp *fetchPlanPart) (hw, lso, logStart int64) {
+	if s, ok := r.stats[pp.key]; ok && s.gen == plan.gen {
+		return s.hw, s.lso, s.logStart
+	}
+	off := plan.offset(pp)
+	return off, off, -1
 }
 
 // retired reports whether a switch abandoned the upstream generation gen:
@@ -426,7 +442,7 @@ func (c *clientConn) sendSubFetch(ctx context.Context, fr *fetchRouter, plan *fe
 	sub.MaxWaitMillis = int32(max(time.Until(plan.deadline), 0) / time.Millisecond)
 	sub.MinBytes, sub.MaxBytes, sub.IsolationLevel, sub.Rack = req.MinBytes, req.MaxBytes, req.IsolationLevel, req.Rack
 	sub.SessionID, sub.SessionEpoch = 0, -1
-	sf := &subFetch{gen: plan.gen, version: req.Version, asked: make(map[fetchPartKey]int64, len(idx)), sent: time.Now()}
+	sf := &subFetch{gen: plan.gen, version: req.Version, asked: make(map[topicPartition]int64, len(idx)), sent: time.Now()}
 	for _, i := range idx {
 		pp := &plan.parts[i]
 		rt := &req.Topics[pp.ti]
@@ -574,7 +590,7 @@ func (c *clientConn) readFetchLink(ctx context.Context, fr *fetchRouter, u *upst
 
 // subFetchAnswers decodes a sub-fetch's response into one answer per
 // partition asked, and the topics whose leaders must be refreshed.
-func (c *clientConn) subFetchAnswers(ctx context.Context, u *upstream, sf *subFetch, frame []byte) (map[fetchPartKey]*fetchAnswer, []string, error) {
+func (c *clientConn) subFetchAnswers(ctx context.Context, u *upstream, sf *subFetch, frame []byte) (map[topicPartition]*fetchAnswer, []string, error) {
 	hl, err := responseHeaderLen(keyFetch, sf.version, frame)
 	if err != nil {
 		return nil, nil, err
@@ -586,50 +602,92 @@ func (c *clientConn) subFetchAnswers(ctx context.Context, u *upstream, sf *subFe
 	if err := decodeResponse(resp, keyFetch, sf.version, frame[hl:]); err != nil {
 		return nil, nil, err
 	}
-	answers := make(map[fetchPartKey]*fetchAnswer, len(sf.asked))
-	now := time.Now()
-	none := func(off int64) *fetchAnswer { return &fetchAnswer{gen: sf.gen, offset: off, at: now, absorbed: true} }
-	var stale []string
+	set := newSubAnswers(sf)
 	if resp.ErrorCode != 0 {
-		// A whole-request error (a sessionless fetch has no session to
-		// lose): every partition is asked again.
-		for k, off := range sf.asked {
-			answers[k] = none(off)
-		}
-		return answers, nil, nil
+		return set.allAsked(), nil, nil
 	}
 	for ti := range resp.Topics {
 		t := &resp.Topics[ti]
-		name := t.Topic
-		if sf.version >= 13 {
-			name, _ = u.topicName(t.TopicID)
-		}
+		name, _ := fetchTopicName(u, sf.version, t.Topic, t.TopicID)
 		for pi := range t.Partitions {
-			p := t.Partitions[pi]
-			k := fetchPartKey{name, p.Partition}
-			off, ok := sf.asked[k]
-			if !ok {
-				continue
+			p := &t.Partitions[pi]
+			a, absorbed := set.add(topicPartition{name, p.Partition}, p.ErrorCode)
+			switch {
+			case absorbed && p.CurrentLeader.LeaderID >= 0:
+				u.learnLeader(a.topic, p.Partition, p.CurrentLeader.LeaderID, p.CurrentLeader.LeaderEpoch)
+			case absorbed:
+				set.stale = append(set.stale, a.topic)
+			case a.answer != nil:
+				a.answer.part, a.answer.throttle, a.answer.records = p, resp.ThrottleMillis, len(p.RecordBatches)
+				a.answer.hw, a.answer.lso, a.answer.logStart = p.HighWatermark, p.LastStableOffset, p.LogStartOffset
 			}
-			a := &fetchAnswer{gen: sf.gen, offset: off, at: now, part: &p, throttle: resp.ThrottleMillis,
-				code: p.ErrorCode, records: len(p.RecordBatches), hw: p.HighWatermark, lso: p.LastStableOffset, logStart: p.LogStartOffset}
-			if absorbedFetchError(p.ErrorCode) {
-				a = none(off)
-				if p.CurrentLeader.LeaderID >= 0 {
-					u.learnLeader(name, p.Partition, p.CurrentLeader.LeaderID, p.CurrentLeader.LeaderEpoch)
-				} else {
-					stale = append(stale, name)
-				}
-			}
-			answers[k] = a
 		}
 	}
-	for k, off := range sf.asked {
-		if answers[k] == nil {
-			answers[k] = none(off)
+	return set.result(), set.stale, nil
+}
+
+// subAnswers collects the answers to one sub-fetch: one per partition
+// asked, whatever the broker said.
+type subAnswers struct {
+	sf      *subFetch
+	now     time.Time
+	answers map[topicPartition]*fetchAnswer
+	stale   []string // topics whose leaders must be refreshed
+}
+
+func newSubAnswers(sf *subFetch) *subAnswers {
+	return &subAnswers{sf: sf, now: time.Now(), answers: make(map[topicPartition]*fetchAnswer, len(sf.asked))}
+}
+
+// none is an answer without records at offset off: the partition is asked
+// again, or answered empty.
+func (s *subAnswers) none(off int64) *fetchAnswer {
+	return &fetchAnswer{gen: s.sf.gen, offset: off, at: s.now, absorbed: true}
+}
+
+// added is a partition answer add recorded: its topic (a copy: the name
+// given may alias the frame), and the answer to fill in (nil when the
+// partition was not asked, or absorbed).
+type added struct {
+	topic  string
+	answer *fetchAnswer
+}
+
+// add records what a broker answered for partition k with error code:
+// nothing if it was not asked; an answer without records if the code means
+// "not the leader here" (absorbed); else an answer for the caller to fill.
+func (s *subAnswers) add(k topicPartition, code int16) (a added, absorbed bool) {
+	off, ok := s.sf.asked[k]
+	if !ok {
+		return added{}, false
+	}
+	k.topic = strings.Clone(k.topic)
+	a.topic = k.topic
+	if absorbedFetchError(code) {
+		s.answers[k] = s.none(off)
+		return a, true
+	}
+	a.answer = &fetchAnswer{gen: s.sf.gen, offset: off, at: s.now, code: code}
+	s.answers[k] = a.answer
+	return a, false
+}
+
+// result is every partition asked, those the broker left out answered
+// without records.
+func (s *subAnswers) result() map[topicPartition]*fetchAnswer {
+	for k, off := range s.sf.asked {
+		if s.answers[k] == nil {
+			s.answers[k] = s.none(off)
 		}
 	}
-	return answers, stale, nil
+	return s.answers
+}
+
+// allAsked answers every partition without records: a whole-request error
+// (a sessionless fetch has no session to lose), asked again.
+func (s *subAnswers) allAsked() map[topicPartition]*fetchAnswer {
+	clear(s.answers)
+	return s.result()
 }
 
 // mergeRoutedFetch builds the response to a routed fetch: every
@@ -644,7 +702,7 @@ func (c *clientConn) mergeRoutedFetch(fr *fetchRouter, plan *fetchPlan, hdr requ
 		pp := &plan.parts[i]
 		rt := &plan.req.Topics[pp.ti]
 		n := len(resp.Topics)
-		if n == 0 || pp.pi == 0 || resp.Topics[n-1].Topic != rt.Topic || resp.Topics[n-1].TopicID != rt.TopicID {
+		if i == 0 || pp.ti != plan.parts[i-1].ti {
 			t := kmsg.NewFetchResponseTopic()
 			t.Topic, t.TopicID = rt.Topic, rt.TopicID
 			resp.Topics = append(resp.Topics, t)
@@ -657,11 +715,7 @@ func (c *clientConn) mergeRoutedFetch(fr *fetchRouter, plan *fetchPlan, hdr requ
 		} else {
 			p = kmsg.NewFetchResponseTopicPartition()
 			p.Partition = pp.key.partition
-			off := c.fetchOffset(plan, pp)
-			p.HighWatermark, p.LastStableOffset = off, off
-			if s, ok := fr.stats[pp.key]; ok && s.gen == plan.gen {
-				p.HighWatermark, p.LastStableOffset, p.LogStartOffset = s.hw, s.lso, s.logStart
-			}
+			p.HighWatermark, p.LastStableOffset, p.LogStartOffset = fr.emptyOffsetsLocked(plan, pp)
 		}
 		// The proxy fetches from leaders; a follower named here would
 		// send the client around the proxy's routing.
@@ -706,13 +760,9 @@ func (c *clientConn) closeFetchLinks(abandon bool) {
 func liftFetchEpochs(r *kmsg.FetchRequest, u *upstream, version int16) {
 	for ti := range r.Topics {
 		t := &r.Topics[ti]
-		name := t.Topic
-		if version >= 13 {
-			n, ok := u.topicName(t.TopicID)
-			if !ok {
-				continue
-			}
-			name = n
+		name, ok := fetchTopicName(u, version, t.Topic, t.TopicID)
+		if !ok {
+			continue
 		}
 		for pi := range t.Partitions {
 			p := &t.Partitions[pi]

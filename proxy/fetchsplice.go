@@ -18,8 +18,6 @@ import (
 	"context"
 	"errors"
 	"net"
-	"strings"
-	"time"
 
 	"github.com/twmb/franz-go/pkg/kbin"
 	"github.com/twmb/franz-go/pkg/kmsg"
@@ -28,7 +26,7 @@ import (
 // subFetchEntries turns a sub-fetch's answer body (Fetch v12+) into one
 // answer per partition asked, each its translated entry, and the topics
 // whose leaders must be refreshed.
-func (c *clientConn) subFetchEntries(ctx context.Context, u *upstream, sf *subFetch, body []byte) (map[fetchPartKey]*fetchAnswer, []string, error) {
+func (c *clientConn) subFetchEntries(ctx context.Context, u *upstream, sf *subFetch, body []byte) (map[topicPartition]*fetchAnswer, []string, error) {
 	p := c.p
 	tr := &respTranslator{ctx: ctx, p: p, u: u, offset: u.epochOffset.Load()}
 	fp, err := patchFetchEntries(body, sf.version, tr, true)
@@ -46,18 +44,10 @@ func (c *clientConn) subFetchEntries(ctx context.Context, u *upstream, sf *subFe
 	if err != nil {
 		return nil, nil, err
 	}
-	now := time.Now()
-	none := func(off int64) *fetchAnswer { return &fetchAnswer{gen: sf.gen, offset: off, at: now, absorbed: true} }
-	answers := make(map[fetchPartKey]*fetchAnswer, len(sf.asked))
+	set := newSubAnswers(sf)
 	if fp.errCode != 0 {
-		// A whole-request error (a sessionless fetch has no session to
-		// lose): every partition is asked again.
-		for k, off := range sf.asked {
-			answers[k] = none(off)
-		}
-		return answers, nil, nil
+		return set.allAsked(), nil, nil
 	}
-	var stale []string
 	for _, e := range fp.parts {
 		name := e.topic.name
 		if sf.version >= 13 {
@@ -69,29 +59,20 @@ func (c *clientConn) subFetchEntries(ctx context.Context, u *upstream, sf *subFe
 				name = n.(string)
 			}
 		}
-		k := fetchPartKey{name, e.partition}
-		off, ok := sf.asked[k]
-		if !ok {
-			continue
+		a, absorbed := set.add(topicPartition{name, e.partition}, e.code)
+		if absorbed {
+			set.stale = append(set.stale, a.topic)
 		}
-		k.topic = strings.Clone(name) // name may alias body
-		if absorbedFetchError(e.code) {
-			answers[k] = none(off)
-			stale = append(stale, k.topic)
+		if a.answer == nil {
 			continue
 		}
 		// The proxy fetches from leaders; a follower named here would
 		// send the client around its routing.
 		kbin.AppendInt32(body[e.preferredAt:e.preferredAt], -1)
-		answers[k] = &fetchAnswer{gen: sf.gen, offset: off, at: now, throttle: fp.throttle, code: e.code, records: e.records,
-			hw: e.hw, lso: e.lso, logStart: e.logStart, entry: body[e.span[0]:e.span[1]]}
+		a.answer.throttle, a.answer.records, a.answer.entry = fp.throttle, e.records, body[e.span[0]:e.span[1]]
+		a.answer.hw, a.answer.lso, a.answer.logStart = e.hw, e.lso, e.logStart
 	}
-	for k, off := range sf.asked {
-		if answers[k] == nil {
-			answers[k] = none(off)
-		}
-	}
-	return answers, stale, nil
+	return set.result(), set.stale, nil
 }
 
 // spliceRoutedFetch builds the answer to a routed fetch at v12+: a header,
@@ -103,7 +84,7 @@ func (c *clientConn) spliceRoutedFetch(fr *fetchRouter, plan *fetchPlan, hdr req
 	var throttle int32
 	topics := 0
 	for i := range plan.parts {
-		if i == 0 || plan.parts[i].ti != plan.parts[i-1].ti || plan.parts[i].pi == 0 {
+		if i == 0 || plan.parts[i].ti != plan.parts[i-1].ti {
 			topics++
 		}
 		if a := got[i]; a != nil && a.entry != nil {
@@ -132,7 +113,7 @@ func (c *clientConn) spliceRoutedFetch(fr *fetchRouter, plan *fetchPlan, hdr req
 	for i := 0; i < len(plan.parts); {
 		// The partitions of one topic of the request.
 		j := i + 1
-		for j < len(plan.parts) && plan.parts[j].ti == plan.parts[i].ti && plan.parts[j].pi != 0 {
+		for j < len(plan.parts) && plan.parts[j].ti == plan.parts[i].ti {
 			j++
 		}
 		name := plan.parts[i].key.topic
@@ -151,11 +132,7 @@ func (c *clientConn) spliceRoutedFetch(fr *fetchRouter, plan *fetchPlan, hdr req
 				out = append(out, a.entry)
 				continue
 			}
-			off := c.fetchOffset(plan, pp)
-			hw, lso, logStart := off, off, int64(-1)
-			if s, ok := fr.stats[pp.key]; ok && s.gen == plan.gen {
-				hw, lso, logStart = s.hw, s.lso, s.logStart
-			}
+			hw, lso, logStart := fr.emptyOffsetsLocked(plan, pp)
 			small = kbin.AppendInt32(small, pp.key.partition)
 			small = kbin.AppendInt16(small, 0)
 			small = kbin.AppendInt64(small, hw)

@@ -713,12 +713,12 @@ func FuzzRoutedFetchAnswer(f *testing.F) {
 		rt := kmsg.NewFetchRequestTopic()
 		rt.Topic, rt.TopicID = "t", topicID(1)
 		plan := &fetchPlan{u: u, req: req}
-		sf := &subFetch{version: version, asked: map[fetchPartKey]int64{}}
+		sf := &subFetch{version: version, asked: map[topicPartition]int64{}}
 		for i := range int32(3) {
 			rp := kmsg.NewFetchRequestTopicPartition()
 			rp.Partition = i
 			rt.Partitions = append(rt.Partitions, rp)
-			k := fetchPartKey{"t", i}
+			k := topicPartition{"t", i}
 			plan.parts = append(plan.parts, fetchPlanPart{key: k, pi: int(i), node: 1})
 			sf.asked[k] = 0
 		}

@@ -24,7 +24,7 @@ type metrics struct {
 	switchDuration   prometheus.Histogram
 	upstreamLatency  *prometheus.HistogramVec // api_key
 	earlyFetches     prometheus.Counter
-	requestSplits    prometheus.Counter
+	produceSplits    prometheus.Counter
 	fetchRouted      prometheus.Counter
 	partitionSplits  *prometheus.CounterVec
 	fetchAbsorbed    prometheus.Counter
@@ -109,7 +109,7 @@ func newMetrics(reg prometheus.Registerer) (*metrics, error) {
 			Buckets: prometheus.ExponentialBuckets(0.0001, 2, 18)}, []string{"api_key"}),
 		earlyFetches: prometheus.NewCounter(prometheus.CounterOpts{Namespace: ns, Subsystem: sub,
 			Name: "fetches_answered_early_total", Help: "Long polls (Fetch, JoinGroup, SyncGroup) answered by the proxy during a switch instead of waited out."}),
-		requestSplits: prometheus.NewCounter(prometheus.CounterOpts{Namespace: ns, Subsystem: sub,
+		produceSplits: prometheus.NewCounter(prometheus.CounterOpts{Namespace: ns, Subsystem: sub,
 			Name: "produce_splits_total", Help: "Produce requests whose partitions different brokers lead, sent in one part per leader and answered as one (routing leader)."}),
 		fetchRouted: prometheus.NewCounter(prometheus.CounterOpts{Namespace: ns, Subsystem: sub,
 			Name: "fetch_routed_total", Help: "Full fetches naming a partition the client's virtual broker's own broker does not lead, fetched by the proxy from the partitions' leaders and answered as one (routing leader)."}),
@@ -151,7 +151,7 @@ func newMetrics(reg prometheus.Registerer) (*metrics, error) {
 	m.perKey = make([]atomic.Pointer[keyMetrics], len(apiShapes())+1)
 	for _, c := range []prometheus.Collector{m.connections, m.connectionsTot, m.connClosed, m.requests,
 		m.requestBytes, m.responseBytes, m.gated, m.held, m.heldBytes, m.switches, m.switchDuration,
-		m.upstreamLatency, m.earlyFetches, m.requestSplits, m.fetchRouted, m.fetchAbsorbed, m.partitionSplits, m.produceResends, m.appendedRefusals, m.links, m.reauths, m.connRefused, m.clientAuthFails, m.authThrottled, m.staleMembers, m.staleRequests, m.activeCluster, m.pidRemaps, m.seqChecks,
+		m.upstreamLatency, m.earlyFetches, m.produceSplits, m.fetchRouted, m.fetchAbsorbed, m.partitionSplits, m.produceResends, m.appendedRefusals, m.links, m.reauths, m.connRefused, m.clientAuthFails, m.authThrottled, m.staleMembers, m.staleRequests, m.activeCluster, m.pidRemaps, m.seqChecks,
 		m.brokersRefused, m.producerIDs, m.producerIDsExpired} {
 		if err := reg.Register(c); err != nil {
 			return nil, err

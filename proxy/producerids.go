@@ -142,6 +142,7 @@ type remappedProducer struct {
 	parts map[topicPartition]*seqGate
 }
 
+// topicPartition names a partition by its (real) topic name.
 type topicPartition struct {
 	topic     string
 	partition int32

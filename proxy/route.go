@@ -168,7 +168,7 @@ func (c *clientConn) routeProduce(ctx context.Context, adm admission, up *upConn
 	if len(subs) == 1 {
 		return subs[0], nil, nil
 	}
-	c.p.m.requestSplits.Inc()
+	c.p.m.produceSplits.Inc()
 	parts = make([]net.Buffers, len(subs))
 	for s := range subs {
 		parts[s] = produceFor(frame[:hdr.BodyOffset], body, hdr.Version, w, func(ti, pi int) bool { return at[ti][pi] == s })

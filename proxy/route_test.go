@@ -294,7 +294,7 @@ func TestProduceRoutedToLeaders(t *testing.T) {
 			}
 		}
 	}
-	if n := testutil.ToFloat64(tp.m.requestSplits); n < 3 {
+	if n := testutil.ToFloat64(tp.m.produceSplits); n < 3 {
 		t.Errorf("produce_splits_total %v, want at least 3", n)
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)

@@ -20,6 +20,7 @@ import (
 	"fmt"
 	"net"
 	"reflect"
+	"slices"
 
 	"github.com/twmb/franz-go/pkg/kmsg"
 )
@@ -57,10 +58,8 @@ func (c *clientConn) routePartitions(ctx context.Context, adm admission, up *upC
 			l = c.link(ctx, adm, up, node)
 			links[node] = l
 		}
-		for i, s := range subs {
-			if s == l {
-				return i
-			}
+		if i := slices.Index(subs, l); i >= 0 {
+			return i
 		}
 		subs = append(subs, l)
 		return len(subs) - 1
@@ -142,11 +141,7 @@ func splitPartitionRequest(req kmsg.Request, linkFor func(topic string, partitio
 // frame from its correlation id on) into one response frame: every
 // partition answered, in the request's order; throttle the longest.
 func mergePartitionResponses(req kmsg.Request, hdr requestHeader, frames [][]byte) ([]byte, error) {
-	type key struct {
-		topic     string
-		partition int64
-	}
-	got := map[key]reflect.Value{}
+	got := map[topicPartition]reflect.Value{}
 	var throttle int64
 	for i, f := range frames {
 		resp := req.ResponseKind()
@@ -161,7 +156,7 @@ func mergePartitionResponses(req kmsg.Request, hdr requestHeader, frames [][]byt
 			parts := t.FieldByName("Partitions")
 			for pi := range parts.Len() {
 				p := parts.Index(pi)
-				got[key{t.FieldByName("Topic").String(), p.FieldByName("Partition").Int()}] = p
+				got[topicPartition{t.FieldByName("Topic").String(), int32(p.FieldByName("Partition").Int())}] = p
 			}
 		}
 	}
@@ -179,7 +174,7 @@ func mergePartitionResponses(req kmsg.Request, hdr requestHeader, frames [][]byt
 		mparts := mt.FieldByName("Partitions")
 		rparts := rt.FieldByName("Partitions")
 		for pi := range rparts.Len() {
-			if p, ok := got[key{name, rparts.Index(pi).FieldByName("Partition").Int()}]; ok {
+			if p, ok := got[topicPartition{name, int32(rparts.Index(pi).FieldByName("Partition").Int())}]; ok {
 				mparts = reflect.Append(mparts, p)
 			}
 		}

@@ -45,7 +45,7 @@ import (
 // vleaderTable holds each partition's stable virtual leader.
 type vleaderTable struct {
 	mu sync.Mutex
-	m  map[fetchPartKey]int32
+	m  map[topicPartition]int32
 }
 
 // vleader returns partition's stable virtual leader, making presented
@@ -53,12 +53,12 @@ type vleaderTable struct {
 func (t *vleaderTable) vleader(topic string, partition, presented int32) int32 {
 	t.mu.Lock()
 	defer t.mu.Unlock()
-	k := fetchPartKey{topic, partition}
+	k := topicPartition{topic, partition}
 	if v, ok := t.m[k]; ok {
 		return v
 	}
 	if t.m == nil {
-		t.m = map[fetchPartKey]int32{}
+		t.m = map[topicPartition]int32{}
 	}
 	t.m[k] = presented
 	return presented

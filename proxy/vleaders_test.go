@@ -4,10 +4,10 @@ import (
 	"context"
 	"fmt"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
-	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/testutil"
 	"github.com/twmb/franz-go/pkg/kerr"
 	"github.com/twmb/franz-go/pkg/kgo"
@@ -116,7 +116,7 @@ func TestClientsAcrossLeaderMoves(t *testing.T) {
 	const perPartition = 300
 	moving, stopMoving := context.WithCancel(ctx)
 	var wg sync.WaitGroup
-	moves := 0
+	var moves atomic.Int64
 	wg.Go(func() {
 		for i := 0; moving.Err() == nil; i++ {
 			p := int32(i % 6)
@@ -124,7 +124,7 @@ func TestClientsAcrossLeaderMoves(t *testing.T) {
 				t.Errorf("move: %v", err)
 				return
 			}
-			moves++
+			moves.Add(1)
 			select {
 			case <-moving.Done():
 			case <-time.After(3 * time.Millisecond):
@@ -187,11 +187,7 @@ func TestClientsAcrossLeaderMoves(t *testing.T) {
 		}
 	}
 	t.Logf("%d leader moves; fetches routed %v, partitions asked again %v, produce partitions re-sent %v",
-		moves, testutilValue(tp.m.fetchRouted), testutilValue(tp.m.fetchAbsorbed), testutilValue(tp.m.produceResends))
-}
-
-func testutilValue(c interface{ Desc() *prometheus.Desc }) float64 {
-	return testutil.ToFloat64(c.(prometheus.Collector))
+		moves.Load(), testutil.ToFloat64(tp.m.fetchRouted), testutil.ToFloat64(tp.m.fetchAbsorbed), testutil.ToFloat64(tp.m.produceResends))
 }
 
 // TestFetchSessionEndsWhenAPartitionMoves: a consumer holds a fetch

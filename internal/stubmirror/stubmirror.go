@@ -7,13 +7,12 @@ package stubmirror
 
 import (
 	"context"
-	"errors"
 	"fmt"
-	"time"
 
 	"github.com/twmb/franz-go/pkg/kadm"
-	"github.com/twmb/franz-go/pkg/kerr"
 	"github.com/twmb/franz-go/pkg/kgo"
+
+	"github.com/switchyard/switchyard/mirror"
 )
 
 // CopyTopic copies every record of topic from src to dst, partition by
@@ -73,23 +72,10 @@ func CopyGroupOffsets(ctx context.Context, src, dst []string, group string) erro
 	}
 	defer dc.Close()
 	// Once no transactional offset commit is pending, as the mirror reads
-	// them (mirror.stableOffsets).
-	var offs kadm.OffsetResponses
-	for backoff := 10 * time.Millisecond; ; backoff = min(2*backoff, 200*time.Millisecond) {
-		offs, err = kadm.NewClient(sc).FetchOffsets(kadm.RequireStable(ctx), group)
-		if err != nil {
-			return fmt.Errorf("fetch offsets of %s: %w", group, err)
-		}
-		unstable := false
-		offs.Each(func(o kadm.OffsetResponse) { unstable = unstable || errors.Is(o.Err, kerr.UnstableOffsetCommit) })
-		if !unstable {
-			break
-		}
-		select {
-		case <-time.After(backoff):
-		case <-ctx.Done():
-			return fmt.Errorf("offsets of %s still unstable: %w", group, ctx.Err())
-		}
+	// them.
+	offs, err := mirror.StableOffsets(ctx, kadm.NewClient(sc), group)
+	if err != nil {
+		return fmt.Errorf("fetch offsets of %s: %w", group, err)
 	}
 	if _, err := kadm.NewClient(dc).CommitOffsets(ctx, group, offs.Offsets()); err != nil {
 		return fmt.Errorf("commit offsets of %s on target: %w", group, err)
