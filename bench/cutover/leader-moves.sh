@@ -14,7 +14,9 @@
 # event, and the partitions the sidecar re-sent
 # (produce_resent_partitions_total) and, of those the old leader had
 # appended before refusing (no producer id: looked for on the new leader),
-# the outcomes (produce_appended_refusals_total).
+# the outcomes (produce_appended_refusals_total); the fetches it routed to
+# leaders and the partitions it asked again (fetch_routed_total,
+# fetch_rerouted_partitions_total); the consumer's WARN/ERROR log lines.
 #
 #   make kafka-up && bash bench/cutover/leader-moves.sh [MOVES_RUNS=3] [SWITCHYARD_BIN=...]; make kafka-down
 #
@@ -126,18 +128,23 @@ run() {
 		sleep 10
 	fi
 	stop_producer "$producer" "$d"
-	local resent
-	resent=$(curl -fs "http://127.0.0.1:$((PORT + 90))/metrics" |
-		awk '/^switchyard_proxy_produce_resent_partitions_total /{r=$2} /^switchyard_proxy_produce_appended_refusals_total/{split($1, a, "\""); o = o sep a[2] " " $2; sep=", "} END{if (r != "") print r (o == "" ? "" : " (appended: " o ")")}')
+	local metrics resent routed warns
+	metrics=$(curl -fs "http://127.0.0.1:$((PORT + 90))/metrics" || true)
+	resent=$(awk '/^switchyard_proxy_produce_resent_partitions_total /{r=$2} /^switchyard_proxy_produce_appended_refusals_total/{split($1, a, "\""); o = o sep a[2] " " $2; sep=", "} END{if (r != "") print r (o == "" ? "" : " (appended: " o ")")}' <<<"$metrics")
+	# The consumer's side: fetches the sidecar routed to leaders, and
+	# partitions it asked again of a new leader; the consumer's WARN and
+	# ERROR lines while the sidecar ran (it is stopped next).
+	routed=$(awk '/^switchyard_proxy_fetch_routed_total /{r=$2} /^switchyard_proxy_fetch_rerouted_partitions_total /{a=$2} END{print (r+0) " / " (a+0)}' <<<"$metrics")
+	warns=$(grep -c "WARN\|ERROR" "$d/consumer.log" || true)
 	cleanup
 	local moved1 moved2
 	moved1=$(join <(awk '{print $1, $2}' "$d/before.txt") <(awk '{print $1, $2}' "$d/elected.txt") | awk '$2 != $3' | wc -l)
 	moved2=$(join <(awk '{print $1, $2}' "$d/elected.txt") <(awk '{print $1, $2}' "$d/dropped.txt") | awk '$2 != $3' | wc -l)
 	local moved3=-
 	[[ -f $d/restarted.txt ]] && moved3=$(join <(awk '{print $1, $2}' "$d/dropped.txt") <(awk '{print $1, $2}' "$d/restarted.txt") | awk '$2 != $3' | wc -l)
-	python3 - "$d" "$name" "$moved1" "$moved2/$moved3" "${resent:-?}" >>"$SUMMARY" <<'PY'
+	python3 - "$d" "$name" "$moved1" "$moved2/$moved3" "${resent:-?}" "$routed" "${warns:-?}" >>"$SUMMARY" <<'PY'
 import collections, json, re, sys
-d, name, moved1, moved2, resent = sys.argv[1:]
+d, name, moved1, moved2, resent, routed, warns = sys.argv[1:]
 drop_at = int(open(f"{d}/drop.at").read())
 try:
     restart_at = int(open(f"{d}/restart.at").read())
@@ -161,13 +168,13 @@ read = [l.rstrip("\n") for l in open(f"{d}/consumer.out")]
 distinct = set(read)
 missing = len(acked - distinct)
 errs = ", ".join(f"{k} {v}" for k, v in sorted(errors.items())) or "none"
-print(f"| {name} | {moved1} | {moved2} | {len(acked)} | {len(distinct)} | {len(read) - len(distinct)} | {missing} | {errs} | {resent} |")
+print(f"| {name} | {moved1} | {moved2} | {len(acked)} | {len(distinct)} | {len(read) - len(distinct)} | {missing} | {errs} | {resent} | {routed} | {warns} |")
 PY
 }
 
 echo "leader-moves: $RUNS run(s), Kafka $SWITCHYARD_TEST_KAFKA_VERSION, $BIN"
-echo "| run | leaders moved by the election | by the reassignment / the restart | acknowledged | distinct read | read twice | acknowledged never read | producer errors | partitions re-sent (refused after the append, by outcome) |"
-echo "|---|---|---|---|---|---|---|---|---|"
+echo "| run | leaders moved by the election | by the reassignment / the restart | acknowledged | distinct read | read twice | acknowledged never read | producer errors | partitions re-sent (refused after the append, by outcome) | fetches routed / partitions asked again | consumer WARN/ERROR lines |"
+echo "|---|---|---|---|---|---|---|---|---|---|---|"
 SUMMARY=$OUT/summary-$STAMP.txt
 mkdir -p "$OUT"
 : >"$SUMMARY"
